@@ -1,0 +1,37 @@
+/**
+ * One base error with a stable code. Every error that reaches a user names the cause and the
+ * fix in one sentence; the code lets programs (and tests) match without parsing prose.
+ */
+export const ERROR_CODES = {
+  TR_NOT_ROOT: 'tunroute needs root (CAP_NET_ADMIN) to create a TUN device and change routes',
+  TR_NO_TUN: '/dev/net/tun is missing or cannot be opened',
+  TR_TUN_BUSY: 'the TUN device name is already in use',
+  TR_TUN_OPEN: 'the TUN device could not be opened',
+  TR_NATIVE_MISSING: 'the native addon has not been built',
+  TR_BAD_CIDR: 'a CIDR is malformed',
+  TR_BAD_FLAG: 'a command-line flag has a bad value',
+  TR_BAD_CONFIG: 'the configuration file is invalid',
+  TR_CONFIG_READ: 'the configuration file cannot be read',
+  TR_ROUTE_APPLY: 'a route or address change failed',
+  TR_UPSTREAM: 'an upstream (proxy or tunnel peer) is unreachable or refused',
+  TR_CONTROL: 'the control socket of a running daemon cannot be reached',
+  TR_INTERNAL: 'an internal invariant was broken',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class TunrouteError extends Error {
+  readonly code: ErrorCode;
+  override readonly cause: unknown;
+
+  constructor(code: ErrorCode, message: string, cause?: unknown) {
+    super(message);
+    this.name = 'TunrouteError';
+    this.code = code;
+    this.cause = cause;
+  }
+}
+
+export function isTunrouteError(e: unknown): e is TunrouteError {
+  return e instanceof TunrouteError;
+}

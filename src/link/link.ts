@@ -1,0 +1,47 @@
+/**
+ * The device boundary. Everything above a Link sees batches of raw IPv4 packets; everything
+ * below it is a TUN fd, an in-memory pipe or a fault injector.
+ *
+ * A batch is a view over one buffer that the link owns and reuses: the packets are only valid
+ * during the receive callback (copy what you keep). This is what lets the TUN reader hand JS
+ * dozens of packets per wake-up without allocating per packet.
+ */
+export interface PacketBatch {
+  /** Shared buffer holding all packets of this batch. */
+  readonly buf: Buffer;
+  /** Start of packet i in buf. */
+  readonly offsets: Uint32Array;
+  /** Length of packet i. */
+  readonly lengths: Uint32Array;
+  /** Number of valid entries in offsets/lengths. */
+  readonly count: number;
+}
+
+export type ReceiveHandler = (batch: PacketBatch) => void;
+
+export interface LinkStats {
+  rxPackets: number;
+  rxBytes: number;
+  txPackets: number;
+  txBytes: number;
+  /** Writes the device refused (queue full, device gone). */
+  txErrors: number;
+}
+
+export interface Link {
+  readonly name: string;
+  readonly mtu: number;
+  readonly stats: LinkStats;
+  /** Set the one receiver of inbound batches; the link starts delivering once it is set. */
+  onReceive(handler: ReceiveHandler): void;
+  /** Send one packet (the bytes are copied or written before return; the caller may reuse them). */
+  send(packet: Uint8Array): boolean;
+  /** Send many packets; returns how many were accepted. */
+  sendMany(packets: readonly Uint8Array[]): number;
+  /** Stop delivering and release the device; idempotent. */
+  close(): void;
+}
+
+export function emptyLinkStats(): LinkStats {
+  return { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, txErrors: 0 };
+}
