@@ -1,0 +1,748 @@
+/*
+ * tunroute_native: the only C in tunroute. A Linux TUN device for Node.js through Node-API.
+ *
+ *   open(name, {vnetHdr, multiQueue})              -> {fd, name}      TUNSETIFF (+TUNSETVNETHDRSZ)
+ *   setOffload(fd, flags)                                             TUNSETOFFLOAD
+ *   startReader(fd, buffer, maxPackets, slotSize, cb) -> handle       uv_poll, batched read()
+ *   stopReader(handle)                                                idempotent, re-entrant
+ *   write(fd, buf, offset, length)                 -> bytes or -errno
+ *   writeMany(fd, buf, offsets, lengths, count)    -> packets written (stops at first error)
+ *   close(fd)
+ *   checksum(buf, offset, length, initial)         -> RFC 1071 sum folded to 16 bits, not inverted
+ *
+ * The reader is the reason this file exists: one uv_poll wake-up drains up to maxPackets
+ * packets into consecutive slots of one preallocated Buffer (slot i at i * slotSize) and calls
+ * JS once with the count. offsets/lengths are two Uint32Arrays created at start and filled in
+ * place, so the hot path allocates nothing but the count.
+ *
+ * Errors from system calls are thrown as Errors with .code (errno name, e.g. 'EBUSY'), .errno
+ * and .syscall. write/writeMany never throw for I/O errors: a full queue is normal traffic.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <node_api.h>
+#include <uv.h>
+
+/* Older kernel headers (Debian 12 ships 6.1) lack the UDP segmentation offload flags. */
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#endif
+#ifndef TUN_F_USO6
+#define TUN_F_USO6 0x40
+#endif
+
+#define TUN_PATH "/dev/net/tun"
+#define VNET_HDR_LEN 10
+
+/* ---------------------------------------------------------------------------------------- */
+/* Error helpers                                                                               */
+
+/* Throws Error(message) with .code = errno name, .errno, .syscall. */
+static void throw_errno(napi_env env, int err, const char *syscall, const char *detail) {
+  const char *code = uv_err_name(-err); /* libuv errors are -errno on Unix */
+  char msg[256];
+  if (detail != NULL && detail[0] != '\0') {
+    snprintf(msg, sizeof msg, "%s failed for %s: %s (%s)", syscall, detail, code, strerror(err));
+  } else {
+    snprintf(msg, sizeof msg, "%s failed: %s (%s)", syscall, code, strerror(err));
+  }
+  napi_value js_code, js_msg, js_err, js_errno, js_syscall;
+  if (napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &js_code) != napi_ok) return;
+  if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &js_msg) != napi_ok) return;
+  if (napi_create_error(env, js_code, js_msg, &js_err) != napi_ok) return;
+  if (napi_create_int32(env, err, &js_errno) == napi_ok) {
+    napi_set_named_property(env, js_err, "errno", js_errno);
+  }
+  if (napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &js_syscall) == napi_ok) {
+    napi_set_named_property(env, js_err, "syscall", js_syscall);
+  }
+  napi_throw(env, js_err);
+}
+
+/* Turns a failed napi_* status into a JS exception, unless one is already pending. */
+static void throw_napi_failure(napi_env env, const char *what) {
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (pending) return;
+  const napi_extended_error_info *info = NULL;
+  napi_get_last_error_info(env, &info);
+  char msg[256];
+  snprintf(msg, sizeof msg, "tunroute_native: %s failed: %s", what,
+           info != NULL && info->error_message != NULL ? info->error_message : "unknown error");
+  napi_throw_error(env, NULL, msg);
+}
+
+#define NAPI_CALL(env, call)                 \
+  do {                                       \
+    if ((call) != napi_ok) {                 \
+      throw_napi_failure((env), #call);      \
+      return NULL;                           \
+    }                                        \
+  } while (0)
+
+/* ---------------------------------------------------------------------------------------- */
+/* Argument helpers: each throws a TypeError/RangeError and returns false on bad input.       */
+
+static bool arg_int32(napi_env env, napi_value v, const char *name, int32_t *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a number", name);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  return napi_get_value_int32(env, v, out) == napi_ok;
+}
+
+static bool arg_uint32(napi_env env, napi_value v, const char *name, uint32_t *out) {
+  napi_valuetype t;
+  double d = -1;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number ||
+      napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d <= 4294967295.0)) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a number in 0..2^32-1", name);
+    napi_throw_range_error(env, NULL, msg);
+    return false;
+  }
+  *out = (uint32_t)d;
+  return true;
+}
+
+static bool arg_fd(napi_env env, napi_value v, int *fd) {
+  int32_t x;
+  if (!arg_int32(env, v, "fd", &x)) return false;
+  if (x < 0) {
+    napi_throw_range_error(env, NULL, "fd must be >= 0");
+    return false;
+  }
+  *fd = x;
+  return true;
+}
+
+/* A Uint8Array (Buffer is one): pointer to its first byte (byteOffset applied) and length. */
+static bool arg_bytes(napi_env env, napi_value v, const char *name, uint8_t **data, size_t *len) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  void *p = NULL;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, v, &type, len, &p, NULL, NULL) != napi_ok ||
+      type != napi_uint8_array) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a Buffer or Uint8Array", name);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  *data = p;
+  return true;
+}
+
+static bool arg_u32_array(napi_env env, napi_value v, const char *name, uint32_t **data, size_t *len) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  void *p = NULL;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta ||
+      napi_get_typedarray_info(env, v, &type, len, &p, NULL, NULL) != napi_ok ||
+      type != napi_uint32_array) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s must be a Uint32Array", name);
+    napi_throw_type_error(env, NULL, msg);
+    return false;
+  }
+  *data = p;
+  return true;
+}
+
+/* Checks that [offset, offset + length) lies inside a buffer of buf_len bytes. */
+static bool check_range(napi_env env, size_t buf_len, uint32_t offset, uint32_t length) {
+  if ((uint64_t)offset + length > buf_len) {
+    napi_throw_range_error(env, NULL, "offset + length is beyond the end of the buffer");
+    return false;
+  }
+  return true;
+}
+
+static bool get_bool_prop(napi_env env, napi_value obj, const char *key) {
+  bool has = false, out = false;
+  napi_value v;
+  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return false;
+  if (napi_get_named_property(env, obj, key, &v) != napi_ok) return false;
+  if (napi_coerce_to_bool(env, v, &v) != napi_ok) return false;
+  napi_get_value_bool(env, v, &out);
+  return out;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* open / setOffload / close                                                                  */
+
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) {
+    napi_throw_type_error(env, NULL, "open(name, opts) needs a name");
+    return NULL;
+  }
+  char name[IFNAMSIZ + 1];
+  size_t name_len = 0;
+  napi_valuetype t;
+  NAPI_CALL(env, napi_typeof(env, argv[0], &t));
+  if (t != napi_string) {
+    napi_throw_type_error(env, NULL, "name must be a string");
+    return NULL;
+  }
+  NAPI_CALL(env, napi_get_value_string_utf8(env, argv[0], name, sizeof name, &name_len));
+  if (name_len >= IFNAMSIZ) {
+    napi_throw_range_error(env, NULL, "TUN device name must be at most 15 bytes");
+    return NULL;
+  }
+  bool vnet_hdr = false, multi_queue = false;
+  if (argc >= 2) {
+    NAPI_CALL(env, napi_typeof(env, argv[1], &t));
+    if (t == napi_object) {
+      vnet_hdr = get_bool_prop(env, argv[1], "vnetHdr");
+      multi_queue = get_bool_prop(env, argv[1], "multiQueue");
+    }
+  }
+
+  int fd = open(TUN_PATH, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    throw_errno(env, errno, "open", TUN_PATH);
+    return NULL;
+  }
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  if (vnet_hdr) ifr.ifr_flags |= IFF_VNET_HDR;
+  if (multi_queue) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+  memcpy(ifr.ifr_name, name, name_len);
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    throw_errno(env, err, "ioctl(TUNSETIFF)", name_len > 0 ? name : "a new device");
+    return NULL;
+  }
+  if (vnet_hdr) {
+    int sz = VNET_HDR_LEN;
+    if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) {
+      int err = errno;
+      close(fd);
+      throw_errno(env, err, "ioctl(TUNSETVNETHDRSZ)", ifr.ifr_name);
+      return NULL;
+    }
+  }
+
+  napi_value result, js_fd, js_name;
+  ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+  if (napi_create_object(env, &result) != napi_ok || napi_create_int32(env, fd, &js_fd) != napi_ok ||
+      napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &js_name) != napi_ok ||
+      napi_set_named_property(env, result, "fd", js_fd) != napi_ok ||
+      napi_set_named_property(env, result, "name", js_name) != napi_ok) {
+    close(fd);
+    throw_napi_failure(env, "building the open() result");
+    return NULL;
+  }
+  return result;
+}
+
+static napi_value js_set_offload(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  uint32_t flags;
+  if (argc < 2) {
+    napi_throw_type_error(env, NULL, "setOffload(fd, flags) needs two arguments");
+    return NULL;
+  }
+  if (!arg_fd(env, argv[0], &fd) || !arg_uint32(env, argv[1], "flags", &flags)) return NULL;
+  if (ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags) < 0) {
+    throw_errno(env, errno, "ioctl(TUNSETOFFLOAD)", NULL);
+    return NULL;
+  }
+  return NULL;
+}
+
+static napi_value js_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  if (argc < 1) {
+    napi_throw_type_error(env, NULL, "close(fd) needs an fd");
+    return NULL;
+  }
+  if (!arg_fd(env, argv[0], &fd)) return NULL;
+  /* On Linux the fd is released even when close() reports EINTR: never retry. */
+  if (close(fd) < 0 && errno != EINTR) {
+    throw_errno(env, errno, "close", NULL);
+  }
+  return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* write / writeMany                                                                           */
+
+static ssize_t write_once(int fd, const uint8_t *p, size_t len) {
+  ssize_t n;
+  do {
+    n = write(fd, p, len);
+  } while (n < 0 && errno == EINTR);
+  return n < 0 ? -(ssize_t)errno : n;
+}
+
+static napi_value js_write(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "write(fd, buf, offset, length) needs four arguments");
+    return NULL;
+  }
+  int fd;
+  uint8_t *data;
+  size_t len;
+  uint32_t offset, length;
+  if (!arg_fd(env, argv[0], &fd) || !arg_bytes(env, argv[1], "buf", &data, &len) ||
+      !arg_uint32(env, argv[2], "offset", &offset) || !arg_uint32(env, argv[3], "length", &length) ||
+      !check_range(env, len, offset, length)) {
+    return NULL;
+  }
+  napi_value result;
+  NAPI_CALL(env, napi_create_int64(env, write_once(fd, data + offset, length), &result));
+  return result;
+}
+
+static napi_value js_write_many(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) {
+    napi_throw_type_error(env, NULL, "writeMany(fd, buf, offsets, lengths, count) needs five arguments");
+    return NULL;
+  }
+  int fd;
+  uint8_t *data;
+  size_t len, n_offsets, n_lengths;
+  uint32_t *offsets, *lengths, count;
+  if (!arg_fd(env, argv[0], &fd) || !arg_bytes(env, argv[1], "buf", &data, &len) ||
+      !arg_u32_array(env, argv[2], "offsets", &offsets, &n_offsets) ||
+      !arg_u32_array(env, argv[3], "lengths", &lengths, &n_lengths) ||
+      !arg_uint32(env, argv[4], "count", &count)) {
+    return NULL;
+  }
+  if (count > n_offsets || count > n_lengths) {
+    napi_throw_range_error(env, NULL, "count is larger than offsets or lengths");
+    return NULL;
+  }
+  /* Validate everything first, so a bad entry never leaves a half-written batch behind. */
+  for (uint32_t i = 0; i < count; i++) {
+    if (!check_range(env, len, offsets[i], lengths[i])) return NULL;
+  }
+  uint32_t written = 0;
+  while (written < count) {
+    if (write_once(fd, data + offsets[written], lengths[written]) < 0) break;
+    written++;
+  }
+  napi_value result;
+  NAPI_CALL(env, napi_create_uint32(env, written, &result));
+  return result;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* checksum (RFC 1071)                                                                         */
+
+/* Folds a 64-bit ones'-complement accumulator to 16 bits (end-around carry). */
+static uint32_t fold64(uint64_t sum) {
+  sum = (sum & 0xffffffffu) + (sum >> 32);
+  sum = (sum & 0xffffffffu) + (sum >> 32);
+  uint32_t s = (uint32_t)sum;
+  s = (s & 0xffff) + (s >> 16);
+  s = (s & 0xffff) + (s >> 16);
+  return s;
+}
+
+/*
+ * Ones'-complement sum of p[0..len) read as 16-bit big-endian words, the last odd byte padded
+ * with zero. RFC 1071 §2(B): the sum is byte-order independent, so we add native 64-bit words
+ * with end-around carry and swap the two bytes of the folded result on little-endian hosts.
+ */
+static uint32_t csum_bytes(const uint8_t *p, size_t len) {
+  uint64_t sum = 0;
+  while (len >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    sum += w;
+    if (sum < w) sum++; /* end-around carry */
+    p += 8;
+    len -= 8;
+  }
+  if (len >= 4) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    sum += w;
+    if (sum < w) sum++;
+    p += 4;
+    len -= 4;
+  }
+  if (len >= 2) {
+    uint16_t w;
+    memcpy(&w, p, 2);
+    sum += w;
+    if (sum < w) sum++;
+    p += 2;
+    len -= 2;
+  }
+  if (len == 1) {
+    uint8_t tail[2] = {p[0], 0};
+    uint16_t w;
+    memcpy(&w, tail, 2);
+    sum += w;
+    if (sum < w) sum++;
+  }
+  uint32_t s = fold64(sum);
+  const uint16_t one = 1;
+  if (*(const uint8_t *)&one == 1) { /* little-endian host */
+    s = ((s & 0xff) << 8) | (s >> 8);
+  }
+  return s;
+}
+
+static napi_value js_checksum(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "checksum(buf, offset, length, initial) needs four arguments");
+    return NULL;
+  }
+  uint8_t *data;
+  size_t len;
+  uint32_t offset, length, initial;
+  if (!arg_bytes(env, argv[0], "buf", &data, &len) || !arg_uint32(env, argv[1], "offset", &offset) ||
+      !arg_uint32(env, argv[2], "length", &length) || !arg_uint32(env, argv[3], "initial", &initial) ||
+      !check_range(env, len, offset, length)) {
+    return NULL;
+  }
+  uint32_t s = fold64((uint64_t)csum_bytes(data + offset, length) + initial);
+  napi_value result;
+  NAPI_CALL(env, napi_create_uint32(env, s, &result));
+  return result;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The batched reader                                                                          */
+
+typedef struct reader {
+  uv_poll_t poll;
+  napi_env env;
+  int fd;
+  uint8_t *data; /* the JS Buffer's bytes; kept alive by buffer_ref */
+  uint32_t max_packets;
+  uint32_t slot_size;
+  uint32_t *lengths; /* the lengths Uint32Array's storage; kept alive by lengths_ref */
+  napi_ref buffer_ref, offsets_ref, lengths_ref, callback_ref, recv_ref;
+  napi_async_context async_ctx;
+  bool stopped;     /* stop requested: no more callbacks */
+  bool released;    /* JS references and the async context released */
+  bool in_callback; /* inside napi_make_callback: release is deferred until it returns */
+  bool closing;     /* uv_close called */
+  bool closed;      /* uv_close callback ran: libuv no longer touches the struct */
+  bool finalized;   /* the JS handle object was garbage-collected */
+  bool hooked;      /* env cleanup hook registered */
+} reader_t;
+
+static const napi_type_tag READER_TAG = {0x7475e2f0c1a54f3bULL, 0x9d1e6a2b8c4f7011ULL};
+
+static void reader_cleanup_hook(void *arg);
+
+static void reader_maybe_free(reader_t *r) {
+  if (r->closed && r->finalized) free(r);
+}
+
+static void reader_on_close(uv_handle_t *h) {
+  reader_t *r = h->data;
+  r->closed = true;
+  reader_maybe_free(r);
+}
+
+static void reader_close_handle(reader_t *r) {
+  if (r->closing) return;
+  r->closing = true;
+  uv_poll_stop(&r->poll);
+  uv_close((uv_handle_t *)&r->poll, reader_on_close);
+}
+
+static void delete_ref(napi_env env, napi_ref *ref) {
+  if (*ref != NULL) {
+    napi_delete_reference(env, *ref);
+    *ref = NULL;
+  }
+}
+
+static void reader_release_js(reader_t *r) {
+  if (r->released) return;
+  r->released = true;
+  napi_env env = r->env;
+  delete_ref(env, &r->callback_ref);
+  delete_ref(env, &r->buffer_ref);
+  delete_ref(env, &r->offsets_ref);
+  delete_ref(env, &r->lengths_ref);
+  delete_ref(env, &r->recv_ref); /* lets the handle object be collected (-> finalizer) */
+  if (r->async_ctx != NULL) {
+    napi_async_destroy(env, r->async_ctx);
+    r->async_ctx = NULL;
+  }
+  if (r->hooked) {
+    r->hooked = false;
+    napi_remove_env_cleanup_hook(env, reader_cleanup_hook, r);
+  }
+}
+
+static void reader_stop(reader_t *r) {
+  if (r->stopped) return;
+  r->stopped = true;
+  reader_close_handle(r);
+  if (!r->in_callback) reader_release_js(r);
+}
+
+/* The environment is going away (process exit, worker termination): stop polling, no JS. */
+static void reader_cleanup_hook(void *arg) {
+  reader_t *r = arg;
+  r->hooked = false;
+  r->stopped = true;
+  r->released = true;
+  reader_close_handle(r);
+}
+
+static void reader_finalize(napi_env env, void *data, void *hint) {
+  reader_t *r = data;
+  r->finalized = true;
+  reader_maybe_free(r);
+}
+
+/* Calls the JS callback once: cb.call(handle, count, offsets, lengths). */
+static void reader_call_js(reader_t *r, int32_t count) {
+  napi_env env = r->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, recv, argv[3], result;
+  if (napi_get_reference_value(env, r->callback_ref, &cb) == napi_ok &&
+      napi_get_reference_value(env, r->recv_ref, &recv) == napi_ok &&
+      napi_get_reference_value(env, r->offsets_ref, &argv[1]) == napi_ok &&
+      napi_get_reference_value(env, r->lengths_ref, &argv[2]) == napi_ok &&
+      napi_create_int32(env, count, &argv[0]) == napi_ok) {
+    r->in_callback = true;
+    napi_status st = napi_make_callback(env, r->async_ctx, recv, cb, 3, argv, &result);
+    r->in_callback = false;
+    if (st == napi_pending_exception) {
+      /* A throwing callback becomes an ordinary uncaught exception ('uncaughtException'). */
+      napi_value exc;
+      if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
+    }
+  }
+  napi_close_handle_scope(env, scope);
+  if (r->stopped) reader_release_js(r); /* stopReader() was called from inside the callback */
+}
+
+static void reader_on_poll(uv_poll_t *h, int status, int events) {
+  reader_t *r = h->data;
+  if (r->stopped) return;
+  int err = 0;
+  uint32_t count = 0;
+  if (status < 0) {
+    err = -status;
+  } else {
+    while (count < r->max_packets) {
+      ssize_t n = read(r->fd, r->data + (size_t)count * r->slot_size, r->slot_size);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
+        break;
+      }
+      if (n == 0) break;
+      /* A packet larger than the slot arrives cut to the slot (its IP length field shows it);
+       * never report more than was stored. */
+      if ((size_t)n > r->slot_size) n = r->slot_size;
+      r->lengths[count++] = (uint32_t)n;
+    }
+  }
+  if (count > 0) reader_call_js(r, (int32_t)count);
+  if (err != 0 && !r->stopped) {
+    /* A fatal read error (the device went away): tell JS with a negative count, then stop. */
+    reader_call_js(r, -err);
+    reader_stop(r);
+  }
+}
+
+static napi_value js_start_reader(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) {
+    napi_throw_type_error(env, NULL,
+                          "startReader(fd, buffer, maxPackets, slotSize, callback) needs five arguments");
+    return NULL;
+  }
+  int fd;
+  uint8_t *data;
+  size_t len;
+  uint32_t max_packets, slot_size;
+  napi_valuetype t;
+  if (!arg_fd(env, argv[0], &fd) || !arg_bytes(env, argv[1], "buffer", &data, &len) ||
+      !arg_uint32(env, argv[2], "maxPackets", &max_packets) ||
+      !arg_uint32(env, argv[3], "slotSize", &slot_size)) {
+    return NULL;
+  }
+  NAPI_CALL(env, napi_typeof(env, argv[4], &t));
+  if (t != napi_function) {
+    napi_throw_type_error(env, NULL, "callback must be a function");
+    return NULL;
+  }
+  if (max_packets == 0 || max_packets > 65536 || slot_size == 0) {
+    napi_throw_range_error(env, NULL, "maxPackets must be 1..65536 and slotSize > 0");
+    return NULL;
+  }
+  if ((uint64_t)max_packets * slot_size > len) {
+    napi_throw_range_error(env, NULL, "buffer is smaller than maxPackets * slotSize");
+    return NULL;
+  }
+  /* Offsets are i * slotSize and must fit a Uint32Array entry. */
+  if ((uint64_t)max_packets * slot_size > UINT32_MAX) {
+    napi_throw_range_error(env, NULL, "maxPackets * slotSize must be below 4 GiB");
+    return NULL;
+  }
+
+  reader_t *r = calloc(1, sizeof *r);
+  if (r == NULL) {
+    throw_errno(env, ENOMEM, "calloc", NULL);
+    return NULL;
+  }
+  r->env = env;
+  r->fd = fd;
+  r->data = data;
+  r->max_packets = max_packets;
+  r->slot_size = slot_size;
+
+  napi_value handle, offsets_ab, offsets, lengths_ab, lengths, name;
+  void *offsets_data, *lengths_data;
+  uv_loop_t *loop;
+  int uv_err;
+  if (napi_create_object(env, &handle) != napi_ok ||
+      napi_create_arraybuffer(env, (size_t)max_packets * 4, &offsets_data, &offsets_ab) != napi_ok ||
+      napi_create_typedarray(env, napi_uint32_array, max_packets, offsets_ab, 0, &offsets) != napi_ok ||
+      napi_create_arraybuffer(env, (size_t)max_packets * 4, &lengths_data, &lengths_ab) != napi_ok ||
+      napi_create_typedarray(env, napi_uint32_array, max_packets, lengths_ab, 0, &lengths) != napi_ok ||
+      napi_create_string_utf8(env, "tunroute:TunReader", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_get_uv_event_loop(env, &loop) != napi_ok) {
+    free(r);
+    throw_napi_failure(env, "startReader setup");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < max_packets; i++) ((uint32_t *)offsets_data)[i] = i * slot_size;
+  memset(lengths_data, 0, (size_t)max_packets * 4);
+  r->lengths = lengths_data;
+
+  if (napi_create_reference(env, argv[1], 1, &r->buffer_ref) != napi_ok ||
+      napi_create_reference(env, argv[4], 1, &r->callback_ref) != napi_ok ||
+      napi_create_reference(env, offsets, 1, &r->offsets_ref) != napi_ok ||
+      napi_create_reference(env, lengths, 1, &r->lengths_ref) != napi_ok ||
+      napi_create_reference(env, handle, 1, &r->recv_ref) != napi_ok ||
+      napi_async_init(env, handle, name, &r->async_ctx) != napi_ok) {
+    throw_napi_failure(env, "startReader references");
+    reader_release_js(r);
+    free(r);
+    return NULL;
+  }
+
+  uv_err = uv_poll_init(loop, &r->poll, fd);
+  if (uv_err != 0) {
+    reader_release_js(r);
+    free(r);
+    throw_errno(env, -uv_err, "uv_poll_init", NULL);
+    return NULL;
+  }
+  r->poll.data = r;
+  uv_err = uv_poll_start(&r->poll, UV_READABLE, reader_on_poll);
+  if (uv_err != 0) {
+    r->finalized = true; /* no JS handle owns it yet: free on close */
+    reader_stop(r);
+    throw_errno(env, -uv_err, "uv_poll_start", NULL);
+    return NULL;
+  }
+  if (napi_wrap(env, handle, r, reader_finalize, NULL, NULL) != napi_ok) {
+    r->finalized = true;
+    reader_stop(r);
+    throw_napi_failure(env, "startReader wrap");
+    return NULL;
+  }
+  /* From here on the finalizer owns the struct's lifetime together with uv_close. */
+  if (napi_type_tag_object(env, handle, &READER_TAG) != napi_ok) {
+    reader_stop(r);
+    throw_napi_failure(env, "startReader type tag");
+    return NULL;
+  }
+  if (napi_add_env_cleanup_hook(env, reader_cleanup_hook, r) == napi_ok) r->hooked = true;
+  return handle;
+}
+
+static napi_value js_stop_reader(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  bool ok = false;
+  napi_valuetype t = napi_undefined;
+  if (argc >= 1) NAPI_CALL(env, napi_typeof(env, argv[0], &t));
+  if (t == napi_object) NAPI_CALL(env, napi_check_object_type_tag(env, argv[0], &READER_TAG, &ok));
+  if (!ok) {
+    napi_throw_type_error(env, NULL, "stopReader needs a handle returned by startReader");
+    return NULL;
+  }
+  void *data = NULL;
+  NAPI_CALL(env, napi_unwrap(env, argv[0], &data));
+  reader_stop(data);
+  return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Module                                                                                      */
+
+#define FN(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
+
+NAPI_MODULE_INIT() {
+  struct {
+    const char *name;
+    uint32_t value;
+  } consts[] = {
+      {"TUN_F_CSUM", TUN_F_CSUM},       {"TUN_F_TSO4", TUN_F_TSO4}, {"TUN_F_TSO6", TUN_F_TSO6},
+      {"TUN_F_TSO_ECN", TUN_F_TSO_ECN}, {"TUN_F_USO4", TUN_F_USO4}, {"TUN_F_USO6", TUN_F_USO6},
+      {"VNET_HDR_LEN", VNET_HDR_LEN},
+  };
+  napi_property_descriptor props[] = {
+      FN("open", js_open),
+      FN("setOffload", js_set_offload),
+      FN("startReader", js_start_reader),
+      FN("stopReader", js_stop_reader),
+      FN("write", js_write),
+      FN("writeMany", js_write_many),
+      FN("close", js_close),
+      FN("checksum", js_checksum),
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  for (size_t i = 0; i < sizeof consts / sizeof consts[0]; i++) {
+    napi_value v;
+    napi_property_descriptor d = {consts[i].name, NULL, NULL, NULL, NULL, NULL, napi_enumerable, NULL};
+    if (napi_create_uint32(env, consts[i].value, &v) != napi_ok) return NULL;
+    d.value = v;
+    if (napi_define_properties(env, exports, 1, &d) != napi_ok) return NULL;
+  }
+  return exports;
+}
