@@ -1,0 +1,20 @@
+export { emptyLinkStats, type Link, type LinkStats, type PacketBatch, type ReceiveHandler } from './link.js';
+export {
+  createMemoryLinkPair,
+  mulberry32,
+  MemoryLink,
+  type FaultCounts,
+  type MemoryFaults,
+  type MemoryLinkOptions,
+} from './memory.js';
+export { TunLink, tunOpenError, type TunLinkOptions } from './tun.js';
+export {
+  addonPath,
+  isNativeErrnoError,
+  loadNative,
+  tryLoadNative,
+  type NativeErrnoError,
+  type NativeReadCallback,
+  type NativeReaderHandle,
+  type NativeTunAddon,
+} from './native.js';

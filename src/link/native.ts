@@ -1,0 +1,141 @@
+/**
+ * The typed loader of the C addon (native/tun.c, built by node-gyp into
+ * build/Release/tunroute_native.node). Only the TUN link imports this file.
+ *
+ * The addon is loaded lazily, once, on first use, so that everything that never opens a TUN
+ * device (unit tests, `tunroute check`, the tunnel server) works without a native build.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { TunrouteError } from '../errors.js';
+
+/** Opaque handle of a running batched reader (returned by startReader). */
+export interface NativeReaderHandle {
+  readonly __brand: 'NativeReaderHandle';
+}
+
+/**
+ * Called once per uv_poll wake-up with the number of packets read. Packet i is at
+ * buffer[offsets[i] .. offsets[i] + lengths[i]). offsets/lengths are the same two arrays on every
+ * call (filled in place). A negative count is -errno of a fatal read error; the reader has then
+ * stopped itself.
+ */
+export type NativeReadCallback = (count: number, offsets: Uint32Array, lengths: Uint32Array) => void;
+
+export interface NativeTunAddon {
+  /** Opens /dev/net/tun and attaches it to device `name` ('' lets the kernel pick). Throws NativeErrnoError. */
+  open(name: string, opts: { vnetHdr: boolean; multiQueue: boolean }): { fd: number; name: string };
+  /** TUNSETOFFLOAD with a combination of the TUN_F_* flags. Throws NativeErrnoError. */
+  setOffload(fd: number, flags: number): void;
+  /** Starts polling fd; reads up to maxPackets packets per wake-up into slot i = buffer[i * slotSize ..]. */
+  startReader(
+    fd: number,
+    buffer: Buffer,
+    maxPackets: number,
+    slotSize: number,
+    callback: NativeReadCallback,
+  ): NativeReaderHandle;
+  /** Stops and releases a reader; idempotent, safe inside the callback. */
+  stopReader(handle: NativeReaderHandle): void;
+  /** write() of buf[offset .. offset + length): bytes written, or -errno. Never throws on I/O errors. */
+  write(fd: number, buf: Uint8Array, offset: number, length: number): number;
+  /** One write() per packet i = buf[offsets[i] .. + lengths[i]), i < count; stops at the first error. Returns packets written. */
+  writeMany(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
+  close(fd: number): void;
+  /** RFC 1071 ones'-complement sum of buf[offset .. offset + length) plus `initial`, folded to 16 bits, not inverted. */
+  checksum(buf: Uint8Array, offset: number, length: number, initial: number): number;
+  readonly TUN_F_CSUM: number;
+  readonly TUN_F_TSO4: number;
+  readonly TUN_F_TSO6: number;
+  readonly TUN_F_TSO_ECN: number;
+  readonly TUN_F_USO4: number;
+  readonly TUN_F_USO6: number;
+  /** Size of the virtio-net header that prefixes every packet when vnetHdr is on (10). */
+  readonly VNET_HDR_LEN: number;
+}
+
+/** What the addon throws for a failed system call. */
+export interface NativeErrnoError extends Error {
+  /** errno name, e.g. 'EBUSY'. */
+  code: string;
+  errno: number;
+  syscall: string;
+}
+
+export function isNativeErrnoError(e: unknown): e is NativeErrnoError {
+  return (
+    e instanceof Error &&
+    typeof (e as Partial<NativeErrnoError>).code === 'string' &&
+    typeof (e as Partial<NativeErrnoError>).errno === 'number'
+  );
+}
+
+const ADDON_FILE = 'build/Release/tunroute_native.node';
+
+const FUNCTIONS = [
+  'open',
+  'setOffload',
+  'startReader',
+  'stopReader',
+  'write',
+  'writeMany',
+  'close',
+  'checksum',
+] as const;
+const CONSTANTS = ['TUN_F_CSUM', 'TUN_F_TSO4', 'TUN_F_TSO6', 'TUN_F_TSO_ECN', 'TUN_F_USO4', 'TUN_F_USO6', 'VNET_HDR_LEN'] as const;
+
+function isAddon(m: unknown): m is NativeTunAddon {
+  if (typeof m !== 'object' || m === null) return false;
+  const rec = m as Record<string, unknown>;
+  return FUNCTIONS.every((f) => typeof rec[f] === 'function') && CONSTANTS.every((c) => typeof rec[c] === 'number');
+}
+
+/**
+ * The package root: this file is src/link/native.ts under vitest and dist/link/native.js when
+ * built, both two levels below it.
+ */
+export function addonPath(): string {
+  return fileURLToPath(new URL(`../../${ADDON_FILE}`, import.meta.url));
+}
+
+let cached: NativeTunAddon | undefined;
+
+/** The addon, loaded on first call. Throws TunrouteError TR_NATIVE_MISSING when it is not built. */
+export function loadNative(): NativeTunAddon {
+  if (cached !== undefined) return cached;
+  const path = addonPath();
+  if (!existsSync(path)) {
+    throw new TunrouteError(
+      'TR_NATIVE_MISSING',
+      'The native addon is not built: run `npm run build` in the tunroute folder.',
+    );
+  }
+  let mod: unknown;
+  try {
+    mod = createRequire(import.meta.url)(path) as unknown;
+  } catch (e) {
+    throw new TunrouteError(
+      'TR_NATIVE_MISSING',
+      `The native addon at ${path} failed to load (${e instanceof Error ? e.message : String(e)}): rebuild it with \`npm run build\` in the tunroute folder.`,
+      e,
+    );
+  }
+  if (!isAddon(mod)) {
+    throw new TunrouteError(
+      'TR_NATIVE_MISSING',
+      `The native addon at ${path} is out of date: rebuild it with \`npm run build\` in the tunroute folder.`,
+    );
+  }
+  cached = mod;
+  return mod;
+}
+
+/** The addon, or undefined when it is not built (for tests that skip without it). */
+export function tryLoadNative(): NativeTunAddon | undefined {
+  try {
+    return loadNative();
+  } catch {
+    return undefined;
+  }
+}

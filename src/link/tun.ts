@@ -1,0 +1,279 @@
+/**
+ * The Linux TUN device as a Link: /dev/net/tun through the native addon, read in batches (one
+ * uv_poll wake-up → up to `batchSize` packets in one reused Buffer → one JS call), written one
+ * write() per packet.
+ *
+ * Only the device is opened here. Address, MTU and link state belong to the routes layer (`ip`).
+ * With `vnetHdr`, every packet read starts with the 10-byte virtio-net header and every packet
+ * sent must start with one too.
+ *
+ * A packet longer than `slotSize` (the device MTU was raised above `mtu`) is read cut to
+ * `slotSize` bytes; its IPv4 total length then exceeds the bytes, and the wire layer drops it.
+ */
+import { constants as osConstants } from 'node:os';
+import { TunrouteError } from '../errors.js';
+import { silentLogger, type Logger } from '../logger.js';
+import { emptyLinkStats, type Link, type LinkStats, type PacketBatch, type ReceiveHandler } from './link.js';
+import { isNativeErrnoError, loadNative, type NativeReaderHandle, type NativeTunAddon } from './native.js';
+
+export interface TunLinkOptions {
+  /** Device name, e.g. 'tun0'; '' lets the kernel choose (tun0, tun1, …). */
+  name: string;
+  /** The MTU the device will be given; sizes the receive slots. */
+  mtu: number;
+  /** IFF_VNET_HDR (+ TUNSETVNETHDRSZ 10): packets carry a virtio-net header, GSO becomes possible. */
+  vnetHdr?: boolean;
+  /** IFF_MULTI_QUEUE: several TunLinks may open the same name, the kernel spreads flows over them. */
+  multiQueue?: boolean;
+  /** Most packets handed to JS per wake-up (default 64). */
+  batchSize?: number;
+  logger?: Logger;
+}
+
+/** Largest IPv4 packet plus the virtio-net header. */
+const MAX_GSO_PACKET = 65535 + 10;
+
+class ReusedBatch implements PacketBatch {
+  offsets: Uint32Array = new Uint32Array(0);
+  lengths: Uint32Array = new Uint32Array(0);
+  count = 0;
+  constructor(readonly buf: Buffer) {}
+}
+
+const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+
+/** Turns an error of the addon's open() into a TunrouteError naming the cause and the fix. */
+export function tunOpenError(e: unknown, name: string): TunrouteError {
+  const code = isNativeErrnoError(e) ? e.code : undefined;
+  switch (code) {
+    case 'EPERM':
+    case 'EACCES':
+      return new TunrouteError(
+        'TR_NOT_ROOT',
+        'Opening /dev/net/tun needs root or CAP_NET_ADMIN: run tunroute with sudo.',
+        e,
+      );
+    case 'ENOENT':
+    case 'ENODEV':
+      return new TunrouteError(
+        'TR_NO_TUN',
+        '/dev/net/tun does not exist: load the tun module (modprobe tun) or run in a container with /dev/net/tun.',
+        e,
+      );
+    case 'EBUSY':
+      return new TunrouteError(
+        'TR_TUN_BUSY',
+        `The TUN device name ${name} is already in use: choose another with --tun or stop the program that holds it.`,
+        e,
+      );
+    default:
+      return new TunrouteError(
+        'TR_TUN_OPEN',
+        `The TUN device ${name || '(any name)'} could not be opened (${e instanceof Error ? e.message : String(e)}).`,
+        e,
+      );
+  }
+}
+
+export class TunLink implements Link {
+  readonly name: string;
+  readonly mtu: number;
+  readonly stats: LinkStats = emptyLinkStats();
+  readonly vnetHdr: boolean;
+  /** Bytes per receive slot: the largest packet the reader accepts. */
+  readonly slotSize: number;
+  readonly batchSize: number;
+
+  private readonly native: NativeTunAddon;
+  private readonly fd: number;
+  private readonly logger: Logger;
+  private readonly batch: ReusedBatch;
+  private handler: ReceiveHandler | undefined;
+  private reader: NativeReaderHandle | undefined;
+  private closed = false;
+  // sendMany scratch: grown on demand, reused.
+  private txOffsets = new Uint32Array(64);
+  private txLengths = new Uint32Array(64);
+  private txArrayBuffer: ArrayBufferLike | undefined;
+  private txView: Uint8Array | undefined;
+
+  /** Opens (creates, or attaches to) the TUN device. Throws TunrouteError (TR_NOT_ROOT, TR_NO_TUN, TR_TUN_BUSY, TR_TUN_OPEN, TR_NATIVE_MISSING). */
+  static open(opts: TunLinkOptions): TunLink {
+    const { mtu } = opts;
+    const batchSize = opts.batchSize ?? 64;
+    if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) throw new RangeError(`mtu must be 68..65535, got ${mtu}`);
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 65536) {
+      throw new RangeError(`batchSize must be 1..65536, got ${batchSize}`);
+    }
+    const native = loadNative();
+    const vnetHdr = opts.vnetHdr ?? false;
+    let opened: { fd: number; name: string };
+    try {
+      opened = native.open(opts.name, { vnetHdr, multiQueue: opts.multiQueue ?? false });
+    } catch (e) {
+      throw tunOpenError(e, opts.name);
+    }
+    return new TunLink(native, opened.fd, opened.name, mtu, vnetHdr, batchSize, opts.logger ?? silentLogger());
+  }
+
+  private constructor(
+    native: NativeTunAddon,
+    fd: number,
+    name: string,
+    mtu: number,
+    vnetHdr: boolean,
+    batchSize: number,
+    logger: Logger,
+  ) {
+    this.native = native;
+    this.fd = fd;
+    this.name = name;
+    this.mtu = mtu;
+    this.vnetHdr = vnetHdr;
+    this.batchSize = batchSize;
+    this.slotSize = vnetHdr ? Math.max(mtu, MAX_GSO_PACKET) : mtu;
+    this.logger = logger.child({ link: name });
+    // Untouched pages of this buffer are never faulted in, so a large slot costs little.
+    this.batch = new ReusedBatch(Buffer.allocUnsafeSlow(this.slotSize * batchSize));
+  }
+
+  /** TUNSETOFFLOAD with TUN_F_* flags (see `loadNative()`); needs vnetHdr. Throws TR_TUN_OPEN when refused. */
+  setOffload(flags: number): void {
+    try {
+      this.native.setOffload(this.fd, flags);
+    } catch (e) {
+      throw new TunrouteError(
+        'TR_TUN_OPEN',
+        `The kernel refused offload flags 0x${flags.toString(16)} on ${this.name} (${e instanceof Error ? e.message : String(e)}): offloads need vnetHdr, and TSO needs CSUM.`,
+        e,
+      );
+    }
+  }
+
+  onReceive(handler: ReceiveHandler): void {
+    this.handler = handler;
+    if (this.reader === undefined && !this.closed) {
+      this.reader = this.native.startReader(this.fd, this.batch.buf, this.batchSize, this.slotSize, this.onRead);
+    }
+  }
+
+  private readonly onRead = (count: number, offsets: Uint32Array, lengths: Uint32Array): void => {
+    if (count < 0) {
+      // The reader stopped itself: the device is gone or the fd broke.
+      this.reader = undefined;
+      this.logger.error({ errno: errnoNames.get(-count) ?? -count }, 'reading the TUN device failed; receiving stopped');
+      return;
+    }
+    const batch = this.batch;
+    batch.offsets = offsets;
+    batch.lengths = lengths;
+    batch.count = count;
+    let bytes = 0;
+    for (let i = 0; i < count; i++) bytes += lengths[i];
+    this.stats.rxPackets += count;
+    this.stats.rxBytes += bytes;
+    this.handler?.(batch);
+  };
+
+  send(packet: Uint8Array): boolean {
+    if (this.closed) {
+      this.stats.txErrors++;
+      return false;
+    }
+    const n = this.native.write(this.fd, packet, 0, packet.byteLength);
+    if (n === packet.byteLength) {
+      this.stats.txPackets++;
+      this.stats.txBytes += n;
+      return true;
+    }
+    // ENOBUFS/EAGAIN (queue full), EINVAL (malformed), EIO (device down): count and drop.
+    this.stats.txErrors++;
+    if (this.logger.isLevelEnabled('debug')) {
+      this.logger.debug({ errno: n < 0 ? (errnoNames.get(-n) ?? -n) : `short write ${n}` }, 'TUN write dropped');
+    }
+    return false;
+  }
+
+  /**
+   * Sends packets in order. When they all live in one ArrayBuffer (an arena, a Buffer pool slab)
+   * this is one native call; otherwise one per packet. A packet the kernel refuses is counted
+   * in txErrors and skipped; returns how many were written.
+   */
+  sendMany(packets: readonly Uint8Array[]): number {
+    const n = packets.length;
+    if (n === 0) return 0;
+    if (this.closed) {
+      this.stats.txErrors += n;
+      return 0;
+    }
+    const ab = packets[0].buffer;
+    for (let i = 1; i < n; i++) {
+      if (packets[i].buffer !== ab) {
+        let sent = 0;
+        for (const p of packets) if (this.send(p)) sent++;
+        return sent;
+      }
+    }
+    if (this.txOffsets.length < n) {
+      const size = Math.max(n, this.txOffsets.length * 2);
+      this.txOffsets = new Uint32Array(size);
+      this.txLengths = new Uint32Array(size);
+    }
+    for (let i = 0; i < n; i++) {
+      this.txOffsets[i] = packets[i].byteOffset;
+      this.txLengths[i] = packets[i].byteLength;
+    }
+    if (this.txArrayBuffer !== ab || this.txView === undefined) {
+      this.txArrayBuffer = ab;
+      this.txView = new Uint8Array(ab);
+    }
+    return this.writeRun(this.txView, this.txOffsets, this.txLengths, n);
+  }
+
+  /** Sends the packets of a batch (e.g. one received from another link, or built in place). */
+  sendBatch(batch: PacketBatch): number {
+    if (this.closed) {
+      this.stats.txErrors += batch.count;
+      return 0;
+    }
+    return this.writeRun(batch.buf, batch.offsets, batch.lengths, batch.count);
+  }
+
+  private writeRun(buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number {
+    let i = 0;
+    let sent = 0;
+    let bytes = 0;
+    while (i < count) {
+      const w =
+        i === 0
+          ? this.native.writeMany(this.fd, buf, offsets, lengths, count)
+          : this.native.writeMany(this.fd, buf, offsets.subarray(i), lengths.subarray(i), count - i);
+      for (let j = i; j < i + w; j++) bytes += lengths[j];
+      sent += w;
+      i += w;
+      if (i < count) {
+        // Packet i was refused: count it, skip it, go on with the rest.
+        this.stats.txErrors++;
+        i++;
+      }
+    }
+    this.stats.txPackets += sent;
+    this.stats.txBytes += bytes;
+    if (sent < count && this.logger.isLevelEnabled('debug')) {
+      this.logger.debug({ dropped: count - sent }, 'TUN writes dropped');
+    }
+    return sent;
+  }
+
+  /** Stops the reader and closes the fd (a non-persistent device disappears); idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.reader !== undefined) {
+      this.native.stopReader(this.reader);
+      this.reader = undefined;
+    }
+    this.handler = undefined;
+    this.native.close(this.fd);
+  }
+}
