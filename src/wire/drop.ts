@@ -18,6 +18,7 @@ export const DROP_REASONS = [
   'unsupported_protocol',
   'unsupported_icmp',
   'no_route',
+  'no_handler',
   'martian',
 ] as const;
 

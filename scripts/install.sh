@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs everything tunroute and its lab need on a fresh Debian 12 machine (as root), then
+# builds the native addon and the TypeScript. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install.sh: run this as root (sudo bash scripts/install.sh): it installs Debian packages." >&2
+  exit 1
+fi
+
+# The runtime: Node 20 or newer (Debian 12's own nodejs is 18, too old).
+if ! command -v node >/dev/null 2>&1 || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "install.sh: tunroute needs Node.js 20 or newer on PATH (found: $(node --version 2>/dev/null || echo none)); install it, then run this again." >&2
+  exit 1
+fi
+
+# iproute2 (ip, netns), build tools for the addon, and the lab's real programs: a SOCKS5
+# server (dante, microsocks), traffic tools (ping, curl, iperf3, dig), a resolver (dnsmasq),
+# a WireGuard peer (wireguard-go, wg) and tcpdump.
+pkgs=(iproute2 python3 make g++ iputils-ping curl iperf3 dante-server microsocks dnsutils dnsmasq-base
+      wireguard-go wireguard-tools tcpdump procps)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian enables dante's service on install; tunroute's lab starts its own instances.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet danted 2>/dev/null; then
+  systemctl stop danted || true
+fi
+
+npm ci --no-audit --no-fund
+npm run build
+echo "install.sh: done."
