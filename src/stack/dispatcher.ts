@@ -79,7 +79,11 @@ export class PacketDispatcher {
     this.s.rxPackets++;
     const ip = this.ip;
     const bad = ip.wrap(buf, off, len);
-    if (bad !== undefined) return this.drop(bad);
+    if (bad !== undefined) {
+      // IPv6 is not malformed, just not ours (yet): the kernel sends router solicitations
+      // and neighbour discovery into every new device.
+      return this.drop(bad === 'bad_version' && len > 0 && buf[off]! >>> 4 === 6 ? 'ipv6' : bad);
+    }
     // Reassembly arrives with UDP support; until then a fragment cannot be handled whole.
     if (ip.isFragment) return this.drop('fragment');
     switch (ip.protocol) {

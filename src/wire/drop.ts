@@ -19,6 +19,7 @@ export const DROP_REASONS = [
   'unsupported_icmp',
   'no_route',
   'no_handler',
+  'ipv6',
   'martian',
 ] as const;
 
