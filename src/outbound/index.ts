@@ -1,0 +1,31 @@
+export {
+  OUTBOUND_KINDS,
+  UPSTREAM_REASONS,
+  UpstreamError,
+  isUpstreamError,
+  newOutboundStats,
+  type ConnectOptions,
+  type Destination,
+  type Outbound,
+  type OutboundKind,
+  type OutboundStats,
+  type TcpUpstream,
+  type UpstreamReason,
+} from './outbound.js';
+export { BlockOutbound } from './block.js';
+export {
+  SOCKS5_DEFAULT_CONNECT_TIMEOUT_MS,
+  SOCKS5_REPLY_REASONS,
+  Socks5Outbound,
+  classifySocksError,
+  type ClassifiedSocksError,
+  type Socks5OutboundOptions,
+} from './socks5.js';
+export {
+  SOCKS5_DEFAULT_PORT,
+  formatSocks5Url,
+  parseSocks5Url,
+  type ParseSocks5UrlOptions,
+  type Socks5Auth,
+  type Socks5Url,
+} from './socks5-url.js';
