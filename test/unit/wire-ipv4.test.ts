@@ -32,7 +32,7 @@ const SYN = hex(
 //   `ping -R`: echo request with a record-route option, IHL 15, length 76
 const ECHO_RR = hex(
   '4f00004cae47400040013c560a0000020a000001' +
-    '010727080a000002000000000000000000000000000000000000000000000000000000000000000000' +
+    '010727080a000002' + '00'.repeat(32) +
     '0800ce431dab00010001020304050607',
 );
 
@@ -71,8 +71,11 @@ describe('Ipv4Packet: deconstruct a captured SYN', () => {
   });
 
   it('reads a header with options (IHL 15, record route)', () => {
+    expect(ECHO_RR.length).toBe(76);
     expect(ip.wrap(ECHO_RR, 0, ECHO_RR.length)).toBeUndefined();
     expect(ip.headerLen).toBe(60);
+    expect(ECHO_RR[ip.payloadOffset]).toBe(8); // echo request
+    expect(sum16(ECHO_RR, 60, 16)).toBe(0xffff); // the ICMP message is intact
     expect(ip.optionsLen).toBe(40);
     expect(ECHO_RR[ip.optionsOffset + 1]).toBe(7); // RR option kind after a NOP
     expect(ip.protocol).toBe(IP_PROTO_ICMP);
