@@ -83,7 +83,8 @@ export function isIcmpErrorType(type: number): boolean {
 /**
  * A re-pointable view of one ICMP message. `wrap()` checks the length and the checksum;
  * which types the caller handles is the caller's decision ('unsupported_icmp').
- * Setters keep the checksum valid by incremental update.
+ * Setters keep the checksum valid by incremental update. A failed wrap leaves an empty view
+ * whose getters read 0.
  */
 export class IcmpPacket {
   private b: Uint8Array = EMPTY;
@@ -115,8 +116,8 @@ export class IcmpPacket {
   get offset(): number { return this.o; }
   get length(): number { return this.n; }
 
-  get type(): number { return this.b[this.o + TYPE]; }
-  get code(): number { return this.b[this.o + CODE]; }
+  get type(): number { return this.b[this.o + TYPE] | 0; }
+  get code(): number { return this.b[this.o + CODE] | 0; }
   get checksum(): number { return rd16(this.b, this.o + CHECKSUM); }
   /** Echo identifier. */
   get ident(): number { return rd16(this.b, this.o + IDENT); }

@@ -63,7 +63,8 @@ const EMPTY = new Uint8Array(0);
 /**
  * A re-pointable view of one IPv4 packet. `wrap()` validates; after it returns `undefined`
  * every accessor is in bounds. Setters write in place and keep the header checksum valid by
- * incremental update (RFC 1624), so a checksum that was right stays right.
+ * incremental update (RFC 1624), so a checksum that was right stays right. A failed wrap
+ * leaves an empty view whose getters read 0 (never the previous packet, never a throw).
  */
 export class Ipv4Packet {
   private b: Uint8Array = EMPTY;
@@ -136,7 +137,7 @@ export class Ipv4Packet {
   get version(): number { return this.b[this.o + VER_IHL] >>> 4; }
   /** Header length in bytes (IHL × 4), options included. */
   get headerLen(): number { return (this.b[this.o + VER_IHL] & 0x0f) << 2; }
-  get tos(): number { return this.b[this.o + TOS]; }
+  get tos(): number { return this.b[this.o + TOS] | 0; }
   get dscp(): number { return this.b[this.o + TOS] >>> 2; }
   get ecn(): number { return this.b[this.o + TOS] & 0x03; }
   get totalLen(): number { return rd16(this.b, this.o + LENGTH); }
@@ -149,8 +150,8 @@ export class Ipv4Packet {
   get fragOffset(): number { return (rd16(this.b, this.o + FLG_OFF) & OFFSET_MASK) << 3; }
   /** MF set or a non-zero offset: this packet is one piece of a larger datagram. */
   get isFragment(): boolean { return (rd16(this.b, this.o + FLG_OFF) & (FLAG_MF | OFFSET_MASK)) !== 0; }
-  get ttl(): number { return this.b[this.o + TTL]; }
-  get protocol(): number { return this.b[this.o + PROTOCOL]; }
+  get ttl(): number { return this.b[this.o + TTL] | 0; }
+  get protocol(): number { return this.b[this.o + PROTOCOL] | 0; }
   get checksum(): number { return rd16(this.b, this.o + CHECKSUM); }
   get src(): number { return rd32(this.b, this.o + SRC_ADDR); }
   get dst(): number { return rd32(this.b, this.o + DST_ADDR); }

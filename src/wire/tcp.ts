@@ -157,7 +157,8 @@ export class TcpOptionValues {
 /**
  * A re-pointable view of one TCP segment (header, options, data). `wrap()` validates the data
  * offset and the option list; after it returns `undefined` every accessor is in bounds.
- * Setters keep the checksum valid by incremental update (RFC 1624).
+ * Setters keep the checksum valid by incremental update (RFC 1624). A failed wrap leaves an
+ * empty view whose getters read 0.
  */
 export class TcpPacket {
   private b: Uint8Array = EMPTY;
@@ -206,7 +207,7 @@ export class TcpPacket {
   /** Header length in bytes, options included (data offset × 4). */
   get headerLen(): number { return (this.b[this.o + DATA_OFF] >>> 4) << 2; }
   /** The 8 flag bits; test with TCP_SYN etc. */
-  get flags(): number { return this.b[this.o + FLAGS]; }
+  get flags(): number { return this.b[this.o + FLAGS] | 0; }
   get fin(): boolean { return (this.b[this.o + FLAGS] & TCP_FIN) !== 0; }
   get syn(): boolean { return (this.b[this.o + FLAGS] & TCP_SYN) !== 0; }
   get rst(): boolean { return (this.b[this.o + FLAGS] & TCP_RST) !== 0; }

@@ -40,7 +40,8 @@ const EMPTY = new Uint8Array(0);
 /**
  * A re-pointable view of one UDP datagram. `wrap()` validates the length field; the view's
  * length is the Length field (bytes beyond it are ignored). Setters keep a present checksum
- * valid by incremental update and leave an absent one (0) absent.
+ * valid by incremental update and leave an absent one (0) absent. A failed wrap leaves an
+ * empty view whose getters read 0.
  */
 export class UdpPacket {
   private b: Uint8Array = EMPTY;
