@@ -1,0 +1,13 @@
+/**
+ * tunroute's userspace TCP (RFC 9293): a pure state machine per connection and a demux table.
+ * Time is passed in, segments come out; see connection.ts and table.ts.
+ */
+export * from './segment.js';
+export * from './seq.js';
+export * from './types.js';
+export { RttEstimator, DEFAULT_RTT_CONFIG, type RttConfig } from './rtt.js';
+export { Reassembly, type ReassemblyRange } from './reassembly.js';
+export { SendBuffer } from './send-buffer.js';
+export { SackScoreboard } from './sack-scoreboard.js';
+export { Congestion } from './congestion.js';
+export { TcpConnection, chooseWindowScale } from './connection.js';

@@ -1,0 +1,221 @@
+/**
+ * RFC 9293 §3.3.1 (receive sequence space), §3.10.7.4 (segment acceptability; segment text;
+ * FIN), §3.8.6.2.2 (receiver SWS avoidance), §3.8.6.3 / RFC 1122 §4.2.3.2 (delayed ACKs).
+ *
+ *                    1          2          3
+ *                ----------|----------|----------
+ *                       RCV.NXT    RCV.NXT
+ *                                 +RCV.WND
+ *    1 - old sequence numbers that have been acknowledged
+ *    2 - sequence numbers allowed for new reception
+ *    3 - future sequence numbers that are not yet allowed
+ *
+ * Positions are unwrapped and counted from the IRS (the SYN is 0, the first data byte 1).
+ *
+ * The window is the buffer minus what was delivered but not yet consumed by the application:
+ * a slow consumer shrinks it to zero and memory stays bounded by `bufSize`. The right edge we
+ * advertised never moves left (§3.8.6.2.2 "MUST NOT shrink"); it moves right only when it
+ * can move by at least min(MSS, buffer/2) — the receiver side of SWS avoidance.
+ *
+ * ACK policy: in-order data is acknowledged at least every second full-sized segment or after
+ * `delayedAckMs`; out-of-order data, data that fills a gap, duplicates, and FIN are
+ * acknowledged at once (RFC 5681 §4.2). An "immediate" ACK is still sent from `poll()`, so a
+ * batch of segments processed together is acknowledged once.
+ */
+
+import { Reassembly } from './reassembly.js';
+import { EMPTY_PAYLOAD } from './segment.js';
+import type { TcpListener } from './types.js';
+
+export class Receiver {
+  /** Initial receive sequence number (wire value). */
+  irs = 0;
+  /** RCV.NXT (unwrapped). */
+  nxt = 0;
+  /** RCV.NXT + RCV.WND as last advertised (unwrapped). */
+  advRight = 0;
+  /** Our window scale shift (RCV.WIND.SHIFT). */
+  wscale = 0;
+  /** Bytes delivered to the application and not yet consumed. */
+  unconsumed = 0;
+  /** Expected size of the peer's full segments (for the ACK-every-2 rule and SWS). */
+  mss = 536;
+  /** The peer's FIN was consumed. */
+  finReceived = false;
+  /** A FIN seen beyond a gap (unwrapped position), or -1. */
+  finAt = -1;
+  /** An ACK must go out at the next poll. */
+  ackNow = false;
+  /** Delayed-ACK deadline, or Infinity. */
+  delAckAt = Infinity;
+  /** RCV.NXT when we last sent an ACK (RFC 7323 Last.ACK.sent). */
+  lastAckSent = 0;
+  /** Upper bound for the segment-size estimate (our own MSS). */
+  mssCap = 65535;
+  bytesIn = 0;
+  outOfOrderIn = 0;
+  duplicateIn = 0;
+
+  readonly ooo: Reassembly;
+  private bytesSinceAck = 0;
+  private scale = 1;
+
+  constructor(
+    readonly bufSize: number,
+    private readonly delayedAckMs: number,
+    private readonly copyInput: boolean,
+  ) {
+    this.ooo = new Reassembly(bufSize);
+  }
+
+  /** The window field of our SYN / SYN-ACK (never scaled, RFC 7323 §2.2). */
+  synWindow(): number {
+    const w = this.bufSize - this.unconsumed;
+    return w > 65535 ? 65535 : w < 0 ? 0 : w;
+  }
+
+  /** The peer's SYN arrived: RCV.NXT = IRS + 1, and the SYN window we sent (or will send) applies. */
+  init(irs: number, wscale: number, synWindow: number): void {
+    this.irs = irs;
+    this.nxt = 1;
+    this.lastAckSent = 1;
+    this.advRight = 1 + synWindow;
+    this.wscale = wscale;
+    this.scale = 2 ** wscale;
+  }
+
+  /** RCV.WND as last advertised. */
+  get window(): number {
+    const w = this.advRight - this.nxt;
+    return w > 0 ? w : 0;
+  }
+
+  /** RFC 9293 §3.10.7.4, the four acceptability cases (positions unwrapped). */
+  acceptable(seg: number, len: number): boolean {
+    const nxt = this.nxt;
+    const wnd = this.window;
+    // Zero window: only a segment at exactly RCV.NXT — for its ACK and RST (the RFC's "special
+    // allowance"), a probe is answered, its data dropped; a bare FIN is taken, as Linux does.
+    if (wnd === 0) return seg === nxt;
+    if (len === 0) return seg >= nxt && seg < nxt + wnd;
+    return seg < nxt + wnd && seg + len > nxt;
+  }
+
+  /**
+   * Segment text and FIN (states ESTABLISHED, FIN-WAIT-1, FIN-WAIT-2). Trims to the window,
+   * delivers what is in order, holds what is not. Returns true when the peer's FIN was
+   * consumed by this segment (or by the data it completed).
+   */
+  receive(now: number, seg: number, payload: Uint8Array, fin: boolean, listener: TcpListener | undefined): boolean {
+    let start = seg;
+    let data = payload;
+    const finPos = seg + payload.length;
+    if (start < this.nxt) {
+      const d = this.nxt - start;
+      data = d >= data.length ? EMPTY_PAYLOAD : data.subarray(d);
+      start = this.nxt;
+    }
+    const right = this.advRight > this.nxt ? this.advRight : this.nxt;
+    if (start + data.length > right) {
+      const keep = right - start;
+      data = keep > 0 ? data.subarray(0, keep) : EMPTY_PAYLOAD;
+      fin = false;
+    }
+    if (data.length === 0) {
+      if (payload.length > 0) {
+        this.duplicateIn++;
+        this.ackNow = true;
+      }
+    } else if (start === this.nxt) {
+      if (data.length > this.mss && data.length <= this.mssCap) this.mss = data.length;
+      this.deliver(this.copyInput ? data.slice() : data, listener);
+      if (!this.ooo.isEmpty) {
+        // Filled (part of) a gap: acknowledge at once, with what is still missing.
+        this.ackNow = true;
+        for (let r = this.ooo.take(this.nxt); r !== undefined; r = this.ooo.take(this.nxt)) {
+          for (const c of r.chunks) this.deliver(c, listener);
+        }
+      } else {
+        this.bytesSinceAck += data.length;
+        if (this.bytesSinceAck >= 2 * this.mss || this.delayedAckMs <= 0) this.ackNow = true;
+        else if (this.delAckAt === Infinity) this.delAckAt = now + this.delayedAckMs;
+      }
+    } else {
+      this.outOfOrderIn++;
+      if (this.ooo.insert(start, data, this.copyInput) === 0) this.duplicateIn++;
+      this.ackNow = true;
+    }
+    if (fin) {
+      if (finPos === this.nxt) return this.consumeFin();
+      if (finPos > this.nxt) this.finAt = finPos;
+    }
+    if (this.finAt === this.nxt) return this.consumeFin();
+    return false;
+  }
+
+  /**
+   * The window field for an outgoing ACK; records what was advertised and clears the pending
+   * ACK state (every segment we send carries the ACK).
+   */
+  advertise(): number {
+    let avail = this.bufSize - this.unconsumed;
+    if (avail < 0) avail = 0;
+    const cur = this.window;
+    const wnd = avail > cur && avail - cur >= this.swsThreshold() ? avail : cur;
+    const scale = this.scale;
+    let field = Math.floor(wnd / scale);
+    const keep = Math.ceil(cur / scale);
+    if (field < keep) field = keep;
+    if (field > 65535) field = 65535;
+    const right = this.nxt + field * scale;
+    if (right > this.advRight) this.advRight = right;
+    this.lastAckSent = this.nxt;
+    this.ackNow = false;
+    this.delAckAt = Infinity;
+    this.bytesSinceAck = 0;
+    return field;
+  }
+
+  /**
+   * The application consumed `n` delivered bytes. Returns true when the window opened enough
+   * that the peer should hear about it now (a window update): by at least min(MSS, buffer/2),
+   * and either from below one MSS (a closed window) or to at least twice what is left.
+   */
+  consumed(n: number): boolean {
+    this.unconsumed -= n;
+    if (this.unconsumed < 0) this.unconsumed = 0;
+    if (this.finReceived) return false;
+    const avail = this.bufSize - this.unconsumed;
+    const cur = this.window;
+    if (avail - cur >= this.swsThreshold() && (cur < this.mss || avail >= 2 * cur)) {
+      this.ackNow = true;
+      return true;
+    }
+    return false;
+  }
+
+  /** SACK blocks to report (unwrapped [start, end)), most recent first. */
+  sackBlocks(max: number): Array<[number, number]> {
+    return this.ooo.sackBlocks(max);
+  }
+
+  private swsThreshold(): number {
+    const half = this.bufSize >>> 1;
+    return this.mss < half ? this.mss : half;
+  }
+
+  private deliver(chunk: Uint8Array, listener: TcpListener | undefined): void {
+    this.nxt += chunk.length;
+    this.unconsumed += chunk.length;
+    this.bytesIn += chunk.length;
+    listener?.onData?.(chunk);
+  }
+
+  private consumeFin(): boolean {
+    this.nxt++;
+    this.finAt = -1;
+    this.finReceived = true;
+    this.ackNow = true;
+    return true;
+  }
+}

@@ -1,0 +1,169 @@
+/**
+ * RFC 9293 §3.3.1 (send sequence space) — the bytes between SND.UNA and the end of what the
+ * application wrote: unacknowledged data, then data not yet sent.
+ *
+ *              1         2          3          4
+ *         ----------|----------|----------|----------
+ *                SND.UNA    SND.NXT    SND.UNA
+ *                                     +SND.WND
+ *    1 - old sequence numbers that have been acknowledged   (released here)
+ *    2 - sequence numbers of unacknowledged data             (held here)
+ *    3 - sequence numbers allowed for new data transmission  (held here, not yet sent)
+ *
+ * Positions are stream offsets (byte 0 is the first byte written), not sequence numbers.
+ * Writes are kept as a list of chunks — by reference: `write()` takes ownership of the bytes it
+ * accepts, the caller must not modify them afterwards (as with a Node socket). Tiny writes are
+ * copied into a shared staging block so that a stream of 1-byte writes does not become a list
+ * of 1-byte chunks. `slice()` returns a view when the range lies in one chunk and copies only
+ * when it spans chunks. Finding a chunk is a hint check, then a binary search: no scan of the
+ * buffer per segment. The capacity bounds memory: `write()` accepts what fits and returns the
+ * count — that is the backpressure signal.
+ */
+
+/** Writes shorter than this are copied into the staging block. */
+const SMALL_WRITE = 512;
+const STAGE_SIZE = 16 * 1024;
+const EMPTY = new Uint8Array(0);
+
+export class SendBuffer {
+  private chunks: Uint8Array[] = [];
+  private offs: number[] = [];
+  private head = 0;
+  private startOff = 0;
+  private endOff = 0;
+  private hint = 0;
+  private stage: Uint8Array = EMPTY;
+  private stageUsed = 0;
+  /** Index of the chunk that is a view of the staging block and may still grow, or -1. */
+  private stageChunk = -1;
+  private stageChunkFrom = 0;
+
+  constructor(public capacity: number) {}
+
+  /** Stream offset of the first unacknowledged byte. */
+  get start(): number {
+    return this.startOff;
+  }
+
+  /** Stream offset just past the last byte written. */
+  get end(): number {
+    return this.endOff;
+  }
+
+  /** Bytes held (unacknowledged + unsent). */
+  get length(): number {
+    return this.endOff - this.startOff;
+  }
+
+  /** Bytes `write()` would accept now. */
+  get free(): number {
+    const f = this.capacity - (this.endOff - this.startOff);
+    return f > 0 ? f : 0;
+  }
+
+  /** Append as much of `data` as fits; returns the number of bytes accepted. */
+  write(data: Uint8Array): number {
+    const n = Math.min(data.length, this.free);
+    if (n === 0) return 0;
+    if (n < SMALL_WRITE) this.writeSmall(n === data.length ? data : data.subarray(0, n));
+    else {
+      this.chunks.push(n === data.length ? data : data.subarray(0, n));
+      this.offs.push(this.endOff);
+      this.stageChunk = -1;
+    }
+    this.endOff += n;
+    return n;
+  }
+
+  /** Release everything below stream offset `offset` (the peer acknowledged it). */
+  ack(offset: number): void {
+    if (offset <= this.startOff) return;
+    if (offset > this.endOff) offset = this.endOff;
+    this.startOff = offset;
+    const chunks = this.chunks;
+    const offs = this.offs;
+    let head = this.head;
+    while (head < chunks.length && offs[head] + chunks[head].length <= offset) {
+      chunks[head] = EMPTY;
+      head++;
+    }
+    this.head = head;
+    if (this.stageChunk >= 0 && this.stageChunk < head) this.stageChunk = -1;
+    if (head === chunks.length) {
+      chunks.length = 0;
+      offs.length = 0;
+      this.head = 0;
+      this.hint = 0;
+      this.stageChunk = -1;
+    } else if (head >= 1024 && head * 2 >= chunks.length) {
+      chunks.splice(0, head);
+      offs.splice(0, head);
+      this.head = 0;
+      this.hint = 0;
+      if (this.stageChunk >= 0) this.stageChunk -= head;
+    }
+  }
+
+  /** `len` bytes from stream offset `offset` (which must lie within [start, end)). */
+  slice(offset: number, len: number): Uint8Array {
+    if (len <= 0) return EMPTY;
+    if (offset < this.startOff || offset + len > this.endOff) {
+      throw new RangeError(`send buffer slice [${offset}, ${offset + len}) outside [${this.startOff}, ${this.endOff})`);
+    }
+    const chunks = this.chunks;
+    let i = this.find(offset);
+    let c = chunks[i];
+    let o = offset - this.offs[i];
+    if (o + len <= c.length) return c.subarray(o, o + len);
+    const out = new Uint8Array(len);
+    let filled = 0;
+    for (;;) {
+      const take = Math.min(c.length - o, len - filled);
+      out.set(o === 0 && take === c.length ? c : c.subarray(o, o + take), filled);
+      filled += take;
+      if (filled === len) break;
+      c = chunks[++i];
+      o = 0;
+    }
+    this.hint = i;
+    return out;
+  }
+
+  private find(offset: number): number {
+    const offs = this.offs;
+    const chunks = this.chunks;
+    const h = this.hint;
+    if (h >= this.head && h < chunks.length && offs[h] <= offset) {
+      if (offset < offs[h] + chunks[h].length) return h;
+      if (h + 1 < chunks.length && offset < offs[h + 1] + chunks[h + 1].length) return (this.hint = h + 1);
+    }
+    let lo = this.head;
+    let hi = chunks.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >>> 1;
+      if (offs[mid] <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    return (this.hint = lo);
+  }
+
+  private writeSmall(data: Uint8Array): void {
+    const n = data.length;
+    if (this.stageChunk >= 0 && this.stageUsed + n <= this.stage.length) {
+      this.stage.set(data, this.stageUsed);
+      this.stageUsed += n;
+      this.chunks[this.stageChunk] = this.stage.subarray(this.stageChunkFrom, this.stageUsed);
+      return;
+    }
+    if (this.stageUsed + n > this.stage.length) {
+      this.stage = new Uint8Array(STAGE_SIZE);
+      this.stageUsed = 0;
+    }
+    this.stageChunkFrom = this.stageUsed;
+    this.stage.set(data, this.stageUsed);
+    this.stageUsed += n;
+    this.chunks.push(this.stage.subarray(this.stageChunkFrom, this.stageUsed));
+    this.offs.push(this.endOff);
+    this.stageChunk = this.chunks.length - 1;
+  }
+}
