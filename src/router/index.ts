@@ -1,0 +1,10 @@
+export { CidrTrie, type CidrEntry } from './cidr-trie.js';
+export {
+  RULE_PROTOCOLS,
+  Router,
+  type PortSpec,
+  type RouteDecision,
+  type RouteRule,
+  type RouterOptions,
+  type RuleProtocol,
+} from './router.js';
