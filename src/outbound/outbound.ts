@@ -42,8 +42,10 @@ export type OutboundKind = (typeof OUTBOUND_KINDS)[number];
  * Why an upstream connection could not be made.
  * - refused: the destination actively refused (SOCKS 0x05); the stack answers RST.
  * - unreachable: the destination network/host could not be reached (SOCKS 0x01, 0x03, 0x04).
- * - timeout: the deadline passed (our own timer, or SOCKS 0x06 TTL expired).
- * - proxy_down: the proxy itself could not be reached (TCP connect to it failed).
+ * - timeout: the deadline passed after the proxy accepted us (handshake or CONNECT too slow),
+ *   or the proxy's own connect timed out (SOCKS 0x06 TTL expired).
+ * - proxy_down: the proxy itself could not be reached (TCP connect to it failed or did not
+ *   complete before the deadline), or it closed the connection before answering.
  * - auth_failed: the proxy rejected our credentials or offered no method we can use.
  * - not_allowed: a rule forbids it (SOCKS 0x02, or the block outbound).
  * - protocol: the proxy broke the protocol or does not support the request (0x07, 0x08, garbage, closed mid-handshake).

@@ -214,8 +214,13 @@ export class Socks5Outbound implements Outbound {
         });
       };
       const timer = setTimeout(() => {
-        const what = phase === 'connect' ? `connecting to SOCKS5 proxy ${this.proxyAddr()}` : `the SOCKS5 handshake with ${this.proxyAddr()}`;
-        fail(this.error('timeout', `${target}: ${what} took longer than ${timeoutMs} ms`));
+        // A proxy that does not even complete the TCP handshake is down (or black-holed), which
+        // says more than 'timeout'; once it accepted, a slow answer is a timeout.
+        if (phase === 'connect') {
+          fail(this.error('proxy_down', `${target}: SOCKS5 proxy ${this.proxyAddr()} did not accept a TCP connection within ${timeoutMs} ms`));
+        } else {
+          fail(this.error('timeout', `${target}: the SOCKS5 handshake with ${this.proxyAddr()} took longer than ${timeoutMs} ms`));
+        }
       }, timeoutMs);
 
       this.inFlight.add(fail);

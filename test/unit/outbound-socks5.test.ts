@@ -179,6 +179,19 @@ async function startScripted(script: Script): Promise<{ port: number; close(): P
   };
 }
 
+const hasBinary = (name: string): boolean => spawnSync('sh', ['-c', `command -v ${name}`]).status === 0;
+const HAVE_DANTED = hasBinary('danted');
+const HAVE_MICROSOCKS = hasBinary('microsocks');
+const HAVE_PYTHON = hasBinary('python3');
+const NEVER_ACCEPT_PY = [
+  'import socket, sys',
+  's = socket.socket()',
+  "s.bind(('127.0.0.1', 0))",
+  's.listen(0)',
+  'print(s.getsockname()[1], flush=True)',
+  'sys.stdin.read()',
+].join('\n');
+
 // ---------------------------------------------------------------- tests that need no SOCKS binaries
 
 describe('Socks5Outbound against a scripted SOCKS5 server', () => {
@@ -337,6 +350,27 @@ describe('Socks5Outbound against a scripted SOCKS5 server', () => {
     expect(err.message).toContain('ECONNREFUSED');
   });
 
+  it.skipIf(!HAVE_PYTHON)(
+    `reports a proxy whose TCP handshake never completes as proxy_down at the deadline ${HAVE_PYTHON ? '' : '(SKIPPED: needs python3)'}`,
+    async () => {
+      // A listener that never accepts, with a full backlog: the kernel drops our SYNs.
+      const py = spawn('python3', ['-c', NEVER_ACCEPT_PY], { stdio: ['pipe', 'pipe', 'ignore'] });
+      const filler: Socket[] = [];
+      try {
+        const port = Number(await new Promise<string>((resolve) => py.stdout?.once('data', (d: Buffer) => resolve(d.toString()))));
+        for (let i = 0; i < 2; i++) filler.push(connect(port, LOOPBACK).on('error', () => {}));
+        await new Promise((r) => setTimeout(r, 50));
+        const t0 = performance.now();
+        const err = await expectReason(socks(`socks5://${LOOPBACK}:${port}`).connectTcp({ ip: LOOPBACK, port: 80 }, { timeoutMs: 300 }), 'proxy_down');
+        expect(performance.now() - t0).toBeGreaterThanOrEqual(290);
+        expect(err.message).toContain('did not accept a TCP connection within 300 ms');
+      } finally {
+        for (const f of filler) f.destroy();
+        await stopDaemon(py);
+      }
+    },
+  );
+
   it('rejects a destination that is not IPv4 without touching the network', async () => {
     const ob = socks('socks5://127.0.0.1:1');
     await expectReason(ob.connectTcp({ ip: '::1', port: 80 }), 'protocol');
@@ -381,10 +415,6 @@ describe('BlockOutbound', () => {
 });
 
 // ---------------------------------------------------------------- real SOCKS5 servers
-
-const hasBinary = (name: string): boolean => spawnSync('sh', ['-c', `command -v ${name}`]).status === 0;
-const HAVE_DANTED = hasBinary('danted');
-const HAVE_MICROSOCKS = hasBinary('microsocks');
 
 interface Daemon {
   child: ChildProcess;
