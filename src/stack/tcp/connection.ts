@@ -72,6 +72,8 @@ import type {
 const TS_OPTION_LEN = 12;
 /** The smallest send MSS we agree to (Linux's tcp_min_snd_mss). */
 const MIN_SEND_MSS = 48;
+/** Out-of-window segments without data are answered at most this often. */
+const OOW_ACK_INTERVAL_MS = 500;
 /** RFC 9293 §3.7.1: the MSS assumed when the peer sends none (IPv4). */
 const DEFAULT_PEER_MSS = 536;
 
@@ -166,6 +168,7 @@ export class TcpConnection {
   private reported = false;
   private writeBlocked = false;
   private challengeStart = -Infinity;
+  private oowAckAt = -Infinity;
   private challengeCount = 0;
 
   private segmentsIn = 0;
@@ -425,8 +428,14 @@ export class TcpConnection {
     const f = seg.flags;
     const rcv = this.rcv;
     const snd = this.snd;
-    if (this.st === 'SYN-RECEIVED' && (f & (SYN | ACK | RST)) === SYN && seg.seq === rcv.irs) {
-      this.synToSend = true; // our SYN-ACK was lost: send it again
+    if (this.st === 'SYN-RECEIVED' && f & SYN && (f & RST) === 0 && seg.seq === rcv.irs) {
+      if ((f & ACK) === 0) {
+        this.synToSend = true; // our SYN-ACK was lost: send it again
+      } else if (!this.passive && seg.ack === seqWrap(snd.iss, 1)) {
+        // Simultaneous open (RFC 9293 figure 8, line 6): the peer's SYN-ACK completes it.
+        this.establish(now);
+        if (!this.isClosed()) snd.ack(now, seg, 0, seg.window, this.tsRtt(now, seg));
+      } else this.queueSegment(resetFor(seg));
       return;
     }
     const segPos = seqUnwrap(rcv.irs, rcv.nxt, seg.seq);
@@ -442,9 +451,14 @@ export class TcpConnection {
     // First: sequence number.
     if (!rcv.acceptable(segPos, len)) {
       if ((f & RST) === 0) {
-        rcv.ackNow = true;
         if (plen > 0) rcv.duplicateIn++;
         if (this.st === 'TIME-WAIT' && f & FIN) this.timeWaitAt = now + this.cfg.timeWaitMs;
+        // Answer with an ACK; for segments without data at most every 500 ms, so that two
+        // confused ends cannot ping-pong ACKs forever (Linux's tcp_invalid_ratelimit).
+        if (len > 0 || now - this.oowAckAt >= OOW_ACK_INTERVAL_MS) {
+          if (len === 0) this.oowAckAt = now;
+          rcv.ackNow = true;
+        }
       }
       return;
     }
@@ -640,7 +654,9 @@ export class TcpConnection {
     if (st === 'ESTABLISHED' || st === 'CLOSE-WAIT' || st === 'FIN-WAIT-1' || st === 'CLOSING' || st === 'LAST-ACK') {
       snd.output(now, this.sink);
     }
-    if (this.rcv.ackNow && st !== 'SYN-SENT') this.emit(ACK, snd.nxt, EMPTY_PAYLOAD);
+    // A bare ACK carries SND.MAX: after a timeout SND.NXT is pulled back to SND.UNA, but the
+    // peer may hold more than that, and an ACK below its RCV.NXT would be unacceptable to it.
+    if (this.rcv.ackNow && st !== 'SYN-SENT') this.emit(ACK, snd.max, EMPTY_PAYLOAD);
   }
 
   private onRtoTimer(now: number): void {

@@ -177,22 +177,33 @@ export class Sender {
       this.newAck(now, ackPos, tsRtt);
     } else if (
       ackPos === this.una &&
-      seg.payload.length === 0 &&
-      (seg.flags & (SYN | FIN)) === 0 &&
       this.una < this.max &&
-      (!windowChanged || newlySacked > 0)
+      (newlySacked > 0 || (seg.payload.length === 0 && (seg.flags & (SYN | FIN)) === 0 && !windowChanged))
     ) {
-      // RFC 5681 §2 "duplicate acknowledgment" (with RFC 6675's SACK variant).
+      // RFC 5681 §2 "duplicate acknowledgment", or RFC 6675's: an ACK that SACKs new data
+      // (which also counts ACKs riding on data, so two-way transfers recover quickly too).
       this.dupAcks++;
       this.dupAcksIn++;
       if (this.cc.inRecovery) this.cc.onDupAckInRecovery(this.sackOk);
-      else if (this.dupAcks >= DUP_THRESH && this.una >= this.cc.recover) this.enterRecovery();
     }
-    // RFC 6675 IsLost(SND.UNA): more than (DupThresh - 1)·SMSS SACKed above it.
-    if (this.sackOk && !this.cc.inRecovery && this.sb.sackedBytes > (DUP_THRESH - 1) * this.mss && this.una >= this.cc.recover) {
-      this.enterRecovery();
+    if (!this.cc.inRecovery && this.una >= this.cc.recover && this.una < this.max) {
+      const thresh = this.dupThresh();
+      // RFC 6675 IsLost(SND.UNA): more than (DupThresh - 1)·SMSS SACKed above it.
+      if (this.dupAcks >= thresh || (this.sackOk && this.sb.sackedBytes > (thresh - 1) * this.mss)) {
+        this.enterRecovery();
+      }
     }
     return ACK_OK;
+  }
+
+  /**
+   * DupThresh: 3, or — RFC 5827 Early Retransmit — one less than the segments outstanding
+   * when fewer than four are and there is no new data to send (which would make more ACKs).
+   */
+  private dupThresh(): number {
+    const oseg = Math.ceil((this.max - this.una) / this.mss);
+    if (oseg >= DUP_THRESH + 1 || this.pending) return DUP_THRESH;
+    return oseg > 2 ? oseg - 1 : 1;
   }
 
   private newAck(now: number, ackPos: number, tsRtt: number): void {
@@ -332,7 +343,9 @@ export class Sender {
       } else {
         const wndRoom = this.una + this.wnd - nxt;
         const inflight = sackRecovery ? this.pipe() : nxt - this.una;
-        const cwndRoom = this.cc.cwnd - inflight;
+        let cwndRoom = this.cc.cwnd - inflight;
+        // RFC 3042 Limited Transmit: each of the first two duplicate ACKs lets one new segment out.
+        if (this.dupAcks > 0 && !this.cc.inRecovery) cwndRoom += (this.dupAcks < 2 ? this.dupAcks : 2) * this.mss;
         if (len > wndRoom) len = wndRoom > 0 ? wndRoom : 0;
         let cwndLimited = false;
         if (len > cwndRoom) {
