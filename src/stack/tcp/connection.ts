@@ -56,7 +56,7 @@ import {
   type TcpSegment,
   type TcpSegmentOptions,
 } from './segment.js';
-import { seqGe, seqLt, seqUnwrap, seqWrap } from './seq.js';
+import { seqGe, seqGt, seqLt, seqUnwrap, seqWrap } from './seq.js';
 import type { RttConfig } from './rtt.js';
 import type {
   CloseReason,
@@ -327,6 +327,19 @@ export class TcpConnection {
     if (this.keepAliveAt < t) t = this.keepAliveAt;
     if (this.timeWaitAt < t) t = this.timeWaitAt;
     return t === Infinity ? undefined : t;
+  }
+
+  /**
+   * RFC 6191-lite: may a new SYN take over this TIME-WAIT connection's 4-tuple? Yes when its
+   * timestamp is newer than the last one seen (if both carry timestamps), else when its
+   * sequence number lies beyond what this incarnation received (RFC 1122 §4.2.2.13).
+   * Otherwise the connection answers the SYN with an ACK (RFC 5961 §4).
+   */
+  reusableBy(syn: TcpSegment): boolean {
+    if (this.st !== 'TIME-WAIT') return false;
+    const ts = syn.options.timestamp;
+    if (this.tsOk && this.tsRecentValid && ts !== undefined) return seqGt(ts[0], this.tsRecent);
+    return seqGt(syn.seq, seqWrap(this.rcv.irs, this.rcv.nxt));
   }
 
   /** Nothing left to emit and the connection is closed: the owner may drop it. */

@@ -11,3 +11,10 @@ export { SendBuffer } from './send-buffer.js';
 export { SackScoreboard } from './sack-scoreboard.js';
 export { Congestion } from './congestion.js';
 export { TcpConnection, chooseWindowScale } from './connection.js';
+export {
+  TcpTable,
+  type TableOutput,
+  type TcpSynRequest,
+  type TcpTableOptions,
+  type TcpTableCounters,
+} from './table.js';

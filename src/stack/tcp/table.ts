@@ -1,0 +1,388 @@
+/**
+ * RFC 9293 §3.10.7.1 (segments for no connection), §3.10.7.2 (LISTEN: a SYN creates a
+ * connection) and §3.5 (the 4-tuple names a connection) — the demultiplexer for many
+ * connections, still pure: time in, segments out, one timer for the whole table.
+ *
+ * Keys: a Map from the remote (ip, port) to a Map from the local (ip, port) to the entry; each
+ * level's key is ip·65536 + port (48 bits, an exact JS number), so a lookup allocates nothing.
+ *
+ * A SYN for no connection goes to the owner's `onSyn(request)` hook (like gVisor's
+ * forwarder): `request.accept(opts)` creates the connection — its SYN-ACK waits for
+ * `completeAccept()` — and `request.reject()` answers RST. A hook that does neither also
+ * answers RST. At `maxConnections` a new SYN is answered by RST and counted: never dropped
+ * silently. Any other segment for no connection gets the RFC 9293 reset (none for a RST).
+ * A SYN for a connection in TIME-WAIT replaces it when `reusableBy()` says so (RFC 6191-lite).
+ *
+ * Timers: a binary heap of (deadline, entry) with lazy invalidation. An entry is pushed only
+ * when its deadline moves earlier than the one it already has in the heap; a stale node that
+ * surfaces just causes a cheap extra poll of its connection, which reschedules it. Segments
+ * and application calls (through `TcpConnection.wake`) put a connection on a dirty list that
+ * the next `poll()` serves first. Closed connections are removed once their last segment is out.
+ */
+
+import { TcpConnection } from './connection.js';
+import { ACK, RST, SYN, resetFor, type TcpSegment } from './segment.js';
+import type { ConnectOptions, TcpConnectionOptions } from './types.js';
+
+export type TableOutput = (srcIp: number, dstIp: number, seg: TcpSegment) => void;
+
+/** A SYN for no connection, offered to the owner. IPs are uint32, host order. */
+export interface TcpSynRequest {
+  readonly srcIp: number;
+  readonly srcPort: number;
+  readonly dstIp: number;
+  readonly dstPort: number;
+  readonly syn: TcpSegment;
+  /** Create the connection (SYN-RECEIVED, accept pending) and register it in the table. */
+  accept(opts: TcpConnectionOptions): TcpConnection;
+  /** Refuse: the table answers RST|ACK. */
+  reject(): void;
+}
+
+export interface TcpTableOptions {
+  onSyn(request: TcpSynRequest): void;
+  /** Default 16384. */
+  maxConnections?: number;
+  /** Resets for unknown segments queued between polls; beyond it they are counted as dropped. Default 4096. */
+  maxPendingResets?: number;
+}
+
+export interface TcpTableCounters {
+  /** Connections accepted through onSyn. */
+  accepted: number;
+  /** Active opens through connect(). */
+  connected: number;
+  /** SYNs refused by the owner (reject(), or no decision). */
+  rejected: number;
+  /** SYNs refused because the table was full. */
+  refusedLimit: number;
+  /** Segments for no connection. */
+  unknownSegments: number;
+  /** Resets the table itself sent (refusals and unknown segments). */
+  resetsSent: number;
+  /** Resets not sent because too many were queued. */
+  resetsDropped: number;
+  /** TIME-WAIT connections replaced by a new SYN. */
+  timeWaitReused: number;
+  /** Connections removed after closing. */
+  removed: number;
+}
+
+interface Entry {
+  conn: TcpConnection;
+  localIp: number;
+  remoteIp: number;
+  remoteKey: number;
+  localKey: number;
+  /** Deadline of this entry's live heap node, or Infinity. */
+  heapAt: number;
+  dirty: boolean;
+  removed: boolean;
+  emit: (seg: TcpSegment) => void;
+}
+
+interface PendingReset {
+  srcIp: number;
+  dstIp: number;
+  seg: TcpSegment;
+}
+
+export class TcpTable {
+  readonly counters: TcpTableCounters = {
+    accepted: 0,
+    connected: 0,
+    rejected: 0,
+    refusedLimit: 0,
+    unknownSegments: 0,
+    resetsSent: 0,
+    resetsDropped: 0,
+    timeWaitReused: 0,
+    removed: 0,
+  };
+
+  private readonly map = new Map<number, Map<number, Entry>>();
+  private count = 0;
+  private readonly heapAt: number[] = [];
+  private readonly heapE: Entry[] = [];
+  private dirtyList: Entry[] = [];
+  private spare: Entry[] = [];
+  private resets: PendingReset[] = [];
+  private lastNow = 0;
+  private out: TableOutput | undefined;
+  private readonly onSyn: (request: TcpSynRequest) => void;
+  private readonly maxConnections: number;
+  private readonly maxPendingResets: number;
+
+  constructor(opts: TcpTableOptions) {
+    this.onSyn = opts.onSyn;
+    this.maxConnections = opts.maxConnections ?? 16384;
+    this.maxPendingResets = opts.maxPendingResets ?? 4096;
+  }
+
+  /** Connections in the table (including TIME-WAIT). */
+  get size(): number {
+    return this.count;
+  }
+
+  /** Stored heap nodes (live and stale), for tests and metrics. */
+  get timerNodes(): number {
+    return this.heapAt.length;
+  }
+
+  get(remoteIp: number, remotePort: number, localIp: number, localPort: number): TcpConnection | undefined {
+    return this.map.get(remoteIp * 65536 + remotePort)?.get(localIp * 65536 + localPort)?.conn;
+  }
+
+  *connections(): IterableIterator<{ conn: TcpConnection; localIp: number; remoteIp: number }> {
+    for (const inner of this.map.values()) {
+      for (const e of inner.values()) yield { conn: e.conn, localIp: e.localIp, remoteIp: e.remoteIp };
+    }
+  }
+
+  /** A segment from srcIp (the remote end) to dstIp (our end). */
+  input(now: number, srcIp: number, dstIp: number, seg: TcpSegment): void {
+    this.lastNow = now;
+    const e = this.map.get(srcIp * 65536 + seg.srcPort)?.get(dstIp * 65536 + seg.dstPort);
+    if (e !== undefined) {
+      const c = e.conn;
+      if (c.state === 'CLOSED') {
+        this.flush(e, now);
+        this.remove(e);
+      } else if ((seg.flags & (SYN | ACK | RST)) === SYN && c.reusableBy(seg)) {
+        this.remove(e);
+        this.counters.timeWaitReused++;
+      } else {
+        c.input(now, seg);
+        this.markDirty(e);
+        return;
+      }
+    }
+    if ((seg.flags & (SYN | ACK | RST)) === SYN) {
+      this.handleSyn(now, srcIp, dstIp, seg);
+      return;
+    }
+    this.counters.unknownSegments++;
+    this.queueReset(dstIp, srcIp, resetFor(seg));
+  }
+
+  /** Active open from localIp:opts.localPort to remoteIp:opts.remotePort. */
+  connect(now: number, localIp: number, remoteIp: number, opts: ConnectOptions): TcpConnection {
+    this.lastNow = now;
+    if (this.get(remoteIp, opts.remotePort, localIp, opts.localPort) !== undefined) {
+      throw new RangeError('a connection with this 4-tuple already exists');
+    }
+    const c = TcpConnection.connect(now, opts);
+    this.add(c, localIp, remoteIp);
+    this.counters.connected++;
+    return c;
+  }
+
+  /** Emit everything due at `now`, from every connection that needs it. */
+  poll(now: number, out: TableOutput): void {
+    this.lastNow = now;
+    this.out = out;
+    if (this.resets.length > 0) {
+      const resets = this.resets;
+      this.resets = [];
+      for (const r of resets) {
+        this.counters.resetsSent++;
+        out(r.srcIp, r.dstIp, r.seg);
+      }
+    }
+    // Connections touched by segments or application calls.
+    const list = this.dirtyList;
+    this.dirtyList = this.spare;
+    for (let i = 0; i < list.length; i++) {
+      const e = list[i];
+      e.dirty = false;
+      if (!e.removed) this.service(e, now);
+    }
+    list.length = 0;
+    this.spare = list;
+    // Timers due.
+    const at = this.heapAt;
+    while (at.length > 0 && at[0] <= now) {
+      const t = at[0];
+      const e = this.heapPop();
+      if (e.removed || e.heapAt !== t) continue;
+      e.heapAt = Infinity;
+      this.service(e, now);
+    }
+    if (at.length > 2 * this.count + 1024) this.rebuildHeap();
+    this.out = undefined;
+  }
+
+  /** When poll() must run next, or undefined. */
+  pollAt(): number | undefined {
+    if (this.resets.length > 0 || this.dirtyList.length > 0) return this.lastNow;
+    const at = this.heapAt;
+    while (at.length > 0) {
+      const e = this.heapE[0];
+      if (!e.removed && e.heapAt === at[0]) return at[0];
+      this.heapPop();
+    }
+    return undefined;
+  }
+
+  private handleSyn(now: number, srcIp: number, dstIp: number, seg: TcpSegment): void {
+    if (this.count >= this.maxConnections) {
+      this.counters.refusedLimit++;
+      this.queueReset(dstIp, srcIp, resetFor(seg));
+      return;
+    }
+    let decided = false;
+    const request: TcpSynRequest = {
+      srcIp,
+      srcPort: seg.srcPort,
+      dstIp,
+      dstPort: seg.dstPort,
+      syn: seg,
+      accept: (opts) => {
+        if (decided) throw new RangeError('this SYN was already accepted or rejected');
+        decided = true;
+        const c = TcpConnection.accept(now, seg, opts);
+        this.add(c, dstIp, srcIp);
+        this.counters.accepted++;
+        return c;
+      },
+      reject: () => {
+        if (decided) return;
+        decided = true;
+        this.counters.rejected++;
+        this.queueReset(dstIp, srcIp, resetFor(seg));
+      },
+    };
+    this.onSyn(request);
+    if (!decided) {
+      decided = true;
+      this.counters.rejected++;
+      this.queueReset(dstIp, srcIp, resetFor(seg));
+    }
+  }
+
+  private add(c: TcpConnection, localIp: number, remoteIp: number): void {
+    const remoteKey = remoteIp * 65536 + c.remotePort;
+    const localKey = localIp * 65536 + c.localPort;
+    const e: Entry = {
+      conn: c,
+      localIp,
+      remoteIp,
+      remoteKey,
+      localKey,
+      heapAt: Infinity,
+      dirty: false,
+      removed: false,
+      emit: (seg) => (this.out as TableOutput)(localIp, remoteIp, seg),
+    };
+    let inner = this.map.get(remoteKey);
+    if (inner === undefined) {
+      inner = new Map();
+      this.map.set(remoteKey, inner);
+    }
+    inner.set(localKey, e);
+    this.count++;
+    c.wake = () => this.markDirty(e);
+    this.markDirty(e);
+  }
+
+  private remove(e: Entry): void {
+    if (e.removed) return;
+    e.removed = true;
+    e.conn.wake = undefined;
+    const inner = this.map.get(e.remoteKey);
+    if (inner !== undefined) {
+      inner.delete(e.localKey);
+      if (inner.size === 0) this.map.delete(e.remoteKey);
+    }
+    this.count--;
+    this.counters.removed++;
+  }
+
+  private markDirty(e: Entry): void {
+    if (!e.dirty && !e.removed) {
+      e.dirty = true;
+      this.dirtyList.push(e);
+    }
+  }
+
+  private service(e: Entry, now: number): void {
+    const c = e.conn;
+    c.poll(now, e.emit);
+    if (c.finished) {
+      this.remove(e);
+      return;
+    }
+    const t = c.pollAt();
+    if (t === undefined) return;
+    if (t <= now) this.markDirty(e); // a callback asked for more: next poll
+    else if (t < e.heapAt) {
+      e.heapAt = t;
+      this.heapPush(t, e);
+    }
+  }
+
+  /** A closed connection's last segments (its RST) go out through the reset queue. */
+  private flush(e: Entry, now: number): void {
+    e.conn.poll(now, (seg) => this.queueReset(e.localIp, e.remoteIp, seg));
+  }
+
+  private queueReset(srcIp: number, dstIp: number, seg: TcpSegment | undefined): void {
+    if (seg === undefined) return;
+    if (this.resets.length >= this.maxPendingResets) {
+      this.counters.resetsDropped++;
+      return;
+    }
+    this.resets.push({ srcIp, dstIp, seg });
+  }
+
+  private heapPush(t: number, e: Entry): void {
+    const at = this.heapAt;
+    const es = this.heapE;
+    let i = at.length;
+    at.push(t);
+    es.push(e);
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (at[p] <= t) break;
+      at[i] = at[p];
+      es[i] = es[p];
+      i = p;
+    }
+    at[i] = t;
+    es[i] = e;
+  }
+
+  private heapPop(): Entry {
+    const at = this.heapAt;
+    const es = this.heapE;
+    const top = es[0];
+    const t = at.pop() as number;
+    const e = es.pop() as Entry;
+    const n = at.length;
+    if (n > 0) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= n) break;
+        const r = l + 1;
+        const m = r < n && at[r] < at[l] ? r : l;
+        if (at[m] >= t) break;
+        at[i] = at[m];
+        es[i] = es[m];
+        i = m;
+      }
+      at[i] = t;
+      es[i] = e;
+    }
+    return top;
+  }
+
+  /** Drop stale nodes: keep one node per live entry with a deadline. */
+  private rebuildHeap(): void {
+    const live = new Set<Entry>();
+    for (const e of this.heapE) if (!e.removed && e.heapAt !== Infinity) live.add(e);
+    this.heapAt.length = 0;
+    this.heapE.length = 0;
+    for (const e of live) this.heapPush(e.heapAt, e);
+  }
+}
