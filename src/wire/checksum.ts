@@ -65,6 +65,24 @@ function sumBytes(buf: Uint8Array, off: number, len: number, s: number): number 
 }
 
 /**
+ * Plain sum of words[w..wEnd) as a double (exact below 2^53). Two accumulators and pairwise
+ * adds keep the floating-point dependency chain short.
+ */
+function sumWords(words: Uint32Array, w: number, wEnd: number): number {
+  let m = 0;
+  let n = 0;
+  const end16 = w + ((wEnd - w) & ~15);
+  for (; w < end16; w += 16) {
+    m += (words[w] + words[w + 1] + (words[w + 2] + words[w + 3])) +
+      (words[w + 4] + words[w + 5] + (words[w + 6] + words[w + 7]));
+    n += (words[w + 8] + words[w + 9] + (words[w + 10] + words[w + 11])) +
+      (words[w + 12] + words[w + 13] + (words[w + 14] + words[w + 15]));
+  }
+  for (; w < wEnd; w++) m += words[w];
+  return m + n;
+}
+
+/**
  * Ones'-complement sum of `len` bytes at `buf[off]`, plus `initial`, folded to 16 bits, not
  * inverted. Any offset and length (odd lengths are zero-padded). The range must lie inside
  * `buf`; callers pass ranges they have validated.
@@ -86,14 +104,8 @@ export function sum16(buf: Uint8Array, off: number, len: number, initial = 0): n
   while (w < wEnd) {
     // A double holds 2^53 exactly: fold at least every 2^20 words (4 MiB) of 32-bit addends.
     const chunkEnd = Math.min(wEnd, w + 0x100000);
-    const end8 = w + ((chunkEnd - w) & ~7);
-    for (; w < end8; w += 8) {
-      m +=
-        words[w] + words[w + 1] + words[w + 2] + words[w + 3] +
-        words[w + 4] + words[w + 5] + words[w + 6] + words[w + 7];
-    }
-    for (; w < chunkEnd; w++) m += words[w];
-    m = foldSum(m);
+    m = foldSum(m + sumWords(words, w, chunkEnd));
+    w = chunkEnd;
   }
   // m now pairs bytes as the host loaded them, starting at an aligned address. On a
   // little-endian host that is the byte-swapped aligned sum (property B); an odd `lead`

@@ -211,7 +211,7 @@ export const IcmpRepr = {
     return ICMP_HEADER_LEN + ('data' in repr ? repr.data.length : repr.quoted.length);
   },
 
-  /** Write the message at `buf[off]` with its checksum; returns the bytes written. */
+  /** Write the message at `buf[off]` with its checksum; returns `bufferLen` bytes written. */
   emit(repr: IcmpRepr, buf: Uint8Array, off: number): number {
     buf[off + TYPE] = repr.type;
     buf[off + CHECKSUM] = 0;

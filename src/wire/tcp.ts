@@ -498,7 +498,7 @@ export const TcpRepr = {
 
   /**
    * Write the segment at `buf[off]` with its checksum for the given addresses; returns the
-   * bytes written (`bufferLen`). SACK blocks that do not fit in 40 option bytes are left out
+   * bytes written (`bufferLen`; `buf` must have that much room). SACK blocks that do not fit in 40 option bytes are left out
    * (the first ones are kept: RFC 2018 §4 puts the most recent block first).
    */
   emit(repr: TcpRepr, buf: Uint8Array, off: number, srcIp: number, dstIp: number): number {

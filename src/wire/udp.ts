@@ -164,7 +164,10 @@ export const UdpRepr = {
     return UDP_HEADER_LEN + repr.payload.length;
   },
 
-  /** Write the datagram at `buf[off]` with its checksum (always sent); returns the length. */
+  /**
+   * Write the datagram at `buf[off]` with its checksum (always sent); returns the length
+   * (`bufferLen`; `buf` must have that much room).
+   */
   emit(repr: UdpRepr, buf: Uint8Array, off: number, srcIp: number, dstIp: number): number {
     return emitUdp(repr, buf, off, srcIp, dstIp);
   },

@@ -115,6 +115,15 @@ describe('sum16 / internetChecksum', () => {
     }
   });
 
+  it('folds across the 4 MiB chunks of the 32-bit path (a 5 MiB range)', () => {
+    const rand = prng(5);
+    const b = new Uint8Array(5 * 1024 * 1024 + 7);
+    for (let i = 0; i < b.length; i += 97) b[i] = Math.floor(rand() * 256);
+    b.fill(0xff, 1000, 4 * 1024 * 1024 + 4000); // many all-ones words around the boundary
+    expect(sum16(b, 1, b.length - 1)).toBe(refSum(b, 1, b.length - 1));
+    expect(sum16(b, 0, b.length)).toBe(refSum(b, 0, b.length));
+  });
+
   it('handles views of different buffers in turn (the 32-bit view cache follows the buffer)', () => {
     const rand = prng(99);
     const a = randomBytes(rand, 4000);
