@@ -8,13 +8,12 @@
  *     checksum = ~sum & 0xffff
  *
  * A receiver sums the data *including* the checksum field; the result is 0xffff when it is
- * intact. Three properties of the ones'-complement sum (RFC 1071 §2) make it fast here:
- *   - (A) it is associative and commutative, so words can be added in any order and in wider
- *     accumulators, folding the carries back at the end;
+ * intact. Three of the properties listed in RFC 1071 §2 make it fast here:
+ *   - (A) it is commutative and associative, so words can be added in any order, and a
+ *     partial sum can be carried into the next one (`initial`: pseudo-header + segment);
  *   - (B) it is byte-order independent: summing byte-swapped words gives the byte-swapped sum,
  *     so 32-bit little-endian loads can be summed and the result swapped once;
- *   - (C) a partial sum can be carried into the next one (`initial`), which is how the TCP/UDP
- *     pseudo-header and the segment are combined.
+ *   - (E) carries can be deferred: add in a wider accumulator and fold them back at the end.
  *
  * Sums returned here are folded to 16 bits and NOT inverted: 0x0000 only for all-zero input.
  */
@@ -144,8 +143,8 @@ export function pseudoHeaderSum(src: number, dst: number, proto: number, length:
 
 /**
  * Update a checksum field after one 16-bit word of the covered data changed from `oldWord` to
- * `newWord`, per RFC 1624 eq. 3: HC' = ~(~HC + ~m + m'). Equation 3 (not eq. 2) is the one
- * that never yields 0xffff where a full recompute gives 0x0000.
+ * `newWord`, per RFC 1624 eq. 3: HC' = ~(~HC + ~m + m'). Unlike RFC 1141's HC + m + ~m',
+ * it gives 0x0000, as a full recompute does, where the new sum is all ones (RFC 1624 §3).
  */
 export function checksumAdjust(checksum: number, oldWord: number, newWord: number): number {
   const s = (~checksum & 0xffff) + (~oldWord & 0xffff) + (newWord & 0xffff);

@@ -89,8 +89,8 @@ const EMPTY = new Uint8Array(0);
 
 /**
  * Walk the option list in b[i..end). Returns 'bad_tcp_options' when a length byte is missing,
- * below 2, runs past the header, or is wrong for a kind we know; unknown kinds are skipped by
- * their length (RFC 9293 §3.1: "must be prepared to handle an illegal option length").
+ * below 2, runs past the header, or is wrong for a kind we know (RFC 9293 §3.1 MUST-7: be
+ * prepared for an illegal option length). Unknown kinds are skipped by their length (MUST-6).
  */
 function checkOptions(b: Uint8Array, i: number, end: number): DropReason | undefined {
   while (i < end) {

@@ -190,6 +190,14 @@ describe('incremental update (RFC 1624)', () => {
 
   const CORNER16 = [0x0000, 0xffff, 0x0001, 0xfffe, 0x8000, 0x7fff];
 
+  it('reproduces the RFC 1624 §3 example (0xdd2f → 0x0000, where RFC 1141 gave 0xffff)', () => {
+    // Other header words sum to 0xcd7a; m = 0x5555 changes to m' = 0x3285.
+    expect(foldComplement(0xcd7a + 0x5555)).toBe(0xdd2f);
+    expect(foldComplement(0xcd7a + 0x3285)).toBe(0x0000);
+    expect(checksumAdjust(0xdd2f, 0x5555, 0x3285)).toBe(0x0000);
+    expect(foldSum(0xdd2f + 0x5555 + (~0x3285 & 0xffff))).toBe(0xffff); // RFC 1141's answer
+  });
+
   it('16-bit: equals a full recompute on 20,000 random changes, corners included', () => {
     const rand = prng(1624);
     for (let n = 0; n < 20_000; n++) {
