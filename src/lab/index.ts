@@ -1,0 +1,19 @@
+/**
+ * The test lab: network namespaces, veth links, tracked daemons and the upstream servers that
+ * every end-to-end test, the demo and the benchmark use. Needs root; see labAvailable().
+ */
+export { Lab, Namespace, labAvailable, waitForPort, sh, isIPv4 } from './netns.js';
+export type { LabOptions, NamespaceOptions, LinkOptions, LinkEnd, VethLink, SpawnOptions } from './netns.js';
+export { LabProcess, LabError, runCommand, describeCommand } from './process.js';
+export type { ExecOptions, ExecResult, ExitStatus, LabProcessOptions } from './process.js';
+export {
+  requireBinary,
+  startDante,
+  startMicrosocks,
+  startHttpServer,
+  startIperf3,
+  startDnsmasq,
+  labBytes,
+  labBytesSha256,
+} from './servers.js';
+export type { DanteOptions, MicrosocksOptions, HttpServerOptions, Iperf3Options, DnsmasqOptions } from './servers.js';
