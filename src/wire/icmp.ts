@@ -247,7 +247,8 @@ const quotedView = new Ipv4Packet();
  * Build a whole IPv4 + ICMP error (type 3 or 11) about `original` at `buf[off]` and return
  * its length, or 0 when no error may be sent. The reply goes from `from` to the original's
  * source and quotes the original header (options included) plus its first 8 data bytes
- * (RFC 792; RFC 1812 §4.3.2.3 allows more, up to 576 bytes in all, which we do not need).
+ * (RFC 792's minimum; RFC 1812 §4.3.2.3 asks routers for as much as fits in 576 bytes, but
+ * the header and ports are all a receiver needs to find the flow).
  *
  * Returns 0 (RFC 1122 §3.2.2, RFC 1812 §4.3.2.7) when `original` is not a sane IPv4 header,
  * is itself an ICMP error, is a non-initial fragment, was sent to a multicast or broadcast
@@ -284,7 +285,7 @@ export function emitIcmpErrorIpv4(
   wr16(buf, i + MTU, type === ICMP_DEST_UNREACHABLE && code === ICMP_UNREACH_FRAG_NEEDED ? nextHopMtu : 0);
   for (let k = 0; k < quoteLen; k++) buf[i + ICMP_HEADER_LEN + k] = original[k];
   wr16(buf, i + CHECKSUM, internetChecksum(buf, i, icmpLen));
-  // DF set: at most 116 bytes, never fragmented, so ident 0 is fine (RFC 6864 §4.1).
+  // DF set: at most 96 bytes, never fragmented, so ident 0 is fine (RFC 6864 §4.1).
   writeIpv4Header(buf, off, from, ip.src, IP_PROTO_ICMP, icmpLen, 64, 0, 0, true);
   quotedView.wrapUnchecked(EMPTY, 0, 0);
   return IPV4_HEADER_LEN + icmpLen;
