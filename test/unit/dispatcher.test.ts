@@ -66,7 +66,7 @@ describe('malformed packets', () => {
     const good = echoRequest(1, 1, new Uint8Array(16));
     feed(good.subarray(0, 12)); // too short
     const v6 = good.slice();
-    v6[0] = 0x65;
+    v6[0] = 0x55; // version 5: not a version we know (6 is counted apart as ipv6)
     feed(v6);
     const badSum = good.slice();
     badSum[10] ^= 0xff;
