@@ -352,7 +352,7 @@ export class Sender {
           len = cwndRoom > 0 ? cwndRoom : 0;
           cwndLimited = true;
         }
-        if (len < dataLeft && len < segMax) {
+        if (len < dataLeft && len < (segMax < this.mss ? segMax : this.mss)) {
           // Sender SWS avoidance (RFC 9293 §3.8.6.2.1): no runt segments while more data waits,
           // unless it is half the largest window the peer offered, or the override timer fired.
           const runtOk = len > 0 && (this.overrideSws || (!cwndLimited && len >= this.maxWnd / 2));
