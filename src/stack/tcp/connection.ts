@@ -152,6 +152,7 @@ export class TcpConnection {
   private peerSynSeen = false;
   private ctl: TcpSegment[] = [];
   private dirty = true;
+  private polling = false;
   private lastNow: number;
   private out: ((seg: TcpSegment) => void) | undefined;
 
@@ -627,6 +628,8 @@ export class TcpConnection {
   poll(now: number, out: (seg: TcpSegment) => void): void {
     this.lastNow = now;
     this.out = out;
+    this.dirty = false;
+    this.polling = true;
     if (this.st !== 'CLOSED') {
       if (now >= this.timeWaitAt) {
         this.timeWaitAt = Infinity;
@@ -650,7 +653,7 @@ export class TcpConnection {
       }
       ctl.length = 0;
     }
-    this.dirty = false;
+    this.polling = false;
     this.out = undefined;
   }
 
@@ -820,10 +823,11 @@ export class TcpConnection {
     );
   }
 
+  /** Something needs a poll; tell the owner, unless it is polling us right now. */
   private touch(): void {
     if (!this.dirty) {
       this.dirty = true;
-      this.wake?.();
+      if (!this.polling) this.wake?.();
     }
   }
 

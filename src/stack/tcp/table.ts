@@ -13,9 +13,10 @@
  * silently. Any other segment for no connection gets the RFC 9293 reset (none for a RST).
  * A SYN for a connection in TIME-WAIT replaces it when `reusableBy()` says so (RFC 6191-lite).
  *
- * Timers: a binary heap of (deadline, entry) with lazy invalidation. An entry is pushed only
- * when its deadline moves earlier than the one it already has in the heap; a stale node that
- * surfaces just causes a cheap extra poll of its connection, which reschedules it. Segments
+ * Timers: a binary heap of (deadline, entry) with lazy invalidation. When a connection's
+ * deadline changes, a new node is pushed and the entry remembers its deadline; older nodes of
+ * the entry no longer match it and are discarded when they surface (or when the heap, grown
+ * past twice the number of connections, is rebuilt). pollAt() is therefore exact. Segments
  * and application calls (through `TcpConnection.wake`) put a connection on a dirty list that
  * the next `poll()` serves first. Closed connections are removed once their last segment is out.
  */
@@ -312,12 +313,12 @@ export class TcpTable {
       this.remove(e);
       return;
     }
-    const t = c.pollAt();
-    if (t === undefined) return;
+    const t = c.pollAt() ?? Infinity;
     if (t <= now) this.markDirty(e); // a callback asked for more: next poll
-    else if (t < e.heapAt) {
+    else if (t !== e.heapAt) {
+      // The old node (if any) is now stale and will be skipped when it surfaces.
       e.heapAt = t;
-      this.heapPush(t, e);
+      if (t !== Infinity) this.heapPush(t, e);
     }
   }
 
