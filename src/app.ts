@@ -9,18 +9,36 @@ import type { Link } from './link/link.js';
 import { planUp, type RoutePlan } from './routes/plan.js';
 import { applyPlan, removePlan, ipBatchRunner, type IpRunner } from './routes/apply.js';
 import { PacketDispatcher, type DispatcherStats } from './stack/dispatcher.js';
+import { TcpStack } from './stack/tcp-stack.js';
+import { TcpRelay, type TcpFlowInfo, type TcpRelayStats } from './relay/tcp-relay.js';
+import { Router } from './router/router.js';
+import { BlockOutbound } from './outbound/block.js';
+import { Socks5Outbound } from './outbound/socks5.js';
+import { parseSocks5Url } from './outbound/socks5-url.js';
+import type { Outbound } from './outbound/outbound.js';
+import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
+import { monotonicClock, type Clock } from './clock.js';
 
 export interface TunrouteDeps {
   logger?: Logger;
   /** Opens the device; the default opens the real TUN through the native addon. */
   openLink?: (config: Config, logger: Logger) => Promise<Link>;
   ipRunner?: IpRunner;
+  clock?: Clock;
+}
+
+/** Everything a running instance counts, for logs and `status`. */
+export interface TunrouteStats {
+  packets: DispatcherStats;
+  tcp: TcpRelayStats;
+  outbounds: Record<string, Outbound['stats']>;
 }
 
 export interface RunningTunroute {
   readonly link: Link;
   readonly plan: RoutePlan;
-  stats(): DispatcherStats;
+  stats(): TunrouteStats;
+  flows(): TcpFlowInfo[];
   /** Removes the routes this instance added, then closes the device. Idempotent. */
   stop(): Promise<void>;
 }
@@ -30,9 +48,35 @@ async function openTunLink(config: Config, logger: Logger): Promise<Link> {
   return TunLink.open({ name: config.tun.name, mtu: config.tun.mtu, logger });
 }
 
+/** The outbounds a config names, keyed by name; `block` always exists. */
+export function buildOutbounds(config: Config, log: Logger, clock: Clock): Map<string, Outbound> {
+  const out = new Map<string, Outbound>([[BLOCK_OUTBOUND, new BlockOutbound(BLOCK_OUTBOUND)]]);
+  if (config.proxy !== undefined) {
+    const proxy = parseSocks5Url(config.proxy, { source: '--proxy', code: 'TR_BAD_FLAG' });
+    out.set(PROXY_OUTBOUND, new Socks5Outbound({ name: PROXY_OUTBOUND, proxy, logger: log, clock }));
+  }
+  config.outbounds.forEach((o, i) => {
+    if (o.type === 'block') out.set(o.name, new BlockOutbound(o.name));
+    else {
+      const proxy = parseSocks5Url(o.url, { source: `outbounds[${i}].url`, code: 'TR_BAD_CONFIG' });
+      out.set(o.name, new Socks5Outbound({ name: o.name, proxy, connectTimeoutMs: o.connectTimeoutMs, logger: log, clock }));
+    }
+  });
+  return out;
+}
+
+export function buildRouter(config: Config): Router {
+  const defaultOutbound = config.defaultOutbound ?? (config.proxy !== undefined ? PROXY_OUTBOUND : BLOCK_OUTBOUND);
+  return new Router({ rules: config.rules, defaultOutbound, source: 'rules' });
+}
+
 export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Promise<RunningTunroute> {
   const log = deps.logger ?? createLogger(config.log.level);
   const runner = deps.ipRunner ?? ipBatchRunner;
+  const clock = deps.clock ?? monotonicClock;
+  // Everything that can fail on a bad config is built before the device exists.
+  const outbounds = buildOutbounds(config, log, clock);
+  const router = buildRouter(config);
   const link = await (deps.openLink ?? openTunLink)(config, log);
   const plan = planUp(config);
   try {
@@ -41,20 +85,35 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     link.close();
     throw e;
   }
-  const dispatcher = new PacketDispatcher({ link, icmp: config.icmp, logger: log });
+  // The table holds TIME-WAIT connections beyond the live flows the relay counts.
+  const stack = new TcpStack({ link, clock, logger: log, maxConnections: config.tcp.maxFlows + 1024 });
+  const relay = new TcpRelay({ stack, router, outbounds, clock, logger: log, maxFlows: config.tcp.maxFlows, bufferBytes: config.tcp.bufferBytes });
+  stack.setSynHandler(relay.onSyn);
+  const dispatcher = new PacketDispatcher({ link, icmp: config.icmp, logger: log, tcp: stack.input });
   link.onReceive((batch) => dispatcher.onBatch(batch));
+  const stats = (): TunrouteStats => ({
+    packets: dispatcher.stats(),
+    tcp: { ...relay.stats, upstreamErrors: { ...relay.stats.upstreamErrors } },
+    outbounds: Object.fromEntries([...outbounds].map(([n, o]) => [n, o.stats])),
+  });
   log.info({ dev: link.name, mtu: link.mtu, address: config.tun.address, routes: plan.prefixes.length }, 'tunroute is up');
 
   let stopping: Promise<void> | undefined;
   return {
     link,
     plan,
-    stats: () => dispatcher.stats(),
+    stats,
+    flows: () => relay.flowInfo(),
     stop() {
       stopping ??= (async () => {
+        relay.closeAll();
+        stack.poll(); // the RSTs go out before the device does
+        stack.close();
+        await Promise.all([...outbounds.values()].map((o) => o.close()));
         await removePlan(plan, runner, log);
         link.close();
-        log.info({ link: link.stats, ...dispatcher.stats() }, 'tunroute stopped; packet counters');
+        const s = stats();
+        log.info({ link: link.stats, ...s.packets, tcp: s.tcp }, 'tunroute stopped; packet counters');
       })();
       return stopping;
     },

@@ -26,11 +26,12 @@ interface UpOptions {
   route?: string[];
   icmp?: string;
   logLevel?: string;
+  proxy?: string;
   dryRun?: boolean;
 }
 
 function flagsOf(o: UpOptions): FlagValues {
-  return { tun: o.tun, address: o.address, mtu: o.mtu, route: o.route, icmp: o.icmp, logLevel: o.logLevel };
+  return { tun: o.tun, address: o.address, mtu: o.mtu, route: o.route, icmp: o.icmp, logLevel: o.logLevel, proxy: o.proxy };
 }
 
 const program = new Command()
@@ -43,6 +44,7 @@ program
   .command('up')
   .description('create the TUN device, add its routes, and route packets until SIGINT/SIGTERM')
   .option('-c, --config <file>', 'config file (YAML or JSON); flags override it')
+  .option('--proxy <url>', 'carry TCP through this SOCKS5 proxy: socks5://[user:pass@]host:port')
   .option('--tun <name>', 'TUN device name (default tun0)')
   .option('--address <cidr>', "the device's address (default 198.18.0.1/15)")
   .option('--mtu <n>', 'device MTU (default 1500)', intArg('--mtu'))

@@ -18,6 +18,7 @@ export interface FlagValues {
   icmp?: string;
   logLevel?: string;
   control?: string;
+  proxy?: string;
 }
 
 /** Which config field each flag sets, so an error about that field can name the flag. */
@@ -29,6 +30,7 @@ const FLAG_OF_FIELD: Record<string, string> = {
   icmp: '--icmp',
   'log.level': '--log-level',
   'control.socket': '--control',
+  proxy: '--proxy',
 };
 
 type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
@@ -64,6 +66,7 @@ export function flagsToInput(flags: FlagValues): { input: JsonObject; given: Set
   put('icmp', flags.icmp);
   put('log.level', flags.logLevel);
   put('control.socket', flags.control);
+  put('proxy', flags.proxy);
   return { input, given };
 }
 

@@ -40,6 +40,40 @@ export const routesSchema = z
   })
   .strict();
 
+const outboundName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.-]{1,32}$/, 'is not a valid outbound name (1–32 letters, digits, "_", "-" or ".")');
+
+export const socks5OutboundSchema = z
+  .object({
+    name: outboundName,
+    type: z.literal('socks5'),
+    /** socks5://[user:pass@]host:port */
+    url: z.string().min(1),
+    /** Deadline for proxy connect + SOCKS handshake + CONNECT reply. */
+    connectTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+  })
+  .strict();
+
+export const blockOutboundSchema = z.object({ name: outboundName, type: z.literal('block') }).strict();
+
+export const outboundSchema = z.discriminatedUnion('type', [socks5OutboundSchema, blockOutboundSchema]);
+
+const port = z.number().int().min(0).max(65535);
+
+export const ruleSchema = z
+  .object({
+    cidrs: z.array(cidr).optional(),
+    protocol: z.enum(['tcp', 'udp', 'icmp']).optional(),
+    ports: z.array(z.union([port, z.tuple([port, port])])).optional(),
+    outbound: outboundName,
+  })
+  .strict();
+
+/** The name `--proxy` gives its outbound, and the built-in outbound that refuses everything. */
+export const PROXY_OUTBOUND = 'proxy';
+export const BLOCK_OUTBOUND = 'block';
+
 export const configSchema = z
   .object({
     tun: tunSchema.default(tunSchema.parse({})),
@@ -54,8 +88,42 @@ export const configSchema = z
       .object({ socket: z.string().min(1).default('/run/tunroute/tunroute.sock') })
       .strict()
       .default({ socket: '/run/tunroute/tunroute.sock' }),
+    /** Shorthand for one socks5 outbound named "proxy" that is also the default. */
+    proxy: z.string().min(1).optional(),
+    outbounds: z.array(outboundSchema).default([]),
+    /** Most specific CIDR wins, then file order; see src/router/router.ts. */
+    rules: z.array(ruleSchema).default([]),
+    /** Where flows no rule matches go: "proxy" when a proxy is set, else "block". */
+    defaultOutbound: outboundName.optional(),
+    tcp: z
+      .object({
+        /** Most concurrent TCP flows; each holds one upstream socket (open-file limit!). */
+        maxFlows: z.number().int().min(1).max(1_000_000).default(16_000),
+        /** Per-flow buffer each way; also the largest window we advertise. */
+        bufferBytes: z.number().int().min(16 * 1024).max(64 * 1024 * 1024).default(256 * 1024),
+      })
+      .strict()
+      .default({ maxFlows: 16_000, bufferBytes: 256 * 1024 }),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    const names = new Set<string>([BLOCK_OUTBOUND]);
+    if (c.proxy !== undefined) names.add(PROXY_OUTBOUND);
+    c.outbounds.forEach((o, i) => {
+      if (names.has(o.name)) {
+        ctx.addIssue({ code: 'custom', path: ['outbounds', i, 'name'], message: `is used twice (or clashes with a built-in name)` });
+      }
+      names.add(o.name);
+    });
+    c.rules.forEach((r, i) => {
+      if (!names.has(r.outbound)) {
+        ctx.addIssue({ code: 'custom', path: ['rules', i, 'outbound'], message: `names no outbound (known: ${[...names].join(', ')})` });
+      }
+    });
+    if (c.defaultOutbound !== undefined && !names.has(c.defaultOutbound)) {
+      ctx.addIssue({ code: 'custom', path: ['defaultOutbound'], message: `names no outbound (known: ${[...names].join(', ')})` });
+    }
+  });
 
 export type Config = z.infer<typeof configSchema>;
 /** What a user may write: every field optional, defaults filled by the schema. */

@@ -1,0 +1,337 @@
+/**
+ * Splices each TCP connection our stack terminates onto a stream from its outbound, with
+ * backpressure both ways:
+ *
+ *   app → upstream: bytes the stack delivers are written to the socket; they count against the
+ *   window we advertise until the socket has handed them to the kernel (write callback), so a
+ *   slow upstream closes the app's window instead of growing our memory.
+ *
+ *   upstream → app: socket data goes into the connection's bounded send buffer; what does not
+ *   fit is held (one chunk) and the socket is paused until the connection has room again.
+ *
+ * The SYN-ACK waits for the upstream: the app sees the connection succeed only if the
+ * destination accepted, and gets RST (→ "connection refused") if it did not.
+ */
+import type { Socket } from 'node:net';
+import type { Clock } from '../clock.js';
+import type { Logger } from '../logger.js';
+import { u32ToIp } from '../wire/ipv4.js';
+import type { TcpConnection } from '../stack/tcp/connection.js';
+import type { TcpSynRequest } from '../stack/tcp/table.js';
+import type { CloseReason, TcpConnectionOptions, TcpListener } from '../stack/tcp/types.js';
+import type { TcpStack } from '../stack/tcp-stack.js';
+import { isUpstreamError, UPSTREAM_REASONS, type Outbound, type UpstreamReason } from '../outbound/outbound.js';
+import type { Router } from '../router/router.js';
+import { IP_PROTO_TCP } from '../wire/ipv4.js';
+
+export interface TcpRelayOptions {
+  stack: TcpStack;
+  router: Router;
+  outbounds: ReadonlyMap<string, Outbound>;
+  clock: Clock;
+  logger: Logger;
+  /** Deadline for reaching the destination through the outbound. Default 10 s. */
+  connectTimeoutMs?: number;
+  /** Per-connection buffers (each direction). Default 256 KiB. */
+  bufferBytes?: number;
+  /** Most flows at once; beyond it SYNs get RST (each flow holds one socket). Default 16,000. */
+  maxFlows?: number;
+  /** Extra connection options (timestamps, keep-alive, maxSegmentPayload…). */
+  connection?: Partial<TcpConnectionOptions>;
+}
+
+export interface TcpFlowInfo {
+  id: number;
+  src: string;
+  dst: string;
+  outbound: string;
+  state: string;
+  /** App → upstream bytes. */
+  bytesUp: number;
+  /** Upstream → app bytes. */
+  bytesDown: number;
+  ageMs: number;
+}
+
+export interface TcpRelayStats {
+  flowsOpen: number;
+  flowsTotal: number;
+  refusedLimit: number;
+  upstreamErrors: Record<UpstreamReason, number>;
+  bytesUp: number;
+  bytesDown: number;
+}
+
+function newUpstreamErrors(): Record<UpstreamReason, number> {
+  const r = {} as Record<UpstreamReason, number>;
+  for (const k of UPSTREAM_REASONS) r[k] = 0;
+  return r;
+}
+
+export class TcpRelay {
+  private readonly flows = new Set<TcpFlow>();
+  private nextId = 1;
+  readonly stats: TcpRelayStats = {
+    flowsOpen: 0,
+    flowsTotal: 0,
+    refusedLimit: 0,
+    upstreamErrors: newUpstreamErrors(),
+    bytesUp: 0,
+    bytesDown: 0,
+  };
+  readonly opts: Required<Omit<TcpRelayOptions, 'connection'>> & { connection: Partial<TcpConnectionOptions> };
+
+  constructor(opts: TcpRelayOptions) {
+    this.opts = {
+      connectTimeoutMs: 10_000,
+      bufferBytes: 256 * 1024,
+      maxFlows: 16_000,
+      connection: {},
+      ...opts,
+    };
+  }
+
+  /** The stack's SYN hook. Synchronous: it must accept or reject before returning. */
+  readonly onSyn = (req: TcpSynRequest): void => {
+    const o = this.opts;
+    if (this.flows.size >= o.maxFlows) {
+      this.stats.refusedLimit++;
+      if (this.stats.refusedLimit === 1 || this.stats.refusedLimit % 1000 === 0) {
+        o.logger.warn({ maxFlows: o.maxFlows, refused: this.stats.refusedLimit }, 'flow limit reached: new TCP connections get RST (each flow holds a socket; raise maxFlows only with the open-file limit)');
+      }
+      req.reject();
+      return;
+    }
+    const name = o.router.route(req.dstIp, IP_PROTO_TCP, req.dstPort);
+    const outbound = o.outbounds.get(name);
+    if (outbound === undefined) {
+      req.reject();
+      return;
+    }
+    const flow = new TcpFlow(this, this.nextId++, req, outbound);
+    flow.conn = req.accept({
+      ...o.connection,
+      iss: o.stack.random32(),
+      tsOffset: o.stack.random32(),
+      mss: o.stack.mss,
+      rcvBufSize: o.bufferBytes,
+      sndBufSize: o.bufferBytes,
+      listener: flow,
+    });
+    this.flows.add(flow);
+    this.stats.flowsOpen++;
+    this.stats.flowsTotal++;
+    flow.start();
+  };
+
+  /** @internal */
+  flowEnded(flow: TcpFlow): void {
+    if (this.flows.delete(flow)) this.stats.flowsOpen--;
+  }
+
+  flowInfo(): TcpFlowInfo[] {
+    const now = this.opts.clock.now();
+    return [...this.flows].map((f) => f.info(now));
+  }
+
+  /** Abort every flow (RST to the apps) and close their sockets. */
+  closeAll(): void {
+    for (const f of [...this.flows]) f.abort();
+  }
+}
+
+class TcpFlow implements TcpListener {
+  conn!: TcpConnection;
+  private socket: Socket | undefined;
+  private readonly abortCtl = new AbortController();
+  private readonly startedAt: number;
+  private readonly src: string;
+  private readonly dst: string;
+  private readonly dstPort: number;
+  /** Upstream bytes the connection's send buffer could not take yet. */
+  private held: Uint8Array | undefined;
+  /** Lengths of chunks written to the socket and not yet flushed to the kernel, in order. */
+  private readonly inFlight: number[] = [];
+  private inFlightHead = 0;
+  private upstreamEnded = false;
+  private done = false;
+  bytesUp = 0;
+  bytesDown = 0;
+
+  constructor(
+    private readonly relay: TcpRelay,
+    readonly id: number,
+    req: TcpSynRequest,
+    private readonly outbound: Outbound,
+  ) {
+    this.startedAt = relay.opts.clock.now();
+    this.src = `${u32ToIp(req.srcIp)}:${req.srcPort}`;
+    this.dstPort = req.dstPort;
+    this.dst = u32ToIp(req.dstIp);
+  }
+
+  private get now(): number {
+    return this.relay.opts.clock.now();
+  }
+
+  private get log(): Logger {
+    return this.relay.opts.logger;
+  }
+
+  start(): void {
+    const o = this.relay.opts;
+    this.outbound
+      .connectTcp({ ip: this.dst, port: this.dstPort }, { timeoutMs: o.connectTimeoutMs, signal: this.abortCtl.signal })
+      .then(
+        (socket) => this.attach(socket),
+        (e: unknown) => this.upstreamFailed(e),
+      );
+  }
+
+  private attach(socket: Socket): void {
+    if (this.done) {
+      socket.destroy();
+      return;
+    }
+    this.socket = socket;
+    socket.on('data', this.onUpstreamData);
+    socket.on('end', this.onUpstreamEnd);
+    socket.on('error', this.onUpstreamError);
+    socket.on('close', this.onUpstreamClose);
+    // The socket stays paused until the app's handshake completes (onEstablished).
+    this.conn.completeAccept(this.now);
+    this.relay.opts.stack.schedule();
+  }
+
+  private upstreamFailed(e: unknown): void {
+    const reason: UpstreamReason = isUpstreamError(e) ? e.reason : 'protocol';
+    if (reason !== 'aborted') this.relay.stats.upstreamErrors[reason]++;
+    if (this.log.isLevelEnabled('debug')) {
+      this.log.debug({ flow: this.id, dst: `${this.dst}:${this.dstPort}`, reason, err: e instanceof Error ? e.message : String(e) }, 'upstream failed: RST to the app');
+    }
+    if (!this.done) {
+      this.conn.reject(this.now);
+      this.relay.opts.stack.schedule();
+    }
+  }
+
+  // --- TcpListener (the app side) -------------------------------------------------------
+
+  onEstablished(): void {
+    this.socket?.resume();
+  }
+
+  onData(chunk: Uint8Array): void {
+    const s = this.socket;
+    if (s === undefined || s.destroyed) return;
+    this.bytesUp += chunk.length;
+    this.relay.stats.bytesUp += chunk.length;
+    this.inFlight.push(chunk.length);
+    s.write(chunk, this.onFlushed);
+  }
+
+  /** One chunk reached the kernel: its bytes no longer count against the app's window. */
+  private readonly onFlushed = (err?: Error | null): void => {
+    if (err) return; // 'error' handles it
+    const n = this.inFlight[this.inFlightHead++]!;
+    if (this.inFlightHead > 1024 && this.inFlightHead * 2 > this.inFlight.length) {
+      this.inFlight.splice(0, this.inFlightHead);
+      this.inFlightHead = 0;
+    }
+    if (this.done) return;
+    this.conn.consumed(n);
+    this.relay.opts.stack.schedule();
+  };
+
+  onPeerFin(): void {
+    // The app half-closed: pass it on once what it sent is written.
+    this.socket?.end();
+  }
+
+  onWritable(): void {
+    this.pushHeld();
+  }
+
+  onClosed(reason: CloseReason): void {
+    if (this.done) return;
+    this.done = true;
+    this.relay.flowEnded(this);
+    if (reason === 'normal') this.socket?.end();
+    else this.socket?.destroy();
+    this.abortCtl.abort();
+    if (this.log.isLevelEnabled('debug')) {
+      this.log.debug({ flow: this.id, src: this.src, dst: `${this.dst}:${this.dstPort}`, reason, up: this.bytesUp, down: this.bytesDown }, 'flow closed');
+    }
+  }
+
+  // --- the upstream side ----------------------------------------------------------------
+
+  private readonly onUpstreamData = (data: Buffer): void => {
+    this.bytesDown += data.length;
+    this.relay.stats.bytesDown += data.length;
+    if (this.held !== undefined) {
+      // Should not happen (paused), but never lose bytes.
+      this.held = Buffer.concat([this.held, data]);
+      return;
+    }
+    const n = this.conn.write(data);
+    if (n < data.length) {
+      this.held = data.subarray(n);
+      this.socket?.pause();
+    }
+    this.relay.opts.stack.schedule();
+  };
+
+  private pushHeld(): void {
+    const h = this.held;
+    if (h === undefined) return;
+    const n = this.conn.write(h);
+    if (n < h.length) {
+      this.held = h.subarray(n);
+    } else {
+      this.held = undefined;
+      if (this.upstreamEnded) this.conn.shutdownWrite();
+      else this.socket?.resume();
+    }
+    this.relay.opts.stack.schedule();
+  }
+
+  private readonly onUpstreamEnd = (): void => {
+    this.upstreamEnded = true;
+    if (this.held === undefined) {
+      this.conn.shutdownWrite();
+      this.relay.opts.stack.schedule();
+    }
+  };
+
+  private readonly onUpstreamError = (e: Error): void => {
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ flow: this.id, err: e.message }, 'upstream socket error: RST to the app');
+    this.abort();
+  };
+
+  private readonly onUpstreamClose = (): void => {
+    // A close after both ends finished is normal; a close before our FIN was queued means the
+    // upstream vanished without FIN (destroyed): the app must not wait forever.
+    if (!this.done && !this.upstreamEnded) this.abort();
+  };
+
+  abort(): void {
+    if (this.done) return;
+    this.conn.abort(this.now);
+    this.socket?.destroy();
+    this.relay.opts.stack.schedule();
+  }
+
+  info(now: number): TcpFlowInfo {
+    return {
+      id: this.id,
+      src: this.src,
+      dst: `${this.dst}:${this.dstPort}`,
+      outbound: this.outbound.name,
+      state: this.conn.state,
+      bytesUp: this.bytesUp,
+      bytesDown: this.bytesDown,
+      ageMs: Math.round(now - this.startedAt),
+    };
+  }
+}

@@ -1,0 +1,188 @@
+/**
+ * The bridge between packets and the pure TCP machine: parse validated IPv4/TCP packets into
+ * segments for the connection table, emit the table's segments as IPv4/TCP packets onto the
+ * link, and keep the one timer that the table's `pollAt()` asks for.
+ *
+ * Segments produced while serving one batch of input are written together at the end of the
+ * batch (one writev-style call), so a burst of ACKs costs one trip to the kernel.
+ */
+import { randomFillSync } from 'node:crypto';
+import type { Clock } from '../clock.js';
+import type { Link } from '../link/link.js';
+import type { Logger } from '../logger.js';
+import type { Ipv4Packet } from '../wire/ipv4.js';
+import { TcpPacket, TcpOptionValues, emitTcpIpv4, TCP_HEADER_LEN } from '../wire/tcp.js';
+import { IPV4_HEADER_LEN } from '../wire/ipv4.js';
+import { TcpTable, type TcpSynRequest, type TcpTableCounters } from './tcp/table.js';
+import type { TcpSegment, TcpSegmentOptions } from './tcp/segment.js';
+import { noOptions, EMPTY_PAYLOAD } from './tcp/segment.js';
+
+export interface TcpStackOptions {
+  link: Link;
+  clock: Clock;
+  logger: Logger;
+  maxConnections?: number;
+}
+
+/** Largest packet the stack builds: a full IPv4 datagram. */
+const MAX_PACKET = 65535;
+/** Output collected per flush before it is written (bounded: flushes early when full). */
+const OUT_BUFFER = 1 << 20;
+
+export class TcpStack {
+  readonly table: TcpTable;
+  private readonly link: Link;
+  private readonly clock: Clock;
+  private readonly log: Logger;
+  private readonly tcp = new TcpPacket();
+  private readonly opt = new TcpOptionValues();
+
+  // Output staging: packets are laid end to end in one buffer and written as one batch.
+  private readonly outBuf = Buffer.allocUnsafe(OUT_BUFFER);
+  private outUsed = 0;
+  private outViews: Uint8Array[] = [];
+  private readonly emit = (srcIp: number, dstIp: number, seg: TcpSegment): void => this.emitSegment(srcIp, dstIp, seg);
+
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  private immediate: NodeJS.Immediate | undefined;
+  private readonly random = new Uint32Array(256);
+  private randomLeft = 0;
+  private closed = false;
+  /** Until someone accepts connections, every SYN is answered by RST. */
+  private synHandler: (request: TcpSynRequest) => void = (req) => req.reject();
+
+  constructor(opts: TcpStackOptions) {
+    this.link = opts.link;
+    this.clock = opts.clock;
+    this.log = opts.logger;
+    this.table = new TcpTable({ onSyn: (req) => this.synHandler(req), maxConnections: opts.maxConnections });
+  }
+
+  /** Who decides about a SYN for no connection: accept (then complete or reject) or reject. */
+  setSynHandler(h: (request: TcpSynRequest) => void): void {
+    this.synHandler = h;
+  }
+
+  /** The MSS this link allows: MTU minus the IPv4 and TCP headers. */
+  get mss(): number {
+    return this.link.mtu - IPV4_HEADER_LEN - TCP_HEADER_LEN;
+  }
+
+  get counters(): Readonly<TcpTableCounters> {
+    return this.table.counters;
+  }
+
+  /** A random 32-bit value (ISS, timestamp offsets), from a refilled pool of crypto randomness. */
+  random32(): number {
+    if (this.randomLeft === 0) {
+      randomFillSync(this.random);
+      this.randomLeft = this.random.length;
+    }
+    return this.random[--this.randomLeft]!;
+  }
+
+  /** The dispatcher's TCP handler: `ip` holds a validated IPv4 packet with a valid TCP header. */
+  readonly input = (ip: Ipv4Packet): void => {
+    if (this.closed) return;
+    const tcp = this.tcp;
+    // The dispatcher validated it already; wrap again only to point our own view at it.
+    tcp.wrap(ip.buffer, ip.payloadOffset, ip.payloadLen);
+    const seg: TcpSegment = {
+      srcPort: tcp.srcPort,
+      dstPort: tcp.dstPort,
+      seq: tcp.seq,
+      ack: tcp.ack,
+      flags: tcp.flags,
+      window: tcp.window,
+      options: tcp.optionsLen > 0 ? this.readOptions(tcp) : noOptions(),
+      // A plain Uint8Array view, not a Buffer: the connection copies what it keeps with
+      // slice(), which on a Buffer would be another view of the reused receive buffer.
+      payload: tcp.payloadLen > 0 ? new Uint8Array(ip.buffer.buffer, ip.buffer.byteOffset + tcp.payloadOffset, tcp.payloadLen) : EMPTY_PAYLOAD,
+    };
+    this.table.input(this.clock.now(), ip.src, ip.dst, seg);
+    this.schedule();
+  };
+
+  private readOptions(tcp: TcpPacket): TcpSegmentOptions {
+    const o = this.opt;
+    tcp.readOptions(o);
+    const out: TcpSegmentOptions = {};
+    if (o.mss >= 0) out.mss = o.mss;
+    if (o.wscale >= 0) out.wscale = o.wscale;
+    if (o.sackPermitted) out.sackPermitted = true;
+    if (o.hasTimestamp) out.timestamp = [o.tsval, o.tsecr];
+    if (o.sackCount > 0) {
+      const blocks: Array<[number, number]> = [];
+      for (let k = 0; k < o.sackCount; k++) blocks.push([o.sack[2 * k]!, o.sack[2 * k + 1]!]);
+      out.sack = blocks;
+    }
+    return out;
+  }
+
+  /**
+   * Ask for a poll soon: after the current batch of input (setImmediate runs once the I/O
+   * callbacks of this loop turn are done), or after an application call on a connection.
+   */
+  schedule(): void {
+    if (this.immediate === undefined && !this.closed) this.immediate = setImmediate(this.runPoll);
+  }
+
+  private readonly runPoll = (): void => {
+    this.immediate = undefined;
+    this.poll();
+  };
+
+  private readonly onTimer = (): void => {
+    this.timer = undefined;
+    this.timerAt = Infinity;
+    this.poll();
+  };
+
+  /** Serve every connection that is due, write what they emitted, re-arm the timer. */
+  poll(): void {
+    if (this.closed) return;
+    const now = this.clock.now();
+    this.table.poll(now, this.emit);
+    this.flushOut();
+    const at = this.table.pollAt();
+    if (at === undefined) return;
+    if (at <= now) {
+      this.schedule();
+      return;
+    }
+    // Re-arm only when the deadline moves earlier; a late timer just polls and re-arms.
+    if (at < this.timerAt) {
+      if (this.timer !== undefined) clearTimeout(this.timer);
+      this.timerAt = at;
+      this.timer = setTimeout(this.onTimer, Math.max(1, Math.ceil(at - now)));
+    }
+  }
+
+  private emitSegment(srcIp: number, dstIp: number, seg: TcpSegment): void {
+    if (this.outUsed + MAX_PACKET > this.outBuf.length) this.flushOut();
+    const n = emitTcpIpv4(seg, this.outBuf, this.outUsed, srcIp, dstIp);
+    this.outViews.push(this.outBuf.subarray(this.outUsed, this.outUsed + n));
+    this.outUsed += n;
+  }
+
+  private flushOut(): void {
+    const views = this.outViews;
+    if (views.length === 0) return;
+    const sent = this.link.sendMany(views);
+    if (sent < views.length && this.log.isLevelEnabled('debug')) {
+      this.log.debug({ dropped: views.length - sent }, 'tun refused segments (queue full)');
+    }
+    views.length = 0;
+    this.outUsed = 0;
+  }
+
+  /** Stop the timers; connections are left as they are (the link is going away). */
+  close(): void {
+    this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    if (this.immediate !== undefined) clearImmediate(this.immediate);
+    this.timer = undefined;
+    this.immediate = undefined;
+  }
+}
