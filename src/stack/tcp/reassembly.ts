@@ -15,6 +15,8 @@
  * where the last few segments landed and reports their ranges most recent first.
  */
 
+import { copyBytes } from './bytes.js';
+
 /** A held range [start, end) of unwrapped positions and its bytes, in order. */
 export interface ReassemblyRange {
   start: number;
@@ -78,7 +80,7 @@ export class Reassembly {
     while (j < n && ranges[j].start <= end) j++;
     this.noteRecent(start);
     if (i === j) {
-      ranges.splice(i, 0, { start, end, chunks: [copy ? data.slice() : data] });
+      ranges.splice(i, 0, { start, end, chunks: [copy ? copyBytes(data) : data] });
       this.bytes += data.length;
       return data.length;
     }
@@ -93,7 +95,7 @@ export class Reassembly {
       const r = ranges[k];
       if (pos < r.start) {
         const piece = data.subarray(pos - start, r.start - start);
-        chunks.push(copy ? piece.slice() : piece);
+        chunks.push(copy ? copyBytes(piece) : piece);
         added += piece.length;
       }
       for (const c of r.chunks) chunks.push(c);
@@ -101,7 +103,7 @@ export class Reassembly {
     }
     if (pos < end) {
       const piece = data.subarray(pos - start);
-      chunks.push(copy ? piece.slice() : piece);
+      chunks.push(copy ? copyBytes(piece) : piece);
       added += piece.length;
       pos = end;
     }

@@ -20,6 +20,8 @@
  * count — that is the backpressure signal.
  */
 
+import { allocBytes } from './bytes.js';
+
 /** Writes shorter than this are copied into the staging block. */
 const SMALL_WRITE = 512;
 const STAGE_SIZE = 16 * 1024;
@@ -115,7 +117,7 @@ export class SendBuffer {
     let c = chunks[i];
     let o = offset - this.offs[i];
     if (o + len <= c.length) return c.subarray(o, o + len);
-    const out = new Uint8Array(len);
+    const out = allocBytes(len);
     let filled = 0;
     for (;;) {
       const take = Math.min(c.length - o, len - filled);
