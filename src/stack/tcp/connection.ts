@@ -17,16 +17,11 @@
  * SYNs are ignored meanwhile. Active: `TcpConnection.connect(now, opts)` starts in SYN-SENT.
  * Simultaneous open (SYN-SENT receiving a bare SYN) goes through SYN-RECEIVED.
  *
- * Options (negotiated in the SYN exchange; each needs both sides):
- * - MSS (§3.7.1): ours is `mss`; the peer's (536 if absent) caps what we send, less 12 bytes of
- *   timestamp option when timestamps are on, and less SACK blocks on segments that carry them.
- * - Window scale (RFC 7323 §2): ours is the smallest shift that lets `rcvBufSize` be
- *   advertised, at most 14; without scaling our window is capped at 65535.
- * - SACK (RFC 2018): blocks generated for out-of-order data, and a scoreboard for recovery.
- * - Timestamps (RFC 7323 §3-5): TSval = floor(now) + tsOffset, TS.Recent echoed, RTT samples
- *   from TSecr, and PAWS-lite: a non-RST segment whose TSval is older than TS.Recent is
- *   dropped and answered by an ACK (no 24-day idle rule). A segment without the option on a
- *   timestamped connection is accepted (as Linux does), without the PAWS check.
+ * Options: MSS, window scale, SACK and timestamps are settled in the SYN exchange (options.ts).
+ * With timestamps (RFC 7323 §3-5): TSval = floor(now) + tsOffset, TS.Recent echoed, RTT samples
+ * from TSecr, and PAWS-lite: a non-RST segment whose TSval is older than TS.Recent is dropped
+ * and answered by an ACK (no 24-day idle rule). A segment without the option on a timestamped
+ * connection is accepted (as Linux does), without the PAWS check.
  *
  * Security checks: RFC 5961 — a RST must carry exactly RCV.NXT to reset; one elsewhere in the
  * window, and any SYN on a synchronized connection, earn a challenge ACK (rate-limited); an ACK
@@ -57,78 +52,27 @@ import {
   type TcpSegmentOptions,
 } from './segment.js';
 import { seqGe, seqGt, seqLt, seqUnwrap, seqWrap } from './seq.js';
-import type { RttConfig } from './rtt.js';
+import { resolveConfig, type TcpConfig } from './config.js';
+import {
+  DEFAULT_PEER_MSS,
+  chooseWindowScale,
+  maxSackBlocks,
+  negotiate,
+  sackOptionLen,
+  synOptions,
+  type Negotiated,
+} from './options.js';
 import type {
   CloseReason,
   ConnectOptions,
-  KeepAliveOptions,
   TcpConnectionOptions,
   TcpListener,
   TcpState,
   TcpStats,
 } from './types.js';
 
-/** Timestamp option with its two NOPs. */
-const TS_OPTION_LEN = 12;
-/** The smallest send MSS we agree to (Linux's tcp_min_snd_mss). */
-const MIN_SEND_MSS = 48;
 /** Out-of-window segments without data are answered at most this often. */
 const OOW_ACK_INTERVAL_MS = 500;
-/** RFC 9293 §3.7.1: the MSS assumed when the peer sends none (IPv4). */
-const DEFAULT_PEER_MSS = 536;
-
-interface Config {
-  mss: number;
-  maxSegmentPayload: number | undefined;
-  rcvBufSize: number;
-  sndBufSize: number;
-  windowScaling: boolean;
-  sack: boolean;
-  timestamps: boolean;
-  tsOffset: number;
-  delayedAckMs: number;
-  keepAlive: KeepAliveOptions | undefined;
-  timeWaitMs: number;
-  synRetries: number;
-  maxRetries: number;
-  initialWindow: number;
-  copyInput: boolean;
-  challengeAckLimit: number;
-  rtt: RttConfig;
-}
-
-function resolve(o: TcpConnectionOptions): Config {
-  return {
-    mss: o.mss ?? 1460,
-    maxSegmentPayload: o.maxSegmentPayload,
-    rcvBufSize: o.rcvBufSize ?? 256 * 1024,
-    sndBufSize: o.sndBufSize ?? 256 * 1024,
-    windowScaling: o.windowScaling ?? true,
-    sack: o.sack ?? true,
-    timestamps: o.timestamps ?? true,
-    tsOffset: o.tsOffset ?? 0,
-    delayedAckMs: o.delayedAckMs ?? 40,
-    keepAlive: o.keepAlive,
-    timeWaitMs: o.timeWaitMs ?? 60_000,
-    synRetries: o.synRetries ?? 6,
-    maxRetries: o.maxRetries ?? 15,
-    initialWindow: o.initialWindow ?? 10,
-    copyInput: o.copyInput ?? true,
-    challengeAckLimit: o.challengeAckLimit ?? 10,
-    rtt: {
-      initialRtoMs: o.initialRtoMs ?? 1000,
-      minRtoMs: o.minRtoMs ?? 200,
-      maxRtoMs: o.maxRtoMs ?? 60_000,
-    },
-  };
-}
-
-/** RFC 7323 §2.3: the smallest shift that lets `bufSize` be advertised, at most 14. */
-export function chooseWindowScale(bufSize: number): number {
-  let s = 0;
-  while (s < 14 && bufSize > 65535 * 2 ** s) s++;
-  return s;
-}
 
 export class TcpConnection {
   readonly localPort: number;
@@ -143,13 +87,14 @@ export class TcpConnection {
   wake: (() => void) | undefined;
 
   private st: TcpState;
-  private readonly cfg: Config;
+  private readonly cfg: TcpConfig;
   private readonly snd: Sender;
   private readonly rcv: Receiver;
   private readonly sink: SegmentSink;
   private pendingAccept = false;
   private synToSend = false;
-  private peerSynSeen = false;
+  /** What the SYN exchange settled (undefined until the peer's SYN is seen). */
+  private agreed: Negotiated | undefined;
   private ctl: TcpSegment[] = [];
   private dirty = true;
   private polling = false;
@@ -178,7 +123,7 @@ export class TcpConnection {
   private pawsDropped = 0;
 
   private constructor(now: number, localPort: number, remotePort: number, opts: TcpConnectionOptions, passive: boolean) {
-    this.cfg = resolve(opts);
+    this.cfg = resolveConfig(opts);
     this.localPort = localPort;
     this.remotePort = remotePort;
     this.passive = passive;
@@ -598,28 +543,21 @@ export class TcpConnection {
     return v === 0 ? 1 : v;
   }
 
-  /** Take the peer's SYN options (RFC 9293 §3.7.1, RFC 7323 §2-3, RFC 2018 §2). */
+  /** Take the peer's SYN options (see options.ts). */
   private negotiate(syn: TcpSegment): void {
-    const o = syn.options;
-    const cfg = this.cfg;
-    this.peerSynSeen = true;
-    const peerMss = o.mss !== undefined && o.mss > 0 ? o.mss : DEFAULT_PEER_MSS;
-    if (cfg.windowScaling && o.wscale !== undefined) {
-      this.wscaleOk = true;
-      this.sndScale = 2 ** (o.wscale > 14 ? 14 : o.wscale);
-    }
-    this.snd.sackOk = cfg.sack && o.sackPermitted === true;
-    this.tsOk = cfg.timestamps && o.timestamp !== undefined;
-    if (this.tsOk && o.timestamp !== undefined) {
-      this.tsRecent = o.timestamp[0];
+    const n = negotiate(this.cfg, syn);
+    this.agreed = n;
+    this.wscaleOk = n.wscaleOk;
+    this.sndScale = 2 ** n.sndShift;
+    this.snd.sackOk = n.sackOk;
+    this.tsOk = n.tsOk;
+    if (n.tsOk) {
+      this.tsRecent = n.tsRecent;
       this.tsRecentValid = true;
     }
-    const tsLen = this.tsOk ? TS_OPTION_LEN : 0;
-    let mss = (peerMss < cfg.mss ? peerMss : cfg.mss) - tsLen;
-    if (mss < MIN_SEND_MSS) mss = MIN_SEND_MSS;
-    this.snd.setMss(mss, cfg.maxSegmentPayload ?? mss);
-    this.rcv.mss = mss;
-    this.rcv.mssCap = cfg.mss - tsLen;
+    this.snd.setMss(n.sendMss, this.cfg.maxSegmentPayload ?? n.sendMss);
+    this.rcv.mss = n.sendMss < n.rcvMss ? n.sendMss : n.rcvMss;
+    this.rcv.mssCap = n.rcvMss;
   }
 
   // ---------------------------------------------------------------------------------------
@@ -635,7 +573,7 @@ export class TcpConnection {
         this.timeWaitAt = Infinity;
         this.close('normal');
       } else {
-        if (now >= this.snd.rtoAt) this.onRtoTimer(now);
+        if (now >= this.snd.rtoAt) this.onRtoTimer();
         if (now >= this.snd.persistAt && !this.isClosed()) this.onPersistTimer(now);
         if (now >= this.keepAliveAt && !this.isClosed()) this.onKeepAliveTimer(now);
         if (now >= this.rcv.delAckAt) {
@@ -675,7 +613,7 @@ export class TcpConnection {
     if (this.rcv.ackNow && st !== 'SYN-SENT') this.emit(ACK, snd.max, EMPTY_PAYLOAD);
   }
 
-  private onRtoTimer(now: number): void {
+  private onRtoTimer(): void {
     const snd = this.snd;
     const st = this.st;
     if (st === 'SYN-SENT' || st === 'SYN-RECEIVED') {
@@ -700,7 +638,6 @@ export class TcpConnection {
       return;
     }
     snd.onRto();
-    void now;
   }
 
   private onPersistTimer(now: number): void {
@@ -740,7 +677,7 @@ export class TcpConnection {
     let window: number;
     let options: TcpSegmentOptions;
     if (flags & SYN) {
-      options = this.synOptions(now);
+      options = synOptions(this.cfg, this.ourWscale, this.agreed, this.tsVal(now), this.tsRecent);
       window = rcv.synWindow();
       if (flags & ACK) {
         ack = seqWrap(rcv.irs, rcv.nxt);
@@ -770,29 +707,8 @@ export class TcpConnection {
     (this.out as (seg: TcpSegment) => void)(seg);
   }
 
-  private synOptions(now: number): TcpSegmentOptions {
-    const cfg = this.cfg;
-    const o: TcpSegmentOptions = { mss: cfg.mss };
-    if (this.peerSynSeen) {
-      // A SYN-ACK answers only what the peer offered.
-      if (this.wscaleOk) o.wscale = this.ourWscale;
-      if (this.snd.sackOk) o.sackPermitted = true;
-      if (this.tsOk) o.timestamp = [this.tsVal(now), this.tsRecent];
-    } else {
-      if (cfg.windowScaling) o.wscale = this.ourWscale;
-      if (cfg.sack) o.sackPermitted = true;
-      if (cfg.timestamps) o.timestamp = [this.tsVal(now), 0];
-    }
-    return o;
-  }
-
-  /** RFC 2018 §3: at most 4 blocks, 3 when the timestamp option shares the 40 bytes. */
-  private maxSackBlocks(): number {
-    return this.tsOk ? 3 : 4;
-  }
-
   private sackBlocks(): Array<[number, number]> {
-    const blocks = this.rcv.sackBlocks(this.maxSackBlocks());
+    const blocks = this.rcv.sackBlocks(maxSackBlocks(this.tsOk));
     const irs = this.rcv.irs;
     for (const b of blocks) {
       b[0] = seqWrap(irs, b[0]);
@@ -804,8 +720,9 @@ export class TcpConnection {
   /** SACK option bytes (with two NOPs) the next segment will carry. */
   private optionOverhead(): number {
     if (!this.snd.sackOk || this.rcv.ooo.isEmpty) return 0;
-    const n = Math.min(this.rcv.ooo.rangeCount, this.maxSackBlocks());
-    return 4 + 8 * n;
+    const max = maxSackBlocks(this.tsOk);
+    const n = this.rcv.ooo.rangeCount;
+    return sackOptionLen(n < max ? n : max);
   }
 
   // ---------------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ export { Reassembly, type ReassemblyRange } from './reassembly.js';
 export { SendBuffer } from './send-buffer.js';
 export { SackScoreboard } from './sack-scoreboard.js';
 export { Congestion } from './congestion.js';
-export { TcpConnection, chooseWindowScale } from './connection.js';
+export { TcpConnection } from './connection.js';
+export { chooseWindowScale, negotiate, type Negotiated } from './options.js';
+export { resolveConfig, type TcpConfig } from './config.js';
 export {
   TcpTable,
   type TableOutput,
