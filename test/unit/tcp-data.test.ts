@@ -85,6 +85,19 @@ describe.each(ISS_FAMILIES)('receiving ($name)', (iss) => {
     expect(ev.received()).toBe('reused');
   });
 
+  it('an abort() from inside onData stops the delivery of held data', () => {
+    const { c, ev, L, R } = established(iss);
+    send(c, 10, { seq: R(101), ack: L(1), payload: pattern(100) });
+    recv(c, 10);
+    ev.listener.onData = (chunk: Uint8Array): void => {
+      ev.events.push(`data:${chunk.length}`);
+      c.abort(11);
+    };
+    send(c, 11, { seq: R(1), ack: L(1), payload: pattern(100) });
+    expect(ev.events).toEqual(['data:100', 'closed:aborted']);
+    expectSegments(c, 11, [{ flags: 0x04 | ACK, seq: L(1), ack: R(101) }]);
+  });
+
   it('with copyInput off, delivers views of the input', () => {
     const { c, ev, L, R } = established(iss, { opts: { copyInput: false } });
     const buf = bytes('shared');

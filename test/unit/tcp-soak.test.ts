@@ -272,7 +272,7 @@ describe('soak: two connections over a lossy, reordering, duplicating channel', 
         `${(r.simMs / 1000).toFixed(1)} s simulated, ${r.steps} steps; ` +
         `A→B sent ${r.ab.sent} lost ${r.ab.lost} dup ${r.ab.duplicated} reordered ${r.ab.reordered}; ` +
         `A: retransmits ${sa.retransmits} fast ${sa.fastRetransmits} timeouts ${sa.timeouts} cwnd ${sa.cwnd} srtt ${sa.srtt.toFixed(1)}; ` +
-        `B: retransmits ${sb.retransmits} fast ${sb.fastRetransmits} timeouts ${sb.timeouts}`,
+        `B: retransmits ${sb.retransmits} fast ${sb.fastRetransmits} timeouts ${sb.timeouts}; PAWS drops ${sa.pawsDropped + sb.pawsDropped}, duplicates ${sa.duplicateIn + sb.duplicateIn}`,
     );
     expect(r.a.mismatch).toBe(-1);
     expect(r.b.mismatch).toBe(-1);

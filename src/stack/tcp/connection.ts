@@ -19,8 +19,8 @@
  *
  * Options: MSS, window scale, SACK and timestamps are settled in the SYN exchange (options.ts).
  * With timestamps (RFC 7323 §3-5): TSval = floor(now) + tsOffset, TS.Recent echoed, RTT samples
- * from TSecr, and PAWS-lite: a non-RST segment whose TSval is older than TS.Recent is dropped
- * and answered by an ACK (no 24-day idle rule). A segment without the option on a timestamped
+ * from TSecr, and PAWS-lite: a non-RST segment whose TSval is older than TS.Recent (by more
+ * than one tick, as Linux) is dropped and answered by an ACK (no 24-day idle rule). A segment without the option on a timestamped
  * connection is accepted (as Linux does), without the PAWS check.
  *
  * Security checks: RFC 5961 — a RST must carry exactly RCV.NXT to reset; one elsewhere in the
@@ -71,6 +71,8 @@ import type {
   TcpStats,
 } from './types.js';
 
+/** TSval ticks a segment may lag TS.Recent before PAWS drops it. */
+const PAWS_WINDOW = 1;
 /** Out-of-window segments without data are answered at most this often. */
 const OOW_ACK_INTERVAL_MS = 500;
 
@@ -401,10 +403,11 @@ export class TcpConnection {
     const plen = seg.payload.length;
     const len = plen + (f & SYN ? 1 : 0) + (f & FIN ? 1 : 0);
     const ts = this.tsOk ? seg.options.timestamp : undefined;
-    // RFC 7323 §5.3 PAWS.
-    if (ts !== undefined && (f & RST) === 0 && this.tsRecentValid && seqLt(ts[0], this.tsRecent)) {
+    // RFC 7323 §5.3 PAWS, with Linux's tolerance of one tick (TCP_PAWS_WINDOW) for segments
+    // reordered within the same millisecond boundary.
+    if (ts !== undefined && (f & RST) === 0 && this.tsRecentValid && seqLt(ts[0] + PAWS_WINDOW, this.tsRecent)) {
       this.pawsDropped++;
-      rcv.ackNow = true;
+      this.dupAck(now, len);
       return;
     }
     // First: sequence number.
@@ -412,12 +415,7 @@ export class TcpConnection {
       if ((f & RST) === 0) {
         if (plen > 0) rcv.duplicateIn++;
         if (this.st === 'TIME-WAIT' && f & FIN) this.timeWaitAt = now + this.cfg.timeWaitMs;
-        // Answer with an ACK; for segments without data at most every 500 ms, so that two
-        // confused ends cannot ping-pong ACKs forever (Linux's tcp_invalid_ratelimit).
-        if (len > 0 || now - this.oowAckAt >= OOW_ACK_INTERVAL_MS) {
-          if (len === 0) this.oowAckAt = now;
-          rcv.ackNow = true;
-        }
+        this.dupAck(now, len);
       }
       return;
     }
@@ -514,6 +512,17 @@ export class TcpConnection {
   private onReset(): void {
     if (this.st === 'SYN-RECEIVED') this.close(this.passive ? 'reset' : 'refused');
     else this.close('reset'); // in TIME-WAIT the close was already reported
+  }
+
+  /**
+   * Answer an unacceptable segment with an ACK; one without data at most every 500 ms, so that
+   * two confused ends cannot ping-pong ACKs forever (Linux's tcp_invalid_ratelimit).
+   */
+  private dupAck(now: number, len: number): void {
+    if (len > 0 || now - this.oowAckAt >= OOW_ACK_INTERVAL_MS) {
+      if (len === 0) this.oowAckAt = now;
+      this.rcv.ackNow = true;
+    }
   }
 
   /** RFC 5961 §3.2/§4.2 challenge ACK, at most `challengeAckLimit` per second. */
@@ -782,6 +791,7 @@ export class TcpConnection {
 
   private close(reason: CloseReason): void {
     this.st = 'CLOSED';
+    this.rcv.stopped = true;
     this.pendingAccept = false;
     this.synToSend = false;
     this.snd.rtoAt = Infinity;

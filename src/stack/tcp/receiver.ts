@@ -51,6 +51,8 @@ export class Receiver {
   delAckAt = Infinity;
   /** RCV.NXT when we last sent an ACK (RFC 7323 Last.ACK.sent). */
   lastAckSent = 0;
+  /** The connection closed: deliver nothing more. */
+  stopped = false;
   /** Upper bound for the segment-size estimate (our own MSS). */
   mssCap = 65535;
   bytesIn = 0;
@@ -133,7 +135,7 @@ export class Receiver {
       if (!this.ooo.isEmpty) {
         // Filled (part of) a gap: acknowledge at once, with what is still missing.
         this.ackNow = true;
-        for (let r = this.ooo.take(this.nxt); r !== undefined; r = this.ooo.take(this.nxt)) {
+        for (let r = this.ooo.take(this.nxt); r !== undefined && !this.stopped; r = this.ooo.take(this.nxt)) {
           for (const c of r.chunks) this.deliver(c, listener);
         }
       } else {
@@ -206,6 +208,7 @@ export class Receiver {
   }
 
   private deliver(chunk: Uint8Array, listener: TcpListener | undefined): void {
+    if (this.stopped) return; // the application aborted during an earlier chunk
     this.nxt += chunk.length;
     this.unconsumed += chunk.length;
     this.bytesIn += chunk.length;
