@@ -30,6 +30,11 @@ export const tunSchema = z
     mtu: z.number().int().min(576, 'must be at least 576 (the IPv4 minimum)').max(65535, 'must be at most 65535').default(1500),
     /** The default 500 drops ~35% of a burst on this kernel; 5000 does not (FACTS). */
     txqueuelen: z.number().int().min(1).max(1_000_000).default(5000),
+    /**
+     * Segmentation and checksum offload through the virtio-net header: TCP moves in 64 KiB
+     * super-packets between the kernel and tunroute (see README, Performance).
+     */
+    offload: z.boolean().default(true),
   })
   .strict();
 

@@ -31,6 +31,12 @@ export interface LinkStats {
 export interface Link {
   readonly name: string;
   readonly mtu: number;
+  /**
+   * Every packet, received and sent, starts with the 10-byte virtio-net header (IFF_VNET_HDR):
+   * received TCP may be a 64 KiB super-packet with a partial checksum, and sent packets may
+   * ask the kernel to segment and checksum them (see src/wire/virtio-net.ts).
+   */
+  readonly vnetHdr: boolean;
   readonly stats: LinkStats;
   /** Set the one receiver of inbound batches; the link starts delivering once it is set. */
   onReceive(handler: ReceiveHandler): void;

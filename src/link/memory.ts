@@ -67,6 +67,8 @@ class ReusedBatch implements PacketBatch {
 export class MemoryLink implements Link {
   readonly name: string;
   readonly mtu: number;
+  /** In-memory links carry plain IPv4 packets. */
+  readonly vnetHdr = false;
   readonly stats: LinkStats = emptyLinkStats();
   readonly faultCounts: FaultCounts = { lost: 0, reordered: 0, duplicated: 0, corrupted: 0 };
   readonly batchSize: number;

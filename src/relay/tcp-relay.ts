@@ -114,6 +114,7 @@ export class TcpRelay {
       iss: o.stack.random32(),
       tsOffset: o.stack.random32(),
       mss: o.stack.mss,
+      maxSegmentPayload: o.stack.maxSegmentPayload,
       rcvBufSize: o.bufferBytes,
       sndBufSize: o.bufferBytes,
       listener: flow,
@@ -260,7 +261,7 @@ class TcpFlow implements TcpListener {
     else this.socket?.destroy();
     this.abortCtl.abort();
     if (this.log.isLevelEnabled('debug')) {
-      this.log.debug({ flow: this.id, src: this.src, dst: `${this.dst}:${this.dstPort}`, reason, up: this.bytesUp, down: this.bytesDown }, 'flow closed');
+      this.log.debug({ flow: this.id, src: this.src, dst: `${this.dst}:${this.dstPort}`, reason, up: this.bytesUp, down: this.bytesDown, tcp: this.conn.stats }, 'flow closed');
     }
   }
 

@@ -13,6 +13,7 @@ import type { Logger } from '../logger.js';
 import type { Ipv4Packet } from '../wire/ipv4.js';
 import { TcpPacket, TcpOptionValues, emitTcpIpv4, TCP_HEADER_LEN } from '../wire/tcp.js';
 import { IPV4_HEADER_LEN } from '../wire/ipv4.js';
+import { VNET_HDR_LEN, writeVnetTcp } from '../wire/virtio-net.js';
 import { TcpTable, type TcpSynRequest, type TcpTableCounters } from './tcp/table.js';
 import type { TcpSegment, TcpSegmentOptions } from './tcp/segment.js';
 import { noOptions, EMPTY_PAYLOAD } from './tcp/segment.js';
@@ -24,8 +25,10 @@ export interface TcpStackOptions {
   maxConnections?: number;
 }
 
-/** Largest packet the stack builds: a full IPv4 datagram. */
-const MAX_PACKET = 65535;
+/** Largest packet the stack builds: a full IPv4 datagram behind a virtio-net header. */
+const MAX_PACKET = 65535 + VNET_HDR_LEN;
+/** Largest TCP payload in one IPv4 packet, with room for the largest TCP header. */
+const MAX_SUPER_PAYLOAD = 65535 - IPV4_HEADER_LEN - 60;
 /** Output collected per flush before it is written (bounded: flushes early when full). */
 const OUT_BUFFER = 1 << 20;
 
@@ -67,6 +70,14 @@ export class TcpStack {
   /** The MSS this link allows: MTU minus the IPv4 and TCP headers. */
   get mss(): number {
     return this.link.mtu - IPV4_HEADER_LEN - TCP_HEADER_LEN;
+  }
+
+  /**
+   * The largest payload a connection may put in one segment: on a vnet-header link the kernel
+   * segments for us (TSO), so a whole 64 KiB super-segment costs one write; otherwise the MSS.
+   */
+  get maxSegmentPayload(): number {
+    return this.link.vnetHdr ? MAX_SUPER_PAYLOAD : this.mss;
   }
 
   get counters(): Readonly<TcpTableCounters> {
@@ -161,9 +172,26 @@ export class TcpStack {
 
   private emitSegment(srcIp: number, dstIp: number, seg: TcpSegment): void {
     if (this.outUsed + MAX_PACKET > this.outBuf.length) this.flushOut();
-    const n = emitTcpIpv4(seg, this.outBuf, this.outUsed, srcIp, dstIp);
-    this.outViews.push(this.outBuf.subarray(this.outUsed, this.outUsed + n));
-    this.outUsed += n;
+    const start = this.outUsed;
+    if (!this.link.vnetHdr) {
+      const n = emitTcpIpv4(seg, this.outBuf, start, srcIp, dstIp);
+      this.outViews.push(this.outBuf.subarray(start, start + n));
+      this.outUsed += n;
+      return;
+    }
+    // Checksum offload: the kernel completes the TCP checksum, and segments a payload longer
+    // than one MSS into the connection's segment size.
+    const n = emitTcpIpv4(seg, this.outBuf, start + VNET_HDR_LEN, srcIp, dstIp, 64, 0, true);
+    const payload = seg.payload.length;
+    let gso = 0;
+    if (payload > 0) {
+      const conn = this.table.get(dstIp, seg.dstPort, srcIp, seg.srcPort);
+      const mss = conn?.sendMss ?? this.mss;
+      if (payload > mss) gso = mss;
+    }
+    writeVnetTcp(this.outBuf, start, IPV4_HEADER_LEN, n - IPV4_HEADER_LEN - payload, gso);
+    this.outViews.push(this.outBuf.subarray(start, start + VNET_HDR_LEN + n));
+    this.outUsed += VNET_HDR_LEN + n;
   }
 
   private flushOut(): void {

@@ -8,3 +8,4 @@ export * from './icmp.js';
 export * from './ipv4.js';
 export * from './tcp.js';
 export * from './udp.js';
+export * from './virtio-net.js';

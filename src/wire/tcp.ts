@@ -40,6 +40,7 @@
 import {
   checksumAdjust,
   checksumAdjust32,
+  foldSum,
   getU16 as rd16,
   getU32 as rd32,
   pseudoHeaderSum,
@@ -435,7 +436,7 @@ function writeOptions(o: TcpOptions, b: Uint8Array, i: number): number {
   return i - start;
 }
 
-function emitTcp(repr: TcpRepr, buf: Uint8Array, off: number, srcIp: number, dstIp: number): number {
+function emitTcp(repr: TcpRepr, buf: Uint8Array, off: number, srcIp: number, dstIp: number, partial = false): number {
   const optLen = writeOptions(repr.options, buf, off + TCP_HEADER_LEN);
   const hl = TCP_HEADER_LEN + optLen;
   wr16(buf, off + SRC_PORT, repr.srcPort);
@@ -451,7 +452,10 @@ function emitTcp(repr: TcpRepr, buf: Uint8Array, off: number, srcIp: number, dst
   const p = repr.payload;
   const total = hl + (p === undefined ? 0 : p.length);
   if (p !== undefined && p.length > 0) buf.set(p, off + hl);
-  wr16(buf, off + CHECKSUM, ~sum16(buf, off, total, pseudoHeaderSum(srcIp, dstIp, IP_PROTO_TCP, total)) & 0xffff);
+  const pseudo = pseudoHeaderSum(srcIp, dstIp, IP_PROTO_TCP, total);
+  // Partial (CHECKSUM_PARTIAL / virtio NEEDS_CSUM): the field holds the folded pseudo-header
+  // sum, not complemented, and whoever receives the packet (the kernel) sums the rest.
+  wr16(buf, off + CHECKSUM, partial ? foldSum(pseudo) : ~sum16(buf, off, total, pseudo) & 0xffff);
   return total;
 }
 
@@ -509,6 +513,8 @@ export const TcpRepr = {
 /**
  * Write a whole IPv4 + TCP packet at `buf[off]` (20-byte IP header, DF set, both checksums) and
  * return its length. The stack's reply path: one repr in, bytes out, nothing else allocated.
+ * With `partialChecksum`, the TCP checksum is left partial for a device with checksum offload
+ * to complete (see virtio-net.ts): no pass over the payload in JS.
  */
 export function emitTcpIpv4(
   repr: TcpRepr,
@@ -518,8 +524,9 @@ export function emitTcpIpv4(
   dstIp: number,
   ttl = 64,
   ident = 0,
+  partialChecksum = false,
 ): number {
-  const segLen = emitTcp(repr, buf, off + IPV4_HEADER_LEN, srcIp, dstIp);
+  const segLen = emitTcp(repr, buf, off + IPV4_HEADER_LEN, srcIp, dstIp, partialChecksum);
   writeIpv4Header(buf, off, srcIp, dstIp, IP_PROTO_TCP, segLen, ttl, 0, ident, true);
   return IPV4_HEADER_LEN + segLen;
 }

@@ -25,7 +25,7 @@ function errorOf(fn: () => unknown): TunrouteError {
 describe('loadConfig', () => {
   it('fills defaults when nothing is given', () => {
     const c = loadConfig({});
-    expect(c.tun).toEqual({ name: 'tun0', address: '198.18.0.1/15', mtu: 1500, txqueuelen: 5000 });
+    expect(c.tun).toEqual({ name: 'tun0', address: '198.18.0.1/15', mtu: 1500, txqueuelen: 5000, offload: true });
     expect(c.routes.include).toEqual([]);
     expect(c.icmp).toBe('reply');
   });
