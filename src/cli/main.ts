@@ -27,11 +27,13 @@ interface UpOptions {
   icmp?: string;
   logLevel?: string;
   proxy?: string;
+  /** false with --no-offload; undefined when not given (commander sets true by default, see below). */
+  offload?: boolean;
   dryRun?: boolean;
 }
 
 function flagsOf(o: UpOptions): FlagValues {
-  return { tun: o.tun, address: o.address, mtu: o.mtu, route: o.route, icmp: o.icmp, logLevel: o.logLevel, proxy: o.proxy };
+  return { tun: o.tun, address: o.address, mtu: o.mtu, route: o.route, icmp: o.icmp, logLevel: o.logLevel, proxy: o.proxy, offload: o.offload === false ? false : undefined };
 }
 
 const program = new Command()
@@ -51,6 +53,7 @@ program
   .option('--route <cidr>', 'send this CIDR into the device (repeatable)', collect)
   .option('--icmp <mode>', 'answer echo requests routed into the device: reply|drop (default reply)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+  .option('--no-offload', 'plain MTU-sized packets instead of 64 KiB TSO super-packets (slower; for debugging)')
   .option('--dry-run', 'print the plan and change nothing')
   .action(async (o: UpOptions) => {
     const config = loadConfig({ file: o.config, flags: flagsOf(o) });

@@ -19,6 +19,7 @@ export interface FlagValues {
   logLevel?: string;
   control?: string;
   proxy?: string;
+  offload?: boolean;
 }
 
 /** Which config field each flag sets, so an error about that field can name the flag. */
@@ -31,6 +32,7 @@ const FLAG_OF_FIELD: Record<string, string> = {
   'log.level': '--log-level',
   'control.socket': '--control',
   proxy: '--proxy',
+  'tun.offload': '--no-offload',
 };
 
 type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
@@ -67,6 +69,7 @@ export function flagsToInput(flags: FlagValues): { input: JsonObject; given: Set
   put('log.level', flags.logLevel);
   put('control.socket', flags.control);
   put('proxy', flags.proxy);
+  put('tun.offload', flags.offload);
   return { input, given };
 }
 
