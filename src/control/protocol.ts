@@ -1,0 +1,248 @@
+/**
+ * The control protocol: how `tunroute status` asks a running daemon what it is doing.
+ *
+ * A unix stream socket carrying newline-delimited JSON, one request per line, one response
+ * line per request, in order (a client may pipeline):
+ *
+ *   → {"v":1,"cmd":"status"}                       cmd: status | flows | ping
+ *   ← {"v":1,"ok":true,"data":{…}}
+ *   ← {"v":1,"ok":false,"error":"unknown command \"stats\": use one of status, flows, ping"}
+ *
+ * `v` is the protocol version. A daemon answers every line it can frame, also a malformed one,
+ * with `ok:false` and a sentence; a request line longer than MAX_REQUEST_BYTES is answered
+ * once and the connection is closed. JSON.stringify escapes newlines inside strings, so a
+ * response is always exactly one line.
+ *
+ * Unknown fields are ignored both ways, and counters a reply lacks read as 0, so a `status`
+ * from one release can read a daemon of the next (new fields such as UDP flows are added, never
+ * renamed).
+ */
+import { z } from 'zod';
+import type { LinkStats } from '../link/link.js';
+import type { DispatcherStats } from '../stack/dispatcher.js';
+import type { TcpFlowInfo, TcpRelayStats } from '../relay/tcp-relay.js';
+import { UPSTREAM_REASONS, type OutboundStats } from '../outbound/outbound.js';
+import { DROP_REASONS } from '../wire/drop.js';
+
+export const CONTROL_PROTOCOL_VERSION = 1;
+export const CONTROL_COMMANDS = ['status', 'flows', 'ping'] as const;
+export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
+
+/** Where `up` listens and `status` asks unless `--control` says otherwise. */
+export const DEFAULT_CONTROL_PATH = '/run/tunroute/tunroute.sock';
+/** Longest request line a daemon reads (a real request is ~25 bytes). */
+export const MAX_REQUEST_BYTES = 64 * 1024;
+/** Longest response line a client reads (a status with 16,000 flows is ~3 MiB). */
+export const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
+
+export interface ControlRequest {
+  v: typeof CONTROL_PROTOCOL_VERSION;
+  cmd: ControlCommand;
+}
+
+export type ControlResponse =
+  | { v: typeof CONTROL_PROTOCOL_VERSION; ok: true; data: unknown }
+  | { v: typeof CONTROL_PROTOCOL_VERSION; ok: false; error: string };
+
+/** What a running instance reports to `status`. */
+export interface StatusSnapshot {
+  /** The daemon's tunroute version. */
+  version: string;
+  pid: number;
+  /** When the daemon came up (ISO 8601, UTC). */
+  startedAt: string;
+  uptimeMs: number;
+  device: { name: string; mtu: number; address: string };
+  /** Prefixes routed into the device. */
+  routes: number;
+  link: LinkStats;
+  packets: DispatcherStats;
+  tcp: TcpRelayStats;
+  outbounds: Record<string, OutboundStats>;
+  flows: TcpFlowInfo[];
+}
+
+export interface PingReply {
+  pid: number;
+}
+
+/** The `data` of a successful reply, per command. */
+export interface ControlReplies {
+  status: StatusSnapshot;
+  flows: TcpFlowInfo[];
+  ping: PingReply;
+}
+
+// ------------------------------------------------------------------ requests
+
+function preview(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 40 ? `${s.slice(0, 40)}…` : s;
+}
+
+const requestSchema = z.object(
+  {
+    v: z.literal(CONTROL_PROTOCOL_VERSION, {
+      error: (iss) =>
+        iss.input === undefined
+          ? `the request has no "v" (protocol version): send {"v":${CONTROL_PROTOCOL_VERSION},"cmd":"status"}`
+          : `protocol version ${preview(iss.input)} is not supported: this daemon speaks v${CONTROL_PROTOCOL_VERSION}`,
+    }),
+    cmd: z.enum(CONTROL_COMMANDS, {
+      error: (iss) =>
+        iss.input === undefined
+          ? `the request has no "cmd": use one of ${CONTROL_COMMANDS.join(', ')}`
+          : `unknown command ${preview(iss.input)}: use one of ${CONTROL_COMMANDS.join(', ')}`,
+    }),
+  },
+  { error: `a request is one JSON object per line, like {"v":${CONTROL_PROTOCOL_VERSION},"cmd":"status"}` },
+);
+
+export type ParsedRequest = { ok: true; request: ControlRequest } | { ok: false; error: string };
+
+/** Parse one request line (without its newline). Never throws. */
+export function parseRequest(line: string): ParsedRequest {
+  let json: unknown;
+  try {
+    json = JSON.parse(line);
+  } catch {
+    return { ok: false, error: `the request is not JSON (${preview(line)}): send {"v":${CONTROL_PROTOCOL_VERSION},"cmd":"status"}` };
+  }
+  const r = requestSchema.safeParse(json);
+  if (r.success) return { ok: true, request: r.data };
+  return { ok: false, error: r.error.issues[0]?.message ?? 'invalid request' };
+}
+
+export function encodeRequest(cmd: ControlCommand): string {
+  const req: ControlRequest = { v: CONTROL_PROTOCOL_VERSION, cmd };
+  return JSON.stringify(req) + '\n';
+}
+
+// ----------------------------------------------------------------- responses
+
+export function okResponse(data: unknown): ControlResponse {
+  return { v: CONTROL_PROTOCOL_VERSION, ok: true, data };
+}
+
+export function errorResponse(error: string): ControlResponse {
+  return { v: CONTROL_PROTOCOL_VERSION, ok: false, error };
+}
+
+/** One response line, newline included. Throws only if `data` cannot be serialised. */
+export function encodeResponse(r: ControlResponse): string {
+  return JSON.stringify(r) + '\n';
+}
+
+const responseSchema = z.discriminatedUnion('ok', [
+  z.object({ v: z.literal(CONTROL_PROTOCOL_VERSION), ok: z.literal(true), data: z.unknown() }),
+  z.object({ v: z.literal(CONTROL_PROTOCOL_VERSION), ok: z.literal(false), error: z.string() }),
+]);
+
+/** A counter: a non-negative number; absent (an older daemon) reads as 0. */
+const count = z.number().nonnegative().default(0);
+
+/** Counters by reason: every known reason present (0 if absent); reasons a newer daemon adds are kept. */
+function reasonCounters<K extends string>(keys: readonly K[]) {
+  return z.record(z.string(), z.number().nonnegative()).transform((r): Record<K, number> => {
+    const out: Record<string, number> = {};
+    for (const k of keys) out[k] = r[k] ?? 0;
+    for (const [k, n] of Object.entries(r)) out[k] ??= n;
+    // Every key of K was set just above; the extra keys are what a newer daemon counts.
+    return out as Record<K, number>;
+  });
+}
+
+const linkStatsSchema = z.object({ rxPackets: count, rxBytes: count, txPackets: count, txBytes: count, txErrors: count });
+
+const dispatcherStatsSchema = z.object({
+  rxPackets: count,
+  tcpPackets: count,
+  udpPackets: count,
+  icmpEchoReplied: count,
+  icmpEchoDropped: count,
+  dropped: count,
+  drops: reasonCounters(DROP_REASONS).default(() => reasonCounters(DROP_REASONS).parse({})),
+});
+
+const upstreamErrors = reasonCounters(UPSTREAM_REASONS);
+
+const tcpRelayStatsSchema = z.object({
+  flowsOpen: count,
+  flowsTotal: count,
+  refusedLimit: count,
+  upstreamErrors: upstreamErrors.default(() => upstreamErrors.parse({})),
+  bytesUp: count,
+  bytesDown: count,
+});
+
+const outboundStatsSchema = z.object({
+  tcpAttempts: count,
+  tcpEstablished: count,
+  tcpFailures: upstreamErrors.default(() => upstreamErrors.parse({})),
+});
+
+export const flowInfoSchema = z.object({
+  id: z.number(),
+  src: z.string(),
+  dst: z.string(),
+  outbound: z.string(),
+  state: z.string(),
+  bytesUp: count,
+  bytesDown: count,
+  ageMs: count,
+});
+
+export const statusSnapshotSchema = z.object({
+  version: z.string(),
+  pid: z.number(),
+  startedAt: z.string(),
+  uptimeMs: count,
+  device: z.object({ name: z.string(), mtu: z.number(), address: z.string() }),
+  routes: count,
+  link: linkStatsSchema,
+  packets: dispatcherStatsSchema,
+  tcp: tcpRelayStatsSchema,
+  outbounds: z.record(z.string(), outboundStatsSchema),
+  flows: z.array(flowInfoSchema),
+});
+
+export const pingReplySchema = z.object({ pid: z.number() });
+
+// The schemas and the interfaces must not drift: what a daemon sends always parses, and what
+// parses is a full StatusSnapshot. These lines stop compiling if either side changes alone.
+type Assignable<A extends B, B> = A;
+export type StatusSnapshotSchemaCheck = [
+  Assignable<z.output<typeof statusSnapshotSchema>, StatusSnapshot>,
+  Assignable<StatusSnapshot, z.input<typeof statusSnapshotSchema>>,
+];
+
+const replySchemas: { [K in ControlCommand]: z.ZodType<ControlReplies[K]> } = {
+  status: statusSnapshotSchema,
+  flows: z.array(flowInfoSchema),
+  ping: pingReplySchema,
+};
+
+export type ParsedResponse<C extends ControlCommand> =
+  | { ok: true; data: ControlReplies[C] }
+  | { ok: false; error: string }
+  /** The line is not a tunroute v1 reply to `cmd` (another program, or an incompatible version). */
+  | { ok: 'invalid'; problem: string };
+
+/** Parse one response line (without its newline) to a `cmd` request. Never throws. */
+export function parseResponse<C extends ControlCommand>(cmd: C, line: string): ParsedResponse<C> {
+  let json: unknown;
+  try {
+    json = JSON.parse(line);
+  } catch {
+    return { ok: 'invalid', problem: `not JSON: ${preview(line)}` };
+  }
+  const env = responseSchema.safeParse(json);
+  if (!env.success) return { ok: 'invalid', problem: `not a v${CONTROL_PROTOCOL_VERSION} reply: ${preview(json)}` };
+  if (!env.data.ok) return { ok: false, error: env.data.error };
+  const data = replySchemas[cmd].safeParse(env.data.data);
+  if (!data.success) {
+    const iss = data.error.issues[0];
+    return { ok: 'invalid', problem: `bad "${cmd}" data at ${iss?.path.join('.') || '(top)'}: ${iss?.message ?? 'invalid'}` };
+  }
+  return { ok: true, data: data.data };
+}
