@@ -18,6 +18,14 @@ import { parseSocks5Url } from './outbound/socks5-url.js';
 import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
 import { monotonicClock, type Clock } from './clock.js';
+import { createRequire } from 'node:module';
+import { startControlServer, statusSnapshotOf } from './control/index.js';
+
+/** This package's version (for `status`); the path works from src/ and from dist/. */
+export const TUNROUTE_VERSION: string = (() => {
+  const pkg: unknown = createRequire(import.meta.url)('../package.json');
+  return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : 'unknown';
+})();
 
 export interface TunrouteDeps {
   logger?: Logger;
@@ -104,7 +112,6 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     tcp: { ...relay.stats, upstreamErrors: { ...relay.stats.upstreamErrors } },
     outbounds: Object.fromEntries([...outbounds].map(([n, o]) => [n, o.stats])),
   });
-  log.info({ dev: link.name, mtu: link.mtu, address: config.tun.address, routes: plan.prefixes.length }, 'tunroute is up');
 
   let stopping: Promise<void> | undefined;
   return {
@@ -131,17 +138,36 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
 /** `tunroute up`: run until SIGINT or SIGTERM, then give the host back as it was. */
 export async function runUp(config: Config): Promise<void> {
   const log = createLogger(config.log.level);
-  const running = await startTunroute(config, { logger: log });
+  const startedAt = new Date();
+  // The device first: its errors (not root, no /dev/net/tun, name taken) are the ones a user
+  // needs to see. A control socket already served by another tunroute then undoes this one.
+  const up = await startTunroute(config, { logger: log });
+  let control: Awaited<ReturnType<typeof startControlServer>>;
+  try {
+    control = await startControlServer({
+      path: config.control.socket,
+      logger: log,
+      snapshot: () => statusSnapshotOf(up, { version: TUNROUTE_VERSION, address: config.tun.address, startedAt }),
+      flows: () => up.flows(),
+    });
+  } catch (e) {
+    await up.stop();
+    throw e;
+  }
+  log.info({ dev: up.link.name, mtu: up.link.mtu, address: config.tun.address, routes: up.plan.prefixes.length, control: config.control.socket }, 'tunroute is up');
   await new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals): void => {
       log.info({ signal: sig }, 'stopping');
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
-      running.stop().then(resolve, (e: unknown) => {
-        log.error({ err: e }, 'teardown failed');
-        process.exitCode = 1;
-        resolve();
-      });
+      control
+        .close()
+        .then(() => up.stop())
+        .then(resolve, (e: unknown) => {
+          log.error({ err: e }, 'teardown failed');
+          process.exitCode = 1;
+          resolve();
+        });
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);

@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError, CommanderError } from 'commander';
 import { isTunrouteError } from '../errors.js';
 import { loadConfig, type FlagValues } from '../config/load.js';
 import { planUp, describePlan } from '../routes/plan.js';
+import { DEFAULT_CONTROL_PATH } from '../control/protocol.js';
 
 function intArg(name: string) {
   return (v: string): number => {
@@ -30,10 +31,11 @@ interface UpOptions {
   /** false with --no-offload; undefined when not given (commander sets true by default, see below). */
   offload?: boolean;
   dryRun?: boolean;
+  control?: string;
 }
 
 function flagsOf(o: UpOptions): FlagValues {
-  return { tun: o.tun, address: o.address, mtu: o.mtu, route: o.route, icmp: o.icmp, logLevel: o.logLevel, proxy: o.proxy, offload: o.offload === false ? false : undefined };
+  return { tun: o.tun, address: o.address, mtu: o.mtu, route: o.route, icmp: o.icmp, logLevel: o.logLevel, proxy: o.proxy, control: o.control, offload: o.offload === false ? false : undefined };
 }
 
 const program = new Command()
@@ -55,6 +57,7 @@ program
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
   .option('--no-offload', 'plain MTU-sized packets instead of 64 KiB TSO super-packets (slower; for debugging)')
   .option('--dry-run', 'print the plan and change nothing')
+  .option('--control <path>', `control socket for \`tunroute status\` (default ${DEFAULT_CONTROL_PATH})`)
   .action(async (o: UpOptions) => {
     const config = loadConfig({ file: o.config, flags: flagsOf(o) });
     if (o.dryRun) {
@@ -63,6 +66,18 @@ program
     }
     const { runUp } = await import('../app.js');
     await runUp(config);
+  });
+
+program
+  .command('status')
+  .description("show the running tunroute's device, counters and busiest flows")
+  .option('--json', 'print the full status snapshot as JSON')
+  .option('--control <path>', `control socket of the running tunroute (default ${DEFAULT_CONTROL_PATH})`)
+  .option('--flows <n>', 'most flows to list (default 20)', intArg('--flows'))
+  .action(async (o: { json?: boolean; control?: string; flows?: number }) => {
+    const { queryControl, formatStatus } = await import('../control/index.js');
+    const s = await queryControl(o.control ?? DEFAULT_CONTROL_PATH, 'status');
+    process.stdout.write((o.json ? JSON.stringify(s, null, 2) : formatStatus(s, { maxFlows: o.flows })) + '\n');
   });
 
 program

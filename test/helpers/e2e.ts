@@ -21,9 +21,20 @@ export function e2eAvailable(suite: string): boolean {
   return true;
 }
 
-/** Run `tunroute up ARGS` in the namespace and wait until it says it is up. */
+let controlSeq = 0;
+
+/** A control-socket path of this lab (never the host's default /run/tunroute). */
+export function controlPathFor(ns: Namespace): string {
+  return `${ns.lab.tmpDir}/control-${++controlSeq}.sock`;
+}
+
+/**
+ * Run `tunroute up ARGS` in the namespace and wait until it says it is up. Unless ARGS name
+ * one, the control socket goes into the lab's temp dir, so parallel labs never share one.
+ */
 export async function startTunrouteIn(ns: Namespace, args: readonly string[], name = 'tunroute'): Promise<LabProcess> {
-  const proc = ns.spawn(['node', CLI, 'up', ...args], { name });
+  const control = args.includes('--control') ? [] : ['--control', controlPathFor(ns)];
+  const proc = ns.spawn(['node', CLI, 'up', ...control, ...args], { name });
   await proc.waitForLine(/"msg":"tunroute is up"/, 15_000);
   return proc;
 }
