@@ -52,7 +52,7 @@ async function main(): Promise<number> {
     await startHttpServer(server, { port: 8080 });
     say(`1. Two fresh network namespaces: a client (${ns.name}) and a server with dante (a SOCKS5`);
     say('   server) on 10.99.0.2:1080 and a web server on 10.66.1.7:8080. The client\'s routing table:');
-    const before = (await ns.exec(['ip', 'route', 'show', 'table', 'all'])).stdout;
+    const before = (await ns.exec(['ip', '-4', 'route', 'show', 'table', 'all'])).stdout;
     say(indent(before));
 
     say('\n2. tunroute up --route 10.66.1.0/24 --proxy socks5://10.99.0.2:1080');
@@ -89,7 +89,7 @@ async function main(): Promise<number> {
       const reasons = Object.entries(c.drops).filter(([, n]) => n > 0);
       say(`    dropped by reason: ${reasons.map(([r, n]) => `${r} ${n}`).join(', ')}`);
     }
-    const after = (await ns.exec(['ip', 'route', 'show', 'table', 'all'])).stdout;
+    const after = (await ns.exec(['ip', '-4', 'route', 'show', 'table', 'all'])).stdout;
     say(`    routing table identical to step 1: ${after === before}`);
     if (got !== want) return 1;
     return after === before && c !== undefined ? 0 : 1;

@@ -65,6 +65,7 @@ export function finalCounters(proc: LabProcess): LogLine | undefined {
 
 /** What `up` and `down` must leave exactly as they found it. */
 export async function routingSnapshot(ns: Namespace): Promise<string> {
-  const r = await ns.sh('ip route show table all; echo ---; ip rule; echo ---; ip -o link show | cut -d: -f2');
+  // IPv4 only: a fresh veth's IPv6 link-local routes appear on their own a moment later.
+  const r = await ns.sh('ip -4 route show table all; echo ---; ip -4 rule; echo ---; ip -o link show | cut -d: -f2');
   return r.stdout;
 }
