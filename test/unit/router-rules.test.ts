@@ -77,7 +77,7 @@ describe('Router: which rule wins', () => {
     ['100.127.255.255', TCP, 1, 'cgnat', 'a rule given as a parsed {addr, prefix}'],
     ['0.0.0.0', TCP, 1, 'direct', 'the lowest address'],
     ['255.255.255.255', UDP, 65535, 'direct', 'the highest address'],
-  ] as const)('%s proto %i port %i → %s (%s)', (dst, proto, port, outbound) => {
+  ] as const)('%s proto %i port %i → %s (%s)', (dst, proto, port, outbound, _why) => {
     expect(router.route(ip(dst), proto, port)).toBe(outbound);
     expect(router.why(ip(dst), proto, port).outbound).toBe(outbound);
   });
