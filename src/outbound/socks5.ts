@@ -165,7 +165,9 @@ export class Socks5Outbound implements Outbound {
     const started = this.clock.now();
 
     return new Promise<TcpUpstream>((resolve, reject) => {
-      const socket = new Socket();
+      // allowHalfOpen: a destination that half-closes (shutdown(SHUT_WR)) must still receive
+      // what the app sends afterwards; Node would otherwise end our side on its FIN.
+      const socket = new Socket({ allowHalfOpen: true });
       let settled = false;
       let phase: 'connect' | 'handshake' = 'connect';
 
