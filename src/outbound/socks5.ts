@@ -176,6 +176,7 @@ export class Socks5Outbound implements Outbound {
         signal?.removeEventListener('abort', onAbort);
         socket.removeListener('error', onConnectError);
         socket.removeListener('connect', onConnect);
+        socket.removeListener('end', onEarlyEnd);
         this.inFlight.delete(fail);
       };
       const fail = (err: UpstreamError): void => {
@@ -195,9 +196,14 @@ export class Socks5Outbound implements Outbound {
         const known = PROXY_DOWN_CODES.has(code) ? '' : ' (unexpected error)';
         fail(this.error('proxy_down', `${target}: cannot reach SOCKS5 proxy ${this.proxyAddr()}: ${code}${known}`, err));
       };
+      // Half-open sockets do not close on the proxy's FIN, so a proxy that hangs up in the
+      // middle of the handshake has to be noticed here.
+      const onEarlyEnd = (): void =>
+        fail(this.error('proxy_down', `${target}: SOCKS5 proxy ${this.proxyAddr()} closed the connection during the handshake`));
       const onConnect = (): void => {
         if (settled) return;
         phase = 'handshake';
+        socket.once('end', onEarlyEnd);
         socket.removeListener('error', onConnectError);
         this.handshake(socket, dst, started + timeoutMs - this.clock.now(), {
           established: (excess) => {
