@@ -21,6 +21,15 @@ export const DROP_REASONS = [
   'no_handler',
   'ipv6',
   'martian',
+  // IPv4 reassembly (src/stack/ip-reassembly.ts): a fragment overlapping another one of the
+  // same datagram (the whole datagram is discarded, RFC 5722's rule applied to IPv4); an exact
+  // duplicate (only the copy is dropped); a datagram that would exceed 65,535 bytes; a fragment
+  // whose fields contradict the others (unaligned length, a second end); memory or count caps.
+  'frag_overlap',
+  'frag_duplicate',
+  'frag_too_big',
+  'frag_bad',
+  'frag_limit',
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];
