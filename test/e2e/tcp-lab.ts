@@ -9,11 +9,10 @@
  * every behaviour can be compared with the direct path. The fixtures (fixtures/tcp-*.mjs) run
  * inside the namespaces with `ip netns exec`.
  */
-import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab, startDante, type LabProcess, type Namespace } from '../../src/lab/index.js';
-import { CLI, startTunrouteIn } from '../helpers/e2e.js';
+import { startTunrouteIn } from '../helpers/e2e.js';
 
 export const DEST = '10.66.1.7';
 /** A second destination on s's lo, for rules that send it through another proxy. */
@@ -23,13 +22,6 @@ export const ROUTE = '10.66.1.0/24';
 export const PROXY = `socks5://${DIRECT}:1080`;
 
 export const fixture = (name: string): string => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
-
-/** Whether the built CLI has the control socket yet (`up --control`, `status`). */
-export const HAS_CONTROL = (() => {
-  const up = spawnSync(process.execPath, [CLI, 'up', '--help'], { encoding: 'utf8', timeout: 10_000 });
-  const status = spawnSync(process.execPath, [CLI, 'status', '--help'], { encoding: 'utf8', timeout: 10_000 });
-  return /--control\b/.test(up.stdout ?? '') && status.status === 0 && /--json\b/.test(status.stdout ?? '');
-})();
 
 export interface TcpLab {
   lab: Lab;
@@ -55,14 +47,10 @@ export async function createTcpLab(): Promise<TcpLab> {
   }
 }
 
-/** `tunroute up` in `ns` with a control socket in the lab's temp dir when the CLI has one. */
-export async function startTunroute(
-  ns: Namespace,
-  args: readonly string[],
-  name = 'tunroute',
-): Promise<{ proc: LabProcess; control: string | undefined }> {
-  const control = HAS_CONTROL ? join(ns.lab.tmpDir, `${name}-${ns.role}.sock`) : undefined;
-  const proc = await startTunrouteIn(ns, [...args, ...(control ? ['--control', control] : [])], name);
+/** `tunroute up` in `ns`, its control socket in the lab's temp dir (never the host's /run). */
+export async function startTunroute(ns: Namespace, args: readonly string[], name = 'tunroute'): Promise<{ proc: LabProcess; control: string }> {
+  const control = join(ns.lab.tmpDir, `${name}-${ns.role}.sock`);
+  const proc = await startTunrouteIn(ns, [...args, '--control', control], name);
   return { proc, control };
 }
 
