@@ -1,0 +1,493 @@
+/**
+ * `npm run bench`: tunroute against the kernel's direct path, measured in the same run, in a
+ * lab of two network namespaces (nothing on the host is touched):
+ *
+ *   c (client) ── veth 10.99.0.1/24 ── 10.99.0.2/24 ── s (server)
+ *   tun0 + tunroute (--route 10.66.1.0/24)            dante or microsocks on 10.99.0.2:1080,
+ *                                                      10.66.1.7/32 on lo, iperf3, sockperf,
+ *                                                      an echo server
+ *
+ * "direct" runs a tool in c against 10.99.0.2 (veth, kernel only); "tunroute" runs the same
+ * tool against 10.66.1.7 (tun0 → tunroute → SOCKS5 proxy → server). Measured: iperf3 upload and
+ * download, request/response round trips over one connection, sequential connections per
+ * second, and CPU (tunroute's, the proxy's, the host's) over every window. Every load is
+ * bounded in time and count; the lab is removed at the end, also after an error or a signal.
+ */
+import { spawnSync } from 'node:child_process';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import {
+  Lab,
+  LabError,
+  labAvailable,
+  requireBinary,
+  runCommand,
+  startDante,
+  startIperf3,
+  startMicrosocks,
+  waitForPort,
+  type LabProcess,
+  type Namespace,
+} from '../lab/index.js';
+import { clockTicksPerSecond, CpuWatch } from './cpu.js';
+import {
+  anyFailed,
+  fmt,
+  renderReadme,
+  renderText,
+  writeReadme,
+  type BenchEnv,
+  type BenchReport,
+  type Outcome,
+  type Pair,
+} from './report.js';
+import { runCps, runIperf3, runNodeRr, runSockperf, type CpsResult, type IperfResult, type RrResult } from './tools.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, '..', '..');
+const CLI = join(HERE, '..', 'cli', 'main.js');
+const NETCLI = join(HERE, 'netcli.js');
+
+const CLIENT_CIDR = '10.99.0.1/24';
+const SERVER_CIDR = '10.99.0.2/24';
+const SERVER_IP = '10.99.0.2';
+/** Routed into tun0 on the client, local (on lo) on the server. */
+const ROUTED_CIDR = '10.66.1.0/24';
+const ROUTED_IP = '10.66.1.7';
+const PROXY_PORT = 1080;
+const SOCKPERF_PORT = 11111;
+const ECHO_PORT = 7000;
+/** Bounds of the round-trip and connection loops, besides --seconds. */
+const RR_MAX = 2_000_000;
+const CPS_MAX = 30_000;
+const CPS_MSG_BYTES = 32;
+/** Host load (busy cores) from other work under which the machine counts as quiet. */
+const QUIET_CORES = 0.3;
+const TESTS = ['iperf', 'rr', 'cps'] as const;
+type Test = (typeof TESTS)[number];
+
+interface Options {
+  seconds: number;
+  mtu: number | null;
+  tests: Test[];
+  json: boolean;
+  proxy: 'dante' | 'microsocks';
+  writeReadme: boolean;
+  rrTool: 'auto' | 'sockperf' | 'node';
+  waitIdle: number;
+  repeat: number;
+  /** Extra arguments for `tunroute up`. */
+  tunrouteArgs: string[];
+}
+
+const USAGE = `usage: node dist/bench/main.js [options]     (npm run bench -- [options]; needs root)
+
+  --seconds N        length of each measurement window (default 5)
+  --mtu N            passed to tunroute up --mtu
+  --repeat N         run each pair N times, alternating, and show the median run (default 1)
+  --only T[,T]       run only these tests: iperf, rr, cps (repeatable)
+  --proxy P          the SOCKS5 server in the lab: dante (default) or microsocks
+  --rr-tool T        round trips with sockperf (default when installed) or node
+  --wait-idle N      first wait up to N s (default 60; 0: no wait) for other work on the host
+                     to drop under ${QUIET_CORES * 100} % of a core
+  --tunroute-arg A   pass A to tunroute up as well, e.g. --tunroute-arg=--no-offload (repeatable)
+  --json             print the report as JSON instead of tables
+  --write-readme     write the tables into README.md between the bench markers
+  -h, --help         this text
+`;
+
+class UsageError extends Error {}
+
+function parseOptions(argv: string[]): Options | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      seconds: { type: 'string' },
+      mtu: { type: 'string' },
+      only: { type: 'string', multiple: true },
+      json: { type: 'boolean' },
+      proxy: { type: 'string' },
+      'rr-tool': { type: 'string' },
+      'write-readme': { type: 'boolean' },
+      'wait-idle': { type: 'string' },
+      repeat: { type: 'string' },
+      'tunroute-arg': { type: 'string', multiple: true },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) return 'help';
+  const seconds = values.seconds === undefined ? 5 : Number(values.seconds);
+  if (!Number.isInteger(seconds) || seconds < 1 || seconds > 120) throw new UsageError(`--seconds must be a whole number from 1 to 120, got ${values.seconds}`);
+  let mtu: number | null = null;
+  if (values.mtu !== undefined) {
+    mtu = Number(values.mtu);
+    if (!Number.isInteger(mtu) || mtu < 576 || mtu > 65535) throw new UsageError(`--mtu must be a whole number from 576 to 65535, got ${values.mtu}`);
+  }
+  const tests: Test[] = [];
+  for (const item of (values.only ?? []).flatMap((o) => o.split(','))) {
+    const t = item.trim();
+    if (!(TESTS as readonly string[]).includes(t)) throw new UsageError(`--only takes ${TESTS.join(', ')}; got "${t}"`);
+    if (!tests.includes(t as Test)) tests.push(t as Test);
+  }
+  const proxy = values.proxy ?? 'dante';
+  if (proxy !== 'dante' && proxy !== 'microsocks') throw new UsageError(`--proxy must be dante or microsocks, got "${proxy}"`);
+  const rrTool = values['rr-tool'] ?? 'auto';
+  if (rrTool !== 'auto' && rrTool !== 'sockperf' && rrTool !== 'node') throw new UsageError(`--rr-tool must be sockperf or node, got "${rrTool}"`);
+  const waitIdle = values['wait-idle'] === undefined ? 60 : Number(values['wait-idle']);
+  if (!Number.isInteger(waitIdle) || waitIdle < 0 || waitIdle > 3600) throw new UsageError(`--wait-idle must be a whole number of seconds from 0 to 3600, got ${values['wait-idle']}`);
+  const repeat = values.repeat === undefined ? 1 : Number(values.repeat);
+  if (!Number.isInteger(repeat) || repeat < 1 || repeat > 20) throw new UsageError(`--repeat must be a whole number from 1 to 20, got ${values.repeat}`);
+  const extra = values['tunroute-arg'] ?? [];
+  for (const a of extra) {
+    if (/^--(route|proxy|control|tun)\b/.test(a)) throw new UsageError(`--tunroute-arg ${a}: the benchmark sets that itself`);
+  }
+  return {
+    tunrouteArgs: extra,
+    repeat,
+    waitIdle,
+    seconds,
+    mtu,
+    tests: tests.length > 0 ? TESTS.filter((t) => tests.includes(t)) : [...TESTS],
+    json: values.json ?? false,
+    proxy,
+    writeReadme: values['write-readme'] ?? false,
+    rrTool,
+  };
+}
+
+function progress(msg: string): void {
+  process.stderr.write(`[bench] ${msg}\n`);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function errText(e: unknown): string {
+  const s = e instanceof Error ? e.message : String(e);
+  return s.split('\n')[0]?.slice(0, 400) ?? s;
+}
+
+function firstLine(cmd: string, args: string[]): string | undefined {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
+  if (r.error) return undefined;
+  const text = `${r.stdout ?? ''}\n${r.stderr ?? ''}`.replace(/\u001b\[[0-9;]*m/g, '');
+  return text.split('\n').find((l) => l.trim())?.trim();
+}
+
+function hasBinary(name: string): boolean {
+  const r = spawnSync('sh', ['-c', 'command -v "$1"', 'sh', name], { encoding: 'utf8', timeout: 5000 });
+  return r.status === 0;
+}
+
+function gitCommit(): string {
+  const head = spawnSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8', timeout: 5000 });
+  if (head.status !== 0) return 'unknown';
+  const dirty = spawnSync('git', ['-C', ROOT, 'status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8', timeout: 10_000 });
+  return `${head.stdout.trim()}${dirty.status === 0 && dirty.stdout.trim() ? '-dirty' : ''}`;
+}
+
+function environment(opts: Options): BenchEnv {
+  const tools: Record<string, string> = {};
+  const ver = (name: string, line: string | undefined, re: RegExp): void => {
+    const m = line ? re.exec(line) : null;
+    if (m?.[1]) tools[name] = m[1];
+  };
+  if (opts.tests.includes('iperf')) ver('iperf3', firstLine('iperf3', ['--version']), /iperf ([\d.]+)/);
+  if (opts.tests.includes('rr') && opts.rrTool !== 'node') ver('sockperf', firstLine('sockperf', ['--version']), /version ([\w.-]+)/);
+  if (opts.proxy === 'dante') ver('dante', firstLine('danted', ['-v']), /Dante v(\d+(?:\.\d+)*)/);
+  if (opts.proxy === 'microsocks') {
+    const r = spawnSync('dpkg-query', ['-W', '-f', '${Version}', 'microsocks'], { encoding: 'utf8', timeout: 5000 });
+    if (r.status === 0 && r.stdout.trim()) tools.microsocks = r.stdout.trim();
+  }
+  const cpus = os.cpus();
+  return {
+    kernel: os.release(),
+    node: process.version,
+    cpus: cpus.length,
+    cpuModel: (cpus[0]?.model ?? 'unknown').replace(/\s+/g, ' ').trim(),
+    memGiB: os.totalmem() / 2 ** 30,
+    clkTck: clockTicksPerSecond(),
+    commit: gitCommit(),
+    tools,
+  };
+}
+
+/** Whether this build of tunroute knows `up --control`. */
+function supportsControl(): boolean {
+  const r = spawnSync(process.execPath, [CLI, 'up', '--help'], { encoding: 'utf8', timeout: 15_000 });
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.includes('--control');
+}
+
+async function readMtu(ns: Namespace, ifname: string): Promise<number | null> {
+  const r = await ns.exec(['cat', `/sys/class/net/${ifname}/mtu`], { allowFail: true, timeoutMs: 5000 });
+  const n = Number(r.stdout.trim());
+  return r.code === 0 && Number.isInteger(n) ? n : null;
+}
+
+/** Busy cores of the host over one second (all processes: before the lab exists, others' work). */
+async function hostLoad(ms = 1000): Promise<number> {
+  const w = new CpuWatch({});
+  w.start();
+  await sleep(ms);
+  const t = w.stop();
+  return t.wallS > 0 ? t.hostBusyS / t.wallS : 0;
+}
+
+/** Wait (bounded) until other work on the host calms down; the figures are noisy otherwise. */
+async function waitForQuiet(maxS: number): Promise<void> {
+  if (maxS <= 0) return;
+  const deadline = Date.now() + maxS * 1000;
+  let warned = false;
+  for (;;) {
+    const load = await hostLoad();
+    if (load < QUIET_CORES) return;
+    if (Date.now() >= deadline) {
+      progress(`the host stays busy (${fmt(load * 100, 2)} % of a core from other work): measuring anyway, figures will be noisy`);
+      return;
+    }
+    if (!warned) progress(`the host is busy (${fmt(load * 100, 2)} % of a core from other work): waiting up to ${maxS} s for it to calm down`);
+    warned = true;
+  }
+}
+
+/** `tunroute status --json` of the running daemon (its own counters), or undefined. */
+async function tunrouteStatus(controlPath: string): Promise<unknown> {
+  const r = await runCommand([process.execPath, CLI, 'status', '--json', '--control', controlPath], {
+    allowFail: true,
+    timeoutMs: 15_000,
+  }).catch(() => undefined);
+  if (!r || r.code !== 0) return undefined;
+  try {
+    return JSON.parse(r.stdout) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+interface Ctx {
+  opts: Options;
+  lab: Lab;
+  c: Namespace;
+  s: Namespace;
+  tunroute: LabProcess;
+  proxy: LabProcess;
+  iperf?: LabProcess;
+  rrPort: number;
+  rrTool: 'sockperf' | 'node';
+}
+
+/** One window: CPU watched around `fn`; a failure is recorded, not thrown. */
+async function measure<T>(ctx: Ctx, label: string, path: 'direct' | 'tunroute', fn: () => Promise<T>): Promise<Outcome<T>> {
+  if (path === 'tunroute' && ctx.tunroute.exited) return { ok: false, error: 'tunroute is not running' };
+  progress(`${label}, ${path} ...`);
+  const watch = new CpuWatch(
+    { tunroute: ctx.tunroute.pid, proxy: ctx.proxy.pid },
+    ctx.lab.processes().map((p) => p.pid),
+  );
+  watch.start();
+  try {
+    const value = await fn();
+    const cpu = watch.stop();
+    return { ok: true, value, cpu };
+  } catch (e) {
+    const cpu = watch.stop();
+    const gone = path === 'tunroute' && ctx.tunroute.exited ? ' (tunroute exited)' : '';
+    progress(`${label}, ${path}: failed: ${errText(e)}${gone}`);
+    return { ok: false, error: errText(e) + gone, cpu };
+  } finally {
+    await sleep(500);
+  }
+}
+
+/**
+ * The run to show among repeats: the successful one with the median `key` (the lower median
+ * for an even count); the first failure when none succeeded.
+ */
+function medianRun<T>(runs: Outcome<T>[], key: (v: T) => number): Outcome<T> {
+  const ok = runs.filter((o): o is Extract<Outcome<T>, { ok: true }> => o.ok).sort((a, b) => key(a.value) - key(b.value));
+  const pick = ok[Math.floor((ok.length - 1) / 2)];
+  const first = runs[0];
+  if (pick) return pick;
+  if (first) return first;
+  return { ok: false, error: 'not run' };
+}
+
+/** Direct and tunroute, alternating, `repeat` times each. */
+async function pair<T>(
+  ctx: Ctx,
+  label: string,
+  key: (v: T) => number,
+  fn: (host: string) => Promise<T>,
+  after?: (o: Outcome<T>) => Promise<void>,
+): Promise<Pair<T>> {
+  const runs: { direct: Outcome<T>[]; tunroute: Outcome<T>[] } = { direct: [], tunroute: [] };
+  const n = ctx.opts.repeat;
+  for (let i = 0; i < n; i++) {
+    const suffix = n > 1 ? ` [${i + 1}/${n}]` : '';
+    const direct = await measure(ctx, label + suffix, 'direct', () => fn(SERVER_IP));
+    if (after) await after(direct);
+    runs.direct.push(direct);
+    const tunroute = await measure(ctx, label + suffix, 'tunroute', () => fn(ROUTED_IP));
+    if (after) await after(tunroute);
+    runs.tunroute.push(tunroute);
+  }
+  const out: Pair<T> = { direct: medianRun(runs.direct, key), tunroute: medianRun(runs.tunroute, key) };
+  if (n > 1) out.runs = runs;
+  return out;
+}
+
+/** iperf3 -s serves one test at a time; after a failed test it may be stuck: start a new one. */
+async function restartIperfIfFailed(ctx: Ctx, o: Outcome<IperfResult>): Promise<void> {
+  if (o.ok) return;
+  progress('restarting the iperf3 server after a failed test');
+  await ctx.iperf?.stop('SIGTERM', 1000).catch(() => undefined);
+  ctx.iperf = await startIperf3(ctx.s, 5201);
+}
+
+async function runTests(ctx: Ctx, report: BenchReport): Promise<void> {
+  const { opts, c } = ctx;
+  const secs = opts.seconds;
+  if (opts.tests.includes('iperf')) {
+    const restart = (o: Outcome<IperfResult>): Promise<void> => restartIperfIfFailed(ctx, o);
+    const gbps = (v: IperfResult): number => v.gbps;
+    report.iperfUp = await pair(ctx, 'iperf3 upload', gbps, (h) => runIperf3(c, h, secs, false), restart);
+    report.iperfDown = await pair(ctx, 'iperf3 download', gbps, (h) => runIperf3(c, h, secs, true), restart);
+  }
+  if (opts.tests.includes('rr')) {
+    report.rr = await pair<RrResult>(ctx, `round trips (${ctx.rrTool})`, (v) => v.rate, (h) =>
+      ctx.rrTool === 'sockperf' ? runSockperf(c, h, ctx.rrPort, secs) : runNodeRr(c, NETCLI, h, ctx.rrPort, secs, RR_MAX),
+    );
+  }
+  if (opts.tests.includes('cps')) {
+    report.cps = await pair<CpsResult>(ctx, 'sequential connections', (v) => v.rate, (h) => runCps(c, NETCLI, h, ECHO_PORT, secs, CPS_MAX, CPS_MSG_BYTES));
+  }
+}
+
+async function bench(opts: Options): Promise<BenchReport> {
+  const env = environment(opts);
+  const rrTool: 'sockperf' | 'node' =
+    opts.rrTool === 'node' ? 'node' : opts.rrTool === 'sockperf' || hasBinary('sockperf') ? 'sockperf' : 'node';
+  if (opts.tests.includes('rr') && rrTool === 'sockperf') requireBinary('sockperf', 'sockperf');
+  if (opts.tests.includes('iperf')) requireBinary('iperf3', 'iperf3');
+  if (opts.tests.includes('rr') && rrTool === 'node' && opts.rrTool === 'auto') {
+    progress('sockperf is not installed (apt-get install -y sockperf): round trips with the node client instead');
+  }
+  const useControl = supportsControl();
+  await waitForQuiet(opts.waitIdle);
+  const lab = await Lab.create({ prefix: 'tr-bench-' });
+  try {
+    progress(`lab ${lab.id}: namespaces, veth, ${opts.proxy}, servers`);
+    const nsOpts = { tcpTwReuse: true, wideLocalPortRange: true };
+    const c = await lab.addNamespace('c', nsOpts);
+    const s = await lab.addNamespace('s', nsOpts);
+    const link = await lab.link(c, s, { cidrA: CLIENT_CIDR, cidrB: SERVER_CIDR });
+    await s.exec(['ip', 'addr', 'add', `${ROUTED_IP}/32`, 'dev', 'lo'], { timeoutMs: 10_000 });
+    const proxy =
+      opts.proxy === 'dante'
+        ? await startDante(s, { listen: SERVER_IP, port: PROXY_PORT })
+        : await startMicrosocks(s, { listen: SERVER_IP, port: PROXY_PORT });
+    let iperf: LabProcess | undefined;
+    if (opts.tests.includes('iperf')) iperf = await startIperf3(s, 5201);
+    let rrPort = ECHO_PORT;
+    if (opts.tests.includes('rr') && rrTool === 'sockperf') {
+      rrPort = SOCKPERF_PORT;
+      s.spawn(['sockperf', 'server', '--tcp', '-i', '0.0.0.0', '-p', String(SOCKPERF_PORT)], { name: 'sockperf-server' });
+      await waitForPort(s, SERVER_IP, SOCKPERF_PORT, 10_000);
+    }
+    if (opts.tests.includes('cps') || (opts.tests.includes('rr') && rrTool === 'node')) {
+      const echo = s.spawn([process.execPath, NETCLI, 'serve', '0.0.0.0', String(ECHO_PORT)], { name: 'echo-server' });
+      await echo.waitForLine(/^listening /, 10_000);
+    }
+
+    const tunrouteArgs = ['up', '--route', ROUTED_CIDR, '--proxy', `socks5://${SERVER_IP}:${PROXY_PORT}`];
+    if (opts.mtu !== null) tunrouteArgs.push('--mtu', String(opts.mtu));
+    const controlPath = join(lab.tmpDir, 'tunroute.sock');
+    if (useControl) tunrouteArgs.push('--control', controlPath);
+    tunrouteArgs.push(...opts.tunrouteArgs);
+    progress(`starting tunroute ${tunrouteArgs.join(' ')}`);
+    const tunroute = c.spawn([process.execPath, CLI, ...tunrouteArgs], { name: 'tunroute', logFile: join(lab.tmpDir, 'tunroute.log') });
+    await tunroute.waitForLine(/"msg":"tunroute is up"/, 20_000);
+
+    const report: BenchReport = {
+      version: 1,
+      date: new Date().toISOString(),
+      env,
+      settings: {
+        seconds: opts.seconds,
+        repeat: opts.repeat,
+        proxy: opts.proxy,
+        tunMtu: await readMtu(c, 'tun0'),
+        requestedMtu: opts.mtu,
+        vethMtu: await readMtu(c, link.a.ifname),
+        tests: opts.tests,
+        tunrouteArgs: tunrouteArgs.map((a) => (a.startsWith(lab.tmpDir) ? a.replace(lab.tmpDir, '<lab tmp>') : a)),
+        cpsMaxConnections: CPS_MAX,
+        cpsMsgBytes: CPS_MSG_BYTES,
+      },
+      backgroundCores: 0,
+    };
+
+    // Everybody else's load, for judging the host CPU figures.
+    report.backgroundCores = await hostLoad(1500);
+    if (report.backgroundCores >= QUIET_CORES) {
+      progress(`other work keeps ${fmt(report.backgroundCores * 100, 2)} % of a core busy: the figures will be noisy`);
+    }
+
+    const ctx: Ctx = { opts, lab, c, s, tunroute, proxy, rrPort, rrTool };
+    if (iperf) ctx.iperf = iperf;
+    await runTests(ctx, report);
+    if (useControl && !tunroute.exited) report.tunrouteStatus = await tunrouteStatus(controlPath);
+    if (tunroute.exited) {
+      const st = tunroute.exitStatus;
+      report.tunrouteExit = `${st?.signal ?? `code ${st?.code ?? '?'}`}; last output: ${tunroute.outputTail(600)}`;
+    }
+    return report;
+  } finally {
+    progress('removing the lab');
+    await lab.destroy();
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  let opts: Options | 'help';
+  try {
+    opts = parseOptions(argv);
+  } catch (e) {
+    process.stderr.write(`bench: ${errText(e)}\n${USAGE}`);
+    return 2;
+  }
+  if (opts === 'help') {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const avail = labAvailable();
+  if (!avail.ok) {
+    process.stderr.write(`bench: ${avail.reason ?? 'the lab cannot run here'}\n`);
+    return 2;
+  }
+  const report = await bench(opts);
+  if (opts.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  else process.stdout.write(renderText(report));
+  if (opts.writeReadme) {
+    const readme = join(ROOT, 'README.md');
+    const flags = argv.filter((a) => a !== '--write-readme' && a !== '--json');
+    writeReadme(readme, renderReadme(report, ['npm run bench', ...(flags.length ? ['--', ...flags] : [])].join(' ')));
+    progress(`wrote the figures into ${readme}`);
+  }
+  return anyFailed(report) ? 1 : 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    // Lab errors explain themselves (what is missing, which command failed); others get a stack.
+    const text = e instanceof LabError ? e.message : e instanceof Error ? (e.stack ?? e.message) : String(e);
+    process.stderr.write(`bench: ${text}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,401 @@
+/**
+ * The benchmark's report: its JSON shape, the tables printed on the terminal and written into
+ * the README (between `<!-- bench:start -->` and `<!-- bench:end -->`).
+ */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import type { CpuTotals } from './cpu.js';
+import type { CpsResult, IperfResult, RrResult } from './tools.js';
+
+export type Outcome<T> = { ok: true; value: T; cpu: CpuTotals } | { ok: false; error: string; cpu?: CpuTotals };
+
+export interface Pair<T> {
+  /** The run shown: with --repeat, the one with the median of the primary figure. */
+  direct: Outcome<T>;
+  tunroute: Outcome<T>;
+  /** With --repeat N > 1: every run, in order (direct and tunroute alternate). */
+  runs?: { direct: Outcome<T>[]; tunroute: Outcome<T>[] };
+}
+
+export interface BenchEnv {
+  kernel: string;
+  node: string;
+  cpus: number;
+  cpuModel: string;
+  memGiB: number;
+  clkTck: number;
+  /** `git rev-parse --short HEAD`, with `-dirty` when tracked files have changes. */
+  commit: string;
+  tools: Record<string, string>;
+}
+
+export interface BenchSettings {
+  seconds: number;
+  /** Runs of each pair (alternating direct and tunroute); the median run is shown. */
+  repeat: number;
+  proxy: 'dante' | 'microsocks';
+  /** MTU of tun0 as the kernel reports it (after `--mtu`, if given). */
+  tunMtu: number | null;
+  /** The MTU asked with --mtu, if any. */
+  requestedMtu: number | null;
+  vethMtu: number | null;
+  tests: string[];
+  tunrouteArgs: string[];
+  /** Bounds of the connection test. */
+  cpsMaxConnections: number;
+  cpsMsgBytes: number;
+}
+
+export interface BenchReport {
+  version: 1;
+  date: string;
+  env: BenchEnv;
+  settings: BenchSettings;
+  /** Busy cores of the host while the lab was idle just before the tests (others' load). */
+  backgroundCores: number;
+  iperfUp?: Pair<IperfResult>;
+  iperfDown?: Pair<IperfResult>;
+  rr?: Pair<RrResult>;
+  cps?: Pair<CpsResult>;
+  /** `tunroute status --json` at the end of the run (its own counters), when it has --control. */
+  tunrouteStatus?: unknown;
+  /** Set when tunroute died during the run. */
+  tunrouteExit?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// number formatting
+
+/** `sig` significant digits, no exponent, thousands separated with a thin comma. */
+export function fmt(x: number | undefined, sig = 3): string {
+  if (x === undefined || !Number.isFinite(x)) return '—';
+  if (x === 0) return '0';
+  if (Number.isInteger(x) && Math.abs(x) >= 1) return x.toFixed(0).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  const abs = Math.abs(x);
+  const digits = Math.floor(Math.log10(abs)) + 1;
+  const decimals = Math.max(0, sig - digits);
+  const s = x.toFixed(decimals);
+  const [int = '', frac] = s.split('.');
+  const withSep = int.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  return frac === undefined ? withSep : `${withSep}.${frac}`;
+}
+
+function pct(x: number | undefined): string {
+  return x === undefined || !Number.isFinite(x) ? '—' : `${fmt(x * 100, 2)} %`;
+}
+
+function ratio(num: number | undefined, den: number | undefined): string {
+  if (num === undefined || den === undefined || !Number.isFinite(num) || !Number.isFinite(den) || den === 0) return '—';
+  return fmt(num / den, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// tables
+
+type Row = readonly string[];
+
+interface Table {
+  head: Row;
+  /** 'l' or 'r' per column. */
+  align: string;
+  rows: Row[];
+}
+
+function value<T>(o: Outcome<T> | undefined, f: (v: T) => number): number | undefined {
+  return o?.ok ? f(o.value) : undefined;
+}
+
+function cell<T>(o: Outcome<T> | undefined, f: (v: T) => number, sig = 3): string {
+  if (!o) return '—';
+  if (!o.ok) return 'failed';
+  return fmt(f(o.value), sig);
+}
+
+/** What one window did: units of work and the seconds the tool was running, by its own clock. */
+interface Work {
+  units: number;
+  activeS: number;
+}
+
+interface WindowView {
+  cpu?: CpuTotals;
+  work?: Work;
+}
+
+/** One kind of window, with how its CPU cost is expressed. */
+interface Section {
+  name: string;
+  /** "per GB", "per round trip" ... */
+  per: string;
+  /** Unit of the cost, after scaling CPU-seconds per unit of work. */
+  unit: string;
+  /** "GB", "round trip" ... */
+  workUnit: string;
+  scale: number;
+  direct: WindowView;
+  tunroute: WindowView;
+}
+
+function view<T>(o: Outcome<T>, f: (v: T) => Work): WindowView {
+  return o.ok ? { cpu: o.cpu, work: f(o.value) } : {};
+}
+
+function sections(r: BenchReport): Section[] {
+  const out: Section[] = [];
+  const gb = (v: IperfResult): Work => ({ units: v.bytes / 1e9, activeS: v.seconds });
+  const rt = (v: RrResult): Work => ({ units: v.totalRoundTrips, activeS: v.activeS });
+  const conn = (v: CpsResult): Work => ({ units: v.connections, activeS: v.activeS });
+  const add = <T>(p: Pair<T> | undefined, name: string, per: string, unit: string, scale: number, workUnit: string, f: (v: T) => Work): void => {
+    if (p) out.push({ name, per, unit, scale, workUnit, direct: view(p.direct, f), tunroute: view(p.tunroute, f) });
+  };
+  add(r.iperfUp, 'iperf3 upload', 'per GB upload', 'CPU-s', 1, 'GB', gb);
+  add(r.iperfDown, 'iperf3 download', 'per GB download', 'CPU-s', 1, 'GB', gb);
+  add(r.rr, 'round trips', 'per round trip', 'µs', 1e6, 'round trip', rt);
+  add(r.cps, 'connections', 'per connection', 'µs', 1e6, 'connection', conn);
+  return out;
+}
+
+/** Cores of other work (host busy beyond the lab's processes) in a window above which the host figure is marked. */
+export const BUSY_OTHER_CORES = 0.3;
+
+/** Busy cores of the host beyond what the lab's processes used (other work, plus softirq). */
+function otherCores(w: WindowView): number {
+  return w.cpu && w.cpu.wallS > 0 ? (w.cpu.hostBusyS - w.cpu.labS) / w.cpu.wallS : 0;
+}
+
+/** Whether any whole-host figure got a mark. */
+function anyMarked(r: BenchReport): boolean {
+  return sections(r).some((s) => otherCores(s.direct) >= BUSY_OTHER_CORES || otherCores(s.tunroute) >= BUSY_OTHER_CORES);
+}
+
+/** CPU cost per unit of work (scaled), or undefined. */
+function cost(cpuS: number | undefined, w: WindowView, scale: number): number | undefined {
+  return cpuS !== undefined && w.work && w.work.units > 0 ? (cpuS / w.work.units) * scale : undefined;
+}
+
+/** Share of one core while the tool ran. */
+function share(cpuS: number | undefined, w: WindowView): number | undefined {
+  return cpuS !== undefined && w.work && w.work.activeS > 0 ? cpuS / w.work.activeS : undefined;
+}
+
+export function summaryTable(r: BenchReport): Table {
+  const rows: Row[] = [];
+  const s = r.settings.seconds;
+  for (const [p, dir] of [
+    [r.iperfUp, 'upload'],
+    [r.iperfDown, 'download'],
+  ] as const) {
+    if (!p) continue;
+    rows.push([
+      `iperf3 ${dir}, Gbit/s (1 stream, ${s} s)`,
+      cell(p.direct, (v) => v.gbps),
+      cell(p.tunroute, (v) => v.gbps),
+      ratio(value(p.tunroute, (v) => v.gbps), value(p.direct, (v) => v.gbps)),
+    ]);
+    rows.push([`iperf3 ${dir}, retransmits of the sending TCP`, cell(p.direct, (v) => v.retransmits), cell(p.tunroute, (v) => v.retransmits), '']);
+  }
+  if (r.rr) {
+    const p = r.rr;
+    const v = p.direct.ok ? p.direct.value : p.tunroute.ok ? p.tunroute.value : undefined;
+    const what = v ? (v.tool === 'sockperf' ? `sockperf ping-pong, TCP, ${v.msgBytes} B` : `node client, TCP, ${v.msgBytes} B`) : 'TCP';
+    rows.push([`round trips/s, one connection (${what})`, cell(p.direct, (x) => x.rate), cell(p.tunroute, (x) => x.rate), ratio(value(p.tunroute, (x) => x.rate), value(p.direct, (x) => x.rate))]);
+    rows.push(['round-trip time, mean, µs', cell(p.direct, (x) => x.meanUs), cell(p.tunroute, (x) => x.meanUs), ratio(value(p.direct, (x) => x.meanUs), value(p.tunroute, (x) => x.meanUs))]);
+    rows.push(['round-trip time, p99, µs', cell(p.direct, (x) => x.p99Us), cell(p.tunroute, (x) => x.p99Us), ratio(value(p.direct, (x) => x.p99Us), value(p.tunroute, (x) => x.p99Us))]);
+  }
+  if (r.cps) {
+    const p = r.cps;
+    rows.push([
+      `connections/s, sequential (connect, ${r.settings.cpsMsgBytes} B echo, close)`,
+      cell(p.direct, (x) => x.rate),
+      cell(p.tunroute, (x) => x.rate),
+      ratio(value(p.tunroute, (x) => x.rate), value(p.direct, (x) => x.rate)),
+    ]);
+    rows.push(['connect → reply, mean, µs', cell(p.direct, (x) => x.meanUs), cell(p.tunroute, (x) => x.meanUs), ratio(value(p.direct, (x) => x.meanUs), value(p.tunroute, (x) => x.meanUs))]);
+    rows.push(['connect → reply, p99, µs', cell(p.direct, (x) => x.p99Us), cell(p.tunroute, (x) => x.p99Us), ratio(value(p.direct, (x) => x.p99Us), value(p.tunroute, (x) => x.p99Us))]);
+  }
+  // CPU cost per unit of work, both paths: the lab's processes (tools, servers, proxy, tunroute;
+  // blind to other work on the host) and the whole host (with the kernel's softirq time, but
+  // also with everybody else's work).
+  const secs = sections(r);
+  for (const [kind, label] of [
+    ['lab', 'lab processes'],
+    ['host', 'whole host'],
+  ] as const) {
+    const cpuS = (w: WindowView): number | undefined => (w.cpu ? (kind === 'lab' ? w.cpu.labS : w.cpu.hostBusyS) : undefined);
+    // A whole-host figure is marked when other work kept the host busy in that window.
+    const mark = (w: WindowView): string => (kind === 'host' && otherCores(w) >= BUSY_OTHER_CORES ? ' *' : '');
+    for (const sec of secs) {
+      const d = cost(cpuS(sec.direct), sec.direct, sec.scale);
+      const t = cost(cpuS(sec.tunroute), sec.tunroute, sec.scale);
+      rows.push([`CPU ${sec.per}, ${label}, ${sec.unit}`, fmt(d) + mark(sec.direct), fmt(t) + mark(sec.tunroute), ratio(d, t)]);
+    }
+  }
+  return { head: ['measure', 'direct (kernel)', 'tunroute', 'tunroute vs direct'], align: 'lrrr', rows };
+}
+
+export function cpuTable(r: BenchReport): Table {
+  const proxy = r.settings.proxy;
+  const rows: Row[] = sections(r).map((sec) => {
+    const w = sec.tunroute;
+    const procCost = (k: string): string => {
+      const v = cost(w.cpu?.procs[k], w, sec.scale);
+      return v === undefined ? '—' : `${fmt(v)} ${sec.unit}/${sec.workUnit}`;
+    };
+    const hostShare = w.cpu && w.cpu.wallS > 0 ? w.cpu.hostBusyS / w.cpu.wallS : undefined;
+    return [
+      sec.name,
+      pct(share(w.cpu?.procs.tunroute, w)),
+      procCost('tunroute'),
+      pct(share(w.cpu?.procs.proxy, w)),
+      procCost('proxy'),
+      pct(hostShare),
+    ];
+  });
+  return {
+    head: ['through tunroute', 'tunroute, % of a core', 'tunroute CPU per unit', `${proxy}, % of a core`, `${proxy} CPU per unit`, 'host busy, % of a core'],
+    align: 'lrrrrr',
+    rows,
+  };
+}
+
+/** A markdown table with padded columns (readable as plain text too). */
+export function markdownTable(t: Table): string {
+  const cols = t.head.length;
+  const width = (i: number): number => Math.max(3, ...[t.head, ...t.rows].map((r) => [...(r[i] ?? '')].length));
+  const widths = Array.from({ length: cols }, (_, i) => width(i));
+  const pad = (s: string, i: number): string => {
+    const n = (widths[i] ?? 0) - [...s].length;
+    return t.align[i] === 'r' ? ' '.repeat(n) + s : s + ' '.repeat(n);
+  };
+  const line = (r: Row): string => `| ${Array.from({ length: cols }, (_, i) => pad(r[i] ?? '', i)).join(' | ')} |`;
+  const rule = `|${widths.map((w, i) => (t.align[i] === 'r' ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`;
+  return [line(t.head), rule, ...t.rows.map(line)].join('\n');
+}
+
+function failures(r: BenchReport): string[] {
+  const out: string[] = [];
+  const add = (name: string, p: Pair<unknown> | undefined): void => {
+    if (!p) return;
+    for (const path of ['direct', 'tunroute'] as const) {
+      const runs = p.runs?.[path] ?? [p[path]];
+      runs.forEach((o, i) => {
+        if (!o.ok) out.push(`${name}, ${path}${runs.length > 1 ? ` (run ${i + 1} of ${runs.length})` : ''}: ${o.error}`);
+      });
+    }
+  };
+  add('iperf3 upload', r.iperfUp);
+  add('iperf3 download', r.iperfDown);
+  add('round trips', r.rr);
+  add('connections', r.cps);
+  if (r.tunrouteExit) out.push(`tunroute exited during the run: ${r.tunrouteExit}`);
+  return out;
+}
+
+export function anyFailed(r: BenchReport): boolean {
+  return failures(r).length > 0;
+}
+
+function machine(r: BenchReport): string {
+  const e = r.env;
+  return `${e.cpus} vCPU (${e.cpuModel}), ${fmt(e.memGiB, 2)} GiB, Linux ${e.kernel}, Node ${e.node}`;
+}
+
+function setup(r: BenchReport): string {
+  const s = r.settings;
+  const mtu = s.tunMtu === null ? 'tun0 MTU unknown' : `tun0 MTU ${s.tunMtu}`;
+  const runs = s.repeat > 1 ? `, median of ${s.repeat} runs each` : '';
+  return `tunroute ${r.env.commit}, proxy ${s.proxy}${r.env.tools[s.proxy] ? ` (${r.env.tools[s.proxy]})` : ''}, ${mtu}, veth MTU ${s.vethMtu ?? '?'}, ${s.seconds} s per test${runs}`;
+}
+
+/** What the terminal shows. */
+export function renderText(r: BenchReport): string {
+  const lines = [
+    `tunroute benchmark, ${r.date}`,
+    `machine: ${machine(r)}`,
+    `setup:   ${setup(r)}`,
+    `tools:   ${Object.entries(r.env.tools)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
+    `background load before the run: ${fmt(r.backgroundCores * 100, 2)} % of a core (everything else on this host)`,
+    '',
+    markdownTable(summaryTable(r)),
+    '',
+    '"tunroute vs direct": 1 = as good as the kernel alone; higher is better (throughput: tunroute/direct;',
+    'times and CPU costs: direct/tunroute). CPU of the "lab processes": utime+stime of everything the lab',
+    'runs (tool client and server, proxy, tunroute), blind to other work; "whole host": busy time of all',
+    'cores from /proc/stat (with softirq time, and with everybody else\'s work).',
+    ...(anyMarked(r) ? [`* the host was busy with other work in that window (≥ ${fmt(BUSY_OTHER_CORES * 100, 2)} % of a core beyond the lab's processes).`] : []),
+    '',
+    markdownTable(cpuTable(r)),
+    '',
+    'CPU of tunroute and of the proxy (with its workers): utime+stime from /proc/<pid>/stat, as a share of one',
+    'core while the tool ran and per unit of work; host busy: all cores, everything, over the window.',
+  ];
+  const f = failures(r);
+  if (f.length > 0) lines.push('', 'failures:', ...f.map((x) => `  - ${x}`));
+  return lines.join('\n') + '\n';
+}
+
+export const README_START = '<!-- bench:start -->';
+export const README_END = '<!-- bench:end -->';
+
+/** The README block between the markers (markers excluded). */
+export function renderReadme(r: BenchReport, command: string): string {
+  const f = failures(r);
+  return [
+    '',
+    "### Benchmark: tunroute vs the kernel's direct path",
+    '',
+    `- run: ${r.date.slice(0, 10)}, \`${command}\``,
+    `- machine: ${machine(r)}`,
+    `- noise: a shared machine (other work just before the run: ${fmt(r.backgroundCores * 100, 2)} % of a core); read the figures for direction`,
+    `- setup: ${setup(r)}`,
+    '',
+    'Both columns come from the same run in the same lab: "direct" is the tool in the client',
+    'namespace talking to the server over a veth pair (kernel only); "tunroute" is the same tool',
+    'talking to an address routed into tun0, carried by tunroute through the SOCKS5 proxy.',
+    '',
+    markdownTable(summaryTable(r)),
+    '',
+    '"tunroute vs direct": 1 = as good as the kernel alone, higher is better (throughput:',
+    'tunroute/direct; times and CPU costs: direct/tunroute). CPU of the "lab processes" is',
+    'utime+stime of everything the lab runs (tool client and server, proxy, tunroute), blind to',
+    'other work; "whole host" is the busy time of all cores from /proc/stat (with softirq time, and',
+    "with everybody else's work)." +
+      (anyMarked(r) ? ` \\* marks a window in which the host was busy with other work (≥ ${fmt(BUSY_OTHER_CORES * 100, 2)} % of a core beyond the lab's processes).` : ''),
+    'Below: the CPU of tunroute and of the proxy (with its workers)',
+    'in each window through tunroute (utime+stime from /proc/<pid>/stat), as a share of one core',
+    'while the tool ran and per unit of work.',
+    '',
+    markdownTable(cpuTable(r)),
+    '',
+    ...(f.length > 0 ? ['Failures in this run:', '', ...f.map((x) => `- ${x}`), ''] : []),
+  ].join('\n');
+}
+
+/**
+ * Replace what is between the markers in the README (re-read just before writing, written
+ * atomically); if there are no markers yet, put them at the end of the `## Performance`
+ * section. Nothing else in the file changes.
+ */
+export function writeReadme(file: string, block: string): void {
+  const text = readFileSync(file, 'utf8');
+  const start = text.indexOf(README_START);
+  const end = text.indexOf(README_END);
+  let next: string;
+  if (start >= 0 && end > start) {
+    next = text.slice(0, start + README_START.length) + '\n' + block + text.slice(end);
+  } else if (start < 0 && end < 0) {
+    const heading = /^## Performance[^\n]*\n/m.exec(text);
+    if (!heading) throw new Error(`${file} has no "## Performance" heading and no ${README_START} markers`);
+    const after = heading.index + heading[0].length;
+    const nextHeading = /^## /m.exec(text.slice(after));
+    const at = nextHeading ? after + nextHeading.index : text.length;
+    const before = text.slice(0, at).replace(/\n*$/, '\n\n');
+    next = `${before}${README_START}\n${block}${README_END}\n${at < text.length ? '\n' : ''}${text.slice(at)}`;
+  } else {
+    throw new Error(`${file}: found only one of ${README_START} / ${README_END}; fix the markers by hand`);
+  }
+  const tmp = `${file}.bench-tmp-${process.pid}`;
+  writeFileSync(tmp, next);
+  renameSync(tmp, file);
+}
