@@ -224,7 +224,11 @@ class TcpFlow implements TcpListener {
 
   onData(chunk: Uint8Array): void {
     const s = this.socket;
-    if (s === undefined || s.destroyed) return;
+    if (s === undefined || s.destroyed || s.writableEnded) {
+      // Nowhere to deliver: the app must learn its bytes were lost, not be ACKed into silence.
+      this.abort();
+      return;
+    }
     this.bytesUp += chunk.length;
     this.relay.stats.bytesUp += chunk.length;
     this.inFlight.push(chunk.length);
