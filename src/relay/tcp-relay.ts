@@ -232,8 +232,21 @@ class TcpFlow implements TcpListener {
     this.bytesUp += chunk.length;
     this.relay.stats.bytesUp += chunk.length;
     this.inFlight.push(chunk.length);
+    // Everything one batch of packets delivers to this flow leaves in one writev: cork now,
+    // uncork once the batch's callback has returned (process.nextTick runs right after it).
+    if (!this.corked) {
+      this.corked = true;
+      s.cork();
+      process.nextTick(this.uncork);
+    }
     s.write(chunk, this.onFlushed);
   }
+
+  private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket?.uncork();
+  };
 
   /** One chunk reached the kernel: its bytes no longer count against the app's window. */
   private readonly onFlushed = (err?: Error | null): void => {
