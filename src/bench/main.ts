@@ -14,6 +14,7 @@
  * bounded in time and count; the lab is removed at the end, also after an error or a signal.
  */
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -80,6 +81,10 @@ interface Options {
   repeat: number;
   /** Extra arguments for `tunroute up`. */
   tunrouteArgs: string[];
+  /** Print (and with --write-readme, write) a report saved with --json instead of measuring. */
+  render: string | null;
+  /** How this run was asked for, for the README. */
+  command: string;
 }
 
 const USAGE = `usage: node dist/bench/main.js [options]     (npm run bench -- [options]; needs root)
@@ -95,6 +100,8 @@ const USAGE = `usage: node dist/bench/main.js [options]     (npm run bench -- [o
   --tunroute-arg A   pass A to tunroute up as well, e.g. --tunroute-arg=--no-offload (repeatable)
   --json             print the report as JSON instead of tables
   --write-readme     write the tables into README.md between the bench markers
+  --render FILE      measure nothing: show a report saved with --json (and with --write-readme,
+                     put it into README.md)
   -h, --help         this text
 `;
 
@@ -114,6 +121,7 @@ function parseOptions(argv: string[]): Options | 'help' {
       'wait-idle': { type: 'string' },
       repeat: { type: 'string' },
       'tunroute-arg': { type: 'string', multiple: true },
+      render: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -145,7 +153,10 @@ function parseOptions(argv: string[]): Options | 'help' {
   for (const a of extra) {
     if (/^--(route|proxy|control|tun)\b/.test(a)) throw new UsageError(`--tunroute-arg ${a}: the benchmark sets that itself`);
   }
+  const flags = argv.filter((a) => a !== '--write-readme' && a !== '--json');
   return {
+    command: ['npm run bench', ...(flags.length ? ['--', ...flags] : [])].join(' '),
+    render: values.render ?? null,
     tunrouteArgs: extra,
     repeat,
     waitIdle,
@@ -418,6 +429,7 @@ async function bench(opts: Options): Promise<BenchReport> {
       date: new Date().toISOString(),
       env,
       settings: {
+        command: opts.command,
         seconds: opts.seconds,
         repeat: opts.repeat,
         proxy: opts.proxy,
@@ -453,6 +465,20 @@ async function bench(opts: Options): Promise<BenchReport> {
   }
 }
 
+/** A report saved with --json. */
+function loadReport(file: string): BenchReport {
+  let j: unknown;
+  try {
+    j = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new LabError(`cannot read the report ${file}: ${errText(e)}`);
+  }
+  if (typeof j !== 'object' || j === null || !('version' in j) || j.version !== 1 || !('settings' in j) || !('env' in j)) {
+    throw new LabError(`${file} is not a report saved by \`npm run bench -- --json\` (version 1)`);
+  }
+  return j as BenchReport;
+}
+
 async function main(argv: string[]): Promise<number> {
   let opts: Options | 'help';
   try {
@@ -465,18 +491,22 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  const avail = labAvailable();
-  if (!avail.ok) {
-    process.stderr.write(`bench: ${avail.reason ?? 'the lab cannot run here'}\n`);
-    return 2;
+  let report: BenchReport;
+  if (opts.render !== null) {
+    report = loadReport(opts.render);
+  } else {
+    const avail = labAvailable();
+    if (!avail.ok) {
+      process.stderr.write(`bench: ${avail.reason ?? 'the lab cannot run here'}\n`);
+      return 2;
+    }
+    report = await bench(opts);
   }
-  const report = await bench(opts);
   if (opts.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   else process.stdout.write(renderText(report));
   if (opts.writeReadme) {
     const readme = join(ROOT, 'README.md');
-    const flags = argv.filter((a) => a !== '--write-readme' && a !== '--json');
-    writeReadme(readme, renderReadme(report, ['npm run bench', ...(flags.length ? ['--', ...flags] : [])].join(' ')));
+    writeReadme(readme, renderReadme(report));
     progress(`wrote the figures into ${readme}`);
   }
   return anyFailed(report) ? 1 : 0;

@@ -29,6 +29,8 @@ export interface BenchEnv {
 }
 
 export interface BenchSettings {
+  /** The command that made this report, e.g. `npm run bench -- --repeat 3`. */
+  command?: string;
   seconds: number;
   /** Runs of each pair (alternating direct and tunroute); the median run is shown. */
   repeat: number;
@@ -247,7 +249,7 @@ export function cpuTable(r: BenchReport): Table {
       procCost('tunroute'),
       pct(share(w.cpu?.procs.proxy, w)),
       procCost('proxy'),
-      pct(hostShare),
+      pct(hostShare) + (otherCores(w) >= BUSY_OTHER_CORES ? ' *' : ''),
     ];
   });
   return {
@@ -339,7 +341,20 @@ export const README_START = '<!-- bench:start -->';
 export const README_END = '<!-- bench:end -->';
 
 /** The README block between the markers (markers excluded). */
-export function renderReadme(r: BenchReport, command: string): string {
+/** The command behind a report (rebuilt from its settings when it predates `command`). */
+function commandOf(s: BenchSettings): string {
+  if (s.command) return s.command;
+  const flags: string[] = [];
+  if (s.seconds !== 5) flags.push('--seconds', String(s.seconds));
+  if (s.repeat > 1) flags.push('--repeat', String(s.repeat));
+  if (s.requestedMtu !== null) flags.push('--mtu', String(s.requestedMtu));
+  if (s.proxy !== 'dante') flags.push('--proxy', s.proxy);
+  if (s.tests.length < 3) flags.push('--only', s.tests.join(','));
+  return ['npm run bench', ...(flags.length ? ['--', ...flags] : [])].join(' ');
+}
+
+export function renderReadme(r: BenchReport): string {
+  const command = commandOf(r.settings);
   const f = failures(r);
   return [
     '',
@@ -360,15 +375,19 @@ export function renderReadme(r: BenchReport, command: string): string {
     'tunroute/direct; times and CPU costs: direct/tunroute). CPU of the "lab processes" is',
     'utime+stime of everything the lab runs (tool client and server, proxy, tunroute), blind to',
     'other work; "whole host" is the busy time of all cores from /proc/stat (with softirq time, and',
-    "with everybody else's work)." +
-      (anyMarked(r) ? ` \\* marks a window in which the host was busy with other work (≥ ${fmt(BUSY_OTHER_CORES * 100, 2)} % of a core beyond the lab's processes).` : ''),
-    'Below: the CPU of tunroute and of the proxy (with its workers)',
-    'in each window through tunroute (utime+stime from /proc/<pid>/stat), as a share of one core',
-    'while the tool ran and per unit of work.',
+    "with everybody else's work).",
+    ...(anyMarked(r)
+      ? ['', `\\* the host was busy with other work in that window (≥ ${fmt(BUSY_OTHER_CORES * 100, 2)} % of a core beyond the lab's processes).`]
+      : []),
+    '',
+    'CPU of tunroute and of the proxy (with its workers) in each window through tunroute',
+    '(utime+stime from /proc/<pid>/stat), as a share of one core while the tool ran and per unit',
+    'of work:',
     '',
     markdownTable(cpuTable(r)),
     '',
     ...(f.length > 0 ? ['Failures in this run:', '', ...f.map((x) => `- ${x}`), ''] : []),
+    '',
   ].join('\n');
 }
 
