@@ -17,9 +17,9 @@ fi
 
 # iproute2 (ip, netns), build tools for the addon, and the lab's real programs: a SOCKS5
 # server (dante, microsocks), traffic tools (ping, curl, iperf3, dig), a resolver (dnsmasq),
-# a WireGuard peer (wireguard-go, wg) and tcpdump.
+# a WireGuard peer (wireguard-go, wg), tcpdump, and sockperf for the benchmark.
 pkgs=(iproute2 python3 make g++ iputils-ping curl iperf3 dante-server microsocks dnsutils dnsmasq-base
-      wireguard-go wireguard-tools tcpdump procps)
+      wireguard-go wireguard-tools tcpdump procps sockperf)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
