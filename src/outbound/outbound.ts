@@ -9,9 +9,8 @@
  * The WireGuard tunnel does not implement this interface: it forwards whole IP packets and
  * never terminates a flow (see DESIGN.md, "Terminate for SOCKS, forward for the tunnel").
  *
- * UDP (SOCKS5 UDP ASSOCIATE) will be added as an optional member
- * `openUdp?(opts: {signal?: AbortSignal; timeoutMs?: number}): Promise<UdpUpstream>` and a
- * `'udp'` entry in the stats; TCP users do not change, and UDP users test for the member.
+ * UDP (SOCKS5 UDP ASSOCIATE) is the optional member `openUdp` (see socks5-udp.ts) with an
+ * optional `udp` entry in the stats; TCP users do not change, and UDP users test for the member.
  */
 import type { Socket } from 'node:net';
 import { TunrouteError } from '../errors.js';
@@ -87,6 +86,31 @@ export interface OutboundStats {
   /** connectTcp calls that resolved with a socket. */
   tcpEstablished: number;
   tcpFailures: Record<UpstreamReason, number>;
+  /** Present on outbounds that carry UDP. */
+  udp?: UdpOutboundStats;
+}
+
+/** UDP counters of an outbound that implements openUdp. */
+export interface UdpOutboundStats {
+  /** openUdp calls. */
+  attempts: number;
+  /** openUdp calls that resolved with an association. */
+  established: number;
+  failures: Record<UpstreamReason, number>;
+  /** Associations that ended by themselves (the proxy closed the control connection, …). */
+  lost: number;
+  datagramsUp: number;
+  bytesUp: number;
+  datagramsDown: number;
+  bytesDown: number;
+  /** Datagrams dropped: send queue full, malformed or foreign frames from the relay. */
+  dropped: number;
+}
+
+export function newUdpOutboundStats(): UdpOutboundStats {
+  const failures = {} as Record<UpstreamReason, number>;
+  for (const r of UPSTREAM_REASONS) failures[r] = 0;
+  return { attempts: 0, established: 0, failures, lost: 0, datagramsUp: 0, bytesUp: 0, datagramsDown: 0, bytesDown: 0, dropped: 0 };
 }
 
 export function newOutboundStats(): OutboundStats {
@@ -110,6 +134,46 @@ export interface Outbound {
    * handlers, then call `resume()` (or `pipe()`). Nothing is lost in between.
    */
   connectTcp(dst: Destination, opts?: ConnectOptions): Promise<TcpUpstream>;
+  /**
+   * Open a UDP association through this upstream: one local endpoint from which datagrams go
+   * to any destination and from which replies of any remote come back. Resolves once the
+   * upstream confirmed it; rejects with an UpstreamError ('protocol' or 'not_allowed' when the
+   * upstream cannot carry UDP). Absent on outbounds that never carry UDP.
+   */
+  openUdp?(opts?: UdpOpenOptions): Promise<UdpUpstream>;
   /** Abort connects in flight (they reject with 'aborted') and refuse new ones. Idempotent. */
   close(): Promise<void>;
+}
+
+export interface UdpOpenOptions {
+  /** Abort the attempt; rejects with reason 'aborted'. */
+  readonly signal?: AbortSignal;
+  /** Deadline for the whole setup; the outbound's default otherwise. */
+  readonly timeoutMs?: number;
+}
+
+/** What an association reports to its user. */
+export interface UdpUpstreamHandlers {
+  /** A datagram from `from` (any remote). The payload belongs to the handler. */
+  message(payload: Uint8Array, from: Destination): void;
+  /**
+   * The association ended by itself (the upstream closed it, the relay became unreachable).
+   * Not called after the user's own close(). Nothing is delivered afterwards.
+   */
+  closed(err: UpstreamError): void;
+}
+
+/** One UDP association through an upstream. */
+export interface UdpUpstream {
+  /** Where the upstream relays our datagrams (for logs). */
+  readonly relay: Destination;
+  /** Install the receivers; datagrams that arrive before are dropped. */
+  setHandlers(h: UdpUpstreamHandlers): void;
+  /**
+   * Send one datagram to `dst`. The bytes are copied before return. False when it was dropped
+   * (closed, or the local send queue is full: UDP has no backpressure, so we shed load).
+   */
+  send(dst: Destination, payload: Uint8Array): boolean;
+  /** End the association and release its sockets. Idempotent. */
+  close(): void;
 }

@@ -1,0 +1,396 @@
+/**
+ * SOCKS5 UDP ASSOCIATE (RFC 1928 §4, §7) on the npm `socks` client.
+ *
+ *   client                                           proxy
+ *     ── TCP connect ───────────────────────────────►          control connection
+ *     ── greeting / auth (as for CONNECT) ──────────►
+ *     ── 05 03 00 01 0.0.0.0 0 ──────────────────────►          UDP ASSOCIATE, "any source"
+ *     ◄──────────── 05 00 00 01 relay.addr relay.port ──        where to send datagrams
+ *     ══ UDP: 00 00 frag atyp dst.addr dst.port data ═►  relay ══► dst
+ *     ◄═ UDP: 00 00 00   atyp src.addr src.port data ══  relay ◄══ any remote
+ *
+ * The association lives exactly as long as the TCP control connection (RFC 1928 §7): when
+ * the proxy closes it, the association is over and the user hears `closed` ('proxy_down').
+ * A relay address of 0.0.0.0 in the reply means "the address you reached me at": we use the
+ * control connection's remote address (the `socks` library would substitute
+ * `proxy.ipaddress`, which we do not set). The destination in the request is 0.0.0.0:0 — we
+ * do not know our source address as the proxy sees it (NAT); dante accepts that and locks
+ * the association to the first datagram's source (FACTS.md).
+ *
+ * Our UDP socket is bound to the control connection's local address and `connect()`ed to the
+ * relay, so only the relay's datagrams reach us, and ICMP errors about our datagrams surface
+ * as socket errors. dante uses exactly that to report a destination that refused: it sends us
+ * ICMP port unreachable (ECONNREFUSED here) and keeps the association; we pass it on as
+ * `unreachable('refused')` so that the app gets its own ICMP port unreachable.
+ *
+ * One association per app flow, not one shared per app socket. Sharing (one association for
+ * everything an app socket sends) would give the app a single external port at the proxy for
+ * all its destinations, which peer-to-peer hole punching likes. We choose per flow because:
+ *   - the router picks the outbound per destination: two destinations of one socket may go
+ *     through different proxies, or one may be blocked;
+ *   - an error the proxy reports (ECONNREFUSED above, the control connection dying) can only
+ *     be attributed to a destination when the association carries one: the app gets the ICMP
+ *     error for the right datagram;
+ *   - the flow's idle timeout (10 s for DNS) releases the association with the flow.
+ * The cost is two sockets per flow (the control connection and the UDP socket) — the flow
+ * table's cap bounds them. Replies from any remote still reach the app (full cone inbound).
+ *
+ * SOCKS-level fragmentation (FRAG ≠ 0) is optional in RFC 1928 and we do not implement it:
+ * such frames are dropped, as the RFC allows. Only IPv4 remote addresses are delivered.
+ */
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { Socket, isIPv4 } from 'node:net';
+import { SocksClient, type SocksClientError, type SocksProxy } from 'socks';
+import type { Logger } from '../logger.js';
+import {
+  UpstreamError,
+  newUdpOutboundStats,
+  type Destination,
+  type UdpOpenOptions,
+  type UdpOutboundStats,
+  type UdpUpstream,
+  type UdpUpstreamHandlers,
+  type UpstreamReason,
+} from './outbound.js';
+import { Socks5Outbound, classifySocksError, type Socks5OutboundOptions } from './socks5.js';
+import { formatSocks5Url, type Socks5Url } from './socks5-url.js';
+
+export const SOCKS5_UDP_DEFAULT_TIMEOUT_MS = 10_000;
+/** Datagrams queued in our UDP socket beyond which sends are dropped (UDP has no backpressure). */
+export const SOCKS5_UDP_MAX_SEND_QUEUE = 512;
+/** Keep-alive on the control connection: a proxy that vanished is noticed. */
+const CONTROL_KEEPALIVE_MS = 15_000;
+
+/** What a remote could not be reached as, as reported by the proxy through ICMP. */
+export type UdpUnreachableReason = Extract<UpstreamReason, 'refused' | 'unreachable'>;
+
+/** Handlers of a SOCKS5 association: the generic ones plus the proxy's delivery errors. */
+export interface Socks5UdpHandlers extends UdpUpstreamHandlers {
+  /** The proxy reported that a datagram could not be delivered (the association lives on). */
+  unreachable?(reason: UdpUnreachableReason): void;
+}
+
+export interface Socks5UdpOptions {
+  /** The outbound's name, for errors and logs. */
+  readonly name: string;
+  readonly proxy: Socks5Url;
+  /** Deadline for proxy connect + handshake + relay socket; default 10 s. */
+  readonly timeoutMs?: number;
+  readonly logger?: Logger;
+  /** Counters to bump (the outbound's); a private set otherwise. */
+  readonly stats?: UdpOutboundStats;
+}
+
+function socksProxyOf(proxy: Socks5Url): SocksProxy {
+  return {
+    host: proxy.host,
+    port: proxy.port,
+    type: 5,
+    ...(proxy.auth === undefined ? {} : { userId: proxy.auth.username, password: proxy.auth.password }),
+  };
+}
+
+/** '::ffff:1.2.3.4' → '1.2.3.4'; IPv4 as is; anything else undefined. */
+function ipv4Of(addr: string | undefined): string | undefined {
+  if (addr === undefined) return undefined;
+  if (isIPv4(addr)) return addr;
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(addr);
+  return m !== null && isIPv4(m[1]!) ? m[1] : undefined;
+}
+
+/**
+ * Open one association. Resolves when the proxy granted it and our relay socket is ready;
+ * rejects with an UpstreamError: 'proxy_down' (cannot reach the proxy), 'protocol' (the proxy
+ * does not do UDP ASSOCIATE — microsocks answers 0x07 — or broke the protocol),
+ * 'not_allowed', 'auth_failed', 'timeout', 'aborted'.
+ */
+export function openSocks5UdpAssociation(opts: Socks5UdpOptions, open: UdpOpenOptions = {}): Promise<Socks5UdpAssociation> {
+  const stats = opts.stats ?? newUdpOutboundStats();
+  stats.attempts++;
+  const name = opts.name;
+  const proxyAddr = `${opts.proxy.host}:${opts.proxy.port}`;
+  const error = (reason: UpstreamReason, message: string, cause?: unknown): UpstreamError =>
+    new UpstreamError(reason, name, `UDP ASSOCIATE via SOCKS5 proxy ${proxyAddr}: ${message}`, cause);
+  const signal = open.signal;
+  if (signal?.aborted === true) {
+    stats.failures.aborted++;
+    return Promise.reject(error('aborted', 'aborted before it started'));
+  }
+  const timeoutMs = open.timeoutMs ?? opts.timeoutMs ?? SOCKS5_UDP_DEFAULT_TIMEOUT_MS;
+  const started = performance.now();
+
+  return new Promise<Socks5UdpAssociation>((resolve, reject) => {
+    const control = new Socket();
+    let udp: UdpSocket | undefined;
+    let settled = false;
+    let phase: 'connect' | 'handshake' | 'relay' = 'connect';
+
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      control.removeListener('error', onConnectError);
+      control.removeListener('connect', onConnect);
+    };
+    const fail = (err: UpstreamError): void => {
+      if (settled) return;
+      settled = true;
+      cleanup();
+      control.destroy();
+      if (udp !== undefined) {
+        udp.removeAllListeners();
+        udp.on('error', () => {});
+        udp.close();
+      }
+      stats.failures[err.reason]++;
+      if (opts.logger?.isLevelEnabled('debug') === true) opts.logger.debug({ outbound: name, reason: err.reason }, err.message);
+      reject(err);
+    };
+    const onAbort = (): void => fail(error('aborted', 'aborted by the caller', signal?.reason));
+    const onConnectError = (err: NodeJS.ErrnoException): void => {
+      fail(error('proxy_down', `cannot reach the proxy: ${err.code ?? err.message}`, err));
+    };
+    const timer = setTimeout(() => {
+      if (phase === 'connect') fail(error('proxy_down', `the proxy did not accept a TCP connection within ${timeoutMs} ms`));
+      else fail(error('timeout', `no association within ${timeoutMs} ms (${phase})`));
+    }, timeoutMs);
+
+    const onConnect = (): void => {
+      if (settled) return;
+      phase = 'handshake';
+      control.removeListener('error', onConnectError);
+      const client = new SocksClient({
+        command: 'associate',
+        proxy: socksProxyOf(opts.proxy),
+        destination: { host: '0.0.0.0', port: 0 },
+        // Our own timer fires first; this one only guards against a leak.
+        timeout: Math.max(1, timeoutMs - (performance.now() - started)) + 1000,
+        existing_socket: control,
+      });
+      client.once('error', (err: SocksClientError) => {
+        const c = classifySocksError(err.message);
+        fail(error(c.reason, c.detail));
+      });
+      client.once('established', (info) => {
+        if (settled) {
+          control.destroy();
+          return;
+        }
+        // From here the control connection only has to stay open. `socks` resumes it on the
+        // next turn and re-emits any bytes that came with the reply: swallow them.
+        control.on('data', () => {});
+        control.on('error', () => {});
+        control.setKeepAlive(true, CONTROL_KEEPALIVE_MS);
+        const said = info.remoteHost?.host;
+        const relayIp = said !== undefined && said !== '0.0.0.0' ? ipv4Of(said) : ipv4Of(control.remoteAddress);
+        const relayPort = info.remoteHost?.port ?? 0;
+        if (relayIp === undefined || relayPort === 0) {
+          fail(error('protocol', `the proxy named an unusable relay address ${String(said)}:${relayPort}`));
+          return;
+        }
+        phase = 'relay';
+        startRelay({ ip: relayIp, port: relayPort });
+      });
+      client.connect(control);
+    };
+
+    const startRelay = (relay: Destination): void => {
+      const u = createSocket({ type: 'udp4' });
+      udp = u;
+      const onUdpError = (err: NodeJS.ErrnoException): void => {
+        fail(error('proxy_down', `cannot set up the relay socket to ${relay.ip}:${relay.port}: ${err.code ?? err.message}`, err));
+      };
+      u.once('error', onUdpError);
+      const local = ipv4Of(control.localAddress) ?? '0.0.0.0';
+      u.bind({ address: local, port: 0 }, () => {
+        if (settled) return;
+        u.connect(relay.port, relay.ip, () => {
+          if (settled) return;
+          settled = true;
+          cleanup();
+          u.removeListener('error', onUdpError);
+          stats.established++;
+          resolve(new Socks5UdpAssociation(name, control, u, relay, stats, opts.logger));
+        });
+      });
+    };
+
+    signal?.addEventListener('abort', onAbort, { once: true });
+    control.once('error', onConnectError);
+    control.once('connect', onConnect);
+    control.setNoDelay(true);
+    control.connect({ host: opts.proxy.host, port: opts.proxy.port });
+  });
+}
+
+/** One granted association: the control connection and our UDP socket connected to the relay. */
+export class Socks5UdpAssociation implements UdpUpstream {
+  private handlers: Socks5UdpHandlers | undefined;
+  private closed = false;
+  /** The frame header for the last destination (a flow sends to one). */
+  private lastDst = '';
+  private lastHeader: Buffer = Buffer.alloc(0);
+  private readonly closeListeners: Array<() => void> = [];
+
+  constructor(
+    private readonly name: string,
+    private readonly control: Socket,
+    private readonly udp: UdpSocket,
+    readonly relay: Destination,
+    private readonly stats: UdpOutboundStats,
+    private readonly logger: Logger | undefined,
+  ) {
+    udp.on('message', this.onMessage);
+    udp.on('error', this.onUdpError);
+    control.once('close', this.onControlClose);
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Run `cb` once when the association ends, whichever way (now, if it has ended). */
+  onceClosed(cb: () => void): void {
+    if (this.closed) cb();
+    else this.closeListeners.push(cb);
+  }
+
+  setHandlers(h: Socks5UdpHandlers): void {
+    this.handlers = h;
+  }
+
+  send(dst: Destination, payload: Uint8Array): boolean {
+    if (this.closed) return false;
+    const s = this.stats;
+    if (this.udp.getSendQueueCount() >= SOCKS5_UDP_MAX_SEND_QUEUE) {
+      s.dropped++;
+      return false;
+    }
+    const key = `${dst.ip}:${dst.port}`;
+    if (key !== this.lastDst) {
+      // The library builds the frame format; with empty data it is exactly the header.
+      this.lastHeader = SocksClient.createUDPFrame({ remoteHost: { host: dst.ip, port: dst.port }, data: Buffer.alloc(0) });
+      this.lastDst = key;
+    }
+    const h = this.lastHeader;
+    // One copy: the caller's bytes are a view into a reused buffer, and dgram sends later.
+    const frame = Buffer.allocUnsafe(h.length + payload.length);
+    h.copy(frame, 0);
+    frame.set(payload, h.length);
+    this.udp.send(frame);
+    s.datagramsUp++;
+    s.bytesUp += payload.length;
+    return true;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.control.removeListener('close', this.onControlClose);
+    this.control.destroy();
+    this.udp.removeListener('message', this.onMessage);
+    this.udp.close();
+    for (const cb of this.closeListeners.splice(0)) cb();
+  }
+
+  private readonly onMessage = (msg: Buffer): void => {
+    const s = this.stats;
+    // RSV 0 0, FRAG 0 (no SOCKS fragmentation), ATYP 1 (IPv4): 10 header bytes.
+    if (msg.length < 10 || msg[0] !== 0 || msg[1] !== 0 || msg[2] !== 0 || msg[3] !== 1 || this.handlers === undefined) {
+      s.dropped++;
+      return;
+    }
+    let frame: ReturnType<typeof SocksClient.parseUDPFrame>;
+    try {
+      frame = SocksClient.parseUDPFrame(msg);
+    } catch {
+      s.dropped++;
+      return;
+    }
+    s.datagramsDown++;
+    s.bytesDown += frame.data.length;
+    this.handlers.message(frame.data, { ip: frame.remoteHost.host, port: frame.remoteHost.port });
+  };
+
+  private readonly onUdpError = (err: NodeJS.ErrnoException): void => {
+    if (this.closed) return;
+    // ICMP errors about what we sent, relayed by the proxy (dante) or from the relay port.
+    if (err.code === 'ECONNREFUSED') return this.handlers?.unreachable?.('refused');
+    if (err.code === 'EHOSTUNREACH' || err.code === 'ENETUNREACH') return this.handlers?.unreachable?.('unreachable');
+    this.end(new UpstreamError('proxy_down', this.name, `UDP relay socket to ${this.relay.ip}:${this.relay.port} failed: ${err.code ?? err.message}`, err));
+  };
+
+  private readonly onControlClose = (): void => {
+    this.end(new UpstreamError('proxy_down', this.name, `the SOCKS5 proxy closed the UDP ASSOCIATE control connection (relay ${this.relay.ip}:${this.relay.port})`));
+  };
+
+  private end(err: UpstreamError): void {
+    if (this.closed) return;
+    this.close();
+    this.stats.lost++;
+    if (this.logger?.isLevelEnabled('debug') === true) this.logger.debug({ outbound: this.name, relay: this.relay }, err.message);
+    this.handlers?.closed(err);
+  }
+}
+
+/**
+ * The SOCKS5 outbound with UDP: CONNECT as Socks5Outbound, plus `openUdp` (UDP ASSOCIATE).
+ * The composition root builds this one wherever it built a Socks5Outbound.
+ */
+export class Socks5UdpOutbound extends Socks5Outbound {
+  private readonly udpOpts: Socks5UdpOptions;
+  private readonly udpStats: UdpOutboundStats = newUdpOutboundStats();
+  private readonly live = new Set<Socks5UdpAssociation>();
+  private readonly opening = new Set<AbortController>();
+  private udpClosed = false;
+
+  constructor(opts: Socks5OutboundOptions & { readonly udpTimeoutMs?: number }) {
+    super(opts);
+    this.stats.udp = this.udpStats;
+    this.udpOpts = {
+      name: opts.name,
+      proxy: opts.proxy,
+      timeoutMs: opts.udpTimeoutMs ?? opts.connectTimeoutMs ?? SOCKS5_UDP_DEFAULT_TIMEOUT_MS,
+      logger: opts.logger,
+      stats: this.udpStats,
+    };
+  }
+
+  /** Associations open now. */
+  get udpAssociations(): number {
+    return this.live.size;
+  }
+
+  async openUdp(opts: UdpOpenOptions = {}): Promise<Socks5UdpAssociation> {
+    if (this.udpClosed) {
+      this.udpStats.attempts++;
+      this.udpStats.failures.aborted++;
+      throw new UpstreamError('aborted', this.name, `UDP ASSOCIATE via ${formatSocks5Url(this.udpOpts.proxy)}: outbound '${this.name}' is closed`);
+    }
+    // Our own controller, so that close() can abort what is still opening.
+    const ctl = new AbortController();
+    const onAbort = (): void => ctl.abort(opts.signal?.reason);
+    if (opts.signal?.aborted === true) ctl.abort(opts.signal.reason);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    this.opening.add(ctl);
+    try {
+      const a = await openSocks5UdpAssociation(this.udpOpts, { signal: ctl.signal, timeoutMs: opts.timeoutMs });
+      if (this.udpClosed) {
+        a.close();
+        throw new UpstreamError('aborted', this.name, `outbound '${this.name}' was closed`);
+      }
+      this.live.add(a);
+      a.onceClosed(() => this.live.delete(a));
+      return a;
+    } finally {
+      this.opening.delete(ctl);
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  override async close(): Promise<void> {
+    this.udpClosed = true;
+    for (const ctl of [...this.opening]) ctl.abort(new Error('outbound closed'));
+    for (const a of [...this.live]) a.close();
+    await super.close();
+  }
+}
