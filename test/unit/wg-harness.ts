@@ -155,6 +155,12 @@ export function runUntil(p: Pair, until: number, drop?: (d: Datagram, from: 'a' 
   return all;
 }
 
+/** Move both the monotonic clock and the wall clock forward. */
+export function advance(p: Pair, ms: number): void {
+  p.clock.advance(ms);
+  p.wall.ms += ms;
+}
+
 export function typeOf(d: Uint8Array): number {
   return d[0];
 }
