@@ -40,8 +40,6 @@ export function paddedLength(len: number, mtu: number): number {
   return len + (padded - last);
 }
 
-const ZEROS = new Uint8Array(PADDING_MULTIPLE);
-
 export class Keypair {
   readonly isInitiator: boolean;
   readonly localIndex: number;
@@ -56,6 +54,7 @@ export class Keypair {
   private sendKey: KeyObject | undefined;
   private recvKey: KeyObject | undefined;
   private readonly nonce = new Uint8Array(12);
+  private scratch = new Uint8Array(0);
 
   constructor(keys: TransportKeys, createdAt: number) {
     this.isInitiator = keys.isInitiator;
@@ -92,26 +91,25 @@ export class Keypair {
     const key = this.sendKey;
     if (key === undefined || this.sendCounter >= REJECT_AFTER_MESSAGES) return undefined;
     const counter = this.sendCounter++;
-    const pad = Math.max(0, paddedLen - packet.length);
-    const n = packet.length + pad;
-    const out = new Uint8Array(TRANSPORT_HEADER_LEN + n + AEAD_TAG_LEN);
+    const n = Math.max(paddedLen, packet.length);
+    let plain = packet;
+    if (n > packet.length) {
+      // Pad in a scratch copy: one cipher update is cheaper than a second for the zeros.
+      if (this.scratch.length < n) this.scratch = new Uint8Array(Math.max(n, 2048));
+      plain = this.scratch.subarray(0, n);
+      plain.set(packet);
+      plain.fill(0, packet.length);
+    }
+    // Every byte is written below, so the buffer need not be zero-filled first.
+    const out: Uint8Array = Buffer.allocUnsafe(TRANSPORT_HEADER_LEN + n + AEAD_TAG_LEN);
     writeU32(out, 0, MESSAGE_TRANSPORT);
     writeU32(out, 4, this.remoteIndex);
     writeU64(out, 8, counter);
     const c = createCipheriv('chacha20-poly1305', key, aeadNonce(counter, this.nonce), { authTagLength: AEAD_TAG_LEN });
-    let at = TRANSPORT_HEADER_LEN;
-    if (packet.length > 0) {
-      const body = c.update(packet);
-      out.set(body, at);
-      at += body.length;
-    }
-    for (let left = pad; left > 0; left -= PADDING_MULTIPLE) {
-      const body = c.update(left >= PADDING_MULTIPLE ? ZEROS : ZEROS.subarray(0, left));
-      out.set(body, at);
-      at += body.length;
-    }
+    if (n > 0) out.set(c.update(plain), TRANSPORT_HEADER_LEN);
     c.final();
     out.set(c.getAuthTag(), TRANSPORT_HEADER_LEN + n);
+    if (plain !== packet) plain.fill(0);
     return out;
   }
 

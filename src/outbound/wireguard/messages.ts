@@ -88,11 +88,25 @@ export function writeU32(b: Uint8Array, i: number, v: number): void {
   b[i + 3] = (v >>> 24) & 0xff;
 }
 
+const TWO_32 = 0x1_0000_0000;
+const SAFE_HI = 0x20_0000; // hi words below this keep hi·2^32 + lo under 2^53: exact as a Number
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 export function readU64(b: Uint8Array, i: number): bigint {
-  return (BigInt(readU32(b, i + 4)) << 32n) | BigInt(readU32(b, i));
+  const lo = readU32(b, i);
+  const hi = readU32(b, i + 4);
+  // One BigInt conversion on the common path (counters far below 2^53).
+  if (hi < SAFE_HI) return BigInt(hi * TWO_32 + lo);
+  return (BigInt(hi) << 32n) | BigInt(lo);
 }
 
 export function writeU64(b: Uint8Array, i: number, v: bigint): void {
+  if (v <= MAX_SAFE) {
+    const n = Number(v);
+    writeU32(b, i, n >>> 0);
+    writeU32(b, i + 4, Math.floor(n / TWO_32));
+    return;
+  }
   writeU32(b, i, Number(v & 0xffffffffn));
   writeU32(b, i + 4, Number((v >> 32n) & 0xffffffffn));
 }

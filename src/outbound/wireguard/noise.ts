@@ -24,6 +24,7 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, type KeyObject } from 'node:crypto';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { blake2s } from '@noble/hashes/blake2.js';
+import { writeU64 } from './messages.js';
 
 export const CONSTRUCTION = 'Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s';
 export const IDENTIFIER = 'WireGuard v1 zx2c4 Jason@zx2c4.com';
@@ -94,16 +95,7 @@ export function aeadNonce(counter: bigint, out: Uint8Array = new Uint8Array(12))
   out[1] = 0;
   out[2] = 0;
   out[3] = 0;
-  let lo = Number(counter & 0xffffffffn);
-  let hi = Number((counter >> 32n) & 0xffffffffn);
-  for (let i = 4; i < 8; i++) {
-    out[i] = lo & 0xff;
-    lo >>>= 8;
-  }
-  for (let i = 8; i < 12; i++) {
-    out[i] = hi & 0xff;
-    hi >>>= 8;
-  }
+  writeU64(out, 4, counter);
   return out;
 }
 

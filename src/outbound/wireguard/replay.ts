@@ -19,6 +19,7 @@ const RING_BLOCKS = 64; // 2048 bits in all
 export const REPLAY_WINDOW_SIZE = (RING_BLOCKS - 1) * BLOCK_BITS; // 2016
 const WINDOW = BigInt(REPLAY_WINDOW_SIZE);
 const RING_MASK = RING_BLOCKS - 1;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 export class ReplayFilter {
   private last = 0n;
@@ -41,9 +42,34 @@ export class ReplayFilter {
    */
   validate(counter: bigint, limit: bigint): boolean {
     if (counter >= limit || counter < 0n) return false;
+    // Numbers are exact below 2^53, far beyond any real counter: the common path avoids
+    // allocating bigints per packet. The bigint path handles the rest identically.
+    if (counter <= MAX_SAFE && this.last <= MAX_SAFE) return this.validateSafe(counter, Number(counter));
+    return this.validateBig(counter);
+  }
+
+  private validateSafe(counter: bigint, c: number): boolean {
+    const last = Number(this.last);
+    const indexBlock = Math.floor(c / BLOCK_BITS);
+    if (c > last) {
+      // Move the window forward: clear the blocks between the old newest block and the new one.
+      const current = Math.floor(last / BLOCK_BITS);
+      const n = Math.min(indexBlock - current, RING_BLOCKS);
+      let i = (current + 1) % RING_BLOCKS;
+      for (let k = 0; k < n; k++) {
+        this.ring[i] = 0;
+        i = (i + 1) & RING_MASK;
+      }
+      this.last = counter;
+    } else if (last - c > REPLAY_WINDOW_SIZE) {
+      return false; // behind the window
+    }
+    return this.testAndSet(indexBlock % RING_BLOCKS, c % BLOCK_BITS);
+  }
+
+  private validateBig(counter: bigint): boolean {
     const indexBlock = counter >> BLOCK_BIT_LOG;
     if (counter > this.last) {
-      // Move the window forward: clear the blocks between the old newest block and the new one.
       const current = this.last >> BLOCK_BIT_LOG;
       const diff = indexBlock - current;
       const n = diff > BigInt(RING_BLOCKS) ? RING_BLOCKS : Number(diff);
@@ -54,13 +80,16 @@ export class ReplayFilter {
       }
       this.last = counter;
     } else if (this.last - counter > WINDOW) {
-      return false; // behind the window
+      return false;
     }
-    const block = Number(indexBlock & BigInt(RING_MASK));
-    const bit = (1 << Number(counter & 31n)) >>> 0;
+    return this.testAndSet(Number(indexBlock & BigInt(RING_MASK)), Number(counter & 31n));
+  }
+
+  private testAndSet(block: number, bitIndex: number): boolean {
+    const bit = (1 << bitIndex) >>> 0;
     const old = this.ring[block];
     if ((old & bit) !== 0) return false;
-    this.ring[block] = old | bit;
+    this.ring[block] = (old | bit) >>> 0;
     return true;
   }
 }
