@@ -7,9 +7,10 @@
  *   ns "me"  a tiny UDP relay on 10.201.0.2:51820 ⇄ a unix socket ⇄ this test process, where
  *            our Peer runs (the protocol code is the one under test; only the socket is borrowed)
  *
- * Two sessions, both ending with an ICMP echo each way through the tunnel:
- *   1. we initiate (no preshared key): our initiation, wireguard-go's response;
- *   2. wireguard-go initiates (with a preshared key), woken by a ping from its side.
+ * Three sessions, each with ICMP echoes through the tunnel:
+ *   1. we initiate (no preshared key): our initiation, wireguard-go's response, a ping each way;
+ *   2. wireguard-go initiates (with a preshared key), woken by a ping from its side; a ping each way;
+ *   3. as 2, but into a Device holding two peers: the initiation reaches the right one.
  * With WG_WRITE_FIXTURE=1 the exchanged bytes are saved to test/fixtures/wg/interop.json,
  * which the unit test wg-interop-vectors replays offline without root.
  */
@@ -22,6 +23,7 @@ import type { Datagram, Endpoint } from '../../src/outbound/wireguard/endpoint.j
 import { StaticIdentity } from '../../src/outbound/wireguard/handshake.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
 import { Peer } from '../../src/outbound/wireguard/peer.js';
+import { Device } from '../../src/outbound/wireguard/device.js';
 import { echoReplyInPlace, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, IcmpPacket } from '../../src/wire/icmp.js';
 import { IP_PROTO_ICMP, Ipv4Packet } from '../../src/wire/ipv4.js';
 import { icmpEcho, seededRandom, toHex } from '../unit/wg-harness.js';
@@ -85,7 +87,26 @@ interface Captured {
   hex: string;
 }
 
-/** Runs one Peer against the relay in real time: receive, answer pings, run timers. */
+/** What the driver runs: a Peer, or a Device with the peer to send to. */
+interface Machine {
+  receive(now: number, data: Uint8Array, from: Endpoint): { packets: Uint8Array[]; datagrams: Datagram[] };
+  send(now: number, packet: Uint8Array): Datagram[];
+  poll(now: number): Datagram[];
+  pollAt(): number | undefined;
+  readonly counters: Peer['counters'];
+}
+
+function deviceMachine(device: Device, peer: Peer): Machine {
+  return {
+    receive: (now, data, from) => device.receive(now, data, from),
+    send: (now, packet) => peer.send(now, packet),
+    poll: (now) => device.poll(now),
+    pollAt: () => device.pollAt(),
+    counters: peer.counters,
+  };
+}
+
+/** Runs one Peer (or Device) against the relay in real time: receive, answer pings, run timers. */
 class LiveDriver {
   readonly captured: Captured[] = [];
   readonly received: Uint8Array[] = [];
@@ -94,7 +115,7 @@ class LiveDriver {
   private waiters: (() => void)[] = [];
 
   constructor(
-    readonly peer: Peer,
+    readonly peer: Machine,
     private readonly conn: Socket,
   ) {}
 
@@ -323,6 +344,30 @@ describe.skipIf(!run)('WireGuard interop with wireguard-go', () => {
     } finally {
       d.detach();
       peer.destroy();
+      await nsWg.exec(['wg', 'set', ifname, 'peer', formatKey(ourPub), 'remove']);
+    }
+  });
+
+  it('a Device with two peers routes wireguard-go’s initiation to the right one', async () => {
+    const seed = 'interop/device';
+    const device = new Device({ privateKey: generatePrivateKey(seededRandom(`${seed}/key`)), random: seededRandom(`${seed}/rand`) });
+    const decoy = device.addPeer({ publicKey: publicKeyOf(generatePrivateKey(seededRandom(`${seed}/decoy`))) });
+    const peer = device.addPeer({ publicKey: wgPub });
+    await nsWg.exec([
+      'wg', 'set', ifname, 'peer', formatKey(device.publicKey), 'endpoint', '10.201.0.2:51820', 'allowed-ips', '10.202.0.2/32',
+    ]);
+    const d = new LiveDriver(deviceMachine(device, peer), conn);
+    d.attach();
+    try {
+      const ping = await nsWg.exec(['ping', '-c', '2', '-i', '0.2', '-W', '5', '10.202.0.2'], { allowFail: true });
+      expect(ping.code, ping.stdout + ping.stderr).toBe(0);
+      expect(peer.counters.handshakesCompleted).toBe(1);
+      expect(decoy.counters.rxDatagrams).toBe(0);
+      expect(Object.values(device.dropped).every((n) => n === 0)).toBe(true);
+    } finally {
+      d.detach();
+      device.destroy();
+      await nsWg.exec(['wg', 'set', ifname, 'peer', formatKey(device.publicKey), 'remove']);
     }
   });
 });
