@@ -161,6 +161,11 @@ export interface UdpUpstreamHandlers {
    * Not called after the user's own close(). Nothing is delivered afterwards.
    */
   closed(err: UpstreamError): void;
+  /**
+   * Optional: the upstream reported that a datagram could not be delivered (a SOCKS5 proxy
+   * relaying ICMP port/host unreachable); the association lives on.
+   */
+  unreachable?(reason: Extract<UpstreamReason, 'refused' | 'unreachable'>): void;
 }
 
 /** One UDP association through an upstream. */

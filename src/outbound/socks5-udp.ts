@@ -61,14 +61,9 @@ export const SOCKS5_UDP_MAX_SEND_QUEUE = 512;
 /** Keep-alive on the control connection: a proxy that vanished is noticed. */
 const CONTROL_KEEPALIVE_MS = 15_000;
 
-/** What a remote could not be reached as, as reported by the proxy through ICMP. */
+/** How a remote could not be reached, as the proxy reported it through ICMP. */
 export type UdpUnreachableReason = Extract<UpstreamReason, 'refused' | 'unreachable'>;
 
-/** Handlers of a SOCKS5 association: the generic ones plus the proxy's delivery errors. */
-export interface Socks5UdpHandlers extends UdpUpstreamHandlers {
-  /** The proxy reported that a datagram could not be delivered (the association lives on). */
-  unreachable?(reason: UdpUnreachableReason): void;
-}
 
 export interface Socks5UdpOptions {
   /** The outbound's name, for errors and logs. */
@@ -224,7 +219,7 @@ export function openSocks5UdpAssociation(opts: Socks5UdpOptions, open: UdpOpenOp
 
 /** One granted association: the control connection and our UDP socket connected to the relay. */
 export class Socks5UdpAssociation implements UdpUpstream {
-  private handlers: Socks5UdpHandlers | undefined;
+  private handlers: UdpUpstreamHandlers | undefined;
   private closed = false;
   /** The frame header for the last destination (a flow sends to one). */
   private lastDst = '';
@@ -254,7 +249,7 @@ export class Socks5UdpAssociation implements UdpUpstream {
     else this.closeListeners.push(cb);
   }
 
-  setHandlers(h: Socks5UdpHandlers): void {
+  setHandlers(h: UdpUpstreamHandlers): void {
     this.handlers = h;
   }
 

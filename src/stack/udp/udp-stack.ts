@@ -182,6 +182,19 @@ export class UdpStack {
   }
 
   /**
+   * Send `payload` from `fromIp:fromPort` to `toIp:toPort` without a flow: for an answer that
+   * is owed even when its flow has expired meanwhile (a DNS answer that took longer than the
+   * flow's idle timeout). Copied; false when dropped.
+   */
+  sendDatagram(fromIp: number, fromPort: number, toIp: number, toPort: number, payload: Uint8Array): boolean {
+    if (this.closed || payload.length > UDP_MAX_PAYLOAD) {
+      this.s.replyDropped++;
+      return false;
+    }
+    return this.emitDatagram(fromIp, fromPort, toIp, toPort, payload);
+  }
+
+  /**
    * Tell the app its datagram could not be delivered: ICMP destination unreachable with
    * `code` (3 port, 1 host, 13 administratively prohibited…), from `from` (default: the
    * flow's destination, as if that host answered), quoting `quote` (default: the flow's last

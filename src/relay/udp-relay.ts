@@ -1,0 +1,419 @@
+/**
+ * Carries each UDP flow the stack sees to its upstream, and answers DNS when hijacking.
+ *
+ *   new flow (app A:a → D:d)
+ *     ├─ d = 53 and DNS hijack on ─► DnsHijackFlow: each query → DnsResolver → answer from D:53
+ *     ├─ router → outbound without UDP (block, a proxy refusing UDP ASSOCIATE)
+ *     │                              ─► ICMP administratively prohibited to the app
+ *     └─ router → outbound.openUdp ─► ProxiedUdpFlow: one association for this flow; datagrams
+ *                                     sent while it opens wait in a small bounded queue
+ *
+ * Replies from any remote reach the app through its flow (full cone, see UdpStack). What an
+ * upstream reports becomes the ICMP error the app would have got without us:
+ *   refused (SOCKS 0x05, dante relaying port unreachable, DNS-over-TCP connect refused)
+ *                                     → port unreachable (3)
+ *   unreachable, proxy_down           → host unreachable (1)
+ *   not_allowed, protocol, auth_failed → administratively prohibited (13)
+ *   timeout                           → nothing for ordinary flows (UDP is silent about loss);
+ *                                       SERVFAIL for a hijacked DNS query
+ * ICMP errors are sent at most once per second per flow. A flow whose association could not be
+ * opened drops datagrams for `retryAfterMs` before trying again, so a dead proxy is not hit by
+ * one connection attempt per datagram.
+ */
+import type { Clock } from '../clock.js';
+import type { Logger } from '../logger.js';
+import { DNS_RCODE_SERVFAIL, DnsMessage, errorResponse } from '../dns/message.js';
+import type { DnsResolver } from '../dns/resolver.js';
+import { isUpstreamError, UPSTREAM_REASONS, type Outbound, type UdpUpstream, type UpstreamReason } from '../outbound/outbound.js';
+import type { UdpCloseReason, UdpFlow, UdpFlowListener } from '../stack/udp/flow-table.js';
+import type { UdpStack } from '../stack/udp/udp-stack.js';
+import {
+  ICMP_UNREACH_ADMIN_PROHIBITED,
+  ICMP_UNREACH_HOST,
+  ICMP_UNREACH_PORT,
+} from '../wire/icmp.js';
+import { IP_PROTO_UDP, ipToU32, u32ToIp } from '../wire/ipv4.js';
+
+export interface UdpRelayOptions {
+  stack: UdpStack;
+  /** Picks the outbound by name for a destination (the Router). */
+  router: { route(dstIp: number, protocol: number, dstPort: number): string };
+  outbounds: ReadonlyMap<string, Outbound>;
+  clock: Clock;
+  logger: Logger;
+  /** DNS hijack: every datagram to port 53, whatever its address, is answered by this. */
+  dns?: DnsResolver;
+  /** Deadline for opening a flow's association. Default 10 s. */
+  openTimeoutMs?: number;
+  /** Datagrams a flow holds while its association opens. Default 64. */
+  maxPendingDatagrams?: number;
+  /** …and bytes. Default 256 KiB. */
+  maxPendingBytes?: number;
+  /** After a failed open, datagrams are dropped this long before the next try. Default 5 s. */
+  retryAfterMs?: number;
+}
+
+export interface UdpRelayStats {
+  flowsOpen: number;
+  flowsTotal: number;
+  /** Associations open now (two sockets each). */
+  associations: number;
+  datagramsUp: number;
+  bytesUp: number;
+  datagramsDown: number;
+  bytesDown: number;
+  /** Datagrams dropped: queue full while opening, after a failed open, association refused. */
+  dropped: number;
+  icmpSent: number;
+  dnsQueries: number;
+  dnsAnswered: number;
+  dnsFailed: number;
+  upstreamErrors: Record<UpstreamReason, number>;
+}
+
+export interface UdpFlowInfo {
+  id: number;
+  src: string;
+  dst: string;
+  /** The outbound's name, or 'dns' for hijacked DNS. */
+  outbound: string;
+  state: string;
+  bytesUp: number;
+  bytesDown: number;
+  ageMs: number;
+  idleMs: number;
+}
+
+/** The ICMP destination-unreachable code for an upstream failure; undefined: send nothing. */
+export function icmpCodeFor(reason: UpstreamReason): number | undefined {
+  switch (reason) {
+    case 'refused':
+      return ICMP_UNREACH_PORT;
+    case 'unreachable':
+    case 'proxy_down':
+      return ICMP_UNREACH_HOST;
+    case 'not_allowed':
+    case 'protocol':
+    case 'auth_failed':
+      return ICMP_UNREACH_ADMIN_PROHIBITED;
+    case 'timeout':
+    case 'aborted':
+      return undefined;
+  }
+}
+
+const ICMP_INTERVAL_MS = 1000;
+
+export class UdpRelay {
+  readonly stats: UdpRelayStats;
+  /** @internal */ readonly o: Required<Omit<UdpRelayOptions, 'dns'>> & { dns: DnsResolver | undefined };
+  private readonly flows = new Set<RelayFlow>();
+
+  constructor(opts: UdpRelayOptions) {
+    this.o = {
+      openTimeoutMs: 10_000,
+      maxPendingDatagrams: 64,
+      maxPendingBytes: 256 * 1024,
+      retryAfterMs: 5000,
+      ...opts,
+      dns: opts.dns,
+    };
+    const errors = {} as Record<UpstreamReason, number>;
+    for (const r of UPSTREAM_REASONS) errors[r] = 0;
+    this.stats = {
+      flowsOpen: 0,
+      flowsTotal: 0,
+      associations: 0,
+      datagramsUp: 0,
+      bytesUp: 0,
+      datagramsDown: 0,
+      bytesDown: 0,
+      dropped: 0,
+      icmpSent: 0,
+      dnsQueries: 0,
+      dnsAnswered: 0,
+      dnsFailed: 0,
+      upstreamErrors: errors,
+    };
+  }
+
+  /** The stack's flow handler (UdpStack.setFlowHandler). */
+  readonly onFlow = (flow: UdpFlow): UdpFlowListener | undefined => {
+    const o = this.o;
+    if (o.dns !== undefined && flow.dstPort === 53) return this.track(new DnsHijackFlow(this, flow, o.dns));
+    const name = o.router.route(flow.dstIp, IP_PROTO_UDP, flow.dstPort);
+    const outbound = o.outbounds.get(name);
+    if (outbound?.openUdp === undefined) {
+      // Blocked, or an upstream that never carries UDP.
+      this.unreachable(flow, ICMP_UNREACH_ADMIN_PROHIBITED);
+      this.stats.dropped++;
+      return undefined;
+    }
+    const f = new ProxiedUdpFlow(this, flow, outbound);
+    this.track(f);
+    f.open();
+    return f;
+  };
+
+  private track<F extends RelayFlow>(f: F): F {
+    this.flows.add(f);
+    this.stats.flowsOpen++;
+    this.stats.flowsTotal++;
+    return f;
+  }
+
+  /** @internal */
+  ended(f: RelayFlow): void {
+    if (this.flows.delete(f)) this.stats.flowsOpen--;
+  }
+
+  /** @internal ICMP unreachable to the app of `flow`. */
+  unreachable(flow: UdpFlow, code: number, quote?: Uint8Array): void {
+    if (this.o.stack.sendUnreachable(flow, code, quote)) this.stats.icmpSent++;
+  }
+
+  flowInfo(): UdpFlowInfo[] {
+    const now = this.o.clock.now();
+    return [...this.flows].map((f) => f.info(now));
+  }
+
+  /** End every flow (their associations close). */
+  closeAll(): void {
+    for (const f of [...this.flows]) this.o.stack.closeFlow(f.flow);
+  }
+}
+
+interface RelayFlow extends UdpFlowListener {
+  readonly flow: UdpFlow;
+  info(now: number): UdpFlowInfo;
+}
+
+function describe(flow: UdpFlow, outbound: string, state: string, now: number): UdpFlowInfo {
+  return {
+    id: flow.id,
+    src: `${u32ToIp(flow.srcIp)}:${flow.srcPort}`,
+    dst: `${u32ToIp(flow.dstIp)}:${flow.dstPort}`,
+    outbound,
+    state,
+    bytesUp: flow.bytesUp,
+    bytesDown: flow.bytesDown,
+    ageMs: Math.round(now - flow.createdAt),
+    idleMs: Math.round(now - flow.lastActiveAt),
+  };
+}
+
+/** An ordinary flow through one association of its outbound. */
+class ProxiedUdpFlow implements RelayFlow {
+  private state: 'opening' | 'open' | 'failed' | 'closed' = 'opening';
+  private assoc: UdpUpstream | undefined;
+  private abort: AbortController | undefined;
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  private failedAt = 0;
+  private lastIcmpAt = -Infinity;
+  private readonly dst: { ip: string; port: number };
+
+  constructor(
+    private readonly relay: UdpRelay,
+    readonly flow: UdpFlow,
+    private readonly outbound: Outbound,
+  ) {
+    this.dst = { ip: u32ToIp(flow.dstIp), port: flow.dstPort };
+  }
+
+  private get now(): number {
+    return this.relay.o.clock.now();
+  }
+
+  open(): void {
+    const o = this.relay.o;
+    this.state = 'opening';
+    const ctl = new AbortController();
+    this.abort = ctl;
+    this.outbound.openUdp!({ signal: ctl.signal, timeoutMs: o.openTimeoutMs }).then(
+      (a) => this.opened(a, ctl),
+      (e: unknown) => this.failed(e, ctl),
+    );
+  }
+
+  private opened(a: UdpUpstream, ctl: AbortController): void {
+    if (this.state === 'closed' || this.abort !== ctl) {
+      a.close();
+      return;
+    }
+    this.abort = undefined;
+    this.assoc = a;
+    this.state = 'open';
+    this.relay.stats.associations++;
+    const stack = this.relay.o.stack;
+    const stats = this.relay.stats;
+    a.setHandlers({
+      message: (payload, from) => {
+        const ip = ipToU32(from.ip);
+        if (ip === undefined) {
+          stats.dropped++;
+          return;
+        }
+        if (stack.sendToApp(this.flow, ip, from.port, payload)) {
+          stats.datagramsDown++;
+          stats.bytesDown += payload.length;
+        }
+      },
+      closed: (err) => {
+        // The proxy ended the association: end the flow; the app's next datagram opens anew.
+        stats.upstreamErrors[err.reason]++;
+        this.log('association lost', err.message);
+        stack.closeFlow(this.flow);
+      },
+      // What the proxy relayed as ICMP (dante: port unreachable from the destination).
+      unreachable: (reason) => {
+        stats.upstreamErrors[reason]++;
+        const code = icmpCodeFor(reason);
+        if (code !== undefined) this.icmp(code);
+      },
+    });
+    const queued = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    for (const d of queued) this.forward(d);
+  }
+
+  private failed(e: unknown, ctl: AbortController): void {
+    if (this.state === 'closed' || this.abort !== ctl) return;
+    this.abort = undefined;
+    const reason: UpstreamReason = isUpstreamError(e) ? e.reason : 'protocol';
+    if (reason === 'aborted') return;
+    this.relay.stats.upstreamErrors[reason]++;
+    this.relay.stats.dropped += this.pending.length;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.state = 'failed';
+    this.failedAt = this.now;
+    this.log('association failed', e instanceof Error ? e.message : String(e));
+    const code = icmpCodeFor(reason);
+    if (code !== undefined) this.icmp(code);
+  }
+
+  private icmp(code: number): void {
+    const now = this.now;
+    if (now - this.lastIcmpAt < ICMP_INTERVAL_MS) return;
+    this.lastIcmpAt = now;
+    this.relay.unreachable(this.flow, code);
+  }
+
+  private log(msg: string, detail: string): void {
+    const l = this.relay.o.logger;
+    if (l.isLevelEnabled('debug')) l.debug({ flow: this.flow.id, dst: `${this.dst.ip}:${this.dst.port}`, outbound: this.outbound.name, detail }, msg);
+  }
+
+  onDatagram(payload: Uint8Array): void {
+    const s = this.relay.stats;
+    switch (this.state) {
+      case 'open':
+        this.forward(payload);
+        return;
+      case 'opening': {
+        const o = this.relay.o;
+        if (this.pending.length >= o.maxPendingDatagrams || this.pendingBytes + payload.length > o.maxPendingBytes) {
+          s.dropped++;
+          return;
+        }
+        this.pending.push(payload.slice());
+        this.pendingBytes += payload.length;
+        return;
+      }
+      case 'failed':
+        if (this.now - this.failedAt >= this.relay.o.retryAfterMs) {
+          this.open();
+          this.onDatagram(payload);
+          return;
+        }
+        s.dropped++;
+        return;
+      case 'closed':
+        return;
+    }
+  }
+
+  private forward(payload: Uint8Array): void {
+    const s = this.relay.stats;
+    if (this.assoc!.send(this.dst, payload)) {
+      s.datagramsUp++;
+      s.bytesUp += payload.length;
+    } else {
+      s.dropped++;
+    }
+  }
+
+  onClosed(_reason: UdpCloseReason): void {
+    if (this.state === 'closed') return;
+    if (this.assoc !== undefined) this.relay.stats.associations--;
+    this.state = 'closed';
+    this.abort?.abort();
+    this.abort = undefined;
+    this.assoc?.close();
+    this.assoc = undefined;
+    this.pending = [];
+    this.relay.ended(this);
+  }
+
+  info(now: number): UdpFlowInfo {
+    return describe(this.flow, this.outbound.name, this.state, now);
+  }
+}
+
+/** A flow to port 53 while hijacking: each datagram is a query for the resolver. */
+class DnsHijackFlow implements RelayFlow {
+  private inFlight = 0;
+  private closed = false;
+
+  constructor(
+    private readonly relay: UdpRelay,
+    readonly flow: UdpFlow,
+    private readonly dns: DnsResolver,
+  ) {}
+
+  onDatagram(payload: Uint8Array): void {
+    const stats = this.relay.stats;
+    stats.dnsQueries++;
+    stats.datagramsUp++;
+    stats.bytesUp += payload.length;
+    const query = payload.slice();
+    const quote = this.flow.copyQuote();
+    this.inFlight++;
+    this.dns.resolve(query).then((r) => {
+      this.inFlight--;
+      const f = this.flow;
+      const stack = this.relay.o.stack;
+      if (r.kind === 'answer') {
+        stats.dnsAnswered++;
+        stats.datagramsDown++;
+        stats.bytesDown += r.answer.length;
+        // Owed even if the flow expired while we asked: the app is waiting for it.
+        if (!this.closed) stack.table.touch(f);
+        stack.sendDatagram(f.dstIp, f.dstPort, f.srcIp, f.srcPort, r.answer);
+        return;
+      }
+      if (r.kind === 'drop') return;
+      stats.dnsFailed++;
+      stats.upstreamErrors[r.reason]++;
+      const code = icmpCodeFor(r.reason);
+      if (code !== undefined) {
+        this.relay.unreachable(f, code, quote);
+      } else if (r.reason === 'timeout') {
+        // The upstream said nothing in time: tell the stub now instead of letting it wait.
+        const q = DnsMessage.parse(query);
+        if (q !== undefined) stack.sendDatagram(f.dstIp, f.dstPort, f.srcIp, f.srcPort, errorResponse(q, DNS_RCODE_SERVFAIL));
+      }
+    });
+  }
+
+  onClosed(): void {
+    this.closed = true;
+    this.relay.ended(this);
+  }
+
+  info(now: number): UdpFlowInfo {
+    return describe(this.flow, 'dns', this.inFlight > 0 ? 'resolving' : 'idle', now);
+  }
+}
