@@ -8,7 +8,8 @@
  *            our Peer runs (the protocol code is the one under test; only the socket is borrowed)
  *
  * Three sessions, each with ICMP echoes through the tunnel:
- *   1. we initiate (no preshared key): our initiation, wireguard-go's response, a ping each way;
+ *   1. we initiate (no preshared key): our initiation, wireguard-go's response, a ping each way,
+ *      then a second handshake on the live session and a ping each way with the new keys;
  *   2. wireguard-go initiates (with a preshared key), woken by a ping from its side; a ping each way;
  *   3. as 2, but into a Device holding two peers: the initiation reaches the right one.
  * With WG_WRITE_FIXTURE=1 the exchanged bytes are saved to test/fixtures/wg/interop.json,
@@ -257,18 +258,24 @@ describe.skipIf(!run)('WireGuard interop with wireguard-go', () => {
     if (process.env.WG_WRITE_FIXTURE === '1') writeFileSync(FIXTURE, `${JSON.stringify(fixture, null, 2)}\n`);
   });
 
-  it('wireguard-go accepts our initiation; one ping each way through the session', async () => {
+  it('wireguard-go accepts our initiation; a ping each way, a second handshake, a ping each way again', async () => {
     const seed = 'interop/initiator';
     const ourPriv = generatePrivateKey(seededRandom(`${seed}/key`));
     const ourPub = publicKeyOf(ourPriv);
     await nsWg.exec(['wg', 'set', ifname, 'peer', formatKey(ourPub), 'allowed-ips', '10.202.0.2/32']);
-    const wallMs = Date.now();
+    // The wall clock is read once per initiation; the first reading goes into the fixture so
+    // that the offline replay reproduces our initiation (a constant clock would make the
+    // second initiation a replay, which wireguard-go rightly ignores).
+    const wallReadings: number[] = [];
     const peer = new Peer({
       local: new StaticIdentity(ourPriv),
       publicKey: wgPub,
       endpoint: WG_EP,
       random: seededRandom(`${seed}/rand`),
-      wallClock: () => wallMs,
+      wallClock: () => {
+        wallReadings.push(Date.now());
+        return wallReadings[wallReadings.length - 1];
+      },
     });
     const d = new LiveDriver(peer, conn);
     d.attach();
@@ -285,15 +292,26 @@ describe.skipIf(!run)('WireGuard interop with wireguard-go', () => {
       const show = await nsWg.exec(['wg', 'show', ifname, 'latest-handshakes']);
       expect(show.stdout).toContain(formatKey(ourPub));
       expect(Number(show.stdout.trim().split(/\s+/)[1])).toBeGreaterThan(0);
+      const exchangeForFixture = [...d.captured];
+      // A second handshake on the live session (REKEY_TIMEOUT later): wireguard-go rotates to
+      // the new keypair and traffic goes on both ways.
+      await new Promise((r) => setTimeout(r, 5100));
+      d.out(peer.initiate(performance.now()));
+      await d.until(() => peer.counters.handshakesCompleted === 2, 5000, 'the second handshake');
+      const before = d.received.length;
+      d.send(icmpEcho(OUR_IP, WG_IP, 2));
+      await d.until(() => d.received.slice(before).some((p) => isIcmp(p, ICMP_ECHO_REPLY, WG_IP, OUR_IP)), 5000, 'an echo reply after the rekey');
+      const ping2 = await nsWg.exec(['ping', '-c', '1', '-W', '3', '10.202.0.2'], { allowFail: true });
+      expect(ping2.code, ping2.stdout + ping2.stderr).toBe(0);
       const dropped = Object.entries(peer.counters.dropped).filter(([, n]) => n > 0);
       expect(dropped).toEqual([]);
       fixture.initiator = {
         ourPrivateKey: formatKey(ourPriv),
         ourPublicKey: formatKey(ourPub),
         seed,
-        wallMs,
+        wallMs: wallReadings[0],
         echoRequest: toHex(req),
-        exchange: d.captured,
+        exchange: exchangeForFixture,
       };
     } finally {
       d.detach();
