@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import nacl from 'tweetnacl';
 import { describe, expect, it } from 'vitest';
 import { isTunrouteError } from '../../src/errors.js';
@@ -117,5 +119,21 @@ describe('constant-time helpers', () => {
     expect(constantTimeEqual(Uint8Array.of(1, 2), Uint8Array.of(1, 2, 3))).toBe(false);
     expect(isZero(new Uint8Array(32))).toBe(true);
     expect(isZero(Uint8Array.of(0, 0, 1))).toBe(false);
+  });
+});
+
+const hasWg = existsSync('/usr/bin/wg');
+
+describe.skipIf(!hasWg)('agreement with wireguard-tools (`wg genkey`, `wg pubkey`)', () => {
+  it('our public key of a wg-generated private key is what `wg pubkey` prints, and the other way round', () => {
+    for (let i = 0; i < 3; i++) {
+      const text = execFileSync('wg', ['genkey'], { encoding: 'utf8' });
+      const priv = parseKey(text, 'private key');
+      expect(priv[0] & 7).toBe(0);
+      const theirs = execFileSync('wg', ['pubkey'], { input: text, encoding: 'utf8' }).trim();
+      expect(formatKey(publicKeyOf(priv))).toBe(theirs);
+    }
+    const ours = formatKey(generatePrivateKey());
+    expect(execFileSync('wg', ['pubkey'], { input: `${ours}\n`, encoding: 'utf8' }).trim()).toBe(formatKey(publicKeyOf(parseKey(ours))));
   });
 });
