@@ -58,6 +58,24 @@ describe('handshake on demand', () => {
     expect(p.b.counters.keepalivesReceived).toBe(1);
   });
 
+  it('simultaneous initiations from both sides settle within one REKEY_TIMEOUT, nothing lost', () => {
+    const p = makePair({ b: { endpoint: EP_A } });
+    const t0 = p.clock.now();
+    const fromA = p.a.send(t0, icmpEcho(IP_A, IP_B, 1));
+    const fromB = p.b.send(t0, icmpEcho(IP_B, IP_A, 1));
+    expect([...fromA, ...fromB].map((d) => d.data[0])).toEqual([1, 1]);
+    // The two initiations cross: each side answers the other's and forgets its own.
+    const d1 = deliver(p, p.a, fromA);
+    const d2 = deliver(p, p.b, fromB);
+    const got = { a: [...d1.toA, ...d2.toA], b: [...d1.toB, ...d2.toB] };
+    const d3 = runUntil(p, t0 + REKEY_TIMEOUT_MS + REKEY_TIMEOUT_JITTER_MAX_MS);
+    got.a.push(...d3.toA);
+    got.b.push(...d3.toB);
+    expect(got.b.map(toHex)).toEqual([toHex(icmpEcho(IP_A, IP_B, 1))]);
+    expect(got.a.map(toHex)).toEqual([toHex(icmpEcho(IP_B, IP_A, 1))]);
+    expect(p.a.hasSession(p.clock.now()) || p.b.hasSession(p.clock.now())).toBe(true);
+  });
+
   it('packets queued during the handshake are bounded; the newest are kept', () => {
     const p = makePair({ a: { maxStagedPackets: 4 } });
     const lostB = (_d: Datagram, from: 'a' | 'b'): boolean => from === 'b';
