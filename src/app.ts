@@ -6,8 +6,10 @@
 import type { Config } from './config/schema.js';
 import { createLogger, type Logger } from './logger.js';
 import type { Link } from './link/link.js';
-import { planUp, type RoutePlan } from './routes/plan.js';
-import { applyPlan, removePlan, ipBatchRunner, type IpRunner } from './routes/apply.js';
+import type { RoutePlan } from './routes/plan.js';
+import { ipBatchRunner, type IpRunner } from './routes/apply.js';
+import { RouteManager, type RouteWatcher } from './routes/manager.js';
+import type { HostProbe } from './routes/host.js';
 import { PacketDispatcher, type DispatcherStats } from './stack/dispatcher.js';
 import { TcpStack } from './stack/tcp-stack.js';
 import { TcpRelay, type TcpFlowInfo, type TcpRelayStats } from './relay/tcp-relay.js';
@@ -32,6 +34,12 @@ export interface TunrouteDeps {
   /** Opens the device; the default opens the real TUN through the native addon. */
   openLink?: (config: Config, logger: Logger) => Promise<Link>;
   ipRunner?: IpRunner;
+  /** Reads the default route, LAN, upstream addresses and CIDR files; default: this host. */
+  routeHost?: HostProbe;
+  /** Start the route watchdog process (default config.routes.watchdog). */
+  watchdog?: boolean;
+  /** Follow default-route changes (default `ip monitor`; false: do not). */
+  watchRoutes?: RouteWatcher | false;
   clock?: Clock;
 }
 
@@ -90,13 +98,15 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const log = deps.logger ?? createLogger(config.log.level);
   const runner = deps.ipRunner ?? ipBatchRunner;
   const clock = deps.clock ?? monotonicClock;
-  // Everything that can fail on a bad config is built before the device exists.
-  const outbounds = buildOutbounds(config, log, clock);
+  // Everything that can fail on a bad config is built before the device exists. The route
+  // manager reads the host, plans, and undoes a stale journal of a dead tunroute; the outbounds
+  // then connect to the upstream addresses the plan keeps out of the tunnel (names pinned).
+  const routes = await RouteManager.prepare({ config, log, runner, host: deps.routeHost, watchdog: deps.watchdog, watchRoutes: deps.watchRoutes });
+  const outbounds = buildOutbounds(routes.config, log, clock);
   const router = buildRouter(config);
   const link = await (deps.openLink ?? openTunLink)(config, log);
-  const plan = planUp(config);
   try {
-    await applyPlan(plan, runner, log);
+    await routes.apply();
   } catch (e) {
     link.close();
     throw e;
@@ -116,7 +126,9 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   let stopping: Promise<void> | undefined;
   return {
     link,
-    plan,
+    get plan() {
+      return routes.plan;
+    },
     stats,
     flows: () => relay.flowInfo(),
     stop() {
@@ -125,7 +137,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
         stack.poll(); // the RSTs go out before the device does
         stack.close();
         await Promise.all([...outbounds.values()].map((o) => o.close()));
-        await removePlan(plan, runner, log);
+        await routes.stop();
         link.close();
         const s = stats();
         log.info({ link: link.stats, ...s.packets, tcp: s.tcp }, 'tunroute stopped; packet counters');

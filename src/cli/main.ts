@@ -5,7 +5,6 @@
 import { Command, InvalidArgumentError, CommanderError } from 'commander';
 import { isTunrouteError } from '../errors.js';
 import { loadConfig, type FlagValues } from '../config/load.js';
-import { planUp, describePlan } from '../routes/plan.js';
 import { DEFAULT_CONTROL_PATH } from '../control/protocol.js';
 
 function intArg(name: string) {
@@ -17,6 +16,25 @@ function intArg(name: string) {
 
 function collect(v: string, prev: string[] | undefined): string[] {
   return [...(prev ?? []), v];
+}
+
+/** --exclude-uid 1000 or 1000-1999, repeatable. */
+function collectUid(v: string, prev: Array<number | [number, number]> | undefined): Array<number | [number, number]> {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(v);
+  if (!m) throw new InvalidArgumentError(`--exclude-uid needs a user id or a range like 1000-1999, got "${v}".`);
+  const uid: number | [number, number] = m[2] === undefined ? Number(m[1]) : [Number(m[1]), Number(m[2])];
+  return [...(prev ?? []), uid];
+}
+
+function tableArg(v: string): 'auto' | 'main' | number {
+  if (v === 'auto' || v === 'main') return v;
+  if (/^\d+$/.test(v)) return Number(v);
+  throw new InvalidArgumentError(`--table needs auto, main or a table number, got "${v}".`);
+}
+
+/** The journal directory: --state-dir, else $TUNROUTE_STATE_DIR, else the config's (default: see resolveStateDir). */
+function stateDirOf(flag: string | undefined): string | undefined {
+  return flag ?? process.env.TUNROUTE_STATE_DIR;
 }
 
 interface UpOptions {
@@ -32,10 +50,38 @@ interface UpOptions {
   offload?: boolean;
   dryRun?: boolean;
   control?: string;
+  exclude?: string[];
+  routeFile?: string[];
+  excludeFile?: string[];
+  excludeUid?: Array<number | [number, number]>;
+  table?: 'auto' | 'main' | number;
+  lan?: string;
+  /** false with --no-ipv6-guard, --no-watchdog */
+  ipv6Guard?: boolean;
+  watchdog?: boolean;
+  killSwitch?: boolean;
+  stateDir?: string;
 }
 
 function flagsOf(o: UpOptions): FlagValues {
-  return { tun: o.tun, address: o.address, mtu: o.mtu, route: o.route, icmp: o.icmp, logLevel: o.logLevel, proxy: o.proxy, control: o.control, offload: o.offload === false ? false : undefined };
+  return {
+    tun: o.tun, address: o.address, mtu: o.mtu, route: o.route, icmp: o.icmp, logLevel: o.logLevel, proxy: o.proxy, control: o.control, offload: o.offload === false ? false : undefined,
+    exclude: o.exclude, routeFile: o.routeFile, excludeFile: o.excludeFile, excludeUid: o.excludeUid, table: o.table, lan: o.lan,
+    ipv6Guard: o.ipv6Guard === false ? false : undefined, watchdog: o.watchdog === false ? false : undefined, killSwitch: o.killSwitch, stateDir: stateDirOf(o.stateDir),
+  };
+}
+
+/** The route flags `up` and `why` share. */
+function routeOptions(cmd: Command): Command {
+  return cmd
+    .option('--route <cidr>', 'send this CIDR into the device (repeatable); without any, --proxy makes a full tunnel', collect)
+    .option('--exclude <cidr>', 'keep this CIDR out of the device (repeatable)', collect)
+    .option('--route-file <file>', 'a file of CIDRs to route, one per line, # comments (repeatable)', collect)
+    .option('--exclude-file <file>', 'a file of CIDRs to keep out (repeatable)', collect)
+    .option('--exclude-uid <uid>', "this user's traffic never enters the device, e.g. a local ssh -D or shadowsocks client (uid or range, repeatable)", collectUid)
+    .option('--lan <mode>', "auto: keep the default interface's subnets direct (default); off: tunnel them too")
+    .option('--table <table>', 'auto (default), main, or a routing table number for policy routing (default table 7300)', tableArg)
+    .option('--state-dir <dir>', 'where the route journal lives (default /run/tunroute, per network namespace; env TUNROUTE_STATE_DIR)');
 }
 
 const program = new Command()
@@ -44,24 +90,26 @@ const program = new Command()
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();
 
-program
-  .command('up')
+routeOptions(program.command('up'))
   .description('create the TUN device, add its routes, and route packets until SIGINT/SIGTERM')
   .option('-c, --config <file>', 'config file (YAML or JSON); flags override it')
   .option('--proxy <url>', 'carry TCP through this SOCKS5 proxy: socks5://[user:pass@]host:port')
   .option('--tun <name>', 'TUN device name (default tun0)')
   .option('--address <cidr>', "the device's address (default 198.18.0.1/15)")
   .option('--mtu <n>', 'device MTU (default 1500)', intArg('--mtu'))
-  .option('--route <cidr>', 'send this CIDR into the device (repeatable)', collect)
   .option('--icmp <mode>', 'answer echo requests routed into the device: reply|drop (default reply)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
   .option('--no-offload', 'plain MTU-sized packets instead of 64 KiB TSO super-packets (slower; for debugging)')
+  .option('--no-ipv6-guard', 'full tunnel: let IPv6 bypass the tunnel instead of blocking it')
+  .option('--kill-switch', 'if tunroute dies, tunneled destinations stay unreachable until `tunroute down` (fail closed)')
+  .option('--no-watchdog', 'no watchdog process (it restores the routes if tunroute dies; use ExecStopPost under systemd)')
   .option('--dry-run', 'print the plan and change nothing')
   .option('--control <path>', `control socket for \`tunroute status\` (default ${DEFAULT_CONTROL_PATH})`)
   .action(async (o: UpOptions) => {
     const config = loadConfig({ file: o.config, flags: flagsOf(o) });
     if (o.dryRun) {
-      process.stdout.write(describePlan(planUp(config)) + '\n');
+      const { planForHost, describePlan, journalPath, resolveStateDir } = await import('../routes/index.js');
+      process.stdout.write(describePlan(await planForHost(config), { journal: journalPath(resolveStateDir(config.stateDir), config.tun.name) }) + '\n');
       return;
     }
     const { runUp } = await import('../app.js');
@@ -84,10 +132,52 @@ program
   .command('check')
   .description('validate a config file and print the route plan')
   .requiredOption('-c, --config <file>', 'config file (YAML or JSON)')
-  .action((o: { config: string }) => {
+  .action(async (o: { config: string }) => {
     const config = loadConfig({ file: o.config });
-    process.stdout.write(`${o.config}: valid\n` + describePlan(planUp(config)) + '\n');
+    const { planForHost, describePlan, journalPath, resolveStateDir } = await import('../routes/index.js');
+    const plan = await planForHost(config);
+    process.stdout.write(`${o.config}: valid\n` + describePlan(plan, { journal: journalPath(resolveStateDir(config.stateDir), config.tun.name) }) + '\n');
   });
+
+program
+  .command('down')
+  .description('undo the route changes of tunroute (a running one is stopped first), also after a crash; needs no config')
+  .option('--state-dir <dir>', 'where the route journal lives (default /run/tunroute; env TUNROUTE_STATE_DIR)')
+  .option('--tun <name>', 'only this device (default: every journal in the state dir)')
+  .option('--keep-kill-switch', 'leave a kill switch closed (for ExecStopPost: the network stays closed until a plain `down`)')
+  .action(async (o: { stateDir?: string; tun?: string; keepKillSwitch?: boolean }) => {
+    const { cleanupJournals, describeCleanup, ipBatchRunner, resolveStateDir } = await import('../routes/index.js');
+    const { createLogger } = await import('../logger.js');
+    const stateDir = resolveStateDir(stateDirOf(o.stateDir));
+    const entries = await cleanupJournals({ stateDir, dev: o.tun, runner: ipBatchRunner, log: createLogger('warn'), live: 'stop', keepKillSwitch: o.keepKillSwitch });
+    process.stdout.write(describeCleanup(entries, stateDir) + '\n');
+  });
+
+routeOptions(
+  program
+    .command('why')
+    .description('does a destination enter the device, by which route, to which outbound (against -c FILE / flags, or the running tunroute)')
+    .argument('<destination>', 'ADDR or ADDR:PORT (IPv6 as [ADDR]:PORT)')
+    .option('-c, --config <file>', 'explain against this config (with the flags below) instead of the running tunroute')
+    .option('--proxy <url>', 'as for up')
+    .option('--tun <name>', 'the device (default tun0, or the only running one)')
+    .option('--proto <proto>', 'tcp|udp|icmp (default tcp)')
+    .option('--json', 'print the answer as JSON'),
+).action(async (dest: string, o: UpOptions & { proto?: string; json?: boolean }) => {
+  if (o.proto !== undefined && o.proto !== 'tcp' && o.proto !== 'udp' && o.proto !== 'icmp') {
+    throw new InvalidArgumentError(`--proto needs tcp, udp or icmp, got "${o.proto}".`);
+  }
+  const { parseDestination, whyFromConfig, whyFromJournal, resolveStateDir } = await import('../routes/index.js');
+  const { Router } = await import('../router/router.js');
+  const d = parseDestination(dest, o.proto as 'tcp' | 'udp' | 'icmp' | undefined);
+  const decider = (e: { rules: ConstructorParameters<typeof Router>[0]['rules']; defaultOutbound: string }): InstanceType<typeof Router> =>
+    new Router({ rules: e.rules, defaultOutbound: e.defaultOutbound, source: 'rules' });
+  const againstConfig = o.config !== undefined || o.proxy !== undefined || o.route !== undefined || o.routeFile !== undefined;
+  const answer = againstConfig
+    ? await whyFromConfig(loadConfig({ file: o.config, flags: flagsOf(o) }), d, decider)
+    : await whyFromJournal(resolveStateDir(stateDirOf(o.stateDir)), o.tun, d, decider);
+  process.stdout.write((o.json ? JSON.stringify(answer, null, 2) : answer.text) + '\n');
+});
 
 async function main(argv: string[]): Promise<number> {
   try {

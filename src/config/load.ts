@@ -20,6 +20,16 @@ export interface FlagValues {
   control?: string;
   proxy?: string;
   offload?: boolean;
+  exclude?: string[];
+  routeFile?: string[];
+  excludeFile?: string[];
+  excludeUid?: Array<number | [number, number]>;
+  table?: 'auto' | 'main' | number;
+  lan?: string;
+  ipv6Guard?: boolean;
+  killSwitch?: boolean;
+  watchdog?: boolean;
+  stateDir?: string;
 }
 
 /** Which config field each flag sets, so an error about that field can name the flag. */
@@ -33,6 +43,16 @@ const FLAG_OF_FIELD: Record<string, string> = {
   'control.socket': '--control',
   proxy: '--proxy',
   'tun.offload': '--no-offload',
+  'routes.exclude': '--exclude',
+  'routes.includeFiles': '--route-file',
+  'routes.excludeFiles': '--exclude-file',
+  'routes.excludeUids': '--exclude-uid',
+  'routes.table': '--table',
+  'routes.lan': '--lan',
+  'routes.ipv6Guard': '--no-ipv6-guard',
+  'routes.killSwitch': '--kill-switch',
+  'routes.watchdog': '--no-watchdog',
+  stateDir: '--state-dir',
 };
 
 type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
@@ -70,6 +90,16 @@ export function flagsToInput(flags: FlagValues): { input: JsonObject; given: Set
   put('control.socket', flags.control);
   put('proxy', flags.proxy);
   put('tun.offload', flags.offload);
+  put('routes.exclude', flags.exclude);
+  put('routes.includeFiles', flags.routeFile);
+  put('routes.excludeFiles', flags.excludeFile);
+  put('routes.excludeUids', flags.excludeUid);
+  put('routes.table', flags.table);
+  put('routes.lan', flags.lan);
+  put('routes.ipv6Guard', flags.ipv6Guard);
+  put('routes.killSwitch', flags.killSwitch);
+  put('routes.watchdog', flags.watchdog);
+  put('stateDir', flags.stateDir);
   return { input, given };
 }
 

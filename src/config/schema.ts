@@ -38,10 +38,47 @@ export const tunSchema = z
   })
   .strict();
 
+const uid = z.number().int().min(0, 'is not a user id (0 or more)').max(4_294_967_294, 'is not a user id');
+
+/** A routing table of our own: not 0 (unspec), 253 (default), 254 (main) or 255 (local). */
+const tableId = z
+  .number()
+  .int()
+  .min(1)
+  .max(4_294_967_295)
+  .refine((n) => n < 253 || n > 255, { message: 'is a table the kernel reserves (253 default, 254 main, 255 local); pick another number' });
+
+/** The first of the two `ip rule` priorities tunroute uses (P: excluded users, P+1: lookup its table). */
+export const DEFAULT_RULE_PRIORITY = 7300;
+/** The routing table tunroute fills in policy-routing mode. */
+export const DEFAULT_ROUTE_TABLE = 7300;
+
 export const routesSchema = z
   .object({
     include: z.array(cidr).default([]),
     exclude: z.array(cidr).default([]),
+    /** Files of one CIDR per line (`#` comments); relative paths start from the working directory. */
+    includeFiles: z.array(z.string().min(1)).default([]),
+    excludeFiles: z.array(z.string().min(1)).default([]),
+    /** Keep the subnets of the default route's interface out of the tunnel ("auto"), or not ("off"). */
+    lan: z.enum(['auto', 'off']).default('auto'),
+    /**
+     * "auto": a full tunnel (or excluded users) uses a table of its own and `ip rule`s; a plain
+     * split tunnel adds its routes to the main table (as wg-quick does). "main" or a number
+     * forces one or the other.
+     */
+    table: z.union([z.literal('auto'), z.literal('main'), tableId]).default('auto'),
+    priority: z.number().int().min(1).max(32_764, 'must leave room below 32766 (the main table\'s rule)').default(DEFAULT_RULE_PRIORITY),
+    /** Users whose traffic never enters the tunnel (a local proxy client such as ssh -D): uid or [first, last]. */
+    excludeUids: z
+      .array(z.union([uid, z.tuple([uid, uid]).refine(([a, b]) => a <= b, { message: 'is a range whose first uid is above its last' })]))
+      .default([]),
+    /** Full tunnel only: IPv6 is made unreachable (except link-local and multicast) so it cannot leak. */
+    ipv6Guard: z.boolean().default(true),
+    /** If tunroute dies, tunneled destinations stay unreachable (fail closed) until `tunroute down`. */
+    killSwitch: z.boolean().default(false),
+    /** A small separate process that restores the routes if tunroute dies (not with the kill switch). */
+    watchdog: z.boolean().default(true),
   })
   .strict();
 
@@ -89,6 +126,11 @@ export const configSchema = z
       .object({ level: z.enum(LOG_LEVEL_VALUES).default('info') })
       .strict()
       .default({ level: 'info' }),
+    /**
+     * Where `up` keeps the journal of its route changes, so `down` can undo them after a crash.
+     * Default /run/tunroute (/run/tunroute/netns/NAME inside a named network namespace).
+     */
+    stateDir: z.string().min(1).optional(),
     control: z
       .object({ socket: z.string().min(1).default('/run/tunroute/tunroute.sock') })
       .strict()

@@ -1,73 +1,114 @@
 /**
- * Executes a RoutePlan through iproute2's batch mode: one process for the whole plan, so ten
- * thousand routes cost one fork, not ten thousand. The runner is an interface so tests can
- * record the lines instead of changing a routing table.
+ * Executes route changes through iproute2's batch mode: one process per address family for the
+ * whole plan, so ten thousand routes cost two forks, not ten thousand. The runner is an
+ * interface so tests record the lines instead of changing a routing table, and the lab points
+ * it at a namespace (`ip -n NS`).
  */
 import { spawn } from 'node:child_process';
 import { TunrouteError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import { invert, toIpBatch, type RoutePlan } from './plan.js';
+import { batchesOf, invert, toIpLine, toIpCommand, type Change, type RouteOp, type RoutePlan } from './plan.js';
 
 export interface BatchResult {
   ok: boolean;
   /** 1-based line of the first failing command, when ip reported one. */
   failedLine?: number;
+  /** How many lines failed (with force, ip goes on past them). */
+  failures?: number;
   stderr: string;
 }
 
 export interface IpRunner {
-  /** Runs the lines as one `ip -batch`; with force, ip goes on past failing lines. */
-  batch(lines: readonly string[], force: boolean): Promise<BatchResult>;
+  /** Runs the lines as one `ip [-6] -batch`; with force, ip goes on past failing lines. */
+  batch(lines: readonly string[], force: boolean, family?: 4 | 6): Promise<BatchResult>;
 }
 
-export const ipBatchRunner: IpRunner = {
-  batch(lines, force) {
-    return new Promise((resolve) => {
-      const args = force ? ['-force', '-batch', '-'] : ['-batch', '-'];
-      const child = spawn('ip', args, { stdio: ['pipe', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr.setEncoding('utf8');
-      child.stderr.on('data', (d: string) => {
-        stderr += d;
+export function createIpRunner(opts: { netns?: string } = {}): IpRunner {
+  const ns = opts.netns === undefined ? [] : ['-n', opts.netns];
+  return {
+    batch(lines, force, family = 4) {
+      return new Promise((resolve) => {
+        const args = [...ns, ...(family === 6 ? ['-6'] : []), ...(force ? ['-force'] : []), '-batch', '-'];
+        const child = spawn('ip', args, { stdio: ['pipe', 'ignore', 'pipe'] });
+        let stderr = '';
+        child.stderr.setEncoding('utf8');
+        child.stderr.on('data', (d: string) => {
+          stderr += d;
+        });
+        child.on('error', (e) => resolve({ ok: false, stderr: `cannot run ip: ${e.message}` }));
+        child.on('close', (code) => {
+          const m = /Command failed -:(\d+)/.exec(stderr);
+          const failures = stderr.match(/Command failed -:\d+/g)?.length ?? 0;
+          resolve({ ok: code === 0, failedLine: m ? Number(m[1]) : undefined, failures, stderr: stderr.trim() });
+        });
+        child.stdin.on('error', () => undefined); // ip died early; 'close' reports it
+        child.stdin.end(lines.join('\n') + '\n');
       });
-      child.on('error', (e) => resolve({ ok: false, stderr: `cannot run ip: ${e.message}` }));
-      child.on('close', (code) => {
-        const m = /Command failed -:(\d+)/.exec(stderr);
-        resolve({ ok: code === 0, failedLine: m ? Number(m[1]) : undefined, stderr: stderr.trim() });
-      });
-      child.stdin.end(lines.join('\n') + '\n');
-    });
-  },
-};
+    },
+  };
+}
+
+export const ipBatchRunner: IpRunner = createIpRunner();
 
 /**
- * Apply `plan.up`. If a line fails, whatever was applied before it is undone before the
+ * Apply ops in order. If a line fails, whatever was applied before it is undone before the
  * error is thrown, so a failed `up` leaves the host as it found it.
  */
-export async function applyPlan(plan: RoutePlan, runner: IpRunner, log: Logger): Promise<void> {
-  const lines = toIpBatch(plan.up, 'apply');
-  if (lines.length === 0) return;
-  const res = await runner.batch(lines, false);
-  if (res.ok) {
-    log.info({ dev: plan.dev, changes: lines.length, routes: plan.prefixes.length }, 'routes applied');
-    return;
+export async function applyOps(ops: readonly RouteOp[], dev: string, runner: IpRunner, log: Logger): Promise<void> {
+  const applied: RouteOp[] = [];
+  for (const b of batchesOf(ops)) {
+    const lines = b.ops.map((o) => toIpLine(o, 'apply'));
+    const res = await runner.batch(lines, false, b.family);
+    if (res.ok) {
+      applied.push(...b.ops);
+      continue;
+    }
+    const failed = res.failedLine ?? 1;
+    applied.push(...b.ops.slice(0, failed - 1));
+    await removeChanges(invert(applied), runner, log);
+    const why = res.stderr.split('\n')[0] ?? 'unknown error';
+    const op = b.ops[failed - 1] ?? b.ops[0]!;
+    throw new TunrouteError(
+      'TR_ROUTE_APPLY',
+      `Setting up ${dev} failed at "${toIpCommand(op, 'apply')}" (${why}): check that the route does not exist already and that nothing else manages ${dev}.`,
+    );
   }
-  const failed = res.failedLine ?? 1;
-  const applied = plan.up.slice(0, failed - 1);
-  const undo = toIpBatch(invert(applied), 'undo');
-  if (undo.length > 0) await runner.batch(undo, true);
-  const why = res.stderr.split('\n')[0] ?? 'unknown error';
-  throw new TunrouteError(
-    'TR_ROUTE_APPLY',
-    `Setting up ${plan.dev} failed at "ip ${lines[failed - 1] ?? lines[0]}" (${why}): check that the route does not exist already and that nothing else manages ${plan.dev}.`,
-  );
 }
 
-/** Undo `plan.up`; goes on past errors (a route may already be gone) and logs them. */
-export async function removePlan(plan: RoutePlan, runner: IpRunner, log: Logger): Promise<void> {
-  const lines = toIpBatch(plan.down, 'undo');
-  if (lines.length === 0) return;
-  const res = await runner.batch(lines, true);
-  if (res.ok) log.info({ dev: plan.dev, changes: lines.length }, 'routes removed');
-  else log.warn({ dev: plan.dev, stderr: res.stderr }, 'some routes were already gone');
+export interface RemoveResult {
+  /** Changes whose deletion the kernel refused (mostly: already gone, e.g. with the device). */
+  failed: number;
+  stderr: string;
+}
+
+/** Delete changes (already in undo order); goes on past errors, because some may be gone already. */
+export async function removeChanges(changes: readonly Change[], runner: IpRunner, log: Logger): Promise<RemoveResult> {
+  let failed = 0;
+  const errs: string[] = [];
+  for (const b of batchesOf(changes)) {
+    const res = await runner.batch(
+      b.ops.map((o) => toIpLine(o, 'undo')),
+      true,
+      b.family,
+    );
+    if (!res.ok) {
+      failed += res.failures ?? 1;
+      errs.push(res.stderr);
+    }
+  }
+  if (failed > 0) log.debug({ failed, stderr: errs.join('\n').slice(0, 2000) }, 'some changes were already gone');
+  return { failed, stderr: errs.join('\n') };
+}
+
+/** Apply `plan.up` (device settings, routes, rules). */
+export async function applyPlan(plan: RoutePlan, runner: IpRunner, log: Logger): Promise<void> {
+  await applyOps(plan.up, plan.dev, runner, log);
+  log.info({ dev: plan.dev, changes: plan.changes.length, routes: plan.prefixes.length }, 'routes applied');
+}
+
+/** Undo `plan.up`. */
+export async function removePlan(plan: RoutePlan, runner: IpRunner, log: Logger): Promise<RemoveResult> {
+  const r = await removeChanges(plan.down, runner, log);
+  log.info({ dev: plan.dev, changes: plan.down.length, alreadyGone: r.failed }, 'routes removed');
+  return r;
 }

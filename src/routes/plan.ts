@@ -1,102 +1,439 @@
 /**
  * The route plan: a pure description of every change `up` makes to the host, and its exact
- * inverse for `down`. Nothing here runs a command, so `--dry-run`, `check` and the tests see
- * the same plan that `apply` executes.
+ * inverse for `down`. Nothing here runs a command or reads the host: what the plan depends on
+ * outside the config (default route, LAN, upstream addresses, CIDR files) arrives as a
+ * RouteEnv. So `--dry-run`, `check`, `why` and the tests see the same plan that apply executes.
+ *
+ * What enters the device: the includes (`routes.include`, `includeFiles`; a full tunnel
+ * includes 0.0.0.0/0) minus the excludes, merged into the fewest prefixes. Excluded always,
+ * whatever the mode: loopback, link-local, multicast, "this network", broadcast, the
+ * upstreams' own addresses (so tunroute's sockets never loop into tun0), the LAN of the
+ * default interface (`routes.lan: auto`), and the user's excludes.
+ *
+ * Where the routes go (`routes.table`):
+ *   - main table (auto for a split tunnel, like wg-quick): `ip route add P dev tun0`;
+ *   - a table of its own (auto for a full tunnel or with excluded users): the routes go into
+ *     table T, and two `ip rule`s steer lookups there:
+ *       priority P     uidrange U-U lookup main    (one per excluded user: they never see T)
+ *       priority P+1   lookup T                    (T holds only tunnel prefixes; a miss
+ *                                                    falls through to the main table)
+ * IPv6 leak guard (full tunnel, unless turned off): table T holds `unreachable ::/0` with
+ * `throw` for link-local and multicast, behind the same two rules for IPv6.
+ * Kill switch: each tunnel route gets a twin `unreachable` route of the lowest priority
+ * (metric 2^32-1). When tun0 vanishes with a dead tunroute, its routes go with it and the
+ * twins remain: tunneled destinations fail closed until `tunroute down`.
+ *
+ * Every route and rule carries `proto 211`, so `ip route`/`ip rule` show what is tunroute's
+ * and `down` deletes only routes and rules with that mark.
  */
-import { parseCidr, u32ToIp } from '../wire/ipv4.js';
-import type { Config } from '../config/schema.js';
+import { TunrouteError } from '../errors.js';
+import { BLOCK_OUTBOUND, DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from '../config/schema.js';
+import { parseCidr, normalizeCidr } from '../wire/ipv4.js';
 import { computeRouteSet, type Prefix } from './cidr-set.js';
+import type { RouteEnv } from './host.js';
+import { parseCidrFile, prefixToString, type LabeledPrefix } from './sources.js';
 
-export type RouteOp =
-  | { op: 'addr-add'; dev: string; cidr: string }
+/** The `proto` (routes) and `protocol` (rules) number that marks tunroute's changes. */
+export const ROUTE_PROTO = 211;
+/** The kill switch's unreachable twins: the largest metric, so any live route wins. */
+export const KILL_SWITCH_METRIC = 4_294_967_295;
+
+export type Table = 'main' | number;
+
+export type DeviceOp =
   | { op: 'link-set'; dev: string; mtu: number; txqueuelen: number }
-  | { op: 'link-up'; dev: string }
-  | { op: 'route-add'; dev: string; cidr: string };
+  | { op: 'addr-add'; dev: string; cidr: string }
+  | { op: 'link-up'; dev: string };
+
+export type RouteChange = {
+  op: 'route';
+  family: 4 | 6;
+  type: 'unicast' | 'unreachable' | 'throw';
+  cidr: string;
+  dev?: string;
+  table: Table;
+  metric?: number;
+};
+
+export type RuleChange = {
+  op: 'rule';
+  family: 4 | 6;
+  priority: number;
+  table: Table;
+  /** uidrange first-last */
+  uids?: [number, number];
+};
+
+/** A change to the host's routing state: these are journaled and undone by `down`. */
+export type Change = RouteChange | RuleChange;
+
+export type RouteOp = DeviceOp | Change;
+
+export type PlanMode = 'full' | 'split' | 'none';
+
+/** Everything `why` needs to explain a decision; JSON, so the journal can hold it. */
+export interface ExplainData {
+  dev: string;
+  mode: PlanMode;
+  table: Table;
+  priority: number;
+  /** [cidr, source] */
+  include: Array<[string, string]>;
+  exclude: Array<[string, string]>;
+  excludeUids: Array<[number, number]>;
+  ipv6: Ipv6Handling;
+  killSwitch: boolean;
+  rules: Config['rules'];
+  defaultOutbound: string;
+}
+
+/** guarded: blocked by the leak guard; untouched: not tunroute's business; unavailable: no IPv6 in this kernel. */
+export type Ipv6Handling = 'guarded' | 'untouched' | 'unavailable';
 
 export interface RoutePlan {
   dev: string;
-  /** Applied in order by `up`. */
+  mode: PlanMode;
+  table: Table;
+  priority: number;
+  /** Applied in order by `up`: the device settings, then `changes`. */
   up: RouteOp[];
   /** The inverse of `up`, in reverse order; safe to run when only part of `up` was applied. */
-  down: RouteOp[];
+  down: Change[];
+  /** The route and rule changes (what the journal lists). */
+  changes: Change[];
   /** The prefixes that enter the device, after merging and excluding. */
   prefixes: Prefix[];
+  /** What stays direct, and why (only entries that cut into an include are listed). */
+  direct: Array<{ cidr: string; source: string }>;
+  excludeUids: Array<[number, number]>;
+  ipv6: Ipv6Handling;
+  killSwitch: boolean;
+  /** Things a user should know (no default route found, …). */
+  notes: string[];
+  explain: ExplainData;
 }
 
-function prefixToString(p: Prefix): string {
-  return `${u32ToIp(p.addr)}/${p.prefix}`;
-}
+/** Always kept out of the tunnel: routing these into a TUN device makes no sense. */
+export const ALWAYS_DIRECT: ReadonlyArray<readonly [string, string]> = [
+  ['0.0.0.0/8', '"this network" (0.0.0.0/8)'],
+  ['127.0.0.0/8', 'loopback'],
+  ['169.254.0.0/16', 'link-local'],
+  ['224.0.0.0/4', 'multicast'],
+  ['255.255.255.255/32', 'limited broadcast'],
+];
+
+export const FULL_TUNNEL_SOURCE = 'full tunnel (a proxy and no routes given)';
 
 function mustParse(cidr: string): Prefix {
   const p = parseCidr(cidr);
   // The schema validated every CIDR already; reaching this is a bug, not a user error.
-  if (!p) throw new Error(`unvalidated CIDR reached the planner: ${cidr}`);
-  return p;
+  if (!p) throw new TunrouteError('TR_INTERNAL', `unvalidated CIDR reached the planner: ${cidr}`);
+  return normalizeCidr(p);
 }
 
-export function planUp(config: Config): RoutePlan {
+function fileText(env: RouteEnv, path: string): string {
+  const t = env.files.get(path);
+  if (t === undefined) throw new TunrouteError('TR_INTERNAL', `the CIDR file ${path} was not read before planning`);
+  return t;
+}
+
+function hasUpstream(config: Config): boolean {
+  return config.proxy !== undefined || config.outbounds.some((o) => o.type === 'socks5');
+}
+
+/** Same choice as app.ts buildRouter: the outbound for flows no rule matches. */
+function defaultOutboundOf(config: Config): string {
+  return config.defaultOutbound ?? (config.proxy !== undefined ? PROXY_OUTBOUND : BLOCK_OUTBOUND);
+}
+
+function prefixContains(p: Prefix, addr: number): boolean {
+  const size = 2 ** (32 - p.prefix);
+  return addr >= p.addr && addr < p.addr + size;
+}
+
+/** Whether `addr` (uint32) lies in one of the sorted, disjoint prefixes. */
+export function prefixesContain(prefixes: readonly Prefix[], addr: number): Prefix | undefined {
+  let lo = 0;
+  let hi = prefixes.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const p = prefixes[mid]!;
+    if (addr < p.addr) hi = mid - 1;
+    else if (prefixContains(p, addr)) return p;
+    else lo = mid + 1;
+  }
+  return undefined;
+}
+
+/** Whether `p` overlaps one of the sorted, disjoint prefixes. */
+function overlapsAny(sorted: readonly Prefix[], p: Prefix): boolean {
+  const start = p.addr;
+  const end = p.addr + 2 ** (32 - p.prefix);
+  // First prefix whose end lies beyond `start`.
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const q = sorted[mid]!;
+    if (q.addr + 2 ** (32 - q.prefix) <= start) lo = mid + 1;
+    else hi = mid;
+  }
+  const q = sorted[lo];
+  return q !== undefined && q.addr < end;
+}
+
+export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   const dev = config.tun.name;
-  const prefixes = computeRouteSet(config.routes.include.map(mustParse), config.routes.exclude.map(mustParse));
-  const up: RouteOp[] = [
+  const r = config.routes;
+  const notes: string[] = [];
+
+  const include: LabeledPrefix[] = r.include.map((c, i) => ({ prefix: mustParse(c), source: `routes.include[${i}]` }));
+  r.includeFiles.forEach((f, i) => include.push(...parseCidrFile(fileText(env, f), f, `routes.includeFiles[${i}]`)));
+  const mode: PlanMode = r.include.length > 0 || r.includeFiles.length > 0 ? 'split' : hasUpstream(config) ? 'full' : 'none';
+  if (mode === 'full') include.push({ prefix: { addr: 0, prefix: 0 }, source: FULL_TUNNEL_SOURCE });
+
+  const exclude: LabeledPrefix[] = ALWAYS_DIRECT.map(([c, source]) => ({ prefix: mustParse(c), source }));
+  for (const u of env.upstreams) {
+    for (const a of u.addrs) {
+      const host = u.host === a ? '' : `${u.host} → `;
+      exclude.push({ prefix: mustParse(`${a}/32`), source: `upstream '${u.name}' (${u.kind} ${host}${a}:${u.port}): tunroute's own connections` });
+    }
+  }
+  const net = env.network;
+  if (r.lan === 'auto' && net.defaultRoute !== undefined) {
+    const via = net.defaultRoute.via === undefined ? '' : ` via ${net.defaultRoute.via}`;
+    for (const l of net.lan) {
+      const isGateway = net.defaultRoute.via !== undefined && l === `${net.defaultRoute.via}/32`;
+      exclude.push({ prefix: mustParse(l), source: isGateway ? `gateway of the default route (dev ${net.defaultRoute.dev})` : `LAN on ${net.defaultRoute.dev} (default route${via})` });
+    }
+  } else if (r.lan === 'auto' && mode === 'full') {
+    notes.push('no IPv4 default route: there is no LAN to keep direct.');
+  }
+  r.exclude.forEach((c, i) => exclude.push({ prefix: mustParse(c), source: `routes.exclude[${i}]` }));
+  r.excludeFiles.forEach((f, i) => exclude.push(...parseCidrFile(fileText(env, f), f, `routes.excludeFiles[${i}]`)));
+
+  const prefixes = mode === 'none' ? [] : computeRouteSet(include.map((p) => p.prefix), exclude.map((p) => p.prefix));
+
+  // The loop guard, checked rather than assumed: no upstream address may enter the device.
+  for (const u of env.upstreams) {
+    for (const a of u.addrs) {
+      const addr = mustParse(`${a}/32`).addr;
+      const hit = prefixesContain(prefixes, addr);
+      if (hit) throw new TunrouteError('TR_INTERNAL', `the plan routes upstream ${a} into ${dev} via ${prefixToString(hit)}; this would loop`);
+    }
+  }
+
+  const uids = r.excludeUids.map((u): [number, number] => (typeof u === 'number' ? [u, u] : [u[0], u[1]]));
+  let table: Table;
+  if (r.table === 'main') {
+    if (uids.length > 0) {
+      throw new TunrouteError(
+        'TR_BAD_CONFIG',
+        'Excluding users (--exclude-uid, routes.excludeUids) needs policy routing, but routes.table is "main": set routes.table to auto or a table number.',
+      );
+    }
+    table = 'main';
+  } else if (typeof r.table === 'number') table = r.table;
+  else table = mode === 'full' || uids.length > 0 ? DEFAULT_ROUTE_TABLE : 'main';
+
+  const ipv6: Ipv6Handling = mode === 'full' && r.ipv6Guard ? (net.ipv6 ? 'guarded' : 'unavailable') : 'untouched';
+  const killSwitch = r.killSwitch && mode !== 'none';
+  const priority = r.priority;
+
+  const changes: Change[] = [];
+  if (mode !== 'none') {
+    for (const p of prefixes) changes.push({ op: 'route', family: 4, type: 'unicast', cidr: prefixToString(p), dev, table });
+    if (killSwitch) {
+      for (const p of prefixes) changes.push({ op: 'route', family: 4, type: 'unreachable', cidr: prefixToString(p), table, metric: KILL_SWITCH_METRIC });
+    }
+    if (table !== 'main') {
+      for (const u of uids) changes.push({ op: 'rule', family: 4, priority, table: 'main', uids: u });
+      changes.push({ op: 'rule', family: 4, priority: priority + 1, table });
+    }
+    if (ipv6 === 'guarded') {
+      if (table === 'main') {
+        // Without a table of our own: two halves more specific than any default route.
+        changes.push({ op: 'route', family: 6, type: 'unreachable', cidr: '::/1', table });
+        changes.push({ op: 'route', family: 6, type: 'unreachable', cidr: '8000::/1', table });
+      } else {
+        changes.push({ op: 'route', family: 6, type: 'unreachable', cidr: '::/0', table });
+        changes.push({ op: 'route', family: 6, type: 'throw', cidr: 'fe80::/10', table });
+        changes.push({ op: 'route', family: 6, type: 'throw', cidr: 'ff00::/8', table });
+        for (const u of uids) changes.push({ op: 'rule', family: 6, priority, table: 'main', uids: u });
+        changes.push({ op: 'rule', family: 6, priority: priority + 1, table });
+      }
+    } else if (ipv6 === 'unavailable') {
+      notes.push('this kernel has no IPv6: nothing to guard.');
+    }
+  }
+
+  const device: DeviceOp[] = [
     { op: 'link-set', dev, mtu: config.tun.mtu, txqueuelen: config.tun.txqueuelen },
     { op: 'addr-add', dev, cidr: config.tun.address },
     { op: 'link-up', dev },
-    ...prefixes.map((p): RouteOp => ({ op: 'route-add', dev, cidr: prefixToString(p) })),
   ];
-  return { dev, up, down: invert(up), prefixes };
+  const up: RouteOp[] = [...device, ...changes];
+
+  // Only exclusions that actually cut into an include are worth showing.
+  const merged = computeRouteSet(include.map((p) => p.prefix));
+  const direct =
+    mode === 'none' ? [] : exclude.filter((e) => overlapsAny(merged, e.prefix)).map((e) => ({ cidr: prefixToString(e.prefix), source: e.source }));
+
+  const explain: ExplainData = {
+    dev,
+    mode,
+    table,
+    priority,
+    include: include.map((p) => [prefixToString(p.prefix), p.source]),
+    exclude: exclude.map((p) => [prefixToString(p.prefix), p.source]),
+    excludeUids: uids,
+    ipv6,
+    killSwitch,
+    rules: config.rules,
+    defaultOutbound: defaultOutboundOf(config),
+  };
+
+  return { dev, mode, table, priority, up, down: invert(up), changes, prefixes, direct, excludeUids: uids, ipv6, killSwitch, notes, explain };
 }
 
 /**
- * What undoes each op. Link settings need no undo: the TUN device is not persistent and
- * vanishes with its file descriptor, taking its address with it; routes are deleted explicitly
- * first so the host never holds a route to a device that is going away.
+ * What undoes each op: routes and rules are deleted, in reverse order. Device settings need no
+ * undo: the TUN device is not persistent and vanishes with its file descriptor, taking its
+ * address (and every route through it) with it.
  */
-export function invert(ops: readonly RouteOp[]): RouteOp[] {
-  const out: RouteOp[] = [];
+export function invert(ops: readonly RouteOp[]): Change[] {
+  const out: Change[] = [];
   for (let i = ops.length - 1; i >= 0; i--) {
     const o = ops[i]!;
-    if (o.op === 'route-add') out.push({ op: 'route-add', dev: o.dev, cidr: o.cidr });
+    if (o.op === 'route' || o.op === 'rule') out.push(o);
   }
   return out;
 }
 
-/** One iproute2 batch line per op (`ip -batch -` syntax). */
-export function toIpBatch(ops: readonly RouteOp[], mode: 'apply' | 'undo'): string[] {
-  return ops.map((o) => {
-    switch (o.op) {
-      case 'link-set':
-        return `link set dev ${o.dev} mtu ${o.mtu} txqueuelen ${o.txqueuelen}`;
-      case 'addr-add':
-        return `address ${mode === 'apply' ? 'add' : 'del'} ${o.cidr} dev ${o.dev}`;
-      case 'link-up':
-        return `link set dev ${o.dev} ${mode === 'apply' ? 'up' : 'down'}`;
-      case 'route-add':
-        return `route ${mode === 'apply' ? 'add' : 'del'} ${o.cidr} dev ${o.dev}`;
+/** One `ip -batch` line (without the family option: see familyOf). */
+export function toIpLine(o: RouteOp, mode: 'apply' | 'undo'): string {
+  const add = mode === 'apply';
+  switch (o.op) {
+    case 'link-set':
+      return `link set dev ${o.dev} mtu ${o.mtu} txqueuelen ${o.txqueuelen}`;
+    case 'addr-add':
+      return `address ${add ? 'add' : 'del'} ${o.cidr} dev ${o.dev}`;
+    case 'link-up':
+      return `link set dev ${o.dev} ${add ? 'up' : 'down'}`;
+    case 'route': {
+      const type = o.type === 'unicast' ? '' : `${o.type} `;
+      const dev = o.dev === undefined ? '' : ` dev ${o.dev}`;
+      const table = o.table === 'main' ? '' : ` table ${o.table}`;
+      const metric = o.metric === undefined ? '' : ` metric ${o.metric}`;
+      return `route ${add ? 'add' : 'del'} ${type}${o.cidr}${dev}${table} proto ${ROUTE_PROTO}${metric}`;
     }
-  });
+    case 'rule': {
+      const uids = o.uids === undefined ? '' : ` uidrange ${o.uids[0]}-${o.uids[1]}`;
+      return `rule ${add ? 'add' : 'del'}${uids} lookup ${o.table} priority ${o.priority} protocol ${ROUTE_PROTO}`;
+    }
+  }
+}
+
+export function familyOf(o: RouteOp): 4 | 6 {
+  return o.op === 'route' || o.op === 'rule' ? o.family : 4;
+}
+
+/** One iproute2 batch line per op (`ip -batch -` syntax); the family comes from the batch (see batchesOf). */
+export function toIpBatch(ops: readonly RouteOp[], mode: 'apply' | 'undo'): string[] {
+  return ops.map((o) => toIpLine(o, mode));
+}
+
+/** The op as a command a person could type. */
+export function toIpCommand(o: RouteOp, mode: 'apply' | 'undo'): string {
+  return `ip ${familyOf(o) === 6 ? '-6 ' : ''}${toIpLine(o, mode)}`;
+}
+
+export interface Batch {
+  family: 4 | 6;
+  ops: RouteOp[];
+}
+
+/** `ip -batch` has no per-line family, so consecutive ops of one family share a batch. */
+export function batchesOf(ops: readonly RouteOp[]): Batch[] {
+  const out: Batch[] = [];
+  for (const o of ops) {
+    const fam = familyOf(o);
+    const last = out[out.length - 1];
+    if (last && last.family === fam) last.ops.push(o);
+    else out.push({ family: fam, ops: [o] });
+  }
+  return out;
+}
+
+function tableText(t: Table): string {
+  return t === 'main' ? 'the main table' : `table ${t}`;
+}
+
+export interface DescribeOptions {
+  /** Where the journal will be, for the closing line. */
+  journal?: string;
+  /** List at most this many changes (default: all). */
+  maxChanges?: number;
 }
 
 /** The plan as a person reads it (`--dry-run`, `check`). */
-export function describePlan(plan: RoutePlan): string {
-  const lines = [`device ${plan.dev}:`];
+export function describePlan(plan: RoutePlan, opts: DescribeOptions = {}): string {
+  const L: string[] = [];
+  const how =
+    plan.mode === 'none'
+      ? 'no routes (no proxy and no --route): only the device\'s own subnet enters it'
+      : plan.mode === 'full'
+        ? 'full tunnel: everything except the direct destinations below'
+        : 'split tunnel: only the listed CIDRs';
+  L.push(`device ${plan.dev} — ${how}`);
   for (const o of plan.up) {
-    switch (o.op) {
-      case 'link-set':
-        lines.push(`  set mtu ${o.mtu}, txqueuelen ${o.txqueuelen}`);
-        break;
-      case 'addr-add':
-        lines.push(`  add address ${o.cidr}`);
-        break;
-      case 'link-up':
-        lines.push('  bring the device up');
-        break;
-      case 'route-add':
-        break;
-    }
+    if (o.op === 'link-set') L.push(`  set mtu ${o.mtu}, txqueuelen ${o.txqueuelen}`);
+    else if (o.op === 'addr-add') L.push(`  add address ${o.cidr}`);
+    else if (o.op === 'link-up') L.push('  bring the device up');
   }
-  const routes = plan.up.filter((o) => o.op === 'route-add');
-  lines.push(routes.length === 0 ? 'routes: none (only the device\'s own subnet enters it)' : `routes into ${plan.dev} (${routes.length}):`);
-  for (const o of routes) lines.push(`  + ${o.cidr}`);
-  lines.push('on exit: the routes above are deleted and the device is removed.');
-  return lines.join('\n');
+  if (plan.mode !== 'none') {
+    const where =
+      plan.table === 'main'
+        ? 'routes in the main table'
+        : `routes in table ${plan.table}, consulted by ip rule priority ${plan.priority + 1} (before the main table)`;
+    L.push(`routes into ${plan.dev} (${plan.prefixes.length}; ${where}):`);
+    const shown = opts.maxChanges ?? Infinity;
+    plan.prefixes.slice(0, shown).forEach((p) => L.push(`  + ${prefixToString(p)}`));
+    if (plan.prefixes.length > shown) L.push(`  … and ${plan.prefixes.length - shown} more`);
+    if (plan.direct.length > 0) {
+      L.push('stays direct (the host\'s own routes carry it):');
+      const w = Math.max(...plan.direct.map((d) => d.cidr.length));
+      plan.direct.slice(0, shown).forEach((d) => L.push(`  - ${d.cidr.padEnd(w)}  ${d.source}`));
+      if (plan.direct.length > shown) L.push(`  … and ${plan.direct.length - shown} more`);
+    }
+    if (plan.excludeUids.length > 0) {
+      L.push(`users whose traffic never enters ${plan.dev}: ${plan.excludeUids.map(([a, b]) => (a === b ? `uid ${a}` : `uids ${a}-${b}`)).join(', ')} (ip rule priority ${plan.priority} → main table)`);
+    }
+    L.push(
+      plan.ipv6 === 'guarded'
+        ? `IPv6: blocked by the leak guard (unreachable in ${tableText(plan.table)}; link-local and multicast still work); turn off with --no-ipv6-guard`
+        : plan.ipv6 === 'unavailable'
+          ? 'IPv6: not available in this kernel, nothing to guard'
+          : plan.mode === 'full'
+            ? 'IPv6: NOT guarded (--no-ipv6-guard): IPv6 traffic bypasses the tunnel'
+            : 'IPv6: untouched (split tunnel)',
+    );
+    L.push(
+      plan.killSwitch
+        ? `kill switch: on — if tunroute dies, the ${plan.prefixes.length} tunneled prefixes stay unreachable until \`tunroute down\``
+        : 'kill switch: off — if tunroute dies, tunneled traffic goes direct again (the watchdog removes the rest)',
+    );
+  }
+  for (const n of plan.notes) L.push(`note: ${n}`);
+  if (plan.changes.length === 0) {
+    L.push('changes: none besides the device.');
+  } else {
+    L.push(`changes (${plan.changes.length}, applied with ip -batch in this order):`);
+    const shown = opts.maxChanges ?? Infinity;
+    plan.changes.slice(0, shown).forEach((c) => L.push(`  ${toIpCommand(c, 'apply')}`));
+    if (plan.changes.length > shown) L.push(`  … and ${plan.changes.length - shown} more`);
+  }
+  const journal = opts.journal === undefined ? '' : ` (${opts.journal} lists them meanwhile)`;
+  L.push(`on exit or \`tunroute down\`: every change above is deleted, in reverse order${journal}; the device vanishes with tunroute.`);
+  return L.join('\n');
 }

@@ -1,0 +1,172 @@
+/**
+ * What the planner needs to know about the host, read without changing anything: the default
+ * route and the LAN behind it, whether IPv6 exists, whether our routing table is free, and the
+ * upstreams' addresses. Everything goes through `ip` (iproute2, JSON output) so a lab can point
+ * it at a network namespace (`ip -n NS`), and tests replace the whole HostProbe.
+ */
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { TunrouteError } from '../errors.js';
+import type { Config } from '../config/schema.js';
+import { parseCidr, ipToU32, cidrContains } from '../wire/ipv4.js';
+import { resolveUpstreams, systemResolver, upstreamsOf, type ResolvedUpstream, type Resolver } from './upstreams.js';
+
+export interface CommandResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `ip ARGS` (in a namespace when the probe was made for one). */
+export type IpCommand = (args: readonly string[]) => Promise<CommandResult>;
+
+export function ipCommand(opts: { netns?: string } = {}): IpCommand {
+  const prefix = opts.netns === undefined ? [] : ['-n', opts.netns];
+  return (args) =>
+    new Promise((resolve) => {
+      const child = spawn('ip', [...prefix, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      child.on('error', (e) => resolve({ code: -1, stdout, stderr: `cannot run ip: ${e.message}` }));
+      child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    });
+}
+
+export interface DefaultRoute {
+  readonly dev: string;
+  readonly via?: string;
+}
+
+export interface NetworkView {
+  /** The main table's IPv4 default route in use (lowest metric), if there is one. */
+  readonly defaultRoute?: DefaultRoute;
+  /** Directly connected IPv4 subnets of the default route's device ("the LAN"), plus the gateway if it lies outside them. */
+  readonly lan: readonly string[];
+  /** Whether this kernel has IPv6 (so IPv6 can leak, and `ip -6 rule` works). */
+  readonly ipv6: boolean;
+}
+
+/** Everything the planner reads from outside the config; see planRoutes. */
+export interface RouteEnv {
+  readonly network: NetworkView;
+  readonly upstreams: readonly ResolvedUpstream[];
+  /** Contents of routes.includeFiles / excludeFiles, by path as written in the config. */
+  readonly files: ReadonlyMap<string, string>;
+}
+
+export const NO_NETWORK: NetworkView = { lan: [], ipv6: false };
+
+export interface HostProbe {
+  network(): Promise<NetworkView>;
+  resolve: Resolver;
+  readFile(path: string): Promise<string>;
+  /** A description of what already uses routing table `table` (routes or rules), or undefined if it is free. */
+  tableInUse(table: number, ipv6: boolean): Promise<string | undefined>;
+  /** The kernel's answer to `ip route get ADDR` (first line), or the error. */
+  routeGet(addr: string): Promise<string>;
+}
+
+const routeJson = z.array(
+  z
+    .object({
+      dst: z.string(),
+      type: z.string().optional(),
+      gateway: z.string().optional(),
+      dev: z.string().optional(),
+      scope: z.string().optional(),
+      metric: z.number().optional(),
+      nexthops: z.array(z.object({ gateway: z.string().optional(), dev: z.string().optional() }).loose()).optional(),
+    })
+    .loose(),
+);
+
+/** The default route and LAN from `ip -j -4 route show table main` output. */
+export function parseNetworkView(mainTableJson: string, ipv6: boolean): NetworkView {
+  const parsed = routeJson.safeParse(JSON.parse(mainTableJson === '' ? '[]' : mainTableJson));
+  if (!parsed.success) return { lan: [], ipv6 };
+  const routes = parsed.data.filter((r) => r.type === undefined || r.type === 'unicast');
+  let best: { dev: string; via?: string; metric: number } | undefined;
+  for (const r of routes) {
+    if (r.dst !== 'default' && r.dst !== '0.0.0.0/0') continue;
+    const dev = r.dev ?? r.nexthops?.[0]?.dev;
+    const via = r.gateway ?? r.nexthops?.[0]?.gateway;
+    const metric = r.metric ?? 0;
+    if (dev !== undefined && (best === undefined || metric < best.metric)) best = { dev, via, metric };
+  }
+  if (best === undefined) return { lan: [], ipv6 };
+  const lan: string[] = [];
+  for (const r of routes) {
+    if (r.dev !== best.dev || r.scope !== 'link' || r.dst === 'default') continue;
+    const c = parseCidr(r.dst.includes('/') ? r.dst : `${r.dst}/32`);
+    if (c !== undefined && !lan.includes(r.dst)) lan.push(r.dst.includes('/') ? r.dst : `${r.dst}/32`);
+  }
+  if (best.via !== undefined) {
+    const gw = ipToU32(best.via);
+    if (gw !== undefined && !lan.some((l) => cidrContains(parseCidr(l)!, gw))) lan.push(`${best.via}/32`);
+  }
+  const defaultRoute: DefaultRoute = best.via === undefined ? { dev: best.dev } : { dev: best.dev, via: best.via };
+  return { defaultRoute, lan, ipv6 };
+}
+
+/** The real host (or one namespace of it, with netns). */
+export function hostProbe(opts: { netns?: string; resolve?: Resolver } = {}): HostProbe {
+  const ip = ipCommand(opts);
+  const hasIpv6 = async (): Promise<boolean> => (await ip(['-6', 'rule', 'show'])).code === 0;
+  return {
+    async network() {
+      const r = await ip(['-j', '-4', 'route', 'show', 'table', 'main']);
+      if (r.code !== 0) {
+        throw new TunrouteError('TR_ROUTE_APPLY', `Cannot read the routing table (ip route: ${r.stderr.trim()}): is iproute2 installed?`);
+      }
+      return parseNetworkView(r.stdout.trim(), await hasIpv6());
+    },
+    resolve: opts.resolve ?? systemResolver,
+    readFile: (path) => readFile(path, 'utf8'),
+    async tableInUse(table, ipv6) {
+      const found: string[] = [];
+      for (const fam of ipv6 ? ['-4', '-6'] : ['-4']) {
+        const routes = await ip([fam, 'route', 'show', 'table', String(table)]);
+        // "FIB table does not exist" means empty.
+        if (routes.code === 0 && routes.stdout.trim() !== '') found.push(`${fam === '-6' ? 'IPv6 ' : ''}routes: ${firstLine(routes.stdout)}`);
+        const rules = await ip([fam, 'rule', 'show', 'table', String(table)]);
+        if (rules.code === 0 && rules.stdout.trim() !== '') found.push(`${fam === '-6' ? 'IPv6 ' : ''}rules: ${firstLine(rules.stdout)}`);
+      }
+      return found.length === 0 ? undefined : found.join('; ');
+    },
+    async routeGet(addr) {
+      const r = await ip(['route', 'get', addr]);
+      return r.code === 0 ? firstLine(r.stdout) : `error: ${r.stderr.trim()}`;
+    },
+  };
+}
+
+function firstLine(s: string): string {
+  return s.trim().split('\n')[0]!.trim();
+}
+
+/** Read what the plan depends on: CIDR files, the upstreams' addresses, the default route and LAN. */
+export async function probeRouteEnv(config: Config, host: HostProbe): Promise<RouteEnv> {
+  const files = new Map<string, string>();
+  const lists: Array<[string, readonly string[]]> = [
+    ['routes.includeFiles', config.routes.includeFiles],
+    ['routes.excludeFiles', config.routes.excludeFiles],
+  ];
+  for (const [field, paths] of lists) {
+    for (let i = 0; i < paths.length; i++) {
+      const path = paths[i]!;
+      if (files.has(path)) continue;
+      try {
+        files.set(path, await host.readFile(path));
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code ?? 'error';
+        throw new TunrouteError('TR_CONFIG_READ', `Cannot read the CIDR file ${path} (${field}[${i}], ${code}): check the path (relative paths start from the working directory).`, e);
+      }
+    }
+  }
+  const upstreams = await resolveUpstreams(upstreamsOf(config), host.resolve);
+  const network = await host.network();
+  return { network, upstreams, files };
+}

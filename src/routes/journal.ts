@@ -1,0 +1,296 @@
+/**
+ * The journal: before `up` changes anything, it writes down every route and rule it is about
+ * to add (`<stateDir>/routes-<dev>.json`, under /run by default). `down`, the watchdog and the
+ * next `up` undo exactly what a journal lists — also after a kill -9, when no config is at
+ * hand. /run is a tmpfs: after a power cut the journal is gone, and so is every route it
+ * listed (the kernel forgets them too), so the two never disagree.
+ *
+ * Files in the state dir:
+ *   routes-tun0.json                  the journal of the tunroute that runs (or ran) tun0
+ *   routes-tun0.json.cleanup-<pid>    a journal being undone by process <pid>: whoever renames
+ *                                     the journal first does the cleanup, so the watchdog,
+ *                                     `down` and a new `up` never undo the same journal twice
+ *                                     (and never undo a new daemon's fresh routes)
+ *   routes-tun0.json.tmp-<pid>        a journal being written (atomically linked into place)
+ *
+ * A journal is validated before use: `down` runs as root, and the lines it feeds to `ip` are
+ * rebuilt from checked fields, never copied from the file.
+ */
+import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { z } from 'zod';
+import { TunrouteError } from '../errors.js';
+import { parseCidr } from '../wire/ipv4.js';
+import type { Change, ExplainData } from './plan.js';
+
+export const JOURNAL_VERSION = 1;
+
+export interface Journal {
+  version: 1;
+  tool: 'tunroute';
+  dev: string;
+  /** The daemon that made the changes, and its start time (/proc/PID/stat field 22) against PID reuse. */
+  pid: number;
+  pidStart?: string;
+  startedAt: string;
+  killSwitch: boolean;
+  /** In the order applied; undone in reverse. */
+  changes: Change[];
+  /** For `tunroute why` against the running daemon. */
+  explain?: ExplainData;
+}
+
+const ifName = z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/);
+const table = z.union([z.literal('main'), z.number().int().min(1).max(4_294_967_295)]);
+const v4Cidr = z.string().refine((s) => parseCidr(s) !== undefined);
+const v6Cidr = z.string().regex(/^[0-9a-fA-F:]{2,39}\/\d{1,3}$/);
+
+const routeChange = z
+  .object({
+    op: z.literal('route'),
+    family: z.union([z.literal(4), z.literal(6)]),
+    type: z.enum(['unicast', 'unreachable', 'throw']),
+    cidr: z.string(),
+    dev: ifName.optional(),
+    table,
+    metric: z.number().int().min(0).max(4_294_967_295).optional(),
+  })
+  .strict()
+  .refine((r) => (r.family === 4 ? v4Cidr.safeParse(r.cidr).success : v6Cidr.safeParse(r.cidr).success), { message: 'bad cidr for its family' });
+
+const ruleChange = z
+  .object({
+    op: z.literal('rule'),
+    family: z.union([z.literal(4), z.literal(6)]),
+    priority: z.number().int().min(1).max(32_765),
+    table,
+    uids: z.tuple([z.number().int().min(0), z.number().int().min(0)]).optional(),
+  })
+  .strict();
+
+const journalSchema = z
+  .object({
+    version: z.literal(JOURNAL_VERSION),
+    tool: z.literal('tunroute'),
+    dev: ifName,
+    pid: z.number().int().positive(),
+    pidStart: z.string().optional(),
+    startedAt: z.string(),
+    killSwitch: z.boolean(),
+    changes: z.array(z.union([routeChange, ruleChange])),
+    // Only read by `why`, which checks what it uses; never turned into commands.
+    explain: z.custom<ExplainData>((v) => typeof v === 'object' && v !== null && 'include' in v && 'exclude' in v).optional(),
+  })
+  .strict();
+
+/** The state dir of a tunroute in the host's network namespace. */
+export const HOST_STATE_DIR = '/run/tunroute';
+
+/**
+ * Where journals live unless --state-dir says otherwise. Routes belong to a network namespace,
+ * and so do journals: inside a named namespace (`ip netns exec NAME`, as the lab runs
+ * tunroute) it is /run/tunroute/netns/NAME, so a `down` on the host never sees, let alone
+ * undoes, a namespace's journal (and /run is shared between namespaces).
+ */
+export function defaultStateDir(): string {
+  try {
+    const self = statSync('/proc/self/ns/net');
+    for (const name of readdirSync('/run/netns')) {
+      try {
+        const s = statSync(join('/run/netns', name));
+        if (s.dev === self.dev && s.ino === self.ino) return join(HOST_STATE_DIR, 'netns', name);
+      } catch {
+        // A namespace being deleted.
+      }
+    }
+  } catch {
+    // No named namespaces here.
+  }
+  return HOST_STATE_DIR;
+}
+
+/** --state-dir (or the config's stateDir) if given, else the default for this namespace. */
+export function resolveStateDir(given: string | undefined): string {
+  return given ?? defaultStateDir();
+}
+
+/** Remove a per-namespace state dir once it is empty (never the host's dir, never a user's). */
+export function pruneStateDir(stateDir: string): void {
+  const netnsRoot = join(HOST_STATE_DIR, 'netns');
+  if (dirname(stateDir) !== netnsRoot) return;
+  for (const d of [stateDir, netnsRoot]) {
+    try {
+      rmdirSync(d);
+    } catch {
+      return; // not empty (or gone): leave it
+    }
+  }
+}
+
+export function journalPath(stateDir: string, dev: string): string {
+  return join(stateDir, `routes-${dev}.json`);
+}
+
+/** /proc/PID/stat's start time (clock ticks since boot), or undefined if there is no such process. */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const st = rest[0];
+    if (st === 'Z' || st === 'X') return undefined; // a zombie holds no routes
+    return rest[19];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Is the process that wrote `j` (same PID and start time) still running? */
+export function ownerAlive(pid: number, pidStart: string | undefined): boolean {
+  const now = processStartTime(pid);
+  return now !== undefined && (pidStart === undefined || now === pidStart);
+}
+
+function writeDurably(path: string, data: string): void {
+  const fd = openSync(path, 'w', 0o600);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function syncDir(dir: string): void {
+  try {
+    const fd = openSync(dir, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // Not every filesystem lets a directory be fsynced; the rename is atomic either way.
+  }
+}
+
+function errCode(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** Create the journal; fails if one exists already (another tunroute got there first). */
+export function createJournal(path: string, j: Journal): void {
+  const dir = dirname(path);
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+  } catch (e) {
+    throw new TunrouteError('TR_ROUTE_APPLY', `Cannot create the state directory ${dir} (${errCode(e) ?? String(e)}): pass a writable one with --state-dir.`, e);
+  }
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    writeDurably(tmp, JSON.stringify(j));
+    linkSync(tmp, path); // atomic, and refuses to replace an existing journal
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // never written
+    }
+    if (errCode(e) === 'EEXIST') {
+      throw new TunrouteError('TR_TUN_BUSY', `Another tunroute has just started on ${j.dev} (${path} appeared): run only one per device.`, e);
+    }
+    throw new TunrouteError('TR_ROUTE_APPLY', `Cannot write the route journal ${path} (${errCode(e) ?? String(e)}): pass a writable directory with --state-dir.`, e);
+  }
+  unlinkSync(tmp);
+  syncDir(dir);
+}
+
+/** Replace the journal (it exists and is ours). */
+export function replaceJournal(path: string, j: Journal): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeDurably(tmp, JSON.stringify(j));
+  renameSync(tmp, path);
+  syncDir(dirname(path));
+}
+
+/** The journal at `path`, or undefined if there is none. A corrupt journal is an error that says what to do. */
+export function readJournal(path: string): Journal | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    if (errCode(e) === 'ENOENT') return undefined;
+    throw new TunrouteError('TR_ROUTE_APPLY', `Cannot read the route journal ${path} (${errCode(e) ?? String(e)}): run tunroute as root.`, e);
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    data = undefined;
+  }
+  const r = journalSchema.safeParse(data);
+  if (!r.success) {
+    throw new TunrouteError(
+      'TR_ROUTE_APPLY',
+      `The route journal ${path} is damaged, so tunroute cannot tell what to undo: compare \`ip rule\` and \`ip route show table all\` (tunroute's entries say "proto 211"), remove those by hand, then delete the file.`,
+    );
+  }
+  return r.data as Journal;
+}
+
+/** Take a journal for cleanup: rename it to `.cleanup-<our pid>`. Undefined if someone else took it (or it is gone). */
+export function claimJournal(path: string): string | undefined {
+  const claimed = `${path}.cleanup-${process.pid}`;
+  try {
+    renameSync(path, claimed);
+    return claimed;
+  } catch (e) {
+    if (errCode(e) === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+export function removeFile(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (e) {
+    if (errCode(e) !== 'ENOENT') throw e;
+  }
+}
+
+export interface StateFiles {
+  /** routes-<dev>.json */
+  journals: Array<{ path: string; dev: string }>;
+  /** journals being cleaned up, with the cleaner's pid */
+  claims: Array<{ path: string; dev: string; pid: number }>;
+  /** half-written journals, with the writer's pid */
+  temps: Array<{ path: string; pid: number }>;
+}
+
+/** What the state dir holds (for one device, or all). A missing dir holds nothing. */
+export function listStateFiles(stateDir: string, dev?: string): StateFiles {
+  const out: StateFiles = { journals: [], claims: [], temps: [] };
+  let names: string[];
+  try {
+    names = readdirSync(stateDir);
+  } catch (e) {
+    if (errCode(e) === 'ENOENT') return out;
+    throw new TunrouteError('TR_ROUTE_APPLY', `Cannot read the state directory ${stateDir} (${errCode(e) ?? String(e)}): run tunroute as root.`, e);
+  }
+  for (const name of names.sort()) {
+    const m = /^routes-([A-Za-z0-9_.-]{1,15})\.json(?:\.(cleanup|tmp)-(\d+))?$/.exec(name);
+    if (!m) continue;
+    const d = m[1]!;
+    if (dev !== undefined && d !== dev) continue;
+    const path = join(stateDir, name);
+    if (m[2] === undefined) out.journals.push({ path, dev: d });
+    else if (m[2] === 'cleanup') out.claims.push({ path, dev: d, pid: Number(m[3]) });
+    else out.temps.push({ path, pid: Number(m[3]) });
+  }
+  return out;
+}
+
+/** The journal path a claim or temp file belongs to. */
+export function journalOf(path: string): string {
+  return join(dirname(path), basename(path).replace(/\.(cleanup|tmp)-\d+$/, ''));
+}

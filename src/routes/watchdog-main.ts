@@ -1,0 +1,77 @@
+/**
+ * The watchdog: a small process `up` starts beside itself (detached, in its own session). It
+ * holds the read end of a pipe from tunroute; EOF means tunroute has exited, whatever the way
+ * (SIGTERM, crash, kill -9, OOM killer). Then:
+ *   - tunroute cleaned up (no journal of its pid left): nothing to do;
+ *   - the kill switch is on: leave everything (fail closed) and say so;
+ *   - otherwise: undo the journal, exactly as `tunroute down` would, and say so.
+ *
+ *   node watchdog-main.js JOURNAL_PATH DAEMON_PID [LOG_LEVEL]
+ *
+ * Under systemd, prefer the unit in config/ (ExecStopPost=tunroute down --keep-kill-switch):
+ * systemd stops every process of the unit, this one included.
+ */
+import { dirname, basename } from 'node:path';
+import { createLogger } from '../logger.js';
+import type { LevelWithSilent } from 'pino';
+import { ipBatchRunner } from './apply.js';
+import { readJournal } from './journal.js';
+import { cleanupJournals } from './teardown.js';
+
+const [journal, pidArg, levelArg] = process.argv.slice(2);
+const daemonPid = Number(pidArg);
+const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+const level = (levelArg !== undefined && LEVELS.has(levelArg) ? levelArg : 'info') as LevelWithSilent;
+const log = createLogger(level).child({ role: 'watchdog', daemon: daemonPid });
+
+if (journal === undefined || !Number.isInteger(daemonPid) || daemonPid <= 0) {
+  process.stderr.write('usage: watchdog-main.js JOURNAL_PATH DAEMON_PID [LOG_LEVEL]\n');
+  process.exit(2);
+}
+const dev = /^routes-(.+)\.json$/.exec(basename(journal))?.[1];
+
+let done = false;
+async function daemonGone(why: string): Promise<void> {
+  if (done) return;
+  done = true;
+  try {
+    const j = readJournal(journal!);
+    if (j === undefined || j.pid !== daemonPid) {
+      log.debug({ why }, 'tunroute exited and cleaned up after itself');
+      return;
+    }
+    const entries = await cleanupJournals({
+      stateDir: dirname(journal!),
+      dev,
+      runner: ipBatchRunner,
+      log,
+      live: 'skip',
+      keepKillSwitch: true,
+      onlyPid: daemonPid,
+    });
+    for (const e of entries) {
+      if (e.outcome === 'kept-kill-switch') {
+        log.warn({ dev: e.dev, changes: e.changes }, `tunroute (pid ${daemonPid}) died; kill switch on: tunneled destinations stay unreachable until \`tunroute down\``);
+      } else if (e.outcome === 'removed') {
+        log.warn({ dev: e.dev, changes: e.changes, alreadyGone: e.alreadyGone }, `tunroute (pid ${daemonPid}) died: the watchdog restored the network (removed its ${e.changes} route/rule changes)`);
+      }
+    }
+  } catch (e) {
+    log.error({ err: e }, 'the watchdog could not restore the network: run tunroute down');
+    process.exitCode = 1;
+  }
+}
+
+process.stdin.on('end', () => void daemonGone('pipe closed'));
+process.stdin.on('error', () => void daemonGone('pipe error'));
+process.stdin.resume();
+// A second way to notice, in case the pipe is held open by someone else.
+setInterval(() => {
+  try {
+    process.kill(daemonPid, 0);
+  } catch {
+    void daemonGone('pid gone').then(() => process.exit());
+  }
+}, 2000).unref();
+// Signals from a terminal or a tidy-up should not stop us before the daemon is gone.
+for (const s of ['SIGINT', 'SIGHUP'] as const) process.on(s, () => undefined);

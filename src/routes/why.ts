@@ -1,0 +1,184 @@
+/**
+ * `tunroute why ADDR[:PORT]`: does this destination enter the device, by which entry of the
+ * plan, and (if it does) which outbound carries it. Against a config (the plan is computed
+ * here, like `check`) or against the running tunroute (the plan data in its journal, plus the
+ * kernel's own `ip route get` as a cross-check).
+ *
+ * The outbound decision is the router's (src/router): it arrives as an OutboundDecider, so
+ * this layer does not import the router.
+ */
+import { isIPv6 } from 'node:net';
+import { TunrouteError } from '../errors.js';
+import type { Config } from '../config/schema.js';
+import { ipToU32 } from '../wire/ipv4.js';
+import { computeRouteSet, type Prefix } from './cidr-set.js';
+import { hostProbe, probeRouteEnv, type HostProbe } from './host.js';
+import { listStateFiles, ownerAlive, readJournal } from './journal.js';
+import { planRoutes, prefixesContain, type ExplainData } from './plan.js';
+import { parsePrefix, prefixToString } from './sources.js';
+
+export type WhyProto = 'tcp' | 'udp' | 'icmp';
+
+export interface Destination {
+  /** IPv4 dotted quad or IPv6 text. */
+  ip: string;
+  port?: number;
+  proto: WhyProto;
+}
+
+const PROTO_NUMBER: Record<WhyProto, number> = { tcp: 6, udp: 17, icmp: 1 };
+
+/** "10.1.2.3", "10.1.2.3:443", "2001:db8::1", "[2001:db8::1]:443". */
+export function parseDestination(text: string, proto: WhyProto = 'tcp'): Destination {
+  const bad = (): TunrouteError =>
+    new TunrouteError('TR_BAD_FLAG', `"${text}" is not a destination: write an address, optionally with a port, like 203.0.113.7 or 203.0.113.7:443.`);
+  let host = text;
+  let port: number | undefined;
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  if (v6) {
+    host = v6[1]!;
+    if (v6[2] !== undefined) port = Number(v6[2]);
+  } else if (!isIPv6(text)) {
+    const m = /^([^:]+):(\d+)$/.exec(text);
+    if (m) {
+      host = m[1]!;
+      port = Number(m[2]);
+    }
+  }
+  if (port !== undefined && (port < 1 || port > 65535)) throw bad();
+  if (ipToU32(host) === undefined && !isIPv6(host)) throw bad();
+  return port === undefined ? { ip: host, proto } : { ip: host, port, proto };
+}
+
+export interface OutboundDecision {
+  outbound: string;
+  reason: string;
+}
+
+export interface OutboundDecider {
+  why(dstIp: number, protocol: number, dstPort: number): OutboundDecision;
+}
+
+export interface WhyAnswer {
+  destination: Destination;
+  dev: string;
+  enters: boolean;
+  /** The device route that carries it. */
+  route?: string;
+  /** The most specific include / exclude that contains it: [cidr, source]. */
+  include?: [string, string];
+  exclude?: [string, string];
+  outbound?: OutboundDecision;
+  /** `ip route get` on this host, when asked against the running tunroute. */
+  kernel?: string;
+  text: string;
+}
+
+function mostSpecific(list: ReadonlyArray<[string, string]>, addr: number): [string, string] | undefined {
+  let best: [string, string] | undefined;
+  let bestLen = -1;
+  for (const e of list) {
+    const p = parsePrefix(e[0]);
+    if (p === undefined || p.prefix <= bestLen) continue;
+    if (addr >= p.addr && addr < p.addr + 2 ** (32 - p.prefix)) {
+      best = e;
+      bestLen = p.prefix;
+    }
+  }
+  return best;
+}
+
+function where(e: ExplainData): string {
+  return e.table === 'main' ? 'main table' : `table ${e.table}, ip rule priority ${e.priority + 1}`;
+}
+
+function destText(d: Destination): string {
+  const host = isIPv6(d.ip) ? `[${d.ip}]` : d.ip;
+  return d.port === undefined ? `${d.proto} to ${d.ip}` : `${d.proto} to ${host}:${d.port}`;
+}
+
+/** Explain one destination against the plan data. */
+export function explainDestination(e: ExplainData, d: Destination, decider?: OutboundDecider, kernel?: string): WhyAnswer {
+  const base = { destination: d, dev: e.dev };
+  const kernelLine = kernel === undefined ? '' : `\nkernel (ip route get ${d.ip}): ${kernel}`;
+  if (isIPv6(d.ip)) {
+    const lower = d.ip.toLowerCase();
+    const local = /^fe[89ab]/.test(lower) || lower.startsWith('ff');
+    const text =
+      e.ipv6 === 'guarded' && !local
+        ? `${destText(d)} is blocked: the IPv6 leak guard makes IPv6 unreachable (${where(e)}) while the full tunnel runs; only link-local and multicast pass. Turn it off with --no-ipv6-guard.`
+        : `${destText(d)} does not enter ${e.dev}: tunroute carries IPv4 only; IPv6 goes the host's way${e.ipv6 === 'guarded' ? ' (link-local and multicast pass the leak guard)' : ''}.`;
+    return { ...base, enters: false, text: text + kernelLine };
+  }
+  const addr = ipToU32(d.ip)!;
+  const include = mostSpecific(e.include, addr);
+  const exclude = mostSpecific(e.exclude, addr);
+  const toPrefix = (l: ReadonlyArray<[string, string]>): Prefix[] => l.map(([c]) => parsePrefix(c)!).filter((p) => p !== undefined);
+  const prefixes = e.mode === 'none' ? [] : computeRouteSet(toPrefix(e.include), toPrefix(e.exclude));
+  const route = prefixesContain(prefixes, addr);
+  const uidNote =
+    e.excludeUids.length === 0
+      ? ''
+      : ` Except traffic of ${e.excludeUids.map(([a, b]) => (a === b ? `uid ${a}` : `uids ${a}-${b}`)).join(', ')}: it never enters ${e.dev} (ip rule priority ${e.priority}).`;
+  if (route === undefined) {
+    let why: string;
+    if (e.mode === 'none') why = 'there are no routes into it (no proxy and no --route)';
+    else if (exclude !== undefined && include !== undefined) why = `${exclude[0]} is kept direct (${exclude[1]}), although ${include[0]} (${include[1]}) includes it`;
+    else if (exclude !== undefined) why = `${exclude[0]} is kept direct (${exclude[1]})`;
+    else why = 'no included CIDR contains it (split tunnel: only routes.include and includeFiles enter it)';
+    return {
+      ...base,
+      enters: false,
+      include,
+      exclude,
+      text: `${destText(d)} does not enter ${e.dev}: ${why}. The host's own routes carry it.${kernelLine}`,
+    };
+  }
+  const routeText = prefixToString(route);
+  let text = `${destText(d)} enters ${e.dev}: route ${routeText} dev ${e.dev} (${where(e)}), because ${include![0]} (${include![1]}) includes it and no exclusion covers it.${uidNote}`;
+  let outbound: OutboundDecision | undefined;
+  if (decider !== undefined) {
+    outbound = decider.why(addr, PROTO_NUMBER[d.proto], d.port ?? 0);
+    const noPort = d.port === undefined && d.proto !== 'icmp' ? ' (no port given: rules with ports were not considered)' : '';
+    text += `\nthen: ${outbound.reason}${noPort}`;
+  }
+  return { ...base, enters: true, route: routeText, include, exclude, outbound, text: text + kernelLine };
+}
+
+/** `why` against a config: plan it for this host, explain. */
+export async function whyFromConfig(
+  config: Config,
+  d: Destination,
+  makeDecider: (e: ExplainData) => OutboundDecider,
+  host: HostProbe = hostProbe(),
+): Promise<WhyAnswer> {
+  const plan = planRoutes(config, await probeRouteEnv(config, host));
+  return explainDestination(plan.explain, d, makeDecider(plan.explain));
+}
+
+/** `why` against the running tunroute: its journal's plan data, and the kernel's answer. */
+export async function whyFromJournal(
+  stateDir: string,
+  dev: string | undefined,
+  d: Destination,
+  makeDecider: (e: ExplainData) => OutboundDecider,
+  host: HostProbe = hostProbe(),
+): Promise<WhyAnswer> {
+  const { journals } = listStateFiles(stateDir, dev);
+  if (journals.length === 0) {
+    throw new TunrouteError('TR_CONTROL', `No running tunroute${dev === undefined ? '' : ` on ${dev}`} (no journal in ${stateDir}): ask about a config with -c FILE.`);
+  }
+  if (journals.length > 1) {
+    throw new TunrouteError('TR_BAD_FLAG', `Several tunroutes run (${journals.map((j) => j.dev).join(', ')}): pick one with --tun NAME.`);
+  }
+  const j = readJournal(journals[0]!.path);
+  if (j === undefined || j.explain === undefined) {
+    throw new TunrouteError('TR_CONTROL', `The journal ${journals[0]!.path} holds no plan to explain: ask about a config with -c FILE.`);
+  }
+  const kernel = await host.routeGet(d.ip);
+  const a = explainDestination(j.explain, d, makeDecider(j.explain), kernel);
+  if (!ownerAlive(j.pid, j.pidStart)) {
+    a.text += `\nnote: tunroute (pid ${j.pid}) no longer runs; its journal remains: run tunroute down.`;
+  }
+  return a;
+}

@@ -1,0 +1,332 @@
+/**
+ * Applying a plan, the journal, teardown (down, the watchdog's restore, a stale journal found
+ * by up) and following the default route — with a recording `ip` and a fake host, so nothing
+ * here needs root or touches a routing table.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { applyOps, applyPlan, removeChanges, removePlan, type BatchResult, type IpRunner } from '../../src/routes/apply.js';
+import { planRoutes, toIpLine, type RoutePlan } from '../../src/routes/plan.js';
+import type { HostProbe, NetworkView, RouteEnv } from '../../src/routes/host.js';
+import { claimJournal, createJournal, journalPath, processStartTime, readJournal, type Journal } from '../../src/routes/journal.js';
+import { cleanupJournals, describeCleanup } from '../../src/routes/teardown.js';
+import { RouteManager } from '../../src/routes/manager.js';
+import { loadConfig, type FlagValues } from '../../src/config/load.js';
+import { silentLogger } from '../../src/logger.js';
+import { isTunrouteError } from '../../src/errors.js';
+
+interface Call {
+  lines: string[];
+  force: boolean;
+  family: 4 | 6;
+}
+
+/** Records batches; can fail one line of the first non-forced batch; can look at the state dir when called. */
+class RecordingRunner implements IpRunner {
+  calls: Call[] = [];
+  onBatch?: (c: Call) => void;
+  constructor(private failAt?: { batch: number; line: number }) {}
+  async batch(lines: readonly string[], force: boolean, family: 4 | 6 = 4): Promise<BatchResult> {
+    const call = { lines: [...lines], force, family };
+    this.calls.push(call);
+    this.onBatch?.(call);
+    const n = this.calls.filter((c) => !c.force).length;
+    if (!force && this.failAt !== undefined && this.failAt.batch === n) {
+      const at = this.failAt.line;
+      return { ok: false, failedLine: at, failures: 1, stderr: `RTNETLINK answers: File exists\nCommand failed -:${at}` };
+    }
+    return { ok: true, failures: 0, stderr: '' };
+  }
+  all(): string[] {
+    return this.calls.flatMap((c) => c.lines.map((l) => `${c.family === 6 ? '-6 ' : ''}${l}`));
+  }
+}
+
+const LAN: NetworkView = { defaultRoute: { dev: 'eth0', via: '192.168.1.1' }, lan: ['192.168.1.0/24'], ipv6: true };
+
+class FakeHost implements HostProbe {
+  net: NetworkView = LAN;
+  used: string | undefined;
+  files = new Map<string, string>();
+  async network(): Promise<NetworkView> {
+    return this.net;
+  }
+  resolve = async (): Promise<string[]> => ['203.0.113.5'];
+  async readFile(path: string): Promise<string> {
+    const t = this.files.get(path);
+    if (t === undefined) throw Object.assign(new Error('ENOENT'), { code: 'ENOENT' });
+    return t;
+  }
+  async tableInUse(): Promise<string | undefined> {
+    return this.used;
+  }
+  async routeGet(addr: string): Promise<string> {
+    return `${addr} via 192.168.1.1 dev eth0`;
+  }
+}
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'tunroute-routes-'));
+});
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function config(flags: FlagValues) {
+  return loadConfig({ flags: { stateDir: dir, watchdog: false, ...flags } });
+}
+
+const ENV: RouteEnv = { network: LAN, upstreams: [{ name: 'proxy', kind: 'socks5', host: '203.0.113.5', port: 1080, addrs: ['203.0.113.5'] }], files: new Map() };
+
+function fullPlan(flags: FlagValues = {}): RoutePlan {
+  return planRoutes(config({ proxy: 'socks5://203.0.113.5:1080', ...flags }), ENV);
+}
+
+/** A journal as a tunroute that is no longer running would have left it (same pid as us, other start time). */
+function staleJournal(plan: RoutePlan, killSwitch = false): Journal {
+  return { version: 1, tool: 'tunroute', dev: plan.dev, pid: process.pid, pidStart: '1', startedAt: '2026-11-20T10:00:00.000Z', killSwitch, changes: plan.changes, explain: plan.explain };
+}
+
+describe('applying a plan', () => {
+  it('runs one batch per address family, IPv4 first', async () => {
+    const r = new RecordingRunner();
+    const p = fullPlan();
+    await applyPlan(p, r, silentLogger());
+    expect(r.calls.map((c) => [c.family, c.force, c.lines.length])).toEqual([
+      [4, false, p.up.filter((o) => o.op !== 'route' && o.op !== 'rule').length + p.prefixes.length + 1],
+      [6, false, 4],
+    ]);
+  });
+
+  it('on a failing line, undoes what was applied before it (both families) and names the command', async () => {
+    const p = fullPlan();
+    const r = new RecordingRunner({ batch: 2, line: 2 }); // the IPv6 batch fails at its 2nd line
+    const err = await applyOps(p.up, p.dev, r, silentLogger()).catch((e: unknown) => e);
+    expect(isTunrouteError(err) && err.code).toBe('TR_ROUTE_APPLY');
+    expect((err as Error).message).toContain('Setting up tun0 failed at "ip -6 route add throw fe80::/10 table 7300 proto 211" (RTNETLINK answers: File exists)');
+    const undo = r.calls.slice(2);
+    expect(undo.map((c) => [c.family, c.force])).toEqual([
+      [6, true],
+      [4, true],
+    ]);
+    expect(undo[0]!.lines).toEqual(['route del unreachable ::/0 table 7300 proto 211']);
+    expect(undo[1]!.lines[0]).toBe('rule del lookup 7300 priority 7301 protocol 211');
+    expect(undo[1]!.lines).toHaveLength(p.prefixes.length + 1);
+  });
+
+  it('removal goes on past errors and counts what was already gone', async () => {
+    const p = fullPlan();
+    const r: IpRunner = { batch: async (_l, force) => ({ ok: false, failures: force ? 3 : 0, stderr: 'Cannot find device "tun0"' }) };
+    const res = await removePlan(p, r, silentLogger());
+    expect(res.failed).toBe(6);
+  });
+});
+
+describe('journal', () => {
+  it('is written atomically, read back validated, and claimed by one cleaner only', () => {
+    const p = fullPlan();
+    const path = journalPath(dir, 'tun0');
+    const j = staleJournal(p);
+    createJournal(path, j);
+    expect(readJournal(path)).toEqual(j);
+    expect(() => createJournal(path, j)).toThrow(/Another tunroute has just started on tun0/);
+    const claimed = claimJournal(path);
+    expect(claimed).toBe(`${path}.cleanup-${process.pid}`);
+    expect(claimJournal(path)).toBeUndefined();
+    expect(readdirSync(dir)).toEqual([`routes-tun0.json.cleanup-${process.pid}`]);
+  });
+
+  it('a damaged journal is an error that says what to do, never a guess', () => {
+    const path = journalPath(dir, 'tun0');
+    writeFileSync(path, JSON.stringify({ version: 1, tool: 'tunroute', dev: 'tun0', pid: 1, startedAt: 'x', killSwitch: false, changes: [{ op: 'route', family: 4, type: 'unicast', cidr: '10.0.0.0/8; reboot', table: 'main' }] }));
+    expect(() => readJournal(path)).toThrow(/is damaged.*proto 211/);
+  });
+
+  it('knows our own start time', () => {
+    expect(processStartTime(process.pid)).toMatch(/^\d+$/);
+    expect(processStartTime(2 ** 22 + 12345)).toBeUndefined();
+  });
+});
+
+describe('down (cleanupJournals)', () => {
+  it('removes exactly what the journal lists, in reverse, and is idempotent', async () => {
+    const p = fullPlan({ excludeUid: [1000] });
+    createJournal(journalPath(dir, 'tun0'), staleJournal(p));
+    const r = new RecordingRunner();
+    const first = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'stop' });
+    expect(first).toEqual([{ dev: 'tun0', pid: process.pid, startedAt: '2026-11-20T10:00:00.000Z', outcome: 'removed', changes: p.changes.length, alreadyGone: 0 }]);
+    expect(r.all()).toEqual(p.down.map((c) => `${c.family === 6 ? '-6 ' : ''}${toIpLine(c, 'undo')}`));
+    expect(r.calls.every((c) => c.force)).toBe(true);
+    expect(readdirSync(dir)).toEqual([]);
+    const again = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'stop' });
+    expect(again).toEqual([]);
+    expect(describeCleanup(again, dir)).toBe(`nothing to undo: no tunroute journal in ${dir}`);
+    expect(await cleanupJournals({ stateDir: join(dir, 'missing'), runner: r, log: silentLogger(), live: 'stop' })).toEqual([]);
+  });
+
+  it('leaves a kill switch closed when asked (the watchdog, ExecStopPost)', async () => {
+    const p = fullPlan({ killSwitch: true });
+    createJournal(journalPath(dir, 'tun0'), staleJournal(p, true));
+    const r = new RecordingRunner();
+    const kept = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'skip', keepKillSwitch: true });
+    expect(kept[0]!.outcome).toBe('kept-kill-switch');
+    expect(r.calls).toEqual([]);
+    expect(describeCleanup(kept, dir)).toContain('kill switch: left tunroute (pid');
+    const down = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'stop' });
+    expect(down[0]!.outcome).toBe('removed');
+  });
+
+  it('stops a running tunroute and lets it clean up after itself', async () => {
+    const p = fullPlan();
+    const path = journalPath(dir, 'tun0');
+    // A stand-in daemon: on SIGTERM it removes its journal and exits, as tunroute does.
+    const child = spawn(process.execPath, ['-e', `process.on('SIGTERM', () => { require('fs').rmSync(${JSON.stringify(path)}); process.exit(0); }); console.log('ready'); setInterval(() => {}, 1000);`], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise((res) => child.stdout.once('data', res));
+    createJournal(path, { ...staleJournal(p), pid: child.pid!, pidStart: processStartTime(child.pid!) });
+    const r = new RecordingRunner();
+    const res = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'stop' });
+    expect(res.map((e) => e.outcome)).toEqual(['stopped']);
+    expect(r.calls).toEqual([]);
+    expect(describeCleanup(res, dir)).toContain(`tun0: stopped tunroute (pid ${child.pid}`);
+  });
+
+  it('undoes the journal of a tunroute that dies on SIGTERM without cleaning up', async () => {
+    const p = fullPlan();
+    const path = journalPath(dir, 'tun0');
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    await new Promise((res) => child.once('spawn', res));
+    createJournal(path, { ...staleJournal(p), pid: child.pid!, pidStart: processStartTime(child.pid!) });
+    const r = new RecordingRunner();
+    const res = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'stop' });
+    expect(res.map((e) => e.outcome)).toEqual(['removed']);
+    expect(r.all()).toHaveLength(p.changes.length);
+  });
+
+  it('the watchdog only acts on its own daemon', async () => {
+    const p = fullPlan();
+    createJournal(journalPath(dir, 'tun0'), staleJournal(p));
+    const r = new RecordingRunner();
+    expect(await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'skip', onlyPid: process.pid + 1 })).toEqual([]);
+    expect((await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'skip', onlyPid: process.pid }))[0]!.outcome).toBe('removed');
+  });
+
+  it('finishes the cleanup of a cleaner that died half-way', async () => {
+    const p = fullPlan();
+    const path = journalPath(dir, 'tun0');
+    createJournal(path, staleJournal(p));
+    const dead = 2 ** 22 + 4321; // above pid_max: no such process
+    const { renameSync } = await import('node:fs');
+    renameSync(path, `${path}.cleanup-${dead}`);
+    writeFileSync(`${path}.tmp-${dead}`, '{');
+    const r = new RecordingRunner();
+    const res = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'stop' });
+    expect(res.map((e) => e.outcome)).toEqual(['removed']);
+    expect(r.all()).toHaveLength(p.changes.length);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+});
+
+describe('RouteManager', () => {
+  it('writes the journal before it changes anything, and removes it on stop', async () => {
+    const host = new FakeHost();
+    const r = new RecordingRunner();
+    const path = journalPath(dir, 'tun0');
+    const seen: boolean[] = [];
+    r.onBatch = () => seen.push(existsSync(path));
+    const m = await RouteManager.prepare({ config: config({ proxy: 'socks5://203.0.113.5:1080' }), log: silentLogger(), runner: r, host, watchRoutes: false });
+    expect(r.calls).toEqual([]);
+    await m.apply();
+    expect(seen).toEqual([true, true]);
+    expect(readJournal(path)!.changes).toEqual(m.plan.changes);
+    await m.stop();
+    await m.stop();
+    expect(existsSync(path)).toBe(false);
+    expect(r.calls.filter((c) => c.force)).toHaveLength(2);
+  });
+
+  it('finds a stale journal, cleans it up and says so', async () => {
+    const host = new FakeHost();
+    const r = new RecordingRunner();
+    const old = fullPlan({ route: ['10.9.0.0/16'] });
+    createJournal(journalPath(dir, 'tun0'), staleJournal(old));
+    const logged: string[] = [];
+    const log = silentLogger();
+    log.warn = ((_o: object, msg: string) => void logged.push(msg)) as typeof log.warn;
+    await RouteManager.prepare({ config: config({ route: ['10.1.0.0/16'] }), log, runner: r, host, watchRoutes: false });
+    expect(logged).toEqual([`found a stale route journal of tunroute pid ${process.pid} (no longer running): removed the 1 changes it listed`]);
+    expect(r.all()).toEqual(['route del 10.9.0.0/16 dev tun0 proto 211']);
+  });
+
+  it('refuses to start beside a running tunroute on the same device', async () => {
+    const old = fullPlan();
+    createJournal(journalPath(dir, 'tun0'), { ...staleJournal(old), pidStart: processStartTime(process.pid) });
+    const e = await RouteManager.prepare({ config: config({ route: ['10.1.0.0/16'] }), log: silentLogger(), runner: new RecordingRunner(), host: new FakeHost(), watchRoutes: false }).catch((x: unknown) => x);
+    expect(isTunrouteError(e) && e.code).toBe('TR_TUN_BUSY');
+    expect((e as Error).message).toMatch(/^tun0 is already in use by tunroute \(pid \d+, since .*\): stop it first with `tunroute down`\.$/);
+  });
+
+  it('refuses a routing table that something else uses', async () => {
+    const host = new FakeHost();
+    host.used = 'routes: default via 10.0.0.1 dev wg0';
+    const e = await RouteManager.prepare({ config: config({ proxy: 'socks5://203.0.113.5:1080' }), log: silentLogger(), runner: new RecordingRunner(), host, watchRoutes: false }).catch((x: unknown) => x);
+    expect((e as Error).message).toBe(
+      'Routing table 7300 is already in use (routes: default via 10.0.0.1 dev wg0): another program owns it; give tunroute another one with --table N (routes.table).',
+    );
+  });
+
+  it('a failed apply removes the journal', async () => {
+    const r = new RecordingRunner({ batch: 1, line: 4 });
+    const m = await RouteManager.prepare({ config: config({ route: ['10.1.0.0/16'] }), log: silentLogger(), runner: r, host: new FakeHost(), watchRoutes: false });
+    await expect(m.apply()).rejects.toThrow(/route add 10.1.0.0\/16 dev tun0/);
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
+  it('follows a new default route: the new LAN leaves the tunnel, the old one enters, journal first', async () => {
+    const host = new FakeHost();
+    const r = new RecordingRunner();
+    let fire: () => void = () => undefined;
+    const m = await RouteManager.prepare({
+      config: config({ proxy: 'socks5://203.0.113.5:1080' }),
+      log: silentLogger(),
+      runner: r,
+      host,
+      watchRoutes: (cb) => {
+        fire = cb;
+        return () => undefined;
+      },
+      followDebounceMs: 1,
+    });
+    await m.apply();
+    r.calls = [];
+    expect(await m.follow()).toBeUndefined(); // nothing changed
+    host.net = { defaultRoute: { dev: 'wlan0', via: '10.20.0.1' }, lan: ['10.20.0.0/22'], ipv6: true };
+    const journalDuring: number[] = [];
+    r.onBatch = () => journalDuring.push(readJournal(journalPath(dir, 'tun0'))!.changes.length);
+    const before = m.plan.changes.length;
+    const res = await m.follow();
+    expect(res).toBeDefined();
+    const { added, removed } = res!;
+    expect(added).toBeGreaterThan(0);
+    expect(removed).toBeGreaterThan(0);
+    // While routes changed, the journal listed old and new together.
+    expect(journalDuring[0]).toBe(before + added);
+    expect(readJournal(journalPath(dir, 'tun0'))!.changes).toEqual(m.plan.changes);
+    expect(m.plan.direct.map((d) => d.cidr)).toContain('10.20.0.0/22');
+    expect(m.plan.direct.map((d) => d.cidr)).not.toContain('192.168.1.0/24');
+    expect(r.calls.map((c) => c.force)).toEqual([false, true]);
+    expect(typeof fire).toBe('function');
+    await m.stop();
+  });
+});
+
+describe('removeChanges', () => {
+  it('deletes nothing when nothing is listed', async () => {
+    const r = new RecordingRunner();
+    expect(await removeChanges([], r, silentLogger())).toEqual({ failed: 0, stderr: '' });
+    expect(r.calls).toEqual([]);
+  });
+});
