@@ -21,7 +21,7 @@ import type { Clock } from '../../clock.js';
 import type { Link } from '../../link/link.js';
 import type { Logger } from '../../logger.js';
 import { IPV4_HEADER_LEN, IP_PROTO_UDP, writeIpv4Header, type Ipv4Packet } from '../../wire/ipv4.js';
-import { UdpPacket, UdpRepr, UDP_HEADER_LEN } from '../../wire/udp.js';
+import { UdpPacket, UdpRepr, UDP_HEADER_LEN, emitUdpIpv4 } from '../../wire/udp.js';
 import { emitIcmpUnreachableIpv4 } from '../../wire/icmp.js';
 import { VNET_HDR_LEN, writeVnetNone } from '../../wire/virtio-net.js';
 import { fragmentIpv4, fragmentedSize } from '../ip-fragment.js';
@@ -128,10 +128,10 @@ export class UdpStack {
     const dstIp = ip.dst;
     const srcPort = udp.srcPort;
     const dstPort = udp.dstPort;
-    if (srcPort === 0 || dstPort === 0 || dstIp >>> 28 >= 0xe || (dstIp & 0xff) === 0xff) {
-      // Multicast (224/4), reserved and limited broadcast (240/4), x.y.z.255 (a subnet's
-      // broadcast, most likely), port 0: nothing a proxy can carry. Dropped quietly — an
-      // ICMP error about a broadcast is forbidden (RFC 1122 §3.2.2).
+    if (srcPort === 0 || dstPort === 0 || dstIp >>> 28 >= 0xe) {
+      // Multicast (224/4), reserved and limited broadcast (240/4), port 0: nothing a proxy can
+      // carry. Dropped quietly — no ICMP error about a multicast (RFC 1122 §3.2.2). (A subnet's
+      // directed broadcast cannot be told from a host here: x.y.z.255 is a host in a /16.)
       this.s.unroutable++;
       return;
     }
@@ -204,8 +204,9 @@ export class UdpStack {
     if (this.closed) return false;
     const q = quote ?? flow.quote.subarray(0, flow.quoteLen);
     if (q.length === 0) return false;
-    const start = this.reserve(IPV4_HEADER_LEN + 8 + UDP_QUOTE_MAX);
-    const off = start + (this.link.vnetHdr ? VNET_HDR_LEN : 0);
+    const vnet = this.link.vnetHdr ? VNET_HDR_LEN : 0;
+    const start = this.reserve(vnet + IPV4_HEADER_LEN + 8 + UDP_QUOTE_MAX);
+    const off = start + vnet;
     const n = emitIcmpUnreachableIpv4(q, code, from, this.outBuf, off);
     if (n === 0) return false;
     this.commit(start, off + n);
@@ -257,7 +258,7 @@ export class UdpStack {
     const mtu = this.link.mtu;
     if (total <= mtu) {
       const start = this.reserve(vnet + total);
-      emitUdpIpv4Into(repr, this.outBuf, start + vnet, srcIp, dstIp, 0, true);
+      emitUdpIpv4(repr, this.outBuf, start + vnet, srcIp, dstIp);
       this.commit(start, start + vnet + total);
     } else {
       // Too big for one packet: build it whole (DF clear, a fresh identification), then cut.
@@ -309,7 +310,7 @@ export class UdpStack {
   };
 }
 
-/** emitUdpIpv4 with the IP identification and DF chosen by the caller. */
+/** emitUdpIpv4 with the IP identification and DF chosen by the caller (for a datagram to cut). */
 function emitUdpIpv4Into(repr: UdpRepr, buf: Uint8Array, off: number, srcIp: number, dstIp: number, ident: number, dontFrag: boolean): number {
   const l = UdpRepr.emit(repr, buf, off + IPV4_HEADER_LEN, srcIp, dstIp);
   writeIpv4Header(buf, off, srcIp, dstIp, IP_PROTO_UDP, l, 64, 0, ident, dontFrag);
