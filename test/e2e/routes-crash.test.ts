@@ -1,0 +1,99 @@
+/**
+ * Crash safety end to end, each test in a lab of its own (routes-lab.ts): after kill -9, the
+ * journal lets `down` (or the watchdog, or the next `up`) give the host back byte for byte;
+ * the kill switch keeps tunneled destinations closed until `down`.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { e2eAvailable } from '../helpers/e2e.js';
+import { CLIENT, LAN_HOST, PROXY, REMOTES, SOCKS, cli, createRoutesLab, fullSnapshot, logged, outputMatches, seenAs, up, waitFor, type RoutesLab } from './routes-lab.js';
+
+const run = e2eAvailable('routes: crash safety');
+
+describe.skipIf(!run)('crash-safe teardown (lab)', () => {
+  let l: RoutesLab;
+  beforeEach(async () => {
+    l = await createRoutesLab();
+  });
+  afterEach(async () => {
+    await l?.lab.destroy();
+  });
+
+  const journal = (): string => join(l.stateDir, 'routes-tun0.json');
+  const tunroutesRules = async (): Promise<string> => (await l.c.sh('ip rule; ip -6 rule; ip route show table 7300; ip -6 route show table 7300')).stdout;
+
+  it('kill -9, then down: every table and rule is byte-identical to before up', async () => {
+    const before = await fullSnapshot(l.c);
+    const proc = await up(l, ['--proxy', PROXY, '--exclude-uid', '65534', '--no-watchdog']);
+    expect(await seenAs(l, REMOTES[0])).toBe(SOCKS);
+    expect(await proc.stop('SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
+    // The device and the routes through it are gone with the process; the rules and the
+    // IPv6 guard are not: that is what the journal is for.
+    expect(existsSync(journal())).toBe(true);
+    const left = await tunroutesRules();
+    expect(left).toContain('7301:\tfrom all lookup 7300 proto 211');
+    expect(left).toContain('uidrange 65534-65534 lookup main proto 211');
+    expect(left).toContain('unreachable default dev lo proto 211');
+
+    const down = await cli(l, ['down', '--state-dir', l.stateDir]);
+    expect(down.code).toBe(0);
+    expect(down.stdout).toMatch(/^tun0: removed the \d+ route\/rule changes tunroute \(pid \d+, started .*\) had made \(\d+ were already gone with the device\)\n$/);
+    expect(await fullSnapshot(l.c)).toBe(before);
+    expect(existsSync(journal())).toBe(false);
+    // Idempotent.
+    const again = await cli(l, ['down', '--state-dir', l.stateDir]);
+    expect(again.stdout).toBe(`nothing to undo: no tunroute journal in ${l.stateDir}\n`);
+    expect(await fullSnapshot(l.c)).toBe(before);
+  });
+
+  it('up after a kill -9 finds the stale journal, cleans it up and says so', async () => {
+    const before = await fullSnapshot(l.c);
+    const first = await up(l, ['--proxy', PROXY, '--no-watchdog'], 'first');
+    await first.stop('SIGKILL');
+    const second = await up(l, ['--proxy', PROXY, '--no-watchdog'], 'second');
+    const stale = await logged(second, /found a stale route journal/);
+    expect(stale).toMatchObject({ level: 40, dev: 'tun0', pid: first.pid });
+    expect(await seenAs(l, REMOTES[1])).toBe(SOCKS);
+    expect(await second.stop('SIGTERM', 10_000)).toEqual({ code: 0, signal: null });
+    expect(await fullSnapshot(l.c)).toBe(before);
+  });
+
+  it('the watchdog restores the network when tunroute is killed', async () => {
+    const before = await fullSnapshot(l.c);
+    const proc = await up(l, ['--proxy', PROXY]);
+    await proc.stop('SIGKILL');
+    await outputMatches(proc, /the watchdog restored the network/);
+    await waitFor('the journal to go', async () => (existsSync(journal()) ? undefined : true));
+    expect(await fullSnapshot(l.c)).toBe(before);
+    expect(await seenAs(l, REMOTES[2])).toBe(CLIENT);
+  });
+
+  it('kill switch: after kill -9 tunneled destinations stay unreachable until down; the LAN still works', async () => {
+    const before = await fullSnapshot(l.c);
+    const proc = await up(l, ['--proxy', PROXY, '--kill-switch']);
+    expect(await seenAs(l, REMOTES[0])).toBe(SOCKS);
+    await proc.stop('SIGKILL');
+    await outputMatches(proc, /kill switch on: tunneled destinations stay unreachable/);
+    for (const r of REMOTES) expect(await seenAs(l, r)).toMatch(/^curl failed \(7\)/);
+    expect((await l.c.exec(['ip', 'route', 'get', REMOTES[0]], { allowFail: true })).stderr).toMatch(/No route to host|unreachable/);
+    expect(await seenAs(l, LAN_HOST)).toBe(CLIENT);
+    // ExecStopPost's down leaves it closed; a plain down opens it.
+    const keep = await cli(l, ['down', '--keep-kill-switch', '--state-dir', l.stateDir]);
+    expect(keep.stdout).toContain('kill switch: left tunroute');
+    expect(await seenAs(l, REMOTES[0])).toMatch(/^curl failed/);
+    const down = await cli(l, ['down', '--state-dir', l.stateDir]);
+    expect(down.stdout).toContain('tun0: removed the');
+    expect(await fullSnapshot(l.c)).toBe(before);
+    expect(await seenAs(l, REMOTES[0])).toBe(CLIENT);
+  });
+
+  it('down stops a running tunroute, which removes its own changes', async () => {
+    const before = await fullSnapshot(l.c);
+    const proc = await up(l, ['--proxy', PROXY]);
+    const down = await cli(l, ['down', '--state-dir', l.stateDir]);
+    expect(down.stdout).toMatch(/^tun0: stopped tunroute \(pid \d+, started .*\); it removed its \d+ route\/rule changes\n$/);
+    expect((await proc.waitForExit(5000)).code).toBe(0);
+    expect(await fullSnapshot(l.c)).toBe(before);
+  });
+});
