@@ -142,7 +142,7 @@ program
 program
   .command('down')
   .description('undo the route changes of tunroute (a running one is stopped first), also after a crash; needs no config')
-  .option('--state-dir <dir>', 'where the route journal lives (default /run/tunroute; env TUNROUTE_STATE_DIR)')
+  .option('--state-dir <dir>', 'where the route journal lives (default /run/tunroute, per network namespace; env TUNROUTE_STATE_DIR)')
   .option('--tun <name>', 'only this device (default: every journal in the state dir)')
   .option('--keep-kill-switch', 'leave a kill switch closed (for ExecStopPost: the network stays closed until a plain `down`)')
   .action(async (o: { stateDir?: string; tun?: string; keepKillSwitch?: boolean }) => {

@@ -24,7 +24,10 @@ describe.skipIf(!run)('crash-safe teardown (lab)', () => {
   const tunroutesRules = async (): Promise<string> => (await l.c.sh('ip rule; ip -6 rule; ip route show table 7300; ip -6 route show table 7300')).stdout;
 
   it('kill -9, then down: every table and rule is byte-identical to before up', async () => {
+    // Twins of what tunroute will add, but the user's (no proto 211): down must leave them.
+    await l.c.sh('ip rule add uidrange 65534-65534 lookup main priority 7300 && ip -6 rule add uidrange 65534-65534 lookup main priority 7300');
     const before = await fullSnapshot(l.c);
+    expect(before).toMatch(/7300:\tfrom all uidrange 65534-65534 lookup main *\n/);
     const proc = await up(l, ['--proxy', PROXY, '--exclude-uid', '65534', '--no-watchdog']);
     expect(await seenAs(l, REMOTES[0])).toBe(SOCKS);
     expect(await proc.stop('SIGKILL')).toEqual({ code: null, signal: 'SIGKILL' });
