@@ -4,6 +4,7 @@
  * is also the embedding API for other Node programs.
  */
 import type { Config } from './config/schema.js';
+import { TunrouteError } from './errors.js';
 import { createLogger, type Logger } from './logger.js';
 import type { Link } from './link/link.js';
 import type { RoutePlan } from './routes/plan.js';
@@ -15,7 +16,12 @@ import { TcpStack } from './stack/tcp-stack.js';
 import { TcpRelay, type TcpFlowInfo, type TcpRelayStats } from './relay/tcp-relay.js';
 import { Router } from './router/router.js';
 import { BlockOutbound } from './outbound/block.js';
-import { Socks5Outbound } from './outbound/socks5.js';
+import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
+import { UdpStack, type UdpStackStats } from './stack/udp/index.js';
+import { UdpRelay, type UdpRelayStats } from './relay/udp-relay.js';
+import { Ipv4Reassembler, type ReassemblyStats } from './stack/ip-reassembly.js';
+import { DnsResolver, DnsCache, type DnsResolverStats } from './dns/index.js';
+import { ipToU32, IP_PROTO_UDP } from './wire/ipv4.js';
 import { parseSocks5Url } from './outbound/socks5-url.js';
 import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
@@ -47,6 +53,7 @@ export interface TunrouteDeps {
 export interface TunrouteStats {
   packets: DispatcherStats;
   tcp: TcpRelayStats;
+  udp: { stack: UdpStackStats; relay: UdpRelayStats; fragments: ReassemblyStats; dns?: DnsResolverStats };
   outbounds: Record<string, Outbound['stats']>;
 }
 
@@ -77,13 +84,13 @@ export function buildOutbounds(config: Config, log: Logger, clock: Clock): Map<s
   const out = new Map<string, Outbound>([[BLOCK_OUTBOUND, new BlockOutbound(BLOCK_OUTBOUND)]]);
   if (config.proxy !== undefined) {
     const proxy = parseSocks5Url(config.proxy, { source: '--proxy', code: 'TR_BAD_FLAG' });
-    out.set(PROXY_OUTBOUND, new Socks5Outbound({ name: PROXY_OUTBOUND, proxy, logger: log, clock }));
+    out.set(PROXY_OUTBOUND, new Socks5UdpOutbound({ name: PROXY_OUTBOUND, proxy, logger: log, clock }));
   }
   config.outbounds.forEach((o, i) => {
     if (o.type === 'block') out.set(o.name, new BlockOutbound(o.name));
     else {
       const proxy = parseSocks5Url(o.url, { source: `outbounds[${i}].url`, code: 'TR_BAD_CONFIG' });
-      out.set(o.name, new Socks5Outbound({ name: o.name, proxy, connectTimeoutMs: o.connectTimeoutMs, logger: log, clock }));
+      out.set(o.name, new Socks5UdpOutbound({ name: o.name, proxy, connectTimeoutMs: o.connectTimeoutMs, logger: log, clock }));
     }
   });
   return out;
@@ -92,6 +99,25 @@ export function buildOutbounds(config: Config, log: Logger, clock: Clock): Map<s
 export function buildRouter(config: Config): Router {
   const defaultOutbound = config.defaultOutbound ?? (config.proxy !== undefined ? PROXY_OUTBOUND : BLOCK_OUTBOUND);
   return new Router({ rules: config.rules, defaultOutbound, source: 'rules' });
+}
+
+/**
+ * With `dns: hijack`, every UDP query to port 53 routed into the device is answered from the
+ * configured upstream resolver, reached through the outbound that routes the resolver's
+ * address (or `dns.outbound`): the query never leaves the machine any other way.
+ */
+function buildDnsResolver(config: Config, router: Router, outbounds: ReadonlyMap<string, Outbound>, clock: Clock, log: Logger): DnsResolver | undefined {
+  if (config.dns.mode !== 'hijack') return undefined;
+  const [host = '', port = '53'] = config.dns.upstream.split(':');
+  const ip = ipToU32(host);
+  if (ip === undefined) throw new TunrouteError('TR_BAD_CONFIG', `dns.upstream "${config.dns.upstream}" is not an IPv4 address: give one like 1.1.1.1:53.`);
+  const name = config.dns.outbound ?? router.route(ip, IP_PROTO_UDP, Number(port));
+  const outbound = outbounds.get(name);
+  if (outbound === undefined || outbound.kind === 'block') {
+    throw new TunrouteError('TR_BAD_CONFIG', `DNS hijack needs a proxy to reach ${config.dns.upstream}, but it routes to "${name}": set --proxy or dns.outbound.`);
+  }
+  const cache = new DnsCache({ clock, maxEntries: config.dns.cacheMaxEntries, maxTtlSec: config.dns.cacheMaxTtlSec });
+  return new DnsResolver({ upstream: { ip: host, port: Number(port) }, outbound, clock, logger: log, cache });
 }
 
 export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Promise<RunningTunroute> {
@@ -104,6 +130,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const routes = await RouteManager.prepare({ config, log, runner, host: deps.routeHost, watchdog: deps.watchdog, watchRoutes: deps.watchRoutes });
   const outbounds = buildOutbounds(routes.config, log, clock);
   const router = buildRouter(config);
+  const dns = buildDnsResolver(config, router, outbounds, clock, log);
   const link = await (deps.openLink ?? openTunLink)(config, log);
   try {
     await routes.apply();
@@ -115,11 +142,22 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const stack = new TcpStack({ link, clock, logger: log, maxConnections: config.tcp.maxFlows + 1024 });
   const relay = new TcpRelay({ stack, router, outbounds, clock, logger: log, maxFlows: config.tcp.maxFlows, bufferBytes: config.tcp.bufferBytes });
   stack.setSynHandler(relay.onSyn);
-  const dispatcher = new PacketDispatcher({ link, icmp: config.icmp, logger: log, tcp: stack.input });
+  const udpStack = new UdpStack({ link, clock, logger: log, table: config.udp });
+  const udpRelay = new UdpRelay({ stack: udpStack, router, outbounds, clock, logger: log, dns });
+  udpStack.setFlowHandler(udpRelay.onFlow);
+  const reassembler = new Ipv4Reassembler({ clock, ...config.fragments });
+  const dispatcher = new PacketDispatcher({ link, icmp: config.icmp, logger: log, tcp: stack.input, udp: udpStack.input, reassembler });
   link.onReceive((batch) => dispatcher.onBatch(batch));
+  // Idle UDP flows and stale fragments expire by the clock; a coarse sweep is enough.
+  const sweeper = setInterval(() => {
+    udpStack.sweep();
+    reassembler.sweep();
+  }, 1000);
+  sweeper.unref();
   const stats = (): TunrouteStats => ({
     packets: dispatcher.stats(),
     tcp: { ...relay.stats, upstreamErrors: { ...relay.stats.upstreamErrors } },
+    udp: { stack: udpStack.stats(), relay: { ...udpRelay.stats }, fragments: { ...reassembler.stats }, dns: dns && { ...dns.stats } },
     outbounds: Object.fromEntries([...outbounds].map(([n, o]) => [n, o.stats])),
   });
 
@@ -136,11 +174,15 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
         relay.closeAll();
         stack.poll(); // the RSTs go out before the device does
         stack.close();
+        clearInterval(sweeper);
+        udpRelay.closeAll();
+        udpStack.close();
+        dns?.close();
         await Promise.all([...outbounds.values()].map((o) => o.close()));
         await routes.stop();
         link.close();
         const s = stats();
-        log.info({ link: link.stats, ...s.packets, tcp: s.tcp }, 'tunroute stopped; packet counters');
+        log.info({ link: link.stats, ...s.packets, tcp: s.tcp, udp: s.udp }, 'tunroute stopped; packet counters');
       })();
       return stopping;
     },

@@ -48,6 +48,7 @@ interface UpOptions {
   proxy?: string;
   /** false with --no-offload; undefined when not given (commander sets true by default, see below). */
   offload?: boolean;
+  dns?: string;
   dryRun?: boolean;
   control?: string;
   exclude?: string[];
@@ -65,7 +66,7 @@ interface UpOptions {
 
 function flagsOf(o: UpOptions): FlagValues {
   return {
-    tun: o.tun, address: o.address, mtu: o.mtu, route: o.route, icmp: o.icmp, logLevel: o.logLevel, proxy: o.proxy, control: o.control, offload: o.offload === false ? false : undefined,
+    tun: o.tun, address: o.address, mtu: o.mtu, route: o.route, icmp: o.icmp, logLevel: o.logLevel, proxy: o.proxy, control: o.control, dns: o.dns, offload: o.offload === false ? false : undefined,
     exclude: o.exclude, routeFile: o.routeFile, excludeFile: o.excludeFile, excludeUid: o.excludeUid, table: o.table, lan: o.lan,
     ipv6Guard: o.ipv6Guard === false ? false : undefined, watchdog: o.watchdog === false ? false : undefined, killSwitch: o.killSwitch, stateDir: stateDirOf(o.stateDir),
   };
@@ -99,6 +100,7 @@ routeOptions(program.command('up'))
   .option('--mtu <n>', 'device MTU (default 1500)', intArg('--mtu'))
   .option('--icmp <mode>', 'answer echo requests routed into the device: reply|drop (default reply)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+  .option('--dns <mode>', 'hijack: answer every DNS query routed into the device through the proxy; off (default)')
   .option('--no-offload', 'plain MTU-sized packets instead of 64 KiB TSO super-packets (slower; for debugging)')
   .option('--no-ipv6-guard', 'full tunnel: let IPv6 bypass the tunnel instead of blocking it')
   .option('--kill-switch', 'if tunroute dies, tunneled destinations stay unreachable until `tunroute down` (fail closed)')

@@ -20,6 +20,7 @@ export interface FlagValues {
   control?: string;
   proxy?: string;
   offload?: boolean;
+  dns?: string;
   exclude?: string[];
   routeFile?: string[];
   excludeFile?: string[];
@@ -43,6 +44,7 @@ const FLAG_OF_FIELD: Record<string, string> = {
   'control.socket': '--control',
   proxy: '--proxy',
   'tun.offload': '--no-offload',
+  'dns.mode': '--dns',
   'routes.exclude': '--exclude',
   'routes.includeFiles': '--route-file',
   'routes.excludeFiles': '--exclude-file',
@@ -90,6 +92,7 @@ export function flagsToInput(flags: FlagValues): { input: JsonObject; given: Set
   put('control.socket', flags.control);
   put('proxy', flags.proxy);
   put('tun.offload', flags.offload);
+  put('dns.mode', flags.dns);
   put('routes.exclude', flags.exclude);
   put('routes.includeFiles', flags.routeFile);
   put('routes.excludeFiles', flags.excludeFile);

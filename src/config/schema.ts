@@ -142,6 +142,41 @@ export const configSchema = z
     rules: z.array(ruleSchema).default([]),
     /** Where flows no rule matches go: "proxy" when a proxy is set, else "block". */
     defaultOutbound: outboundName.optional(),
+    udp: z
+      .object({
+        /** Most UDP flows at once; the least recently active is evicted beyond it. */
+        maxFlows: z.number().int().min(1).max(1_000_000).default(4096),
+        idleTimeoutMs: z.number().int().min(1000).max(3_600_000).default(60_000),
+        dnsIdleTimeoutMs: z.number().int().min(1000).max(3_600_000).default(10_000),
+      })
+      .strict()
+      .default({ maxFlows: 4096, idleTimeoutMs: 60_000, dnsIdleTimeoutMs: 10_000 }),
+    /** Reassembly of IPv4 fragments read from the device (bounded: the oldest go first). */
+    fragments: z
+      .object({
+        maxBytes: z.number().int().min(65_536).max(256 * 1024 * 1024).default(4 * 1024 * 1024),
+        timeoutMs: z.number().int().min(1000).max(120_000).default(30_000),
+        maxDatagrams: z.number().int().min(1).max(65_536).default(256),
+      })
+      .strict()
+      .default({ maxBytes: 4 * 1024 * 1024, timeoutMs: 30_000, maxDatagrams: 256 }),
+    /**
+     * DNS: `hijack` answers every UDP query to port 53 routed into the device from `upstream`,
+     * reached through the outbound that routes it (or `outbound`); `off` passes DNS like any UDP.
+     */
+    dns: z
+      .object({
+        mode: z.enum(['hijack', 'off']).default('off'),
+        upstream: z
+          .string()
+          .regex(/^\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?$/, 'is not an IPv4 address with an optional port, like 1.1.1.1:53')
+          .default('1.1.1.1:53'),
+        outbound: outboundName.optional(),
+        cacheMaxEntries: z.number().int().min(0).max(1_000_000).default(1024),
+        cacheMaxTtlSec: z.number().int().min(0).max(86_400).default(3600),
+      })
+      .strict()
+      .default({ mode: 'off', upstream: '1.1.1.1:53', cacheMaxEntries: 1024, cacheMaxTtlSec: 3600 }),
     tcp: z
       .object({
         /** Most concurrent TCP flows; each holds one upstream socket (open-file limit!). */
@@ -167,6 +202,9 @@ export const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['rules', i, 'outbound'], message: `names no outbound (known: ${[...names].join(', ')})` });
       }
     });
+    if (c.dns.outbound !== undefined && !names.has(c.dns.outbound)) {
+      ctx.addIssue({ code: 'custom', path: ['dns', 'outbound'], message: `names no outbound (known: ${[...names].join(', ')})` });
+    }
     if (c.defaultOutbound !== undefined && !names.has(c.defaultOutbound)) {
       ctx.addIssue({ code: 'custom', path: ['defaultOutbound'], message: `names no outbound (known: ${[...names].join(', ')})` });
     }

@@ -160,6 +160,7 @@ const dispatcherStatsSchema = z.object({
   udpPackets: count,
   icmpEchoReplied: count,
   icmpEchoDropped: count,
+  fragments: count,
   dropped: count,
   drops: reasonCounters(DROP_REASONS).default(() => reasonCounters(DROP_REASONS).parse({})),
 });

@@ -120,6 +120,8 @@ export async function startDante(ns: Namespace, opts: DanteOptions): Promise<Lab
     `socksmethod: ${opts.auth ? 'username' : 'none'}`,
     'user.privileged: root',
     'user.unprivileged: nobody',
+    // Replies from any address reach the client (full-cone), as games and STUN expect.
+    'udp.connectdst: no',
     'client pass {',
     '  from: 0.0.0.0/0 to: 0.0.0.0/0',
     '}',

@@ -14,6 +14,7 @@ import { Ipv4Packet, IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP } from '../wire/i
 import { IcmpPacket, ICMP_ECHO_REQUEST, echoReplyInPlace } from '../wire/icmp.js';
 import { TcpPacket } from '../wire/tcp.js';
 import { UdpPacket } from '../wire/udp.js';
+import type { Ipv4Reassembler } from './ip-reassembly.js';
 import { VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_F_DATA_VALID, vnetFlags, writeVnetNone } from '../wire/virtio-net.js';
 
 /**
@@ -28,6 +29,8 @@ export interface DispatcherOptions {
   logger: Logger;
   tcp?: TransportHandler;
   udp?: TransportHandler;
+  /** Fragments go here to be made whole; without one they are dropped as 'fragment'. */
+  reassembler?: Ipv4Reassembler;
 }
 
 export interface DispatcherStats {
@@ -36,6 +39,8 @@ export interface DispatcherStats {
   udpPackets: number;
   icmpEchoReplied: number;
   icmpEchoDropped: number;
+  /** Fragments taken in by the reassembler (held or completed, not dropped). */
+  fragments: number;
   dropped: number;
   drops: DropCounters;
 }
@@ -50,6 +55,7 @@ export class PacketDispatcher {
   private readonly udp = new UdpPacket();
   private tcpHandler: TransportHandler | undefined;
   private udpHandler: TransportHandler | undefined;
+  private readonly reassembler: Ipv4Reassembler | undefined;
   private readonly s: DispatcherStats;
 
   constructor(opts: DispatcherOptions) {
@@ -58,7 +64,8 @@ export class PacketDispatcher {
     this.log = opts.logger;
     this.tcpHandler = opts.tcp;
     this.udpHandler = opts.udp;
-    this.s = { rxPackets: 0, tcpPackets: 0, udpPackets: 0, icmpEchoReplied: 0, icmpEchoDropped: 0, dropped: 0, drops: newDropCounters() };
+    this.reassembler = opts.reassembler;
+    this.s = { rxPackets: 0, tcpPackets: 0, udpPackets: 0, icmpEchoReplied: 0, icmpEchoDropped: 0, fragments: 0, dropped: 0, drops: newDropCounters() };
   }
 
   setTcpHandler(h: TransportHandler | undefined): void {
@@ -104,8 +111,16 @@ export class PacketDispatcher {
       // and neighbour discovery into every new device.
       return this.drop(bad === 'bad_version' && len > 0 && buf[off]! >>> 4 === 6 ? 'ipv6' : bad);
     }
-    // Reassembly arrives with UDP support; until then a fragment cannot be handled whole.
-    if (ip.isFragment) return this.drop('fragment');
+    if (ip.isFragment) {
+      if (this.reassembler === undefined) return this.drop('fragment');
+      const whole = this.reassembler.input(ip);
+      if (typeof whole === 'string') return this.drop(whole);
+      this.s.fragments++;
+      if (whole === undefined) return; // held until the rest arrives
+      // The whole datagram is a packet of its own (counted again in rxPackets); its pieces'
+      // checksums were not final, the reassembled one is checked like any other.
+      return this.onPacket(whole, 0, whole.length, true);
+    }
     switch (ip.protocol) {
       case IP_PROTO_ICMP:
         return this.onIcmp(ip);

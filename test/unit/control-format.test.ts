@@ -34,7 +34,7 @@ function snapshot(): StatusSnapshot {
     device: { name: 'tun0', mtu: 1500, address: '198.18.0.1/15' },
     routes: 3,
     link: { rxPackets: 12_345, rxBytes: 4_718_592, txPackets: 11_002, txBytes: 3_355_443, txErrors: 0 },
-    packets: { rxPackets: 12_345, tcpPackets: 12_000, udpPackets: 0, icmpEchoReplied: 3, icmpEchoDropped: 0, dropped: 13, drops },
+    packets: { rxPackets: 12_345, tcpPackets: 12_000, udpPackets: 0, icmpEchoReplied: 3, icmpEchoDropped: 0, fragments: 0, dropped: 13, drops },
     tcp,
     outbounds: { proxy, block: newOutboundStats() },
     flows: [flow(7, 300, 900, 4_000, 'FIN-WAIT-1'), flow(12, 1_258_000, 47_000_000, 123_000), flow(9, 0, 0, 800, 'SYN-RECEIVED')],

@@ -36,7 +36,7 @@ function snapshot(): StatusSnapshot {
       link: { name: 'tun0', mtu: 1500, stats: { ...emptyLinkStats(), rxPackets: 7 } },
       plan: { prefixes: [1, 2, 3] },
       stats: () => ({
-        packets: { rxPackets: 7, tcpPackets: 5, udpPackets: 0, icmpEchoReplied: 2, icmpEchoDropped: 0, dropped: 0, drops: newDropCounters() },
+        packets: { rxPackets: 7, tcpPackets: 5, udpPackets: 0, icmpEchoReplied: 2, icmpEchoDropped: 0, fragments: 0, dropped: 0, drops: newDropCounters() },
         tcp: { flowsOpen: 1, flowsTotal: 1, refusedLimit: 0, upstreamErrors: newOutboundStats().tcpFailures, bytesUp: 100, bytesDown: 200 },
         outbounds: { proxy: newOutboundStats() },
       }),

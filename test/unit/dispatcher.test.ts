@@ -129,7 +129,7 @@ describe('malformed packets', () => {
     const byReason = DROP_REASONS.reduce((a, r) => a + s.drops[r], 0);
     expect(byReason).toBe(s.dropped);
     // Every packet ends exactly one way: dropped for a reason, or answered.
-    expect(s.dropped + s.icmpEchoReplied + s.icmpEchoDropped + s.tcpPackets + s.udpPackets).toBe(s.rxPackets);
+    expect(s.dropped + s.icmpEchoReplied + s.icmpEchoDropped + s.tcpPackets + s.udpPackets + s.fragments).toBe(s.rxPackets);
     expect(s.dropped).toBeGreaterThan(90_000);
   });
 });
