@@ -20,7 +20,7 @@ import type { Logger } from '../logger.js';
 import { applyOps, ipBatchRunner, removeChanges, type IpRunner } from './apply.js';
 import { hostProbe, probeRouteEnv, type HostProbe, type NetworkView, type RouteEnv } from './host.js';
 import { createJournal, journalPath, processStartTime, pruneStateDir, removeFile, replaceJournal, resolveStateDir, type Journal } from './journal.js';
-import { invert, planRoutes, toIpLine, type Change, type RoutePlan } from './plan.js';
+import { batchesOf, invert, planRoutes, toIpLine, type Change, type RoutePlan } from './plan.js';
 import { cleanupJournals } from './teardown.js';
 import { pinUpstreams, upstreamsOf } from './upstreams.js';
 
@@ -73,6 +73,8 @@ export class RouteManager {
   private followTimer: NodeJS.Timeout | undefined;
   private following: Promise<void> = Promise.resolve();
   private stopping: Promise<void> | undefined;
+  /** Changes a dead tunroute left in place that this plan has too (see prepare). */
+  private adopted: Change[] = [];
 
   private constructor(
     private readonly opts: RouteManagerOptions,
@@ -107,14 +109,24 @@ export class RouteManager {
 
     const stateDir = resolveStateDir(config.stateDir);
     const file = journalPath(stateDir, plan.dev);
-    const stale = await cleanupJournals({ stateDir, dev: plan.dev, runner, log, live: 'refuse' });
+    // What a dead tunroute left that does not depend on its vanished device (rules, the kill
+    // switch's unreachable twins, the IPv6 guard) and that the new plan has too stays in place:
+    // no gap while tunroute restarts after a crash.
+    const planned = new Set(plan.changes.map(changeKey));
+    const persists = (c: Change): boolean => (c.op === 'rule' || c.dev === undefined) && planned.has(changeKey(c));
+    const stale = await cleanupJournals({ stateDir, dev: plan.dev, runner, log, live: 'refuse', keep: persists });
+    const adopted: Change[] = [];
     for (const s of stale) {
+      const kept = s.kept ?? [];
+      adopted.push(...kept);
+      const keptText = kept.length === 0 ? '' : `, kept ${kept.length} the new plan has too (rules, unreachable routes) so nothing opens meanwhile`;
       log.warn(
-        { dev: s.dev, pid: s.pid, startedAt: s.startedAt, changes: s.changes, alreadyGone: s.alreadyGone, journal: file },
-        `found a stale route journal of tunroute pid ${s.pid} (no longer running): removed the ${s.changes} changes it listed`,
+        { dev: s.dev, pid: s.pid, startedAt: s.startedAt, changes: s.changes, kept: kept.length, alreadyGone: s.alreadyGone, journal: file },
+        `found a stale route journal of tunroute pid ${s.pid} (no longer running): removed the ${s.changes} changes it listed${keptText}`,
       );
     }
-    if (plan.table !== 'main' && plan.changes.length > 0) {
+    // (A table that holds what we kept from the dead tunroute is ours: its journal says so.)
+    if (plan.table !== 'main' && plan.changes.length > 0 && !adopted.some((c) => c.table === plan.table)) {
       const used = await host.tableInUse(plan.table, plan.ipv6 === 'guarded');
       if (used !== undefined) {
         throw new TunrouteError(
@@ -123,7 +135,9 @@ export class RouteManager {
         );
       }
     }
-    return new RouteManager(opts, host, runner, pinned, plan, env, file);
+    const m = new RouteManager(opts, host, runner, pinned, plan, env, file);
+    m.adopted = adopted;
+    return m;
   }
 
   /** Journal, watchdog, apply. The device must exist (routes name it). */
@@ -142,16 +156,26 @@ export class RouteManager {
       explain: plan.explain,
     };
     const t0 = performance.now();
-    createJournal(this.journalFile, this.journal);
+    // A journal left with adopted changes is taken over; otherwise ours must be the only one.
+    if (this.adopted.length > 0) replaceJournal(this.journalFile, this.journal);
+    else createJournal(this.journalFile, this.journal);
     const t1 = performance.now();
     if (this.opts.watchdog ?? this.opts.config.routes.watchdog) this.startWatchdog();
+    const adoptedKeys = new Set(this.adopted.map(changeKey));
     try {
-      await applyOps(plan.up, plan.dev, this.runner, log);
+      if (this.adopted.length > 0) await this.ensureAdopted();
+      await applyOps(
+        plan.up.filter((o) => !((o.op === 'route' || o.op === 'rule') && adoptedKeys.has(changeKey(o)))),
+        plan.dev,
+        this.runner,
+        log,
+      );
     } catch (e) {
+      if (this.adopted.length > 0) await removeChanges(invert(this.adopted), this.runner, log);
       removeFile(this.journalFile);
       pruneStateDir(dirname(this.journalFile));
       this.journal = undefined;
-      this.releaseWatchdog();
+      await this.releaseWatchdog();
       throw e;
     }
     this.changes = plan.changes.slice();
@@ -173,6 +197,21 @@ export class RouteManager {
     if (plan.mode !== 'none' && this.opts.config.routes.lan === 'auto' && this.opts.watchRoutes !== false) {
       const watch = this.opts.watchRoutes ?? ipMonitorWatcher();
       this.stopWatching = watch(() => this.scheduleFollow());
+    }
+  }
+
+  /** Add the adopted changes again where they went missing meanwhile ("File exists" = still there). */
+  private async ensureAdopted(): Promise<void> {
+    for (const b of batchesOf(this.adopted)) {
+      const res = await this.runner.batch(
+        b.ops.map((o) => toIpLine(o, 'apply')),
+        true,
+        b.family,
+      );
+      const other = res.stderr.split('\n').filter((l) => l.trim() !== '' && !/File exists|Command failed/.test(l));
+      if (!res.ok && other.length > 0) {
+        throw new TunrouteError('TR_ROUTE_APPLY', `Restoring the route changes kept from the previous tunroute failed (${other[0]}): run tunroute down, then up again.`);
+      }
     }
   }
 
@@ -246,9 +285,20 @@ export class RouteManager {
     this.opts.log.debug({ pid: child.pid }, 'watchdog started');
   }
 
-  private releaseWatchdog(): void {
-    this.watchdogProc?.stdin?.end();
+  /** Close the watchdog's pipe: it finds no journal and exits; wait a moment so it is reaped, not left a zombie. */
+  private releaseWatchdog(): Promise<void> {
+    const child = this.watchdogProc;
     this.watchdogProc = undefined;
+    if (child === undefined) return Promise.resolve();
+    child.stdin?.end();
+    if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, 2000);
+      child.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   /** Undo every change and remove the journal. Idempotent. */
@@ -265,7 +315,7 @@ export class RouteManager {
         const removeMs = Math.round((performance.now() - t0) * 10) / 10;
         this.opts.log.info({ dev: this.plan_.dev, changes: this.changes.length, alreadyGone: r.failed, removeMs }, 'routes removed');
       }
-      this.releaseWatchdog();
+      await this.releaseWatchdog();
     })();
     return this.stopping;
   }

@@ -7,8 +7,8 @@
 import type { Logger } from '../logger.js';
 import { TunrouteError } from '../errors.js';
 import { removeChanges, type IpRunner } from './apply.js';
-import { invert } from './plan.js';
-import { claimJournal, listStateFiles, ownerAlive, pruneStateDir, readJournal, removeFile, journalOf, type Journal } from './journal.js';
+import { invert, type Change } from './plan.js';
+import { claimJournal, listStateFiles, ownerAlive, pruneStateDir, readJournal, removeFile, replaceJournal, journalOf, type Journal } from './journal.js';
 import { renameSync } from 'node:fs';
 
 export interface CleanupOptions {
@@ -30,6 +30,12 @@ export interface CleanupOptions {
   stopTimeoutMs?: number;
   /** Injected for tests. */
   kill?: (pid: number, signal: NodeJS.Signals) => void;
+  /**
+   * Changes to leave in place (a new `up` adopts them: its plan has them too, so the kill
+   * switch and the IPv6 guard never open while it restarts). They stay listed in the journal,
+   * still under the dead tunroute's name, until the new one takes the journal over.
+   */
+  keep?: (c: Change) => boolean;
 }
 
 export type CleanupOutcome =
@@ -51,6 +57,8 @@ export interface CleanupEntry {
   changes: number;
   /** Of those, how many were gone already (e.g. routes through the vanished device). */
   alreadyGone: number;
+  /** Left in place for the new tunroute (see CleanupOptions.keep). */
+  kept?: Change[];
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -74,9 +82,19 @@ function pidAlive(pid: number): boolean {
 }
 
 async function undoClaimed(claimed: string, j: Journal, opts: CleanupOptions): Promise<CleanupEntry> {
-  const r = await removeChanges(invert(j.changes), opts.runner, opts.log);
-  removeFile(claimed);
-  return { dev: j.dev, pid: j.pid, startedAt: j.startedAt, outcome: 'removed', changes: j.changes.length, alreadyGone: r.failed };
+  const keep = opts.keep ?? ((): boolean => false);
+  const kept = j.changes.filter((c) => keep(c));
+  const undo = j.changes.filter((c) => !keep(c));
+  const r = await removeChanges(invert(undo), opts.runner, opts.log);
+  if (kept.length === 0) removeFile(claimed);
+  else {
+    // Back under its own name, listing only what is left: if the new tunroute dies before it
+    // takes the journal over, the next down still finds these.
+    replaceJournal(claimed, { ...j, changes: kept });
+    renameSync(claimed, journalOf(claimed));
+  }
+  const entry: CleanupEntry = { dev: j.dev, pid: j.pid, startedAt: j.startedAt, outcome: 'removed', changes: undo.length, alreadyGone: r.failed };
+  return kept.length === 0 ? entry : { ...entry, kept };
 }
 
 /** Undo every (matching) journal in the state dir; see CleanupOptions for running daemons. */

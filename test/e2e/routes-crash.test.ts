@@ -91,6 +91,24 @@ describe.skipIf(!run)('crash-safe teardown (lab)', () => {
     expect(await seenAs(l, REMOTES[0])).toBe(CLIENT);
   });
 
+  it('kill switch: a tunroute restarted after kill -9 takes over without a gap (nothing leaks direct)', async () => {
+    const before = await fullSnapshot(l.c);
+    const first = await up(l, ['--proxy', PROXY, '--kill-switch', '--no-watchdog'], 'first');
+    await first.stop('SIGKILL');
+    // An app that keeps trying a tunneled destination all through the restart.
+    const probe = l.c.spawn(['bash', '-c', `while :; do curl -s --max-time 0.5 http://${REMOTES[0]}:8080/ip || echo failed; echo; done`], { name: 'probe' });
+    await new Promise((r) => setTimeout(r, 300));
+    const second = await up(l, ['--proxy', PROXY, '--kill-switch', '--no-watchdog'], 'second');
+    expect(String((await logged(second, /found a stale route journal/)).msg)).toMatch(/kept \d+ the new plan has too/);
+    await waitFor('the probe to get through the proxy', async () => (probe.output().stdout.includes(SOCKS) ? true : undefined));
+    await probe.stop('SIGKILL');
+    const answers = probe.output().stdout.split('\n').filter((x) => x !== '');
+    expect(answers).not.toContain(CLIENT);
+    expect(answers).toContain('failed');
+    expect(await second.stop('SIGTERM', 10_000)).toEqual({ code: 0, signal: null });
+    expect(await fullSnapshot(l.c)).toBe(before);
+  });
+
   it('down stops a running tunroute, which removes its own changes', async () => {
     const before = await fullSnapshot(l.c);
     const proc = await up(l, ['--proxy', PROXY]);

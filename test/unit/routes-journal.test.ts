@@ -261,6 +261,36 @@ describe('RouteManager', () => {
     expect(r.all()).toEqual(['route del 10.9.0.0/16 dev tun0 proto 211']);
   });
 
+  it('after a crash keeps what the new plan has too (kill switch, rules, IPv6 guard): no gap while it restarts', async () => {
+    const host = new FakeHost();
+    host.used = 'routes: unreachable 1.0.0.0/8 proto 211'; // our own leftovers, not someone else's
+    const r = new RecordingRunner();
+    const flags = { proxy: 'socks5://203.0.113.5:1080', killSwitch: true };
+    const old = fullPlan(flags);
+    createJournal(journalPath(dir, 'tun0'), staleJournal(old, true));
+    const logged: string[] = [];
+    const log = silentLogger();
+    log.warn = ((_o: object, msg: string) => void logged.push(msg)) as typeof log.warn;
+    const m = await RouteManager.prepare({ config: config(flags), log, runner: r, host, watchRoutes: false });
+    const persisting = old.changes.filter((c) => c.op === 'rule' || c.dev === undefined);
+    const deviceRoutes = old.changes.length - persisting.length;
+    expect(logged).toEqual([
+      `found a stale route journal of tunroute pid ${process.pid} (no longer running): removed the ${deviceRoutes} changes it listed, kept ${persisting.length} the new plan has too (rules, unreachable routes) so nothing opens meanwhile`,
+    ]);
+    // Only the routes through the vanished device were deleted; the journal still lists the rest, under the dead pid.
+    expect(r.all().every((l) => l.includes(' dev tun0 '))).toBe(true);
+    expect(readJournal(journalPath(dir, 'tun0'))).toMatchObject({ pid: process.pid, pidStart: '1', changes: persisting });
+    r.calls = [];
+    await m.apply();
+    // The kept ones are re-asserted (forced: "File exists" is fine), then the rest is applied.
+    expect(r.calls.filter((c) => c.force).flatMap((c) => c.lines)).toHaveLength(persisting.length);
+    const strict = r.calls.filter((c) => !c.force).flatMap((c) => c.lines);
+    expect(strict).toHaveLength(3 + deviceRoutes);
+    expect(readJournal(journalPath(dir, 'tun0'))).toMatchObject({ pidStart: processStartTime(process.pid), changes: m.plan.changes });
+    await m.stop();
+    expect(readdirSync(dir)).toEqual([]);
+  });
+
   it('refuses to start beside a running tunroute on the same device', async () => {
     const old = fullPlan();
     createJournal(journalPath(dir, 'tun0'), { ...staleJournal(old), pidStart: processStartTime(process.pid) });
