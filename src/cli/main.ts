@@ -119,6 +119,19 @@ routeOptions(program.command('up'))
   });
 
 program
+  .command('server')
+  .description('WireGuard-compatible tunnel server: peers\' TCP/UDP is re-originated from this host (no root needed)')
+  .requiredOption('-c, --config <file>', 'server config file (YAML or JSON; see config/server.example.yaml)')
+  .option('--control <path>', 'control socket for `tunroute status --control PATH` (default /run/tunroute/server.sock)')
+  .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
+  .action(async (o: { config: string; control?: string; logLevel?: string }) => {
+    const { loadServerConfig } = await import('../config/server-schema.js');
+    const config = loadServerConfig({ file: o.config, flags: { control: o.control, logLevel: o.logLevel } });
+    const { runServer } = await import('../server/run.js');
+    await runServer(config, { file: o.config });
+  });
+
+program
   .command('status')
   .description("show the running tunroute's device, counters and busiest flows")
   .option('--json', 'print the full status snapshot as JSON')

@@ -17,7 +17,7 @@
  *     … and 5 more
  */
 import type { TcpFlowInfo } from '../relay/tcp-relay.js';
-import type { StatusSnapshot } from './protocol.js';
+import type { ServerStatus, StatusSnapshot } from './protocol.js';
 
 export interface FormatOptions {
   /** Most flow rows to print. Default 20. */
@@ -103,6 +103,21 @@ export function formatFlowTable(flows: readonly TcpFlowInfo[], opts: FormatOptio
   return out.join('\n');
 }
 
+/** `tunroute server`'s lines: where it listens, then one line per peer, like `wg show`. */
+function formatServer(v: ServerStatus): string[] {
+  const out = [line('server', `listen ${v.listen}  public key ${v.publicKey}  forwarded ${formatCount(v.forwarded)}`)];
+  out.push(line('  drops', nonZero(v.drops) ?? 'none'));
+  out.push(line('  udp', `${formatCount(v.udp.flowsOpen)} open / ${formatCount(v.udp.flowsTotal)} total  up ${formatBytes(v.udp.bytesUp)}  down ${formatBytes(v.udp.bytesDown)}`));
+  for (const p of v.peers) {
+    const hs = p.lastHandshakeAgoMs === undefined ? 'no handshake' : `handshake ${formatDuration(p.lastHandshakeAgoMs)} ago`;
+    const parts = [p.name, p.allowedIPs.join(','), p.endpoint ?? 'no endpoint', hs, `rx ${formatBytes(p.rxBytes)}`, `tx ${formatBytes(p.txBytes)}`];
+    const d = nonZero(p.drops);
+    if (d !== undefined) parts.push(`drops: ${d}`);
+    out.push(line('peer', parts.join('  ')));
+  }
+  return out;
+}
+
 /** The whole human view of a snapshot, without a trailing newline. */
 export function formatStatus(s: StatusSnapshot, opts: FormatOptions = {}): string {
   const p = s.packets;
@@ -110,6 +125,7 @@ export function formatStatus(s: StatusSnapshot, opts: FormatOptions = {}): strin
   const out: string[] = [];
   out.push(`tunroute ${s.version}  pid ${s.pid}  up ${formatDuration(s.uptimeMs)}  since ${s.startedAt}`);
   out.push(line('device', `${s.device.name}  ${s.device.address}  mtu ${s.device.mtu}  routes ${formatCount(s.routes)}`));
+  if (s.server !== undefined) out.push(...formatServer(s.server));
 
   const pk = [
     `in ${formatCount(s.link.rxPackets)} (${formatBytes(s.link.rxBytes)})`,

@@ -60,6 +60,33 @@ export interface StatusSnapshot {
   tcp: TcpRelayStats;
   outbounds: Record<string, OutboundStats>;
   flows: TcpFlowInfo[];
+  /** Present when the daemon is `tunroute server`. */
+  server?: ServerStatus;
+}
+
+/** `tunroute server`'s own part of a status: where it listens and its peers. */
+export interface ServerStatus {
+  listen: string;
+  publicKey: string;
+  /** Packets forwarded from one peer to another. */
+  forwarded: number;
+  /** Non-zero drop counters by reason (device, cryptokey routing, ICMP not for the server). */
+  drops: Record<string, number>;
+  udp: { flowsOpen: number; flowsTotal: number; bytesUp: number; bytesDown: number; dropped: number };
+  peers: ServerPeerStatus[];
+}
+
+export interface ServerPeerStatus {
+  name: string;
+  publicKey: string;
+  allowedIPs: string[];
+  /** The source of the peer's last authenticated datagram. */
+  endpoint?: string;
+  lastHandshakeAgoMs?: number;
+  rxBytes: number;
+  txBytes: number;
+  /** Non-zero drop counters by reason (disallowed_source: a source outside the AllowedIPs). */
+  drops: Record<string, number>;
 }
 
 export interface PingReply {
@@ -205,6 +232,27 @@ export const statusSnapshotSchema = z.object({
   tcp: tcpRelayStatsSchema,
   outbounds: z.record(z.string(), outboundStatsSchema),
   flows: z.array(flowInfoSchema),
+  server: z
+    .object({
+      listen: z.string(),
+      publicKey: z.string(),
+      forwarded: count,
+      drops: z.record(z.string(), z.number().nonnegative()).default({}),
+      udp: z.object({ flowsOpen: count, flowsTotal: count, bytesUp: count, bytesDown: count, dropped: count }),
+      peers: z.array(
+        z.object({
+          name: z.string(),
+          publicKey: z.string(),
+          allowedIPs: z.array(z.string()),
+          endpoint: z.string().optional(),
+          lastHandshakeAgoMs: z.number().nonnegative().optional(),
+          rxBytes: count,
+          txBytes: count,
+          drops: z.record(z.string(), z.number().nonnegative()).default({}),
+        }),
+      ),
+    })
+    .optional(),
 });
 
 export const pingReplySchema = z.object({ pid: z.number() });

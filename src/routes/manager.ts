@@ -40,19 +40,24 @@ export interface RouteManagerOptions {
   followDebounceMs?: number;
 }
 
-/** `ip -4 monitor route`, ignoring tunroute's own changes (proto 211). */
+/**
+ * `ip -4 monitor route`, ignoring tunroute's own changes (proto 211). It runs under a tiny
+ * shell that holds a pipe from us: when tunroute exits in any way (kill -9 included) the pipe
+ * closes and the shell stops the monitor, so it never outlives tunroute.
+ */
 export function ipMonitorWatcher(netns?: string): RouteWatcher {
   return (onChange) => {
     const args = [...(netns === undefined ? [] : ['-n', netns]), '-4', 'monitor', 'route'];
-    const child = spawn('ip', args, { stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn('sh', ['-c', 'ip "$@" & m=$!; cat >/dev/null; kill $m', 'tunroute-monitor', ...args], { stdio: ['pipe', 'pipe', 'ignore'] });
     child.on('error', () => undefined);
+    child.stdin.on('error', () => undefined);
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
       if (d.split('\n').some((l) => l.trim() !== '' && !l.includes('proto 211'))) onChange();
     });
     child.unref();
-    (child.stdout as unknown as { unref?: () => void }).unref?.();
+    for (const s of [child.stdin, child.stdout]) (s as unknown as { unref?: () => void }).unref?.();
     return () => {
-      child.kill('SIGTERM');
+      child.stdin.end();
     };
   };
 }

@@ -39,6 +39,11 @@ describe.skipIf(!run)('crash-safe teardown (lab)', () => {
     expect(left).toContain('uidrange 65534-65534 lookup main proto 211');
     expect(left).toContain('unreachable default dev lo proto 211');
 
+    // Nothing of tunroute's outlives it in the namespace (the default-route monitor included).
+    await waitFor('tunroute\'s helpers to exit', async () => {
+      const ps = (await l.c.sh(`for p in $(ip netns pids ${l.c.name}); do tr '\\0' ' ' < /proc/$p/cmdline; echo; done`)).stdout;
+      return ps.includes('monitor') ? undefined : true;
+    }, 5000);
     const down = await cli(l, ['down', '--state-dir', l.stateDir]);
     expect(down.code).toBe(0);
     expect(down.stdout).toMatch(/^tun0: removed the \d+ route\/rule changes tunroute \(pid \d+, started .*\) had made \(\d+ were already gone with the device\)\n$/);

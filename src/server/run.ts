@@ -1,0 +1,59 @@
+/**
+ * `tunroute server -c FILE`: start the server and its control socket, run until SIGINT or
+ * SIGTERM, then reset the flows, erase the keys and leave.
+ */
+import { createRequire } from 'node:module';
+import type { ServerConfig } from '../config/server-schema.js';
+import { startControlServer } from '../control/server.js';
+import { createLogger } from '../logger.js';
+import { startServer } from './server.js';
+import { serverStatusSnapshot } from './status.js';
+
+/** This package's version (for `status`); the path works from src/ and from dist/. */
+const VERSION: string = (() => {
+  const pkg: unknown = createRequire(import.meta.url)('../../package.json');
+  return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : 'unknown';
+})();
+
+export async function runServer(config: ServerConfig, opts: { file?: string } = {}): Promise<void> {
+  const log = createLogger(config.log.level);
+  const startedAt = new Date();
+  const srv = await startServer(config, { logger: log, file: opts.file });
+  let control: Awaited<ReturnType<typeof startControlServer>>;
+  try {
+    control = await startControlServer({
+      path: config.control.socket,
+      logger: log,
+      snapshot: () => serverStatusSnapshot(srv, config, { version: VERSION, startedAt }),
+      flows: () => srv.flows(),
+    });
+  } catch (e) {
+    await srv.stop();
+    throw e;
+  }
+  log.info(
+    { listen: config.listen, port: srv.port, publicKey: srv.publicKey, address: config.address, peers: config.peers.length, mode: config.mode, control: config.control.socket, uid: process.getuid?.() },
+    'tunroute server is up',
+  );
+  await new Promise<void>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals): void => {
+      log.info({ signal: sig }, 'stopping');
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      control
+        .close()
+        .then(() => srv.stop())
+        .then(() => {
+          const s = srv.stats();
+          log.info({ link: s.link, packets: s.packets, tcp: s.tcp, udp: s.udp, tunnel: s.tunnel, gate: s.gate, deviceDrops: s.deviceDrops }, 'tunroute server stopped; counters');
+        })
+        .then(resolve, (e: unknown) => {
+          log.error({ err: e }, 'shutdown failed');
+          process.exitCode = 1;
+          resolve();
+        });
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}

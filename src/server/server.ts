@@ -1,0 +1,222 @@
+/**
+ * The composition root of `tunroute server`: a WireGuard responder whose decrypted traffic is
+ * terminated by tunroute's own userspace stack and re-originated as ordinary sockets of this
+ * host — no TUN device, no routes, no root (DESIGN.md).
+ *
+ *   peers ══ UDP (listen) ══► WgTunnel ─ decrypt, AllowedIPs source check
+ *                                │
+ *                            PacketGate ─ to another peer ──► WgTunnel (forwarded, TTL − 1)
+ *                                │        ICMP not for us ──► dropped, counted
+ *                                ▼
+ *                  PacketPipe (a Link whose device is the tunnel)
+ *                                │
+ *                       PacketDispatcher ─ ICMP echo to the server's address ─► reply
+ *                         │            │
+ *                      TcpStack     UdpStack
+ *                         │            │
+ *                      TcpRelay     UdpRelay ─ Router: own address, tunnel subnet, deny → block
+ *                         └─────┬──────┘
+ *                        DirectOutbound ─ net.connect / dgram from this host
+ *
+ * Replies built by the stacks leave through the pipe's transmit: sealed to the peer whose
+ * AllowedIPs hold their destination (cryptokey routing), dropped and counted if none does.
+ *
+ * ICMP echo to destinations other than the server's own address is dropped (counted as
+ * `icmpNotOurs`): an ordinary socket cannot send an echo request (that needs a raw socket or
+ * the kernel's ping sockets, neither of which Node offers), and answering on the destination's
+ * behalf would report hosts as reachable that nobody asked. `mode: tun` (not built yet) would
+ * let the kernel forward them.
+ */
+import type { Clock } from '../clock.js';
+import { monotonicClock } from '../clock.js';
+import type { ServerConfig } from '../config/server-schema.js';
+import { serverPrivateKey } from '../config/server-schema.js';
+import { TunrouteError } from '../errors.js';
+import type { LinkStats } from '../link/link.js';
+import { PacketPipe } from '../link/packet-pipe.js';
+import { createLogger, type Logger } from '../logger.js';
+import { BlockOutbound } from '../outbound/block.js';
+import { DirectOutbound } from '../outbound/direct.js';
+import type { Outbound, OutboundStats } from '../outbound/outbound.js';
+import type { DeviceDropReason } from '../outbound/wireguard/device.js';
+import { parseKey, type RandomSource } from '../outbound/wireguard/keys.js';
+import { TcpRelay, type TcpFlowInfo, type TcpRelayStats } from '../relay/tcp-relay.js';
+import { UdpRelay, type UdpFlowInfo, type UdpRelayStats } from '../relay/udp-relay.js';
+import { Router } from '../router/router.js';
+import { PacketDispatcher, type DispatcherStats } from '../stack/dispatcher.js';
+import { Ipv4Reassembler, type ReassemblyStats } from '../stack/ip-reassembly.js';
+import { TcpStack } from '../stack/tcp-stack.js';
+import { UdpStack } from '../stack/udp/udp-stack.js';
+import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.js';
+import { PacketGate, type GateCounters } from './gate.js';
+import { WgTunnel, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus, type UdpTransport } from './tunnel.js';
+import { ServerUdpTransport } from './udp-transport.js';
+
+export const DIRECT_OUTBOUND = 'direct';
+export const SERVER_BLOCK_OUTBOUND = 'block';
+
+export interface ServerDeps {
+  logger?: Logger;
+  clock?: Clock;
+  /** The UDP socket; default: bind config.listen. */
+  transport?: UdpTransport;
+  /** Where TCP and UDP are re-originated; default a DirectOutbound named 'direct'. */
+  outbound?: Outbound;
+  /** The config file's path, for error messages. */
+  file?: string;
+  /** For repeatable tests. */
+  random?: RandomSource;
+  wallClock?: () => number;
+}
+
+/** Everything a running server counts, for logs and `status`. */
+export interface ServerStats {
+  link: LinkStats;
+  packets: DispatcherStats;
+  tcp: TcpRelayStats;
+  udp: UdpRelayStats;
+  fragments: ReassemblyStats;
+  outbounds: Record<string, OutboundStats>;
+  tunnel: TunnelCounters;
+  gate: GateCounters;
+  /** Datagrams the WireGuard device dropped before any peer (unknown peer, bad mac1, …). */
+  deviceDrops: Record<DeviceDropReason, number>;
+}
+
+export interface RunningServer {
+  readonly publicKey: string;
+  /** The UDP port actually bound. */
+  readonly port: number;
+  readonly link: PacketPipe;
+  readonly tunnel: WgTunnel;
+  stats(): ServerStats;
+  peers(): TunnelPeerStatus[];
+  flows(): TcpFlowInfo[];
+  udpFlows(): UdpFlowInfo[];
+  /** Reset every flow (RST to the peers), close the sockets, erase the keys. Idempotent. */
+  stop(): Promise<void>;
+}
+
+function mustCidr(s: string): Cidr {
+  const c = parseCidr(s);
+  if (c === undefined) throw new TunrouteError('TR_INTERNAL', `a validated CIDR did not parse: ${s}`);
+  return c;
+}
+
+/** `listen: "ADDR:PORT"` (validated by the schema). */
+export function parseListen(listen: string): { address: string; port: number } {
+  const i = listen.lastIndexOf(':');
+  return { address: listen.slice(0, i), port: Number(listen.slice(i + 1)) };
+}
+
+/** The peers as the tunnel wants them; names default to the start of the key, like `wg show`. */
+export function tunnelPeersOf(config: ServerConfig): TunnelPeerConfig[] {
+  return config.peers.map((p, i) => ({
+    name: p.name ?? `peer${i} ${p.publicKey.trim().slice(0, 8)}…`,
+    publicKey: parseKey(p.publicKey, `peers[${i}].publicKey`),
+    presharedKey: p.presharedKey === undefined ? undefined : parseKey(p.presharedKey, `peers[${i}].presharedKey`),
+    allowedIPs: p.allowedIPs.map(mustCidr),
+  }));
+}
+
+/**
+ * What the server refuses to re-originate: its own address (nothing listens there: TCP gets
+ * RST), the rest of the tunnel subnet that no peer owns, and the config's deny list.
+ */
+export function serverRouter(config: ServerConfig, direct: string): Router {
+  const own = mustCidr(config.address);
+  const cidrs = [`${cidrToString({ addr: own.addr, prefix: 32 })}`, cidrToString(normalizeCidr(own)), ...config.deny.map((d) => cidrToString(normalizeCidr(mustCidr(d))))];
+  return new Router({ rules: [{ cidrs, outbound: SERVER_BLOCK_OUTBOUND }], defaultOutbound: direct, source: 'deny' });
+}
+
+export async function startServer(config: ServerConfig, deps: ServerDeps = {}): Promise<RunningServer> {
+  const log = deps.logger ?? createLogger(config.log.level);
+  const clock = deps.clock ?? monotonicClock;
+  if (config.mode === 'tun') {
+    throw new TunrouteError(
+      'TR_BAD_CONFIG',
+      `The config file ${deps.file ?? ''}: mode "tun" is not available yet: use mode: userspace (the default), which needs no root.`,
+    );
+  }
+  // Everything a bad config can break is checked before the socket is bound.
+  const privateKey = serverPrivateKey(config, deps.file);
+  const peers = tunnelPeersOf(config);
+  const own = mustCidr(config.address);
+  const direct = deps.outbound ?? new DirectOutbound({ name: DIRECT_OUTBOUND, logger: log, clock });
+  const outbounds = new Map<string, Outbound>([
+    [direct.name, direct],
+    [SERVER_BLOCK_OUTBOUND, new BlockOutbound(SERVER_BLOCK_OUTBOUND)],
+  ]);
+  const router = serverRouter(config, direct.name);
+
+  const listen = parseListen(config.listen);
+  const transport =
+    deps.transport ??
+    (await ServerUdpTransport.open({
+      address: listen.address,
+      port: listen.port,
+      file: deps.file,
+      onError: (e) => log.warn({ err: e.message }, 'UDP socket error'),
+    }));
+  const tunnel = new WgTunnel({ privateKey, peers, transport, clock, logger: log, mtu: config.mtu, random: deps.random, wallClock: deps.wallClock });
+  privateKey.fill(0);
+
+  const link = new PacketPipe({ name: 'wg', mtu: config.mtu, transmit: (p) => tunnel.sendPacket(p) });
+  const gate = new PacketGate({ ownAddress: own.addr, routes: tunnel.routes, local: (p) => link.deliver(p), forward: (to, p) => tunnel.sendTo(to, p) });
+  tunnel.onPacket(gate.input);
+
+  // The table holds TIME-WAIT connections beyond the live flows the relay counts.
+  const tcpStack = new TcpStack({ link, clock, logger: log, maxConnections: config.tcp.maxFlows + 1024 });
+  const tcp = new TcpRelay({ stack: tcpStack, router, outbounds, clock, logger: log, maxFlows: config.tcp.maxFlows, bufferBytes: config.tcp.bufferBytes });
+  tcpStack.setSynHandler(tcp.onSyn);
+  const udpStack = new UdpStack({ link, clock, logger: log, table: { maxFlows: config.udp.maxFlows } });
+  const udp = new UdpRelay({ stack: udpStack, router, outbounds, clock, logger: log });
+  udpStack.setFlowHandler(udp.onFlow);
+  // A peer's UDP datagram larger than its tunnel MTU arrives in fragments.
+  const reassembler = new Ipv4Reassembler({ clock });
+  const dispatcher = new PacketDispatcher({ link, icmp: config.icmp, logger: log, tcp: tcpStack.input, udp: udpStack.input, reassembler });
+  link.onReceive((batch) => dispatcher.onBatch(batch));
+  // Idle UDP flows release their sockets, and stale fragments their memory, even when nothing touches them.
+  const sweeper = setInterval(() => {
+    udpStack.sweep();
+    reassembler.sweep();
+  }, 1000);
+
+  const stats = (): ServerStats => ({
+    link: { ...link.stats },
+    packets: dispatcher.stats(),
+    tcp: { ...tcp.stats, upstreamErrors: { ...tcp.stats.upstreamErrors } },
+    udp: { ...udp.stats, upstreamErrors: { ...udp.stats.upstreamErrors } },
+    fragments: { ...reassembler.stats },
+    outbounds: Object.fromEntries([...outbounds].map(([n, o]) => [n, structuredClone(o.stats)])),
+    tunnel: { ...tunnel.counters },
+    gate: { ...gate.counters },
+    deviceDrops: tunnel.deviceDrops(),
+  });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    publicKey: tunnel.publicKey,
+    port: transport.port,
+    link,
+    tunnel,
+    stats,
+    peers: () => tunnel.status(),
+    flows: () => tcp.flowInfo(),
+    udpFlows: () => udp.flowInfo(),
+    stop() {
+      stopping ??= (async () => {
+        clearInterval(sweeper);
+        tcp.closeAll();
+        tcpStack.poll(); // the RSTs are sealed before the keys are erased
+        tcpStack.close();
+        udp.closeAll();
+        udpStack.close();
+        await Promise.all([...outbounds.values()].map((o) => o.close()));
+        tunnel.close();
+        link.close();
+      })();
+      return stopping;
+    },
+  };
+}
