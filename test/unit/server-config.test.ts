@@ -2,7 +2,7 @@
  * `tunroute server`'s config: defaults, and errors that name the file, the field and the fix
  * (never a key's value); a taken UDP port in one sentence.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -60,6 +60,16 @@ describe('server config', () => {
       log: { level: 'info' },
     });
     expect(c.peers[0]!.allowedIPs).toEqual(['10.8.0.2/32']);
+  });
+
+  it('accepts config/server.example.yaml once its keys are filled in', () => {
+    const example = readFileSync(new URL('../../config/server.example.yaml', import.meta.url), 'utf8');
+    const keys = [SERVER_KEY, PEER_KEY, PEER2_KEY];
+    const filled = example.replace(/"REPLACE:[^"]*"/g, () => `"${keys.shift()!}"`);
+    expect(keys).toEqual([]);
+    const c = loadServerConfig({ file: file('example.yaml', filled) });
+    expect(c.peers.map((p) => p.name)).toEqual(['laptop', 'phone']);
+    expect(c.deny).toEqual([...DEFAULT_SERVER_DENY]);
   });
 
   it('lets --control and --log-level override the file', () => {

@@ -1,0 +1,231 @@
+/**
+ * `tunroute server` against a real WireGuard client (Debian's wireguard-go), in a lab this file
+ * creates and removes. The server runs as the unprivileged user nobody: its default mode needs
+ * no root.
+ *
+ *   ns c   wireguard-go trc…, 10.8.0.2/16; 10.77.0.0/24 routed into it
+ *     │ veth 10.200.0.1 ─ 10.200.0.2
+ *   ns s   tunroute server (uid 65534) on UDP 0.0.0.0:51820, address 10.8.0.1/16
+ *     │ veth 10.77.0.1 ─ 10.77.0.2          ns x: wireguard-go with a key the server does
+ *   ns w   HTTP :8080, iperf3 :5201,         not know, 10.8.0.9/16, veth 10.201.0.1 ─ .2 to s
+ *          UDP echo :7000
+ *
+ * c reaches w only through the tunnel (s does not forward: ip_forward is 0), so every byte c
+ * exchanges with w was decrypted by tunroute, terminated by its stack and re-originated from
+ * s's own socket (w sees 10.77.0.1).
+ */
+import { chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Lab, labBytesSha256, startHttpServer, startIperf3, waitForPort, type LabProcess, type Namespace } from '../../src/lab/index.js';
+import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
+import { CLI, e2eAvailable, logLines } from '../helpers/e2e.js';
+
+const haveWg = existsSync('/usr/bin/wireguard-go') && existsSync('/usr/bin/wg');
+const run = e2eAvailable('server-wg') && haveWg;
+if (!haveWg) console.log('[e2e/server-wg] SKIPPED: apt-get install wireguard-go wireguard-tools');
+
+const MB = 1024 * 1024;
+const NOBODY = 65534;
+
+// A UDP echo server for w and a client for c: N datagrams out, every echo checked.
+const UDP_ECHO = `
+const s = require('node:dgram').createSocket('udp4');
+s.on('message', (m, r) => s.send(m, r.port, r.address));
+s.bind(Number(process.argv[3]), process.argv[2], () => console.log('udp echo ready'));
+`;
+const UDP_CLIENT = `
+const [host, port, n, size] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4]), Number(process.argv[5])];
+const s = require('node:dgram').createSocket('udp4');
+const got = new Set(); let bad = 0;
+s.on('message', (m) => {
+  const i = m.readUInt32BE(0);
+  for (let k = 4; k < m.length; k++) if (m[k] !== ((i + k) & 0xff)) { bad++; break; }
+  got.add(i);
+});
+const t0 = Date.now();
+let i = 0;
+const tick = () => {
+  for (let b = 0; b < 20 && i < n; b++, i++) {
+    const m = Buffer.alloc(size); m.writeUInt32BE(i, 0);
+    for (let k = 4; k < size; k++) m[k] = (i + k) & 0xff;
+    s.send(m, port, host);
+  }
+  if (i < n) setTimeout(tick, 2);
+  else setTimeout(() => { console.log(JSON.stringify({ sent: n, received: got.size, bad, ms: Date.now() - t0 })); process.exit(0); }, 1500);
+};
+s.bind(0, tick);
+`;
+
+interface Wg {
+  proc: LabProcess;
+  ifname: string;
+}
+
+/** wireguard-go in `ns` with one peer (the server), its address and routes. */
+async function startWireguardGo(ns: Namespace, o: { ifname: string; key: Uint8Array; serverPub: Uint8Array; endpoint: string; address: string; routes: string[] }): Promise<Wg> {
+  const proc = ns.spawn(['wireguard-go', '-f', o.ifname], { name: `wireguard-go-${ns.role}` });
+  const sock = `/var/run/wireguard/${o.ifname}.sock`;
+  for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
+  if (!existsSync(sock)) throw new Error(`wireguard-go did not create ${sock}: ${proc.outputTail()}`);
+  const conf = join(ns.lab.tmpDir, `${o.ifname}.conf`);
+  writeFileSync(
+    conf,
+    `[Interface]\nPrivateKey = ${formatKey(o.key)}\n\n[Peer]\nPublicKey = ${formatKey(o.serverPub)}\nEndpoint = ${o.endpoint}\nAllowedIPs = 10.8.0.0/16, 10.77.0.0/24\nPersistentKeepalive = 25\n`,
+    { mode: 0o600 },
+  );
+  await ns.exec(['wg', 'setconf', o.ifname, conf]);
+  await ns.exec(['ip', 'addr', 'add', o.address, 'dev', o.ifname]);
+  await ns.exec(['ip', 'link', 'set', o.ifname, 'up']);
+  for (const r of o.routes) await ns.exec(['ip', 'route', 'add', r, 'dev', o.ifname]);
+  return { proc, ifname: o.ifname };
+}
+
+function mbps(bits: number): string {
+  return `${(bits / 1e6).toFixed(0)} Mbit/s`;
+}
+
+describe.skipIf(!run)('tunroute server with a wireguard-go client (server as nobody)', () => {
+  let lab: Lab;
+  let c: Namespace;
+  let s: Namespace;
+  let w: Namespace;
+  let x: Namespace;
+  let server: LabProcess;
+  let control: string;
+  const serverKey = generatePrivateKey();
+  const clientKey = generatePrivateKey();
+  const strangerKey = generatePrivateKey();
+  const numbers: Record<string, string> = {};
+
+  async function status(json = true): Promise<string> {
+    const r = await s.exec(['node', CLI, 'status', '--control', control, ...(json ? ['--json'] : [])], { timeoutMs: 10_000 });
+    return r.stdout;
+  }
+
+  beforeAll(async () => {
+    lab = await Lab.create();
+    c = await lab.addNamespace('c');
+    s = await lab.addNamespace('s');
+    w = await lab.addNamespace('w');
+    x = await lab.addNamespace('x');
+    await lab.link(c, s, { cidrA: '10.200.0.1/24', cidrB: '10.200.0.2/24' });
+    await lab.link(s, w, { cidrA: '10.77.0.1/24', cidrB: '10.77.0.2/24' });
+    await lab.link(x, s, { cidrA: '10.201.0.1/24', cidrB: '10.201.0.2/24' });
+
+    await startHttpServer(w, { listen: '10.77.0.2', port: 8080 });
+    await startIperf3(w, 5201, { listen: '10.77.0.2' });
+    writeFileSync(join(lab.tmpDir, 'udp-echo.cjs'), UDP_ECHO);
+    writeFileSync(join(lab.tmpDir, 'udp-client.cjs'), UDP_CLIENT);
+    const echo = w.spawn(['node', join(lab.tmpDir, 'udp-echo.cjs'), '10.77.0.2', '7000'], { name: 'udp-echo' });
+    await echo.waitForLine(/udp echo ready/, 10_000);
+
+    // The server's files, readable by nobody (the lab's temp dir is 0700 root otherwise).
+    chmodSync(lab.tmpDir, 0o755);
+    const runDir = join(lab.tmpDir, 'run');
+    mkdirSync(runDir);
+    chownSync(runDir, NOBODY, NOBODY);
+    control = join(runDir, 'server.sock');
+    const cfg = join(lab.tmpDir, 'server.yaml');
+    writeFileSync(
+      cfg,
+      [
+        'listen: "0.0.0.0:51820"',
+        `privateKey: "${formatKey(serverKey)}"`,
+        'address: 10.8.0.1/16',
+        `control: {socket: "${control}"}`,
+        'log: {level: info}',
+        'peers:',
+        '  - name: laptop',
+        `    publicKey: "${formatKey(publicKeyOf(clientKey))}"`,
+        '    allowedIPs: [10.8.0.2/32]',
+        '',
+      ].join('\n'),
+    );
+    chmodSync(cfg, 0o644);
+    server = s.spawn(['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'node', CLI, 'server', '-c', cfg], { name: 'tunroute-server' });
+    await server.waitForLine(/"msg":"tunroute server is up"/, 15_000);
+
+    const id = lab.id.slice(-4);
+    await startWireguardGo(c, { ifname: `trc${id}`, key: clientKey, serverPub: publicKeyOf(serverKey), endpoint: '10.200.0.2:51820', address: '10.8.0.2/16', routes: ['10.77.0.0/24'] });
+    await startWireguardGo(x, { ifname: `trx${id}`, key: strangerKey, serverPub: publicKeyOf(serverKey), endpoint: '10.201.0.2:51820', address: '10.8.0.9/16', routes: [] });
+  }, 120_000);
+
+  afterAll(async () => {
+    if (Object.keys(numbers).length > 0) console.log(`[e2e/server-wg] ${JSON.stringify(numbers)}`);
+    await lab?.destroy();
+  }, 60_000);
+
+  it('runs as nobody', () => {
+    const up = logLines(server).find((l) => l.msg === 'tunroute server is up');
+    expect(up?.uid).toBe(NOBODY);
+  });
+
+  it('answers ping to its own tunnel address', async () => {
+    const r = await c.exec(['ping', '-c', '5', '-i', '0.2', '-W', '2', '10.8.0.1'], { timeoutMs: 20_000 });
+    expect(r.stdout).toMatch(/5 received, 0% packet loss/);
+    numbers.pingRtt = /rtt min\/avg\/max\/mdev = ([\d./]+) ms/.exec(r.stdout)?.[1] ?? '?';
+  });
+
+  it('drops ping to other destinations instead of answering for them, and counts it', async () => {
+    const r = await c.exec(['ping', '-c', '2', '-i', '0.2', '-W', '1', '10.77.0.2'], { allowFail: true, timeoutMs: 20_000 });
+    expect(r.stdout).toMatch(/2 packets transmitted, 0 received/);
+    const st = JSON.parse(await status()) as { server: { drops: Record<string, number> } };
+    expect(st.server.drops.icmp_not_ours).toBe(2);
+  });
+
+  it('re-originates HTTP from the server host: 100 MB with the right sha256', async () => {
+    const ip = await c.exec(['curl', '-sS', '--max-time', '10', 'http://10.77.0.2:8080/ip']);
+    expect(ip.stdout.trim()).toBe('10.77.0.1');
+    const n = 100 * MB;
+    const t0 = performance.now();
+    const r = await c.sh(`curl -sS --max-time 120 http://10.77.0.2:8080/bytes/${n} | sha256sum`, { timeoutMs: 150_000 });
+    const secs = (performance.now() - t0) / 1000;
+    expect(r.stdout.split(' ')[0]).toBe(labBytesSha256(n));
+    numbers.curl100MB = `${(n / MB / secs).toFixed(1)} MiB/s (${secs.toFixed(1)} s)`;
+  }, 180_000);
+
+  it('carries iperf3 both ways', async () => {
+    await waitForPort(w, '10.77.0.2', 5201);
+    for (const [name, extra] of [['iperf3 c→w', []], ['iperf3 w→c', ['-R']]] as const) {
+      const r = await c.exec(['iperf3', '-c', '10.77.0.2', '-p', '5201', '-t', '5', '-J', ...extra], { timeoutMs: 60_000 });
+      const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number; bytes: number } } };
+      expect(j.end.sum_received.bytes).toBeGreaterThan(MB);
+      numbers[name] = mbps(j.end.sum_received.bits_per_second);
+    }
+  }, 120_000);
+
+  it('exchanges UDP datagrams with a server behind it', async () => {
+    const r = await c.exec(['node', join(lab.tmpDir, 'udp-client.cjs'), '10.77.0.2', '7000', '500', '1200'], { timeoutMs: 30_000 });
+    const res = JSON.parse(r.stdout.trim().split('\n').pop()!) as { sent: number; received: number; bad: number };
+    expect(res.bad).toBe(0);
+    // UDP may lose a few under load; the path must carry nearly all of them.
+    expect(res.received).toBeGreaterThanOrEqual(490);
+    numbers.udpEcho = `${res.received}/${res.sent} echoed`;
+  }, 60_000);
+
+  it('gives a client with a key it does not know nothing, and keeps serving', async () => {
+    const r = await x.exec(['ping', '-c', '3', '-i', '0.3', '-W', '1', '10.8.0.1'], { allowFail: true, timeoutMs: 20_000 });
+    expect(r.stdout).toMatch(/3 packets transmitted, 0 received/);
+    const st = JSON.parse(await status()) as { server: { drops: Record<string, number> } };
+    expect(st.server.drops.unknown_peer).toBeGreaterThanOrEqual(1);
+    expect(server.exited).toBe(false);
+    const ok = await c.exec(['ping', '-c', '2', '-i', '0.2', '-W', '2', '10.8.0.1'], { timeoutMs: 20_000 });
+    expect(ok.stdout).toMatch(/2 received/);
+  });
+
+  it('shows its peers in `tunroute status --control PATH`', async () => {
+    const text = await status(false);
+    expect(text).toMatch(/server {4}listen 0\.0\.0\.0:51820/);
+    expect(text).toMatch(/peer {6}laptop {2}10\.8\.0\.2\/32 {2}10\.200\.0\.1:\d+ {2}handshake/);
+    expect(text).toContain('device    wg  10.8.0.1/16  mtu 1420');
+  });
+
+  it('stops on SIGTERM and prints its counters', async () => {
+    const st = await server.stop('SIGTERM', 5000);
+    expect(st.code).toBe(0);
+    const last = logLines(server).find((l) => l.msg === 'tunroute server stopped; counters');
+    expect(last).toBeDefined();
+    expect(existsSync(control)).toBe(false);
+  });
+});
