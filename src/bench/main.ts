@@ -13,6 +13,7 @@
  * second, and CPU (tunroute's, the proxy's, the host's) over every window. Every load is
  * bounded in time and count; the lab is removed at the end, also after an error or a signal.
  */
+import { measureRouteApply, type RouteApplyMeasurement } from '../routes/measure.js';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -66,7 +67,7 @@ const CPS_MAX = 30_000;
 const CPS_MSG_BYTES = 32;
 /** Host load (busy cores) from other work under which the machine counts as quiet. */
 const QUIET_CORES = 0.3;
-const TESTS = ['iperf', 'rr', 'cps'] as const;
+const TESTS = ['iperf', 'rr', 'cps', 'routes'] as const;
 type Test = (typeof TESTS)[number];
 
 interface Options {
@@ -92,7 +93,7 @@ const USAGE = `usage: node dist/bench/main.js [options]     (npm run bench -- [o
   --seconds N        length of each measurement window (default 5)
   --mtu N            passed to tunroute up --mtu
   --repeat N         run each pair N times, alternating, and show the median run (default 1)
-  --only T[,T]       run only these tests: iperf, rr, cps (repeatable)
+  --only T[,T]       run only these tests: iperf, rr, cps, routes (repeatable)
   --proxy P          the SOCKS5 server in the lab: dante (default) or microsocks
   --rr-tool T        round trips with sockperf (default when installed) or node
   --wait-idle N      first wait up to N s (default 60; 0: no wait) for other work on the host
@@ -502,8 +503,22 @@ async function main(argv: string[]): Promise<number> {
     }
     report = await bench(opts);
   }
-  if (opts.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-  else process.stdout.write(renderText(report));
+  // Route management: a 10,000-CIDR file applied and removed the way `up` and `down` do it.
+  let routes: RouteApplyMeasurement | undefined;
+  if (opts.render === null && opts.tests.includes('routes')) {
+    progress('route plan: applying and removing 10,000 CIDRs');
+    routes = await measureRouteApply(10_000);
+  }
+  if (opts.json) process.stdout.write(JSON.stringify(routes ? { ...report, routes } : report, null, 2) + '\n');
+  else {
+    process.stdout.write(renderText(report));
+    if (routes) {
+      process.stdout.write(
+        `\nroutes: ${routes.cidrs} CIDRs → ${routes.routes} routes: plan ${routes.planMs.toFixed(0)} ms, ` +
+          `apply ${routes.applyMs.toFixed(0)} ms, remove ${routes.removeMs.toFixed(0)} ms (target: < 2000 ms each)\n`,
+      );
+    }
+  }
   if (opts.writeReadme) {
     const readme = join(ROOT, 'README.md');
     writeReadme(readme, renderReadme(report));
