@@ -4,7 +4,7 @@
  *   listen: "0.0.0.0:51820"        # UDP address:port the peers send to
  *   privateKey: "…"                # or privateKeyFile: /etc/tunroute/server.key (wg genkey)
  *   address: 10.8.0.1/16           # the server's own tunnel address (answers ping) and subnet
- *   mode: userspace                # userspace (default, no root) | tun (root; not built yet)
+ *   mode: userspace                # userspace (default, no root) | tun (root: the kernel forwards)
  *   peers:
  *     - publicKey: "…"
  *       presharedKey: "…"          # optional
@@ -78,6 +78,7 @@ export const serverConfigSchema = z
     privateKey: wgKey.optional(),
     privateKeyFile: z.string().min(1).optional(),
     address: cidr.refine((s) => (parseCidr(s)?.prefix ?? 0) >= 8, { message: 'needs a prefix of /8 or longer' }),
+    /** userspace: terminate and re-originate (no root); tun: a TUN device, the kernel forwards (root). */
     mode: z.enum(['userspace', 'tun']).default('userspace'),
     /** The tunnel MTU: our TCP's MSS is this minus 40. wg-quick's default is 1420. */
     mtu: z.number().int().min(576, 'must be at least 576 (the IPv4 minimum)').max(65535, 'must be at most 65535').default(1420),

@@ -105,7 +105,7 @@ export function formatFlowTable(flows: readonly TcpFlowInfo[], opts: FormatOptio
 
 /** `tunroute server`'s lines: where it listens, then one line per peer, like `wg show`. */
 function formatServer(v: ServerStatus): string[] {
-  const out = [line('server', `listen ${v.listen}  public key ${v.publicKey}  forwarded ${formatCount(v.forwarded)}`)];
+  const out = [line('server', `listen ${v.listen}  public key ${v.publicKey}${v.mode === undefined ? '' : `  mode ${v.mode}`}  forwarded ${formatCount(v.forwarded)}`)];
   out.push(line('  drops', nonZero(v.drops) ?? 'none'));
   out.push(line('  udp', `${formatCount(v.udp.flowsOpen)} open / ${formatCount(v.udp.flowsTotal)} total  up ${formatBytes(v.udp.bytesUp)}  down ${formatBytes(v.udp.bytesDown)}`));
   for (const p of v.peers) {

@@ -67,6 +67,8 @@ export interface StatusSnapshot {
 /** `tunroute server`'s own part of a status: where it listens and its peers. */
 export interface ServerStatus {
   listen: string;
+  /** userspace | tun */
+  mode?: string;
   publicKey: string;
   /** Packets forwarded from one peer to another. */
   forwarded: number;
@@ -235,6 +237,7 @@ export const statusSnapshotSchema = z.object({
   server: z
     .object({
       listen: z.string(),
+      mode: z.string().optional(),
       publicKey: z.string(),
       forwarded: count,
       drops: z.record(z.string(), z.number().nonnegative()).default({}),

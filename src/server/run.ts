@@ -1,6 +1,7 @@
 /**
  * `tunroute server -c FILE`: start the server and its control socket, run until SIGINT or
- * SIGTERM, then reset the flows, erase the keys and leave.
+ * SIGTERM, then reset the flows, erase the keys and leave (a TUN device of mode: tun goes with
+ * the process).
  */
 import { createRequire } from 'node:module';
 import type { ServerConfig } from '../config/server-schema.js';
@@ -32,7 +33,7 @@ export async function runServer(config: ServerConfig, opts: { file?: string } = 
     throw e;
   }
   log.info(
-    { listen: config.listen, port: srv.port, publicKey: srv.publicKey, address: config.address, peers: config.peers.length, mode: config.mode, control: config.control.socket, uid: process.getuid?.() },
+    { listen: config.listen, port: srv.port, publicKey: srv.publicKey, address: config.address, peers: config.peers.length, mode: config.mode, dev: srv.link.name, control: config.control.socket, uid: process.getuid?.() },
     'tunroute server is up',
   );
   await new Promise<void>((resolve) => {

@@ -24,15 +24,15 @@
  * ICMP echo to destinations other than the server's own address is dropped (counted as
  * `icmpNotOurs`): an ordinary socket cannot send an echo request (that needs a raw socket or
  * the kernel's ping sockets, neither of which Node offers), and answering on the destination's
- * behalf would report hosts as reachable that nobody asked. `mode: tun` (not built yet) would
- * let the kernel forward them.
+ * behalf would report hosts as reachable that nobody asked. In `mode: tun` (root) decrypted
+ * packets go to a TUN device instead and the kernel answers and forwards them (tun-mode.ts).
  */
 import type { Clock } from '../clock.js';
 import { monotonicClock } from '../clock.js';
 import type { ServerConfig } from '../config/server-schema.js';
 import { serverPrivateKey } from '../config/server-schema.js';
 import { TunrouteError } from '../errors.js';
-import type { LinkStats } from '../link/link.js';
+import type { Link, LinkStats } from '../link/link.js';
 import { PacketPipe } from '../link/packet-pipe.js';
 import { createLogger, type Logger } from '../logger.js';
 import { BlockOutbound } from '../outbound/block.js';
@@ -51,6 +51,8 @@ import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.
 import { PacketGate, type GateCounters } from './gate.js';
 import { WgTunnel, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus, type UdpTransport } from './tunnel.js';
 import { ServerUdpTransport } from './udp-transport.js';
+import { startTunMode, type TunModeOptions } from './tun-mode.js';
+import type { IpRunner } from '../routes/apply.js';
 
 export const DIRECT_OUTBOUND = 'direct';
 export const SERVER_BLOCK_OUTBOUND = 'block';
@@ -67,27 +69,32 @@ export interface ServerDeps {
   /** For repeatable tests. */
   random?: RandomSource;
   wallClock?: () => number;
+  /** mode: tun — the device and the `ip` runner (default: the native TUN, iproute2). */
+  openTun?: TunModeOptions['openLink'];
+  ipRunner?: IpRunner;
 }
 
-/** Everything a running server counts, for logs and `status`. */
+/** Everything a running server counts, for logs and `status`. The stack's counters exist in userspace mode only. */
 export interface ServerStats {
   link: LinkStats;
-  packets: DispatcherStats;
-  tcp: TcpRelayStats;
-  udp: UdpRelayStats;
-  fragments: ReassemblyStats;
+  packets?: DispatcherStats;
+  tcp?: TcpRelayStats;
+  udp?: UdpRelayStats;
+  fragments?: ReassemblyStats;
+  gate?: GateCounters;
   outbounds: Record<string, OutboundStats>;
   tunnel: TunnelCounters;
-  gate: GateCounters;
   /** Datagrams the WireGuard device dropped before any peer (unknown peer, bad mac1, …). */
   deviceDrops: Record<DeviceDropReason, number>;
 }
 
 export interface RunningServer {
+  readonly mode: ServerConfig['mode'];
   readonly publicKey: string;
   /** The UDP port actually bound. */
   readonly port: number;
-  readonly link: PacketPipe;
+  /** Userspace: the pipe into our stack; tun: the TUN device. */
+  readonly link: Link;
   readonly tunnel: WgTunnel;
   stats(): ServerStats;
   peers(): TunnelPeerStatus[];
@@ -129,18 +136,18 @@ export function serverRouter(config: ServerConfig, direct: string): Router {
   return new Router({ rules: [{ cidrs, outbound: SERVER_BLOCK_OUTBOUND }], defaultOutbound: direct, source: 'deny' });
 }
 
-export async function startServer(config: ServerConfig, deps: ServerDeps = {}): Promise<RunningServer> {
-  const log = deps.logger ?? createLogger(config.log.level);
-  const clock = deps.clock ?? monotonicClock;
-  if (config.mode === 'tun') {
-    throw new TunrouteError(
-      'TR_BAD_CONFIG',
-      `The config file ${deps.file ?? ''}: mode "tun" is not available yet: use mode: userspace (the default), which needs no root.`,
-    );
-  }
-  // Everything a bad config can break is checked before the socket is bound.
-  const privateKey = serverPrivateKey(config, deps.file);
-  const peers = tunnelPeersOf(config);
+/** The part that differs by mode: what consumes the tunnel's packets. */
+interface Engine {
+  readonly link: Link;
+  stats(): Pick<ServerStats, 'packets' | 'tcp' | 'udp' | 'fragments' | 'gate' | 'outbounds'>;
+  flows(): TcpFlowInfo[];
+  udpFlows(): UdpFlowInfo[];
+  /** Reset flows (their RSTs are sealed while the tunnel still has keys). */
+  stop(): Promise<void>;
+}
+
+/** `mode: userspace`: terminate in our stack, re-originate through the direct outbound. */
+function userspaceEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDeps, log: Logger, clock: Clock): Engine {
   const own = mustCidr(config.address);
   const direct = deps.outbound ?? new DirectOutbound({ name: DIRECT_OUTBOUND, logger: log, clock });
   const outbounds = new Map<string, Outbound>([
@@ -148,19 +155,6 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     [SERVER_BLOCK_OUTBOUND, new BlockOutbound(SERVER_BLOCK_OUTBOUND)],
   ]);
   const router = serverRouter(config, direct.name);
-
-  const listen = parseListen(config.listen);
-  const transport =
-    deps.transport ??
-    (await ServerUdpTransport.open({
-      address: listen.address,
-      port: listen.port,
-      file: deps.file,
-      onError: (e) => log.warn({ err: e.message }, 'UDP socket error'),
-    }));
-  const tunnel = new WgTunnel({ privateKey, peers, transport, clock, logger: log, mtu: config.mtu, random: deps.random, wallClock: deps.wallClock });
-  privateKey.fill(0);
-
   const link = new PacketPipe({ name: 'wg', mtu: config.mtu, transmit: (p) => tunnel.sendPacket(p) });
   const gate = new PacketGate({ ownAddress: own.addr, routes: tunnel.routes, local: (p) => link.deliver(p), forward: (to, p) => tunnel.sendTo(to, p) });
   tunnel.onPacket(gate.input);
@@ -182,39 +176,93 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     reassembler.sweep();
   }, 1000);
 
+  return {
+    link,
+    stats: () => ({
+      packets: dispatcher.stats(),
+      tcp: { ...tcp.stats, upstreamErrors: { ...tcp.stats.upstreamErrors } },
+      udp: { ...udp.stats, upstreamErrors: { ...udp.stats.upstreamErrors } },
+      fragments: { ...reassembler.stats },
+      gate: { ...gate.counters },
+      outbounds: Object.fromEntries([...outbounds].map(([n, o]) => [n, structuredClone(o.stats)])),
+    }),
+    flows: () => tcp.flowInfo(),
+    udpFlows: () => udp.flowInfo(),
+    async stop() {
+      clearInterval(sweeper);
+      tcp.closeAll();
+      tcpStack.poll(); // the RSTs are sealed before the keys are erased
+      tcpStack.close();
+      udp.closeAll();
+      udpStack.close();
+      await Promise.all([...outbounds.values()].map((o) => o.close()));
+      link.close();
+    },
+  };
+}
+
+/** `mode: tun`: the kernel does the rest (root). */
+async function tunEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDeps, log: Logger): Promise<Engine> {
+  const tun = await startTunMode({ name: config.tun.name, address: config.address, mtu: config.mtu, tunnel, logger: log, openLink: deps.openTun, ipRunner: deps.ipRunner });
+  return {
+    link: tun.link,
+    stats: () => ({ outbounds: {} }),
+    flows: () => [],
+    udpFlows: () => [],
+    stop: async () => tun.close(),
+  };
+}
+
+export async function startServer(config: ServerConfig, deps: ServerDeps = {}): Promise<RunningServer> {
+  const log = deps.logger ?? createLogger(config.log.level);
+  const clock = deps.clock ?? monotonicClock;
+  // Everything a bad config can break is checked before the socket is bound.
+  const privateKey = serverPrivateKey(config, deps.file);
+  const peers = tunnelPeersOf(config);
+  if (config.mode === 'userspace') serverRouter(config, DIRECT_OUTBOUND);
+
+  const listen = parseListen(config.listen);
+  const transport =
+    deps.transport ??
+    (await ServerUdpTransport.open({
+      address: listen.address,
+      port: listen.port,
+      file: deps.file,
+      onError: (e) => log.warn({ err: e.message }, 'UDP socket error'),
+    }));
+  const tunnel = new WgTunnel({ privateKey, peers, transport, clock, logger: log, mtu: config.mtu, random: deps.random, wallClock: deps.wallClock });
+  privateKey.fill(0);
+  let engine: Engine;
+  try {
+    engine = config.mode === 'tun' ? await tunEngine(config, tunnel, deps, log) : userspaceEngine(config, tunnel, deps, log, clock);
+  } catch (e) {
+    tunnel.close();
+    throw e;
+  }
+  const link = engine.link;
+
   const stats = (): ServerStats => ({
     link: { ...link.stats },
-    packets: dispatcher.stats(),
-    tcp: { ...tcp.stats, upstreamErrors: { ...tcp.stats.upstreamErrors } },
-    udp: { ...udp.stats, upstreamErrors: { ...udp.stats.upstreamErrors } },
-    fragments: { ...reassembler.stats },
-    outbounds: Object.fromEntries([...outbounds].map(([n, o]) => [n, structuredClone(o.stats)])),
+    ...engine.stats(),
     tunnel: { ...tunnel.counters },
-    gate: { ...gate.counters },
     deviceDrops: tunnel.deviceDrops(),
   });
 
   let stopping: Promise<void> | undefined;
   return {
+    mode: config.mode,
     publicKey: tunnel.publicKey,
     port: transport.port,
     link,
     tunnel,
     stats,
     peers: () => tunnel.status(),
-    flows: () => tcp.flowInfo(),
-    udpFlows: () => udp.flowInfo(),
+    flows: () => engine.flows(),
+    udpFlows: () => engine.udpFlows(),
     stop() {
       stopping ??= (async () => {
-        clearInterval(sweeper);
-        tcp.closeAll();
-        tcpStack.poll(); // the RSTs are sealed before the keys are erased
-        tcpStack.close();
-        udp.closeAll();
-        udpStack.close();
-        await Promise.all([...outbounds.values()].map((o) => o.close()));
+        await engine.stop();
         tunnel.close();
-        link.close();
       })();
       return stopping;
     },

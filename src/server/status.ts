@@ -2,8 +2,9 @@
  * `tunroute status --control PATH` for a server: the client's StatusSnapshot (device = the
  * tunnel, packets/tcp/outbounds/flows as for `up`) plus a small `server` part with the peers.
  */
-import type { ServerStatus, StatusSnapshot } from '../control/protocol.js';
+import { statusSnapshotSchema, type ServerStatus, type StatusSnapshot } from '../control/protocol.js';
 import type { ServerConfig } from '../config/server-schema.js';
+import { newGateCounters } from './gate.js';
 import type { RunningServer } from './server.js';
 
 export interface ServerSnapshotInfo {
@@ -13,7 +14,7 @@ export interface ServerSnapshotInfo {
   now?: () => number;
 }
 
-/** Counters that are not zero, or undefined when all are. */
+/** Only the counters that are not zero. */
 function nonZero(r: Record<string, number>): Record<string, number> {
   const out: Record<string, number> = {};
   for (const [k, n] of Object.entries(r)) if (n !== 0) out[k] = n;
@@ -22,20 +23,24 @@ function nonZero(r: Record<string, number>): Record<string, number> {
 
 export function serverStatusOf(srv: RunningServer, config: ServerConfig): ServerStatus {
   const s = srv.stats();
+  const g = s.gate ?? newGateCounters();
   const drops: Record<string, number> = nonZero({
     ...s.deviceDrops,
     no_peer_for_reply: s.tunnel.noPeer,
-    icmp_not_ours: s.gate.icmpNotOurs,
-    forward_ttl_expired: s.gate.ttlExpired,
-    forward_bad_header: s.gate.badHeader,
+    not_ipv4: s.tunnel.notIpv4,
+    icmp_not_ours: g.icmpNotOurs,
+    forward_ttl_expired: g.ttlExpired,
+    forward_bad_header: g.badHeader,
     udp_send_dropped: s.tunnel.txDropped,
   });
+  const u = s.udp;
   return {
     listen: config.listen,
+    mode: srv.mode,
     publicKey: srv.publicKey,
-    forwarded: s.gate.forwarded,
+    forwarded: g.forwarded,
     drops,
-    udp: { flowsOpen: s.udp.flowsOpen, flowsTotal: s.udp.flowsTotal, bytesUp: s.udp.bytesUp, bytesDown: s.udp.bytesDown, dropped: s.udp.dropped },
+    udp: { flowsOpen: u?.flowsOpen ?? 0, flowsTotal: u?.flowsTotal ?? 0, bytesUp: u?.bytesUp ?? 0, bytesDown: u?.bytesDown ?? 0, dropped: u?.dropped ?? 0 },
     peers: srv.peers().map((p) => ({
       name: p.name,
       publicKey: p.publicKey,
@@ -60,8 +65,9 @@ export function serverStatusSnapshot(srv: RunningServer, config: ServerConfig, i
     device: { name: srv.link.name, mtu: srv.link.mtu, address: config.address },
     routes: srv.tunnel.routes.size,
     link: s.link,
-    packets: s.packets,
-    tcp: s.tcp,
+    // In tun mode the kernel terminates: the stack's counters read as zero, as from an older daemon.
+    packets: s.packets ?? statusSnapshotSchema.shape.packets.parse({}),
+    tcp: s.tcp ?? statusSnapshotSchema.shape.tcp.parse({}),
     outbounds: s.outbounds,
     flows: srv.flows(),
     server: serverStatusOf(srv, config),

@@ -20,70 +20,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, labBytesSha256, startHttpServer, startIperf3, waitForPort, type LabProcess, type Namespace } from '../../src/lab/index.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
 import { CLI, e2eAvailable, logLines } from '../helpers/e2e.js';
+import { MB, UDP_CLIENT, UDP_ECHO, mbps, startWireguardGo } from './server-lab.js';
 
 const haveWg = existsSync('/usr/bin/wireguard-go') && existsSync('/usr/bin/wg');
 const run = e2eAvailable('server-wg') && haveWg;
 if (!haveWg) console.log('[e2e/server-wg] SKIPPED: apt-get install wireguard-go wireguard-tools');
 
-const MB = 1024 * 1024;
 const NOBODY = 65534;
-
-// A UDP echo server for w and a client for c: N datagrams out, every echo checked.
-const UDP_ECHO = `
-const s = require('node:dgram').createSocket('udp4');
-s.on('message', (m, r) => s.send(m, r.port, r.address));
-s.bind(Number(process.argv[3]), process.argv[2], () => console.log('udp echo ready'));
-`;
-const UDP_CLIENT = `
-const [host, port, n, size] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4]), Number(process.argv[5])];
-const s = require('node:dgram').createSocket('udp4');
-const got = new Set(); let bad = 0;
-s.on('message', (m) => {
-  const i = m.readUInt32BE(0);
-  for (let k = 4; k < m.length; k++) if (m[k] !== ((i + k) & 0xff)) { bad++; break; }
-  got.add(i);
-});
-const t0 = Date.now();
-let i = 0;
-const tick = () => {
-  for (let b = 0; b < 20 && i < n; b++, i++) {
-    const m = Buffer.alloc(size); m.writeUInt32BE(i, 0);
-    for (let k = 4; k < size; k++) m[k] = (i + k) & 0xff;
-    s.send(m, port, host);
-  }
-  if (i < n) setTimeout(tick, 2);
-  else setTimeout(() => { console.log(JSON.stringify({ sent: n, received: got.size, bad, ms: Date.now() - t0 })); process.exit(0); }, 1500);
-};
-s.bind(0, tick);
-`;
-
-interface Wg {
-  proc: LabProcess;
-  ifname: string;
-}
-
-/** wireguard-go in `ns` with one peer (the server), its address and routes. */
-async function startWireguardGo(ns: Namespace, o: { ifname: string; key: Uint8Array; serverPub: Uint8Array; endpoint: string; address: string; routes: string[] }): Promise<Wg> {
-  const proc = ns.spawn(['wireguard-go', '-f', o.ifname], { name: `wireguard-go-${ns.role}` });
-  const sock = `/var/run/wireguard/${o.ifname}.sock`;
-  for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
-  if (!existsSync(sock)) throw new Error(`wireguard-go did not create ${sock}: ${proc.outputTail()}`);
-  const conf = join(ns.lab.tmpDir, `${o.ifname}.conf`);
-  writeFileSync(
-    conf,
-    `[Interface]\nPrivateKey = ${formatKey(o.key)}\n\n[Peer]\nPublicKey = ${formatKey(o.serverPub)}\nEndpoint = ${o.endpoint}\nAllowedIPs = 10.8.0.0/16, 10.77.0.0/24\nPersistentKeepalive = 25\n`,
-    { mode: 0o600 },
-  );
-  await ns.exec(['wg', 'setconf', o.ifname, conf]);
-  await ns.exec(['ip', 'addr', 'add', o.address, 'dev', o.ifname]);
-  await ns.exec(['ip', 'link', 'set', o.ifname, 'up']);
-  for (const r of o.routes) await ns.exec(['ip', 'route', 'add', r, 'dev', o.ifname]);
-  return { proc, ifname: o.ifname };
-}
-
-function mbps(bits: number): string {
-  return `${(bits / 1e6).toFixed(0)} Mbit/s`;
-}
 
 describe.skipIf(!run)('tunroute server with a wireguard-go client (server as nobody)', () => {
   let lab: Lab;
@@ -198,6 +141,9 @@ describe.skipIf(!run)('tunroute server with a wireguard-go client (server as nob
   it('exchanges UDP datagrams with a server behind it', async () => {
     const r = await c.exec(['node', join(lab.tmpDir, 'udp-client.cjs'), '10.77.0.2', '7000', '500', '1200'], { timeoutMs: 30_000 });
     const res = JSON.parse(r.stdout.trim().split('\n').pop()!) as { sent: number; received: number; bad: number };
+    // What the server saw, to tell its own drops from the lab's (a starved receiver) if this fails.
+    const st = JSON.parse(await status()) as { server: { udp: unknown; drops: unknown } };
+    numbers.udpServer = JSON.stringify({ udp: st.server.udp, drops: st.server.drops });
     expect(res.bad).toBe(0);
     // UDP may lose a few under load; the path must carry nearly all of them.
     expect(res.received).toBeGreaterThanOrEqual(490);

@@ -8,9 +8,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_SERVER_CONTROL_PATH, DEFAULT_SERVER_DENY, loadServerConfig, parseServerConfig, serverPrivateKey } from '../../src/config/server-schema.js';
 import { TunrouteError } from '../../src/errors.js';
-import { silentLogger } from '../../src/logger.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
-import { serverRouter, startServer } from '../../src/server/server.js';
+import { serverRouter } from '../../src/server/server.js';
 import { ServerUdpTransport } from '../../src/server/udp-transport.js';
 import { IP_PROTO_TCP, ipToU32 } from '../../src/wire/ipv4.js';
 import { seededRandom } from './wg-harness.js';
@@ -127,13 +126,6 @@ describe('server config', () => {
     expect(route('127.0.0.1')).toBe('block');
     expect(route('169.254.169.254')).toBe('block');
     expect(route('192.0.2.10')).toBe('direct');
-  });
-
-  it('refuses mode: tun with a sentence that says what to use', async () => {
-    const c = parseServerConfig({ privateKey: SERVER_KEY, address: '10.8.0.1/24', mode: 'tun', peers: [{ publicKey: PEER_KEY, allowedIPs: ['10.8.0.2/32'] }] });
-    const e = await asyncErrorOf(startServer(c, { logger: silentLogger(), file: 'cfg.yaml' }));
-    expect(e.code).toBe('TR_BAD_CONFIG');
-    expect(e.message).toBe('The config file cfg.yaml: mode "tun" is not available yet: use mode: userspace (the default), which needs no root.');
   });
 });
 

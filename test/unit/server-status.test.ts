@@ -87,7 +87,7 @@ describe('tunroute status for a server', () => {
       expect(s.server?.peers[0]).toMatchObject({ name: 'c0', allowedIPs: ['10.8.0.2/32'], endpoint: '198.51.100.10:40000' });
       expect(s.server?.peers[0]?.lastHandshakeAgoMs).toBeGreaterThanOrEqual(0);
       const text = formatStatus(s);
-      expect(text).toContain(`server    listen 192.0.2.1:51820  public key ${rig.server.publicKey}  forwarded 0`);
+      expect(text).toContain(`server    listen 192.0.2.1:51820  public key ${rig.server.publicKey}  mode userspace  forwarded 0`);
       expect(text).toMatch(/peer {6}c0  10\.8\.0\.2\/32  198\.51\.100\.10:40000  handshake \d+ms ago  rx \d+ B  tx \d+ B/);
       expect(text).toContain('icmp echo 1');
     } finally {

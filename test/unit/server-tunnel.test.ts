@@ -106,7 +106,7 @@ describe('tunroute server: ICMP', () => {
     await until(() => c.packets((ip) => ip.protocol === IP_PROTO_ICMP).length > 0, 'the echo reply');
     const [reply] = c.packets((ip) => ip.protocol === IP_PROTO_ICMP);
     expect(icmpOf(reply!)?.type).toBe(ICMP_ECHO_REPLY);
-    expect(r.server.stats().packets.icmpEchoReplied).toBe(1);
+    expect(r.server.stats().packets!.icmpEchoReplied).toBe(1);
     // The handshake the echo started, from the peer's fake address.
     expect(r.server.peers()[0]).toMatchObject({ name: 'c0', endpoint: '198.51.100.10:40000', allowedIPs: ['10.8.0.2/32'] });
   });
@@ -115,10 +115,10 @@ describe('tunroute server: ICMP', () => {
     const r = await rig();
     const c = r.clients[0]!;
     c.sendPacket(icmpEcho(CLIENT_IPS[0]!, ipToU32('192.0.2.99')!, 1));
-    await until(() => r.server.stats().gate.icmpNotOurs === 1, 'the drop');
+    await until(() => r.server.stats().gate!.icmpNotOurs === 1, 'the drop');
     await new Promise((res) => setTimeout(res, 50));
     expect(c.packets((ip) => ip.protocol === IP_PROTO_ICMP)).toHaveLength(0);
-    expect(r.server.stats().packets.icmpEchoReplied).toBe(0);
+    expect(r.server.stats().packets!.icmpEchoReplied).toBe(0);
   });
 });
 
@@ -134,8 +134,8 @@ describe('tunroute server: TCP re-originated from the server host', () => {
     // The destination saw an ordinary socket of the server host, not the peer's tunnel address.
     expect(echo.peers).toEqual(['127.0.0.1']);
     const s = r.server.stats();
-    expect(s.tcp.bytesUp).toBe(data.length);
-    expect(s.tcp.bytesDown).toBe(data.length);
+    expect(s.tcp!.bytesUp).toBe(data.length);
+    expect(s.tcp!.bytesDown).toBe(data.length);
     expect(s.outbounds.direct?.tcpEstablished).toBe(1);
   });
 
@@ -146,7 +146,7 @@ describe('tunroute server: TCP re-originated from the server host', () => {
     (servers.pop() as Server).close();
     const { reason } = await echoThrough(r.clients[0]!, LOOPBACK, closed, new Uint8Array(10));
     expect(reason).toBe('refused');
-    expect(r.server.stats().tcp.upstreamErrors.refused).toBe(1);
+    expect(r.server.stats().tcp!.upstreamErrors.refused).toBe(1);
   });
 
   it('refuses TCP to its own tunnel address and, by default, to its loopback (deny list)', async () => {
@@ -157,7 +157,7 @@ describe('tunroute server: TCP re-originated from the server host', () => {
     const lo = await echoThrough(r.clients[0]!, LOOPBACK, echo.port, new Uint8Array(1));
     expect(lo.reason).toBe('refused');
     expect(echo.peers).toEqual([]);
-    expect(r.server.stats().tcp.upstreamErrors.not_allowed).toBe(2);
+    expect(r.server.stats().tcp!.upstreamErrors.not_allowed).toBe(2);
   });
 });
 
@@ -199,7 +199,7 @@ describe('tunroute server: cryptokey routing', () => {
     c.sendPacket(udpPacket(ipToU32('10.8.0.3')!, 1, LOOPBACK, 9, Buffer.from('spoofed')));
     await until(() => r.server.peers()[0]!.counters.dropped.disallowed_source === 2, 'the drops');
     expect(r.server.link.stats.rxPackets).toBe(before);
-    expect(r.server.stats().packets.icmpEchoReplied).toBe(1);
+    expect(r.server.stats().packets!.icmpEchoReplied).toBe(1);
   });
 
   it('forwards between peers by their AllowedIPs, TTL minus one', async () => {
@@ -211,7 +211,7 @@ describe('tunroute server: cryptokey routing', () => {
     await until(() => b.received.length === 2, 'the forwarded echo');
     const p = b.received[1]!;
     expect(p[8]).toBe(63);
-    expect(r.server.stats().gate.forwarded).toBe(1);
+    expect(r.server.stats().gate!.forwarded).toBe(1);
   });
 
   it('gives a client with an unknown key nothing, and keeps serving the others', async () => {
