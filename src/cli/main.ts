@@ -122,7 +122,7 @@ program
   .command('server')
   .description('WireGuard-compatible tunnel server: peers\' TCP/UDP is re-originated from this host (no root needed)')
   .requiredOption('-c, --config <file>', 'server config file (YAML or JSON; see config/server.example.yaml)')
-  .option('--control <path>', 'control socket for `tunroute status --control PATH` (default /run/tunroute/server.sock)')
+  .option('--control <path>', 'control socket for `tunroute status --control PATH` (default /run/tunroute/server.sock as root, else $XDG_RUNTIME_DIR/tunroute/server.sock)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (default info)')
   .action(async (o: { config: string; control?: string; logLevel?: string }) => {
     const { loadServerConfig } = await import('../config/server-schema.js');

@@ -9,7 +9,7 @@
  *     - publicKey: "…"
  *       presharedKey: "…"          # optional
  *       allowedIPs: [10.8.0.2/32]
- *   control: {socket: /run/tunroute/server.sock}
+ *   control: {socket: /run/tunroute/server.sock}   # default: see serverControlPath
  *   log: {level: info}
  *
  * Loading follows config/load.ts: YAML or JSON, validated once, and every error names the
@@ -23,7 +23,7 @@ import { cidrToString, ipToU32, normalizeCidr, parseCidr } from '../wire/ipv4.js
 import { readConfigFile } from './load.js';
 import { LOG_LEVEL_VALUES } from './schema.js';
 
-/** Where `tunroute server` listens for `tunroute status --control …` unless told otherwise. */
+/** Where `tunroute server` run by root listens for `tunroute status --control …` unless told otherwise. */
 export const DEFAULT_SERVER_CONTROL_PATH = '/run/tunroute/server.sock';
 
 /**
@@ -89,10 +89,11 @@ export const serverConfigSchema = z
     deny: z.array(cidr).default([...DEFAULT_SERVER_DENY]),
     /** mode: tun only: the TUN device the kernel forwards through. */
     tun: z.object({ name: ifName.default('tunroute0') }).strict().default({ name: 'tunroute0' }),
+    /** Absent: /run/tunroute/server.sock as root, $XDG_RUNTIME_DIR/tunroute/server.sock otherwise (see serverControlPath). */
     control: z
-      .object({ socket: z.string().min(1).default(DEFAULT_SERVER_CONTROL_PATH) })
+      .object({ socket: z.string().min(1).optional() })
       .strict()
-      .default({ socket: DEFAULT_SERVER_CONTROL_PATH }),
+      .default({}),
     log: z
       .object({ level: z.enum(LOG_LEVEL_VALUES).default('info') })
       .strict()
@@ -216,4 +217,20 @@ export function serverPrivateKey(config: ServerConfig, file?: string): Uint8Arra
   } catch {
     throw new TunrouteError('TR_BAD_CONFIG', `The privateKeyFile ${path} ${KEY_HINT}: write the output of \`wg genkey\` into it.`);
   }
+}
+
+/**
+ * The control socket's path: the configured one; else, for root, /run/tunroute/server.sock;
+ * else (the unprivileged default mode) $XDG_RUNTIME_DIR/tunroute/server.sock — a directory only
+ * this user may enter. Without either, the user must choose one (a guessable path in /tmp could
+ * be taken by another user first).
+ */
+export function serverControlPath(config: ServerConfig, env: { uid: number | undefined; xdgRuntimeDir: string | undefined; file?: string }): string {
+  if (config.control.socket !== undefined) return config.control.socket;
+  if (env.uid === undefined || env.uid === 0) return DEFAULT_SERVER_CONTROL_PATH;
+  if (env.xdgRuntimeDir !== undefined && env.xdgRuntimeDir.startsWith('/')) return `${env.xdgRuntimeDir}/tunroute/server.sock`;
+  throw new TunrouteError(
+    'TR_CONTROL',
+    `As user ${env.uid} the server needs a place for its control socket: set control.socket${env.file === undefined ? '' : ` in ${env.file}`} (or --control PATH) to a path in a directory this user may write.`,
+  );
 }

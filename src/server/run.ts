@@ -4,7 +4,7 @@
  * the process).
  */
 import { createRequire } from 'node:module';
-import type { ServerConfig } from '../config/server-schema.js';
+import { serverControlPath, type ServerConfig } from '../config/server-schema.js';
 import { startControlServer } from '../control/server.js';
 import { createLogger } from '../logger.js';
 import { startServer } from './server.js';
@@ -19,11 +19,12 @@ const VERSION: string = (() => {
 export async function runServer(config: ServerConfig, opts: { file?: string } = {}): Promise<void> {
   const log = createLogger(config.log.level);
   const startedAt = new Date();
+  const controlPath = serverControlPath(config, { uid: process.getuid?.(), xdgRuntimeDir: process.env.XDG_RUNTIME_DIR, file: opts.file });
   const srv = await startServer(config, { logger: log, file: opts.file });
   let control: Awaited<ReturnType<typeof startControlServer>>;
   try {
     control = await startControlServer({
-      path: config.control.socket,
+      path: controlPath,
       logger: log,
       snapshot: () => serverStatusSnapshot(srv, config, { version: VERSION, startedAt }),
       flows: () => srv.flows(),
@@ -33,7 +34,7 @@ export async function runServer(config: ServerConfig, opts: { file?: string } = 
     throw e;
   }
   log.info(
-    { listen: config.listen, port: srv.port, publicKey: srv.publicKey, address: config.address, peers: config.peers.length, mode: config.mode, dev: srv.link.name, control: config.control.socket, uid: process.getuid?.() },
+    { listen: config.listen, port: srv.port, publicKey: srv.publicKey, address: config.address, peers: config.peers.length, mode: config.mode, dev: srv.link.name, control: controlPath, uid: process.getuid?.() },
     'tunroute server is up',
   );
   await new Promise<void>((resolve) => {

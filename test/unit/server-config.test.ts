@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_SERVER_CONTROL_PATH, DEFAULT_SERVER_DENY, loadServerConfig, parseServerConfig, serverPrivateKey } from '../../src/config/server-schema.js';
+import { DEFAULT_SERVER_CONTROL_PATH, DEFAULT_SERVER_DENY, loadServerConfig, parseServerConfig, serverControlPath, serverPrivateKey } from '../../src/config/server-schema.js';
 import { TunrouteError } from '../../src/errors.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
 import { serverRouter } from '../../src/server/server.js';
@@ -55,7 +55,7 @@ describe('server config', () => {
       mtu: 1420,
       icmp: 'reply',
       deny: [...DEFAULT_SERVER_DENY],
-      control: { socket: DEFAULT_SERVER_CONTROL_PATH },
+      control: {},
       log: { level: 'info' },
     });
     expect(c.peers[0]!.allowedIPs).toEqual(['10.8.0.2/32']);
@@ -69,6 +69,17 @@ describe('server config', () => {
     const c = loadServerConfig({ file: file('example.yaml', filled) });
     expect(c.peers.map((p) => p.name)).toEqual(['laptop', 'phone']);
     expect(c.deny).toEqual([...DEFAULT_SERVER_DENY]);
+  });
+
+  it('puts the control socket where this user may: root /run, others $XDG_RUNTIME_DIR, else asks', () => {
+    const c = loadServerConfig({ file: file('s.yaml', minimal) });
+    expect(serverControlPath(c, { uid: 0, xdgRuntimeDir: undefined })).toBe(DEFAULT_SERVER_CONTROL_PATH);
+    expect(serverControlPath(c, { uid: 1000, xdgRuntimeDir: '/run/user/1000' })).toBe('/run/user/1000/tunroute/server.sock');
+    expect(() => serverControlPath(c, { uid: 65534, xdgRuntimeDir: undefined, file: 's.yaml' })).toThrow(
+      'As user 65534 the server needs a place for its control socket: set control.socket in s.yaml (or --control PATH) to a path in a directory this user may write.',
+    );
+    const set = loadServerConfig({ file: file('s.yaml', `${minimal}control: {socket: /srv/s.sock}\n`) });
+    expect(serverControlPath(set, { uid: 65534, xdgRuntimeDir: undefined })).toBe('/srv/s.sock');
   });
 
   it('lets --control and --log-level override the file', () => {
