@@ -28,6 +28,9 @@ import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
 import { monotonicClock, type Clock } from './clock.js';
 import { createRequire } from 'node:module';
 import { startControlServer, statusSnapshotOf } from './control/index.js';
+import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
+import { openWireguardTunnels, type TunnelStats, type WireguardTunnel } from './outbound/wireguard/tunnel.js';
+import { tunnelForwardHook } from './outbound/wireguard/forward.js';
 
 /** This package's version (for `status`); the path works from src/ and from dist/. */
 export const TUNROUTE_VERSION: string = (() => {
@@ -55,6 +58,8 @@ export interface TunrouteStats {
   tcp: TcpRelayStats;
   udp: { stack: UdpStackStats; relay: UdpRelayStats; fragments: ReassemblyStats; dns?: DnsResolverStats };
   outbounds: Record<string, Outbound['stats']>;
+  /** WireGuard tunnels by name (packets forwarded, peers, handshakes, drops). */
+  tunnels: Record<string, TunnelStats>;
 }
 
 export interface RunningTunroute {
@@ -88,7 +93,8 @@ export function buildOutbounds(config: Config, log: Logger, clock: Clock): Map<s
   }
   config.outbounds.forEach((o, i) => {
     if (o.type === 'block') out.set(o.name, new BlockOutbound(o.name));
-    else {
+    else if (o.type === 'socks5') {
+      // (wireguard outbounds forward packets instead of flows: see openWireguardTunnels below)
       const proxy = parseSocks5Url(o.url, { source: `outbounds[${i}].url`, code: 'TR_BAD_CONFIG' });
       out.set(o.name, new Socks5UdpOutbound({ name: o.name, proxy, connectTimeoutMs: o.connectTimeoutMs, logger: log, clock }));
     }
@@ -124,6 +130,11 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const log = deps.logger ?? createLogger(config.log.level);
   const runner = deps.ipRunner ?? ipBatchRunner;
   const clock = deps.clock ?? monotonicClock;
+  // Tunnels first: their AllowedIPs become routes and rules, their endpoints stay out of the
+  // device (resolved and pinned now), before anything is planned (see config/tunnels.ts).
+  const expanded = await expandTunnels(config, deps.routeHost?.resolve);
+  config = expanded.config;
+  for (const note of expanded.notes) log.warn(note);
   // Everything that can fail on a bad config is built before the device exists. The route
   // manager reads the host, plans, and undoes a stale journal of a dead tunroute; the outbounds
   // then connect to the upstream addresses the plan keeps out of the tunnel (names pinned).
@@ -132,9 +143,12 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const router = buildRouter(config);
   const dns = buildDnsResolver(config, router, outbounds, clock, log);
   const link = await (deps.openLink ?? openTunLink)(config, log);
+  let tunnels = new Map<string, WireguardTunnel>();
   try {
+    tunnels = await openWireguardTunnels(tunnelSpecsOf(config), { link, clock, logger: log, deviceAddress: ipToU32(config.tun.address.split('/')[0]!)! });
     await routes.apply();
   } catch (e) {
+    for (const t of tunnels.values()) t.close();
     link.close();
     throw e;
   }
@@ -146,8 +160,13 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const udpRelay = new UdpRelay({ stack: udpStack, router, outbounds, clock, logger: log, dns });
   udpStack.setFlowHandler(udpRelay.onFlow);
   const reassembler = new Ipv4Reassembler({ clock, ...config.fragments });
-  const dispatcher = new PacketDispatcher({ link, icmp: config.icmp, logger: log, tcp: stack.input, udp: udpStack.input, reassembler });
+  const forward = tunnelForwardHook((dst, proto, port) => router.route(dst, proto, port), tunnels);
+  const dispatcher = new PacketDispatcher({ link, icmp: config.icmp, logger: log, tcp: stack.input, udp: udpStack.input, reassembler, forward });
   link.onReceive((batch) => dispatcher.onBatch(batch));
+  for (const t of tunnels.values()) {
+    t.start();
+    log.info({ tunnel: t.name, listenPort: t.listenPort, mtu: t.mtu, peers: t.stats().peers.map((p) => ({ publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs })) }, 'tunnel up');
+  }
   // Idle UDP flows and stale fragments expire by the clock; a coarse sweep is enough.
   const sweeper = setInterval(() => {
     udpStack.sweep();
@@ -159,6 +178,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     tcp: { ...relay.stats, upstreamErrors: { ...relay.stats.upstreamErrors } },
     udp: { stack: udpStack.stats(), relay: { ...udpRelay.stats }, fragments: { ...reassembler.stats }, dns: dns && { ...dns.stats } },
     outbounds: Object.fromEntries([...outbounds].map(([n, o]) => [n, o.stats])),
+    tunnels: Object.fromEntries([...tunnels].map(([n, t]) => [n, t.stats()])),
   });
 
   let stopping: Promise<void> | undefined;
@@ -179,10 +199,12 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
         udpStack.close();
         dns?.close();
         await Promise.all([...outbounds.values()].map((o) => o.close()));
+        const tunnelStats = Object.fromEntries([...tunnels].map(([n, t]) => [n, t.stats()]));
+        for (const t of tunnels.values()) t.close();
         await routes.stop();
         link.close();
         const s = stats();
-        log.info({ link: link.stats, ...s.packets, tcp: s.tcp, udp: s.udp }, 'tunroute stopped; packet counters');
+        log.info({ link: link.stats, ...s.packets, tcp: s.tcp, udp: s.udp, tunnels: tunnelStats }, 'tunroute stopped; packet counters');
       })();
       return stopping;
     },

@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   TR_UPSTREAM: 'an upstream (proxy or tunnel peer) is unreachable or refused',
   TR_CONTROL: 'the control socket of a running daemon cannot be reached',
   TR_LISTEN: 'the tunnel server cannot listen on its UDP address',
+  TR_BAD_KEY: 'a WireGuard key is not in wg\'s base64 format',
   TR_INTERNAL: 'an internal invariant was broken',
 } as const;
 

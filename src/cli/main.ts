@@ -49,6 +49,7 @@ interface UpOptions {
   /** false with --no-offload; undefined when not given (commander sets true by default, see below). */
   offload?: boolean;
   dns?: string;
+  tunnel?: string[];
   dryRun?: boolean;
   control?: string;
   exclude?: string[];
@@ -66,7 +67,7 @@ interface UpOptions {
 
 function flagsOf(o: UpOptions): FlagValues {
   return {
-    tun: o.tun, address: o.address, mtu: o.mtu, route: o.route, icmp: o.icmp, logLevel: o.logLevel, proxy: o.proxy, control: o.control, dns: o.dns, offload: o.offload === false ? false : undefined,
+    tun: o.tun, address: o.address, mtu: o.mtu, route: o.route, icmp: o.icmp, logLevel: o.logLevel, proxy: o.proxy, control: o.control, dns: o.dns, tunnel: o.tunnel, offload: o.offload === false ? false : undefined,
     exclude: o.exclude, routeFile: o.routeFile, excludeFile: o.excludeFile, excludeUid: o.excludeUid, table: o.table, lan: o.lan,
     ipv6Guard: o.ipv6Guard === false ? false : undefined, watchdog: o.watchdog === false ? false : undefined, killSwitch: o.killSwitch, stateDir: stateDirOf(o.stateDir),
   };
@@ -95,6 +96,7 @@ routeOptions(program.command('up'))
   .description('create the TUN device, add its routes, and route packets until SIGINT/SIGTERM')
   .option('-c, --config <file>', 'config file (YAML or JSON); flags override it')
   .option('--proxy <url>', 'carry TCP through this SOCKS5 proxy: socks5://[user:pass@]host:port')
+  .option('--tunnel <file>', 'a wg-quick file (wg0.conf): its AllowedIPs go through this WireGuard tunnel (repeatable)', collect)
   .option('--tun <name>', 'TUN device name (default tun0)')
   .option('--address <cidr>', "the device's address (default 198.18.0.1/15)")
   .option('--mtu <n>', 'device MTU (default 1500)', intArg('--mtu'))
@@ -111,7 +113,9 @@ routeOptions(program.command('up'))
     const config = loadConfig({ file: o.config, flags: flagsOf(o) });
     if (o.dryRun) {
       const { planForHost, describePlan, journalPath, resolveStateDir } = await import('../routes/index.js');
-      process.stdout.write(describePlan(await planForHost(config), { journal: journalPath(resolveStateDir(config.stateDir), config.tun.name) }) + '\n');
+      const { expandTunnels } = await import('../config/tunnels.js');
+      const t = await expandTunnels(config);
+      process.stdout.write(describePlan(await planForHost(t.config), { journal: journalPath(resolveStateDir(config.stateDir), config.tun.name) }) + '\n' + t.notes.map((n) => `note: ${n}\n`).join(''));
       return;
     }
     const { runUp } = await import('../app.js');
@@ -129,6 +133,24 @@ program
     const config = loadServerConfig({ file: o.config, flags: { control: o.control, logLevel: o.logLevel } });
     const { runServer } = await import('../server/run.js');
     await runServer(config, { file: o.config });
+  });
+
+program
+  .command('genkey')
+  .description("print a new WireGuard private key (as `wg genkey`)")
+  .action(async () => {
+    const { genkeyText, worldReadableWarning } = await import('./keys.js');
+    const warning = worldReadableWarning();
+    if (warning !== undefined) process.stderr.write(warning);
+    process.stdout.write(genkeyText());
+  });
+
+program
+  .command('pubkey')
+  .description('read a private key on stdin, print its public key (as `wg pubkey`)')
+  .action(async () => {
+    const { pubkeyText, readStdin } = await import('./keys.js');
+    process.stdout.write(pubkeyText(await readStdin()));
   });
 
 program
@@ -150,8 +172,10 @@ program
   .action(async (o: { config: string }) => {
     const config = loadConfig({ file: o.config });
     const { planForHost, describePlan, journalPath, resolveStateDir } = await import('../routes/index.js');
-    const plan = await planForHost(config);
-    process.stdout.write(`${o.config}: valid\n` + describePlan(plan, { journal: journalPath(resolveStateDir(config.stateDir), config.tun.name) }) + '\n');
+    const { expandTunnels } = await import('../config/tunnels.js');
+    const t = await expandTunnels(config);
+    const plan = await planForHost(t.config);
+    process.stdout.write(`${o.config}: valid\n` + describePlan(plan, { journal: journalPath(resolveStateDir(config.stateDir), config.tun.name) }) + '\n' + t.notes.map((n) => `note: ${n}\n`).join(''));
   });
 
 program
@@ -175,6 +199,7 @@ routeOptions(
     .argument('<destination>', 'ADDR or ADDR:PORT (IPv6 as [ADDR]:PORT)')
     .option('-c, --config <file>', 'explain against this config (with the flags below) instead of the running tunroute')
     .option('--proxy <url>', 'as for up')
+    .option('--tunnel <file>', 'as for up', collect)
     .option('--tun <name>', 'the device (default tun0, or the only running one)')
     .option('--proto <proto>', 'tcp|udp|icmp (default tcp)')
     .option('--json', 'print the answer as JSON'),
@@ -187,9 +212,10 @@ routeOptions(
   const d = parseDestination(dest, o.proto as 'tcp' | 'udp' | 'icmp' | undefined);
   const decider = (e: { rules: ConstructorParameters<typeof Router>[0]['rules']; defaultOutbound: string }): InstanceType<typeof Router> =>
     new Router({ rules: e.rules, defaultOutbound: e.defaultOutbound, source: 'rules' });
-  const againstConfig = o.config !== undefined || o.proxy !== undefined || o.route !== undefined || o.routeFile !== undefined;
+  const againstConfig = o.config !== undefined || o.proxy !== undefined || o.tunnel !== undefined || o.route !== undefined || o.routeFile !== undefined;
+  const { expandTunnels } = await import('../config/tunnels.js');
   const answer = againstConfig
-    ? await whyFromConfig(loadConfig({ file: o.config, flags: flagsOf(o) }), d, decider)
+    ? await whyFromConfig((await expandTunnels(loadConfig({ file: o.config, flags: flagsOf(o) }))).config, d, decider)
     : await whyFromJournal(resolveStateDir(stateDirOf(o.stateDir)), o.tun, d, decider);
   process.stdout.write((o.json ? JSON.stringify(answer, null, 2) : answer.text) + '\n');
 });

@@ -8,6 +8,7 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { TunrouteError } from '../errors.js';
 import { configSchema, type Config } from './schema.js';
+import { wgQuickOutbound } from './wg-quick.js';
 
 /** Values given on the command line, already in the schema's shape (see flagsToConfig). */
 export interface FlagValues {
@@ -21,6 +22,8 @@ export interface FlagValues {
   proxy?: string;
   offload?: boolean;
   dns?: string;
+  /** wg-quick files, each becoming a wireguard outbound named after the file (added to the file's outbounds). */
+  tunnel?: string[];
   exclude?: string[];
   routeFile?: string[];
   excludeFile?: string[];
@@ -176,6 +179,11 @@ export function loadConfig(opts: { file?: string; flags?: FlagValues }): Config 
   const fromFile = opts.file ? readConfigFile(opts.file) : {};
   const { input: fromFlags, given } = flagsToInput(opts.flags ?? {});
   const merged = overlay(fromFile, fromFlags);
+  if (opts.flags?.tunnel !== undefined && opts.flags.tunnel.length > 0) {
+    // --tunnel adds to the file's outbounds instead of replacing them; its own errors name the file and line.
+    const tunnels = opts.flags.tunnel.map((f) => wgQuickOutbound(f) as unknown as JsonObject);
+    merged.outbounds = [...(Array.isArray(merged.outbounds) ? merged.outbounds : []), ...tunnels];
+  }
   const result = configSchema.safeParse(merged);
   if (!result.success) {
     const issue = result.error.issues[0]!;

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { parseCidr } from '../wire/ipv4.js';
+import { isAnyCidr, isWgKey, parseEndpoint } from './wg-quick.js';
 
 const cidr = z.string().refine((s) => parseCidr(s) !== undefined, {
   message: 'is not an IPv4 CIDR like 10.0.0.0/8',
@@ -99,7 +100,42 @@ export const socks5OutboundSchema = z
 
 export const blockOutboundSchema = z.object({ name: outboundName, type: z.literal('block') }).strict();
 
-export const outboundSchema = z.discriminatedUnion('type', [socks5OutboundSchema, blockOutboundSchema]);
+const wgKey = z.string().refine(isWgKey, { message: 'is not a WireGuard key (44 base64 characters as printed by `wg genkey` or `wg pubkey`)' });
+const anyCidr = z.string().refine(isAnyCidr, { message: 'is not a CIDR like 10.8.0.0/16 (IPv6 entries are accepted and skipped)' });
+
+/** A WireGuard tunnel (the fields of a wg-quick file; `--tunnel wg0.conf` imports one, see wg-quick.ts). */
+export const wireguardOutboundSchema = z
+  .object({
+    name: outboundName,
+    type: z.literal('wireguard'),
+    privateKey: wgKey,
+    /** The tunnel address(es) of this machine; the first IPv4 one is the source its packets carry. */
+    address: z.union([anyCidr, z.array(anyCidr)]).optional(),
+    /** wg-quick's DNS line: reported at start, not applied (tunroute leaves resolv.conf alone). */
+    dns: z.array(z.string()).optional(),
+    mtu: z.number().int().min(576, 'must be at least 576 (the IPv4 minimum)').max(65535, 'must be at most 65535').default(1420),
+    /** UDP port to listen on; absent or 0: any free port. */
+    listenPort: z.number().int().min(0).max(65535).optional(),
+    peers: z
+      .array(
+        z
+          .object({
+            publicKey: wgKey,
+            presharedKey: wgKey.optional(),
+            endpoint: z
+              .string()
+              .refine((s) => parseEndpoint(s)?.kind === 'ipv4' || parseEndpoint(s)?.kind === 'name', { message: 'is not an IPv4 HOST:PORT like vpn.example.com:51820' })
+              .optional(),
+            allowedIPs: z.array(anyCidr).default([]),
+            persistentKeepalive: z.number().int().min(0).max(65535).optional(),
+          })
+          .strict(),
+      )
+      .min(1, 'needs at least one peer'),
+  })
+  .strict();
+
+export const outboundSchema = z.discriminatedUnion('type', [socks5OutboundSchema, blockOutboundSchema, wireguardOutboundSchema]);
 
 const port = z.number().int().min(0).max(65535);
 

@@ -23,6 +23,13 @@ import { VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_F_DATA_VALID, vnetFlags, writeVne
  */
 export type TransportHandler = (ip: Ipv4Packet) => void;
 
+/**
+ * Asked first for every valid IPv4 packet (any protocol, fragments too), before anything is
+ * terminated: true when it took the packet whole (a tunnel seals and sends it). `vnetOff` is
+ * the offset of the packet's virtio-net header in `ip.buffer`, or -1. Nothing may be kept.
+ */
+export type ForwardHandler = (ip: Ipv4Packet, vnetOff: number) => boolean;
+
 export interface DispatcherOptions {
   link: Link;
   icmp: 'reply' | 'drop';
@@ -31,6 +38,8 @@ export interface DispatcherOptions {
   udp?: TransportHandler;
   /** Fragments go here to be made whole; without one they are dropped as 'fragment'. */
   reassembler?: Ipv4Reassembler;
+  /** Tunnel forwarding (only installed when a tunnel exists: one rule lookup per packet). */
+  forward?: ForwardHandler;
 }
 
 export interface DispatcherStats {
@@ -56,6 +65,9 @@ export class PacketDispatcher {
   private tcpHandler: TransportHandler | undefined;
   private udpHandler: TransportHandler | undefined;
   private readonly reassembler: Ipv4Reassembler | undefined;
+  private readonly forward: ForwardHandler | undefined;
+  /** The virtio header of the packet onVnetPacket is passing to onPacket, else -1. */
+  private vnetOff = -1;
   private readonly s: DispatcherStats;
 
   constructor(opts: DispatcherOptions) {
@@ -65,6 +77,7 @@ export class PacketDispatcher {
     this.tcpHandler = opts.tcp;
     this.udpHandler = opts.udp;
     this.reassembler = opts.reassembler;
+    this.forward = opts.forward;
     this.s = { rxPackets: 0, tcpPackets: 0, udpPackets: 0, icmpEchoReplied: 0, icmpEchoDropped: 0, fragments: 0, dropped: 0, drops: newDropCounters() };
   }
 
@@ -99,11 +112,14 @@ export class PacketDispatcher {
     // The kernel marks what it built itself: a partial checksum (to be completed by a NIC that
     // does not exist here) or one it already verified. Either way there is nothing to check.
     const trusted = (vnetFlags(buf, off) & (VNET_F_NEEDS_CSUM | VNET_F_DATA_VALID)) !== 0;
+    this.vnetOff = off;
     this.onPacket(buf, off + VNET_HDR_LEN, len - VNET_HDR_LEN, !trusted);
   }
 
   onPacket(buf: Uint8Array, off: number, len: number, verifyTransport = true): void {
     this.s.rxPackets++;
+    const vnetOff = this.vnetOff;
+    this.vnetOff = -1;
     const ip = this.ip;
     const bad = ip.wrap(buf, off, len);
     if (bad !== undefined) {
@@ -111,6 +127,7 @@ export class PacketDispatcher {
       // and neighbour discovery into every new device.
       return this.drop(bad === 'bad_version' && len > 0 && buf[off]! >>> 4 === 6 ? 'ipv6' : bad);
     }
+    if (this.forward !== undefined && this.forward(ip, vnetOff)) return;
     if (ip.isFragment) {
       if (this.reassembler === undefined) return this.drop('fragment');
       const whole = this.reassembler.input(ip);

@@ -1,0 +1,106 @@
+/**
+ * The tunnel's UDP socket behind an interface, as wireguard-go's `conn.Bind`: the tunnel only
+ * sends datagrams to endpoints and is told about the ones that arrive. The real transport is a
+ * `node:dgram` socket; unit tests pass an in-memory one, so a tunnel runs without a network.
+ *
+ * UDP has no backpressure: a datagram the kernel cannot take at once is queued by libuv, and
+ * that queue is bounded here (`maxQueued`): beyond it datagrams are dropped and counted, like a
+ * full NIC queue, and the apps' own TCP backs off.
+ */
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { TunrouteError } from '../../errors.js';
+import type { Endpoint } from './endpoint.js';
+
+/** A datagram that arrived, from `from`; the bytes belong to the handler. */
+export type DatagramHandler = (data: Uint8Array, from: Endpoint) => void;
+
+export interface UdpTransport {
+  /** The local UDP port. */
+  readonly port: number;
+  /** Set the one receiver; datagrams that arrive before are dropped. */
+  onMessage(handler: DatagramHandler): void;
+  /** Send one datagram; the bytes must not change afterwards. False when it was dropped. */
+  send(data: Uint8Array, to: Endpoint): boolean;
+  /** Datagrams dropped because the send queue was full or the socket failed. */
+  readonly sendDrops: number;
+  /** Stop receiving and release the socket; idempotent. */
+  close(): void;
+}
+
+export interface DgramTransportOptions {
+  /** Local port (wg-quick ListenPort); 0 or absent: an ephemeral port. */
+  port?: number;
+  /** Local address; default every IPv4 address. */
+  address?: string;
+  /** Datagrams libuv may hold beyond what the kernel took, before new ones are dropped (default 512). */
+  maxQueued?: number;
+  /** SO_SNDBUF / SO_RCVBUF wanted (the kernel caps them at wmem_max / rmem_max); default 4 MiB. */
+  bufferBytes?: number;
+  /** Socket errors after bind (logged by the caller; the socket stays open). */
+  onError?: (err: Error) => void;
+}
+
+export class DgramTransport implements UdpTransport {
+  sendDrops = 0;
+  private handler: DatagramHandler | undefined;
+  private closed = false;
+
+  private constructor(
+    private readonly socket: Socket,
+    readonly port: number,
+    private readonly maxQueued: number,
+  ) {
+    // rinfo already has `address` and `port`: it is the Endpoint, no copy per datagram.
+    socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.handler?.(msg, rinfo));
+  }
+
+  /** Bind a UDP socket; fails in one sentence when the port is taken. */
+  static open(opts: DgramTransportOptions = {}): Promise<DgramTransport> {
+    const socket = createSocket({ type: 'udp4' });
+    const wanted = opts.port ?? 0;
+    return new Promise<DgramTransport>((resolve, reject) => {
+      const onBindError = (e: NodeJS.ErrnoException): void => {
+        socket.close();
+        const why = e.code === 'EADDRINUSE' ? 'is already in use' : `cannot be bound (${e.code ?? e.message})`;
+        reject(new TunrouteError('TR_UPSTREAM', `UDP port ${wanted} for the tunnel ${why}: pick another ListenPort (listenPort), or leave it out for any free port.`, e));
+      };
+      socket.once('error', onBindError);
+      socket.bind({ port: wanted, address: opts.address, exclusive: true }, () => {
+        socket.off('error', onBindError);
+        socket.on('error', (e) => opts.onError?.(e));
+        const bytes = opts.bufferBytes ?? 4 * 1024 * 1024;
+        try {
+          socket.setSendBufferSize(bytes);
+          socket.setRecvBufferSize(bytes);
+        } catch {
+          // capped or refused: the defaults work, only slower under bursts
+        }
+        resolve(new DgramTransport(socket, socket.address().port, opts.maxQueued ?? 512));
+      });
+    });
+  }
+
+  onMessage(handler: DatagramHandler): void {
+    this.handler = handler;
+  }
+
+  send(data: Uint8Array, to: Endpoint): boolean {
+    if (this.closed || this.socket.getSendQueueCount() >= this.maxQueued) {
+      this.sendDrops++;
+      return false;
+    }
+    this.socket.send(data, to.port, to.address, this.afterSend);
+    return true;
+  }
+
+  private readonly afterSend = (err: Error | null): void => {
+    if (err) this.sendDrops++;
+  };
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.handler = undefined;
+    this.socket.close();
+  }
+}
