@@ -32,6 +32,7 @@ export function serverStatusOf(srv: RunningServer, config: ServerConfig): Server
     forward_ttl_expired: g.ttlExpired,
     forward_bad_header: g.badHeader,
     udp_send_dropped: s.tunnel.txDropped,
+    internal_errors: s.tunnel.internalErrors,
   });
   const u = s.udp;
   return {

@@ -87,6 +87,8 @@ export interface TunnelCounters {
   noPeer: number;
   /** Packets handed to sendPacket that were not IPv4. */
   notIpv4: number;
+  /** Decrypted packets whose handling threw (a bug; logged, dropped). */
+  internalErrors: number;
 }
 
 export interface TunnelPeerStatus {
@@ -103,7 +105,7 @@ export class WgTunnel {
   readonly device: Device;
   readonly routes = new CryptokeyTable<TunnelPeer>();
   readonly peers: readonly TunnelPeer[];
-  readonly counters: TunnelCounters = { rxDatagrams: 0, txDatagrams: 0, txDropped: 0, noPeer: 0, notIpv4: 0 };
+  readonly counters: TunnelCounters = { rxDatagrams: 0, txDatagrams: 0, txDropped: 0, noPeer: 0, notIpv4: 0, internalErrors: 0 };
   private readonly transport: UdpTransport;
   private readonly clock: Clock;
   private readonly log: Logger;
@@ -213,7 +215,17 @@ export class WgTunnel {
     const owner = this.byPeer.get(r.peer);
     if (owner !== undefined) {
       if (r.peer.counters.handshakesCompleted !== owner.handshakesSeen) this.noteHandshake(owner);
-      for (const p of r.packets) this.packetHandler(p, owner);
+      for (const p of r.packets) {
+        try {
+          this.packetHandler(p, owner);
+        } catch (e) {
+          // A bug behind one packet must not take every peer's tunnel down with the process.
+          this.counters.internalErrors++;
+          if (this.counters.internalErrors === 1 || this.counters.internalErrors % 1000 === 0) {
+            this.log.error({ err: e, count: this.counters.internalErrors, peer: owner.name }, 'a decrypted packet could not be handled (dropped)');
+          }
+        }
+      }
     }
     this.armFor(r.peer);
   };

@@ -230,6 +230,32 @@ describe('tunroute server: cryptokey routing', () => {
     }
   });
 
+  it('takes 2000 random, truncated and bit-flipped datagrams without harm, and keeps serving', async () => {
+    const r = await rig();
+    const c = r.clients[0]!;
+    c.sendPacket(icmpEcho(CLIENT_IPS[0]!, SERVER_IP, 1));
+    await until(() => c.received.length === 1, 'a session');
+    const real = r.net.log.filter((d) => d.to.port === 51820).map((d) => d.data);
+    const rnd = seededRandom('server-fuzz');
+    const from = { address: '203.0.113.5', port: 999 };
+    for (let i = 0; i < 2000; i++) {
+      const base = real[i % real.length]!;
+      const b = rnd(4);
+      let d: Uint8Array;
+      if (b[0]! % 3 === 0) d = rnd(1 + (b[1]! % 200));
+      else if (b[0]! % 3 === 1) d = base.slice(0, b[1]! % base.length);
+      else {
+        d = base.slice();
+        d[(b[1]! * 256 + b[2]!) % d.length]! ^= 1 << (b[3]! % 8);
+      }
+      r.net.carry(from, { address: '192.0.2.1', port: 51820 }, d);
+    }
+    await until(() => r.server.stats().tunnel.rxDatagrams >= 2000 + real.length, 'the garbage to arrive');
+    expect(r.server.stats().tunnel.internalErrors).toBe(0);
+    c.sendPacket(icmpEcho(CLIENT_IPS[0]!, SERVER_IP, 2));
+    await until(() => c.received.length === 2, 'the reply after the garbage');
+  });
+
   it('counts replies for destinations no peer owns', async () => {
     const r = await rig();
     expect(r.server.tunnel.sendPacket(icmpEcho(SERVER_IP, ipToU32('10.9.9.9')!, 1))).toBe(false);
