@@ -226,4 +226,21 @@ describe.skipIf(!run)('tunroute up --tunnel with wireguard-go (lab)', () => {
     expect(counters.tcp.flowsTotal).toBe(2);
     expect(counters.tunnels.wg!.txPackets).toBeGreaterThan(100);
   });
+
+  it('a full tunnel (--proxy, no --route) with --tunnel: AllowedIPs through the tunnel, the rest through SOCKS5, the endpoint direct', async () => {
+    const before = await routingSnapshot(c);
+    const up = await startTunrouteIn(c, ['--tunnel', wgConf('wg'), '--proxy', `socks5://${S_VETH}:1080`]);
+    try {
+      // The endpoint (and the proxy, the same address here) stay in the main table.
+      expect((await c.exec(['ip', 'route', 'get', S_VETH])).stdout).not.toContain('tun0');
+      expect((await c.exec(['ip', 'route', 'get', S_TUN])).stdout).toContain('dev tun0');
+      expect((await c.exec(['curl', '-sS', '--max-time', '10', `http://${S_TUN}:8080/ip`])).stdout.trim()).toBe(C_TUN);
+      expect((await c.exec(['curl', '-sS', '--max-time', '10', `http://${PROXIED}:8080/ip`])).stdout.trim()).toBe(S_VETH);
+      const ping = await c.exec(['ping', '-c', '2', '-i', '0.2', '-W', '3', S_TUN], { allowFail: true });
+      expect(ping.stdout).toContain('2 packets transmitted, 2 received');
+    } finally {
+      expect(await up.stop('SIGTERM', 10_000)).toEqual({ code: 0, signal: null });
+    }
+    expect(await routingSnapshot(c)).toBe(before);
+  });
 });
