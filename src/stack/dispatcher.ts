@@ -174,13 +174,20 @@ export class PacketDispatcher {
     // The request becomes its own reply in the receive buffer: no copy, no allocation but
     // the view that send() takes.
     echoReplyInPlace(ip, icmp);
-    let start = ip.offset;
+    let reply = ip.buffer.subarray(ip.offset, ip.offset + ip.length);
     if (this.link.vnetHdr) {
-      // The request's own virtio header sits right before it: reuse it as "nothing to do".
-      start -= VNET_HDR_LEN;
-      writeVnetNone(ip.buffer, start);
+      if (ip.offset >= VNET_HDR_LEN) {
+        // The request's own virtio header sits right before it: reuse it as "nothing to do".
+        reply = ip.buffer.subarray(ip.offset - VNET_HDR_LEN, ip.offset + ip.length);
+      } else {
+        // A reassembled request has no header room before it (rare: large pings only).
+        const withHdr = new Uint8Array(VNET_HDR_LEN + ip.length);
+        withHdr.set(reply, VNET_HDR_LEN);
+        reply = withHdr;
+      }
+      writeVnetNone(reply, 0);
     }
-    if (this.link.send(ip.buffer.subarray(start, ip.offset + ip.length))) this.s.icmpEchoReplied++;
+    if (this.link.send(reply)) this.s.icmpEchoReplied++;
   }
 
   private drop(reason: DropReason): void {
