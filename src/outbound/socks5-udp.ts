@@ -52,7 +52,7 @@ import {
   type UdpUpstreamHandlers,
   type UpstreamReason,
 } from './outbound.js';
-import { Socks5Outbound, classifySocksError, type Socks5OutboundOptions } from './socks5.js';
+import { Socks5Outbound, classifySocksError, releaseSocksClient, type Socks5OutboundOptions } from './socks5.js';
 import { formatSocks5Url, type Socks5Url } from './socks5-url.js';
 
 export const SOCKS5_UDP_DEFAULT_TIMEOUT_MS = 10_000;
@@ -162,6 +162,7 @@ export function openSocks5UdpAssociation(opts: Socks5UdpOptions, open: UdpOpenOp
         existing_socket: control,
       });
       client.once('error', (err: SocksClientError) => {
+        releaseSocksClient(client);
         const c = classifySocksError(err.message);
         fail(error(c.reason, c.detail));
       });
@@ -174,6 +175,8 @@ export function openSocks5UdpAssociation(opts: Socks5UdpOptions, open: UdpOpenOp
         // next turn and re-emits any bytes that came with the reply: swallow them.
         control.on('data', () => {});
         control.on('error', () => {});
+        // socks resumes the control socket on its next turn; after that it is done with us.
+        setImmediate(() => releaseSocksClient(client));
         control.setKeepAlive(true, CONTROL_KEEPALIVE_MS);
         const said = info.remoteHost?.host;
         const relayIp = said !== undefined && said !== '0.0.0.0' ? ipv4Of(said) : ipv4Of(control.remoteAddress);

@@ -117,6 +117,18 @@ export function classifySocksError(message: string): ClassifiedSocksError {
 
 const PROXY_DOWN_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
 
+/**
+ * `socks` arms a timeout timer when it starts and never clears it; its closure holds the client,
+ * which holds our socket and our listeners (and through them a whole flow) until it fires. Once
+ * the handshake is over, cut those references so the pending timer keeps only an empty shell.
+ */
+export function releaseSocksClient(client: SocksClient): void {
+  client.removeAllListeners();
+  const shell = client as unknown as { socket?: unknown; options?: { existing_socket?: unknown } };
+  shell.socket = undefined;
+  if (shell.options !== undefined) shell.options = { ...shell.options, existing_socket: undefined };
+}
+
 export class Socks5Outbound implements Outbound {
   readonly kind = 'socks5' as const;
   readonly name: string;
@@ -264,7 +276,10 @@ export class Socks5Outbound implements Outbound {
       timeout: Math.max(1, remainingMs) + 1000,
       existing_socket: socket,
     });
-    client.once('error', (err: SocksClientError) => done.failed(err.message));
+    client.once('error', (err: SocksClientError) => {
+      releaseSocksClient(client);
+      done.failed(err.message);
+    });
     client.once('established', () => {
       // socks 2.8, on 'established', schedules a setImmediate that re-emits the bytes that came
       // with the reply as a raw 'data' event and then resume()s the socket. Our caller has no
@@ -280,6 +295,8 @@ export class Socks5Outbound implements Outbound {
       socket.on('data', catchData);
       socket.on('error', ignoreError);
       setImmediate(() => {
+        // After socks' own setImmediate (it re-emitted the excess bytes and is done with us).
+        releaseSocksClient(client);
         socket.removeListener('data', catchData);
         socket.removeListener('error', ignoreError);
         socket.pause();

