@@ -18,7 +18,7 @@ import { Router } from './router/router.js';
 import { BlockOutbound } from './outbound/block.js';
 import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
 import { UdpStack, type UdpStackStats } from './stack/udp/index.js';
-import { UdpRelay, type UdpRelayStats } from './relay/udp-relay.js';
+import { UdpRelay, type UdpFlowInfo, type UdpRelayStats } from './relay/udp-relay.js';
 import { Ipv4Reassembler, type ReassemblyStats } from './stack/ip-reassembly.js';
 import { DnsResolver, DnsCache, type DnsResolverStats } from './dns/index.js';
 import { ipToU32, IP_PROTO_UDP } from './wire/ipv4.js';
@@ -67,6 +67,7 @@ export interface RunningTunroute {
   readonly plan: RoutePlan;
   stats(): TunrouteStats;
   flows(): TcpFlowInfo[];
+  udpFlows(): UdpFlowInfo[];
   /** Removes the routes this instance added, then closes the device. Idempotent. */
   stop(): Promise<void>;
 }
@@ -189,6 +190,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     },
     stats,
     flows: () => relay.flowInfo(),
+    udpFlows: () => udpRelay.flowInfo(),
     stop() {
       stopping ??= (async () => {
         relay.closeAll();

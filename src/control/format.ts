@@ -143,6 +143,13 @@ export function formatStatus(s: StatusSnapshot, opts: FormatOptions = {}): strin
   if (t.refusedLimit > 0) tcp.push(`refused at flow limit ${formatCount(t.refusedLimit)}`);
   out.push(line('tcp', tcp.join('  ')));
   out.push(line('upstream', nonZero(t.upstreamErrors) ?? 'no errors'));
+  if (s.udp !== undefined) {
+    const u = s.udp;
+    const udp = [`${formatCount(u.flowsOpen)} open / ${formatCount(u.flowsTotal)} total`, `up ${formatBytes(u.bytesUp)}`, `down ${formatBytes(u.bytesDown)}`];
+    if (u.dropped > 0) udp.push(`dropped ${formatCount(u.dropped)}`);
+    if (u.dnsQueries > 0) udp.push(`dns ${formatCount(u.dnsAnswered)}/${formatCount(u.dnsQueries)} answered`);
+    out.push(line('udp', udp.join('  ')));
+  }
 
   const names = Object.keys(s.outbounds).sort();
   const nameWidth = Math.max(0, ...names.map((n) => n.length));
@@ -156,5 +163,10 @@ export function formatStatus(s: StatusSnapshot, opts: FormatOptions = {}): strin
 
   out.push('');
   out.push(formatFlowTable(s.flows, opts));
+  if (s.udpFlows !== undefined && s.udpFlows.length > 0) {
+    out.push('');
+    out.push('udp flows:');
+    out.push(formatFlowTable(s.udpFlows, opts));
+  }
   return out.join('\n');
 }

@@ -60,8 +60,38 @@ export interface StatusSnapshot {
   tcp: TcpRelayStats;
   outbounds: Record<string, OutboundStats>;
   flows: TcpFlowInfo[];
+  /** UDP through the outbounds (`tunroute up`; an older daemon leaves it out). */
+  udp?: UdpStatus;
+  udpFlows?: UdpFlowInfo[];
   /** Present when the daemon is `tunroute server`. */
   server?: ServerStatus;
+}
+
+/** UDP totals of `tunroute up`: flows, datagrams and bytes each way, DNS hijack. */
+export interface UdpStatus {
+  flowsOpen: number;
+  flowsTotal: number;
+  datagramsUp: number;
+  datagramsDown: number;
+  bytesUp: number;
+  bytesDown: number;
+  dropped: number;
+  dnsQueries: number;
+  dnsAnswered: number;
+  dnsFailed: number;
+}
+
+/** One UDP flow (the app's 5-tuple) as `status` lists it. */
+export interface UdpFlowInfo {
+  id: number;
+  src: string;
+  dst: string;
+  outbound: string;
+  state: string;
+  bytesUp: number;
+  bytesDown: number;
+  ageMs: number;
+  idleMs: number;
 }
 
 /** `tunroute server`'s own part of a status: where it listens and its peers. */
@@ -234,6 +264,21 @@ export const statusSnapshotSchema = z.object({
   tcp: tcpRelayStatsSchema,
   outbounds: z.record(z.string(), outboundStatsSchema),
   flows: z.array(flowInfoSchema),
+  udp: z
+    .object({
+      flowsOpen: count,
+      flowsTotal: count,
+      datagramsUp: count,
+      datagramsDown: count,
+      bytesUp: count,
+      bytesDown: count,
+      dropped: count,
+      dnsQueries: count,
+      dnsAnswered: count,
+      dnsFailed: count,
+    })
+    .optional(),
+  udpFlows: z.array(flowInfoSchema.extend({ idleMs: count })).optional(),
   server: z
     .object({
       listen: z.string(),

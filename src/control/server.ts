@@ -29,6 +29,8 @@ import {
   type ControlRequest,
   type PingReply,
   type StatusSnapshot,
+  type UdpFlowInfo,
+  type UdpStatus,
 } from './protocol.js';
 
 /** Linux `sun_path` is 108 bytes including the terminating NUL. */
@@ -291,8 +293,9 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
 export interface SnapshotSource {
   readonly link: Pick<Link, 'name' | 'mtu' | 'stats'>;
   readonly plan: { readonly prefixes: readonly unknown[] };
-  stats(): Pick<StatusSnapshot, 'packets' | 'tcp' | 'outbounds'>;
+  stats(): Pick<StatusSnapshot, 'packets' | 'tcp' | 'outbounds'> & { udp?: { relay: UdpStatus } };
   flows(): TcpFlowInfo[];
+  udpFlows?(): UdpFlowInfo[];
 }
 
 export interface SnapshotInfo {
@@ -321,5 +324,22 @@ export function statusSnapshotOf(src: SnapshotSource, info: SnapshotInfo): Statu
     tcp: s.tcp,
     outbounds: s.outbounds,
     flows: src.flows(),
+    ...(s.udp === undefined ? {} : { udp: udpStatusOf(s.udp.relay) }),
+    ...(src.udpFlows === undefined ? {} : { udpFlows: src.udpFlows() }),
+  };
+}
+
+function udpStatusOf(r: UdpStatus): UdpStatus {
+  return {
+    flowsOpen: r.flowsOpen,
+    flowsTotal: r.flowsTotal,
+    datagramsUp: r.datagramsUp,
+    datagramsDown: r.datagramsDown,
+    bytesUp: r.bytesUp,
+    bytesDown: r.bytesDown,
+    dropped: r.dropped,
+    dnsQueries: r.dnsQueries,
+    dnsAnswered: r.dnsAnswered,
+    dnsFailed: r.dnsFailed,
   };
 }

@@ -103,11 +103,11 @@ describe.skipIf(!run)('20,000 short UDP flows through tunroute and dante (lab)',
     await t?.lab.destroy();
   });
 
-  /** udp.stack.flows.open from the raw status, if the daemon reports it there. */
+  /** The open UDP flows the daemon's status reports (`udp.flowsOpen`). */
   async function liveFlows(): Promise<number | undefined> {
     const s = await rawStatus(control).catch(() => undefined);
-    const udp = s?.udp as UdpCounters | undefined;
-    return udp?.stack?.flows?.open;
+    const udp = s?.udp as { flowsOpen?: number } | undefined;
+    return udp?.flowsOpen;
   }
 
   /** Run udp-many.mjs while sampling tunroute every 250 ms. */

@@ -84,6 +84,16 @@ describe('formatStatus', () => {
     expect(text).toContain('tcp       3 open / 57 total  up 1.2 MiB  down 45.6 MiB  refused at flow limit 1,500\n');
   });
 
+  it('shows UDP totals and UDP flows when the daemon reports them', () => {
+    const s = snapshot();
+    s.udp = { flowsOpen: 1, flowsTotal: 9, datagramsUp: 4, datagramsDown: 4, bytesUp: 2048, bytesDown: 4096, dropped: 0, dnsQueries: 3, dnsAnswered: 3, dnsFailed: 0 };
+    s.udpFlows = [{ id: 7, src: '198.18.0.1:5353', dst: '10.66.1.53:53', outbound: 'dns', state: 'open', bytesUp: 60, bytesDown: 120, ageMs: 1500, idleMs: 200 }];
+    const text = formatStatus(s);
+    expect(text).toContain('1 open / 9 total  up 2.0 KiB  down 4.0 KiB  dns 3/3 answered');
+    expect(text).toMatch(/udp flows:\nID +SOURCE +DESTINATION[^\n]*\n +7 +198\.18\.0\.1:5353 +10\.66\.1\.53:53 +dns +open/);
+    expect(formatStatus(snapshot())).not.toContain('udp flows:');
+  });
+
   it('keeps reasons a newer daemon counts', () => {
     const s = snapshot();
     (s.packets.drops as Record<string, number>).udp_fragment = 5;
