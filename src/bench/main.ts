@@ -5,17 +5,20 @@
  *   c (client) ── veth 10.99.0.1/24 ── 10.99.0.2/24 ── s (server)
  *   tun0 + tunroute (--route 10.66.1.0/24)            dante or microsocks on 10.99.0.2:1080,
  *                                                      10.66.1.7/32 on lo, iperf3, sockperf,
- *                                                      an echo server
+ *                                                      an echo server; dnsmasq on 10.66.1.53
+ *                                                      (on lo) and 10.99.0.2
  *
  * "direct" runs a tool in c against 10.99.0.2 (veth, kernel only); "tunroute" runs the same
  * tool against 10.66.1.7 (tun0 → tunroute → SOCKS5 proxy → server). Measured: iperf3 upload and
  * download, request/response round trips over one connection, sequential connections per
- * second, and CPU (tunroute's, the proxy's, the host's) over every window. Every load is
- * bounded in time and count; the lab is removed at the end, also after an error or a signal.
+ * second, UDP at a fixed offered rate (received throughput and loss; through SOCKS5 UDP
+ * ASSOCIATE), sequential DNS queries per second (tunroute: dns hijack), and CPU (tunroute's,
+ * the proxy's, the host's) over every window. Every load is bounded in time and count; the lab
+ * is removed at the end, also after an error or a signal.
  */
 import { measureRouteApply, type RouteApplyMeasurement } from '../routes/measure.js';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,6 +30,7 @@ import {
   requireBinary,
   runCommand,
   startDante,
+  startDnsmasq,
   startIperf3,
   startMicrosocks,
   waitForPort,
@@ -45,7 +49,19 @@ import {
   type Outcome,
   type Pair,
 } from './report.js';
-import { runCps, runIperf3, runNodeRr, runSockperf, type CpsResult, type IperfResult, type RrResult } from './tools.js';
+import {
+  runCps,
+  runDns,
+  runIperf3,
+  runIperf3Udp,
+  runNodeRr,
+  runSockperf,
+  type CpsResult,
+  type DnsResult,
+  type IperfResult,
+  type RrResult,
+  type UdpResult,
+} from './tools.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..', '..');
@@ -65,13 +81,25 @@ const ECHO_PORT = 7000;
 const RR_MAX = 2_000_000;
 const CPS_MAX = 30_000;
 const CPS_MSG_BYTES = 32;
+/** UDP test: iperf3 -u servers (one bound to each address, so replies leave from it). */
+const UDP_IPERF_PORT = 5202;
+/** iperf3 -w, and the UDP receive buffer the benchmark's dante asks for (see startBenchDante). */
+const UDP_BUFFER = 4 * 1024 * 1024;
+/** Largest UDP payload per datagram (smaller when an MTU asks for it). */
+const UDP_DATAGRAM_MAX = 1400;
+/** DNS test: dnsmasq here (on s's lo, routed into tun0) and on SERVER_IP (direct). */
+const DNS_IP = '10.66.1.53';
+const DNS_DOMAIN = 'bench.lab';
+const DNS_MAX = 500_000;
 /** Host load (busy cores) from other work under which the machine counts as quiet. */
 const QUIET_CORES = 0.3;
-const TESTS = ['iperf', 'rr', 'cps', 'routes'] as const;
+const TESTS = ['iperf', 'rr', 'cps', 'udp', 'dns', 'routes'] as const;
 type Test = (typeof TESTS)[number];
 
 interface Options {
   seconds: number;
+  /** Offered rate of the UDP test, Mbit/s. */
+  udpRate: number;
   mtu: number | null;
   tests: Test[];
   json: boolean;
@@ -93,7 +121,8 @@ const USAGE = `usage: node dist/bench/main.js [options]     (npm run bench -- [o
   --seconds N        length of each measurement window (default 5)
   --mtu N            passed to tunroute up --mtu
   --repeat N         run each pair N times, alternating, and show the median run (default 1)
-  --only T[,T]       run only these tests: iperf, rr, cps, routes (repeatable)
+  --only T[,T]       run only these tests: iperf, rr, cps, udp, dns, routes (repeatable)
+  --udp-rate N       offered rate of the udp test, Mbit/s (default 200)
   --proxy P          the SOCKS5 server in the lab: dante (default) or microsocks
   --rr-tool T        round trips with sockperf (default when installed) or node
   --wait-idle N      first wait up to N s (default 60; 0: no wait) for other work on the host
@@ -113,6 +142,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     args: argv,
     options: {
       seconds: { type: 'string' },
+      'udp-rate': { type: 'string' },
       mtu: { type: 'string' },
       only: { type: 'string', multiple: true },
       json: { type: 'boolean' },
@@ -144,6 +174,9 @@ function parseOptions(argv: string[]): Options | 'help' {
   }
   const proxy = values.proxy ?? 'dante';
   if (proxy !== 'dante' && proxy !== 'microsocks') throw new UsageError(`--proxy must be dante or microsocks, got "${proxy}"`);
+  if (proxy === 'microsocks' && tests.includes('udp')) throw new UsageError('--only udp needs --proxy dante: microsocks refuses UDP ASSOCIATE');
+  const udpRate = values['udp-rate'] === undefined ? 200 : Number(values['udp-rate']);
+  if (!Number.isInteger(udpRate) || udpRate < 1 || udpRate > 10_000) throw new UsageError(`--udp-rate must be a whole number of Mbit/s from 1 to 10000, got ${values['udp-rate']}`);
   const rrTool = values['rr-tool'] ?? 'auto';
   if (rrTool !== 'auto' && rrTool !== 'sockperf' && rrTool !== 'node') throw new UsageError(`--rr-tool must be sockperf or node, got "${rrTool}"`);
   const waitIdle = values['wait-idle'] === undefined ? 60 : Number(values['wait-idle']);
@@ -151,8 +184,11 @@ function parseOptions(argv: string[]): Options | 'help' {
   const repeat = values.repeat === undefined ? 1 : Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1 || repeat > 20) throw new UsageError(`--repeat must be a whole number from 1 to 20, got ${values.repeat}`);
   const extra = values['tunroute-arg'] ?? [];
+  // Without --only, every test runs but udp with microsocks (it refuses UDP ASSOCIATE).
+  const chosen = tests.length > 0 ? TESTS.filter((t) => tests.includes(t)) : TESTS.filter((t) => t !== 'udp' || proxy !== 'microsocks');
   for (const a of extra) {
     if (/^--(route|proxy|control|tun)\b/.test(a)) throw new UsageError(`--tunroute-arg ${a}: the benchmark sets that itself`);
+    if (chosen.includes('dns') && /^(-c|--config|--dns)\b/.test(a)) throw new UsageError(`--tunroute-arg ${a}: the dns test gives tunroute its own config file (dns hijack)`);
   }
   const flags = argv.filter((a) => a !== '--write-readme' && a !== '--json');
   return {
@@ -162,8 +198,9 @@ function parseOptions(argv: string[]): Options | 'help' {
     repeat,
     waitIdle,
     seconds,
+    udpRate,
     mtu,
-    tests: tests.length > 0 ? TESTS.filter((t) => tests.includes(t)) : [...TESTS],
+    tests: chosen,
     json: values.json ?? false,
     proxy,
     writeReadme: values['write-readme'] ?? false,
@@ -209,7 +246,8 @@ function environment(opts: Options): BenchEnv {
     const m = line ? re.exec(line) : null;
     if (m?.[1]) tools[name] = m[1];
   };
-  if (opts.tests.includes('iperf')) ver('iperf3', firstLine('iperf3', ['--version']), /iperf ([\d.]+)/);
+  if (opts.tests.includes('iperf') || opts.tests.includes('udp')) ver('iperf3', firstLine('iperf3', ['--version']), /iperf ([\d.]+)/);
+  if (opts.tests.includes('dns')) ver('dnsmasq', firstLine('dnsmasq', ['--version']), /version ([\d.]+)/i);
   if (opts.tests.includes('rr') && opts.rrTool !== 'node') ver('sockperf', firstLine('sockperf', ['--version']), /version ([\w.-]+)/);
   if (opts.proxy === 'dante') ver('dante', firstLine('danted', ['-v']), /Dante v(\d+(?:\.\d+)*)/);
   if (opts.proxy === 'microsocks') {
@@ -289,6 +327,10 @@ interface Ctx {
   tunroute: LabProcess;
   proxy: LabProcess;
   iperf?: LabProcess;
+  /** UDP test: iperf3 -u servers by the address they are bound to. */
+  udpIperf: Map<string, LabProcess>;
+  /** UDP payload per datagram, bytes. */
+  udpDatagram: number;
   rrPort: number;
   rrTool: 'sockperf' | 'node';
 }
@@ -361,6 +403,66 @@ async function restartIperfIfFailed(ctx: Ctx, o: Outcome<IperfResult>): Promise<
   ctx.iperf = await startIperf3(ctx.s, 5201);
 }
 
+/** The UDP test's iperf3 servers, one bound to each address (the reply must leave from it). */
+async function startUdpIperfs(ctx: Pick<Ctx, 's' | 'udpIperf'>): Promise<void> {
+  for (const ip of [SERVER_IP, ROUTED_IP]) {
+    await ctx.udpIperf.get(ip)?.stop('SIGTERM', 1000).catch(() => undefined);
+    ctx.udpIperf.set(ip, await startIperf3(ctx.s, UDP_IPERF_PORT, { listen: ip }));
+  }
+}
+
+/**
+ * dante as startDante (src/lab) configures it, with larger UDP receive buffers
+ * (internal/external.udp.so_rcvbuf; the kernel caps them at net.core.rmem_max): with its
+ * default (net.core.rmem_default, 208 KiB; read-only inside a lab namespace) a dante process
+ * drops bursts at 200 Mbit/s (test/e2e/udp-iperf.test.ts). Only UDP sockets change.
+ */
+async function startBenchDante(ns: Namespace, listen: string, port: number, udpRcvbuf: number): Promise<LabProcess> {
+  const danted = requireBinary('danted', 'dante-server');
+  requireBinary('unshare', 'util-linux');
+  const tag = `danted-${ns.role}-${port}`;
+  const logFile = join(ns.lab.tmpDir, `${tag}.log`);
+  const confFile = join(ns.lab.tmpDir, `${tag}.conf`);
+  writeFileSync(
+    confFile,
+    [
+      `logoutput: ${logFile}`,
+      `internal: ${listen} port = ${port}`,
+      `external: ${listen}`,
+      'clientmethod: none',
+      'socksmethod: none',
+      'user.privileged: root',
+      'user.unprivileged: nobody',
+      'udp.connectdst: no',
+      `internal.udp.so_rcvbuf: ${udpRcvbuf}`,
+      `external.udp.so_rcvbuf: ${udpRcvbuf}`,
+      'client pass {',
+      '  from: 0.0.0.0/0 to: 0.0.0.0/0',
+      '}',
+      'socks pass {',
+      '  from: 0.0.0.0/0 to: 0.0.0.0/0',
+      '  command: bind connect udpassociate bindreply udpreply',
+      '}',
+      '',
+    ].join('\n'),
+  );
+  // Its own PID namespace: the workers it forks die with it.
+  const proc = ns.spawn([danted, '-f', confFile, '-N', '2'], { name: tag, pidns: true });
+  const died = proc.waitForExit().then((st) => {
+    throw new LabError(`danted exited during startup (${st.signal ?? `code ${st.code}`})`);
+  });
+  try {
+    await Promise.race([waitForPort(ns, listen, port, 15_000), died]);
+    return proc;
+  } catch (e) {
+    const log = existsSync(logFile) ? `\nlog ${logFile}: ${readFileSync(logFile, 'utf8').slice(-2000).trim()}` : '';
+    await proc.stop('SIGTERM', 1000).catch(() => undefined);
+    throw new LabError(`danted on ${listen}:${port} did not become ready: ${errText(e)}\n${proc.outputTail()}${log}`);
+  } finally {
+    died.catch(() => undefined);
+  }
+}
+
 async function runTests(ctx: Ctx, report: BenchReport): Promise<void> {
   const { opts, c } = ctx;
   const secs = opts.seconds;
@@ -378,6 +480,28 @@ async function runTests(ctx: Ctx, report: BenchReport): Promise<void> {
   if (opts.tests.includes('cps')) {
     report.cps = await pair<CpsResult>(ctx, 'sequential connections', (v) => v.rate, (h) => runCps(c, NETCLI, h, ECHO_PORT, secs, CPS_MAX, CPS_MSG_BYTES));
   }
+  if (opts.tests.includes('udp')) {
+    const restart = async (o: Outcome<UdpResult>): Promise<void> => {
+      if (o.ok) return;
+      progress('restarting the UDP iperf3 servers after a failed test');
+      await startUdpIperfs(ctx);
+    };
+    report.udp = await pair<UdpResult>(
+      ctx,
+      `UDP, iperf3 -u ${opts.udpRate} Mbit/s`,
+      (v) => v.mbps,
+      (h) => runIperf3Udp(c, h, UDP_IPERF_PORT, secs, opts.udpRate, ctx.udpDatagram, UDP_BUFFER),
+      restart,
+    );
+  }
+  if (opts.tests.includes('dns')) {
+    // dnsmasq answers every name under DNS_DOMAIN with TTL 0 (--local-ttl=0); the client asks a
+    // new name each query, so tunroute's cache (which stores no TTL-0 answer anyway) never answers.
+    const what = `A q<N>.${DNS_DOMAIN}, a new name each query, TTL 0`;
+    report.dns = await pair<DnsResult>(ctx, 'DNS queries', (v) => v.rate, (h) =>
+      runDns(c, NETCLI, h === ROUTED_IP ? DNS_IP : h, 53, secs, DNS_MAX, DNS_DOMAIN, what),
+    );
+  }
 }
 
 async function bench(opts: Options): Promise<BenchReport> {
@@ -385,7 +509,8 @@ async function bench(opts: Options): Promise<BenchReport> {
   const rrTool: 'sockperf' | 'node' =
     opts.rrTool === 'node' ? 'node' : opts.rrTool === 'sockperf' || hasBinary('sockperf') ? 'sockperf' : 'node';
   if (opts.tests.includes('rr') && rrTool === 'sockperf') requireBinary('sockperf', 'sockperf');
-  if (opts.tests.includes('iperf')) requireBinary('iperf3', 'iperf3');
+  if (opts.tests.includes('iperf') || opts.tests.includes('udp')) requireBinary('iperf3', 'iperf3');
+  if (opts.tests.includes('dns')) requireBinary('dnsmasq', 'dnsmasq-base');
   if (opts.tests.includes('rr') && rrTool === 'node' && opts.rrTool === 'auto') {
     progress('sockperf is not installed (apt-get install -y sockperf): round trips with the node client instead');
   }
@@ -399,10 +524,24 @@ async function bench(opts: Options): Promise<BenchReport> {
     const s = await lab.addNamespace('s', nsOpts);
     const link = await lab.link(c, s, { cidrA: CLIENT_CIDR, cidrB: SERVER_CIDR });
     await s.exec(['ip', 'addr', 'add', `${ROUTED_IP}/32`, 'dev', 'lo'], { timeoutMs: 10_000 });
+    // With the udp test, dante asks larger UDP socket buffers (startBenchDante); TCP is the same.
+    const udpDante = opts.proxy === 'dante' && opts.tests.includes('udp');
     const proxy =
-      opts.proxy === 'dante'
-        ? await startDante(s, { listen: SERVER_IP, port: PROXY_PORT })
-        : await startMicrosocks(s, { listen: SERVER_IP, port: PROXY_PORT });
+      opts.proxy === 'microsocks'
+        ? await startMicrosocks(s, { listen: SERVER_IP, port: PROXY_PORT })
+        : udpDante
+          ? await startBenchDante(s, SERVER_IP, PROXY_PORT, UDP_BUFFER)
+          : await startDante(s, { listen: SERVER_IP, port: PROXY_PORT });
+    const udpIperf = new Map<string, LabProcess>();
+    if (opts.tests.includes('udp')) await startUdpIperfs({ s, udpIperf });
+    if (opts.tests.includes('dns')) {
+      await s.exec(['ip', 'addr', 'add', `${DNS_IP}/32`, 'dev', 'lo'], { timeoutMs: 10_000 });
+      await startDnsmasq(s, {
+        listen: DNS_IP,
+        records: { [DNS_DOMAIN]: ROUTED_IP },
+        extraArgs: [`--listen-address=${SERVER_IP}`, '--local-ttl=0'],
+      });
+    }
     let iperf: LabProcess | undefined;
     if (opts.tests.includes('iperf')) iperf = await startIperf3(s, 5201);
     let rrPort = ECHO_PORT;
@@ -417,6 +556,15 @@ async function bench(opts: Options): Promise<BenchReport> {
     }
 
     const tunrouteArgs = ['up', '--route', ROUTED_CIDR, '--proxy', `socks5://${SERVER_IP}:${PROXY_PORT}`];
+    // The dns test: every query routed into tun0 is answered from dnsmasq through the proxy.
+    // Hijacking touches only UDP to port 53, so the other tests see the same tunroute.
+    let tunrouteConfig: Record<string, unknown> | undefined;
+    if (opts.tests.includes('dns')) {
+      tunrouteConfig = { dns: { mode: 'hijack', upstream: `${DNS_IP}:53` } };
+      const file = join(lab.tmpDir, 'tunroute-bench.json');
+      writeFileSync(file, JSON.stringify(tunrouteConfig, null, 2) + '\n');
+      tunrouteArgs.push('-c', file);
+    }
     if (opts.mtu !== null) tunrouteArgs.push('--mtu', String(opts.mtu));
     const controlPath = join(lab.tmpDir, 'tunroute.sock');
     if (useControl) tunrouteArgs.push('--control', controlPath);
@@ -451,7 +599,12 @@ async function bench(opts: Options): Promise<BenchReport> {
       progress(`other work keeps ${fmt(report.backgroundCores * 100, 2)} % of a core busy: the figures will be noisy`);
     }
 
-    const ctx: Ctx = { opts, lab, c, s, tunroute, proxy, rrPort, rrTool };
+    if (opts.tests.includes('udp')) report.settings.proxyUdpRcvbuf = udpDante ? UDP_BUFFER : null;
+    if (tunrouteConfig) report.settings.tunrouteConfig = tunrouteConfig;
+    // UDP payload that fits tun0 and, with the SOCKS5 UDP header (10 B), the veth unfragmented.
+    const mtu = Math.min(report.settings.tunMtu ?? 1500, (report.settings.vethMtu ?? 1500) - 10);
+    const udpDatagram = Math.max(64, Math.min(UDP_DATAGRAM_MAX, mtu - 28));
+    const ctx: Ctx = { opts, lab, c, s, tunroute, proxy, udpIperf, udpDatagram, rrPort, rrTool };
     if (iperf) ctx.iperf = iperf;
     await runTests(ctx, report);
     if (useControl && !tunroute.exited) report.tunrouteStatus = await tunrouteStatus(controlPath);

@@ -1,5 +1,5 @@
 /**
- * Small TCP helpers that the benchmark runs inside the lab namespaces (as separate processes,
+ * Small TCP and DNS helpers that the benchmark runs inside the lab namespaces (as separate processes,
  * because a Node process cannot enter a network namespace itself):
  *
  *   node dist/bench/netcli.js serve HOST PORT
@@ -9,23 +9,28 @@
  *   node dist/bench/netcli.js cps HOST PORT SECONDS MAX SIZE
  *       sequential connections: connect, send SIZE bytes, read SIZE bytes back, close (the client
  *       closes first and waits until the socket is fully closed), one after another
+ *   node dist/bench/netcli.js dns HOST PORT SECONDS MAX DOMAIN
+ *       sequential DNS queries over UDP (dgram): ask A q<N>.DOMAIN (a new name each time), wait
+ *       for the answer (matching ID, NOERROR, at least one record), ask the next
  *
- * Both clients stop after SECONDS or MAX round trips / connections, whichever comes first; every
- * connect and every reply is bounded by a timeout, and after a few errors the client gives up.
+ * The clients stop after SECONDS or MAX round trips / connections / queries, whichever comes
+ * first; every connect, reply and answer is bounded by a timeout, and after a few errors the
+ * client gives up.
  * They print one JSON line (ClientResult) on stdout and exit 0 if anything was measured.
  */
+import dgram from 'node:dgram';
 import net from 'node:net';
 
 export interface ClientResult {
-  mode: 'rr' | 'cps';
-  /** Completed round trips (rr) or connections (cps). */
+  mode: 'rr' | 'cps' | 'dns';
+  /** Completed round trips (rr), connections (cps) or answered queries (dns). */
   count: number;
   errors: number;
   firstError?: string;
   elapsedS: number;
   /** count / elapsedS */
   rate: number;
-  /** Per round trip (rr) or per connection from connect() to the reply (cps), microseconds. */
+  /** Per round trip (rr), per connection from connect() to the reply (cps) or per query (dns), µs. */
   meanUs: number;
   p50Us: number;
   p99Us: number;
@@ -42,7 +47,7 @@ function nowNs(): bigint {
 }
 
 function summarize(
-  mode: 'rr' | 'cps',
+  mode: ClientResult['mode'],
   lat: Float64Array,
   count: number,
   errors: number,
@@ -208,6 +213,92 @@ async function cps(host: string, port: number, seconds: number, max: number, siz
   return summarize('cps', lat, count, errors, firstError, startNs, by);
 }
 
+/** A DNS query (RFC 1035 §4.1): recursion desired, one question `name` A IN. */
+export function dnsQuery(id: number, name: string): Buffer {
+  const labels = name.split('.').filter((l) => l.length > 0);
+  const qname = Buffer.concat([...labels.map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, 'ascii')])), Buffer.from([0])]);
+  const header = Buffer.alloc(12);
+  header.writeUInt16BE(id & 0xffff, 0);
+  header.writeUInt16BE(0x0100, 2); // RD
+  header.writeUInt16BE(1, 4); // QDCOUNT
+  const tail = Buffer.alloc(4);
+  tail.writeUInt16BE(1, 0); // A
+  tail.writeUInt16BE(1, 2); // IN
+  return Buffer.concat([header, qname, tail]);
+}
+
+/**
+ * Sequential DNS queries over one connected UDP socket (answers from elsewhere never reach it):
+ * each asks a new name, q<N>.DOMAIN, so no cache on the way can answer it. An answer counts
+ * when it carries the query's ID, QR, NOERROR and at least one answer record; an answer to an
+ * earlier query (after its timeout) is ignored.
+ */
+function dnsClient(host: string, port: number, seconds: number, max: number, domain: string): Promise<ClientResult> {
+  return new Promise((resolve) => {
+    const lat = new Float64Array(max);
+    const sock = dgram.createSocket('udp4');
+    let count = 0;
+    let errors = 0;
+    let firstError: string | undefined;
+    let seq = 0;
+    let id = -1;
+    let sentAt = 0n;
+    let startNs = 0n;
+    let deadline = 0n;
+    let finished = false;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (by: ClientResult['stoppedBy']): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      sock.close();
+      resolve(summarize('dns', lat, count, errors, firstError, startNs === 0n ? nowNs() : startNs, by));
+    };
+    const next = (): void => {
+      if (finished) return;
+      if (count >= max) return finish('count');
+      if (nowNs() >= deadline) return finish('time');
+      seq++;
+      id = seq & 0xffff;
+      const q = dnsQuery(id, `q${seq}.${domain}`);
+      sentAt = nowNs();
+      sock.send(q);
+      timer = setTimeout(() => fail(`no answer within ${STEP_TIMEOUT_MS} ms (query ${seq})`), STEP_TIMEOUT_MS);
+    };
+    const fail = (why: string): void => {
+      if (finished) return;
+      clearTimeout(timer);
+      id = -1;
+      errors++;
+      firstError ??= why;
+      if (errors >= MAX_ERRORS) return finish('errors');
+      next();
+    };
+    sock.on('message', (m: Buffer) => {
+      if (finished || m.length < 12 || m.readUInt16BE(0) !== id || (m[2] & 0x80) === 0) return;
+      const t = nowNs();
+      clearTimeout(timer);
+      const rcode = m[3] & 0x0f;
+      const answers = m.readUInt16BE(6);
+      if (rcode !== 0 || answers === 0) return fail(`answer with RCODE ${rcode} and ${answers} records (query ${seq})`);
+      lat[count++] = Number(t - sentAt) / 1e3;
+      next();
+    });
+    sock.on('error', (e) => fail(errText(e)));
+    const guard = setTimeout(() => {
+      errors++;
+      firstError ??= `could not connect the UDP socket within ${STEP_TIMEOUT_MS} ms`;
+      finish('errors');
+    }, STEP_TIMEOUT_MS);
+    sock.connect(port, host, () => {
+      clearTimeout(guard);
+      startNs = nowNs();
+      deadline = startNs + BigInt(Math.round(seconds * 1e9));
+      next();
+    });
+  });
+}
+
 function num(v: string | undefined, what: string, min: number): number {
   const n = Number(v);
   if (!Number.isFinite(n) || n < min) throw new Error(`netcli: ${what} must be a number >= ${min}, got ${String(v)}`);
@@ -216,15 +307,22 @@ function num(v: string | undefined, what: string, min: number): number {
 
 async function main(argv: string[]): Promise<number> {
   const [mode, host, portArg, secondsArg, maxArg, sizeArg] = argv;
-  if (host === undefined || !/^[0-9.]+$/.test(host)) throw new Error('usage: netcli serve|rr|cps HOST PORT [SECONDS MAX SIZE]');
+  if (host === undefined || !/^[0-9.]+$/.test(host)) throw new Error('usage: netcli serve|rr|cps HOST PORT [SECONDS MAX SIZE] | dns HOST PORT SECONDS MAX DOMAIN');
   const port = num(portArg, 'PORT', 1);
   if (mode === 'serve') {
     serve(host, port);
     return -1; // keep running
   }
-  if (mode !== 'rr' && mode !== 'cps') throw new Error(`netcli: unknown mode ${String(mode)}`);
+  if (mode !== 'rr' && mode !== 'cps' && mode !== 'dns') throw new Error(`netcli: unknown mode ${String(mode)}`);
   const seconds = num(secondsArg, 'SECONDS', 0.1);
   const max = Math.floor(num(maxArg, 'MAX', 1));
+  if (mode === 'dns') {
+    const domain = sizeArg ?? '';
+    if (!/^[a-z0-9-]{1,40}(\.[a-z0-9-]{1,40}){0,4}$/i.test(domain)) throw new Error(`netcli dns: bad DOMAIN ${JSON.stringify(domain)}`);
+    const r = await dnsClient(host, port, seconds, max, domain);
+    process.stdout.write(JSON.stringify(r) + '\n');
+    return r.count > 0 ? 0 : 1;
+  }
   const size = Math.floor(num(sizeArg, 'SIZE', 1));
   const r = mode === 'rr' ? await rr(host, port, seconds, max, size) : await cps(host, port, seconds, max, size);
   process.stdout.write(JSON.stringify(r) + '\n');

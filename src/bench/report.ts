@@ -4,7 +4,7 @@
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { CpuTotals } from './cpu.js';
-import type { CpsResult, IperfResult, RrResult } from './tools.js';
+import type { CpsResult, DnsResult, IperfResult, RrResult, UdpResult } from './tools.js';
 
 export type Outcome<T> = { ok: true; value: T; cpu: CpuTotals } | { ok: false; error: string; cpu?: CpuTotals };
 
@@ -45,6 +45,14 @@ export interface BenchSettings {
   /** Bounds of the connection test. */
   cpsMaxConnections: number;
   cpsMsgBytes: number;
+  /**
+   * UDP test: the receive buffer the benchmark's dante asks for its UDP sockets
+   * (internal/external.udp.so_rcvbuf; the kernel caps it at net.core.rmem_max), or null when the
+   * proxy ran with its defaults.
+   */
+  proxyUdpRcvbuf?: number | null;
+  /** DNS test: the config file given to `tunroute up -c` (dns hijack). */
+  tunrouteConfig?: Record<string, unknown>;
 }
 
 export interface BenchReport {
@@ -58,6 +66,10 @@ export interface BenchReport {
   iperfDown?: Pair<IperfResult>;
   rr?: Pair<RrResult>;
   cps?: Pair<CpsResult>;
+  /** iperf3 -u at a fixed offered rate. */
+  udp?: Pair<UdpResult>;
+  /** Sequential DNS queries (tunroute: dns hijack, upstream through the proxy). */
+  dns?: Pair<DnsResult>;
   /** `tunroute status --json` at the end of the run (its own counters), when it has --control. */
   tunrouteStatus?: unknown;
   /** Set when tunroute died during the run. */
@@ -146,6 +158,8 @@ function sections(r: BenchReport): Section[] {
   const gb = (v: IperfResult): Work => ({ units: v.bytes / 1e9, activeS: v.seconds });
   const rt = (v: RrResult): Work => ({ units: v.totalRoundTrips, activeS: v.activeS });
   const conn = (v: CpsResult): Work => ({ units: v.connections, activeS: v.activeS });
+  const udpGb = (v: UdpResult): Work => ({ units: v.bytes / 1e9, activeS: v.seconds });
+  const query = (v: DnsResult): Work => ({ units: v.queries, activeS: v.activeS });
   const add = <T>(p: Pair<T> | undefined, name: string, per: string, unit: string, scale: number, workUnit: string, f: (v: T) => Work): void => {
     if (p) out.push({ name, per, unit, scale, workUnit, direct: view(p.direct, f), tunroute: view(p.tunroute, f) });
   };
@@ -153,6 +167,8 @@ function sections(r: BenchReport): Section[] {
   add(r.iperfDown, 'iperf3 download', 'per GB download', 'CPU-s', 1, 'GB', gb);
   add(r.rr, 'round trips', 'per round trip', 'µs', 1e6, 'round trip', rt);
   add(r.cps, 'connections', 'per connection', 'µs', 1e6, 'connection', conn);
+  add(r.udp, 'UDP (iperf3 -u)', 'per GB UDP received', 'CPU-s', 1, 'GB', udpGb);
+  add(r.dns, 'DNS queries', 'per DNS query', 'µs', 1e6, 'query', query);
   return out;
 }
 
@@ -213,6 +229,29 @@ export function summaryTable(r: BenchReport): Table {
     ]);
     rows.push(['connect → reply, mean, µs', cell(p.direct, (x) => x.meanUs), cell(p.tunroute, (x) => x.meanUs), ratio(value(p.direct, (x) => x.meanUs), value(p.tunroute, (x) => x.meanUs))]);
     rows.push(['connect → reply, p99, µs', cell(p.direct, (x) => x.p99Us), cell(p.tunroute, (x) => x.p99Us), ratio(value(p.direct, (x) => x.p99Us), value(p.tunroute, (x) => x.p99Us))]);
+  }
+  if (r.udp) {
+    const p = r.udp;
+    const v = p.direct.ok ? p.direct.value : p.tunroute.ok ? p.tunroute.value : undefined;
+    const what = v ? `${fmt(v.offeredMbps)} Mbit/s offered, ${v.datagramBytes} B datagrams, ${s} s` : `${s} s`;
+    rows.push([
+      `UDP received, Mbit/s (iperf3 -u, ${what})`,
+      cell(p.direct, (x) => x.mbps),
+      cell(p.tunroute, (x) => x.mbps),
+      ratio(value(p.tunroute, (x) => x.mbps), value(p.direct, (x) => x.mbps)),
+    ]);
+    rows.push(['UDP loss, % of datagrams sent', cell(p.direct, (x) => x.lossPercent, 2), cell(p.tunroute, (x) => x.lossPercent, 2), '']);
+  }
+  if (r.dns) {
+    const p = r.dns;
+    rows.push([
+      'DNS queries/s, sequential (UDP, a new name each query)',
+      cell(p.direct, (x) => x.rate),
+      cell(p.tunroute, (x) => x.rate),
+      ratio(value(p.tunroute, (x) => x.rate), value(p.direct, (x) => x.rate)),
+    ]);
+    rows.push(['DNS query → answer, mean, µs', cell(p.direct, (x) => x.meanUs), cell(p.tunroute, (x) => x.meanUs), ratio(value(p.direct, (x) => x.meanUs), value(p.tunroute, (x) => x.meanUs))]);
+    rows.push(['DNS query → answer, p99, µs', cell(p.direct, (x) => x.p99Us), cell(p.tunroute, (x) => x.p99Us), ratio(value(p.direct, (x) => x.p99Us), value(p.tunroute, (x) => x.p99Us))]);
   }
   // CPU cost per unit of work, both paths: the lab's processes (tools, servers, proxy, tunroute;
   // blind to other work on the host) and the whole host (with the kernel's softirq time, but
@@ -288,6 +327,8 @@ function failures(r: BenchReport): string[] {
   add('iperf3 download', r.iperfDown);
   add('round trips', r.rr);
   add('connections', r.cps);
+  add('UDP', r.udp);
+  add('DNS', r.dns);
   if (r.tunrouteExit) out.push(`tunroute exited during the run: ${r.tunrouteExit}`);
   return out;
 }
@@ -299,6 +340,37 @@ export function anyFailed(r: BenchReport): boolean {
 function machine(r: BenchReport): string {
   const e = r.env;
   return `${e.cpus} vCPU (${e.cpuModel}), ${fmt(e.memGiB, 2)} GiB, Linux ${e.kernel}, Node ${e.node}`;
+}
+
+/** How the UDP and DNS tests were set up: a paragraph (of lines) each, none when neither ran. */
+function testNotes(r: BenchReport): string[][] {
+  const out: string[][] = [];
+  if (r.udp) {
+    const v = r.udp.direct.ok ? r.udp.direct.value : r.udp.tunroute.ok ? r.udp.tunroute.value : undefined;
+    const rcvbuf = r.settings.proxyUdpRcvbuf;
+    const flags = v ? ` (-b ${fmt(v.offeredMbps)}M -l ${v.datagramBytes} -w ${fmt(v.bufferBytes / 2 ** 20, 2)}M)` : '';
+    out.push([
+      `UDP: iperf3 -u at a fixed offered rate${flags}, each server bound to the address it is`,
+      'reached at; "received" is what the server counted, loss is (sent - received) / sent. Through',
+      `tunroute the datagrams go by SOCKS5 UDP ASSOCIATE; ${r.settings.proxy} ran with ` +
+        (rcvbuf === undefined || rcvbuf === null
+          ? 'its default UDP socket buffers'
+          : `${fmt(rcvbuf / 2 ** 20, 2)} MiB UDP receive buffers asked`),
+      rcvbuf === undefined || rcvbuf === null
+        ? '(net.core.rmem_default, 208 KiB on most hosts), which drop bursts: part of the loss is the proxy\'s.'
+        : '(internal/external.udp.so_rcvbuf, capped at net.core.rmem_max; its 208 KiB default drops bursts).',
+    ]);
+  }
+  if (r.dns) {
+    const v = r.dns.direct.ok ? r.dns.direct.value : r.dns.tunroute.ok ? r.dns.tunroute.value : undefined;
+    out.push([
+      `DNS: one query at a time (node dgram client) to dnsmasq, ${v ? v.query : 'a new name each query, TTL 0'},`,
+      "so tunroute's answer cache never answers and every query makes the whole trip. tunroute runs with",
+      'dns hijack, its upstream dnsmasq reached through the proxy (UDP ASSOCIATE; DNS over TCP when the',
+      'proxy refuses UDP); direct asks dnsmasq over the veth.',
+    ]);
+  }
+  return out;
 }
 
 function setup(r: BenchReport): string {
@@ -326,6 +398,7 @@ export function renderText(r: BenchReport): string {
     'runs (tool client and server, proxy, tunroute), blind to other work; "whole host": busy time of all',
     'cores from /proc/stat (with softirq time, and with everybody else\'s work).',
     ...(anyMarked(r) ? [`* the host was busy with other work in that window (≥ ${fmt(BUSY_OTHER_CORES * 100, 2)} % of a core beyond the lab's processes).`] : []),
+    ...testNotes(r).flat(),
     '',
     markdownTable(cpuTable(r)),
     '',
@@ -379,6 +452,7 @@ export function renderReadme(r: BenchReport): string {
     ...(anyMarked(r)
       ? ['', `\\* the host was busy with other work in that window (≥ ${fmt(BUSY_OTHER_CORES * 100, 2)} % of a core beyond the lab's processes).`]
       : []),
+    ...testNotes(r).flatMap((para) => ['', ...para]),
     '',
     'CPU of tunroute and of the proxy (with its workers) in each window through tunroute',
     '(utime+stime from /proc/<pid>/stat), as a share of one core while the tool ran and per unit',

@@ -1,8 +1,9 @@
 /**
  * The measuring tools the benchmark drives inside the lab's client namespace, and parsers for
- * what they print: iperf3 (bulk throughput), sockperf (request/response round trips, C, so the
- * figure is the path's and not the client's) and our own Node client (netcli.ts: sequential
- * connections, and round trips when sockperf is not installed).
+ * what they print: iperf3 (bulk throughput over TCP; UDP at a fixed offered rate), sockperf
+ * (request/response round trips, C, so the figure is the path's and not the client's) and our
+ * own Node client (netcli.ts: sequential connections, sequential DNS queries, and round trips
+ * when sockperf is not installed).
  */
 import type { Namespace } from '../lab/index.js';
 import type { ClientResult } from './netcli.js';
@@ -15,6 +16,54 @@ export interface IperfResult {
   /** TCP retransmits of the sending side (the server's with -R). */
   retransmits: number;
   seconds: number;
+}
+
+export interface UdpResult {
+  /** Offered rate (iperf3 -b), Mbit/s. */
+  offeredMbps: number;
+  /** UDP payload per datagram (iperf3 -l), bytes. */
+  datagramBytes: number;
+  /** Socket buffer asked of iperf3 (-w, both ends), bytes. */
+  bufferBytes: number;
+  /** What the client sent, Mbit/s of payload. */
+  sentMbps: number;
+  /** What the server received, Mbit/s of payload. */
+  mbps: number;
+  /** Datagrams the client sent, and those the server got. */
+  sentPackets: number;
+  receivedPackets: number;
+  /**
+   * Datagrams sent but not received, % of sent. iperf3's own lost_percent (below) only counts
+   * gaps before the last datagram the server saw, so it misses a lost tail.
+   */
+  lossPercent: number;
+  /** iperf3's figures: the highest sequence number seen, the gaps below it, their share. */
+  iperfPackets: number;
+  iperfLostPackets: number;
+  iperfLostPercent: number;
+  jitterMs: number;
+  /** Payload bytes received, for CPU per GB. */
+  bytes: number;
+  seconds: number;
+}
+
+export interface DnsResult {
+  /** What was asked, e.g. "A q<N>.bench.lab, a new name each query, TTL 0". */
+  query: string;
+  /** Queries answered. */
+  queries: number;
+  errors: number;
+  firstError?: string;
+  /** Answered queries per second, one at a time. */
+  rate: number;
+  /** Query sent → answer received, µs. */
+  meanUs: number;
+  p50Us: number;
+  p99Us: number;
+  maxUs: number;
+  stoppedBy: ClientResult['stoppedBy'];
+  /** Seconds of the whole run (the client's own clock), for CPU shares. */
+  activeS: number;
 }
 
 export interface RrResult {
@@ -108,6 +157,90 @@ export async function runIperf3(c: Namespace, host: string, seconds: number, rev
   return parsed;
 }
 
+/**
+ * Parse `iperf3 -u -J` output of the client: what it sent (end.sum_sent, else end.sum) and what
+ * the server received (end.sum_received, which iperf3 ≥ 3.9 or so prints; else end.sum with its
+ * lost packets taken off).
+ */
+export function parseIperf3Udp(stdout: string, offeredMbps: number, datagramBytes: number, bufferBytes: number): UdpResult {
+  let j: unknown;
+  try {
+    j = JSON.parse(stdout);
+  } catch {
+    throw new Error(`iperf3 printed no JSON: ${stdout.slice(0, 300).trim() || '(nothing)'}`);
+  }
+  const err = path(j, 'error');
+  if (typeof err === 'string') throw new Error(`iperf3: ${err}`);
+  const sum = path(j, 'end', 'sum');
+  const recv = path(j, 'end', 'sum_received') ?? sum;
+  const sent = path(j, 'end', 'sum_sent') ?? sum;
+  const packets = numAt(recv, 'packets') ?? numAt(sum, 'packets');
+  const lost = numAt(recv, 'lost_packets') ?? numAt(sum, 'lost_packets');
+  const seconds = numAt(recv, 'seconds');
+  const sentBps = numAt(sent, 'bits_per_second');
+  const sentPackets = numAt(sent, 'packets') ?? packets;
+  if (packets === undefined || lost === undefined || seconds === undefined || sentBps === undefined || sentPackets === undefined) {
+    throw new Error('iperf3 JSON has no UDP end.sum (packets, lost_packets)');
+  }
+  const kept = packets > 0 ? 1 - lost / packets : 0;
+  const hasReceived = path(j, 'end', 'sum_received') !== undefined;
+  const bps = hasReceived ? (numAt(recv, 'bits_per_second') ?? 0) : sentBps * kept;
+  const bytes = hasReceived ? (numAt(recv, 'bytes') ?? 0) : (numAt(sum, 'bytes') ?? 0) * kept;
+  return {
+    offeredMbps,
+    datagramBytes,
+    bufferBytes,
+    sentMbps: sentBps / 1e6,
+    mbps: bps / 1e6,
+    sentPackets,
+    receivedPackets: packets - lost,
+    lossPercent: sentPackets > 0 ? (100 * Math.max(0, sentPackets - (packets - lost))) / sentPackets : 0,
+    iperfPackets: packets,
+    iperfLostPackets: lost,
+    iperfLostPercent: numAt(recv, 'lost_percent') ?? (packets > 0 ? (100 * lost) / packets : 0),
+    jitterMs: numAt(recv, 'jitter_ms') ?? 0,
+    bytes,
+    seconds,
+  };
+}
+
+/** iperf3 -u from c at `rateMbps` for `seconds`, datagrams of `datagramBytes`, -w `bufferBytes`. */
+export async function runIperf3Udp(
+  c: Namespace,
+  host: string,
+  port: number,
+  seconds: number,
+  rateMbps: number,
+  datagramBytes: number,
+  bufferBytes: number,
+): Promise<UdpResult> {
+  const r = await c.exec(
+    [
+      'iperf3',
+      '-c',
+      host,
+      '-p',
+      String(port),
+      '-u',
+      '-b',
+      `${rateMbps}M`,
+      '-l',
+      String(datagramBytes),
+      '-w',
+      String(bufferBytes),
+      '-t',
+      String(seconds),
+      '-J',
+      '--connect-timeout',
+      '5000',
+    ],
+    { allowFail: true, timeoutMs: (seconds + 30) * 1000 },
+  );
+  const parsed = parseIperf3Udp(r.stdout, rateMbps, datagramBytes, bufferBytes);
+  if (r.code !== 0) throw new Error(`iperf3 exited with code ${r.code}: ${r.stderr.slice(0, 300)}`);
+  return parsed;
+}
+
 const ANSI_RE = /\u001b\[[0-9;]*m/g;
 
 /** Parse the report of `sockperf ping-pong --full-rtt`. */
@@ -174,19 +307,21 @@ function parseClient(stdout: string, stderr: string): ClientResult {
 async function runClient(
   c: Namespace,
   netcli: string,
-  mode: 'rr' | 'cps',
+  mode: ClientResult['mode'],
   host: string,
   port: number,
   seconds: number,
   max: number,
-  size: number,
+  /** SIZE (rr, cps) or DOMAIN (dns). */
+  last: number | string,
 ): Promise<ClientResult> {
-  const r = await c.exec([process.execPath, netcli, mode, host, String(port), String(seconds), String(max), String(size)], {
+  const r = await c.exec([process.execPath, netcli, mode, host, String(port), String(seconds), String(max), String(last)], {
     allowFail: true,
     timeoutMs: (seconds + 30) * 1000,
   });
   const res = parseClient(r.stdout, r.stderr);
-  if (res.count === 0) throw new Error(`no ${mode === 'rr' ? 'round trip' : 'connection'} completed: ${res.firstError ?? 'unknown error'}`);
+  const what = mode === 'rr' ? 'round trip' : mode === 'cps' ? 'connection' : 'DNS query';
+  if (res.count === 0) throw new Error(`no ${what} completed: ${res.firstError ?? 'unknown error'}`);
   return res;
 }
 
@@ -220,6 +355,35 @@ export async function runCps(
     meanUs: r.meanUs,
     p50Us: r.p50Us,
     p99Us: r.p99Us,
+    stoppedBy: r.stoppedBy,
+    activeS: r.elapsedS,
+  };
+  if (r.firstError !== undefined) out.firstError = r.firstError;
+  return out;
+}
+
+/** Sequential DNS queries (netcli dns): A q<N>.`domain`, a new name each query. */
+export async function runDns(
+  c: Namespace,
+  netcli: string,
+  host: string,
+  port: number,
+  seconds: number,
+  max: number,
+  domain: string,
+  query: string,
+): Promise<DnsResult> {
+  const r = await runClient(c, netcli, 'dns', host, port, seconds, max, domain);
+  if (r.stoppedBy === 'errors') throw new Error(`DNS queries stopped after ${r.count} answers: ${r.firstError ?? 'error'}`);
+  const out: DnsResult = {
+    query,
+    queries: r.count,
+    errors: r.errors,
+    rate: r.rate,
+    meanUs: r.meanUs,
+    p50Us: r.p50Us,
+    p99Us: r.p99Us,
+    maxUs: r.maxUs,
     stoppedBy: r.stoppedBy,
     activeS: r.elapsedS,
   };
