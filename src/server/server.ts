@@ -50,7 +50,7 @@ import { UdpStack } from '../stack/udp/udp-stack.js';
 import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.js';
 import { PacketGate, type GateCounters } from './gate.js';
 import { WgTunnel, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus, type UdpTransport } from './tunnel.js';
-import { ServerUdpTransport } from './udp-transport.js';
+import { openServerTransport } from './udp-transport.js';
 import { startTunMode, type TunModeOptions } from './tun-mode.js';
 import type { IpRunner } from '../routes/apply.js';
 
@@ -224,7 +224,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   const listen = parseListen(config.listen);
   const transport =
     deps.transport ??
-    (await ServerUdpTransport.open({
+    (await openServerTransport({
       address: listen.address,
       port: listen.port,
       file: deps.file,

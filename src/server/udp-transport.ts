@@ -1,16 +1,9 @@
 /**
- * The server's UDP socket: `node:dgram` bound to the config's `listen` address, behind the
- * UdpTransport interface the tunnel speaks through.
- *
- * UDP has no backpressure: what the kernel cannot take at once is queued by libuv, and that
- * queue is bounded (`maxQueued`): beyond it datagrams are dropped and counted, like a full NIC
- * queue, and the peers' own TCP backs off. Socket buffers are raised to 4 MiB where the kernel
- * allows (it caps them at net.core.[rw]mem_max without error).
+ * The server's UDP socket, bound to the config's `listen` address: the same bounded-queue
+ * DgramTransport the tunnel client uses (see src/outbound/wireguard/udp-transport.ts).
  */
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { TunrouteError } from '../errors.js';
-import type { Endpoint } from '../outbound/wireguard/endpoint.js';
-import type { UdpTransport } from './tunnel.js';
+import { DgramTransport } from '../outbound/wireguard/udp-transport.js';
 
 export interface ServerTransportOptions {
   address: string;
@@ -39,64 +32,17 @@ function bindError(e: NodeJS.ErrnoException, address: string, port: number, file
   }
 }
 
-export class ServerUdpTransport implements UdpTransport {
-  sendDrops = 0;
-  private handler: ((data: Uint8Array, from: Endpoint) => void) | undefined;
-  private closed = false;
-
-  private constructor(
-    private readonly socket: Socket,
-    readonly port: number,
-    private readonly maxQueued: number,
-  ) {
-    // rinfo has `address` and `port`: it is the Endpoint, no copy per datagram.
-    socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.handler?.(msg, rinfo));
-  }
-
-  static open(opts: ServerTransportOptions): Promise<ServerUdpTransport> {
-    const socket = createSocket({ type: 'udp4' });
-    return new Promise<ServerUdpTransport>((resolve, reject) => {
-      const onBindError = (e: NodeJS.ErrnoException): void => {
-        socket.close();
-        reject(bindError(e, opts.address, opts.port, opts.file));
-      };
-      socket.once('error', onBindError);
-      socket.bind({ port: opts.port, address: opts.address, exclusive: true }, () => {
-        socket.off('error', onBindError);
-        socket.on('error', (e) => opts.onError?.(e));
-        const bytes = opts.bufferBytes ?? 4 * 1024 * 1024;
-        try {
-          socket.setSendBufferSize(bytes);
-          socket.setRecvBufferSize(bytes);
-        } catch {
-          // refused: the defaults work, only with more loss under bursts
-        }
-        resolve(new ServerUdpTransport(socket, socket.address().port, opts.maxQueued ?? 1024));
-      });
-    });
-  }
-
-  onMessage(handler: (data: Uint8Array, from: Endpoint) => void): void {
-    this.handler = handler;
-  }
-
-  send(data: Uint8Array, to: Endpoint): boolean {
-    if (this.closed || this.socket.getSendQueueCount() >= this.maxQueued) {
-      this.sendDrops++;
-      return false;
-    }
-    this.socket.send(data, to.port, to.address, this.afterSend);
-    return true;
-  }
-
-  private readonly afterSend = (err: Error | null): void => {
-    if (err) this.sendDrops++;
-  };
-
-  close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    this.handler = undefined;
-    this.socket.close();
-  }
+/**
+ * The server's socket is the tunnel client's DgramTransport, bound to `listen`, with a larger
+ * send queue (many peers) and bind errors that name the server's config.
+ */
+export function openServerTransport(opts: ServerTransportOptions): Promise<DgramTransport> {
+  return DgramTransport.open({
+    address: opts.address,
+    port: opts.port,
+    maxQueued: opts.maxQueued ?? 1024,
+    bufferBytes: opts.bufferBytes,
+    onError: opts.onError,
+    bindError: (e) => bindError(e, opts.address, opts.port, opts.file),
+  });
 }

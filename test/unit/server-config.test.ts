@@ -10,7 +10,7 @@ import { DEFAULT_SERVER_CONTROL_PATH, DEFAULT_SERVER_DENY, loadServerConfig, par
 import { TunrouteError } from '../../src/errors.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
 import { serverRouter } from '../../src/server/server.js';
-import { ServerUdpTransport } from '../../src/server/udp-transport.js';
+import { openServerTransport } from '../../src/server/udp-transport.js';
 import { IP_PROTO_TCP, ipToU32 } from '../../src/wire/ipv4.js';
 import { seededRandom } from './wg-harness.js';
 
@@ -142,9 +142,9 @@ describe('server config', () => {
 
 describe('server UDP socket', () => {
   it('says in one sentence that the port is taken', async () => {
-    const first = await ServerUdpTransport.open({ address: '127.0.0.1', port: 0 });
+    const first = await openServerTransport({ address: '127.0.0.1', port: 0 });
     try {
-      const e = await asyncErrorOf(ServerUdpTransport.open({ address: '127.0.0.1', port: first.port, file: 's.yaml' }));
+      const e = await asyncErrorOf(openServerTransport({ address: '127.0.0.1', port: first.port, file: 's.yaml' }));
       expect(e.code).toBe('TR_LISTEN');
       expect(e.message).toBe(`UDP port ${first.port} on 127.0.0.1 is already in use (another tunroute server or WireGuard?): stop it, or set another port in listen in s.yaml.`);
     } finally {

@@ -38,6 +38,8 @@ export interface DgramTransportOptions {
   bufferBytes?: number;
   /** Socket errors after bind (logged by the caller; the socket stays open). */
   onError?: (err: Error) => void;
+  /** The one sentence for a failed bind; the default speaks of the tunnel's ListenPort. */
+  bindError?: (err: NodeJS.ErrnoException) => TunrouteError;
 }
 
 export class DgramTransport implements UdpTransport {
@@ -61,6 +63,7 @@ export class DgramTransport implements UdpTransport {
     return new Promise<DgramTransport>((resolve, reject) => {
       const onBindError = (e: NodeJS.ErrnoException): void => {
         socket.close();
+        if (opts.bindError !== undefined) return reject(opts.bindError(e));
         const why = e.code === 'EADDRINUSE' ? 'is already in use' : `cannot be bound (${e.code ?? e.message})`;
         reject(new TunrouteError('TR_UPSTREAM', `UDP port ${wanted} for the tunnel ${why}: pick another ListenPort (listenPort), or leave it out for any free port.`, e));
       };
