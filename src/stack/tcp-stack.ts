@@ -97,8 +97,9 @@ export class TcpStack {
   readonly input = (ip: Ipv4Packet): void => {
     if (this.closed) return;
     const tcp = this.tcp;
-    // The dispatcher validated it already; wrap again only to point our own view at it.
-    tcp.wrap(ip.buffer, ip.payloadOffset, ip.payloadLen);
+    // The dispatcher validated header and options already: only point our own view at it
+    // (a second wrap() would walk the options again for every segment).
+    tcp.wrapUnchecked(ip.buffer, ip.payloadOffset, ip.payloadLen);
     const seg: TcpSegment = {
       srcPort: tcp.srcPort,
       dstPort: tcp.dstPort,
