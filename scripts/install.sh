@@ -15,10 +15,11 @@ if ! command -v node >/dev/null 2>&1 || [ "$(node -p 'process.versions.node.spli
   exit 1
 fi
 
-# iproute2 (ip, netns), build tools for the addon, and the lab's real programs: a SOCKS5
+# iproute2 (ip, netns), build tools and OpenSSL's headers for the addon (the tunnel's
+# ChaCha20-Poly1305 runs in C against the libcrypto Node itself links), and the lab's real programs: a SOCKS5
 # server (dante, microsocks), traffic tools (ping, curl, iperf3, dig), a resolver (dnsmasq),
 # a WireGuard peer (wireguard-go, wg), tcpdump, and sockperf for the benchmark.
-pkgs=(iproute2 python3 make g++ iputils-ping curl iperf3 dante-server microsocks dnsutils dnsmasq-base
+pkgs=(iproute2 python3 make g++ libssl-dev iputils-ping curl iperf3 dante-server microsocks dnsutils dnsmasq-base
       wireguard-go wireguard-tools tcpdump procps sockperf)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
