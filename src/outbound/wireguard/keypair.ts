@@ -14,12 +14,12 @@
  * Keys are wiped when a keypair is dropped: pushed out by rotation, older than
  * REJECT_AFTER_TIME (expired), or when the peer zeroes all key material.
  */
-import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from 'node:crypto';
 import type { TransportKeys } from './handshake.js';
 import { wipe } from './keys.js';
-import { MESSAGE_TRANSPORT, TRANSPORT_HEADER_LEN, transportCounter, writeU32, writeU64 } from './messages.js';
-import { aeadNonce, AEAD_TAG_LEN } from './noise.js';
+import { TRANSPORT_HEADER_LEN, transportCounter } from './messages.js';
+import { AEAD_TAG_LEN } from './noise.js';
 import { ReplayFilter } from './replay.js';
+import { transportAead, type TransportAead } from './transport-aead.js';
 
 /** §6.2: after this many messages the initiator starts a new handshake. */
 export const REKEY_AFTER_MESSAGES = 1n << 60n;
@@ -49,23 +49,21 @@ export class Keypair {
   /** The next counter to send with. */
   sendCounter = 0n;
   readonly replay = new ReplayFilter();
-  private rawSend: Uint8Array;
-  private rawRecv: Uint8Array;
-  private sendKey: KeyObject | undefined;
-  private recvKey: KeyObject | undefined;
-  private readonly nonce = new Uint8Array(12);
-  private scratch = new Uint8Array(0);
+  /** The raw keys; undefined once wiped. */
+  private sendKey: Uint8Array | undefined;
+  private recvKey: Uint8Array | undefined;
+  private readonly aead: TransportAead;
 
-  constructor(keys: TransportKeys, createdAt: number) {
+  /** `aead`: the cipher (default: native when the addon is built); tests pass either one. */
+  constructor(keys: TransportKeys, createdAt: number, aead: TransportAead = transportAead()) {
     this.isInitiator = keys.isInitiator;
     this.localIndex = keys.localIndex;
     this.remoteIndex = keys.remoteIndex;
     this.createdAt = createdAt;
-    this.rawSend = new Uint8Array(keys.sendKey);
-    this.rawRecv = new Uint8Array(keys.recvKey);
+    this.sendKey = new Uint8Array(keys.sendKey);
+    this.recvKey = new Uint8Array(keys.recvKey);
     wipe(keys.sendKey, keys.recvKey);
-    this.sendKey = createSecretKey(this.rawSend);
-    this.recvKey = createSecretKey(this.rawRecv);
+    this.aead = aead;
   }
 
   get wiped(): boolean {
@@ -92,24 +90,10 @@ export class Keypair {
     if (key === undefined || this.sendCounter >= REJECT_AFTER_MESSAGES) return undefined;
     const counter = this.sendCounter++;
     const n = Math.max(paddedLen, packet.length);
-    let plain = packet;
-    if (n > packet.length) {
-      // Pad in a scratch copy: one cipher update is cheaper than a second for the zeros.
-      if (this.scratch.length < n) this.scratch = new Uint8Array(Math.max(n, 2048));
-      plain = this.scratch.subarray(0, n);
-      plain.set(packet);
-      plain.fill(0, packet.length);
-    }
-    // Every byte is written below, so the buffer need not be zero-filled first.
+    // Every byte is written by seal (padding included), so the buffer need not be zero-filled;
+    // messages under 4 KiB come from Node's shared pool, not an allocation each.
     const out: Uint8Array = Buffer.allocUnsafe(TRANSPORT_HEADER_LEN + n + AEAD_TAG_LEN);
-    writeU32(out, 0, MESSAGE_TRANSPORT);
-    writeU32(out, 4, this.remoteIndex);
-    writeU64(out, 8, counter);
-    const c = createCipheriv('chacha20-poly1305', key, aeadNonce(counter, this.nonce), { authTagLength: AEAD_TAG_LEN });
-    if (n > 0) out.set(c.update(plain), TRANSPORT_HEADER_LEN);
-    c.final();
-    out.set(c.getAuthTag(), TRANSPORT_HEADER_LEN + n);
-    if (plain !== packet) plain.fill(0);
+    this.aead.seal(key, this.remoteIndex, counter, packet, n, out, 0);
     return out;
   }
 
@@ -121,25 +105,18 @@ export class Keypair {
   open(msg: Uint8Array): { plain: Uint8Array; counter: bigint } | undefined {
     const key = this.recvKey;
     if (key === undefined || msg.length < TRANSPORT_HEADER_LEN + AEAD_TAG_LEN) return undefined;
-    const counter = transportCounter(msg);
-    const end = msg.length - AEAD_TAG_LEN;
-    const d = createDecipheriv('chacha20-poly1305', key, aeadNonce(counter, this.nonce), { authTagLength: AEAD_TAG_LEN });
-    d.setAuthTag(msg.subarray(end));
-    const plain = end > TRANSPORT_HEADER_LEN ? d.update(msg.subarray(TRANSPORT_HEADER_LEN, end)) : new Uint8Array(0);
-    try {
-      d.final();
-    } catch {
-      plain.fill(0);
-      return undefined;
-    }
-    return { plain, counter };
+    // The plaintext gets a buffer of its own: `msg` may be a view the transport reuses.
+    const plain: Uint8Array = Buffer.allocUnsafe(msg.length - TRANSPORT_HEADER_LEN - AEAD_TAG_LEN);
+    if (this.aead.open(key, msg, plain, 0) < 0) return undefined;
+    return { plain, counter: transportCounter(msg) };
   }
 
-  /** Zero the key bytes and drop the OpenSSL copies; the keypair can no longer seal or open. */
+  /** Zero the key bytes (and the cipher's copy); the keypair can no longer seal or open. */
   wipe(): void {
-    wipe(this.rawSend, this.rawRecv);
+    if (this.sendKey !== undefined && this.recvKey !== undefined) wipe(this.sendKey, this.recvKey);
     this.sendKey = undefined;
     this.recvKey = undefined;
+    this.aead.wipe();
   }
 }
 

@@ -12,6 +12,7 @@
  *
  * Wiping: `wipe()` zeroes our JavaScript copies. The copy inside a KeyObject is OpenSSL's and
  * is freed (cleansed) when the KeyObject is garbage-collected; we drop our reference to it.
+ * Transport (session) keys never become KeyObjects: see transport-aead.ts.
  */
 import {
   createPrivateKey,
