@@ -27,7 +27,7 @@ import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
 import { monotonicClock, type Clock } from './clock.js';
 import { createRequire } from 'node:module';
-import { startControlServer, statusSnapshotOf } from './control/index.js';
+import { startControlServer, statusSnapshotOf, type TunnelStatus } from './control/index.js';
 import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
 import { openWireguardTunnels, type TunnelStats, type WireguardTunnel } from './outbound/wireguard/tunnel.js';
 import { tunnelForwardHook } from './outbound/wireguard/forward.js';
@@ -68,6 +68,8 @@ export interface RunningTunroute {
   stats(): TunrouteStats;
   flows(): TcpFlowInfo[];
   udpFlows(): UdpFlowInfo[];
+  /** The WireGuard tunnels as `status` lists them. */
+  tunnels(): TunnelStatus[];
   /** Removes the routes this instance added, then closes the device. Idempotent. */
   stop(): Promise<void>;
 }
@@ -191,6 +193,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     stats,
     flows: () => relay.flowInfo(),
     udpFlows: () => udpRelay.flowInfo(),
+    tunnels: () => [...tunnels.values()].map((t) => tunnelStatusOf(t.stats())),
     stop() {
       stopping ??= (async () => {
         relay.closeAll();
@@ -210,6 +213,36 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
       })();
       return stopping;
     },
+  };
+}
+
+/** Only the counters that are not zero. */
+function nonZeroOf(...groups: Partial<Record<string, number>>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const g of groups) for (const [k, v] of Object.entries(g)) if (v !== undefined && v > 0) out[k] = (out[k] ?? 0) + v;
+  return out;
+}
+
+/** A tunnel's counters, cut to what `status` shows (the full set is in the final log line). */
+function tunnelStatusOf(t: TunnelStats): TunnelStatus {
+  return {
+    name: t.name,
+    listenPort: t.listenPort,
+    mtu: t.mtu,
+    txPackets: t.txPackets,
+    txBytes: t.txBytes,
+    rxPackets: t.rxPackets,
+    rxBytes: t.rxBytes,
+    drops: nonZeroOf(t.dropped, t.deviceDropped, t.peerDropped, { udp_send: t.udpSendDrops }),
+    peers: t.peers.map((p) => ({
+      publicKey: p.publicKey,
+      allowedIPs: p.allowedIPs,
+      ...(p.endpoint === undefined ? {} : { endpoint: p.endpoint }),
+      ...(p.lastHandshakeAgoMs === undefined ? {} : { lastHandshakeAgoMs: p.lastHandshakeAgoMs }),
+      rxBytes: p.counters.rxBytes,
+      txBytes: p.counters.txBytes,
+      drops: nonZeroOf(p.dropped),
+    })),
   };
 }
 

@@ -17,7 +17,7 @@
  *     … and 5 more
  */
 import type { TcpFlowInfo } from '../relay/tcp-relay.js';
-import type { ServerStatus, StatusSnapshot } from './protocol.js';
+import type { ServerStatus, StatusSnapshot, TunnelStatus } from './protocol.js';
 
 export interface FormatOptions {
   /** Most flow rows to print. Default 20. */
@@ -118,6 +118,23 @@ function formatServer(v: ServerStatus): string[] {
   return out;
 }
 
+/** `tunroute up`'s WireGuard tunnels: one line each, then its peers, like `wg show`. */
+function formatTunnels(tunnels: readonly TunnelStatus[]): string[] {
+  const out: string[] = [];
+  for (const t of tunnels) {
+    out.push(line('tunnel', `${t.name}  listen ${t.listenPort}  mtu ${t.mtu}  out ${formatCount(t.txPackets)} (${formatBytes(t.txBytes)})  in ${formatCount(t.rxPackets)} (${formatBytes(t.rxBytes)})`));
+    out.push(line('  drops', nonZero(t.drops) ?? 'none'));
+    for (const p of t.peers) {
+      const hs = p.lastHandshakeAgoMs === undefined ? 'no handshake' : `handshake ${formatDuration(p.lastHandshakeAgoMs)} ago`;
+      const parts = [p.publicKey, p.allowedIPs.join(','), p.endpoint ?? 'no endpoint', hs, `rx ${formatBytes(p.rxBytes)}`, `tx ${formatBytes(p.txBytes)}`];
+      const d = nonZero(p.drops);
+      if (d !== undefined) parts.push(`drops: ${d}`);
+      out.push(line('peer', parts.join('  ')));
+    }
+  }
+  return out;
+}
+
 /** The whole human view of a snapshot, without a trailing newline. */
 export function formatStatus(s: StatusSnapshot, opts: FormatOptions = {}): string {
   const p = s.packets;
@@ -126,6 +143,7 @@ export function formatStatus(s: StatusSnapshot, opts: FormatOptions = {}): strin
   out.push(`tunroute ${s.version}  pid ${s.pid}  up ${formatDuration(s.uptimeMs)}  since ${s.startedAt}`);
   out.push(line('device', `${s.device.name}  ${s.device.address}  mtu ${s.device.mtu}  routes ${formatCount(s.routes)}`));
   if (s.server !== undefined) out.push(...formatServer(s.server));
+  if (s.tunnels !== undefined) out.push(...formatTunnels(s.tunnels));
 
   const pk = [
     `in ${formatCount(s.link.rxPackets)} (${formatBytes(s.link.rxBytes)})`,

@@ -16,6 +16,7 @@ export {
   type ControlResponse,
   type PingReply,
   type StatusSnapshot,
+  type TunnelStatus,
 } from './protocol.js';
 export { startControlServer, statusSnapshotOf, type ControlServer, type ControlServerOptions, type SnapshotInfo, type SnapshotSource } from './server.js';
 export { queryControl, type QueryOptions } from './client.js';

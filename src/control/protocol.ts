@@ -65,6 +65,33 @@ export interface StatusSnapshot {
   udpFlows?: UdpFlowInfo[];
   /** Present when the daemon is `tunroute server`. */
   server?: ServerStatus;
+  /** `tunroute up`'s WireGuard tunnels (absent: none configured, or an older daemon). */
+  tunnels?: TunnelStatus[];
+}
+
+/** One WireGuard tunnel of `tunroute up`: inner packets each way, drops, and its peers. */
+export interface TunnelStatus {
+  name: string;
+  listenPort: number;
+  mtu: number;
+  txPackets: number;
+  txBytes: number;
+  rxPackets: number;
+  rxBytes: number;
+  /** Non-zero drop counters by reason (tunnel, protocol, the UDP socket's send queue). */
+  drops: Record<string, number>;
+  peers: TunnelPeerInfo[];
+}
+
+export interface TunnelPeerInfo {
+  publicKey: string;
+  allowedIPs: string[];
+  endpoint?: string;
+  lastHandshakeAgoMs?: number;
+  /** Bytes of the datagrams received from / sent to the peer (as `wg show` counts them). */
+  rxBytes: number;
+  txBytes: number;
+  drops: Record<string, number>;
 }
 
 /** UDP totals of `tunroute up`: flows, datagrams and bytes each way, DNS hijack. */
@@ -300,6 +327,31 @@ export const statusSnapshotSchema = z.object({
         }),
       ),
     })
+    .optional(),
+  tunnels: z
+    .array(
+      z.object({
+        name: z.string(),
+        listenPort: count,
+        mtu: count,
+        txPackets: count,
+        txBytes: count,
+        rxPackets: count,
+        rxBytes: count,
+        drops: z.record(z.string(), z.number().nonnegative()).default({}),
+        peers: z.array(
+          z.object({
+            publicKey: z.string(),
+            allowedIPs: z.array(z.string()),
+            endpoint: z.string().optional(),
+            lastHandshakeAgoMs: z.number().nonnegative().optional(),
+            rxBytes: count,
+            txBytes: count,
+            drops: z.record(z.string(), z.number().nonnegative()).default({}),
+          }),
+        ),
+      }),
+    )
     .optional(),
 });
 

@@ -30,6 +30,7 @@ import {
   type PingReply,
   type StatusSnapshot,
   type UdpFlowInfo,
+  type TunnelStatus,
   type UdpStatus,
 } from './protocol.js';
 
@@ -296,6 +297,7 @@ export interface SnapshotSource {
   stats(): Pick<StatusSnapshot, 'packets' | 'tcp' | 'outbounds'> & { udp?: { relay: UdpStatus } };
   flows(): TcpFlowInfo[];
   udpFlows?(): UdpFlowInfo[];
+  tunnels?(): TunnelStatus[];
 }
 
 export interface SnapshotInfo {
@@ -311,6 +313,7 @@ export interface SnapshotInfo {
 /** Build the `status` reply from a running instance (the server serialises it at once). */
 export function statusSnapshotOf(src: SnapshotSource, info: SnapshotInfo): StatusSnapshot {
   const s = src.stats();
+  const tunnels = src.tunnels?.();
   const now = (info.now ?? Date.now)();
   return {
     version: info.version,
@@ -326,6 +329,7 @@ export function statusSnapshotOf(src: SnapshotSource, info: SnapshotInfo): Statu
     flows: src.flows(),
     ...(s.udp === undefined ? {} : { udp: udpStatusOf(s.udp.relay) }),
     ...(src.udpFlows === undefined ? {} : { udpFlows: src.udpFlows() }),
+    ...(tunnels === undefined || tunnels.length === 0 ? {} : { tunnels }),
   };
 }
 

@@ -94,6 +94,28 @@ describe('formatStatus', () => {
     expect(formatStatus(snapshot())).not.toContain('udp flows:');
   });
 
+  it('lists WireGuard tunnels and their peers, like wg show, with only non-zero drops', () => {
+    const s = snapshot();
+    s.tunnels = [
+      {
+        name: 'wg0',
+        listenPort: 51820,
+        mtu: 1420,
+        txPackets: 1200,
+        txBytes: 3 * 1024 * 1024,
+        rxPackets: 900,
+        rxBytes: 1024,
+        drops: { udp_send: 2 },
+        peers: [{ publicKey: 'PEERKEY=', allowedIPs: ['10.8.0.0/16'], endpoint: '192.0.2.1:51820', lastHandshakeAgoMs: 4000, rxBytes: 4096, txBytes: 8192, drops: {} }],
+      },
+    ];
+    const text = formatStatus(s);
+    expect(text).toContain('wg0  listen 51820  mtu 1420  out 1,200 (3.0 MiB)  in 900 (1.0 KiB)');
+    expect(text).toMatch(/drops +udp_send 2\n/);
+    expect(text).toMatch(/peer +PEERKEY=  10\.8\.0\.0\/16  192\.0\.2\.1:51820  handshake 4s ago  rx 4\.0 KiB  tx 8\.0 KiB\n/);
+    expect(formatStatus(snapshot())).not.toContain('tunnel');
+  });
+
   it('keeps reasons a newer daemon counts', () => {
     const s = snapshot();
     (s.packets.drops as Record<string, number>).udp_fragment = 5;

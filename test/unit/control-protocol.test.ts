@@ -56,6 +56,24 @@ describe('parseResponse', () => {
     expect(r).toEqual({ ok: true, data: s });
   });
 
+  it('round-trips a status with WireGuard tunnels', () => {
+    const s = snapshot();
+    s.tunnels = [
+      {
+        name: 'office',
+        listenPort: 40000,
+        mtu: 1420,
+        txPackets: 1,
+        txBytes: 100,
+        rxPackets: 2,
+        rxBytes: 200,
+        drops: {},
+        peers: [{ publicKey: 'K=', allowedIPs: ['10.8.0.0/16'], rxBytes: 0, txBytes: 148, drops: { forged: 1 } }],
+      },
+    ];
+    expect(parseResponse('status', encodeResponse(okResponse(s)).trimEnd())).toEqual({ ok: true, data: s });
+  });
+
   it('passes the daemon\'s error through', () => {
     expect(parseResponse('status', encodeResponse(errorResponse('no')).trimEnd())).toEqual({ ok: false, error: 'no' });
   });
