@@ -1,6 +1,7 @@
 /**
- * The upstreams' own addresses: tunroute's sockets to its SOCKS5 servers (and, later, tunnel
- * endpoints) must never be routed into tun0, or every flow would loop back into tunroute.
+ * The upstreams' own addresses: tunroute's sockets to its SOCKS5 servers and its tunnels' UDP
+ * to their WireGuard endpoints must never be routed into tun0, or every flow (every sealed
+ * datagram) would loop back into tunroute.
  *
  * The plan carves each upstream address out of what enters tun0, so the kernel looks it up in
  * the main table like any other direct destination (and follows a new default route by
@@ -12,20 +13,25 @@ import { lookup } from 'node:dns/promises';
 import { TunrouteError } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import { PROXY_OUTBOUND } from '../config/schema.js';
+import { parseEndpoint } from '../config/wg-quick.js';
 import { formatSocks5Url, parseSocks5Url, type Socks5Url } from '../outbound/socks5-url.js';
 
-export interface UpstreamRef {
+interface UpstreamBase {
   /** The outbound's name ("proxy" for --proxy). */
   readonly name: string;
-  readonly kind: 'socks5';
-  readonly url: Socks5Url;
-  /** Where it is configured: "proxy" or "outbounds[1].url". */
+  /** Where it is configured: "proxy", "outbounds[1].url" or "outbounds[2].peers[0].endpoint". */
   readonly field: string;
+  readonly host: string;
+  readonly hostKind: 'ipv4' | 'name';
+  readonly port: number;
 }
+
+/** A SOCKS5 server, or a WireGuard peer's endpoint (pinned to an address by expandTunnels). */
+export type UpstreamRef = (UpstreamBase & { readonly kind: 'socks5'; readonly url: Socks5Url }) | (UpstreamBase & { readonly kind: 'wireguard' });
 
 export interface ResolvedUpstream {
   readonly name: string;
-  readonly kind: 'socks5';
+  readonly kind: UpstreamRef['kind'];
   /** As configured: an address or a host name. */
   readonly host: string;
   readonly port: number;
@@ -36,13 +42,20 @@ export interface ResolvedUpstream {
 /** Every upstream a config names, parsed (bad URLs fail here, before anything changes). */
 export function upstreamsOf(config: Config): UpstreamRef[] {
   const out: UpstreamRef[] = [];
-  if (config.proxy !== undefined) {
-    out.push({ name: PROXY_OUTBOUND, kind: 'socks5', url: parseSocks5Url(config.proxy, { source: '--proxy', code: 'TR_BAD_FLAG' }), field: 'proxy' });
-  }
+  const socks = (name: string, url: Socks5Url, field: string): UpstreamRef => ({ name, kind: 'socks5', url, field, host: url.host, hostKind: url.hostKind === 'ipv4' ? 'ipv4' : 'name', port: url.port });
+  if (config.proxy !== undefined) out.push(socks(PROXY_OUTBOUND, parseSocks5Url(config.proxy, { source: '--proxy', code: 'TR_BAD_FLAG' }), 'proxy'));
   config.outbounds.forEach((o, i) => {
-    if (o.type !== 'socks5') return;
-    const field = `outbounds[${i}].url`;
-    out.push({ name: o.name, kind: 'socks5', url: parseSocks5Url(o.url, { source: field, code: 'TR_BAD_CONFIG' }), field });
+    if (o.type === 'socks5') {
+      const field = `outbounds[${i}].url`;
+      out.push(socks(o.name, parseSocks5Url(o.url, { source: field, code: 'TR_BAD_CONFIG' }), field));
+    } else if (o.type === 'wireguard') {
+      o.peers.forEach((p, j) => {
+        // The schema admits IPv4 and host names only; anything else never reaches here.
+        const ep = p.endpoint === undefined ? undefined : parseEndpoint(p.endpoint);
+        if (ep === undefined || ep.kind === 'ipv6') return;
+        out.push({ name: o.name, kind: 'wireguard', field: `outbounds[${i}].peers[${j}].endpoint`, host: ep.host, hostKind: ep.kind, port: ep.port });
+      });
+    }
   });
   return out;
 }
@@ -56,21 +69,21 @@ export const systemResolver: Resolver = async (host) => (await lookup(host, { al
 export async function resolveUpstreams(refs: readonly UpstreamRef[], resolve: Resolver = systemResolver): Promise<ResolvedUpstream[]> {
   return Promise.all(
     refs.map(async (r): Promise<ResolvedUpstream> => {
-      const base = { name: r.name, kind: r.kind, host: r.url.host, port: r.url.port };
-      if (r.url.hostKind === 'ipv4') return { ...base, addrs: [r.url.host] };
+      const base = { name: r.name, kind: r.kind, host: r.host, port: r.port };
+      if (r.hostKind === 'ipv4') return { ...base, addrs: [r.host] };
       let addrs: string[];
       try {
-        addrs = [...new Set(await resolve(r.url.host))];
+        addrs = [...new Set(await resolve(r.host))];
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code ?? String(e);
         throw new TunrouteError(
           'TR_UPSTREAM',
-          `Cannot resolve ${r.url.host} (${r.field}, ${code}): tunroute must know the upstream's address before it changes routes, to keep it out of the tunnel; check DNS or give the address.`,
+          `Cannot resolve ${r.host} (${r.field}, ${code}): tunroute must know the upstream's address before it changes routes, to keep it out of the tunnel; check DNS or give the address.`,
           e,
         );
       }
       if (addrs.length === 0) {
-        throw new TunrouteError('TR_UPSTREAM', `${r.url.host} (${r.field}) has no IPv4 address: give the upstream's IPv4 address instead.`);
+        throw new TunrouteError('TR_UPSTREAM', `${r.host} (${r.field}) has no IPv4 address: give the upstream's IPv4 address instead.`);
       }
       return { ...base, addrs };
     }),
@@ -82,19 +95,18 @@ export async function resolveUpstreams(refs: readonly UpstreamRef[], resolve: Re
  * so the outbounds connect exactly there.
  */
 export function pinUpstreams(config: Config, refs: readonly UpstreamRef[], resolved: readonly ResolvedUpstream[]): Config {
-  const pinned = (ref: UpstreamRef, i: number): string => {
-    const r = resolved[i]!;
-    return formatSocks5Url({ ...ref.url, host: r.addrs[0]!, hostKind: 'ipv4' }, { redact: false });
-  };
+  const pinned = (url: Socks5Url, i: number): string => formatSocks5Url({ ...url, host: resolved[i]!.addrs[0]!, hostKind: 'ipv4' }, { redact: false });
   let next: Config = config;
   refs.forEach((ref, i) => {
-    if (ref.url.hostKind === 'ipv4') return;
-    if (ref.field === 'proxy') next = { ...next, proxy: pinned(ref, i) };
+    // Tunnel endpoints are pinned earlier, by expandTunnels, which also resolves them.
+    if (ref.kind !== 'socks5' || ref.hostKind === 'ipv4') return;
+    const url = ref.url;
+    if (ref.field === 'proxy') next = { ...next, proxy: pinned(url, i) };
     else {
       const idx = Number(/^outbounds\[(\d+)\]/.exec(ref.field)![1]);
       next = {
         ...next,
-        outbounds: next.outbounds.map((o, j) => (j === idx && o.type === 'socks5' ? { ...o, url: pinned(ref, i) } : o)),
+        outbounds: next.outbounds.map((o, j) => (j === idx && o.type === 'socks5' ? { ...o, url: pinned(url, i) } : o)),
       };
     }
   });

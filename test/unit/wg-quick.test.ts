@@ -15,6 +15,7 @@ import { parseEndpoint, parseWgQuick, tunnelNameOf, wgQuickOutbound } from '../.
 import { isTunrouteError } from '../../src/errors.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
 import { planRoutes } from '../../src/routes/plan.js';
+import { pinUpstreams, resolveUpstreams, upstreamsOf } from '../../src/routes/upstreams.js';
 import { NO_NETWORK } from '../../src/routes/host.js';
 import { Router } from '../../src/router/router.js';
 import { ipToU32, IP_PROTO_TCP } from '../../src/wire/ipv4.js';
@@ -192,6 +193,23 @@ describe('tunnels in the route plan', () => {
       [{ address: '198.51.100.7', port: 51820 }, 2, 25],
       [{ address: '203.0.113.9', port: 443 }, 1, 0],
     ]);
+  });
+
+  it('the pinned endpoints are upstreams: the loop guard and the labels cover the tunnel\'s own UDP', async () => {
+    const c = loadConfig({ flags: { tunnel: [file], proxy: 'socks5://10.66.0.1:1080', route: ['10.66.1.0/24'] } });
+    const { config } = await expandTunnels(c, resolve);
+    const ups = await resolveUpstreams(upstreamsOf(config));
+    expect(ups.map((u) => [u.name, u.kind, u.addrs.join(','), u.port])).toEqual([
+      ['proxy', 'socks5', '10.66.0.1', 1080],
+      ['wg0', 'wireguard', '198.51.100.7', 51820],
+      ['wg0', 'wireguard', '203.0.113.9', 443],
+    ]);
+    // A full tunnel (everything enters the device) lists what it carves out, with why.
+    const full = (await expandTunnels(loadConfig({ flags: { tunnel: [file], proxy: 'socks5://10.66.0.1:1080' } }), resolve)).config;
+    const plan = planRoutes(full, { network: NO_NETWORK, upstreams: await resolveUpstreams(upstreamsOf(full)), files: new Map() });
+    expect(plan.direct.map((d) => d.source)).toContain("upstream 'wg0' (wireguard 203.0.113.9:443): tunroute's own connections");
+    // pinning the SOCKS5 upstreams leaves the (already pinned) endpoints alone
+    expect(pinUpstreams(config, upstreamsOf(config), ups).outbounds).toEqual(config.outbounds);
   });
 
   it('full tunnel (a proxy, no routes): no extra routes, the rules still send AllowedIPs to the tunnel', async () => {
