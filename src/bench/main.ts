@@ -13,8 +13,10 @@
  * download, request/response round trips over one connection, sequential connections per
  * second, UDP at a fixed offered rate (received throughput and loss; through SOCKS5 UDP
  * ASSOCIATE), sequential DNS queries per second (tunroute: dns hijack), and CPU (tunroute's,
- * the proxy's, the host's) over every window. Every load is bounded in time and count; the lab
- * is removed at the end, also after an error or a signal.
+ * the proxy's, the host's) over every window. The wg test (wg.ts) runs in a lab of its own:
+ * iperf3 through a WireGuard tunnel, tunroute ↔ wireguard-go against wireguard-go ↔
+ * wireguard-go. Every load is bounded in time and count; each lab is removed at the end, also
+ * after an error or a signal.
  */
 import { measureRouteApply, type RouteApplyMeasurement } from '../routes/measure.js';
 import { spawnSync } from 'node:child_process';
@@ -28,7 +30,6 @@ import {
   LabError,
   labAvailable,
   requireBinary,
-  runCommand,
   startDante,
   startDnsmasq,
   startIperf3,
@@ -38,9 +39,11 @@ import {
   type Namespace,
 } from '../lab/index.js';
 import { clockTicksPerSecond, CpuWatch } from './cpu.js';
+import { benchWg } from './wg.js';
 import {
   anyFailed,
   fmt,
+  medianRun,
   renderReadme,
   renderText,
   writeReadme,
@@ -50,12 +53,14 @@ import {
   type Pair,
 } from './report.js';
 import {
+  readMtu,
   runCps,
   runDns,
   runIperf3,
   runIperf3Udp,
   runNodeRr,
   runSockperf,
+  tunrouteStatus,
   type CpsResult,
   type DnsResult,
   type IperfResult,
@@ -93,7 +98,7 @@ const DNS_DOMAIN = 'bench.lab';
 const DNS_MAX = 500_000;
 /** Host load (busy cores) from other work under which the machine counts as quiet. */
 const QUIET_CORES = 0.3;
-const TESTS = ['iperf', 'rr', 'cps', 'udp', 'dns', 'routes'] as const;
+const TESTS = ['iperf', 'rr', 'cps', 'udp', 'dns', 'wg', 'routes'] as const;
 type Test = (typeof TESTS)[number];
 
 interface Options {
@@ -121,7 +126,9 @@ const USAGE = `usage: node dist/bench/main.js [options]     (npm run bench -- [o
   --seconds N        length of each measurement window (default 5)
   --mtu N            passed to tunroute up --mtu
   --repeat N         run each pair N times, alternating, and show the median run (default 1)
-  --only T[,T]       run only these tests: iperf, rr, cps, udp, dns, routes (repeatable)
+  --only T[,T]       run only these tests: iperf, rr, cps, udp, dns, wg, routes (repeatable);
+                     wg: iperf3 through a WireGuard tunnel, tunroute ↔ wireguard-go against
+                     wireguard-go ↔ wireguard-go, in a lab of its own (needs wireguard-go, wg)
   --udp-rate N       offered rate of the udp test, Mbit/s (default 200)
   --proxy P          the SOCKS5 server in the lab: dante (default) or microsocks
   --rr-tool T        round trips with sockperf (default when installed) or node
@@ -187,7 +194,7 @@ function parseOptions(argv: string[]): Options | 'help' {
   // Without --only, every test runs but udp with microsocks (it refuses UDP ASSOCIATE).
   const chosen = tests.length > 0 ? TESTS.filter((t) => tests.includes(t)) : TESTS.filter((t) => t !== 'udp' || proxy !== 'microsocks');
   for (const a of extra) {
-    if (/^--(route|proxy|control|tun)\b/.test(a)) throw new UsageError(`--tunroute-arg ${a}: the benchmark sets that itself`);
+    if (/^--(route|proxy|control|tun|tunnel)\b/.test(a)) throw new UsageError(`--tunroute-arg ${a}: the benchmark sets that itself`);
     if (chosen.includes('dns') && /^(-c|--config|--dns)\b/.test(a)) throw new UsageError(`--tunroute-arg ${a}: the dns test gives tunroute its own config file (dns hijack)`);
   }
   const flags = argv.filter((a) => a !== '--write-readme' && a !== '--json');
@@ -246,11 +253,14 @@ function environment(opts: Options): BenchEnv {
     const m = line ? re.exec(line) : null;
     if (m?.[1]) tools[name] = m[1];
   };
-  if (opts.tests.includes('iperf') || opts.tests.includes('udp')) ver('iperf3', firstLine('iperf3', ['--version']), /iperf ([\d.]+)/);
+  if (opts.tests.some((t) => t === 'iperf' || t === 'udp' || t === 'wg')) ver('iperf3', firstLine('iperf3', ['--version']), /iperf ([\d.]+)/);
+  if (opts.tests.includes('wg')) ver('wireguard-go', firstLine('wireguard-go', ['--version']), /wireguard-go v?([\w.-]+)/);
   if (opts.tests.includes('dns')) ver('dnsmasq', firstLine('dnsmasq', ['--version']), /version ([\d.]+)/i);
   if (opts.tests.includes('rr') && opts.rrTool !== 'node') ver('sockperf', firstLine('sockperf', ['--version']), /version ([\w.-]+)/);
-  if (opts.proxy === 'dante') ver('dante', firstLine('danted', ['-v']), /Dante v(\d+(?:\.\d+)*)/);
-  if (opts.proxy === 'microsocks') {
+  // The proxy serves every test but wg (which has a lab of its own).
+  const proxied = opts.tests.some((t) => t !== 'wg');
+  if (proxied && opts.proxy === 'dante') ver('dante', firstLine('danted', ['-v']), /Dante v(\d+(?:\.\d+)*)/);
+  if (proxied && opts.proxy === 'microsocks') {
     const r = spawnSync('dpkg-query', ['-W', '-f', '${Version}', 'microsocks'], { encoding: 'utf8', timeout: 5000 });
     if (r.status === 0 && r.stdout.trim()) tools.microsocks = r.stdout.trim();
   }
@@ -271,12 +281,6 @@ function environment(opts: Options): BenchEnv {
 function supportsControl(): boolean {
   const r = spawnSync(process.execPath, [CLI, 'up', '--help'], { encoding: 'utf8', timeout: 15_000 });
   return `${r.stdout ?? ''}${r.stderr ?? ''}`.includes('--control');
-}
-
-async function readMtu(ns: Namespace, ifname: string): Promise<number | null> {
-  const r = await ns.exec(['cat', `/sys/class/net/${ifname}/mtu`], { allowFail: true, timeoutMs: 5000 });
-  const n = Number(r.stdout.trim());
-  return r.code === 0 && Number.isInteger(n) ? n : null;
 }
 
 /** Busy cores of the host over one second (all processes: before the lab exists, others' work). */
@@ -302,20 +306,6 @@ async function waitForQuiet(maxS: number): Promise<void> {
     }
     if (!warned) progress(`the host is busy (${fmt(load * 100, 2)} % of a core from other work): waiting up to ${maxS} s for it to calm down`);
     warned = true;
-  }
-}
-
-/** `tunroute status --json` of the running daemon (its own counters), or undefined. */
-async function tunrouteStatus(controlPath: string): Promise<unknown> {
-  const r = await runCommand([process.execPath, CLI, 'status', '--json', '--control', controlPath], {
-    allowFail: true,
-    timeoutMs: 15_000,
-  }).catch(() => undefined);
-  if (!r || r.code !== 0) return undefined;
-  try {
-    return JSON.parse(r.stdout) as unknown;
-  } catch {
-    return undefined;
   }
 }
 
@@ -356,19 +346,6 @@ async function measure<T>(ctx: Ctx, label: string, path: 'direct' | 'tunroute', 
   } finally {
     await sleep(500);
   }
-}
-
-/**
- * The run to show among repeats: the successful one with the median `key` (the lower median
- * for an even count); the first failure when none succeeded.
- */
-function medianRun<T>(runs: Outcome<T>[], key: (v: T) => number): Outcome<T> {
-  const ok = runs.filter((o): o is Extract<Outcome<T>, { ok: true }> => o.ok).sort((a, b) => key(a.value) - key(b.value));
-  const pick = ok[Math.floor((ok.length - 1) / 2)];
-  const first = runs[0];
-  if (pick) return pick;
-  if (first) return first;
-  return { ok: false, error: 'not run' };
 }
 
 /** Direct and tunroute, alternating, `repeat` times each. */
@@ -504,8 +481,46 @@ async function runTests(ctx: Ctx, report: BenchReport): Promise<void> {
   }
 }
 
+/**
+ * Every chosen test: those of the SOCKS5 lab (all but wg), then the wg test in a lab of its
+ * own, once the first is gone (so that no idle daemon of one shares the other's windows).
+ */
 async function bench(opts: Options): Promise<BenchReport> {
   const env = environment(opts);
+  const report = opts.tests.some((t) => t !== 'wg') ? await benchSocks(opts, env) : await wgOnlyReport(opts, env);
+  if (opts.tests.includes('wg')) {
+    const tunrouteArgs = [...(opts.mtu === null ? [] : ['--mtu', String(opts.mtu)]), ...opts.tunrouteArgs];
+    await benchWg(report, { cli: CLI, seconds: opts.seconds, repeat: opts.repeat, tunrouteArgs, progress });
+  }
+  return report;
+}
+
+/** The report's frame when only the wg test runs: no SOCKS5 lab, so no tun0 or veth of its own. */
+async function wgOnlyReport(opts: Options, env: BenchEnv): Promise<BenchReport> {
+  await waitForQuiet(opts.waitIdle);
+  const backgroundCores = await hostLoad(1500);
+  return {
+    version: 1,
+    date: new Date().toISOString(),
+    env,
+    settings: {
+      command: opts.command,
+      seconds: opts.seconds,
+      repeat: opts.repeat,
+      proxy: opts.proxy,
+      tunMtu: null,
+      requestedMtu: opts.mtu,
+      vethMtu: null,
+      tests: opts.tests,
+      tunrouteArgs: [],
+      cpsMaxConnections: CPS_MAX,
+      cpsMsgBytes: CPS_MSG_BYTES,
+    },
+    backgroundCores,
+  };
+}
+
+async function benchSocks(opts: Options, env: BenchEnv): Promise<BenchReport> {
   const rrTool: 'sockperf' | 'node' =
     opts.rrTool === 'node' ? 'node' : opts.rrTool === 'sockperf' || hasBinary('sockperf') ? 'sockperf' : 'node';
   if (opts.tests.includes('rr') && rrTool === 'sockperf') requireBinary('sockperf', 'sockperf');
@@ -607,7 +622,7 @@ async function bench(opts: Options): Promise<BenchReport> {
     const ctx: Ctx = { opts, lab, c, s, tunroute, proxy, udpIperf, udpDatagram, rrPort, rrTool };
     if (iperf) ctx.iperf = iperf;
     await runTests(ctx, report);
-    if (useControl && !tunroute.exited) report.tunrouteStatus = await tunrouteStatus(controlPath);
+    if (useControl && !tunroute.exited) report.tunrouteStatus = await tunrouteStatus(CLI, controlPath);
     if (tunroute.exited) {
       const st = tunroute.exitStatus;
       report.tunrouteExit = `${st?.signal ?? `code ${st?.code ?? '?'}`}; last output: ${tunroute.outputTail(600)}`;

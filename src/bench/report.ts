@@ -16,6 +16,19 @@ export interface Pair<T> {
   runs?: { direct: Outcome<T>[]; tunroute: Outcome<T>[] };
 }
 
+/**
+ * The run to show among repeats: the successful one with the median `key` (the lower median
+ * for an even count); the first failure when none succeeded.
+ */
+export function medianRun<T>(runs: Outcome<T>[], key: (v: T) => number): Outcome<T> {
+  const ok = runs.filter((o): o is Extract<Outcome<T>, { ok: true }> => o.ok).sort((a, b) => key(a.value) - key(b.value));
+  const pick = ok[Math.floor((ok.length - 1) / 2)];
+  const first = runs[0];
+  if (pick) return pick;
+  if (first) return first;
+  return { ok: false, error: 'not run' };
+}
+
 export interface BenchEnv {
   kernel: string;
   node: string;
@@ -53,6 +66,21 @@ export interface BenchSettings {
   proxyUdpRcvbuf?: number | null;
   /** DNS test: the config file given to `tunroute up -c` (dns hijack). */
   tunrouteConfig?: Record<string, unknown>;
+  /** The wg test's own lab. */
+  wg?: WgSettings;
+}
+
+/** How the wg test ran (its own lab: two pairs of namespaces, each joined by a veth). */
+export interface WgSettings {
+  /** Set when the test did not run (a tool missing), with why; nothing else is set then. */
+  skipped?: string;
+  /** The tunnel MTU of both paths: `MTU =` in tunroute's wg-quick file, and every wireguard-go interface's. */
+  tunnelMtu?: number;
+  /** MTU of tun0 in the tunroute client namespace, as the kernel reports it. */
+  tunMtu?: number | null;
+  vethMtu?: number | null;
+  /** The `tunroute up` arguments (lab paths shortened). */
+  tunrouteArgs?: string[];
 }
 
 export interface BenchReport {
@@ -70,6 +98,18 @@ export interface BenchReport {
   udp?: Pair<UdpResult>;
   /** Sequential DNS queries (tunroute: dns hijack, upstream through the proxy). */
   dns?: Pair<DnsResult>;
+  /**
+   * The wg test: one iperf3 stream through a WireGuard tunnel, up and down (-R). Here `direct`
+   * is the reference, wireguard-go ↔ wireguard-go (not the kernel); `tunroute` is `tunroute up
+   * --tunnel` ↔ wireguard-go. CPU procs: `client` (tunroute, or the client's wireguard-go) and
+   * `server` (the server's wireguard-go).
+   */
+  wgUp?: Pair<IperfResult>;
+  wgDown?: Pair<IperfResult>;
+  /** `tunroute status --json` of the wg test's tunroute at its end. */
+  wgTunrouteStatus?: unknown;
+  /** Set when the wg test's tunroute died during the run. */
+  wgTunrouteExit?: string;
   /** `tunroute status --json` at the end of the run (its own counters), when it has --control. */
   tunrouteStatus?: unknown;
   /** Set when tunroute died during the run. */
@@ -181,8 +221,14 @@ function otherCores(w: WindowView): number {
 }
 
 /** Whether any whole-host figure got a mark. */
-function anyMarked(r: BenchReport): boolean {
-  return sections(r).some((s) => otherCores(s.direct) >= BUSY_OTHER_CORES || otherCores(s.tunroute) >= BUSY_OTHER_CORES);
+/** Whether a whole-host figure of these windows got a mark. */
+function marked(windows: readonly { direct: WindowView; tunroute: WindowView }[]): boolean {
+  return windows.some((s) => otherCores(s.direct) >= BUSY_OTHER_CORES || otherCores(s.tunroute) >= BUSY_OTHER_CORES);
+}
+
+/** Whether the SOCKS5 lab ran (every test but wg runs there); a wg-only report has none of it. */
+function socksLabRan(r: BenchReport): boolean {
+  return r.settings.tests.some((t) => t !== 'wg');
 }
 
 /** CPU cost per unit of work (scaled), or undefined. */
@@ -298,6 +344,66 @@ export function cpuTable(r: BenchReport): Table {
   };
 }
 
+/** The two paths of the wg test, as its table and the failures name them. */
+const WG_PATHS = { direct: 'wireguard-go ↔ wireguard-go', tunroute: 'tunroute ↔ wireguard-go' } as const;
+
+/** The wg test's windows (reference and tunroute), upload then download. */
+function wgWindows(r: BenchReport): { dir: string; p: Pair<IperfResult>; direct: WindowView; tunroute: WindowView }[] {
+  const gb = (v: IperfResult): Work => ({ units: v.bytes / 1e9, activeS: v.seconds });
+  const out: { dir: string; p: Pair<IperfResult>; direct: WindowView; tunroute: WindowView }[] = [];
+  for (const [p, dir] of [
+    [r.wgUp, 'upload'],
+    [r.wgDown, 'download'],
+  ] as const) {
+    if (p) out.push({ dir, p, direct: view(p.direct, gb), tunroute: view(p.tunroute, gb) });
+  }
+  return out;
+}
+
+/**
+ * The wg test: tunroute ↔ wireguard-go against wireguard-go ↔ wireguard-go (the reference; the
+ * column that is "direct" in the JSON), throughput and CPU; undefined when the test did not run.
+ */
+export function wgTable(r: BenchReport): Table | undefined {
+  const windows = wgWindows(r);
+  if (windows.length === 0) return undefined;
+  const rows: Row[] = [];
+  const s = r.settings.seconds;
+  const mbps = (v: IperfResult): number => v.gbps * 1000;
+  const mark = (w: WindowView): string => (otherCores(w) >= BUSY_OTHER_CORES ? ' *' : '');
+  for (const { dir, p, direct: d, tunroute: t } of windows) {
+    const proc = (w: WindowView, k: 'client' | 'server'): number | undefined => w.cpu?.procs[k];
+    rows.push([`${dir}, Mbit/s (iperf3, 1 stream, ${s} s)`, cell(p.direct, mbps), cell(p.tunroute, mbps), ratio(value(p.tunroute, mbps), value(p.direct, mbps))]);
+    rows.push([`${dir}, retransmits of the sending TCP`, cell(p.direct, (v) => v.retransmits), cell(p.tunroute, (v) => v.retransmits), '']);
+    rows.push([`${dir}, client end (wireguard-go, or tunroute), % of a core`, pct(share(proc(d, 'client'), d)), pct(share(proc(t, 'client'), t)), '']);
+    const dc = cost(proc(d, 'client'), d, 1);
+    const tc = cost(proc(t, 'client'), t, 1);
+    rows.push([`${dir}, client end CPU per GB, CPU-s`, fmt(dc), fmt(tc), ratio(dc, tc)]);
+    rows.push([`${dir}, server's wireguard-go, % of a core`, pct(share(proc(d, 'server'), d)), pct(share(proc(t, 'server'), t)), '']);
+    const dh = cost(d.cpu?.hostBusyS, d, 1);
+    const th = cost(t.cpu?.hostBusyS, t, 1);
+    rows.push([`${dir}, CPU per GB, whole host, CPU-s`, fmt(dh) + mark(d), fmt(th) + mark(t), ratio(dh, th)]);
+  }
+  return { head: ['WireGuard tunnel, same tunnel MTU', WG_PATHS.direct, WG_PATHS.tunroute, 'tunroute vs wireguard-go'], align: 'lrrr', rows };
+}
+
+/** What the wg test compares, under its table (or why it did not run). */
+function wgNotes(r: BenchReport): string[] {
+  const w = r.settings.wg;
+  if (w?.skipped) return [`WireGuard tunnel (wg test): skipped: ${w.skipped}`];
+  if (!r.wgUp && !r.wgDown) return [];
+  const version = r.env.tools['wireguard-go'];
+  return [
+    `WireGuard: one iperf3 stream through a WireGuard tunnel (tunnel MTU ${w?.tunnelMtu ?? '?'} on both paths), each path`,
+    `in its own pair of namespaces joined by a veth (MTU ${w?.vethMtu ?? '?'}), iperf3 -s on the server's tunnel address`,
+    `behind wireguard-go${version ? ` ${version}` : ''}. The reference is wireguard-go ↔ wireguard-go: userspace at both ends,`,
+    "NOT the kernel's WireGuard; tunroute ↔ wireguard-go puts `tunroute up --tunnel wg.conf` (tun0) in place of the",
+    'client\'s wireguard-go. "tunroute vs wireguard-go": 1 = as good as wireguard-go, higher is better',
+    '(throughput: tunroute/reference; CPU per GB: reference/tunroute). Client end: the client\'s wireguard-go, or',
+    "tunroute; CPU is utime+stime from /proc/<pid>/stat as a share of one core while iperf3 ran.",
+  ];
+}
+
 /** A markdown table with padded columns (readable as plain text too). */
 export function markdownTable(t: Table): string {
   const cols = t.head.length;
@@ -314,12 +420,12 @@ export function markdownTable(t: Table): string {
 
 function failures(r: BenchReport): string[] {
   const out: string[] = [];
-  const add = (name: string, p: Pair<unknown> | undefined): void => {
+  const add = (name: string, p: Pair<unknown> | undefined, names: Record<'direct' | 'tunroute', string> = { direct: 'direct', tunroute: 'tunroute' }): void => {
     if (!p) return;
     for (const path of ['direct', 'tunroute'] as const) {
       const runs = p.runs?.[path] ?? [p[path]];
       runs.forEach((o, i) => {
-        if (!o.ok) out.push(`${name}, ${path}${runs.length > 1 ? ` (run ${i + 1} of ${runs.length})` : ''}: ${o.error}`);
+        if (!o.ok) out.push(`${name}, ${names[path]}${runs.length > 1 ? ` (run ${i + 1} of ${runs.length})` : ''}: ${o.error}`);
       });
     }
   };
@@ -329,7 +435,10 @@ function failures(r: BenchReport): string[] {
   add('connections', r.cps);
   add('UDP', r.udp);
   add('DNS', r.dns);
+  add('WireGuard upload', r.wgUp, WG_PATHS);
+  add('WireGuard download', r.wgDown, WG_PATHS);
   if (r.tunrouteExit) out.push(`tunroute exited during the run: ${r.tunrouteExit}`);
+  if (r.wgTunrouteExit) out.push(`tunroute (wg test) exited during the run: ${r.wgTunrouteExit}`);
   return out;
 }
 
@@ -377,11 +486,13 @@ function setup(r: BenchReport): string {
   const s = r.settings;
   const mtu = s.tunMtu === null ? 'tun0 MTU unknown' : `tun0 MTU ${s.tunMtu}`;
   const runs = s.repeat > 1 ? `, median of ${s.repeat} runs each` : '';
+  if (!socksLabRan(r)) return `tunroute ${r.env.commit}, ${s.seconds} s per test${runs}`;
   return `tunroute ${r.env.commit}, proxy ${s.proxy}${r.env.tools[s.proxy] ? ` (${r.env.tools[s.proxy]})` : ''}, ${mtu}, veth MTU ${s.vethMtu ?? '?'}, ${s.seconds} s per test${runs}`;
 }
 
 /** What the terminal shows. */
 export function renderText(r: BenchReport): string {
+  const busyNote = `* the host was busy with other work in that window (≥ ${fmt(BUSY_OTHER_CORES * 100, 2)} % of a core beyond the lab's processes).`;
   const lines = [
     `tunroute benchmark, ${r.date}`,
     `machine: ${machine(r)}`,
@@ -390,21 +501,28 @@ export function renderText(r: BenchReport): string {
       .map(([k, v]) => `${k} ${v}`)
       .join(', ')}`,
     `background load before the run: ${fmt(r.backgroundCores * 100, 2)} % of a core (everything else on this host)`,
-    '',
-    markdownTable(summaryTable(r)),
-    '',
-    '"tunroute vs direct": 1 = as good as the kernel alone; higher is better (throughput: tunroute/direct;',
-    'times and CPU costs: direct/tunroute). CPU of the "lab processes": utime+stime of everything the lab',
-    'runs (tool client and server, proxy, tunroute), blind to other work; "whole host": busy time of all',
-    'cores from /proc/stat (with softirq time, and with everybody else\'s work).',
-    ...(anyMarked(r) ? [`* the host was busy with other work in that window (≥ ${fmt(BUSY_OTHER_CORES * 100, 2)} % of a core beyond the lab's processes).`] : []),
-    ...testNotes(r).flat(),
-    '',
-    markdownTable(cpuTable(r)),
-    '',
-    'CPU of tunroute and of the proxy (with its workers): utime+stime from /proc/<pid>/stat, as a share of one',
-    'core while the tool ran and per unit of work; host busy: all cores, everything, over the window.',
   ];
+  if (socksLabRan(r)) {
+    lines.push(
+      '',
+      markdownTable(summaryTable(r)),
+      '',
+      '"tunroute vs direct": 1 = as good as the kernel alone; higher is better (throughput: tunroute/direct;',
+      'times and CPU costs: direct/tunroute). CPU of the "lab processes": utime+stime of everything the lab',
+      'runs (tool client and server, proxy, tunroute), blind to other work; "whole host": busy time of all',
+      'cores from /proc/stat (with softirq time, and with everybody else\'s work).',
+      ...(marked(sections(r)) ? [busyNote] : []),
+      ...testNotes(r).flat(),
+      '',
+      markdownTable(cpuTable(r)),
+      '',
+      'CPU of tunroute and of the proxy (with its workers): utime+stime from /proc/<pid>/stat, as a share of one',
+      'core while the tool ran and per unit of work; host busy: all cores, everything, over the window.',
+    );
+  }
+  const wg = wgTable(r);
+  if (wg) lines.push('', markdownTable(wg), '', ...wgNotes(r), ...(marked(wgWindows(r)) ? [busyNote] : []));
+  else lines.push(...wgNotes(r).flatMap((l) => ['', l]));
   const f = failures(r);
   if (f.length > 0) lines.push('', 'failures:', ...f.map((x) => `  - ${x}`));
   return lines.join('\n') + '\n';
@@ -429,40 +547,56 @@ function commandOf(s: BenchSettings): string {
 export function renderReadme(r: BenchReport): string {
   const command = commandOf(r.settings);
   const f = failures(r);
-  return [
+  const busyNote = `\\* the host was busy with other work in that window (≥ ${fmt(BUSY_OTHER_CORES * 100, 2)} % of a core beyond the lab's processes).`;
+  const socks = socksLabRan(r);
+  const lines = [
     '',
-    "### Benchmark: tunroute vs the kernel's direct path",
+    socks ? "### Benchmark: tunroute vs the kernel's direct path" : '### Benchmark: WireGuard tunnel, tunroute vs wireguard-go',
     '',
     `- run: ${r.date.slice(0, 10)}, \`${command}\``,
     `- machine: ${machine(r)}`,
     `- noise: a shared machine (other work just before the run: ${fmt(r.backgroundCores * 100, 2)} % of a core); read the figures for direction`,
     `- setup: ${setup(r)}`,
-    '',
-    'Both columns come from the same run in the same lab: "direct" is the tool in the client',
-    'namespace talking to the server over a veth pair (kernel only); "tunroute" is the same tool',
-    'talking to an address routed into tun0, carried by tunroute through the SOCKS5 proxy.',
-    '',
-    markdownTable(summaryTable(r)),
-    '',
-    '"tunroute vs direct": 1 = as good as the kernel alone, higher is better (throughput:',
-    'tunroute/direct; times and CPU costs: direct/tunroute). CPU of the "lab processes" is',
-    'utime+stime of everything the lab runs (tool client and server, proxy, tunroute), blind to',
-    'other work; "whole host" is the busy time of all cores from /proc/stat (with softirq time, and',
-    "with everybody else's work).",
-    ...(anyMarked(r)
-      ? ['', `\\* the host was busy with other work in that window (≥ ${fmt(BUSY_OTHER_CORES * 100, 2)} % of a core beyond the lab's processes).`]
-      : []),
-    ...testNotes(r).flatMap((para) => ['', ...para]),
-    '',
-    'CPU of tunroute and of the proxy (with its workers) in each window through tunroute',
-    '(utime+stime from /proc/<pid>/stat), as a share of one core while the tool ran and per unit',
-    'of work:',
-    '',
-    markdownTable(cpuTable(r)),
-    '',
-    ...(f.length > 0 ? ['Failures in this run:', '', ...f.map((x) => `- ${x}`), ''] : []),
-    '',
-  ].join('\n');
+  ];
+  if (socks) {
+    lines.push(
+      '',
+      'Both columns come from the same run in the same lab: "direct" is the tool in the client',
+      'namespace talking to the server over a veth pair (kernel only); "tunroute" is the same tool',
+      'talking to an address routed into tun0, carried by tunroute through the SOCKS5 proxy.',
+      '',
+      markdownTable(summaryTable(r)),
+      '',
+      '"tunroute vs direct": 1 = as good as the kernel alone, higher is better (throughput:',
+      'tunroute/direct; times and CPU costs: direct/tunroute). CPU of the "lab processes" is',
+      'utime+stime of everything the lab runs (tool client and server, proxy, tunroute), blind to',
+      'other work; "whole host" is the busy time of all cores from /proc/stat (with softirq time, and',
+      "with everybody else's work).",
+      ...(marked(sections(r)) ? ['', busyNote] : []),
+      ...testNotes(r).flatMap((para) => ['', ...para]),
+      '',
+      'CPU of tunroute and of the proxy (with its workers) in each window through tunroute',
+      '(utime+stime from /proc/<pid>/stat), as a share of one core while the tool ran and per unit',
+      'of work:',
+      '',
+      markdownTable(cpuTable(r)),
+    );
+  }
+  const wg = wgTable(r);
+  if (wg) {
+    lines.push(
+      '',
+      ...(socks ? ['#### WireGuard tunnel: tunroute ↔ wireguard-go against wireguard-go ↔ wireguard-go (not the kernel)', ''] : []),
+      markdownTable(wg),
+      '',
+      ...wgNotes(r),
+      ...(marked(wgWindows(r)) ? ['', busyNote] : []),
+    );
+  } else if (r.settings.wg?.skipped) {
+    lines.push('', ...wgNotes(r));
+  }
+  lines.push('', ...(f.length > 0 ? ['Failures in this run:', '', ...f.map((x) => `- ${x}`), ''] : []), '');
+  return lines.join('\n');
 }
 
 /**

@@ -5,7 +5,7 @@
  * own Node client (netcli.ts: sequential connections, sequential DNS queries, and round trips
  * when sockperf is not installed).
  */
-import type { Namespace } from '../lab/index.js';
+import { runCommand, type Namespace } from '../lab/index.js';
 import type { ClientResult } from './netcli.js';
 
 export interface IperfResult {
@@ -389,4 +389,25 @@ export async function runDns(
   };
   if (r.firstError !== undefined) out.firstError = r.firstError;
   return out;
+}
+
+/** `tunroute status --json` of the daemon listening on `controlPath` (its own counters), or undefined. */
+export async function tunrouteStatus(cli: string, controlPath: string): Promise<unknown> {
+  const r = await runCommand([process.execPath, cli, 'status', '--json', '--control', controlPath], {
+    allowFail: true,
+    timeoutMs: 15_000,
+  }).catch(() => undefined);
+  if (!r || r.code !== 0) return undefined;
+  try {
+    return JSON.parse(r.stdout) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+/** MTU of `ifname` in `ns` as the kernel reports it, or null. */
+export async function readMtu(ns: Namespace, ifname: string): Promise<number | null> {
+  const r = await ns.exec(['cat', `/sys/class/net/${ifname}/mtu`], { allowFail: true, timeoutMs: 5000 });
+  const n = Number(r.stdout.trim());
+  return r.code === 0 && Number.isInteger(n) ? n : null;
 }

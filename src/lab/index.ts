@@ -17,3 +17,5 @@ export {
   labBytesSha256,
 } from './servers.js';
 export type { DanteOptions, MicrosocksOptions, HttpServerOptions, Iperf3Options, DnsmasqOptions } from './servers.js';
+export { startWireguardGo } from './wireguard.js';
+export type { WireguardGoOptions, WireguardGoPeer } from './wireguard.js';

@@ -39,7 +39,7 @@ function checkPort(what: string, port: number): void {
  * Resolve when `ready` does; if the process exits first, reject with its output (and the tail
  * of `logFile`, for daemons that log to a file), and stop it if readiness fails otherwise.
  */
-async function readyOrDie(proc: LabProcess, ready: Promise<unknown>, what: string, logFile?: string): Promise<LabProcess> {
+export async function readyOrDie(proc: LabProcess, ready: Promise<unknown>, what: string, logFile?: string): Promise<LabProcess> {
   const died = proc.waitForExit().then((s) => {
     throw new LabError(`${what} exited during startup (${s.signal ?? `code ${s.code}`})`);
   });

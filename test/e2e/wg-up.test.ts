@@ -14,7 +14,7 @@
 import { writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, labBytesSha256, startDante, startDnsmasq, startHttpServer, startIperf3, type LabProcess, type Namespace } from '../../src/lab/index.js';
+import { Lab, labBytesSha256, startDante, startDnsmasq, startHttpServer, startIperf3, startWireguardGo, type Namespace } from '../../src/lab/index.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
 import { e2eAvailable, finalCounters, logLines, routingSnapshot, startTunrouteIn } from '../helpers/e2e.js';
 
@@ -27,32 +27,6 @@ const C_VETH = '10.99.0.1';
 const S_TUN = '10.8.0.1';
 const C_TUN = '10.8.0.2';
 const PROXIED = '10.66.1.7';
-
-interface WgGoPeer {
-  publicKey: Uint8Array;
-  allowedIPs: string;
-  endpoint?: string;
-}
-
-/** wireguard-go on `ifname` in `ns`, configured with `wg setconf`, addressed and up. */
-async function startWireguardGo(ns: Namespace, ifname: string, opts: { privateKey: Uint8Array; listenPort: number; address: string; peers: WgGoPeer[] }): Promise<LabProcess> {
-  const proc = ns.spawn(['wireguard-go', '-f', ifname], { name: `wireguard-go-${ifname}` });
-  const sock = `/var/run/wireguard/${ifname}.sock`;
-  for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50));
-  if (!existsSync(sock)) throw new Error(`wireguard-go did not create ${sock}: ${proc.outputTail()}`);
-  const conf = [
-    '[Interface]',
-    `PrivateKey = ${formatKey(opts.privateKey)}`,
-    `ListenPort = ${opts.listenPort}`,
-    ...opts.peers.flatMap((p) => ['[Peer]', `PublicKey = ${formatKey(p.publicKey)}`, `AllowedIPs = ${p.allowedIPs}`, ...(p.endpoint ? [`Endpoint = ${p.endpoint}`] : [])]),
-  ].join('\n');
-  const file = join(ns.lab.tmpDir, `${ifname}.setconf`);
-  writeFileSync(file, `${conf}\n`, { mode: 0o600 });
-  await ns.exec(['wg', 'setconf', ifname, file]);
-  await ns.exec(['ip', 'addr', 'add', opts.address, 'dev', ifname]);
-  await ns.exec(['ip', 'link', 'set', ifname, 'up']);
-  return proc;
-}
 
 interface Iperf3Result {
   end: {
