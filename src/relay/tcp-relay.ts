@@ -115,6 +115,7 @@ export class TcpRelay {
       tsOffset: o.stack.random32(),
       mss: o.stack.mss,
       maxSegmentPayload: o.stack.maxSegmentPayload,
+      transientOutput: o.stack.copiesOutput,
       rcvBufSize: o.bufferBytes,
       sndBufSize: o.bufferBytes,
       listener: flow,

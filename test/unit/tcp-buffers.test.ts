@@ -85,6 +85,32 @@ describe('SendBuffer', () => {
   });
 });
 
+describe('SendBuffer with transient slices', () => {
+  it('copies a slice that spans chunks into one shared scratch, reused by the next such slice', () => {
+    const b = new SendBuffer(1 << 20, true);
+    const c1 = Uint8Array.from({ length: 1000 }, (_, i) => i & 0xff);
+    const c2 = Uint8Array.from({ length: 1000 }, (_, i) => (i * 3) & 0xff);
+    b.write(c1);
+    b.write(c2);
+    const s1 = b.slice(900, 200);
+    expect([...s1]).toEqual([...c1.subarray(900), ...c2.subarray(0, 100)]);
+    const s2 = b.slice(500, 1000);
+    expect([...s2]).toEqual([...c1.subarray(500), ...c2.subarray(0, 500)]);
+    expect(s2.buffer).toBe(s1.buffer); // the same scratch: s1 is no longer valid
+    // within one chunk it is still a view of the written bytes
+    expect(b.slice(10, 20).buffer).toBe(c1.buffer);
+  });
+
+  it('a buffer without the option hands out slices that stay valid', () => {
+    const b = new SendBuffer(1 << 20);
+    b.write(new Uint8Array(1000).fill(1));
+    b.write(new Uint8Array(1000).fill(2));
+    const s1 = b.slice(990, 20);
+    b.slice(980, 40);
+    expect([...s1]).toEqual([...new Array<number>(10).fill(1), ...new Array<number>(10).fill(2)]);
+  });
+});
+
 describe('Reassembly', () => {
   it('holds disjoint ranges and delivers them once the gap is filled', () => {
     const r = new Reassembly(10_000);

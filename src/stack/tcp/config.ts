@@ -22,6 +22,7 @@ export interface TcpConfig {
   maxRetries: number;
   initialWindow: number;
   copyInput: boolean;
+  transientOutput: boolean;
   challengeAckLimit: number;
   rtt: RttConfig;
 }
@@ -43,6 +44,7 @@ export function resolveConfig(o: TcpConnectionOptions): TcpConfig {
     maxRetries: o.maxRetries ?? 15,
     initialWindow: o.initialWindow ?? 10,
     copyInput: o.copyInput ?? true,
+    transientOutput: o.transientOutput ?? false,
     challengeAckLimit: o.challengeAckLimit ?? 10,
     rtt: {
       initialRtoMs: o.initialRtoMs ?? 1000,

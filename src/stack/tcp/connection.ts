@@ -132,7 +132,7 @@ export class TcpConnection {
     this.listener = opts.listener;
     this.lastNow = now;
     this.st = passive ? 'SYN-RECEIVED' : 'SYN-SENT';
-    this.snd = new Sender(opts.iss >>> 0, this.cfg.sndBufSize, this.cfg.rtt, this.cfg.initialWindow);
+    this.snd = new Sender(opts.iss >>> 0, this.cfg.sndBufSize, this.cfg.rtt, this.cfg.initialWindow, this.cfg.transientOutput);
     this.rcv = new Receiver(this.cfg.rcvBufSize, this.cfg.delayedAckMs, this.cfg.copyInput);
     this.rcv.mssCap = this.cfg.mss;
     this.ourWscale = this.cfg.windowScaling ? chooseWindowScale(this.cfg.rcvBufSize) : 0;

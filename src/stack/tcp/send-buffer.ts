@@ -15,7 +15,7 @@
  * accepts, the caller must not modify them afterwards (as with a Node socket). Tiny writes are
  * copied into a shared staging block so that a stream of 1-byte writes does not become a list
  * of 1-byte chunks. `slice()` returns a view when the range lies in one chunk and copies only
- * when it spans chunks. Finding a chunk is a hint check, then a binary search: no scan of the
+ * when it spans chunks (into a shared scratch when the consumer copies at once). Finding a chunk is a hint check, then a binary search: no scan of the
  * buffer per segment. The capacity bounds memory: `write()` accepts what fits and returns the
  * count — that is the backpressure signal.
  */
@@ -26,6 +26,13 @@ import { allocBytes } from './bytes.js';
 const SMALL_WRITE = 512;
 const STAGE_SIZE = 16 * 1024;
 const EMPTY = new Uint8Array(0);
+
+/** One scratch for every buffer in transient mode: its contents live until the next slice. */
+let scratch = new Uint8Array(0);
+function scratchBytes(n: number): Uint8Array {
+  if (scratch.length < n) scratch = new Uint8Array(Math.max(n, 64 * 1024));
+  return scratch.subarray(0, n);
+}
 
 export class SendBuffer {
   private chunks: Uint8Array[] = [];
@@ -40,7 +47,15 @@ export class SendBuffer {
   private stageChunk = -1;
   private stageChunkFrom = 0;
 
-  constructor(public capacity: number) {}
+  /**
+   * `transientSlices`: the consumer copies a slice before it asks for the next one (the stack's
+   * output writes each segment into its arena at once), so a slice that spans chunks is copied
+   * into one shared scratch instead of fresh memory per segment.
+   */
+  constructor(
+    public capacity: number,
+    private readonly transientSlices = false,
+  ) {}
 
   /** Stream offset of the first unacknowledged byte. */
   get start(): number {
@@ -117,7 +132,7 @@ export class SendBuffer {
     let c = chunks[i];
     let o = offset - this.offs[i];
     if (o + len <= c.length) return c.subarray(o, o + len);
-    const out = allocBytes(len);
+    const out = this.transientSlices ? scratchBytes(len) : allocBytes(len);
     let filled = 0;
     for (;;) {
       const take = Math.min(c.length - o, len - filled);

@@ -92,8 +92,9 @@ export class Sender {
     bufSize: number,
     rttCfg: RttConfig,
     iwSegments: number,
+    transientPayloads = false,
   ) {
-    this.buf = new SendBuffer(bufSize);
+    this.buf = new SendBuffer(bufSize, transientPayloads);
     this.rtt = new RttEstimator(rttCfg);
     this.cc = new Congestion(this.mss, iwSegments);
     this.maxRtoMs = rttCfg.maxRtoMs;

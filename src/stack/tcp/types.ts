@@ -101,6 +101,12 @@ export interface TcpConnectionOptions {
    * Set false only when every input payload is a buffer the stack may keep.
    */
   copyInput?: boolean;
+  /**
+   * The output callback copies each segment's payload before it returns (TcpStack writes it
+   * into its packet arena), so payloads may be views into a scratch reused for the next
+   * segment. Default false: every payload stays valid (tests keep the segments they see).
+   */
+  transientOutput?: boolean;
   /** Challenge ACKs (RFC 5961 §7) allowed per second. Default 10. */
   challengeAckLimit?: number;
 }
