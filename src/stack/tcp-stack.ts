@@ -44,7 +44,7 @@ export class TcpStack {
   private readonly outBuf = Buffer.allocUnsafe(OUT_BUFFER);
   private outUsed = 0;
   private outViews: Uint8Array[] = [];
-  private readonly emit = (srcIp: number, dstIp: number, seg: TcpSegment): void => this.emitSegment(srcIp, dstIp, seg);
+  private readonly emit = (srcIp: number, dstIp: number, seg: TcpSegment, sendMss: number): void => this.emitSegment(srcIp, dstIp, seg, sendMss);
 
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
@@ -66,6 +66,9 @@ export class TcpStack {
   setSynHandler(h: (request: TcpSynRequest) => void): void {
     this.synHandler = h;
   }
+
+  /** Every segment's payload is copied into the packet arena before emit returns (see emitSegment). */
+  readonly copiesOutput = true;
 
   /** The MSS this link allows: MTU minus the IPv4 and TCP headers. */
   get mss(): number {
@@ -171,7 +174,7 @@ export class TcpStack {
     }
   }
 
-  private emitSegment(srcIp: number, dstIp: number, seg: TcpSegment): void {
+  private emitSegment(srcIp: number, dstIp: number, seg: TcpSegment, sendMss: number): void {
     if (this.outUsed + MAX_PACKET > this.outBuf.length) this.flushOut();
     const start = this.outUsed;
     if (!this.link.vnetHdr) {
@@ -184,12 +187,7 @@ export class TcpStack {
     // than one MSS into the connection's segment size.
     const n = emitTcpIpv4(seg, this.outBuf, start + VNET_HDR_LEN, srcIp, dstIp, 64, 0, true);
     const payload = seg.payload.length;
-    let gso = 0;
-    if (payload > 0) {
-      const conn = this.table.get(dstIp, seg.dstPort, srcIp, seg.srcPort);
-      const mss = conn?.sendMss ?? this.mss;
-      if (payload > mss) gso = mss;
-    }
+    const gso = payload > sendMss ? sendMss : 0;
     writeVnetTcp(this.outBuf, start, IPV4_HEADER_LEN, n - IPV4_HEADER_LEN - payload, gso);
     this.outViews.push(this.outBuf.subarray(start, start + VNET_HDR_LEN + n));
     this.outUsed += VNET_HDR_LEN + n;

@@ -25,7 +25,8 @@ import { TcpConnection } from './connection.js';
 import { ACK, RST, SYN, resetFor, type TcpSegment } from './segment.js';
 import type { ConnectOptions, TcpConnectionOptions } from './types.js';
 
-export type TableOutput = (srcIp: number, dstIp: number, seg: TcpSegment) => void;
+/** One segment out, with its connection's send MSS (the segment size of a GSO super-segment; 0 for a connectionless RST). */
+export type TableOutput = (srcIp: number, dstIp: number, seg: TcpSegment, sendMss: number) => void;
 
 /** A SYN for no connection, offered to the owner. IPs are uint32, host order. */
 export interface TcpSynRequest {
@@ -187,7 +188,7 @@ export class TcpTable {
       this.resets = [];
       for (const r of resets) {
         this.counters.resetsSent++;
-        out(r.srcIp, r.dstIp, r.seg);
+        out(r.srcIp, r.dstIp, r.seg, 0); // a bare RST: no payload to segment
       }
     }
     // Connections touched by segments or application calls.
@@ -273,7 +274,7 @@ export class TcpTable {
       heapAt: Infinity,
       dirty: false,
       removed: false,
-      emit: (seg) => (this.out as TableOutput)(localIp, remoteIp, seg),
+      emit: (seg) => (this.out as TableOutput)(localIp, remoteIp, seg, c.sendMss),
     };
     let inner = this.map.get(remoteKey);
     if (inner === undefined) {
