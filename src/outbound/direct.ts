@@ -37,6 +37,7 @@ import {
   type UdpUpstream,
   type UdpUpstreamHandlers,
   type UpstreamReason,
+  connectProblem,
 } from './outbound.js';
 
 export const DIRECT_DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -107,12 +108,9 @@ export class DirectOutbound implements Outbound {
   connectTcp(dst: Destination, opts: ConnectOptions = {}): Promise<TcpUpstream> {
     this.stats.tcpAttempts++;
     const target = `${dst.ip}:${dst.port}`;
-    if (this.closed) return Promise.reject(this.failed('aborted', `${target}: outbound '${this.name}' is closed`));
-    if (!isIPv4(dst.ip) || !Number.isInteger(dst.port) || dst.port < 1 || dst.port > 65535) {
-      return Promise.reject(this.failed('protocol', `${target} is not an IPv4 address and port`));
-    }
     const signal = opts.signal;
-    if (signal?.aborted === true) return Promise.reject(this.failed('aborted', `${target}: aborted before it started`));
+    const problem = connectProblem(this.name, this.closed, dst, signal, 1);
+    if (problem !== undefined) return Promise.reject(this.failed(...problem));
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
 
     return new Promise<TcpUpstream>((resolve, reject) => {

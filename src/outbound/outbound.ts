@@ -12,7 +12,7 @@
  * UDP (SOCKS5 UDP ASSOCIATE) is the optional member `openUdp` (see socks5-udp.ts) with an
  * optional `udp` entry in the stats; TCP users do not change, and UDP users test for the member.
  */
-import type { Socket } from 'node:net';
+import { isIPv4, type Socket } from 'node:net';
 import { TunrouteError } from '../errors.js';
 
 /** Where a terminated flow was headed. `ip` is IPv4 dotted-quad (tunroute routes IPv4 only). */
@@ -26,6 +26,19 @@ export interface Destination {
  * free: `write()` returns false and `'drain'` follows; `pause()`/`resume()` throttle reads.
  */
 export type TcpUpstream = Socket;
+
+/**
+ * The checks every `connectTcp` makes before it starts anything: the reason and message of
+ * the failure, or undefined to go on. `minPort` 0 lets port 0 through (a SOCKS server is the
+ * one to refuse it); a direct socket cannot connect there at all.
+ */
+export function connectProblem(outbound: string, closed: boolean, dst: Destination, signal: AbortSignal | undefined, minPort: 0 | 1): [UpstreamReason, string] | undefined {
+  const target = `${dst.ip}:${dst.port}`;
+  if (closed) return ['aborted', `${target}: outbound '${outbound}' is closed`];
+  if (!isIPv4(dst.ip) || !Number.isInteger(dst.port) || dst.port < minPort || dst.port > 65535) return ['protocol', `${target} is not an IPv4 address and port`];
+  if (signal?.aborted === true) return ['aborted', `${target}: aborted before it started`];
+  return undefined;
+}
 
 export interface ConnectOptions {
   /** Abort the attempt (e.g. the app reset its connection first); rejects with reason 'aborted'. */

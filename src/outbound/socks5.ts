@@ -21,7 +21,7 @@
  * code (the library flattens socket errors into message strings), and the connect, the
  * handshake and the caller's AbortSignal share one deadline that we own.
  */
-import { Socket, isIPv4 } from 'node:net';
+import { Socket } from 'node:net';
 import { SocksClient, type SocksClientError, type SocksProxy } from 'socks';
 import { monotonicClock, type Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
@@ -34,6 +34,7 @@ import {
   type OutboundStats,
   type TcpUpstream,
   type UpstreamReason,
+  connectProblem,
 } from './outbound.js';
 import { formatSocks5Url, type Socks5Url } from './socks5-url.js';
 
@@ -167,12 +168,9 @@ export class Socks5Outbound implements Outbound {
   connectTcp(dst: Destination, opts: ConnectOptions = {}): Promise<TcpUpstream> {
     this.stats.tcpAttempts++;
     const target = `${dst.ip}:${dst.port}`;
-    if (this.closed) return Promise.reject(this.failed('aborted', `${target}: outbound '${this.name}' is closed`));
-    if (!isIPv4(dst.ip) || !Number.isInteger(dst.port) || dst.port < 0 || dst.port > 65535) {
-      return Promise.reject(this.failed('protocol', `${target} is not an IPv4 address and port`));
-    }
     const signal = opts.signal;
-    if (signal?.aborted === true) return Promise.reject(this.failed('aborted', `${target}: aborted before it started`));
+    const problem = connectProblem(this.name, this.closed, dst, signal, 0);
+    if (problem !== undefined) return Promise.reject(this.failed(...problem));
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     const started = this.clock.now();
 
