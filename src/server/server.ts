@@ -228,6 +228,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
       address: listen.address,
       port: listen.port,
       file: deps.file,
+      mtu: config.mtu,
       onError: (e) => log.warn({ err: e.message }, 'UDP socket error'),
     }));
   const tunnel = new WgTunnel({ privateKey, peers, transport, clock, logger: log, mtu: config.mtu, random: deps.random, wallClock: deps.wallClock });

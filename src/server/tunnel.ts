@@ -29,7 +29,7 @@ import { CryptokeyTable } from './cryptokey.js';
 export interface UdpTransport {
   /** The local UDP port. */
   readonly port: number;
-  /** Set the one receiver of datagrams. `data` belongs to the receiver. */
+  /** Set the one receiver of datagrams. `data` is valid only during the call (copy to keep it). */
   onMessage(handler: (data: Uint8Array, from: Endpoint) => void): void;
   /** Send one datagram; the bytes must not change afterwards. False when it was dropped. Never throws. */
   send(data: Uint8Array, to: Endpoint): boolean;

@@ -1,9 +1,10 @@
 /**
- * The server's UDP socket, bound to the config's `listen` address: the same bounded-queue
- * DgramTransport the tunnel client uses (see src/outbound/wireguard/udp-transport.ts).
+ * The server's UDP socket, bound to the config's `listen` address: the same transport the
+ * tunnel client uses (see src/outbound/wireguard/udp-transport.ts): the addon's batched socket
+ * when it is built, else node:dgram.
  */
 import { TunrouteError } from '../errors.js';
-import { DgramTransport } from '../outbound/wireguard/udp-transport.js';
+import { openUdpTransport, type UdpTransport } from '../outbound/wireguard/udp-transport.js';
 
 export interface ServerTransportOptions {
   address: string;
@@ -12,6 +13,8 @@ export interface ServerTransportOptions {
   file?: string;
   maxQueued?: number;
   bufferBytes?: number;
+  /** The tunnel MTU: datagrams up to a transport message for it are received whole. */
+  mtu?: number;
   /** Socket errors after bind (the socket stays open). */
   onError?: (err: Error) => void;
 }
@@ -33,15 +36,16 @@ function bindError(e: NodeJS.ErrnoException, address: string, port: number, file
 }
 
 /**
- * The server's socket is the tunnel client's DgramTransport, bound to `listen`, with a larger
- * send queue (many peers) and bind errors that name the server's config.
+ * The server's socket is the tunnel client's transport, bound to `listen`, with a larger
+ * send queue (many peers; node:dgram only) and bind errors that name the server's config.
  */
-export function openServerTransport(opts: ServerTransportOptions): Promise<DgramTransport> {
-  return DgramTransport.open({
+export function openServerTransport(opts: ServerTransportOptions): Promise<UdpTransport> {
+  return openUdpTransport({
     address: opts.address,
     port: opts.port,
     maxQueued: opts.maxQueued ?? 1024,
     bufferBytes: opts.bufferBytes,
+    maxDatagramBytes: opts.mtu === undefined ? undefined : opts.mtu + 64,
     onError: opts.onError,
     bindError: (e) => bindError(e, opts.address, opts.port, opts.file),
   });

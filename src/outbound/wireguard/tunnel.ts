@@ -484,7 +484,7 @@ export interface OpenTunnelsDeps {
   logger: Logger;
   /** The device's own address (uint32): the NAT maps it to each tunnel's address. */
   deviceAddress: number;
-  /** The UDP socket of one tunnel; default a node:dgram socket (DgramTransport). */
+  /** The UDP socket of one tunnel; default openUdpTransport (the addon's batched socket, else node:dgram). */
   openTransport?: (spec: TunnelSpec) => Promise<UdpTransport>;
 }
 
@@ -494,9 +494,11 @@ export async function openWireguardTunnels(specs: readonly TunnelSpec[], deps: O
   const open =
     deps.openTransport ??
     (async (spec: TunnelSpec): Promise<UdpTransport> => {
-      const { DgramTransport } = await import('./udp-transport.js');
-      return DgramTransport.open({
+      const { openUdpTransport } = await import('./udp-transport.js');
+      return openUdpTransport({
         port: spec.listenPort,
+        // A transport message: 32 bytes of header and tag around the padded packet.
+        maxDatagramBytes: (spec.mtu ?? DEFAULT_TUNNEL_MTU) + 64,
         onError: (err) => deps.logger.warn({ tunnel: spec.name, err }, 'tunnel UDP socket error'),
       });
     });

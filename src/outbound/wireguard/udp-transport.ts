@@ -1,17 +1,26 @@
 /**
  * The tunnel's UDP socket behind an interface, as wireguard-go's `conn.Bind`: the tunnel only
- * sends datagrams to endpoints and is told about the ones that arrive. The real transport is a
- * `node:dgram` socket; unit tests pass an in-memory one, so a tunnel runs without a network.
+ * sends datagrams to endpoints and is told about the ones that arrive. Two real transports:
+ * NativeUdpTransport (native-udp-transport.ts: recvmmsg/sendmmsg batches through the addon),
+ * and DgramTransport here (a `node:dgram` socket) when the addon is not built;
+ * `openUdpTransport` picks. Unit tests pass an in-memory one, so a tunnel runs without a network.
  *
- * UDP has no backpressure: a datagram the kernel cannot take at once is queued by libuv, and
- * that queue is bounded here (`maxQueued`): beyond it datagrams are dropped and counted, like a
- * full NIC queue, and the apps' own TCP backs off.
+ * UDP has no backpressure: a datagram the kernel cannot take at once is dropped and counted
+ * (DgramTransport first lets libuv queue up to `maxQueued`), like a full NIC queue, and the
+ * apps' own TCP backs off.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { TunrouteError } from '../../errors.js';
+import { tryLoadNativeUdp } from '../../link/native-udp.js';
 import type { Endpoint } from './endpoint.js';
+import { NativeUdpTransport } from './native-udp-transport.js';
 
-/** A datagram that arrived, from `from`; the bytes belong to the handler. */
+/**
+ * A datagram that arrived, from `from`. `data` is valid only during the call: the native
+ * transport receives the next batch into the same memory, so a handler that keeps the bytes (or a
+ * view of them) must copy them. `from` may be kept (it is never changed; the same object comes
+ * again while the source stays the same).
+ */
 export type DatagramHandler = (data: Uint8Array, from: Endpoint) => void;
 
 export interface UdpTransport {
@@ -36,6 +45,11 @@ export interface DgramTransportOptions {
   maxQueued?: number;
   /** SO_SNDBUF / SO_RCVBUF wanted (the kernel caps them at wmem_max / rmem_max); default 4 MiB. */
   bufferBytes?: number;
+  /**
+   * The largest datagram to receive whole (the native transport's slot size; longer ones arrive
+   * cut and fail to authenticate). Default 2048: a WireGuard message for a tunnel MTU up to 2,000.
+   */
+  maxDatagramBytes?: number;
   /** Socket errors after bind (logged by the caller; the socket stays open). */
   onError?: (err: Error) => void;
   /** The one sentence for a failed bind; the default speaks of the tunnel's ListenPort. */
@@ -106,4 +120,15 @@ export class DgramTransport implements UdpTransport {
     this.handler = undefined;
     this.socket.close();
   }
+}
+
+/**
+ * The tunnel's UDP socket: the addon's batched one when the addon is built (unless
+ * TUNROUTE_NATIVE_UDP=0 in the environment, for comparisons), else node:dgram. Both fail to
+ * bind with the same one sentence (opts.bindError, else the tunnel's ListenPort one).
+ */
+export async function openUdpTransport(opts: DgramTransportOptions = {}): Promise<UdpTransport> {
+  const native = process.env.TUNROUTE_NATIVE_UDP === '0' ? undefined : tryLoadNativeUdp();
+  if (native === undefined) return DgramTransport.open(opts);
+  return NativeUdpTransport.open(native, opts);
 }
