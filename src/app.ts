@@ -157,7 +157,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   }
   // The table holds TIME-WAIT connections beyond the live flows the relay counts.
   const stack = new TcpStack({ link, clock, logger: log, maxConnections: config.tcp.maxFlows + 1024 });
-  const relay = new TcpRelay({ stack, router, outbounds, clock, logger: log, maxFlows: config.tcp.maxFlows, bufferBytes: config.tcp.bufferBytes });
+  const relay = new TcpRelay({ stack, router, outbounds, clock, logger: log, maxFlows: config.tcp.maxFlows, bufferBytes: config.tcp.bufferBytes, memoryBytes: config.tcp.memoryBytes });
   stack.setSynHandler(relay.onSyn);
   const udpStack = new UdpStack({ link, clock, logger: log, table: config.udp });
   const udpRelay = new UdpRelay({ stack: udpStack, router, outbounds, clock, logger: log, dns });

@@ -102,10 +102,12 @@ export const serverConfigSchema = z
       .object({
         /** Most concurrent TCP flows; each holds one socket of this host (open-file limit!). */
         maxFlows: z.number().int().min(1).max(1_000_000).default(16_000),
-        bufferBytes: z.number().int().min(16 * 1024).max(64 * 1024 * 1024).default(256 * 1024),
+        bufferBytes: z.number().int().min(16 * 1024).max(64 * 1024 * 1024).default(1024 * 1024),
+        /** What all flows' buffers may add up to: many flows share it, a few get bufferBytes each. */
+        memoryBytes: z.number().int().min(1024 * 1024).max(64 * 1024 * 1024 * 1024).default(256 * 1024 * 1024),
       })
       .strict()
-      .default({ maxFlows: 16_000, bufferBytes: 256 * 1024 }),
+      .default({ maxFlows: 16_000, bufferBytes: 1024 * 1024, memoryBytes: 256 * 1024 * 1024 }),
     udp: z
       .object({
         /** Most concurrent UDP flows; each holds one socket; the least recently active is closed beyond. */

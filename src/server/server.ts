@@ -161,7 +161,7 @@ function userspaceEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDep
 
   // The table holds TIME-WAIT connections beyond the live flows the relay counts.
   const tcpStack = new TcpStack({ link, clock, logger: log, maxConnections: config.tcp.maxFlows + 1024 });
-  const tcp = new TcpRelay({ stack: tcpStack, router, outbounds, clock, logger: log, maxFlows: config.tcp.maxFlows, bufferBytes: config.tcp.bufferBytes });
+  const tcp = new TcpRelay({ stack: tcpStack, router, outbounds, clock, logger: log, maxFlows: config.tcp.maxFlows, bufferBytes: config.tcp.bufferBytes, memoryBytes: config.tcp.memoryBytes });
   tcpStack.setSynHandler(tcp.onSyn);
   const udpStack = new UdpStack({ link, clock, logger: log, table: { maxFlows: config.udp.maxFlows } });
   const udp = new UdpRelay({ stack: udpStack, router, outbounds, clock, logger: log });

@@ -185,3 +185,22 @@ describe('TCP relay over an in-memory link', () => {
     expect(r.relay.stats.refusedLimit).toBe(1);
   });
 });
+
+describe('TcpRelay flow buffers', () => {
+  function relayWith(bufferBytes: number, memoryBytes: number): TcpRelay {
+    const log = silentLogger();
+    const [, tunLink] = createMemoryLinkPair({ mtu: 1500 });
+    const stack = new TcpStack({ link: tunLink, clock: monotonicClock, logger: log });
+    return new TcpRelay({ stack, router: new Router({ rules: [], defaultOutbound: 'loop' }), outbounds: new Map(), clock: monotonicClock, logger: log, bufferBytes, memoryBytes });
+  }
+
+  it('gives a flow the full buffer while the budget allows, a share of it when many flows open, never below 64 KiB', () => {
+    expect(relayWith(1 << 20, 256 << 20).flowBufferBytes()).toBe(1 << 20);
+    // 3 MiB for both directions of one flow: 1.5 MiB each way is more than bufferBytes.
+    expect(relayWith(1 << 20, 3 << 20).flowBufferBytes()).toBe(1 << 20);
+    expect(relayWith(1 << 20, 1 << 20).flowBufferBytes()).toBe(512 << 10);
+    expect(relayWith(1 << 20, 64 << 10).flowBufferBytes()).toBe(64 << 10);
+    // a bufferBytes below the floor wins over the floor
+    expect(relayWith(16 << 10, 1 << 20).flowBufferBytes()).toBe(16 << 10);
+  });
+});
