@@ -28,6 +28,7 @@ import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
 import { monotonicClock, type Clock } from './clock.js';
 import { createRequire } from 'node:module';
 import { startControlServer, statusSnapshotOf, type TunnelStatus } from './control/index.js';
+import { nonZeroCounts, peerInfoOf } from './control/peer-info.js';
 import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
 import { openWireguardTunnels, type TunnelStats, type WireguardTunnel } from './outbound/wireguard/tunnel.js';
 import { tunnelForwardHook } from './outbound/wireguard/forward.js';
@@ -216,13 +217,6 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   };
 }
 
-/** Only the counters that are not zero. */
-function nonZeroOf(...groups: Partial<Record<string, number>>[]): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const g of groups) for (const [k, v] of Object.entries(g)) if (v !== undefined && v > 0) out[k] = (out[k] ?? 0) + v;
-  return out;
-}
-
 /** A tunnel's counters, cut to what `status` shows (the full set is in the final log line). */
 function tunnelStatusOf(t: TunnelStats): TunnelStatus {
   return {
@@ -233,16 +227,8 @@ function tunnelStatusOf(t: TunnelStats): TunnelStatus {
     txBytes: t.txBytes,
     rxPackets: t.rxPackets,
     rxBytes: t.rxBytes,
-    drops: nonZeroOf(t.dropped, t.deviceDropped, t.peerDropped, { udp_send: t.udpSendDrops }),
-    peers: t.peers.map((p) => ({
-      publicKey: p.publicKey,
-      allowedIPs: p.allowedIPs,
-      ...(p.endpoint === undefined ? {} : { endpoint: p.endpoint }),
-      ...(p.lastHandshakeAgoMs === undefined ? {} : { lastHandshakeAgoMs: p.lastHandshakeAgoMs }),
-      rxBytes: p.counters.rxBytes,
-      txBytes: p.counters.txBytes,
-      drops: nonZeroOf(p.dropped),
-    })),
+    drops: nonZeroCounts(t.dropped, t.deviceDropped, t.peerDropped, { udp_send: t.udpSendDrops }),
+    peers: t.peers.map((p) => peerInfoOf(p, nonZeroCounts(p.dropped))),
   };
 }
 

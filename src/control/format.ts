@@ -17,7 +17,7 @@
  *     … and 5 more
  */
 import type { TcpFlowInfo } from '../relay/tcp-relay.js';
-import type { ServerStatus, StatusSnapshot, TunnelStatus } from './protocol.js';
+import type { ServerStatus, StatusSnapshot, TunnelPeerInfo, TunnelStatus } from './protocol.js';
 
 export interface FormatOptions {
   /** Most flow rows to print. Default 20. */
@@ -108,14 +108,17 @@ function formatServer(v: ServerStatus): string[] {
   const out = [line('server', `listen ${v.listen}  public key ${v.publicKey}${v.mode === undefined ? '' : `  mode ${v.mode}`}  forwarded ${formatCount(v.forwarded)}`)];
   out.push(line('  drops', nonZero(v.drops) ?? 'none'));
   out.push(line('  udp', `${formatCount(v.udp.flowsOpen)} open / ${formatCount(v.udp.flowsTotal)} total  up ${formatBytes(v.udp.bytesUp)}  down ${formatBytes(v.udp.bytesDown)}`));
-  for (const p of v.peers) {
-    const hs = p.lastHandshakeAgoMs === undefined ? 'no handshake' : `handshake ${formatDuration(p.lastHandshakeAgoMs)} ago`;
-    const parts = [p.name, p.allowedIPs.join(','), p.endpoint ?? 'no endpoint', hs, `rx ${formatBytes(p.rxBytes)}`, `tx ${formatBytes(p.txBytes)}`];
-    const d = nonZero(p.drops);
-    if (d !== undefined) parts.push(`drops: ${d}`);
-    out.push(line('peer', parts.join('  ')));
-  }
+  for (const p of v.peers) out.push(formatPeer(p.name, p));
   return out;
+}
+
+/** One peer line, like `wg show`: who, AllowedIPs, endpoint, last handshake, bytes, drops. */
+function formatPeer(who: string, p: TunnelPeerInfo): string {
+  const hs = p.lastHandshakeAgoMs === undefined ? 'no handshake' : `handshake ${formatDuration(p.lastHandshakeAgoMs)} ago`;
+  const parts = [who, p.allowedIPs.join(','), p.endpoint ?? 'no endpoint', hs, `rx ${formatBytes(p.rxBytes)}`, `tx ${formatBytes(p.txBytes)}`];
+  const d = nonZero(p.drops);
+  if (d !== undefined) parts.push(`drops: ${d}`);
+  return line('peer', parts.join('  '));
 }
 
 /** `tunroute up`'s WireGuard tunnels: one line each, then its peers, like `wg show`. */
@@ -124,13 +127,7 @@ function formatTunnels(tunnels: readonly TunnelStatus[]): string[] {
   for (const t of tunnels) {
     out.push(line('tunnel', `${t.name}  listen ${t.listenPort}  mtu ${t.mtu}  out ${formatCount(t.txPackets)} (${formatBytes(t.txBytes)})  in ${formatCount(t.rxPackets)} (${formatBytes(t.rxBytes)})`));
     out.push(line('  drops', nonZero(t.drops) ?? 'none'));
-    for (const p of t.peers) {
-      const hs = p.lastHandshakeAgoMs === undefined ? 'no handshake' : `handshake ${formatDuration(p.lastHandshakeAgoMs)} ago`;
-      const parts = [p.publicKey, p.allowedIPs.join(','), p.endpoint ?? 'no endpoint', hs, `rx ${formatBytes(p.rxBytes)}`, `tx ${formatBytes(p.txBytes)}`];
-      const d = nonZero(p.drops);
-      if (d !== undefined) parts.push(`drops: ${d}`);
-      out.push(line('peer', parts.join('  ')));
-    }
+    for (const p of t.peers) out.push(formatPeer(p.publicKey, p));
   }
   return out;
 }

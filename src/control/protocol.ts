@@ -83,14 +83,17 @@ export interface TunnelStatus {
   peers: TunnelPeerInfo[];
 }
 
+/** A WireGuard peer as `status` shows it, in a tunnel of `up` or in `tunroute server`. */
 export interface TunnelPeerInfo {
   publicKey: string;
   allowedIPs: string[];
+  /** The source of the peer's last authenticated datagram. */
   endpoint?: string;
   lastHandshakeAgoMs?: number;
   /** Bytes of the datagrams received from / sent to the peer (as `wg show` counts them). */
   rxBytes: number;
   txBytes: number;
+  /** Non-zero drop counters by reason (disallowed_source: a source outside the AllowedIPs). */
   drops: Record<string, number>;
 }
 
@@ -135,17 +138,9 @@ export interface ServerStatus {
   peers: ServerPeerStatus[];
 }
 
-export interface ServerPeerStatus {
+/** A peer of `tunroute server`: the peer fields plus the name the server's config gives it. */
+export interface ServerPeerStatus extends TunnelPeerInfo {
   name: string;
-  publicKey: string;
-  allowedIPs: string[];
-  /** The source of the peer's last authenticated datagram. */
-  endpoint?: string;
-  lastHandshakeAgoMs?: number;
-  rxBytes: number;
-  txBytes: number;
-  /** Non-zero drop counters by reason (disallowed_source: a source outside the AllowedIPs). */
-  drops: Record<string, number>;
 }
 
 export interface PingReply {
@@ -279,6 +274,16 @@ export const flowInfoSchema = z.object({
   ageMs: count,
 });
 
+const peerSchema = z.object({
+  publicKey: z.string(),
+  allowedIPs: z.array(z.string()),
+  endpoint: z.string().optional(),
+  lastHandshakeAgoMs: z.number().nonnegative().optional(),
+  rxBytes: count,
+  txBytes: count,
+  drops: z.record(z.string(), z.number().nonnegative()).default({}),
+});
+
 export const statusSnapshotSchema = z.object({
   version: z.string(),
   pid: z.number(),
@@ -314,18 +319,7 @@ export const statusSnapshotSchema = z.object({
       forwarded: count,
       drops: z.record(z.string(), z.number().nonnegative()).default({}),
       udp: z.object({ flowsOpen: count, flowsTotal: count, bytesUp: count, bytesDown: count, dropped: count }),
-      peers: z.array(
-        z.object({
-          name: z.string(),
-          publicKey: z.string(),
-          allowedIPs: z.array(z.string()),
-          endpoint: z.string().optional(),
-          lastHandshakeAgoMs: z.number().nonnegative().optional(),
-          rxBytes: count,
-          txBytes: count,
-          drops: z.record(z.string(), z.number().nonnegative()).default({}),
-        }),
-      ),
+      peers: z.array(peerSchema.extend({ name: z.string() })),
     })
     .optional(),
   tunnels: z
@@ -339,17 +333,7 @@ export const statusSnapshotSchema = z.object({
         rxPackets: count,
         rxBytes: count,
         drops: z.record(z.string(), z.number().nonnegative()).default({}),
-        peers: z.array(
-          z.object({
-            publicKey: z.string(),
-            allowedIPs: z.array(z.string()),
-            endpoint: z.string().optional(),
-            lastHandshakeAgoMs: z.number().nonnegative().optional(),
-            rxBytes: count,
-            txBytes: count,
-            drops: z.record(z.string(), z.number().nonnegative()).default({}),
-          }),
-        ),
+        peers: z.array(peerSchema),
       }),
     )
     .optional(),

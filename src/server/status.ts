@@ -3,6 +3,7 @@
  * tunnel, packets/tcp/outbounds/flows as for `up`) plus a small `server` part with the peers.
  */
 import { statusSnapshotSchema, type ServerStatus, type StatusSnapshot } from '../control/protocol.js';
+import { nonZeroCounts, peerInfoOf } from '../control/peer-info.js';
 import type { ServerConfig } from '../config/server-schema.js';
 import { newGateCounters } from './gate.js';
 import type { RunningServer } from './server.js';
@@ -15,16 +16,11 @@ export interface ServerSnapshotInfo {
 }
 
 /** Only the counters that are not zero. */
-function nonZero(r: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, n] of Object.entries(r)) if (n !== 0) out[k] = n;
-  return out;
-}
 
 export function serverStatusOf(srv: RunningServer, config: ServerConfig): ServerStatus {
   const s = srv.stats();
   const g = s.gate ?? newGateCounters();
-  const drops: Record<string, number> = nonZero({
+  const drops: Record<string, number> = nonZeroCounts({
     ...s.deviceDrops,
     no_peer_for_reply: s.tunnel.noPeer,
     not_ipv4: s.tunnel.notIpv4,
@@ -42,16 +38,7 @@ export function serverStatusOf(srv: RunningServer, config: ServerConfig): Server
     forwarded: g.forwarded,
     drops,
     udp: { flowsOpen: u?.flowsOpen ?? 0, flowsTotal: u?.flowsTotal ?? 0, bytesUp: u?.bytesUp ?? 0, bytesDown: u?.bytesDown ?? 0, dropped: u?.dropped ?? 0 },
-    peers: srv.peers().map((p) => ({
-      name: p.name,
-      publicKey: p.publicKey,
-      allowedIPs: p.allowedIPs,
-      ...(p.endpoint === undefined ? {} : { endpoint: p.endpoint }),
-      ...(p.lastHandshakeAgoMs === undefined ? {} : { lastHandshakeAgoMs: p.lastHandshakeAgoMs }),
-      rxBytes: p.counters.rxBytes,
-      txBytes: p.counters.txBytes,
-      drops: nonZero(p.counters.dropped),
-    })),
+    peers: srv.peers().map((p) => ({ name: p.name, ...peerInfoOf(p, nonZeroCounts(p.counters.dropped)) })),
   };
 }
 
