@@ -13,7 +13,8 @@
  * The reader is the reason this file exists: one uv_poll wake-up drains up to maxPackets
  * packets into consecutive slots of one preallocated Buffer (slot i at i * slotSize) and calls
  * JS once with the count. offsets/lengths are two Uint32Arrays created at start and filled in
- * place, so the hot path allocates nothing but the count.
+ * place, so the hot path allocates nothing but the count. The lifecycle is batch_reader.c's,
+ * shared with the tunnel's UDP receiver (udp.c); only the drain, read() per slot, is here.
  *
  * Errors from system calls are thrown as Errors with .code (errno name, e.g. 'EBUSY'), .errno
  * and .syscall. write/writeMany never throw for I/O errors: a full queue is normal traffic.
@@ -43,6 +44,7 @@
 #define TUN_PATH "/dev/net/tun"
 #define VNET_HDR_LEN 10
 
+#include "batch_reader.h"
 #include "napi_util.h"
 
 /* ---------------------------------------------------------------------------------------- */
@@ -306,275 +308,46 @@ static napi_value js_checksum(napi_env env, napi_callback_info info) {
 /* ---------------------------------------------------------------------------------------- */
 /* The batched reader                                                                          */
 
-typedef struct reader {
-  uv_poll_t poll;
-  napi_env env;
-  int fd;
-  uint8_t *data; /* the JS Buffer's bytes; kept alive by buffer_ref */
-  uint32_t max_packets;
-  uint32_t slot_size;
-  uint32_t *lengths; /* the lengths Uint32Array's storage; kept alive by lengths_ref */
-  napi_ref buffer_ref, offsets_ref, lengths_ref, callback_ref, recv_ref;
-  napi_async_context async_ctx;
-  bool stopped;     /* stop requested: no more callbacks */
-  bool released;    /* JS references and the async context released */
-  bool in_callback; /* inside napi_make_callback: release is deferred until it returns */
-  bool closing;     /* uv_close called */
-  bool closed;      /* uv_close callback ran: libuv no longer touches the struct */
-  bool finalized;   /* the JS handle object was garbage-collected */
-  bool hooked;      /* env cleanup hook registered */
-} reader_t;
+/* read() one packet per slot until the device is empty or the batch is full. */
+static uint32_t tun_drain(batch_reader_t *r, int *err) {
+  uint32_t count = 0;
+  uint32_t *lengths = r->arrays[1];
+  while (count < r->max) {
+    ssize_t n = read(r->fd, r->data + (size_t)count * r->slot_size, r->slot_size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) *err = errno;
+      break;
+    }
+    if (n == 0) break;
+    /* A packet larger than the slot arrives cut to the slot (its IP length field shows it);
+     * never report more than was stored. */
+    if ((size_t)n > r->slot_size) n = r->slot_size;
+    lengths[count++] = (uint32_t)n;
+  }
+  return count;
+}
 
 static const napi_type_tag READER_TAG = {0x7475e2f0c1a54f3bULL, 0x9d1e6a2b8c4f7011ULL};
 
-static void reader_cleanup_hook(void *arg);
-
-static void reader_maybe_free(reader_t *r) {
-  if (r->closed && r->finalized) free(r);
-}
-
-static void reader_on_close(uv_handle_t *h) {
-  reader_t *r = h->data;
-  r->closed = true;
-  reader_maybe_free(r);
-}
-
-static void reader_close_handle(reader_t *r) {
-  if (r->closing) return;
-  r->closing = true;
-  uv_poll_stop(&r->poll);
-  uv_close((uv_handle_t *)&r->poll, reader_on_close);
-}
-
-static void delete_ref(napi_env env, napi_ref *ref) {
-  if (*ref != NULL) {
-    napi_delete_reference(env, *ref);
-    *ref = NULL;
-  }
-}
-
-static void reader_release_js(reader_t *r) {
-  if (r->released) return;
-  r->released = true;
-  napi_env env = r->env;
-  delete_ref(env, &r->callback_ref);
-  delete_ref(env, &r->buffer_ref);
-  delete_ref(env, &r->offsets_ref);
-  delete_ref(env, &r->lengths_ref);
-  delete_ref(env, &r->recv_ref); /* lets the handle object be collected (-> finalizer) */
-  if (r->async_ctx != NULL) {
-    napi_async_destroy(env, r->async_ctx);
-    r->async_ctx = NULL;
-  }
-  if (r->hooked) {
-    r->hooked = false;
-    napi_remove_env_cleanup_hook(env, reader_cleanup_hook, r);
-  }
-}
-
-static void reader_stop(reader_t *r) {
-  if (r->stopped) return;
-  r->stopped = true;
-  reader_close_handle(r);
-  if (!r->in_callback) reader_release_js(r);
-}
-
-/* The environment is going away (process exit, worker termination): stop polling, no JS. */
-static void reader_cleanup_hook(void *arg) {
-  reader_t *r = arg;
-  r->hooked = false;
-  r->stopped = true;
-  r->released = true;
-  reader_close_handle(r);
-}
-
-static void reader_finalize(napi_env env, void *data, void *hint) {
-  reader_t *r = data;
-  r->finalized = true;
-  reader_maybe_free(r);
-}
-
-/* Calls the JS callback once: cb.call(handle, count, offsets, lengths). */
-static void reader_call_js(reader_t *r, int32_t count) {
-  napi_env env = r->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value cb, recv, argv[3], result;
-  if (napi_get_reference_value(env, r->callback_ref, &cb) == napi_ok &&
-      napi_get_reference_value(env, r->recv_ref, &recv) == napi_ok &&
-      napi_get_reference_value(env, r->offsets_ref, &argv[1]) == napi_ok &&
-      napi_get_reference_value(env, r->lengths_ref, &argv[2]) == napi_ok &&
-      napi_create_int32(env, count, &argv[0]) == napi_ok) {
-    r->in_callback = true;
-    napi_status st = napi_make_callback(env, r->async_ctx, recv, cb, 3, argv, &result);
-    r->in_callback = false;
-    if (st == napi_pending_exception) {
-      /* A throwing callback becomes an ordinary uncaught exception ('uncaughtException'). */
-      napi_value exc;
-      if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
-    }
-  }
-  napi_close_handle_scope(env, scope);
-  if (r->stopped) reader_release_js(r); /* stopReader() was called from inside the callback */
-}
-
-static void reader_on_poll(uv_poll_t *h, int status, int events) {
-  reader_t *r = h->data;
-  if (r->stopped) return;
-  int err = 0;
-  uint32_t count = 0;
-  if (status < 0) {
-    err = -status;
-  } else {
-    while (count < r->max_packets) {
-      ssize_t n = read(r->fd, r->data + (size_t)count * r->slot_size, r->slot_size);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
-        break;
-      }
-      if (n == 0) break;
-      /* A packet larger than the slot arrives cut to the slot (its IP length field shows it);
-       * never report more than was stored. */
-      if ((size_t)n > r->slot_size) n = r->slot_size;
-      r->lengths[count++] = (uint32_t)n;
-    }
-  }
-  if (count > 0) reader_call_js(r, (int32_t)count);
-  if (err != 0 && !r->stopped) {
-    /* A fatal read error (the device went away): tell JS with a negative count, then stop. */
-    reader_call_js(r, -err);
-    reader_stop(r);
-  }
-}
+static const batch_reader_spec_t TUN_READER = {
+    .start_name = "startReader",
+    .stop_name = "stopReader",
+    .max_name = "maxPackets",
+    .resource = "tunroute:TunReader",
+    .tag = &READER_TAG,
+    .max_limit = 65536,
+    .slot_limit = 0,
+    .narrays = 2, /* offsets, lengths */
+    .drain = tun_drain,
+};
 
 static napi_value js_start_reader(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) {
-    napi_throw_type_error(env, NULL,
-                          "startReader(fd, buffer, maxPackets, slotSize, callback) needs five arguments");
-    return NULL;
-  }
-  int fd;
-  uint8_t *data;
-  size_t len;
-  uint32_t max_packets, slot_size;
-  napi_valuetype t;
-  if (!arg_fd(env, argv[0], &fd) || !arg_bytes(env, argv[1], "buffer", &data, &len) ||
-      !arg_uint32(env, argv[2], "maxPackets", &max_packets) ||
-      !arg_uint32(env, argv[3], "slotSize", &slot_size)) {
-    return NULL;
-  }
-  NAPI_CALL(env, napi_typeof(env, argv[4], &t));
-  if (t != napi_function) {
-    napi_throw_type_error(env, NULL, "callback must be a function");
-    return NULL;
-  }
-  if (max_packets == 0 || max_packets > 65536 || slot_size == 0) {
-    napi_throw_range_error(env, NULL, "maxPackets must be 1..65536 and slotSize > 0");
-    return NULL;
-  }
-  if ((uint64_t)max_packets * slot_size > len) {
-    napi_throw_range_error(env, NULL, "buffer is smaller than maxPackets * slotSize");
-    return NULL;
-  }
-  /* Offsets are i * slotSize and must fit a Uint32Array entry. */
-  if ((uint64_t)max_packets * slot_size > UINT32_MAX) {
-    napi_throw_range_error(env, NULL, "maxPackets * slotSize must be below 4 GiB");
-    return NULL;
-  }
-
-  reader_t *r = calloc(1, sizeof *r);
-  if (r == NULL) {
-    throw_errno(env, ENOMEM, "calloc", NULL);
-    return NULL;
-  }
-  r->env = env;
-  r->fd = fd;
-  r->data = data;
-  r->max_packets = max_packets;
-  r->slot_size = slot_size;
-
-  napi_value handle, offsets_ab, offsets, lengths_ab, lengths, name;
-  void *offsets_data, *lengths_data;
-  uv_loop_t *loop;
-  int uv_err;
-  if (napi_create_object(env, &handle) != napi_ok ||
-      napi_create_arraybuffer(env, (size_t)max_packets * 4, &offsets_data, &offsets_ab) != napi_ok ||
-      napi_create_typedarray(env, napi_uint32_array, max_packets, offsets_ab, 0, &offsets) != napi_ok ||
-      napi_create_arraybuffer(env, (size_t)max_packets * 4, &lengths_data, &lengths_ab) != napi_ok ||
-      napi_create_typedarray(env, napi_uint32_array, max_packets, lengths_ab, 0, &lengths) != napi_ok ||
-      napi_create_string_utf8(env, "tunroute:TunReader", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_get_uv_event_loop(env, &loop) != napi_ok) {
-    free(r);
-    throw_napi_failure(env, "startReader setup");
-    return NULL;
-  }
-  for (uint32_t i = 0; i < max_packets; i++) ((uint32_t *)offsets_data)[i] = i * slot_size;
-  memset(lengths_data, 0, (size_t)max_packets * 4);
-  r->lengths = lengths_data;
-
-  if (napi_create_reference(env, argv[1], 1, &r->buffer_ref) != napi_ok ||
-      napi_create_reference(env, argv[4], 1, &r->callback_ref) != napi_ok ||
-      napi_create_reference(env, offsets, 1, &r->offsets_ref) != napi_ok ||
-      napi_create_reference(env, lengths, 1, &r->lengths_ref) != napi_ok ||
-      napi_create_reference(env, handle, 1, &r->recv_ref) != napi_ok ||
-      napi_async_init(env, handle, name, &r->async_ctx) != napi_ok) {
-    throw_napi_failure(env, "startReader references");
-    reader_release_js(r);
-    free(r);
-    return NULL;
-  }
-
-  uv_err = uv_poll_init(loop, &r->poll, fd);
-  if (uv_err != 0) {
-    reader_release_js(r);
-    free(r);
-    throw_errno(env, -uv_err, "uv_poll_init", NULL);
-    return NULL;
-  }
-  r->poll.data = r;
-  uv_err = uv_poll_start(&r->poll, UV_READABLE, reader_on_poll);
-  if (uv_err != 0) {
-    r->finalized = true; /* no JS handle owns it yet: free on close */
-    reader_stop(r);
-    throw_errno(env, -uv_err, "uv_poll_start", NULL);
-    return NULL;
-  }
-  if (napi_wrap(env, handle, r, reader_finalize, NULL, NULL) != napi_ok) {
-    r->finalized = true;
-    reader_stop(r);
-    throw_napi_failure(env, "startReader wrap");
-    return NULL;
-  }
-  /* From here on the finalizer owns the struct's lifetime together with uv_close. */
-  if (napi_type_tag_object(env, handle, &READER_TAG) != napi_ok) {
-    reader_stop(r);
-    throw_napi_failure(env, "startReader type tag");
-    return NULL;
-  }
-  if (napi_add_env_cleanup_hook(env, reader_cleanup_hook, r) == napi_ok) r->hooked = true;
-  return handle;
+  return batch_reader_start(env, info, &TUN_READER);
 }
 
 static napi_value js_stop_reader(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  bool ok = false;
-  napi_valuetype t = napi_undefined;
-  if (argc >= 1) NAPI_CALL(env, napi_typeof(env, argv[0], &t));
-  if (t == napi_object) NAPI_CALL(env, napi_check_object_type_tag(env, argv[0], &READER_TAG, &ok));
-  if (!ok) {
-    napi_throw_type_error(env, NULL, "stopReader needs a handle returned by startReader");
-    return NULL;
-  }
-  void *data = NULL;
-  NAPI_CALL(env, napi_unwrap(env, argv[0], &data));
-  reader_stop(data);
-  return NULL;
+  return batch_reader_stop(env, info, &TUN_READER);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -18,9 +18,9 @@
  *
  * Addresses are IPv4 as host-order uint32 (192.0.2.1 is 0xc0000201), ports host order.
  *
- * The receiver mirrors tun.c's TUN reader (uv_poll on a non-blocking fd, slots of one
- * preallocated Buffer, Uint32Arrays created at start and filled in place, env cleanup hook,
- * stop deferred while inside the callback): the hot path allocates nothing but the count.
+ * The receiver is the batched reader tun.c uses too (batch_reader.c: uv_poll, slots of one
+ * preallocated Buffer, Uint32Arrays filled in place, the lifetime rules); only its drain,
+ * one recvmmsg, lives here.
  *
  * udpSendMany never throws for I/O errors. A full socket buffer (EAGAIN) is normal traffic:
  * it returns how many went, and the caller counts the rest as dropped. Another error on the
@@ -33,6 +33,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "batch_reader.h"
 #include "napi_util.h"
 
 #ifndef UDP_SEGMENT
@@ -341,132 +342,6 @@ static napi_value js_udp_send_many(napi_env env, napi_callback_info info) {
 /* ---------------------------------------------------------------------------------------- */
 /* The batched receiver                                                                        */
 
-typedef struct receiver {
-  uv_poll_t poll;
-  napi_env env;
-  int fd;
-  uint8_t *data; /* the JS Buffer's bytes; kept alive by buffer_ref */
-  uint32_t max_datagrams;
-  uint32_t slot_size;
-  uint32_t *lengths, *addrs, *ports; /* the Uint32Arrays' storage; kept alive by their refs */
-  struct mmsghdr *msgs;              /* max_datagrams each, allocated with the struct */
-  struct iovec *iovs;
-  struct sockaddr_in *names;
-  napi_ref buffer_ref, offsets_ref, lengths_ref, addrs_ref, ports_ref, callback_ref, recv_ref;
-  napi_async_context async_ctx;
-  bool stopped;     /* stop requested: no more callbacks */
-  bool released;    /* JS references and the async context released */
-  bool in_callback; /* inside napi_make_callback: release is deferred until it returns */
-  bool closing;     /* uv_close called */
-  bool closed;      /* uv_close callback ran: libuv no longer touches the struct */
-  bool finalized;   /* the JS handle object was garbage-collected */
-  bool hooked;      /* env cleanup hook registered */
-} receiver_t;
-
-static const napi_type_tag RECEIVER_TAG = {0x5b1c0e7a93d24f61ULL, 0xa4c2e9177f3b5d08ULL};
-
-static void receiver_cleanup_hook(void *arg);
-
-static void receiver_free(receiver_t *r) {
-  free(r->msgs);
-  free(r->iovs);
-  free(r->names);
-  free(r);
-}
-
-static void receiver_maybe_free(receiver_t *r) {
-  if (r->closed && r->finalized) receiver_free(r);
-}
-
-static void receiver_on_close(uv_handle_t *h) {
-  receiver_t *r = h->data;
-  r->closed = true;
-  receiver_maybe_free(r);
-}
-
-static void receiver_close_handle(receiver_t *r) {
-  if (r->closing) return;
-  r->closing = true;
-  uv_poll_stop(&r->poll);
-  uv_close((uv_handle_t *)&r->poll, receiver_on_close);
-}
-
-static void receiver_delete_ref(napi_env env, napi_ref *ref) {
-  if (*ref != NULL) {
-    napi_delete_reference(env, *ref);
-    *ref = NULL;
-  }
-}
-
-static void receiver_release_js(receiver_t *r) {
-  if (r->released) return;
-  r->released = true;
-  napi_env env = r->env;
-  receiver_delete_ref(env, &r->callback_ref);
-  receiver_delete_ref(env, &r->buffer_ref);
-  receiver_delete_ref(env, &r->offsets_ref);
-  receiver_delete_ref(env, &r->lengths_ref);
-  receiver_delete_ref(env, &r->addrs_ref);
-  receiver_delete_ref(env, &r->ports_ref);
-  receiver_delete_ref(env, &r->recv_ref); /* lets the handle object be collected (-> finalizer) */
-  if (r->async_ctx != NULL) {
-    napi_async_destroy(env, r->async_ctx);
-    r->async_ctx = NULL;
-  }
-  if (r->hooked) {
-    r->hooked = false;
-    napi_remove_env_cleanup_hook(env, receiver_cleanup_hook, r);
-  }
-}
-
-static void receiver_stop(receiver_t *r) {
-  if (r->stopped) return;
-  r->stopped = true;
-  receiver_close_handle(r);
-  if (!r->in_callback) receiver_release_js(r);
-}
-
-/* The environment is going away (process exit, worker termination): stop polling, no JS. */
-static void receiver_cleanup_hook(void *arg) {
-  receiver_t *r = arg;
-  r->hooked = false;
-  r->stopped = true;
-  r->released = true;
-  receiver_close_handle(r);
-}
-
-static void receiver_finalize(napi_env env, void *data, void *hint) {
-  receiver_t *r = data;
-  r->finalized = true;
-  receiver_maybe_free(r);
-}
-
-/* Calls the JS callback once: cb.call(handle, count, offsets, lengths, addrs, ports). */
-static void receiver_call_js(receiver_t *r, int32_t count) {
-  napi_env env = r->env;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
-  napi_value cb, recv, argv[5], result;
-  if (napi_get_reference_value(env, r->callback_ref, &cb) == napi_ok &&
-      napi_get_reference_value(env, r->recv_ref, &recv) == napi_ok &&
-      napi_get_reference_value(env, r->offsets_ref, &argv[1]) == napi_ok &&
-      napi_get_reference_value(env, r->lengths_ref, &argv[2]) == napi_ok &&
-      napi_get_reference_value(env, r->addrs_ref, &argv[3]) == napi_ok &&
-      napi_get_reference_value(env, r->ports_ref, &argv[4]) == napi_ok &&
-      napi_create_int32(env, count, &argv[0]) == napi_ok) {
-    r->in_callback = true;
-    napi_status st = napi_make_callback(env, r->async_ctx, recv, cb, 5, argv, &result);
-    r->in_callback = false;
-    if (st == napi_pending_exception) {
-      /* A throwing callback becomes an ordinary uncaught exception ('uncaughtException'). */
-      napi_value exc;
-      if (napi_get_and_clear_last_exception(env, &exc) == napi_ok) napi_fatal_exception(env, exc);
-    }
-  }
-  napi_close_handle_scope(env, scope);
-  if (r->stopped) receiver_release_js(r); /* udpStopReceiver() was called from inside the callback */
-}
-
 /* Errors a UDP socket reports for one datagram or a passing condition: not the socket's end. */
 static bool transient_recv_error(int err) {
   switch (err) {
@@ -489,202 +364,100 @@ static bool transient_recv_error(int err) {
   }
 }
 
-static void receiver_on_poll(uv_poll_t *h, int status, int events) {
-  receiver_t *r = h->data;
-  if (r->stopped) return;
-  int err = 0;
-  uint32_t count = 0;
-  if (status < 0) {
-    err = -status;
-  } else {
-    for (uint32_t i = 0; i < r->max_datagrams; i++) {
-      struct msghdr *m = &r->msgs[i].msg_hdr;
-      m->msg_namelen = sizeof r->names[i];
-      m->msg_flags = 0;
-    }
-    int n;
-    do {
-      n = recvmmsg(r->fd, r->msgs, r->max_datagrams, MSG_DONTWAIT, NULL);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-      if (!transient_recv_error(errno)) err = errno;
-    } else {
-      for (int i = 0; i < n; i++) {
-        uint32_t len = r->msgs[i].msg_len;
-        /* A datagram larger than its slot arrives cut to the slot (MSG_TRUNC): report the cut
-         * length; it cannot authenticate and is dropped by the protocol. */
-        if (len > r->slot_size) len = r->slot_size;
-        const struct sockaddr_in *sa = &r->names[i];
-        r->lengths[i] = len;
-        if (sa->sin_family == AF_INET) {
-          r->addrs[i] = ntohl(sa->sin_addr.s_addr);
-          r->ports[i] = ntohs(sa->sin_port);
-        } else {
-          r->addrs[i] = 0;
-          r->ports[i] = 0;
-        }
-      }
-      count = (uint32_t)n;
-    }
-  }
-  if (count > 0) receiver_call_js(r, (int32_t)count);
-  if (err != 0 && !r->stopped) {
-    /* A fatal error (the socket is gone): tell JS with a negative count, then stop. */
-    receiver_call_js(r, -err);
-    receiver_stop(r);
-  }
+/* The receiver's own state: one mmsghdr, iovec and source address per slot, pointing at them. */
+typedef struct udp_ext {
+  struct mmsghdr *msgs;
+  struct iovec *iovs;
+  struct sockaddr_in *names;
+} udp_ext_t;
+
+static void udp_free_ext(batch_reader_t *r) {
+  udp_ext_t *x = r->ext;
+  if (x == NULL) return;
+  free(x->msgs);
+  free(x->iovs);
+  free(x->names);
+  free(x);
+  r->ext = NULL;
 }
 
-/* A Uint32Array of n entries with its storage; false (exception pending) on failure. */
-static bool new_u32_array(napi_env env, uint32_t n, uint32_t **storage, napi_value *out) {
-  napi_value ab;
-  void *p;
-  if (napi_create_arraybuffer(env, (size_t)n * 4, &p, &ab) != napi_ok ||
-      napi_create_typedarray(env, napi_uint32_array, n, ab, 0, out) != napi_ok) {
-    return false;
+static bool udp_init_ext(batch_reader_t *r) {
+  udp_ext_t *x = calloc(1, sizeof *x);
+  r->ext = x;
+  if (x == NULL) return false;
+  x->msgs = calloc(r->max, sizeof *x->msgs);
+  x->iovs = calloc(r->max, sizeof *x->iovs);
+  x->names = calloc(r->max, sizeof *x->names);
+  if (x->msgs == NULL || x->iovs == NULL || x->names == NULL) return false;
+  for (uint32_t i = 0; i < r->max; i++) {
+    x->iovs[i].iov_base = r->data + (size_t)i * r->slot_size;
+    x->iovs[i].iov_len = r->slot_size;
+    struct msghdr *m = &x->msgs[i].msg_hdr;
+    m->msg_name = &x->names[i];
+    m->msg_namelen = sizeof x->names[i];
+    m->msg_iov = &x->iovs[i];
+    m->msg_iovlen = 1;
   }
-  memset(p, 0, (size_t)n * 4);
-  *storage = p;
   return true;
 }
 
+/* One recvmmsg: the datagrams, their lengths and IPv4 sources (host order). */
+static uint32_t udp_drain(batch_reader_t *r, int *err) {
+  udp_ext_t *x = r->ext;
+  uint32_t *lengths = r->arrays[1], *addrs = r->arrays[2], *ports = r->arrays[3];
+  for (uint32_t i = 0; i < r->max; i++) {
+    struct msghdr *m = &x->msgs[i].msg_hdr;
+    m->msg_namelen = sizeof x->names[i];
+    m->msg_flags = 0;
+  }
+  int n;
+  do {
+    n = recvmmsg(r->fd, x->msgs, r->max, MSG_DONTWAIT, NULL);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (!transient_recv_error(errno)) *err = errno;
+    return 0;
+  }
+  for (int i = 0; i < n; i++) {
+    uint32_t len = x->msgs[i].msg_len;
+    /* A datagram larger than its slot arrives cut to the slot (MSG_TRUNC): report the cut
+     * length; it cannot authenticate and is dropped by the protocol. */
+    if (len > r->slot_size) len = r->slot_size;
+    const struct sockaddr_in *sa = &x->names[i];
+    lengths[i] = len;
+    if (sa->sin_family == AF_INET) {
+      addrs[i] = ntohl(sa->sin_addr.s_addr);
+      ports[i] = ntohs(sa->sin_port);
+    } else {
+      addrs[i] = 0;
+      ports[i] = 0;
+    }
+  }
+  return (uint32_t)n;
+}
+
+static const napi_type_tag RECEIVER_TAG = {0x5b1c0e7a93d24f61ULL, 0xa4c2e9177f3b5d08ULL};
+
+static const batch_reader_spec_t UDP_RECEIVER = {
+    .start_name = "udpStartReceiver",
+    .stop_name = "udpStopReceiver",
+    .max_name = "maxDatagrams",
+    .resource = "tunroute:UdpReceiver",
+    .tag = &RECEIVER_TAG,
+    .max_limit = 1024, /* recvmmsg takes at most UIO_MAXIOV (1024) messages per call */
+    .slot_limit = 65536,
+    .narrays = 4, /* offsets, lengths, addrs, ports */
+    .drain = udp_drain,
+    .init_ext = udp_init_ext,
+    .free_ext = udp_free_ext,
+};
+
 static napi_value js_udp_start_receiver(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) {
-    napi_throw_type_error(env, NULL,
-                          "udpStartReceiver(fd, buffer, maxDatagrams, slotSize, callback) needs five arguments");
-    return NULL;
-  }
-  int fd;
-  uint8_t *data;
-  size_t len;
-  uint32_t max_datagrams, slot_size;
-  napi_valuetype t;
-  if (!arg_fd(env, argv[0], &fd) || !arg_bytes(env, argv[1], "buffer", &data, &len) ||
-      !arg_uint32(env, argv[2], "maxDatagrams", &max_datagrams) ||
-      !arg_uint32(env, argv[3], "slotSize", &slot_size)) {
-    return NULL;
-  }
-  NAPI_CALL(env, napi_typeof(env, argv[4], &t));
-  if (t != napi_function) {
-    napi_throw_type_error(env, NULL, "callback must be a function");
-    return NULL;
-  }
-  /* recvmmsg takes at most UIO_MAXIOV (1024) messages per call. */
-  if (max_datagrams == 0 || max_datagrams > 1024 || slot_size == 0 || slot_size > 65536) {
-    napi_throw_range_error(env, NULL, "maxDatagrams must be 1..1024 and slotSize 1..65536");
-    return NULL;
-  }
-  if ((uint64_t)max_datagrams * slot_size > len) {
-    napi_throw_range_error(env, NULL, "buffer is smaller than maxDatagrams * slotSize");
-    return NULL;
-  }
-
-  receiver_t *r = calloc(1, sizeof *r);
-  if (r != NULL) {
-    r->msgs = calloc(max_datagrams, sizeof *r->msgs);
-    r->iovs = calloc(max_datagrams, sizeof *r->iovs);
-    r->names = calloc(max_datagrams, sizeof *r->names);
-  }
-  if (r == NULL || r->msgs == NULL || r->iovs == NULL || r->names == NULL) {
-    if (r != NULL) receiver_free(r);
-    throw_errno(env, ENOMEM, "calloc", NULL);
-    return NULL;
-  }
-  r->env = env;
-  r->fd = fd;
-  r->data = data;
-  r->max_datagrams = max_datagrams;
-  r->slot_size = slot_size;
-  for (uint32_t i = 0; i < max_datagrams; i++) {
-    r->iovs[i].iov_base = data + (size_t)i * slot_size;
-    r->iovs[i].iov_len = slot_size;
-    struct msghdr *m = &r->msgs[i].msg_hdr;
-    m->msg_name = &r->names[i];
-    m->msg_namelen = sizeof r->names[i];
-    m->msg_iov = &r->iovs[i];
-    m->msg_iovlen = 1;
-  }
-
-  napi_value handle, offsets, lengths, addrs, ports, name;
-  uint32_t *offsets_data;
-  uv_loop_t *loop;
-  int uv_err;
-  if (napi_create_object(env, &handle) != napi_ok || !new_u32_array(env, max_datagrams, &offsets_data, &offsets) ||
-      !new_u32_array(env, max_datagrams, &r->lengths, &lengths) ||
-      !new_u32_array(env, max_datagrams, &r->addrs, &addrs) ||
-      !new_u32_array(env, max_datagrams, &r->ports, &ports) ||
-      napi_create_string_utf8(env, "tunroute:UdpReceiver", NAPI_AUTO_LENGTH, &name) != napi_ok ||
-      napi_get_uv_event_loop(env, &loop) != napi_ok) {
-    receiver_free(r);
-    throw_napi_failure(env, "udpStartReceiver setup");
-    return NULL;
-  }
-  for (uint32_t i = 0; i < max_datagrams; i++) offsets_data[i] = i * slot_size;
-
-  if (napi_create_reference(env, argv[1], 1, &r->buffer_ref) != napi_ok ||
-      napi_create_reference(env, argv[4], 1, &r->callback_ref) != napi_ok ||
-      napi_create_reference(env, offsets, 1, &r->offsets_ref) != napi_ok ||
-      napi_create_reference(env, lengths, 1, &r->lengths_ref) != napi_ok ||
-      napi_create_reference(env, addrs, 1, &r->addrs_ref) != napi_ok ||
-      napi_create_reference(env, ports, 1, &r->ports_ref) != napi_ok ||
-      napi_create_reference(env, handle, 1, &r->recv_ref) != napi_ok ||
-      napi_async_init(env, handle, name, &r->async_ctx) != napi_ok) {
-    throw_napi_failure(env, "udpStartReceiver references");
-    receiver_release_js(r);
-    receiver_free(r);
-    return NULL;
-  }
-
-  uv_err = uv_poll_init(loop, &r->poll, fd);
-  if (uv_err != 0) {
-    receiver_release_js(r);
-    receiver_free(r);
-    throw_errno(env, -uv_err, "uv_poll_init", NULL);
-    return NULL;
-  }
-  r->poll.data = r;
-  uv_err = uv_poll_start(&r->poll, UV_READABLE, receiver_on_poll);
-  if (uv_err != 0) {
-    r->finalized = true; /* no JS handle owns it yet: free on close */
-    receiver_stop(r);
-    throw_errno(env, -uv_err, "uv_poll_start", NULL);
-    return NULL;
-  }
-  if (napi_wrap(env, handle, r, receiver_finalize, NULL, NULL) != napi_ok) {
-    r->finalized = true;
-    receiver_stop(r);
-    throw_napi_failure(env, "udpStartReceiver wrap");
-    return NULL;
-  }
-  /* From here on the finalizer owns the struct's lifetime together with uv_close. */
-  if (napi_type_tag_object(env, handle, &RECEIVER_TAG) != napi_ok) {
-    receiver_stop(r);
-    throw_napi_failure(env, "udpStartReceiver type tag");
-    return NULL;
-  }
-  if (napi_add_env_cleanup_hook(env, receiver_cleanup_hook, r) == napi_ok) r->hooked = true;
-  return handle;
+  return batch_reader_start(env, info, &UDP_RECEIVER);
 }
 
 static napi_value js_udp_stop_receiver(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  bool ok = false;
-  napi_valuetype t = napi_undefined;
-  if (argc >= 1) NAPI_CALL(env, napi_typeof(env, argv[0], &t));
-  if (t == napi_object) NAPI_CALL(env, napi_check_object_type_tag(env, argv[0], &RECEIVER_TAG, &ok));
-  if (!ok) {
-    napi_throw_type_error(env, NULL, "udpStopReceiver needs a handle returned by udpStartReceiver");
-    return NULL;
-  }
-  void *data = NULL;
-  NAPI_CALL(env, napi_unwrap(env, argv[0], &data));
-  receiver_stop(data);
-  return NULL;
+  return batch_reader_stop(env, info, &UDP_RECEIVER);
 }
 
 /* ---------------------------------------------------------------------------------------- */
