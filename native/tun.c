@@ -1,5 +1,5 @@
 /*
- * tunroute_native: the only C in tunroute. A Linux TUN device for Node.js through Node-API.
+ * tunroute_native, its TUN part: a Linux TUN device for Node.js through Node-API (udp.c and aead.c are the tunnel's).
  *
  *   open(name, {vnetHdr, multiQueue})              -> {fd, name}      TUNSETIFF (+TUNSETVNETHDRSZ)
  *   setOffload(fd, flags)                                             TUNSETOFFLOAD
