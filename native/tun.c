@@ -7,6 +7,7 @@
  *   stopReader(handle)                                                idempotent, re-entrant
  *   write(fd, buf, offset, length)                 -> bytes or -errno
  *   writeMany(fd, buf, offsets, lengths, count)    -> packets written (stops at first error)
+ *   write2(fd, head, body)                         -> bytes or -errno   one packet, writev
  *   close(fd)
  *   checksum(buf, offset, length, initial)         -> RFC 1071 sum folded to 16 bits, not inverted
  *
@@ -28,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <node_api.h>
@@ -185,6 +187,33 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
   }
   napi_value result;
   NAPI_CALL(env, napi_create_int64(env, write_once(fd, data + offset, length), &result));
+  return result;
+}
+
+/* write2(fd, head, body) -> bytes or -errno: one packet from two pieces (writev), so a large
+ * payload is never copied next to its header. */
+static napi_value js_write2(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) {
+    napi_throw_type_error(env, NULL, "write2(fd, head, body) needs three arguments");
+    return NULL;
+  }
+  int fd;
+  uint8_t *head, *body;
+  size_t head_len, body_len;
+  if (!arg_fd(env, argv[0], &fd) || !arg_bytes(env, argv[1], "head", &head, &head_len) ||
+      !arg_bytes(env, argv[2], "body", &body, &body_len)) {
+    return NULL;
+  }
+  struct iovec iov[2] = {{head, head_len}, {body, body_len}};
+  ssize_t n;
+  do {
+    n = writev(fd, iov, 2);
+  } while (n < 0 && errno == EINTR);
+  napi_value result;
+  NAPI_CALL(env, napi_create_int64(env, n < 0 ? -(int64_t)errno : (int64_t)n, &result));
   return result;
 }
 
@@ -371,6 +400,7 @@ NAPI_MODULE_INIT() {
       FN("stopReader", js_stop_reader),
       FN("write", js_write),
       FN("writeMany", js_write_many),
+      FN("write2", js_write2),
       FN("close", js_close),
       FN("checksum", js_checksum),
   };

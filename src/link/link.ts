@@ -44,6 +44,12 @@ export interface Link {
   send(packet: Uint8Array): boolean;
   /** Send many packets; returns how many were accepted. */
   sendMany(packets: readonly Uint8Array[]): number;
+  /**
+   * Optional: send one packet given as head and body (written together, neither copied), so a
+   * 64 KiB payload need not be copied next to its header first. Links without it get one
+   * packet through `send`.
+   */
+  sendParts?(head: Uint8Array, body: Uint8Array): boolean;
   /** Stop delivering and release the device; idempotent. */
   close(): void;
 }

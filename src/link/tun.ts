@@ -180,8 +180,20 @@ export class TunLink implements Link {
       this.stats.txErrors++;
       return false;
     }
-    const n = this.native.write(this.fd, packet, 0, packet.byteLength);
-    if (n === packet.byteLength) {
+    return this.sent(this.native.write(this.fd, packet, 0, packet.byteLength), packet.byteLength);
+  }
+
+  sendParts(head: Uint8Array, body: Uint8Array): boolean {
+    if (this.closed) {
+      this.stats.txErrors++;
+      return false;
+    }
+    return this.sent(this.native.write2(this.fd, head, body), head.byteLength + body.byteLength);
+  }
+
+  /** Count one write of `wanted` bytes that returned `n` (bytes, or -errno). */
+  private sent(n: number, wanted: number): boolean {
+    if (n === wanted) {
       this.stats.txPackets++;
       this.stats.txBytes += n;
       return true;

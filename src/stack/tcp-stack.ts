@@ -11,7 +11,7 @@ import type { Clock } from '../clock.js';
 import type { Link } from '../link/link.js';
 import type { Logger } from '../logger.js';
 import type { Ipv4Packet } from '../wire/ipv4.js';
-import { TcpPacket, TcpOptionValues, emitTcpIpv4, TCP_HEADER_LEN } from '../wire/tcp.js';
+import { TcpPacket, TcpOptionValues, emitTcpIpv4, emitTcpIpv4Head, TCP_HEADER_LEN } from '../wire/tcp.js';
 import { IPV4_HEADER_LEN } from '../wire/ipv4.js';
 import { VNET_HDR_LEN, writeVnetTcp } from '../wire/virtio-net.js';
 import { TcpTable, type TcpSynRequest, type TcpTableCounters } from './tcp/table.js';
@@ -31,6 +31,8 @@ const MAX_PACKET = 65535 + VNET_HDR_LEN;
 const MAX_SUPER_PAYLOAD = 65535 - IPV4_HEADER_LEN - 60;
 /** Output collected per flush before it is written (bounded: flushes early when full). */
 const OUT_BUFFER = 1 << 20;
+/** Payloads from this size go out by writev after their headers instead of through the arena. */
+const PARTS_MIN = 8 * 1024;
 
 export class TcpStack {
   readonly table: TcpTable;
@@ -67,7 +69,7 @@ export class TcpStack {
     this.synHandler = h;
   }
 
-  /** Every segment's payload is copied into the packet arena before emit returns (see emitSegment). */
+  /** Every segment's payload is copied into the packet arena or written out before emit returns (see emitSegment). */
   readonly copiesOutput = true;
 
   /** The MSS this link allows: MTU minus the IPv4 and TCP headers. */
@@ -185,9 +187,21 @@ export class TcpStack {
     }
     // Checksum offload: the kernel completes the TCP checksum, and segments a payload longer
     // than one MSS into the connection's segment size.
-    const n = emitTcpIpv4(seg, this.outBuf, start + VNET_HDR_LEN, srcIp, dstIp, 64, 0, true);
     const payload = seg.payload.length;
     const gso = payload > sendMss ? sendMss : 0;
+    if (payload >= PARTS_MIN && this.link.sendParts !== undefined) {
+      // A large payload goes out from where it lies (the send buffer, or its scratch), after
+      // its headers, in one writev: no copy into the arena. What the arena holds goes first,
+      // so a flow's segments keep their order.
+      this.flushOut();
+      const h = emitTcpIpv4Head(seg, this.outBuf, VNET_HDR_LEN, srcIp, dstIp);
+      writeVnetTcp(this.outBuf, 0, IPV4_HEADER_LEN, h - IPV4_HEADER_LEN, gso);
+      if (!this.link.sendParts(this.outBuf.subarray(0, VNET_HDR_LEN + h), seg.payload) && this.log.isLevelEnabled('debug')) {
+        this.log.debug({ dropped: 1 }, 'tun refused segments (queue full)');
+      }
+      return;
+    }
+    const n = emitTcpIpv4(seg, this.outBuf, start + VNET_HDR_LEN, srcIp, dstIp, 64, 0, true);
     writeVnetTcp(this.outBuf, start, IPV4_HEADER_LEN, n - IPV4_HEADER_LEN - payload, gso);
     this.outViews.push(this.outBuf.subarray(start, start + VNET_HDR_LEN + n));
     this.outUsed += VNET_HDR_LEN + n;

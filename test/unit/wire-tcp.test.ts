@@ -3,6 +3,7 @@ import { pseudoHeaderSum, sum16 } from '../../src/wire/checksum.js';
 import { Ipv4Packet } from '../../src/wire/ipv4.js';
 import {
   emitTcpIpv4,
+  emitTcpIpv4Head,
   TCP_ACK,
   TCP_CWR,
   TCP_ECE,
@@ -152,6 +153,16 @@ describe('TcpRepr: construct', () => {
     const buf = new Uint8Array(47).fill(0xa5);
     expect(TcpRepr.emit(DATA_REPR, buf, 0, A, B)).toBe(47);
     expect(toHex(buf)).toBe(toHex(DATA));
+  });
+
+  it('emitTcpIpv4Head writes the same headers as a partial-checksum emitTcpIpv4, without the payload', () => {
+    const whole = new Uint8Array(200).fill(0xee);
+    const head = new Uint8Array(200).fill(0xee);
+    const n = emitTcpIpv4(DATA_REPR, whole, 0, A, B, 64, 7, true);
+    const h = emitTcpIpv4Head(DATA_REPR, head, 0, A, B, 64, 7);
+    expect(h).toBe(n - DATA_REPR.payload!.length);
+    expect(Buffer.from(head.subarray(0, h))).toEqual(Buffer.from(whole.subarray(0, h)));
+    expect(head[h]).toBe(0xee); // the payload's place is left alone
   });
 
   it('emitTcpIpv4 writes the whole captured packet (IP header included)', () => {
