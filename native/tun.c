@@ -7,7 +7,7 @@
  *   stopReader(handle)                                                idempotent, re-entrant
  *   write(fd, buf, offset, length)                 -> bytes or -errno
  *   writeMany(fd, buf, offsets, lengths, count)    -> packets written (stops at first error)
- *   write2(fd, head, body)                         -> bytes or -errno   one packet, writev
+ *   writeParts(fd, head, body, tail)               -> bytes or -errno   one packet, writev
  *   close(fd)
  *   checksum(buf, offset, length, initial)         -> RFC 1071 sum folded to 16 bits, not inverted
  *
@@ -190,27 +190,27 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
   return result;
 }
 
-/* write2(fd, head, body) -> bytes or -errno: one packet from two pieces (writev), so a large
- * payload is never copied next to its header. */
-static napi_value js_write2(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+/* writeParts(fd, head, body, tail) -> bytes or -errno: one packet from three pieces (writev;
+ * tail may be empty), so a large payload is never copied next to its header. */
+static napi_value js_write_parts(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) {
-    napi_throw_type_error(env, NULL, "write2(fd, head, body) needs three arguments");
+  if (argc < 4) {
+    napi_throw_type_error(env, NULL, "writeParts(fd, head, body, tail) needs four arguments");
     return NULL;
   }
   int fd;
-  uint8_t *head, *body;
-  size_t head_len, body_len;
+  uint8_t *head, *body, *tail;
+  size_t head_len, body_len, tail_len;
   if (!arg_fd(env, argv[0], &fd) || !arg_bytes(env, argv[1], "head", &head, &head_len) ||
-      !arg_bytes(env, argv[2], "body", &body, &body_len)) {
+      !arg_bytes(env, argv[2], "body", &body, &body_len) || !arg_bytes(env, argv[3], "tail", &tail, &tail_len)) {
     return NULL;
   }
-  struct iovec iov[2] = {{head, head_len}, {body, body_len}};
+  struct iovec iov[3] = {{head, head_len}, {body, body_len}, {tail, tail_len}};
   ssize_t n;
   do {
-    n = writev(fd, iov, 2);
+    n = writev(fd, iov, tail_len > 0 ? 3 : 2);
   } while (n < 0 && errno == EINTR);
   napi_value result;
   NAPI_CALL(env, napi_create_int64(env, n < 0 ? -(int64_t)errno : (int64_t)n, &result));
@@ -400,7 +400,7 @@ NAPI_MODULE_INIT() {
       FN("stopReader", js_stop_reader),
       FN("write", js_write),
       FN("writeMany", js_write_many),
-      FN("write2", js_write2),
+      FN("writeParts", js_write_parts),
       FN("close", js_close),
       FN("checksum", js_checksum),
   };

@@ -45,11 +45,11 @@ export interface Link {
   /** Send many packets; returns how many were accepted. */
   sendMany(packets: readonly Uint8Array[]): number;
   /**
-   * Optional: send one packet given as head and body (written together, neither copied), so a
-   * 64 KiB payload need not be copied next to its header first. Links without it get one
-   * packet through `send`.
+   * Optional: send one packet given as head, body and an optional tail (written together with
+   * one writev, none copied), so a 64 KiB payload need not be copied next to its header first.
+   * Links without it get one packet through `send`.
    */
-  sendParts?(head: Uint8Array, body: Uint8Array): boolean;
+  sendParts?(head: Uint8Array, body: Uint8Array, tail?: Uint8Array): boolean;
   /** Stop delivering and release the device; idempotent. */
   close(): void;
 }

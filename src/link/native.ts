@@ -42,8 +42,8 @@ export interface NativeTunAddon {
   write(fd: number, buf: Uint8Array, offset: number, length: number): number;
   /** One write() per packet i = buf[offsets[i] .. + lengths[i]), i < count; stops at the first error. Returns packets written. */
   writeMany(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
-  /** One packet from two pieces (writev): bytes written, or -errno. Never throws on I/O errors. */
-  write2(fd: number, head: Uint8Array, body: Uint8Array): number;
+  /** One packet from three pieces (writev; `tail` may be empty): bytes written, or -errno. Never throws on I/O errors. */
+  writeParts(fd: number, head: Uint8Array, body: Uint8Array, tail: Uint8Array): number;
   close(fd: number): void;
   /** RFC 1071 ones'-complement sum of buf[offset .. offset + length) plus `initial`, folded to 16 bits, not inverted. */
   checksum(buf: Uint8Array, offset: number, length: number, initial: number): number;
@@ -82,7 +82,7 @@ const FUNCTIONS = [
   'stopReader',
   'write',
   'writeMany',
-  'write2',
+  'writeParts',
   'close',
   'checksum',
 ] as const;

@@ -41,6 +41,8 @@ class ReusedBatch implements PacketBatch {
 }
 
 const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+/** The empty tail of a packet written in two pieces. */
+const EMPTY = new Uint8Array(0);
 
 /** Turns an error of the addon's open() into a TunrouteError naming the cause and the fix. */
 export function tunOpenError(e: unknown, name: string): TunrouteError {
@@ -183,12 +185,12 @@ export class TunLink implements Link {
     return this.sent(this.native.write(this.fd, packet, 0, packet.byteLength), packet.byteLength);
   }
 
-  sendParts(head: Uint8Array, body: Uint8Array): boolean {
+  sendParts(head: Uint8Array, body: Uint8Array, tail: Uint8Array = EMPTY): boolean {
     if (this.closed) {
       this.stats.txErrors++;
       return false;
     }
-    return this.sent(this.native.write2(this.fd, head, body), head.byteLength + body.byteLength);
+    return this.sent(this.native.writeParts(this.fd, head, body, tail), head.byteLength + body.byteLength + tail.byteLength);
   }
 
   /** Count one write of `wanted` bytes that returned `n` (bytes, or -errno). */

@@ -133,7 +133,7 @@ export class TcpRelay {
       tsOffset: o.stack.random32(),
       mss: o.stack.mss,
       maxSegmentPayload: o.stack.maxSegmentPayload,
-      transientOutput: o.stack.copiesOutput,
+      output: o.stack.outputMode,
       rcvBufSize: buffer,
       sndBufSize: buffer,
       listener: flow,

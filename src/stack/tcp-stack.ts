@@ -17,6 +17,7 @@ import { VNET_HDR_LEN, writeVnetTcp } from '../wire/virtio-net.js';
 import { TcpTable, type TcpSynRequest, type TcpTableCounters } from './tcp/table.js';
 import type { TcpSegment, TcpSegmentOptions } from './tcp/segment.js';
 import { noOptions, EMPTY_PAYLOAD } from './tcp/segment.js';
+import { allocBytes } from './tcp/bytes.js';
 
 export interface TcpStackOptions {
   link: Link;
@@ -69,8 +70,14 @@ export class TcpStack {
     this.synHandler = h;
   }
 
-  /** Every segment's payload is copied into the packet arena or written out before emit returns (see emitSegment). */
-  readonly copiesOutput = true;
+  /**
+   * How connections hand this stack their payloads (TcpConnectionOptions.output): each is
+   * written out or copied into the arena before emit returns, so a scratch may be reused; on a
+   * link that writes a packet in pieces, a payload spanning two send-buffer chunks comes in two.
+   */
+  get outputMode(): 'scratch' | 'split' {
+    return this.link.vnetHdr && this.link.sendParts !== undefined ? 'split' : 'scratch';
+  }
 
   /** The MSS this link allows: MTU minus the IPv4 and TCP headers. */
   get mss(): number {
@@ -187,19 +194,28 @@ export class TcpStack {
     }
     // Checksum offload: the kernel completes the TCP checksum, and segments a payload longer
     // than one MSS into the connection's segment size.
-    const payload = seg.payload.length;
+    const tail = seg.payloadTail;
+    const payload = seg.payload.length + (tail === undefined ? 0 : tail.length);
     const gso = payload > sendMss ? sendMss : 0;
     if (payload >= PARTS_MIN && this.link.sendParts !== undefined) {
-      // A large payload goes out from where it lies (the send buffer, or its scratch), after
-      // its headers, in one writev: no copy into the arena. What the arena holds goes first,
+      // A large payload goes out from where it lies (the send buffer's chunks, or its
+      // scratch), after its headers, in one writev: no copy. What the arena holds goes first,
       // so a flow's segments keep their order.
       this.flushOut();
-      const h = emitTcpIpv4Head(seg, this.outBuf, VNET_HDR_LEN, srcIp, dstIp);
+      const h = emitTcpIpv4Head(seg, payload, this.outBuf, VNET_HDR_LEN, srcIp, dstIp);
       writeVnetTcp(this.outBuf, 0, IPV4_HEADER_LEN, h - IPV4_HEADER_LEN, gso);
-      if (!this.link.sendParts(this.outBuf.subarray(0, VNET_HDR_LEN + h), seg.payload) && this.log.isLevelEnabled('debug')) {
+      if (!this.link.sendParts(this.outBuf.subarray(0, VNET_HDR_LEN + h), seg.payload, tail) && this.log.isLevelEnabled('debug')) {
         this.log.debug({ dropped: 1 }, 'tun refused segments (queue full)');
       }
       return;
+    }
+    if (tail !== undefined) {
+      // A small payload in two pieces: one contiguous copy for the arena path.
+      const whole = allocBytes(payload);
+      whole.set(seg.payload);
+      whole.set(tail, seg.payload.length);
+      seg.payload = whole;
+      seg.payloadTail = undefined;
     }
     const n = emitTcpIpv4(seg, this.outBuf, start + VNET_HDR_LEN, srcIp, dstIp, 64, 0, true);
     writeVnetTcp(this.outBuf, start, IPV4_HEADER_LEN, n - IPV4_HEADER_LEN - payload, gso);

@@ -436,7 +436,8 @@ function writeOptions(o: TcpOptions, b: Uint8Array, i: number): number {
   return i - start;
 }
 
-function emitTcp(repr: TcpRepr, buf: Uint8Array, off: number, srcIp: number, dstIp: number, partial = false, headOnly = false): number {
+/** `headOnlyLen` ≥ 0: write the headers for a payload of that length, not the payload (partial checksum only). */
+function emitTcp(repr: TcpRepr, buf: Uint8Array, off: number, srcIp: number, dstIp: number, partial = false, headOnlyLen = -1): number {
   const optLen = writeOptions(repr.options, buf, off + TCP_HEADER_LEN);
   const hl = TCP_HEADER_LEN + optLen;
   wr16(buf, off + SRC_PORT, repr.srcPort);
@@ -450,8 +451,8 @@ function emitTcp(repr: TcpRepr, buf: Uint8Array, off: number, srcIp: number, dst
   buf[off + CHECKSUM + 1] = 0;
   wr16(buf, off + URGENT, repr.urgent ?? 0);
   const p = repr.payload;
-  const total = hl + (p === undefined ? 0 : p.length);
-  if (!headOnly && p !== undefined && p.length > 0) buf.set(p, off + hl);
+  const total = hl + (headOnlyLen >= 0 ? headOnlyLen : p === undefined ? 0 : p.length);
+  if (headOnlyLen < 0 && p !== undefined && p.length > 0) buf.set(p, off + hl);
   const pseudo = pseudoHeaderSum(srcIp, dstIp, IP_PROTO_TCP, total);
   // Partial (CHECKSUM_PARTIAL / virtio NEEDS_CSUM): the field holds the folded pseudo-header
   // sum, not complemented, and whoever receives the packet (the kernel) sums the rest.
@@ -532,12 +533,12 @@ export function emitTcpIpv4(
 }
 
 /**
- * The IPv4 and TCP headers of `repr` as emitTcpIpv4 writes them with a partial checksum, but
- * without the payload: its length counts, its bytes go out separately (a writev after the
- * headers), so a 64 KiB payload is not copied. Returns the headers' length.
+ * The IPv4 and TCP headers of `repr` as emitTcpIpv4 writes them with a partial checksum, for a
+ * payload of `payloadLen` bytes that is not written: it goes out separately (a writev after the
+ * headers, maybe in pieces), so a 64 KiB payload is not copied. Returns the headers' length.
  */
-export function emitTcpIpv4Head(repr: TcpRepr, buf: Uint8Array, off: number, srcIp: number, dstIp: number, ttl = 64, ident = 0): number {
-  const segLen = emitTcp(repr, buf, off + IPV4_HEADER_LEN, srcIp, dstIp, true, true);
+export function emitTcpIpv4Head(repr: TcpRepr, payloadLen: number, buf: Uint8Array, off: number, srcIp: number, dstIp: number, ttl = 64, ident = 0): number {
+  const segLen = emitTcp(repr, buf, off + IPV4_HEADER_LEN, srcIp, dstIp, true, payloadLen);
   writeIpv4Header(buf, off, srcIp, dstIp, IP_PROTO_TCP, segLen, ttl, 0, ident, true);
-  return IPV4_HEADER_LEN + segLen - (repr.payload === undefined ? 0 : repr.payload.length);
+  return IPV4_HEADER_LEN + segLen - payloadLen;
 }

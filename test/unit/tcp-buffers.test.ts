@@ -87,7 +87,7 @@ describe('SendBuffer', () => {
 
 describe('SendBuffer with transient slices', () => {
   it('copies a slice that spans chunks into one shared scratch, reused by the next such slice', () => {
-    const b = new SendBuffer(1 << 20, true);
+    const b = new SendBuffer(1 << 20, 'scratch');
     const c1 = Uint8Array.from({ length: 1000 }, (_, i) => i & 0xff);
     const c2 = Uint8Array.from({ length: 1000 }, (_, i) => (i * 3) & 0xff);
     b.write(c1);
@@ -108,6 +108,31 @@ describe('SendBuffer with transient slices', () => {
     const s1 = b.slice(990, 20);
     b.slice(980, 40);
     expect([...s1]).toEqual([...new Array<number>(10).fill(1), ...new Array<number>(10).fill(2)]);
+  });
+});
+
+describe('SendBuffer with split slices', () => {
+  it('hands a slice spanning two chunks out as two views (no copy), three or more as one copy', () => {
+    const b = new SendBuffer(1 << 20, 'split');
+    const c1 = Uint8Array.from({ length: 1000 }, (_, i) => i & 0xff);
+    const c2 = Uint8Array.from({ length: 1000 }, (_, i) => (i * 7) & 0xff);
+    const c3 = Uint8Array.from({ length: 1000 }, (_, i) => (i * 5) & 0xff);
+    b.write(c1);
+    b.write(c2);
+    b.write(c3);
+    const head = b.slice(900, 300);
+    const tail = b.takeTail()!;
+    expect(head.buffer).toBe(c1.buffer);
+    expect(tail.buffer).toBe(c2.buffer);
+    expect([...head, ...tail]).toEqual([...c1.subarray(900), ...c2.subarray(0, 200)]);
+    expect(b.takeTail()).toBeUndefined(); // taken once
+    // within one chunk: a view, no tail
+    expect(b.slice(1100, 100).buffer).toBe(c2.buffer);
+    expect(b.takeTail()).toBeUndefined();
+    // across three chunks: one copy, no tail
+    const all = b.slice(900, 1200);
+    expect(b.takeTail()).toBeUndefined();
+    expect([...all]).toEqual([...c1.subarray(900), ...c2, ...c3.subarray(0, 100)]);
   });
 });
 

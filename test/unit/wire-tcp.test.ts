@@ -159,7 +159,7 @@ describe('TcpRepr: construct', () => {
     const whole = new Uint8Array(200).fill(0xee);
     const head = new Uint8Array(200).fill(0xee);
     const n = emitTcpIpv4(DATA_REPR, whole, 0, A, B, 64, 7, true);
-    const h = emitTcpIpv4Head(DATA_REPR, head, 0, A, B, 64, 7);
+    const h = emitTcpIpv4Head(DATA_REPR, DATA_REPR.payload!.length, head, 0, A, B, 64, 7);
     expect(h).toBe(n - DATA_REPR.payload!.length);
     expect(Buffer.from(head.subarray(0, h))).toEqual(Buffer.from(whole.subarray(0, h)));
     expect(head[h]).toBe(0xee); // the payload's place is left alone

@@ -4,6 +4,7 @@
  */
 
 import type { RttConfig } from './rtt.js';
+import type { SliceMode } from './send-buffer.js';
 import type { KeepAliveOptions, TcpConnectionOptions } from './types.js';
 
 export interface TcpConfig {
@@ -22,7 +23,7 @@ export interface TcpConfig {
   maxRetries: number;
   initialWindow: number;
   copyInput: boolean;
-  transientOutput: boolean;
+  output: SliceMode;
   challengeAckLimit: number;
   rtt: RttConfig;
 }
@@ -44,7 +45,7 @@ export function resolveConfig(o: TcpConnectionOptions): TcpConfig {
     maxRetries: o.maxRetries ?? 15,
     initialWindow: o.initialWindow ?? 10,
     copyInput: o.copyInput ?? true,
-    transientOutput: o.transientOutput ?? false,
+    output: o.output ?? 'keep',
     challengeAckLimit: o.challengeAckLimit ?? 10,
     rtt: {
       initialRtoMs: o.initialRtoMs ?? 1000,

@@ -132,14 +132,14 @@ export class TcpConnection {
     this.listener = opts.listener;
     this.lastNow = now;
     this.st = passive ? 'SYN-RECEIVED' : 'SYN-SENT';
-    this.snd = new Sender(opts.iss >>> 0, this.cfg.sndBufSize, this.cfg.rtt, this.cfg.initialWindow, this.cfg.transientOutput);
+    this.snd = new Sender(opts.iss >>> 0, this.cfg.sndBufSize, this.cfg.rtt, this.cfg.initialWindow, this.cfg.output);
     this.rcv = new Receiver(this.cfg.rcvBufSize, this.cfg.delayedAckMs, this.cfg.copyInput);
     this.rcv.mssCap = this.cfg.mss;
     this.ourWscale = this.cfg.windowScaling ? chooseWindowScale(this.cfg.rcvBufSize) : 0;
     // Until the SYN exchange says otherwise: the peer's default MSS.
     this.snd.setMss(Math.min(DEFAULT_PEER_MSS, this.cfg.mss), this.cfg.maxSegmentPayload ?? DEFAULT_PEER_MSS);
     this.sink = {
-      sendSegment: (flags, seq, payload) => this.emit(flags, seq, payload),
+      sendSegment: (flags, seq, payload, tail) => this.emit(flags, seq, payload, tail),
       optionOverhead: () => this.optionOverhead(),
     };
   }
@@ -679,7 +679,7 @@ export class TcpConnection {
     this.keepAliveAt = now + ka.intervalMs;
   }
 
-  private emit(flags: number, seqPos: number, payload: Uint8Array): void {
+  private emit(flags: number, seqPos: number, payload: Uint8Array, payloadTail?: Uint8Array): void {
     const rcv = this.rcv;
     const now = this.lastNow;
     let ack = 0;
@@ -711,6 +711,7 @@ export class TcpConnection {
       window,
       options,
       payload,
+      payloadTail,
     };
     this.segmentsOut++;
     (this.out as (seg: TcpSegment) => void)(seg);

@@ -57,6 +57,11 @@ export interface TcpSegment {
   window: number;
   options: TcpSegmentOptions;
   payload: Uint8Array;
+  /**
+   * The payload's second piece, right after `payload` in sequence space: only from a
+   * connection whose output takes split payloads (TcpConnectionOptions.output 'split').
+   */
+  payloadTail?: Uint8Array;
 }
 
 /** Shared zero-length payload for control segments (never written to). */

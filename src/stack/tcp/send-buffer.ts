@@ -27,6 +27,9 @@ const SMALL_WRITE = 512;
 const STAGE_SIZE = 16 * 1024;
 const EMPTY = new Uint8Array(0);
 
+/** How a send buffer's consumer takes slices (see the constructor). */
+export type SliceMode = 'keep' | 'scratch' | 'split';
+
 /** One scratch for every buffer in transient mode: its contents live until the next slice. */
 let scratch = new Uint8Array(0);
 function scratchBytes(n: number): Uint8Array {
@@ -47,14 +50,20 @@ export class SendBuffer {
   private stageChunk = -1;
   private stageChunkFrom = 0;
 
+  /** In 'split' mode: the second piece of the last slice, when it spanned exactly two chunks. */
+  private tail: Uint8Array | undefined;
+
   /**
-   * `transientSlices`: the consumer copies a slice before it asks for the next one (the stack's
-   * output writes each segment into its arena at once), so a slice that spans chunks is copied
-   * into one shared scratch instead of fresh memory per segment.
+   * `slices`, how the consumer takes a slice:
+   * - 'keep': it may keep it, so a slice that spans chunks is a fresh copy;
+   * - 'scratch': it is done with a slice before it asks for the next one (the stack's output
+   *   writes each segment out at once), so a spanning slice is copied into one shared scratch;
+   * - 'split': as 'scratch', and it also takes a payload in two pieces: a slice spanning two
+   *   chunks is returned as the first piece, the second waits in `takeTail()`; no copy at all.
    */
   constructor(
     public capacity: number,
-    private readonly transientSlices = false,
+    private readonly slices: SliceMode = 'keep',
   ) {}
 
   /** Stream offset of the first unacknowledged byte. */
@@ -90,6 +99,13 @@ export class SendBuffer {
     }
     this.endOff += n;
     return n;
+  }
+
+  /** The second piece of the last slice ('split' mode), once; undefined when it was whole. */
+  takeTail(): Uint8Array | undefined {
+    const t = this.tail;
+    this.tail = undefined;
+    return t;
   }
 
   /** Release everything below stream offset `offset` (the peer acknowledged it). */
@@ -132,7 +148,12 @@ export class SendBuffer {
     let c = chunks[i];
     let o = offset - this.offs[i];
     if (o + len <= c.length) return c.subarray(o, o + len);
-    const out = this.transientSlices ? scratchBytes(len) : allocBytes(len);
+    if (this.slices === 'split' && o + len <= c.length + chunks[i + 1]!.length) {
+      this.tail = chunks[i + 1]!.subarray(0, o + len - c.length);
+      this.hint = i + 1;
+      return c.subarray(o);
+    }
+    const out = this.slices === 'keep' ? allocBytes(len) : scratchBytes(len);
     let filled = 0;
     for (;;) {
       const take = Math.min(c.length - o, len - filled);

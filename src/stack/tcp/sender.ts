@@ -25,12 +25,13 @@ import { Congestion } from './congestion.js';
 import { RttEstimator, type RttConfig } from './rtt.js';
 import { SackScoreboard } from './sack-scoreboard.js';
 import { ACK, EMPTY_PAYLOAD, FIN, PSH, SYN, type TcpSegment } from './segment.js';
-import { SendBuffer } from './send-buffer.js';
+import { SendBuffer, type SliceMode } from './send-buffer.js';
 import { seqUnwrap } from './seq.js';
 
 /** Where the sender's segments go: the connection fills in the ACK, window and options. */
 export interface SegmentSink {
-  sendSegment(flags: number, seq: number, payload: Uint8Array): void;
+  /** `tail`: the payload's second piece, when the send buffer hands it out in two ('split'). */
+  sendSegment(flags: number, seq: number, payload: Uint8Array, tail?: Uint8Array): void;
   /** Option bytes the next segment will carry beyond the timestamps (SACK blocks). */
   optionOverhead(): number;
 }
@@ -92,9 +93,9 @@ export class Sender {
     bufSize: number,
     rttCfg: RttConfig,
     iwSegments: number,
-    transientPayloads = false,
+    slices: SliceMode = 'keep',
   ) {
-    this.buf = new SendBuffer(bufSize, transientPayloads);
+    this.buf = new SendBuffer(bufSize, slices);
     this.rtt = new RttEstimator(rttCfg);
     this.cc = new Congestion(this.mss, iwSegments);
     this.maxRtoMs = rttCfg.maxRtoMs;
@@ -319,7 +320,8 @@ export class Sender {
     const fin = this.finQueued && pos + len === dataEnd && limit > dataEnd;
     let flags = ACK;
     if (fin) flags |= FIN;
-    sink.sendSegment(flags, pos, len > 0 ? this.buf.slice(pos - 1, len) : EMPTY_PAYLOAD);
+    if (len > 0) sink.sendSegment(flags, pos, this.buf.slice(pos - 1, len), this.buf.takeTail());
+    else sink.sendSegment(flags, pos, EMPTY_PAYLOAD);
     this.retransmits++;
     const end = pos + len + (fin ? 1 : 0);
     if (end > this.highRxt) this.highRxt = end;
@@ -371,7 +373,8 @@ export class Sender {
       let flags = ACK;
       if (len > 0 && nxt + len === dataEnd) flags |= PSH;
       if (fin) flags |= FIN;
-      sink.sendSegment(flags, nxt, len > 0 ? this.buf.slice(nxt - 1, len) : EMPTY_PAYLOAD);
+      if (len > 0) sink.sendSegment(flags, nxt, this.buf.slice(nxt - 1, len), this.buf.takeTail());
+      else sink.sendSegment(flags, nxt, EMPTY_PAYLOAD);
       const end = nxt + len + (fin ? 1 : 0);
       if (nxt < this.max) {
         this.retransmits++;

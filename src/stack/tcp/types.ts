@@ -104,11 +104,13 @@ export interface TcpConnectionOptions {
    */
   copyInput?: boolean;
   /**
-   * The output callback copies each segment's payload before it returns (TcpStack writes it
-   * into its packet arena), so payloads may be views into a scratch reused for the next
-   * segment. Default false: every payload stays valid (tests keep the segments they see).
+   * How the output callback takes payloads. 'keep' (default): each payload stays valid (tests
+   * keep the segments they see). 'scratch': the callback is done with a payload when it
+   * returns (TcpStack writes it out at once), so payloads may be views into a reused scratch.
+   * 'split': as 'scratch', and a payload spanning two written chunks comes as `payload` plus
+   * `payloadTail`, never copied.
    */
-  transientOutput?: boolean;
+  output?: 'keep' | 'scratch' | 'split';
   /** Challenge ACKs (RFC 5961 §7) allowed per second. Default 10. */
   challengeAckLimit?: number;
 }
