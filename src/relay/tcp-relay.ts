@@ -16,7 +16,6 @@ import type { Socket } from 'node:net';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
 import { u32ToIp } from '../wire/ipv4.js';
-import { releaseBytes } from '../stack/tcp/bytes.js';
 import type { TcpConnection } from '../stack/tcp/connection.js';
 import type { TcpSynRequest } from '../stack/tcp/table.js';
 import type { CloseReason, TcpConnectionOptions, TcpListener } from '../stack/tcp/types.js';
@@ -24,8 +23,6 @@ import type { TcpStack } from '../stack/tcp-stack.js';
 import { isUpstreamError, UPSTREAM_REASONS, type Outbound, type UpstreamReason } from '../outbound/outbound.js';
 import type { Router } from '../router/router.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
-
-const EMPTY = new Uint8Array(0);
 
 /** The smallest buffer a flow gets however many share the budget: a few segments in flight. */
 const MIN_FLOW_BUFFER = 64 * 1024;
@@ -178,8 +175,7 @@ class TcpFlow implements TcpListener {
   /** Upstream bytes the connection's send buffer could not take yet. */
   private held: Uint8Array | undefined;
   /** Lengths of chunks written to the socket and not yet flushed to the kernel, in order. */
-  /** Chunks handed to the socket and not yet flushed, oldest first (callbacks come in order). */
-  private readonly inFlight: Uint8Array[] = [];
+  private readonly inFlight: number[] = [];
   private inFlightHead = 0;
   private upstreamEnded = false;
   private done = false;
@@ -258,7 +254,7 @@ class TcpFlow implements TcpListener {
     }
     this.bytesUp += chunk.length;
     this.relay.stats.bytesUp += chunk.length;
-    this.inFlight.push(chunk);
+    this.inFlight.push(chunk.length);
     // Everything one batch of packets delivers to this flow leaves in one writev: cork now,
     // uncork once the batch's callback has returned (process.nextTick runs right after it).
     if (!this.corked) {
@@ -278,15 +274,11 @@ class TcpFlow implements TcpListener {
   /** One chunk reached the kernel: its bytes no longer count against the app's window. */
   private readonly onFlushed = (err?: Error | null): void => {
     if (err) return; // 'error' handles it
-    const chunk = this.inFlight[this.inFlightHead]!;
-    this.inFlight[this.inFlightHead++] = EMPTY;
+    const n = this.inFlight[this.inFlightHead++]!;
     if (this.inFlightHead > 1024 && this.inFlightHead * 2 > this.inFlight.length) {
       this.inFlight.splice(0, this.inFlightHead);
       this.inFlightHead = 0;
     }
-    const n = chunk.length;
-    // The kernel has the bytes: the chunk's memory can carry the next super-packet.
-    releaseBytes(chunk);
     if (this.done) return;
     this.conn.consumed(n);
     this.relay.opts.stack.schedule();

@@ -23,7 +23,7 @@
  * batch of segments processed together is acknowledged once.
  */
 
-import { copyRecyclable } from './bytes.js';
+import { copyBytes } from './bytes.js';
 import { Reassembly } from './reassembly.js';
 import { EMPTY_PAYLOAD } from './segment.js';
 import type { TcpListener } from './types.js';
@@ -131,7 +131,7 @@ export class Receiver {
       }
     } else if (start === this.nxt) {
       if (data.length > this.mss && data.length <= this.mssCap) this.mss = data.length;
-      this.deliver(this.copyInput ? copyRecyclable(data) : data, listener);
+      this.deliver(this.copyInput ? copyBytes(data) : data, listener);
       if (!this.ooo.isEmpty) {
         // Filled (part of) a gap: acknowledge at once, with what is still missing.
         this.ackNow = true;

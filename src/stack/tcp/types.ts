@@ -35,9 +35,7 @@ export interface TcpListener {
   onEstablished?(): void;
   /**
    * In-order payload. The chunk is the caller's to keep (it is not reused by the stack). The
-   * bytes count against the receive window until `consumed()` is called. A listener done with
-   * a chunk may hand it back with `releaseBytes(chunk)` (bytes.ts), once, so its memory is
-   * reused; one that never does only costs fresh memory.
+   * bytes count against the receive window until `consumed()` is called.
    */
   onData?(chunk: Uint8Array): void;
   /** The peer sent FIN: no more data will arrive (we may keep sending). */
