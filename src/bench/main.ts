@@ -20,7 +20,7 @@
  */
 import { measureRouteApply, type RouteApplyMeasurement } from '../routes/measure.js';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -88,7 +88,7 @@ const CPS_MAX = 30_000;
 const CPS_MSG_BYTES = 32;
 /** UDP test: iperf3 -u servers (one bound to each address, so replies leave from it). */
 const UDP_IPERF_PORT = 5202;
-/** iperf3 -w, and the UDP receive buffer the benchmark's dante asks for (see startBenchDante). */
+/** iperf3 -w, and the UDP receive buffer the benchmark's dante asks for (startDante's udpRcvbuf). */
 const UDP_BUFFER = 4 * 1024 * 1024;
 /** Largest UDP payload per datagram (smaller when an MTU asks for it). */
 const UDP_DATAGRAM_MAX = 1400;
@@ -388,58 +388,6 @@ async function startUdpIperfs(ctx: Pick<Ctx, 's' | 'udpIperf'>): Promise<void> {
   }
 }
 
-/**
- * dante as startDante (src/lab) configures it, with larger UDP receive buffers
- * (internal/external.udp.so_rcvbuf; the kernel caps them at net.core.rmem_max): with its
- * default (net.core.rmem_default, 208 KiB; read-only inside a lab namespace) a dante process
- * drops bursts at 200 Mbit/s (test/e2e/udp-iperf.test.ts). Only UDP sockets change.
- */
-async function startBenchDante(ns: Namespace, listen: string, port: number, udpRcvbuf: number): Promise<LabProcess> {
-  const danted = requireBinary('danted', 'dante-server');
-  requireBinary('unshare', 'util-linux');
-  const tag = `danted-${ns.role}-${port}`;
-  const logFile = join(ns.lab.tmpDir, `${tag}.log`);
-  const confFile = join(ns.lab.tmpDir, `${tag}.conf`);
-  writeFileSync(
-    confFile,
-    [
-      `logoutput: ${logFile}`,
-      `internal: ${listen} port = ${port}`,
-      `external: ${listen}`,
-      'clientmethod: none',
-      'socksmethod: none',
-      'user.privileged: root',
-      'user.unprivileged: nobody',
-      'udp.connectdst: no',
-      `internal.udp.so_rcvbuf: ${udpRcvbuf}`,
-      `external.udp.so_rcvbuf: ${udpRcvbuf}`,
-      'client pass {',
-      '  from: 0.0.0.0/0 to: 0.0.0.0/0',
-      '}',
-      'socks pass {',
-      '  from: 0.0.0.0/0 to: 0.0.0.0/0',
-      '  command: bind connect udpassociate bindreply udpreply',
-      '}',
-      '',
-    ].join('\n'),
-  );
-  // Its own PID namespace: the workers it forks die with it.
-  const proc = ns.spawn([danted, '-f', confFile, '-N', '2'], { name: tag, pidns: true });
-  const died = proc.waitForExit().then((st) => {
-    throw new LabError(`danted exited during startup (${st.signal ?? `code ${st.code}`})`);
-  });
-  try {
-    await Promise.race([waitForPort(ns, listen, port, 15_000), died]);
-    return proc;
-  } catch (e) {
-    const log = existsSync(logFile) ? `\nlog ${logFile}: ${readFileSync(logFile, 'utf8').slice(-2000).trim()}` : '';
-    await proc.stop('SIGTERM', 1000).catch(() => undefined);
-    throw new LabError(`danted on ${listen}:${port} did not become ready: ${errText(e)}\n${proc.outputTail()}${log}`);
-  } finally {
-    died.catch(() => undefined);
-  }
-}
-
 async function runTests(ctx: Ctx, report: BenchReport): Promise<void> {
   const { opts, c } = ctx;
   const secs = opts.seconds;
@@ -495,10 +443,13 @@ async function bench(opts: Options): Promise<BenchReport> {
   return report;
 }
 
-/** The report's frame when only the wg test runs: no SOCKS5 lab, so no tun0 or veth of its own. */
-async function wgOnlyReport(opts: Options, env: BenchEnv): Promise<BenchReport> {
-  await waitForQuiet(opts.waitIdle);
-  const backgroundCores = await hostLoad(1500);
+/** The report's frame: the run's settings; the SOCKS5 lab fills in what it measured of itself. */
+function reportFrame(
+  opts: Options,
+  env: BenchEnv,
+  lab: { tunMtu: number | null; vethMtu: number | null; tunrouteArgs: string[] },
+  backgroundCores: number,
+): BenchReport {
   return {
     version: 1,
     date: new Date().toISOString(),
@@ -508,16 +459,22 @@ async function wgOnlyReport(opts: Options, env: BenchEnv): Promise<BenchReport> 
       seconds: opts.seconds,
       repeat: opts.repeat,
       proxy: opts.proxy,
-      tunMtu: null,
+      tunMtu: lab.tunMtu,
       requestedMtu: opts.mtu,
-      vethMtu: null,
+      vethMtu: lab.vethMtu,
       tests: opts.tests,
-      tunrouteArgs: [],
+      tunrouteArgs: lab.tunrouteArgs,
       cpsMaxConnections: CPS_MAX,
       cpsMsgBytes: CPS_MSG_BYTES,
     },
     backgroundCores,
   };
+}
+
+/** The report's frame when only the wg test runs: no SOCKS5 lab, so no tun0 or veth of its own. */
+async function wgOnlyReport(opts: Options, env: BenchEnv): Promise<BenchReport> {
+  await waitForQuiet(opts.waitIdle);
+  return reportFrame(opts, env, { tunMtu: null, vethMtu: null, tunrouteArgs: [] }, await hostLoad(1500));
 }
 
 async function benchSocks(opts: Options, env: BenchEnv): Promise<BenchReport> {
@@ -539,13 +496,13 @@ async function benchSocks(opts: Options, env: BenchEnv): Promise<BenchReport> {
     const s = await lab.addNamespace('s', nsOpts);
     const link = await lab.link(c, s, { cidrA: CLIENT_CIDR, cidrB: SERVER_CIDR });
     await s.exec(['ip', 'addr', 'add', `${ROUTED_IP}/32`, 'dev', 'lo'], { timeoutMs: 10_000 });
-    // With the udp test, dante asks larger UDP socket buffers (startBenchDante); TCP is the same.
+    // With the udp test, dante asks larger UDP socket buffers (udpRcvbuf); TCP is the same.
     const udpDante = opts.proxy === 'dante' && opts.tests.includes('udp');
     const proxy =
       opts.proxy === 'microsocks'
         ? await startMicrosocks(s, { listen: SERVER_IP, port: PROXY_PORT })
         : udpDante
-          ? await startBenchDante(s, SERVER_IP, PROXY_PORT, UDP_BUFFER)
+          ? await startDante(s, { listen: SERVER_IP, port: PROXY_PORT, udpRcvbuf: UDP_BUFFER })
           : await startDante(s, { listen: SERVER_IP, port: PROXY_PORT });
     const udpIperf = new Map<string, LabProcess>();
     if (opts.tests.includes('udp')) await startUdpIperfs({ s, udpIperf });
@@ -588,25 +545,16 @@ async function benchSocks(opts: Options, env: BenchEnv): Promise<BenchReport> {
     const tunroute = c.spawn([process.execPath, CLI, ...tunrouteArgs], { name: 'tunroute', logFile: join(lab.tmpDir, 'tunroute.log') });
     await tunroute.waitForLine(/"msg":"tunroute is up"/, 20_000);
 
-    const report: BenchReport = {
-      version: 1,
-      date: new Date().toISOString(),
+    const report = reportFrame(
+      opts,
       env,
-      settings: {
-        command: opts.command,
-        seconds: opts.seconds,
-        repeat: opts.repeat,
-        proxy: opts.proxy,
+      {
         tunMtu: await readMtu(c, 'tun0'),
-        requestedMtu: opts.mtu,
         vethMtu: await readMtu(c, link.a.ifname),
-        tests: opts.tests,
         tunrouteArgs: tunrouteArgs.map((a) => (a.startsWith(lab.tmpDir) ? a.replace(lab.tmpDir, '<lab tmp>') : a)),
-        cpsMaxConnections: CPS_MAX,
-        cpsMsgBytes: CPS_MSG_BYTES,
       },
-      backgroundCores: 0,
-    };
+      0,
+    );
 
     // Everybody else's load, for judging the host CPU figures.
     report.backgroundCores = await hostLoad(1500);

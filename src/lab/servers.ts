@@ -75,6 +75,13 @@ export interface DanteOptions {
   auth?: { user: string; pass: string };
   /** Dante's -N (processes accepting clients); default 2. */
   workers?: number;
+  /**
+   * SO_RCVBUF of dante's UDP sockets (`internal|external.udp.so_rcvbuf`; the kernel caps it at
+   * net.core.rmem_max). Left out, they get net.core.rmem_default (208 KiB), which one dante
+   * process overflows at 200 Mbit/s on a busy 2-core machine, and which cannot be raised inside
+   * a lab namespace on this kernel.
+   */
+  udpRcvbuf?: number;
 }
 
 const LAB_USER_UID = 61_234;
@@ -122,6 +129,7 @@ export async function startDante(ns: Namespace, opts: DanteOptions): Promise<Lab
     'user.unprivileged: nobody',
     // Replies from any address reach the client (full-cone), as games and STUN expect.
     'udp.connectdst: no',
+    ...(opts.udpRcvbuf === undefined ? [] : [`internal.udp.so_rcvbuf: ${opts.udpRcvbuf}`, `external.udp.so_rcvbuf: ${opts.udpRcvbuf}`]),
     'client pass {',
     '  from: 0.0.0.0/0 to: 0.0.0.0/0',
     '}',

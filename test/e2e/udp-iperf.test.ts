@@ -14,7 +14,7 @@
  * measured and reported, not judged end to end.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startIperf3, type LabProcess } from '../../src/lab/index.js';
+import { startDante, startIperf3, type LabProcess } from '../../src/lab/index.js';
 import { e2eAvailable } from '../helpers/e2e.js';
 import {
   DANTE,
@@ -26,7 +26,6 @@ import {
   finalUdpCounters,
   linkStats,
   socketDrops,
-  startDanteWithBuffers,
   startTunroute,
   tunroutePid,
   udpSnmp,
@@ -78,7 +77,7 @@ describe.skipIf(!run)('UDP at 200 Mbit/s through tunroute and dante (lab)', () =
 
   beforeAll(async () => {
     t = await createUdpLab({ dante: true });
-    await startDanteWithBuffers(t.s, { listen: DIRECT, port: TUNED_PORT, udpRcvbuf: BIG_BUFFER });
+    await startDante(t.s, { listen: DIRECT, port: TUNED_PORT, udpRcvbuf: BIG_BUFFER });
     // Bound to DEST so its replies come from the address the app sent to.
     await startIperf3(t.s, 5201, { listen: DEST });
     config = writeConfig(t.lab, 'udp-iperf', {});

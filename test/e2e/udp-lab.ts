@@ -12,16 +12,14 @@
  * produced it: with `--dns hijack`, a query to 8.8.8.8 must come back with 10.66.1.7.
  * The fixtures (fixtures/udp-*.mjs) run inside the namespaces with `ip netns exec`.
  */
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import {
   Lab,
   startDante,
   startDnsmasq,
-  requireBinary,
   startMicrosocks,
-  waitForPort,
   type LabProcess,
   type Namespace,
   type NamespaceOptions,
@@ -103,55 +101,6 @@ export async function createUdpLab(opts: UdpLabOptions = {}): Promise<UdpLab> {
     await lab.destroy();
     throw e;
   }
-}
-
-/**
- * dante with larger UDP socket buffers (`internal|external.udp.so_rcvbuf`, setsockopt
- * SO_RCVBUF: the kernel caps it at the host's net.core.rmem_max and doubles it). The lab's
- * startDante leaves them at net.core.rmem_default (208 KiB), which a single dante process
- * overflows at 200 Mbit/s on a busy 2-core machine; net.core.rmem_default cannot be raised
- * inside a lab namespace on this kernel (read-only there), so dante is asked directly.
- * Otherwise the same configuration as startDante (full-cone UDP, no auth).
- */
-export async function startDanteWithBuffers(ns: Namespace, opts: { listen: string; port: number; udpRcvbuf: number }): Promise<LabProcess> {
-  const tag = `danted-${ns.role}-${opts.port}`;
-  const logFile = join(ns.lab.tmpDir, `${tag}.log`);
-  const confFile = join(ns.lab.tmpDir, `${tag}.conf`);
-  const conf = [
-    `logoutput: ${logFile}`,
-    `internal: ${opts.listen} port = ${opts.port}`,
-    `external: ${opts.listen}`,
-    'clientmethod: none',
-    'socksmethod: none',
-    'user.privileged: root',
-    'user.unprivileged: nobody',
-    'udp.connectdst: no',
-    `internal.udp.so_rcvbuf: ${opts.udpRcvbuf}`,
-    `external.udp.so_rcvbuf: ${opts.udpRcvbuf}`,
-    'client pass {',
-    '  from: 0.0.0.0/0 to: 0.0.0.0/0',
-    '}',
-    'socks pass {',
-    '  from: 0.0.0.0/0 to: 0.0.0.0/0',
-    '  command: bind connect udpassociate bindreply udpreply',
-    '}',
-    '',
-  ].join('\n');
-  writeFileSync(confFile, conf);
-  const proc = ns.spawn([requireBinary('danted', 'dante-server'), '-f', confFile, '-N', '2'], { name: tag, pidns: true });
-  try {
-    await Promise.race([
-      waitForPort(ns, opts.listen, opts.port, 15_000),
-      proc.waitForExit().then((st) => {
-        throw new Error(`danted exited during startup (${JSON.stringify(st)})`);
-      }),
-    ]);
-  } catch (e) {
-    const log = existsSync(logFile) ? readFileSync(logFile, 'utf8').slice(-2000) : '';
-    await proc.stop('SIGTERM', 1000).catch(() => undefined);
-    throw new Error(`${String(e)}\n${proc.outputTail()}\n${log}`);
-  }
-  return proc;
 }
 
 /** Write a tunroute config (JSON is YAML) into the lab's temp dir; returns its path. */
