@@ -14,9 +14,9 @@
  * Writes are kept as a list of chunks — by reference: `write()` takes ownership of the bytes it
  * accepts, the caller must not modify them afterwards (as with a Node socket). Tiny writes are
  * copied into a shared staging block so that a stream of 1-byte writes does not become a list
- * of 1-byte chunks. `slice()` returns a view when the range lies in one chunk and copies only
- * when it spans chunks (into a shared scratch when the consumer copies at once). Finding a chunk is a hint check, then a binary search: no scan of the
- * buffer per segment. The capacity bounds memory: `write()` accepts what fits and returns the
+ * of 1-byte chunks. `slice()` returns a view when the range lies in one chunk; one that spans
+ * chunks is a copy, or two views (see the slice modes at the constructor). Finding a chunk is
+ * a hint check, then a binary search: no scan of the buffer per segment. The capacity bounds memory: `write()` accepts what fits and returns the
  * count — that is the backpressure signal.
  */
 
@@ -30,7 +30,7 @@ const EMPTY = new Uint8Array(0);
 /** How a send buffer's consumer takes slices (see the constructor). */
 export type SliceMode = 'keep' | 'scratch' | 'split';
 
-/** One scratch for every buffer in transient mode: its contents live until the next slice. */
+/** One scratch for every buffer in 'scratch' mode: its contents live until the next slice. */
 let scratch = new Uint8Array(0);
 function scratchBytes(n: number): Uint8Array {
   if (scratch.length < n) scratch = new Uint8Array(Math.max(n, 64 * 1024));
