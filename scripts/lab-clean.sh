@@ -2,7 +2,7 @@
 # Remove what a crashed lab left behind: network namespaces named tr-*, the processes still
 # inside them, their /etc/netns/<name> overlays and the lab temp dirs /tmp/tr-*.
 #
-# Lab names are tr-[<tag>-]<owner pid, base 36>-<4 random chars>[-<role>] (src/lab/netns.ts).
+# Lab names are tr-[<tag>-]<owner pid, base 36>-<4 random chars>[-<role>] (tools/lab/netns.ts).
 # A lab whose owner process is still alive is a running test (maybe someone else's): it is
 # skipped unless --force. Nothing outside names that start with tr- is touched.
 #

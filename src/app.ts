@@ -30,8 +30,8 @@ import { createRequire } from 'node:module';
 import { startControlServer, statusSnapshotOf, type TunnelStatus } from './control/index.js';
 import { nonZeroCounts, peerInfoOf } from './control/peer-info.js';
 import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
-import { openWireguardTunnels, type TunnelStats, type WireguardTunnel } from './outbound/wireguard/tunnel.js';
-import { tunnelForwardHook } from './outbound/wireguard/forward.js';
+import { openWireguardTunnels, type TunnelStats, type WireguardTunnel } from './wireguard/tunnel.js';
+import { tunnelForwardHook } from './wireguard/forward.js';
 
 /** This package's version (for `status`); the path works from src/ and from dist/. */
 export const TUNROUTE_VERSION: string = (() => {
@@ -81,7 +81,7 @@ async function openTunLink(config: Config, logger: Logger): Promise<Link> {
   if (config.tun.offload) {
     // TSO4 needs CSUM; with both, the kernel hands us up to 64 KiB TCP super-packets and
     // segments the ones we send back.
-    const { loadNative } = await import('./link/native.js');
+    const { loadNative } = await import('./native/addon.js');
     const n = loadNative();
     link.setOffload(n.TUN_F_CSUM | n.TUN_F_TSO4);
   }

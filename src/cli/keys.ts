@@ -8,7 +8,7 @@
  */
 import { fstatSync } from 'node:fs';
 import { TunrouteError } from '../errors.js';
-import { formatKey, generatePrivateKey, KeyFormatError, parseKey, publicKeyOf, wipe, type RandomSource } from '../outbound/wireguard/keys.js';
+import { formatKey, generatePrivateKey, KeyFormatError, parseKey, publicKeyOf, wipe, type RandomSource } from '../wireguard/keys.js';
 
 /** A new private key, as one line. */
 export function genkeyText(random?: RandomSource): string {

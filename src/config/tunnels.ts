@@ -16,8 +16,8 @@
  */
 import { lookup } from 'node:dns/promises';
 import { TunrouteError } from '../errors.js';
-import { parseKey } from '../outbound/wireguard/keys.js';
-import type { TunnelSpec } from '../outbound/wireguard/tunnel.js';
+import { parseKey } from '../wireguard/keys.js';
+import type { TunnelSpec } from '../wireguard/tunnel.js';
 import { ipToU32, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.js';
 import { DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from './schema.js';
 import { normalizeIpv4Cidr, parseEndpoint } from './wg-quick.js';

@@ -25,7 +25,7 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { isIPv6 } from 'node:net';
 import { TunrouteError } from '../errors.js';
-import { KeyFormatError, parseKey } from '../outbound/wireguard/keys.js';
+import { KeyFormatError, parseKey } from '../wireguard/keys.js';
 import { cidrToString, ipToU32, normalizeCidr, parseCidr } from '../wire/ipv4.js';
 
 export interface WgQuickPeer {

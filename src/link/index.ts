@@ -8,13 +8,3 @@ export {
   type MemoryLinkOptions,
 } from './memory.js';
 export { TunLink, tunOpenError, type TunLinkOptions } from './tun.js';
-export {
-  addonPath,
-  isNativeErrnoError,
-  loadNative,
-  tryLoadNative,
-  type NativeErrnoError,
-  type NativeReadCallback,
-  type NativeReaderHandle,
-  type NativeTunAddon,
-} from './native.js';

@@ -14,7 +14,7 @@ import { constants as osConstants } from 'node:os';
 import { TunrouteError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { emptyLinkStats, type Link, type LinkStats, type PacketBatch, type ReceiveHandler } from './link.js';
-import { isNativeErrnoError, loadNative, type NativeReaderHandle, type NativeTunAddon } from './native.js';
+import { isNativeErrnoError, loadNative, type NativeReaderHandle, type NativeTunAddon } from '../native/addon.js';
 
 export interface TunLinkOptions {
   /** Device name, e.g. 'tun0'; '' lets the kernel choose (tun0, tun1, …). */

@@ -1,4 +1,3 @@
-export { CidrTrie, type CidrEntry } from './cidr-trie.js';
 export {
   RULE_PROTOCOLS,
   Router,

@@ -22,7 +22,7 @@
  */
 import { TunrouteError } from '../errors.js';
 import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, cidrToString, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../wire/ipv4.js';
-import { CidrTrie } from './cidr-trie.js';
+import { CidrTrie } from '../net/cidr-trie.js';
 
 export type RuleProtocol = 'tcp' | 'udp' | 'icmp';
 

@@ -29,7 +29,7 @@
 import { TunrouteError } from '../errors.js';
 import { BLOCK_OUTBOUND, DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from '../config/schema.js';
 import { parseCidr, normalizeCidr } from '../wire/ipv4.js';
-import { computeRouteSet, type Prefix } from './cidr-set.js';
+import { computeRouteSet, type Prefix } from '../net/cidr-set.js';
 import type { RouteEnv } from './host.js';
 import { parseCidrFile, prefixToString, type LabeledPrefix } from './sources.js';
 

@@ -10,7 +10,7 @@
  */
 import { TunrouteError } from '../errors.js';
 import { ipToU32, parseCidr, normalizeCidr, cidrToString } from '../wire/ipv4.js';
-import type { Prefix } from './cidr-set.js';
+import type { Prefix } from '../net/cidr-set.js';
 
 /** One CIDR with the place it came from ("routes.include[2]", "office.txt:17", "loopback"). */
 export interface LabeledPrefix {

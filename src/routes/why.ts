@@ -11,7 +11,7 @@ import { isIPv6 } from 'node:net';
 import { TunrouteError } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import { ipToU32 } from '../wire/ipv4.js';
-import { computeRouteSet, type Prefix } from './cidr-set.js';
+import { computeRouteSet, type Prefix } from '../net/cidr-set.js';
 import { hostProbe, probeRouteEnv, type HostProbe } from './host.js';
 import { listStateFiles, ownerAlive, readJournal } from './journal.js';
 import { planRoutes, prefixesContain, type ExplainData } from './plan.js';

@@ -7,7 +7,7 @@
  *             names that peer (else the Peer counts it as `disallowed_source`).
  * IPv4 only, as the rest of tunroute; an IPv6 inner packet never matches.
  */
-import { CidrTrie } from '../router/cidr-trie.js';
+import { CidrTrie } from '../net/cidr-trie.js';
 import { getU32 } from '../wire/checksum.js';
 import { normalizeCidr, type Cidr } from '../wire/ipv4.js';
 

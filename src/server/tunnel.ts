@@ -6,7 +6,7 @@
  *                                  └► decrypted packets whose source the peer may use ─► onPacket
  *   sendPacket(ip) ─► the peer whose AllowedIPs hold ip.dst ─► Peer.send ─► UDP
  *
- * The protocol core (src/outbound/wireguard) takes `now` and returns datagrams; this class is
+ * The protocol core (src/wireguard) takes `now` and returns datagrams; this class is
  * the only place that owns a socket and a timer for it. The timer follows the earliest
  * deadline of any peer: after traffic, only that peer's next deadline is compared (cheap, no
  * walk over all peers per packet); when the timer fires, every due peer is polled and the
@@ -14,10 +14,10 @@
  */
 import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
-import { Device, type DeviceDropReason } from '../outbound/wireguard/device.js';
-import { formatEndpoint, type Datagram, type Endpoint } from '../outbound/wireguard/endpoint.js';
-import { formatKey, type RandomSource } from '../outbound/wireguard/keys.js';
-import type { Peer, PeerCounters } from '../outbound/wireguard/peer.js';
+import { Device, type DeviceDropReason } from '../wireguard/device.js';
+import { formatEndpoint, type Datagram, type Endpoint } from '../wireguard/endpoint.js';
+import { formatKey, type RandomSource } from '../wireguard/keys.js';
+import type { Peer, PeerCounters } from '../wireguard/peer.js';
 import { getU32 } from '../wire/checksum.js';
 import { cidrToString, normalizeCidr, type Cidr } from '../wire/ipv4.js';
 import { CryptokeyTable } from './cryptokey.js';

@@ -1,10 +1,10 @@
 /**
  * The server's UDP socket, bound to the config's `listen` address: the same transport the
- * tunnel client uses (see src/outbound/wireguard/udp-transport.ts): the addon's batched socket
+ * tunnel client uses (see src/wireguard/udp-transport.ts): the addon's batched socket
  * when it is built, else node:dgram.
  */
 import { TunrouteError } from '../errors.js';
-import { openUdpTransport, type UdpTransport } from '../outbound/wireguard/udp-transport.js';
+import { openUdpTransport, type UdpTransport } from '../wireguard/udp-transport.js';
 
 export interface ServerTransportOptions {
   address: string;

@@ -24,7 +24,7 @@ import {
   waitForPort,
   type LabProcess,
   type Namespace,
-} from '../../src/lab/index.js';
+} from '../../tools/lab/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const avail = labAvailable();
@@ -350,7 +350,7 @@ describe.skipIf(!avail.ok)('lab', () => {
       dir = mkdtempSync(join(tmpdir(), 'tr-labhooks-'));
       writeFileSync(join(dir, 'package.json'), '{"type":"module"}');
       for (const f of ['process', 'netns']) {
-        const src = readFileSync(resolve(here, `../../src/lab/${f}.ts`), 'utf8');
+        const src = readFileSync(resolve(here, `../../tools/lab/${f}.ts`), 'utf8');
         const out = ts.transpileModule(src, {
           compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
         });

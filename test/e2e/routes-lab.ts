@@ -16,7 +16,7 @@
  * 192.168.50.2 (or .70.2) = directly from the client.
  */
 import { join } from 'node:path';
-import { Lab, startDante, startHttpServer, type LabProcess, type Namespace } from '../../src/lab/index.js';
+import { Lab, startDante, startHttpServer, type LabProcess, type Namespace } from '../../tools/lab/index.js';
 import { CLI, controlPathFor, logLines } from '../helpers/e2e.js';
 
 export const SOCKS = '100.64.0.1';

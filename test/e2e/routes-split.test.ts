@@ -6,7 +6,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { e2eAvailable, ROOT } from '../helpers/e2e.js';
-import { measureRouteApply, syntheticCidrs } from '../../src/routes/measure.js';
+import { measureRouteApply, syntheticCidrs } from '../../tools/bench/measure-routes.js';
 import { CLIENT, PROXY, REMOTES, SOCKS, cli, createRoutesLab, fullSnapshot, logged, seenAs, up, type RoutesLab } from './routes-lab.js';
 
 const run = e2eAvailable('routes: split tunnel');

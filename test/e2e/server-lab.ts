@@ -4,8 +4,8 @@
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { LabProcess, Namespace } from '../../src/lab/index.js';
-import { formatKey } from '../../src/outbound/wireguard/keys.js';
+import type { LabProcess, Namespace } from '../../tools/lab/index.js';
+import { formatKey } from '../../src/wireguard/keys.js';
 
 export const MB = 1024 * 1024;
 

@@ -17,8 +17,8 @@
 import { chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, labBytesSha256, startHttpServer, startIperf3, waitForPort, type LabProcess, type Namespace } from '../../src/lab/index.js';
-import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
+import { Lab, labBytesSha256, startHttpServer, startIperf3, waitForPort, type LabProcess, type Namespace } from '../../tools/lab/index.js';
+import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { CLI, e2eAvailable, logLines } from '../helpers/e2e.js';
 import { MB, UDP_CLIENT, UDP_ECHO, mbps, startWireguardGo } from './server-lab.js';
 

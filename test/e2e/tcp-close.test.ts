@@ -14,7 +14,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDante, type LabProcess } from '../../src/lab/index.js';
+import { startDante, type LabProcess } from '../../tools/lab/index.js';
 import { e2eAvailable, finalCounters } from '../helpers/e2e.js';
 // @ts-expect-error: a plain .mjs fixture, shared with the programs that run in the namespaces
 import { SCENARIOS, SERVER_BYTES, APP_BYTES, pattern, sha256 } from './fixtures/tcp-common.mjs';

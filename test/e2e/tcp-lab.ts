@@ -11,7 +11,7 @@
  */
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Lab, startDante, type LabProcess, type Namespace } from '../../src/lab/index.js';
+import { Lab, startDante, type LabProcess, type Namespace } from '../../tools/lab/index.js';
 import { startTunrouteIn } from '../helpers/e2e.js';
 
 export const DEST = '10.66.1.7';

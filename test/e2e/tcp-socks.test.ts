@@ -7,7 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { labBytesSha256, startHttpServer, startMicrosocks, type LabProcess } from '../../src/lab/index.js';
+import { labBytesSha256, startHttpServer, startMicrosocks, type LabProcess } from '../../tools/lab/index.js';
 import { CLI, e2eAvailable, finalCounters } from '../helpers/e2e.js';
 // @ts-expect-error: a plain .mjs fixture, shared with the programs that run in the namespaces
 import { APP_BYTES, SCENARIOS } from './fixtures/tcp-common.mjs';

@@ -9,7 +9,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startHttpServer, type LabProcess } from '../../src/lab/index.js';
+import { startHttpServer, type LabProcess } from '../../tools/lab/index.js';
 import { e2eAvailable } from '../helpers/e2e.js';
 import {
   CLIENT,

@@ -6,7 +6,7 @@
  * shows the fragments in both directions.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LabProcess } from '../../src/lab/index.js';
+import type { LabProcess } from '../../tools/lab/index.js';
 import { e2eAvailable } from '../helpers/e2e.js';
 import {
   DANTE,

@@ -14,7 +14,7 @@
  * measured and reported, not judged end to end.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startDante, startIperf3, type LabProcess } from '../../src/lab/index.js';
+import { startDante, startIperf3, type LabProcess } from '../../tools/lab/index.js';
 import { e2eAvailable } from '../helpers/e2e.js';
 import {
   DANTE,

@@ -24,7 +24,7 @@ import {
   type Namespace,
   type NamespaceOptions,
   type VethLink,
-} from '../../src/lab/index.js';
+} from '../../tools/lab/index.js';
 import { finalCounters } from '../helpers/e2e.js';
 import { fixture, jsonLine, startTunroute, waitFor } from './tcp-lab.js';
 

@@ -14,7 +14,7 @@
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LabProcess } from '../../src/lab/index.js';
+import type { LabProcess } from '../../tools/lab/index.js';
 import { CLI, e2eAvailable } from '../helpers/e2e.js';
 import {
   DANTE,

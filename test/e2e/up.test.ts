@@ -4,7 +4,7 @@
  * one-sentence errors for the usual mistakes.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, type Namespace } from '../../src/lab/index.js';
+import { Lab, type Namespace } from '../../tools/lab/index.js';
 import { CLI, ROOT, e2eAvailable, finalCounters, routingSnapshot, startTunrouteIn } from '../helpers/e2e.js';
 
 const run = e2eAvailable('tunroute up');

@@ -14,8 +14,8 @@
 import { writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, labBytesSha256, startDante, startDnsmasq, startHttpServer, startIperf3, startWireguardGo, type Namespace } from '../../src/lab/index.js';
-import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
+import { Lab, labBytesSha256, startDante, startDnsmasq, startHttpServer, startIperf3, startWireguardGo, type Namespace } from '../../tools/lab/index.js';
+import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { e2eAvailable, finalCounters, logLines, routingSnapshot, startTunrouteIn } from '../helpers/e2e.js';
 
 const haveWg = existsSync('/usr/bin/wireguard-go') && existsSync('/usr/bin/wg');

@@ -4,7 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { labAvailable, type LabProcess, type Namespace } from '../../src/lab/index.js';
+import { labAvailable, type LabProcess, type Namespace } from '../../tools/lab/index.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = `${ROOT}dist/cli/main.js`;

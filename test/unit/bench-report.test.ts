@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import type { CpuTotals } from '../../src/bench/cpu.js';
-import { anyFailed, medianRun, renderReadme, renderText, wgTable, type BenchReport, type Outcome, type Pair } from '../../src/bench/report.js';
-import type { IperfResult } from '../../src/bench/tools.js';
+import type { CpuTotals } from '../../tools/bench/cpu.js';
+import { anyFailed, medianRun, renderReadme, renderText, wgTable, type BenchReport, type Outcome, type Pair } from '../../tools/bench/report.js';
+import type { IperfResult } from '../../tools/bench/tools.js';
 
 function cpu(client: number, server: number, hostBusyS = 8, labS = 7): CpuTotals {
   return { wallS: 5, procs: { client, server }, labS, hostBusyS };

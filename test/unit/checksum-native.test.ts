@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { mulberry32 } from '../../src/link/memory.js';
-import { addonPath, tryLoadNative } from '../../src/link/native.js';
+import { addonPath, tryLoadNative } from '../../src/native/addon.js';
 
 const native = tryLoadNative();
 if (native === undefined) {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fragmentIpv4, fragmentedSize } from '../../src/stack/ip-fragment.js';
+import { fragmentIpv4, fragmentedSize } from '../../src/wire/ipv4-fragment.js';
 import { Ipv4Packet, writeIpv4Header, IP_PROTO_UDP } from '../../src/wire/ipv4.js';
 import { internetChecksum, setU16 } from '../../src/wire/checksum.js';
 import { DST, SRC, pattern, udpDatagram } from './ipfrag-helpers.js';

@@ -4,7 +4,7 @@
 import { ipToU32, Ipv4Packet, IP_PROTO_UDP, writeIpv4Header } from '../../src/wire/ipv4.js';
 import { UdpRepr } from '../../src/wire/udp.js';
 import { internetChecksum, setU16 } from '../../src/wire/checksum.js';
-import { fragmentIpv4 } from '../../src/stack/ip-fragment.js';
+import { fragmentIpv4 } from '../../src/wire/ipv4-fragment.js';
 
 export const SRC = ipToU32('198.18.0.1')!;
 export const DST = ipToU32('10.66.1.7')!;

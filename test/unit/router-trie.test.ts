@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CidrTrie } from '../../src/router/cidr-trie.js';
+import { CidrTrie } from '../../src/net/cidr-trie.js';
 
 /** Dotted quad → uint32 (test helper; the router uses the wire parser). */
 function ip(s: string): number {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { computeRouteSet, type Prefix } from '../../src/routes/cidr-set.js';
+import { computeRouteSet, type Prefix } from '../../src/net/cidr-set.js';
 import { planRoutes, toIpBatch, toIpCommand, describePlan, invert, prefixesContain, KILL_SWITCH_METRIC, type RoutePlan } from '../../src/routes/plan.js';
 import { parseNetworkView, type RouteEnv, type NetworkView } from '../../src/routes/host.js';
 import { parseCidrFile } from '../../src/routes/sources.js';

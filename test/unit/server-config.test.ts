@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_SERVER_CONTROL_PATH, DEFAULT_SERVER_DENY, loadServerConfig, parseServerConfig, serverControlPath, serverPrivateKey } from '../../src/config/server-schema.js';
 import { TunrouteError } from '../../src/errors.js';
-import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
+import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { serverRouter } from '../../src/server/server.js';
 import { openServerTransport } from '../../src/server/udp-transport.js';
 import { IP_PROTO_TCP, ipToU32 } from '../../src/wire/ipv4.js';

@@ -1,6 +1,6 @@
 /**
  * The server without a network: a fake UDP network joins `tunroute server` (its transport
- * replaced) and test clients, each a real WireGuard Peer from src/outbound/wireguard with its
+ * replaced) and test clients, each a real WireGuard Peer from src/wireguard with its
  * own userspace TCP stack over a PacketPipe — a whole "client machine" in a few objects. The
  * server re-originates to real sockets on 127.0.0.1 (the tests allow loopback in `deny`).
  */
@@ -8,10 +8,10 @@ import { monotonicClock } from '../../src/clock.js';
 import { parseServerConfig, type ServerConfigInput } from '../../src/config/server-schema.js';
 import { PacketPipe } from '../../src/link/packet-pipe.js';
 import { silentLogger } from '../../src/logger.js';
-import type { Endpoint } from '../../src/outbound/wireguard/endpoint.js';
-import { StaticIdentity } from '../../src/outbound/wireguard/handshake.js';
-import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
-import { Peer } from '../../src/outbound/wireguard/peer.js';
+import type { Endpoint } from '../../src/wireguard/endpoint.js';
+import { StaticIdentity } from '../../src/wireguard/handshake.js';
+import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
+import { Peer } from '../../src/wireguard/peer.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import type { UdpTransport } from '../../src/server/tunnel.js';
 import { PacketDispatcher } from '../../src/stack/dispatcher.js';

@@ -12,7 +12,7 @@ import { PacketPipe } from '../../src/link/packet-pipe.js';
 import { silentLogger } from '../../src/logger.js';
 import { serverStatusSnapshot } from '../../src/server/status.js';
 import { parseServerConfig } from '../../src/config/server-schema.js';
-import { formatKey } from '../../src/outbound/wireguard/keys.js';
+import { formatKey } from '../../src/wireguard/keys.js';
 import { CLIENT_IPS, SERVER_IP, makeRig, until, type Rig } from './server-harness.js';
 import { icmpEcho } from './wg-harness.js';
 

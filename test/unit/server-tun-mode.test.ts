@@ -8,7 +8,7 @@ import { parseServerConfig } from '../../src/config/server-schema.js';
 import { TunrouteError } from '../../src/errors.js';
 import { MemoryLink } from '../../src/link/memory.js';
 import { silentLogger } from '../../src/logger.js';
-import { formatKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
+import { formatKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import type { IpRunner } from '../../src/routes/apply.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
 import { ipToU32 } from '../../src/wire/ipv4.js';

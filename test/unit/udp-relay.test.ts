@@ -23,7 +23,7 @@ import { BlockOutbound } from '../../src/outbound/block.js';
 import { UdpRelay } from '../../src/relay/udp-relay.js';
 import { PacketDispatcher } from '../../src/stack/dispatcher.js';
 import { Ipv4Reassembler } from '../../src/stack/ip-reassembly.js';
-import { fragmentIpv4 } from '../../src/stack/ip-fragment.js';
+import { fragmentIpv4 } from '../../src/wire/ipv4-fragment.js';
 import { UdpStack } from '../../src/stack/udp/udp-stack.js';
 import { Ipv4Packet, ipToU32, IP_PROTO_ICMP, IP_PROTO_UDP, writeIpv4Header } from '../../src/wire/ipv4.js';
 import { UdpPacket, UdpRepr } from '../../src/wire/udp.js';

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { CookieChecker, CookieGenerator, COOKIE_REFRESH_TIME_MS, HandshakeLoadMeter } from '../../src/outbound/wireguard/cookie.js';
-import { endpointBytes } from '../../src/outbound/wireguard/endpoint.js';
-import { generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
-import { CookieReplyMessage, COOKIE_REPLY_LEN, INITIATION_LEN, writeU32 } from '../../src/outbound/wireguard/messages.js';
+import { CookieChecker, CookieGenerator, COOKIE_REFRESH_TIME_MS, HandshakeLoadMeter } from '../../src/wireguard/cookie.js';
+import { endpointBytes } from '../../src/wireguard/endpoint.js';
+import { generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
+import { CookieReplyMessage, COOKIE_REPLY_LEN, INITIATION_LEN, writeU32 } from '../../src/wireguard/messages.js';
 import { seededRandom, toHex } from './wg-harness.js';
 
 const responderPub = publicKeyOf(generatePrivateKey(seededRandom('cookie/r')));

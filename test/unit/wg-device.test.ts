@@ -4,12 +4,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
-import { Device } from '../../src/outbound/wireguard/device.js';
-import type { Datagram, Endpoint } from '../../src/outbound/wireguard/endpoint.js';
-import { StaticIdentity } from '../../src/outbound/wireguard/handshake.js';
-import { generatePrivateKey } from '../../src/outbound/wireguard/keys.js';
-import { Peer } from '../../src/outbound/wireguard/peer.js';
-import { REKEY_TIMEOUT_JITTER_MAX_MS, REKEY_TIMEOUT_MS } from '../../src/outbound/wireguard/timers.js';
+import { Device } from '../../src/wireguard/device.js';
+import type { Datagram, Endpoint } from '../../src/wireguard/endpoint.js';
+import { StaticIdentity } from '../../src/wireguard/handshake.js';
+import { generatePrivateKey } from '../../src/wireguard/keys.js';
+import { Peer } from '../../src/wireguard/peer.js';
+import { REKEY_TIMEOUT_JITTER_MAX_MS, REKEY_TIMEOUT_MS } from '../../src/wireguard/timers.js';
 import { icmpEcho, seededRandom, toHex } from './wg-harness.js';
 
 const SERVER_EP: Endpoint = { address: '198.51.100.1', port: 51820 };

@@ -3,7 +3,7 @@
  * and never break the session: every one is counted as dropped.
  */
 import { describe, expect, it } from 'vitest';
-import { Device } from '../../src/outbound/wireguard/device.js';
+import { Device } from '../../src/wireguard/device.js';
 import { deliver, EP_A, icmpEcho, IP_A, IP_B, makePair, seededRandom } from './wg-harness.js';
 
 describe('fuzz: peers and devices drop what they cannot authenticate', () => {

@@ -8,9 +8,9 @@ import {
   Handshake,
   openInitiation,
   StaticIdentity,
-} from '../../src/outbound/wireguard/handshake.js';
-import { generatePrivateKey } from '../../src/outbound/wireguard/keys.js';
-import { INITIATION_LEN, RESPONSE_LEN } from '../../src/outbound/wireguard/messages.js';
+} from '../../src/wireguard/handshake.js';
+import { generatePrivateKey } from '../../src/wireguard/keys.js';
+import { INITIATION_LEN, RESPONSE_LEN } from '../../src/wireguard/messages.js';
 import { deliver, IP_A, IP_B, icmpEcho, makePair, seededRandom, toHex } from './wg-harness.js';
 
 describe('handshake functions', () => {

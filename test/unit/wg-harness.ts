@@ -4,10 +4,10 @@
  */
 import { createHash } from 'node:crypto';
 import { ManualClock } from '../../src/clock.js';
-import type { Datagram, Endpoint } from '../../src/outbound/wireguard/endpoint.js';
-import { StaticIdentity } from '../../src/outbound/wireguard/handshake.js';
-import { generatePrivateKey, type RandomSource } from '../../src/outbound/wireguard/keys.js';
-import { Peer, type PeerOptions } from '../../src/outbound/wireguard/peer.js';
+import type { Datagram, Endpoint } from '../../src/wireguard/endpoint.js';
+import { StaticIdentity } from '../../src/wireguard/handshake.js';
+import { generatePrivateKey, type RandomSource } from '../../src/wireguard/keys.js';
+import { Peer, type PeerOptions } from '../../src/wireguard/peer.js';
 import { ICMP_ECHO_REQUEST, IcmpRepr } from '../../src/wire/icmp.js';
 import { IP_PROTO_ICMP, writeIpv4Header } from '../../src/wire/ipv4.js';
 

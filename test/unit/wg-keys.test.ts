@@ -16,7 +16,7 @@ import {
   PrivateKey,
   publicKeyOf,
   wipe,
-} from '../../src/outbound/wireguard/keys.js';
+} from '../../src/wireguard/keys.js';
 import { hex, seededRandom, toHex } from './wg-harness.js';
 
 // RFC 7748 §6.1 (X25519 Diffie-Hellman).

@@ -11,7 +11,7 @@ import {
   ResponseMessage,
   TRANSPORT_HEADER_LEN,
   TransportHeader,
-} from '../../src/outbound/wireguard/messages.js';
+} from '../../src/wireguard/messages.js';
 import { hex, toHex } from './wg-harness.js';
 
 const f = (byte: string, n: number): string => byte.repeat(n);

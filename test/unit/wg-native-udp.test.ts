@@ -6,11 +6,11 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TunrouteError } from '../../src/errors.js';
-import { addonPath } from '../../src/link/native.js';
-import { tryLoadNativeUdp, type NativeUdpAddon } from '../../src/link/native-udp.js';
-import type { Endpoint } from '../../src/outbound/wireguard/endpoint.js';
-import { NativeUdpTransport } from '../../src/outbound/wireguard/native-udp-transport.js';
-import { DgramTransport, openUdpTransport } from '../../src/outbound/wireguard/udp-transport.js';
+import { addonPath } from '../../src/native/addon.js';
+import { tryLoadNativeUdp, type NativeUdpAddon } from '../../src/native/udp.js';
+import type { Endpoint } from '../../src/wireguard/endpoint.js';
+import { NativeUdpTransport } from '../../src/wireguard/native-udp-transport.js';
+import { DgramTransport, openUdpTransport } from '../../src/wireguard/udp-transport.js';
 
 const native = tryLoadNativeUdp();
 if (native === undefined) {

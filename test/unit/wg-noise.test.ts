@@ -16,7 +16,7 @@ import {
   timestampAfter,
   xaeadOpen,
   xaeadSeal,
-} from '../../src/outbound/wireguard/noise.js';
+} from '../../src/wireguard/noise.js';
 import { hex, seededRandom, toHex } from './wg-harness.js';
 
 /** RFC 2104 over BLAKE2s-256, written out by hand. */

@@ -3,16 +3,16 @@
  * "who:type" (1 initiation, 2 response, 3 cookie reply, 4 transport).
  */
 import { describe, expect, it } from 'vitest';
-import type { Datagram } from '../../src/outbound/wireguard/endpoint.js';
-import { Keypair, Keypairs, REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES } from '../../src/outbound/wireguard/keypair.js';
-import { Peer } from '../../src/outbound/wireguard/peer.js';
+import type { Datagram } from '../../src/wireguard/endpoint.js';
+import { Keypair, Keypairs, REJECT_AFTER_MESSAGES, REKEY_AFTER_MESSAGES } from '../../src/wireguard/keypair.js';
+import { Peer } from '../../src/wireguard/peer.js';
 import {
   KEEPALIVE_TIMEOUT_MS,
   REJECT_AFTER_TIME_MS,
   REKEY_AFTER_TIME_MS,
   REKEY_TIMEOUT_JITTER_MAX_MS,
   REKEY_TIMEOUT_MS,
-} from '../../src/outbound/wireguard/timers.js';
+} from '../../src/wireguard/timers.js';
 import { advance, deliver, EP_A, EP_B, icmpEcho, IP_A, IP_B, makePair, runUntil, toHex, type Delivery, type Pair } from './wg-harness.js';
 
 const S = 1000;

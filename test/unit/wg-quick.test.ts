@@ -13,7 +13,7 @@ import { DEFAULT_ROUTE_TABLE } from '../../src/config/schema.js';
 import { expandTunnels, tunnelSpecsOf } from '../../src/config/tunnels.js';
 import { parseEndpoint, parseWgQuick, tunnelNameOf, wgQuickOutbound } from '../../src/config/wg-quick.js';
 import { isTunrouteError } from '../../src/errors.js';
-import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
+import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { planRoutes } from '../../src/routes/plan.js';
 import { pinUpstreams, resolveUpstreams, upstreamsOf } from '../../src/routes/upstreams.js';
 import { NO_NETWORK } from '../../src/routes/host.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { REJECT_AFTER_MESSAGES } from '../../src/outbound/wireguard/keypair.js';
-import { REPLAY_WINDOW_SIZE, ReplayFilter } from '../../src/outbound/wireguard/replay.js';
+import { REJECT_AFTER_MESSAGES } from '../../src/wireguard/keypair.js';
+import { REPLAY_WINDOW_SIZE, ReplayFilter } from '../../src/wireguard/replay.js';
 
 const W = BigInt(REPLAY_WINDOW_SIZE); // 2016: 2048 bits less the block being filled
 const T = W + 1n;

@@ -5,7 +5,7 @@ import {
   PeerTimers,
   REJECT_AFTER_TIME_MS,
   REKEY_TIMEOUT_MS,
-} from '../../src/outbound/wireguard/timers.js';
+} from '../../src/wireguard/timers.js';
 
 describe('PeerTimers (deadlines, no real timers)', () => {
   const jitter = (): number => 100;

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { nodeAead, transportAead, type TransportAead } from '../../src/outbound/wireguard/transport-aead.js';
+import { nodeAead, transportAead, type TransportAead } from '../../src/wireguard/transport-aead.js';
 
 const native = transportAead();
 if (native.name !== 'native') console.log('[unit/wg-transport-aead] native half SKIPPED: the addon is not built (npm run build)');

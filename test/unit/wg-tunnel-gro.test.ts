@@ -5,8 +5,8 @@
  * flow is kept.
  */
 import { describe, expect, it } from 'vitest';
-import { TcpCoalescer } from '../../src/outbound/wireguard/gro.js';
-import { splitTcpV4 } from '../../src/outbound/wireguard/offload.js';
+import { TcpCoalescer } from '../../src/wireguard/gro.js';
+import { splitTcpV4 } from '../../src/wireguard/offload.js';
 import { getU16, sum16 } from '../../src/wire/checksum.js';
 import { emitTcpIpv4, TCP_ACK, TCP_FIN, TCP_PSH } from '../../src/wire/tcp.js';
 import { emitUdpIpv4 } from '../../src/wire/udp.js';

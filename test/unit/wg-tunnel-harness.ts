@@ -7,10 +7,10 @@
 import { ManualClock } from '../../src/clock.js';
 import { emptyLinkStats, type Link, type LinkStats, type ReceiveHandler } from '../../src/link/link.js';
 import { silentLogger } from '../../src/logger.js';
-import type { Endpoint } from '../../src/outbound/wireguard/endpoint.js';
-import { generatePrivateKey, publicKeyOf } from '../../src/outbound/wireguard/keys.js';
-import { WireguardTunnel, type TimerScheduler, type WireguardPeerConfig } from '../../src/outbound/wireguard/tunnel.js';
-import type { DatagramHandler, UdpTransport } from '../../src/outbound/wireguard/udp-transport.js';
+import type { Endpoint } from '../../src/wireguard/endpoint.js';
+import { generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
+import { WireguardTunnel, type TimerScheduler, type WireguardPeerConfig } from '../../src/wireguard/tunnel.js';
+import type { DatagramHandler, UdpTransport } from '../../src/wireguard/udp-transport.js';
 import { Ipv4Packet, ipToU32, parseCidr, type Cidr } from '../../src/wire/ipv4.js';
 import { VNET_HDR_LEN } from '../../src/wire/virtio-net.js';
 import { seededRandom } from './wg-harness.js';

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { genkeyText, pubkeyText } from '../../src/cli/keys.js';
-import { parseKey } from '../../src/outbound/wireguard/keys.js';
+import { parseKey } from '../../src/wireguard/keys.js';
 import { seededRandom } from './wg-harness.js';
 
 const WG = '/usr/bin/wg';

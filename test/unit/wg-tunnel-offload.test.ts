@@ -11,8 +11,8 @@ import { IP_PROTO_TCP, IP_PROTO_UDP, Ipv4Packet, writeIpv4Header } from '../../s
 import { emitTcpIpv4, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN, TcpPacket } from '../../src/wire/tcp.js';
 import { emitUdpIpv4, UdpPacket } from '../../src/wire/udp.js';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_UDP_L4, VNET_HDR_LEN, writeVnetNone, writeVnetTcp } from '../../src/wire/virtio-net.js';
-import { clampMss } from '../../src/outbound/wireguard/mss.js';
-import { natInbound, natOutbound } from '../../src/outbound/wireguard/nat.js';
+import { clampMss } from '../../src/wireguard/mss.js';
+import { natInbound, natOutbound } from '../../src/wireguard/nat.js';
 import { icmpEcho } from './wg-harness.js';
 import { C_ADDR, DEV, makeTunnelPair, S_ADDR, sendThrough, wrapped } from './wg-tunnel-harness.js';
 

@@ -24,7 +24,7 @@ import { IPV4_HEADER_LEN, IP_PROTO_UDP, writeIpv4Header, type Ipv4Packet } from 
 import { UdpPacket, UdpRepr, UDP_HEADER_LEN, emitUdpIpv4 } from '../../wire/udp.js';
 import { emitIcmpUnreachableIpv4 } from '../../wire/icmp.js';
 import { VNET_HDR_LEN, writeVnetNone } from '../../wire/virtio-net.js';
-import { fragmentIpv4, fragmentedSize } from '../ip-fragment.js';
+import { fragmentIpv4, fragmentedSize } from '../../wire/ipv4-fragment.js';
 import { UdpFlowTable, UDP_QUOTE_MAX, type UdpFlow, type UdpFlowListener, type UdpFlowTableOptions, type UdpFlowTableStats } from './flow-table.js';
 
 /** The largest UDP payload an IPv4 datagram carries: 65,535 − 20 − 8. */

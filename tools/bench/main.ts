@@ -18,7 +18,7 @@
  * wireguard-go. Every load is bounded in time and count; each lab is removed at the end, also
  * after an error or a signal.
  */
-import { measureRouteApply, type RouteApplyMeasurement } from '../routes/measure.js';
+import { measureRouteApply, type RouteApplyMeasurement } from './measure-routes.js';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -38,6 +38,7 @@ import {
   type LabProcess,
   type Namespace,
 } from '../lab/index.js';
+import { CLI_PATH, REPO_ROOT } from '../repo-root.js';
 import { clockTicksPerSecond, CpuWatch } from './cpu.js';
 import { benchWg } from './wg.js';
 import {
@@ -69,8 +70,8 @@ import {
 } from './tools.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const ROOT = join(HERE, '..', '..');
-const CLI = join(HERE, '..', 'cli', 'main.js');
+const ROOT = REPO_ROOT;
+const CLI = CLI_PATH;
 const NETCLI = join(HERE, 'netcli.js');
 
 const CLIENT_CIDR = '10.99.0.1/24';
@@ -121,7 +122,7 @@ interface Options {
   command: string;
 }
 
-const USAGE = `usage: node dist/bench/main.js [options]     (npm run bench -- [options]; needs root)
+const USAGE = `usage: node dist-tools/tools/bench/main.js [options]     (npm run bench -- [options]; needs root)
 
   --seconds N        length of each measurement window (default 5)
   --mtu N            passed to tunroute up --mtu

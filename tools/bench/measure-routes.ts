@@ -9,11 +9,11 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab } from '../lab/index.js';
-import { loadConfig } from '../config/load.js';
-import { silentLogger } from '../logger.js';
-import { createIpRunner } from './apply.js';
-import { hostProbe } from './host.js';
-import { RouteManager } from './manager.js';
+import { loadConfig } from '../../src/config/load.js';
+import { silentLogger } from '../../src/logger.js';
+import { createIpRunner } from '../../src/routes/apply.js';
+import { hostProbe } from '../../src/routes/host.js';
+import { RouteManager } from '../../src/routes/manager.js';
 
 export interface RouteApplyMeasurement {
   /** CIDRs in the file. */

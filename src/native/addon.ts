@@ -1,12 +1,13 @@
 /**
  * The typed loader of the C addon (native/tun.c, built by node-gyp into
- * build/Release/tunroute_native.node). Only the TUN link imports this file.
+ * build/Release/tunroute_native.node). The TUN link and the WireGuard transports load it through here.
  *
  * The addon is loaded lazily, once, on first use, so that everything that never opens a TUN
  * device (unit tests, `tunroute check`, the tunnel server) works without a native build.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TunrouteError } from '../errors.js';
 
@@ -95,11 +96,18 @@ function isAddon(m: unknown): m is NativeTunAddon {
 }
 
 /**
- * The package root: this file is src/link/native.ts under vitest and dist/link/native.js when
- * built, both two levels below it.
+ * The addon's path: build/Release under the package root, the nearest folder above this file
+ * that holds binding.gyp (src/native/ under vitest, dist/native/ when built, and the tools'
+ * own copy in dist-tools/src/native/ are at different depths).
  */
 export function addonPath(): string {
-  return fileURLToPath(new URL(`../../${ADDON_FILE}`, import.meta.url));
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'binding.gyp'))) {
+    const up = dirname(dir);
+    if (up === dir) return fileURLToPath(new URL(`../../${ADDON_FILE}`, import.meta.url));
+    dir = up;
+  }
+  return join(dir, ADDON_FILE);
 }
 
 let cached: NativeTunAddon | undefined;

@@ -10,8 +10,8 @@
  * apps' own TCP backs off.
  */
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { TunrouteError } from '../../errors.js';
-import { tryLoadNativeUdp } from '../../link/native-udp.js';
+import { TunrouteError } from '../errors.js';
+import { tryLoadNativeUdp } from '../native/udp.js';
 import type { Endpoint } from './endpoint.js';
 import { NativeUdpTransport } from './native-udp-transport.js';
 

@@ -18,10 +18,10 @@
  * The tunnel has no NIC: its peer must receive ordinary packets, so both are done here, and
  * every segment gets a full TCP checksum (RFC 9293 §3.1, over the pseudo-header).
  */
-import { getU16, getU32, internetChecksum, pseudoHeaderSum, setU16, setU32, completePartialChecksum } from '../../wire/checksum.js';
-import { IP_PROTO_TCP, IP_PROTO_UDP } from '../../wire/ipv4.js';
-import { TCP_CWR, TCP_FIN, TCP_PSH } from '../../wire/tcp.js';
-import { VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4 } from '../../wire/virtio-net.js';
+import { getU16, getU32, internetChecksum, pseudoHeaderSum, setU16, setU32, completePartialChecksum } from '../wire/checksum.js';
+import { IP_PROTO_TCP, IP_PROTO_UDP } from '../wire/ipv4.js';
+import { TCP_CWR, TCP_FIN, TCP_PSH } from '../wire/tcp.js';
+import { VNET_F_NEEDS_CSUM, VNET_GSO_ECN, VNET_GSO_NONE, VNET_GSO_TCPV4 } from '../wire/virtio-net.js';
 
 /** Why a packet could not be made ordinary: a GSO kind we never enable, or header fields that contradict the packet. */
 export type OffloadRefusal = 'unsupported_gso' | 'bad_offload';

@@ -17,9 +17,9 @@
  * fragments carry no transport header; the first one carries the transport checksum, which
  * covers the whole datagram but changes by the same pseudo-header delta.
  */
-import { checksumAdjust32, getU16, getU32, internetChecksum, setU16, setU32 } from '../../wire/checksum.js';
-import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP } from '../../wire/ipv4.js';
-import { isIcmpErrorType } from '../../wire/icmp.js';
+import { checksumAdjust32, getU16, getU32, internetChecksum, setU16, setU32 } from '../wire/checksum.js';
+import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP } from '../wire/ipv4.js';
+import { isIcmpErrorType } from '../wire/icmp.js';
 
 const SRC = 12;
 const DST = 16;

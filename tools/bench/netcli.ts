@@ -2,14 +2,14 @@
  * Small TCP and DNS helpers that the benchmark runs inside the lab namespaces (as separate processes,
  * because a Node process cannot enter a network namespace itself):
  *
- *   node dist/bench/netcli.js serve HOST PORT
+ *   node dist-tools/tools/bench/netcli.js serve HOST PORT
  *       an echo server (what arrives is written back; the server half-closes when the client does)
- *   node dist/bench/netcli.js rr HOST PORT SECONDS MAX SIZE
+ *   node dist-tools/tools/bench/netcli.js rr HOST PORT SECONDS MAX SIZE
  *       one connection, sequential round trips of SIZE bytes (write, wait for SIZE bytes back)
- *   node dist/bench/netcli.js cps HOST PORT SECONDS MAX SIZE
+ *   node dist-tools/tools/bench/netcli.js cps HOST PORT SECONDS MAX SIZE
  *       sequential connections: connect, send SIZE bytes, read SIZE bytes back, close (the client
  *       closes first and waits until the socket is fully closed), one after another
- *   node dist/bench/netcli.js dns HOST PORT SECONDS MAX DOMAIN
+ *   node dist-tools/tools/bench/netcli.js dns HOST PORT SECONDS MAX DOMAIN
  *       sequential DNS queries over UDP (dgram): ask A q<N>.DOMAIN (a new name each time), wait
  *       for the answer (matching ID, NOERROR, at least one record), ask the next
  *

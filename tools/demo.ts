@@ -3,10 +3,11 @@
  * the host touched. Prints what it does and what tunroute counted. Needs root.
  */
 import { fileURLToPath } from 'node:url';
+import { CLI_PATH, REPO_ROOT } from './repo-root.js';
 import { Lab, labAvailable, labBytesSha256, startDante, startHttpServer, type LabProcess } from './lab/index.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const CLI = `${ROOT}dist/cli/main.js`;
+const ROOT = `${REPO_ROOT}/`;
+const CLI = CLI_PATH;
 
 function say(line = ''): void {
   process.stdout.write(line + '\n');

@@ -17,8 +17,8 @@
  * IPv4 only, as the DgramTransport it replaces: a datagram to another kind of address is dropped.
  */
 import { constants as osConstants } from 'node:os';
-import { TunrouteError } from '../../errors.js';
-import type { NativeUdpAddon, NativeUdpReceiverHandle } from '../../link/native-udp.js';
+import { TunrouteError } from '../errors.js';
+import type { NativeUdpAddon, NativeUdpReceiverHandle } from '../native/udp.js';
 import type { Endpoint } from './endpoint.js';
 import type { DatagramHandler, DgramTransportOptions, UdpTransport } from './udp-transport.js';
 

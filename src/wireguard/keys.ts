@@ -22,7 +22,7 @@ import {
   timingSafeEqual,
   type KeyObject,
 } from 'node:crypto';
-import { TunrouteError } from '../../errors.js';
+import { TunrouteError } from '../errors.js';
 
 export const KEY_LEN = 32;
 

@@ -5,8 +5,8 @@
  * specific rule can still send part of them elsewhere); the hook only exists when a tunnel
  * does, and then costs one rule lookup per packet.
  */
-import { getU16 } from '../../wire/checksum.js';
-import { IP_PROTO_TCP, IP_PROTO_UDP, type Ipv4Packet } from '../../wire/ipv4.js';
+import { getU16 } from '../wire/checksum.js';
+import { IP_PROTO_TCP, IP_PROTO_UDP, type Ipv4Packet } from '../wire/ipv4.js';
 import type { WireguardTunnel } from './tunnel.js';
 
 /** True when the packet was taken (the dispatcher then does nothing more with it). */

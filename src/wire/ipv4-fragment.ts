@@ -18,8 +18,8 @@
  * "fragmentation needed" with the MTU (type 3 code 4, RFC 1191) back to its source when it is
  * forwarding someone else's datagram.
  */
-import { getU16 as rd16, internetChecksum, setU16 as wr16 } from '../wire/checksum.js';
-import { IPV4_HEADER_LEN } from '../wire/ipv4.js';
+import { getU16 as rd16, internetChecksum, setU16 as wr16 } from './checksum.js';
+import { IPV4_HEADER_LEN } from './ipv4.js';
 
 const LENGTH = 2;
 const FLG_OFF = 6;

@@ -11,7 +11,7 @@
  * Keys are the raw 32 bytes; the caller owns and wipes them.
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto';
-import { tryLoadNative } from '../../link/native.js';
+import { tryLoadNative } from '../native/addon.js';
 import { MESSAGE_TRANSPORT, TRANSPORT_HEADER_LEN, transportCounter, writeU32, writeU64 } from './messages.js';
 import { aeadNonce, AEAD_TAG_LEN } from './noise.js';
 

@@ -17,10 +17,10 @@
  * one ended, and every segment but the last exactly gso_size long. Everything else is written
  * as it is, in order within its flow.
  */
-import { getU16, getU32, internetChecksum, pseudoHeaderSum, setU16 } from '../../wire/checksum.js';
-import { IP_PROTO_TCP } from '../../wire/ipv4.js';
-import { TCP_ACK, TCP_PSH } from '../../wire/tcp.js';
-import { VNET_HDR_LEN, writeVnetNone, writeVnetTcp } from '../../wire/virtio-net.js';
+import { getU16, getU32, internetChecksum, pseudoHeaderSum, setU16 } from '../wire/checksum.js';
+import { IP_PROTO_TCP } from '../wire/ipv4.js';
+import { TCP_ACK, TCP_PSH } from '../wire/tcp.js';
+import { VNET_HDR_LEN, writeVnetNone, writeVnetTcp } from '../wire/virtio-net.js';
 
 /** Receives one frame for the device: virtio header then packet; valid only during the call. */
 export type FrameSink = (frame: Uint8Array) => boolean;

@@ -8,9 +8,9 @@
  *
  *   kind=2 | len=4 | MSS (16 bits)         among the options after the 20-byte TCP header
  */
-import { checksumAdjust, getU16, setU16 } from '../../wire/checksum.js';
-import { IP_PROTO_TCP } from '../../wire/ipv4.js';
-import { TCP_OPT_EOL, TCP_OPT_MSS, TCP_OPT_NOP, TCP_SYN } from '../../wire/tcp.js';
+import { checksumAdjust, getU16, setU16 } from '../wire/checksum.js';
+import { IP_PROTO_TCP } from '../wire/ipv4.js';
+import { TCP_OPT_EOL, TCP_OPT_MSS, TCP_OPT_NOP, TCP_SYN } from '../wire/tcp.js';
 
 /**
  * Lower the MSS option of the TCP SYN (or SYN-ACK) in the IPv4 packet at `off` to `maxMss`,

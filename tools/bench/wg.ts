@@ -26,7 +26,7 @@ import {
   type LabProcess,
   type Namespace,
 } from '../lab/index.js';
-import { formatKey, generatePrivateKey, publicKeyOf } from '../outbound/wireguard/keys.js';
+import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { CpuWatch } from './cpu.js';
 import { medianRun, type BenchReport, type Outcome, type Pair } from './report.js';
 import { readMtu, runIperf3, tunrouteStatus, type IperfResult } from './tools.js';
@@ -171,7 +171,7 @@ export async function benchWg(report: BenchReport, opts: WgBenchOptions): Promis
       writeFileSync(
         confFile,
         [
-          '# written by the benchmark (src/bench/wg.ts)',
+          '# written by the benchmark (tools/bench/wg.ts)',
           '[Interface]',
           `PrivateKey = ${formatKey(tc)}`,
           `Address = ${t.clientTun}/24`,

@@ -6,7 +6,7 @@
  * Addresses are IPv4 as host-order uint32 (192.0.2.1 is 0xc0000201), ports host order.
  */
 import { TunrouteError } from '../errors.js';
-import { addonPath, loadNative } from './native.js';
+import { addonPath, loadNative } from './addon.js';
 
 /** Opaque handle of a running batched receiver (returned by udpStartReceiver). */
 export interface NativeUdpReceiverHandle {

@@ -15,15 +15,15 @@
  * keepalives and rekeying; it is only moved when a deadline comes earlier than the one armed.
  * Nothing here throws on packets or datagrams: every refusal is a counter.
  */
-import type { Clock } from '../../clock.js';
-import type { Link } from '../../link/link.js';
-import type { Logger } from '../../logger.js';
-import { CidrTrie } from '../../router/cidr-trie.js';
-import { fragmentIpv4, fragmentedSize } from '../../stack/ip-fragment.js';
-import { getU16, getU32 } from '../../wire/checksum.js';
-import { emitIcmpUnreachableIpv4, ICMP_UNREACH_FRAG_NEEDED, ICMP_UNREACH_HOST } from '../../wire/icmp.js';
-import { cidrToString, normalizeCidr, type Cidr, type Ipv4Packet } from '../../wire/ipv4.js';
-import { VNET_GSO_ECN, VNET_GSO_TCPV4, VNET_HDR_LEN, writeVnetNone } from '../../wire/virtio-net.js';
+import type { Clock } from '../clock.js';
+import type { Link } from '../link/link.js';
+import type { Logger } from '../logger.js';
+import { CidrTrie } from '../net/cidr-trie.js';
+import { fragmentIpv4, fragmentedSize } from '../wire/ipv4-fragment.js';
+import { getU16, getU32 } from '../wire/checksum.js';
+import { emitIcmpUnreachableIpv4, ICMP_UNREACH_FRAG_NEEDED, ICMP_UNREACH_HOST } from '../wire/icmp.js';
+import { cidrToString, normalizeCidr, type Cidr, type Ipv4Packet } from '../wire/ipv4.js';
+import { VNET_GSO_ECN, VNET_GSO_TCPV4, VNET_HDR_LEN, writeVnetNone } from '../wire/virtio-net.js';
 import { Device, DEVICE_DROP_REASONS, type DeviceDropReason } from './device.js';
 import { formatEndpoint, type Datagram, type Endpoint } from './endpoint.js';
 import { formatKey, type RandomSource } from './keys.js';

@@ -1,0 +1,12 @@
+/** The only loaders of the C addon (native/*.c), typed: the TUN device and the batched UDP socket. */
+export {
+  addonPath,
+  isNativeErrnoError,
+  loadNative,
+  tryLoadNative,
+  type NativeErrnoError,
+  type NativeReadCallback,
+  type NativeReaderHandle,
+  type NativeTunAddon,
+} from './addon.js';
+export { loadNativeUdp, tryLoadNativeUdp, type NativeUdpAddon, type NativeUdpReceiverHandle } from './udp.js';
