@@ -2,7 +2,6 @@
  * `npm run demo`: tunroute carrying real traffic in a throwaway network namespace, nothing on
  * the host touched. Prints what it does and what tunroute counted. Needs root.
  */
-import { fileURLToPath } from 'node:url';
 import { CLI_PATH, REPO_ROOT } from './repo-root.js';
 import { Lab, labAvailable, labBytesSha256, startDante, startHttpServer, type LabProcess } from './lab/index.js';
 

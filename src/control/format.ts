@@ -91,10 +91,10 @@ export function formatFlowTable(flows: readonly TcpFlowInfo[], opts: FormatOptio
   const header = ['ID', 'SOURCE', 'DESTINATION', 'OUTBOUND', 'STATE', 'UP', 'DOWN', 'AGE'];
   const right = [true, false, false, false, false, true, true, true];
   const rows = shown.map((f) => [String(f.id), f.src, f.dst, f.outbound, f.state, formatBytes(f.bytesUp), formatBytes(f.bytesDown), formatDuration(f.ageMs)]);
-  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c]!.length)));
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
   const render = (cells: string[]): string =>
     cells
-      .map((cell, c) => (right[c] ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!)))
+      .map((cell, c) => (right[c] ? cell.padStart(widths[c]) : cell.padEnd(widths[c])))
       .join('  ')
       .trimEnd();
   const out = [render(header), ...rows.map(render)];
@@ -169,7 +169,7 @@ export function formatStatus(s: StatusSnapshot, opts: FormatOptions = {}): strin
   const names = Object.keys(s.outbounds).sort();
   const nameWidth = Math.max(0, ...names.map((n) => n.length));
   for (const name of names) {
-    const o = s.outbounds[name]!;
+    const o = s.outbounds[name];
     const failed = nonZero(o.tcpFailures);
     const parts = [name.padEnd(nameWidth), `attempts ${formatCount(o.tcpAttempts)}`, `established ${formatCount(o.tcpEstablished)}`];
     if (failed !== undefined) parts.push(`failed: ${failed}`);

@@ -229,7 +229,7 @@ function reasonCounters<K extends string>(keys: readonly K[]) {
     for (const k of keys) out[k] = r[k] ?? 0;
     for (const [k, n] of Object.entries(r)) out[k] ??= n;
     // Every key of K was set just above; the extra keys are what a newer daemon counts.
-    return out as Record<K, number>;
+    return out;
   });
 }
 

@@ -56,10 +56,10 @@ const MAX_NAME = 255;
 const MAX_LABEL = 63;
 
 function rd16(b: Uint8Array, i: number): number {
-  return (b[i]! << 8) | b[i + 1]!;
+  return (b[i] << 8) | b[i + 1];
 }
 function rd32(b: Uint8Array, i: number): number {
-  return ((b[i]! << 24) | (b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!) >>> 0;
+  return ((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]) >>> 0;
 }
 function wr16(b: Uint8Array, i: number, v: number): void {
   b[i] = (v >>> 8) & 0xff;
@@ -127,11 +127,11 @@ export function readDnsName(b: Uint8Array, off: number): NameRead | undefined {
   let jumps = 0;
   for (;;) {
     if (i >= b.length) return undefined;
-    const len = b[i]!;
+    const len = b[i];
     const kind = len & 0xc0;
     if (kind === 0xc0) {
       if (i + 1 >= b.length) return undefined;
-      const target = ((len & 0x3f) << 8) | b[i + 1]!;
+      const target = ((len & 0x3f) << 8) | b[i + 1];
       // Only backwards, and never to itself: guarantees termination.
       if (target >= i || ++jumps > 127) return undefined;
       if (end < 0) end = i + 2;
@@ -147,7 +147,7 @@ export function readDnsName(b: Uint8Array, off: number): NameRead | undefined {
     wireLen += 1 + len;
     if (wireLen > MAX_NAME) return undefined;
     for (let k = i + 1; k <= i + len; k++) {
-      const c = b[k]!;
+      const c = b[k];
       name += labelChar(c);
       key += labelChar(c >= 0x41 && c <= 0x5a ? c + 32 : c);
     }
@@ -167,7 +167,7 @@ function skipName(b: Uint8Array, off: number): number {
   let i = off;
   for (;;) {
     if (i >= b.length) return -1;
-    const len = b[i]!;
+    const len = b[i];
     if ((len & 0xc0) === 0xc0) return i + 2 <= b.length ? i + 2 : -1;
     if ((len & 0xc0) !== 0 || len > MAX_LABEL) return -1;
     if (len === 0) return i + 1;

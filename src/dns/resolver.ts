@@ -295,9 +295,8 @@ export class DnsResolver {
   private association(): Promise<UdpUpstream> {
     if (this.assoc !== undefined) return Promise.resolve(this.assoc);
     if (this.assocOpening !== undefined) return this.assocOpening;
-    const open = this.outbound.openUdp;
-    if (open === undefined) return Promise.reject(new UpstreamError('protocol', this.outbound.name, 'this outbound carries no UDP'));
-    const p = open.call(this.outbound, { timeoutMs: this.tcpTimeoutMs }).then(
+    if (this.outbound.openUdp === undefined) return Promise.reject(new UpstreamError('protocol', this.outbound.name, 'this outbound carries no UDP'));
+    const p = this.outbound.openUdp({ timeoutMs: this.tcpTimeoutMs }).then(
       (a) => {
         this.assocOpening = undefined;
         if (this.closed || this.mode === 'tcp') {
@@ -385,10 +384,10 @@ export class DnsResolver {
         chunks.push(d);
         have += d.length;
         if (have < 2) return;
-        const all = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+        const all = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
         chunks.length = 0;
         chunks.push(all);
-        const len = (all[0]! << 8) | all[1]!;
+        const len = (all[0] << 8) | all[1];
         if (have < 2 + len) return;
         const msg = DnsMessage.parse(new Uint8Array(all.subarray(2, 2 + len)));
         if (msg === undefined || !msg.isResponse || msg.id !== query.id || !msg.sameQuestion(query)) {

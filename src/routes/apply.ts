@@ -67,7 +67,7 @@ export async function applyOps(ops: readonly RouteOp[], dev: string, runner: IpR
     applied.push(...b.ops.slice(0, failed - 1));
     await removeChanges(invert(applied), runner, log);
     const why = res.stderr.split('\n')[0] ?? 'unknown error';
-    const op = b.ops[failed - 1] ?? b.ops[0]!;
+    const op = b.ops[failed - 1] ?? b.ops[0];
     throw new TunrouteError(
       'TR_ROUTE_APPLY',
       `Setting up ${dev} failed at "${toIpCommand(op, 'apply')}" (${why}): check that the route does not exist already and that nothing else manages ${dev}.`,

@@ -144,7 +144,7 @@ export function hostProbe(opts: { netns?: string; resolve?: Resolver } = {}): Ho
 }
 
 function firstLine(s: string): string {
-  return s.trim().split('\n')[0]!.trim();
+  return s.trim().split('\n')[0].trim();
 }
 
 /** Read what the plan depends on: CIDR files, the upstreams' addresses, the default route and LAN. */
@@ -156,7 +156,7 @@ export async function probeRouteEnv(config: Config, host: HostProbe): Promise<Ro
   ];
   for (const [field, paths] of lists) {
     for (let i = 0; i < paths.length; i++) {
-      const path = paths[i]!;
+      const path = paths[i];
       if (files.has(path)) continue;
       try {
         files.set(path, await host.readFile(path));

@@ -235,7 +235,7 @@ export function readJournal(path: string): Journal | undefined {
       `The route journal ${path} is damaged, so tunroute cannot tell what to undo: compare \`ip rule\` and \`ip route show table all\` (tunroute's entries say "proto 211"), remove those by hand, then delete the file.`,
     );
   }
-  return r.data as Journal;
+  return r.data;
 }
 
 /** Take a journal for cleanup: rename it to `.cleanup-<our pid>`. Undefined if someone else took it (or it is gone). */
@@ -280,7 +280,7 @@ export function listStateFiles(stateDir: string, dev?: string): StateFiles {
   for (const name of names.sort()) {
     const m = /^routes-([A-Za-z0-9_.-]{1,15})\.json(?:\.(cleanup|tmp)-(\d+))?$/.exec(name);
     if (!m) continue;
-    const d = m[1]!;
+    const d = m[1];
     if (dev !== undefined && d !== dev) continue;
     const path = join(stateDir, name);
     if (m[2] === undefined) out.journals.push({ path, dev: d });

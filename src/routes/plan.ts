@@ -157,7 +157,7 @@ export function prefixesContain(prefixes: readonly Prefix[], addr: number): Pref
   let hi = prefixes.length - 1;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
-    const p = prefixes[mid]!;
+    const p = prefixes[mid];
     if (addr < p.addr) hi = mid - 1;
     else if (prefixContains(p, addr)) return p;
     else lo = mid + 1;
@@ -174,7 +174,7 @@ function overlapsAny(sorted: readonly Prefix[], p: Prefix): boolean {
   let hi = sorted.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    const q = sorted[mid]!;
+    const q = sorted[mid];
     if (q.addr + 2 ** (32 - q.prefix) <= start) lo = mid + 1;
     else hi = mid;
   }
@@ -304,7 +304,7 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
 export function invert(ops: readonly RouteOp[]): Change[] {
   const out: Change[] = [];
   for (let i = ops.length - 1; i >= 0; i--) {
-    const o = ops[i]!;
+    const o = ops[i];
     if (o.op === 'route' || o.op === 'rule') out.push(o);
   }
   return out;

@@ -36,7 +36,7 @@ export function parseCidrFile(text: string, file: string, field: string): Labele
   const out: LabeledPrefix[] = [];
   const lines = text.split('\n');
   for (let i = 0; i < lines.length; i++) {
-    let line = lines[i]!;
+    let line = lines[i];
     const hash = line.indexOf('#');
     if (hash >= 0) line = line.slice(0, hash);
     line = line.trim();

@@ -95,7 +95,7 @@ export async function resolveUpstreams(refs: readonly UpstreamRef[], resolve: Re
  * so the outbounds connect exactly there.
  */
 export function pinUpstreams(config: Config, refs: readonly UpstreamRef[], resolved: readonly ResolvedUpstream[]): Config {
-  const pinned = (url: Socks5Url, i: number): string => formatSocks5Url({ ...url, host: resolved[i]!.addrs[0]!, hostKind: 'ipv4' }, { redact: false });
+  const pinned = (url: Socks5Url, i: number): string => formatSocks5Url({ ...url, host: resolved[i].addrs[0], hostKind: 'ipv4' }, { redact: false });
   let next: Config = config;
   refs.forEach((ref, i) => {
     // Tunnel endpoints are pinned earlier, by expandTunnels, which also resolves them.

@@ -35,13 +35,13 @@ async function daemonGone(why: string): Promise<void> {
   if (done) return;
   done = true;
   try {
-    const j = readJournal(journal!);
+    const j = readJournal(journal);
     if (j === undefined || j.pid !== daemonPid) {
       log.debug({ why }, 'tunroute exited and cleaned up after itself');
       return;
     }
     const entries = await cleanupJournals({
-      stateDir: dirname(journal!),
+      stateDir: dirname(journal),
       dev,
       runner: ipBatchRunner,
       log,

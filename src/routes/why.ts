@@ -171,9 +171,9 @@ export async function whyFromJournal(
   if (journals.length > 1) {
     throw new TunrouteError('TR_BAD_FLAG', `Several tunroutes run (${journals.map((j) => j.dev).join(', ')}): pick one with --tun NAME.`);
   }
-  const j = readJournal(journals[0]!.path);
+  const j = readJournal(journals[0].path);
   if (j === undefined || j.explain === undefined) {
-    throw new TunrouteError('TR_CONTROL', `The journal ${journals[0]!.path} holds no plan to explain: ask about a config with -c FILE.`);
+    throw new TunrouteError('TR_CONTROL', `The journal ${journals[0].path} holds no plan to explain: ask about a config with -c FILE.`);
   }
   const kernel = await host.routeGet(d.ip);
   const a = explainDestination(j.explain, d, makeDecider(j.explain), kernel);

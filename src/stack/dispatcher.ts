@@ -97,9 +97,9 @@ export class PacketDispatcher {
   onBatch(batch: PacketBatch): void {
     const { buf, offsets, lengths, count } = batch;
     if (this.link.vnetHdr) {
-      for (let i = 0; i < count; i++) this.onVnetPacket(buf, offsets[i]!, lengths[i]!);
+      for (let i = 0; i < count; i++) this.onVnetPacket(buf, offsets[i], lengths[i]);
     } else {
-      for (let i = 0; i < count; i++) this.onPacket(buf, offsets[i]!, lengths[i]!, true);
+      for (let i = 0; i < count; i++) this.onPacket(buf, offsets[i], lengths[i], true);
     }
   }
 
@@ -125,7 +125,7 @@ export class PacketDispatcher {
     if (bad !== undefined) {
       // IPv6 is not malformed, just not ours (yet): the kernel sends router solicitations
       // and neighbour discovery into every new device.
-      return this.drop(bad === 'bad_version' && len > 0 && buf[off]! >>> 4 === 6 ? 'ipv6' : bad);
+      return this.drop(bad === 'bad_version' && len > 0 && buf[off] >>> 4 === 6 ? 'ipv6' : bad);
     }
     if (this.forward !== undefined && this.forward(ip, vnetOff)) return;
     if (ip.isFragment) {

@@ -38,7 +38,6 @@ import type { Ipv4Packet } from '../wire/ipv4.js';
 const LENGTH = 2;
 const FLG_OFF = 6;
 const CHECKSUM = 10;
-const FLAG_MF = 0x2000;
 const FLAG_DF = 0x4000;
 
 /** The largest IPv4 datagram (Total Length is 16 bits). */
@@ -196,7 +195,7 @@ export class Ipv4Reassembler {
       let hi = pieces.length;
       while (lo < hi) {
         const mid = (lo + hi) >>> 1;
-        if (pieces[mid]!.off < off) lo = mid + 1;
+        if (pieces[mid].off < off) lo = mid + 1;
         else hi = mid;
       }
       at = lo;

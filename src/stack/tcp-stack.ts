@@ -102,7 +102,7 @@ export class TcpStack {
       randomFillSync(this.random);
       this.randomLeft = this.random.length;
     }
-    return this.random[--this.randomLeft]!;
+    return this.random[--this.randomLeft];
   }
 
   /** The dispatcher's TCP handler: `ip` holds a validated IPv4 packet with a valid TCP header. */
@@ -138,7 +138,7 @@ export class TcpStack {
     if (o.hasTimestamp) out.timestamp = [o.tsval, o.tsecr];
     if (o.sackCount > 0) {
       const blocks: Array<[number, number]> = [];
-      for (let k = 0; k < o.sackCount; k++) blocks.push([o.sack[2 * k]!, o.sack[2 * k + 1]!]);
+      for (let k = 0; k < o.sackCount; k++) blocks.push([o.sack[2 * k], o.sack[2 * k + 1]]);
       out.sack = blocks;
     }
     return out;

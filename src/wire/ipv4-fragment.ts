@@ -51,16 +51,16 @@ function copiedOptions(packet: Uint8Array, headerLen: number): Uint8Array {
   const out: number[] = [];
   let i = IPV4_HEADER_LEN;
   while (i < headerLen) {
-    const type = packet[i]!;
+    const type = packet[i];
     if (type === 0) break; // End of Option List
     if (type === 1) {
       i++; // No Operation: never copied (bit 7 clear)
       continue;
     }
     if (i + 1 >= headerLen) break;
-    const len = packet[i + 1]!;
+    const len = packet[i + 1];
     if (len < 2 || i + len > headerLen) break;
-    if ((type & 0x80) !== 0) for (let k = 0; k < len; k++) out.push(packet[i + k]!);
+    if ((type & 0x80) !== 0) for (let k = 0; k < len; k++) out.push(packet[i + k]);
     i += len;
   }
   while ((out.length & 3) !== 0) out.push(0);
@@ -94,8 +94,8 @@ export function fragmentIpv4(
   outOff: number,
   lengths: number[],
 ): number | FragmentRefusal {
-  if (packet.length < IPV4_HEADER_LEN || packet[0]! >>> 4 !== 4) return 'frag_bad';
-  const hl = (packet[0]! & 0x0f) << 2;
+  if (packet.length < IPV4_HEADER_LEN || packet[0] >>> 4 !== 4) return 'frag_bad';
+  const hl = (packet[0] & 0x0f) << 2;
   const total = rd16(packet, LENGTH);
   if (hl < IPV4_HEADER_LEN || total < hl || total > packet.length) return 'frag_bad';
   if (total <= mtu) {

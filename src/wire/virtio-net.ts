@@ -26,13 +26,13 @@ export const VNET_GSO_UDP_L4 = 5;
 export const VNET_GSO_ECN = 0x80;
 
 export function vnetFlags(b: Uint8Array, off: number): number {
-  return b[off]!;
+  return b[off];
 }
 export function vnetGsoType(b: Uint8Array, off: number): number {
-  return b[off + 1]!;
+  return b[off + 1];
 }
 export function vnetGsoSize(b: Uint8Array, off: number): number {
-  return b[off + 4]! | (b[off + 5]! << 8);
+  return b[off + 4] | (b[off + 5] << 8);
 }
 
 function le16(b: Uint8Array, i: number, v: number): void {

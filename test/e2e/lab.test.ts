@@ -53,14 +53,14 @@ function procState(pid: number): string | undefined {
 function descendants(pid: number): number[] {
   const out: number[] = [];
   const walk = (p: number): void => {
-    let tids: string[] = [];
+    let tids: string[];
     try {
       tids = readdirSync(`/proc/${p}/task`);
     } catch {
       return;
     }
     for (const tid of tids) {
-      let kids = '';
+      let kids: string;
       try {
         kids = readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8');
       } catch {

@@ -16,7 +16,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDante, type LabProcess } from '../../tools/lab/index.js';
 import { e2eAvailable, finalCounters } from '../helpers/e2e.js';
-// @ts-expect-error: a plain .mjs fixture, shared with the programs that run in the namespaces
 import { SCENARIOS, SERVER_BYTES, APP_BYTES, pattern, sha256 } from './fixtures/tcp-common.mjs';
 import { DEST, DEST2, DIRECT, PROXY, ROUTE, createTcpLab, fixture, jsonLine, startTunroute, waitFor, type TcpLab } from './tcp-lab.js';
 
@@ -46,7 +45,7 @@ interface ServerRecord extends Observed {
 
 const APP_SHA: string = sha256(pattern('app', APP_BYTES));
 const SERVER_SHA: string = sha256(pattern('server', SERVER_BYTES));
-const PORTS = SCENARIOS as Record<string, number>;
+const PORTS: Record<string, number> = SCENARIOS;
 /** A port nothing listens on, behind tunroute and directly. */
 const CLOSED_PORT = 7999;
 /** Routed to an outbound whose SOCKS server port has no listener. */

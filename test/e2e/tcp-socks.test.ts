@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { labBytesSha256, startHttpServer, startMicrosocks, type LabProcess } from '../../tools/lab/index.js';
 import { CLI, e2eAvailable, finalCounters } from '../helpers/e2e.js';
-// @ts-expect-error: a plain .mjs fixture, shared with the programs that run in the namespaces
 import { APP_BYTES, SCENARIOS } from './fixtures/tcp-common.mjs';
 import { DEST, DEST2, DIRECT, PROXY, ROUTE, createTcpLab, fixture, jsonLine, startTunroute, waitFor, type TcpLab } from './tcp-lab.js';
 
@@ -17,7 +16,7 @@ const run = e2eAvailable('TCP through SOCKS5: bulk, many connections, status');
 
 const BIG = 200 * 1024 * 1024;
 const HTTP_PORT = 8080;
-const ECHO_PORT = (SCENARIOS as Record<string, number>).echo;
+const ECHO_PORT = SCENARIOS.echo;
 
 interface ManySummary {
   n: number;

@@ -33,7 +33,6 @@ import {
   upArgs,
   waitFor,
   writeConfig,
-  type UdpCounters,
   type UdpLab,
 } from './udp-lab.js';
 

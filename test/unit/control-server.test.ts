@@ -129,8 +129,8 @@ describe('control server and client', () => {
     c.sock.write('{"v":1,"cmd":"ping"}\n\n{"v":1,"cmd":"flows"}\r\n{"v":1,"cmd":"nope"}\n{"v":1,"cmd":"status"}\n');
     const lines = (await c.next(4)).map((l) => JSON.parse(l) as { ok: boolean; data?: unknown; error?: string });
     expect(lines.map((l) => l.ok)).toEqual([true, true, false, true]);
-    expect(lines[0]!.data).toEqual({ pid: process.pid });
-    expect(lines[2]!.error).toMatch(/^unknown command "nope"/);
+    expect(lines[0].data).toEqual({ pid: process.pid });
+    expect(lines[2].error).toMatch(/^unknown command "nope"/);
     c.sock.destroy();
   });
 
@@ -141,7 +141,7 @@ describe('control server and client', () => {
     const lines = (await c.next(4)).map((l) => JSON.parse(l) as { v: number; ok: boolean; error: string });
     expect(lines.every((l) => l.v === 1 && !l.ok && typeof l.error === 'string')).toBe(true);
     c.sock.write('{"v":1,"cmd":"ping"}\n');
-    expect(JSON.parse((await c.next(1))[0]!)).toEqual({ v: 1, ok: true, data: { pid: process.pid } });
+    expect(JSON.parse((await c.next(1))[0])).toEqual({ v: 1, ok: true, data: { pid: process.pid } });
     c.sock.destroy();
     expect(await queryControl(sockPath, 'ping')).toEqual({ pid: process.pid });
   });
@@ -154,7 +154,7 @@ describe('control server and client', () => {
     const c = rawClient(sockPath);
     c.sock.write(payload);
     const [line] = await c.next(1);
-    expect(JSON.parse(line!)).toEqual({ v: 1, ok: false, error: expect.stringMatching(/^a request line is longer than 65536 bytes/) as unknown });
+    expect(JSON.parse(line)).toEqual({ v: 1, ok: false, error: expect.stringMatching(/^a request line is longer than 65536 bytes/) as unknown });
     await c.closed;
     expect(await c.lines()).toEqual([]);
     expect(await queryControl(sockPath, 'ping')).toEqual({ pid: process.pid });
@@ -162,7 +162,7 @@ describe('control server and client', () => {
 
   it('stops reading requests while a client does not read its replies', async () => {
     const big = snapshot();
-    big.flows = Array.from({ length: 2000 }, (_, i) => ({ ...big.flows[0]!, id: i }));
+    big.flows = Array.from({ length: 2000 }, (_, i) => ({ ...big.flows[0], id: i }));
     let calls = 0;
     await start({
       snapshot: () => {

@@ -51,7 +51,7 @@ describe('DnsMessage.parse: a real answer', () => {
       ['answer', DNS_TYPE_A, 120],
       ['additional', DNS_TYPE_OPT, 0],
     ]);
-    expect([...ANSWER.subarray(m.records![0]!.rdataOffset, m.records![0]!.rdataOffset + 4)]).toEqual([93, 184, 216, 34]);
+    expect([...ANSWER.subarray(m.records![0].rdataOffset, m.records![0].rdataOffset + 4)]).toEqual([93, 184, 216, 34]);
     expect(m.minTtl()).toBe(120); // OPT's "TTL" is flags, not a TTL
     expect(m.udpPayloadSize).toBe(1232);
   });
@@ -157,7 +157,7 @@ describe('emit and the made-up responses', () => {
     const aged = DnsMessage.parse(agedCopy(m, 100))!;
     expect(aged.records!.map((r) => r.ttl)).toEqual([200, 20, 0]);
     expect(DnsMessage.parse(agedCopy(m, 1000))!.records!.map((r) => r.ttl)).toEqual([0, 0, 0]);
-    expect(m.records![0]!.ttl).toBe(300); // the original is untouched
+    expect(m.records![0].ttl).toBe(300); // the original is untouched
     const other = withDnsId(ANSWER, 7);
     expect(DnsMessage.parse(other)!.id).toBe(7);
     expect(DnsMessage.parse(ANSWER)!.id).toBe(0x1a2b);

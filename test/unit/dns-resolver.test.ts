@@ -123,7 +123,7 @@ describe('DnsResolver over UDP (the proxy can carry UDP)', () => {
     const ob = directOutbound('ok');
     const { r } = resolver(server, ob);
     await r.resolve(buildDnsQuery('warmup.test', DNS_TYPE_A, 1));
-    const assoc = ob.associations[0]!;
+    const assoc = ob.associations[0];
     // Feed forged answers straight into the association's handler path: from a wrong port.
     const forged = buildDnsQuery('warmup.test', DNS_TYPE_A, 1);
     forged[2] |= 0x80;

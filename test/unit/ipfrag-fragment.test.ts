@@ -5,7 +5,7 @@ import { internetChecksum, setU16 } from '../../src/wire/checksum.js';
 import { DST, SRC, pattern, udpDatagram } from './ipfrag-helpers.js';
 
 function split(p: Uint8Array, mtu: number): { pieces: Uint8Array[]; written: number } {
-  const out = new Uint8Array(fragmentedSize(p.length, (p[0]! & 15) * 4, mtu)).fill(0xa5);
+  const out = new Uint8Array(fragmentedSize(p.length, (p[0] & 15) * 4, mtu)).fill(0xa5);
   const lengths: number[] = [];
   const r = fragmentIpv4(p, mtu, out, 0, lengths);
   if (typeof r !== 'number') throw new Error(r);
@@ -75,7 +75,7 @@ describe('fragmentIpv4', () => {
 
   it('re-fragments a piece: offsets continue from its own, the last keeps its MF', () => {
     const d = udpDatagram(pattern(3000));
-    const first = split(d, 1500).pieces[0]!; // offset 0, MF, 1480 data bytes
+    const first = split(d, 1500).pieces[0]; // offset 0, MF, 1480 data bytes
     const { pieces } = split(first, 576);
     const views = pieces.map((p) => {
       const ip = new Ipv4Packet();
@@ -101,10 +101,10 @@ describe('fragmentIpv4', () => {
     setU16(p, 10, internetChecksum(p, 0, hl));
     const { pieces } = split(p, 500);
     const ip = new Ipv4Packet();
-    expect(ip.wrap(pieces[0]!, 0, pieces[0]!.length)).toBeUndefined();
+    expect(ip.wrap(pieces[0], 0, pieces[0].length)).toBeUndefined();
     expect(ip.headerLen).toBe(hl);
-    expect(ip.wrap(pieces[1]!, 0, pieces[1]!.length)).toBeUndefined();
+    expect(ip.wrap(pieces[1], 0, pieces[1].length)).toBeUndefined();
     expect(ip.headerLen).toBe(24);
-    expect([...pieces[1]!.subarray(20, 24)]).toEqual([0x94, 0x04, 0x00, 0x00]);
+    expect([...pieces[1].subarray(20, 24)]).toEqual([0x94, 0x04, 0x00, 0x00]);
   });
 });

@@ -75,7 +75,7 @@ export function shuffle<T>(a: T[], seed: number): T[] {
   for (let i = r.length - 1; i > 0; i--) {
     x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
     const j = x % (i + 1);
-    [r[i], r[j]] = [r[j]!, r[i]!];
+    [r[i], r[j]] = [r[j], r[i]];
   }
   return r;
 }

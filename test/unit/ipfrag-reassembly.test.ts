@@ -71,12 +71,12 @@ describe('Ipv4Reassembler: whole datagrams', () => {
     const b = udpDatagram(pattern(3000, 2), 101);
     const pa = fragments(a, 1500);
     const pb = fragments(b, 1500);
-    expect(feed(pa[0]!)).toBeUndefined();
-    expect(feed(pb[1]!)).toBeUndefined();
-    expect(feed(pb[0]!)).toBeUndefined();
-    expect(feed(pa[2]!)).toBeUndefined();
-    expect(feed(pa[1]!)).toBeInstanceOf(Uint8Array);
-    const wb = feed(pb[2]!);
+    expect(feed(pa[0])).toBeUndefined();
+    expect(feed(pb[1])).toBeUndefined();
+    expect(feed(pb[0])).toBeUndefined();
+    expect(feed(pa[2])).toBeUndefined();
+    expect(feed(pa[1])).toBeInstanceOf(Uint8Array);
+    const wb = feed(pb[2]);
     expect(wb).toBeInstanceOf(Uint8Array);
     expectIntact(wb as Uint8Array, b);
   });
@@ -85,10 +85,10 @@ describe('Ipv4Reassembler: whole datagrams', () => {
     const { feed, r } = setup();
     const d = udpDatagram(pattern(4000));
     const pieces = fragments(d, 1500);
-    expect(feed(pieces[0]!)).toBeUndefined();
-    expect(feed(pieces[0]!)).toBe('frag_duplicate');
-    expect(feed(pieces[1]!)).toBeUndefined();
-    expectIntact(feed(pieces[2]!) as Uint8Array, d);
+    expect(feed(pieces[0])).toBeUndefined();
+    expect(feed(pieces[0])).toBe('frag_duplicate');
+    expect(feed(pieces[1])).toBeUndefined();
+    expectIntact(feed(pieces[2]) as Uint8Array, d);
     expect(r.stats.drops.frag_duplicate).toBe(1);
   });
 
@@ -102,7 +102,7 @@ describe('Ipv4Reassembler: whole datagrams', () => {
       expect(feed(shared.subarray(0, p.length))).toBeUndefined();
       shared.fill(0xee);
     }
-    expectIntact(feed(pieces[pieces.length - 1]!) as Uint8Array, d);
+    expectIntact(feed(pieces[pieces.length - 1]) as Uint8Array, d);
   });
 });
 
@@ -182,8 +182,8 @@ describe('Ipv4Reassembler: timeouts', () => {
     const { clock, r, feed, timeouts } = setup();
     const d = udpDatagram(pattern(3000));
     const pieces = fragments(d, 1500);
-    feed(pieces[0]!);
-    feed(pieces[1]!);
+    feed(pieces[0]);
+    feed(pieces[1]);
     clock.advance(30_000);
     expect(r.sweep()).toBe(0); // exactly 30 s: still in time
     clock.advance(1);
@@ -192,14 +192,14 @@ describe('Ipv4Reassembler: timeouts', () => {
     expect(r.heldBytes).toBe(0);
     expect(r.stats.timedOut).toBe(1);
     expect(timeouts).toHaveLength(1);
-    const quote = timeouts[0]!;
+    const quote = timeouts[0];
     expect(quote.length).toBe(28); // header + 8 data bytes
     // The quote is what an ICMP time-exceeded (reassembly) message needs.
     const icmp = new Uint8Array(128);
     const n = emitIcmpErrorIpv4(quote, ICMP_TIME_EXCEEDED, ICMP_TIME_EXCEEDED_REASSEMBLY, DST, icmp, 0);
     expect(n).toBe(20 + 8 + 28);
     // The last piece now starts a new datagram: no completion from stale pieces.
-    expect(feed(pieces[2]!)).toBeUndefined();
+    expect(feed(pieces[2])).toBeUndefined();
   });
 
   it('sends no quote when the first piece never came (RFC 1122 §3.3.2)', () => {
@@ -214,14 +214,14 @@ describe('Ipv4Reassembler: timeouts', () => {
     const { clock, r, feed } = setup({ timeoutMs: 5000 });
     const d = udpDatagram(pattern(3000));
     const pieces = fragments(d, 1500);
-    feed(pieces[0]!);
-    feed(pieces[1]!);
+    feed(pieces[0]);
+    feed(pieces[1]);
     clock.advance(5001);
-    expect(feed(pieces[2]!)).toBeUndefined(); // the old pieces are gone
+    expect(feed(pieces[2])).toBeUndefined(); // the old pieces are gone
     expect(r.stats.timedOut).toBe(1);
     // Resent in full, it completes.
-    feed(pieces[0]!);
-    expectIntact(feed(pieces[1]!) as Uint8Array, d);
+    feed(pieces[0]);
+    expectIntact(feed(pieces[1]) as Uint8Array, d);
   });
 
   it('sweeps only the old ones, oldest first', () => {

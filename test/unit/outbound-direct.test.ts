@@ -119,7 +119,7 @@ describe('DirectOutbound UDP', () => {
     expect(a.send({ ip: '127.0.0.1', port }, Buffer.from('two'))).toBe(true);
     for (let i = 0; i < 100 && got.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
     expect(got.map((g) => g.data)).toEqual(['one', 'two']);
-    expect(got[0]!.from).toEqual({ ip: '127.0.0.1', port });
+    expect(got[0].from).toEqual({ ip: '127.0.0.1', port });
     expect(ob.stats.udp).toMatchObject({ attempts: 1, established: 1, datagramsUp: 2, datagramsDown: 2 });
   });
 

@@ -221,7 +221,7 @@ describe.skipIf(!HAVE_DANTED)(`SOCKS5 UDP ASSOCIATE through dante ${HAVE_DANTED 
     for (let i = 0; i < 20; i++) expect(a.send({ ip: LOOPBACK, port: echo.port }, Buffer.from(`ping ${i}`))).toBe(true);
     await c.until(() => c.got.length === 20, '20 echoes');
     expect(c.got.map((g) => g.payload.toString()).sort()).toEqual(Array.from({ length: 20 }, (_, i) => `echo:ping ${i}`).sort());
-    expect(c.got[0]!.from).toEqual({ ip: LOOPBACK, port: echo.port });
+    expect(c.got[0].from).toEqual({ ip: LOOPBACK, port: echo.port });
     expect(ob.stats.udp).toMatchObject({ attempts: 1, established: 1, datagramsUp: 20, datagramsDown: 20 });
     expect(ob.udpAssociations).toBe(1);
     a.close();
@@ -235,8 +235,8 @@ describe.skipIf(!HAVE_DANTED)(`SOCKS5 UDP ASSOCIATE through dante ${HAVE_DANTED 
     const c = collect(a);
     a.send({ ip: LOOPBACK, port: echo.port }, Buffer.from('reflect:x'));
     await c.until(() => c.got.length === 1, 'the reflected reply');
-    expect(c.got[0]!.from).toEqual({ ip: LOOPBACK, port: echo.reflectPort });
-    expect(c.got[0]!.payload.toString()).toBe('reflected:reflect:x');
+    expect(c.got[0].from).toEqual({ ip: LOOPBACK, port: echo.reflectPort });
+    expect(c.got[0].payload.toString()).toBe('reflected:reflect:x');
     await ob.close();
   });
 
@@ -279,7 +279,7 @@ describe.skipIf(!HAVE_DANTED)(`SOCKS5 UDP ASSOCIATE through dante ${HAVE_DANTED 
     });
     for (const [i, c] of cs.entries()) {
       await c.until(() => c.got.length === 1, `echo ${i}`);
-      expect(c.got[0]!.payload.toString()).toBe(`echo:a${i}`);
+      expect(c.got[0].payload.toString()).toBe(`echo:a${i}`);
     }
     expect(new Set(all.map((a) => a.relay.port)).size).toBe(20);
     await ob.close();
@@ -379,9 +379,9 @@ describe('SOCKS5 UDP ASSOCIATE against a scripted proxy', () => {
     const proxy = await startScriptedProxy();
     const a = await openSocks5UdpAssociation({ name: 'p', proxy: parseSocks5Url(`socks5://${LOOPBACK}:${proxy.port}`) });
     const c = collect(a);
-    proxy.controls[0]!.destroy();
+    proxy.controls[0].destroy();
     await c.until(() => c.closed.length === 1, 'closed');
-    expect(c.closed[0]!.reason).toBe('proxy_down');
+    expect(c.closed[0].reason).toBe('proxy_down');
     expect(a.isClosed).toBe(true);
     expect(a.send({ ip: '192.0.2.1', port: 53 }, Buffer.from('late'))).toBe(false);
     await proxy.close();
@@ -417,7 +417,7 @@ describe('SOCKS5 UDP ASSOCIATE against a scripted proxy', () => {
     for (const ask of ['frag', 'domain', 'short', 'rsv']) a.send({ ip: '192.0.2.1', port: 53 }, Buffer.from(ask));
     a.send({ ip: '192.0.2.1', port: 53 }, Buffer.from('ok'));
     await c.until(() => c.got.length === 1, 'the good frame');
-    expect(c.got[0]!.payload.toString()).toBe('ok');
+    expect(c.got[0].payload.toString()).toBe('ok');
     expect(c.got).toHaveLength(1);
     expect(ob.stats.udp?.dropped).toBe(4);
     await ob.close();

@@ -86,7 +86,7 @@ describe('parseSocks5Url rejects, naming the value and the fix in one sentence',
 
   it('names the source and uses TR_BAD_CONFIG for a config file', () => {
     expect(() => parseSocks5Url('socks5://h:0', { source: 'tunroute.yaml: proxy', code: 'TR_BAD_CONFIG' })).toThrow(
-      expect.objectContaining({ code: 'TR_BAD_CONFIG', message: expect.stringMatching(/^tunroute\.yaml: proxy "socks5:\/\/h:0": /) }),
+      expect.objectContaining({ code: 'TR_BAD_CONFIG', message: expect.stringMatching(/^tunroute\.yaml: proxy "socks5:\/\/h:0": /) as unknown }),
     );
   });
 

@@ -113,9 +113,9 @@ describe('applying a plan', () => {
       [6, true],
       [4, true],
     ]);
-    expect(undo[0]!.lines).toEqual(['route del unreachable ::/0 table 7300 proto 211']);
-    expect(undo[1]!.lines[0]).toBe('rule del lookup 7300 priority 7301 protocol 211');
-    expect(undo[1]!.lines).toHaveLength(p.prefixes.length + 1);
+    expect(undo[0].lines).toEqual(['route del unreachable ::/0 table 7300 proto 211']);
+    expect(undo[1].lines[0]).toBe('rule del lookup 7300 priority 7301 protocol 211');
+    expect(undo[1].lines).toHaveLength(p.prefixes.length + 1);
   });
 
   it('removal goes on past errors and counts what was already gone', async () => {
@@ -173,11 +173,11 @@ describe('down (cleanupJournals)', () => {
     createJournal(journalPath(dir, 'tun0'), staleJournal(p, true));
     const r = new RecordingRunner();
     const kept = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'skip', keepKillSwitch: true });
-    expect(kept[0]!.outcome).toBe('kept-kill-switch');
+    expect(kept[0].outcome).toBe('kept-kill-switch');
     expect(r.calls).toEqual([]);
     expect(describeCleanup(kept, dir)).toContain('kill switch: left tunroute (pid');
     const down = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'stop' });
-    expect(down[0]!.outcome).toBe('removed');
+    expect(down[0].outcome).toBe('removed');
   });
 
   it('stops a running tunroute and lets it clean up after itself', async () => {
@@ -211,7 +211,7 @@ describe('down (cleanupJournals)', () => {
     createJournal(journalPath(dir, 'tun0'), staleJournal(p));
     const r = new RecordingRunner();
     expect(await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'skip', onlyPid: process.pid + 1 })).toEqual([]);
-    expect((await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'skip', onlyPid: process.pid }))[0]!.outcome).toBe('removed');
+    expect((await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'skip', onlyPid: process.pid }))[0].outcome).toBe('removed');
   });
 
   it('finishes the cleanup of a cleaner that died half-way', async () => {

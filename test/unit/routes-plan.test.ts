@@ -61,7 +61,7 @@ describe('computeRouteSet', () => {
       }
       expect(wrong).toEqual([]);
       // Minimal: no two outputs overlap and none could merge with its neighbour.
-      for (let i = 1; i < out.length; i++) expect(out[i]!.addr).toBeGreaterThan(out[i - 1]!.addr);
+      for (let i = 1; i < out.length; i++) expect(out[i].addr).toBeGreaterThan(out[i - 1].addr);
     }
   });
 });

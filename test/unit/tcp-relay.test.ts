@@ -126,7 +126,6 @@ describe('TCP relay over an in-memory link', () => {
     let gotBytes = 0;
     const done = new Promise<void>((resolve, reject) => {
       let sent = 0;
-      let conn: TcpConnection;
       const pump = (): void => {
         while (sent < total) {
           const n = conn.write(data.subarray(sent, Math.min(total, sent + 65536)));
@@ -136,7 +135,7 @@ describe('TCP relay over an in-memory link', () => {
         if (sent === total) conn.shutdownWrite();
         r.appStack.schedule();
       };
-      conn = appConnect(r, 7, {
+      const conn: TcpConnection = appConnect(r, 7, {
         onEstablished: pump,
         onWritable: pump,
         onData(chunk: Uint8Array) {

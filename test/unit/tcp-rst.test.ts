@@ -22,7 +22,7 @@ import {
 interface StateCase {
   state: TcpState;
   /** Brings an established fixture to the state at t=1; returns RCV.NXT as a peer offset. */
-  setup(x: Fx): number;
+  setup: (x: Fx) => number;
 }
 
 const SYNCHRONIZED: StateCase[] = [

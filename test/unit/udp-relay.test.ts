@@ -186,7 +186,7 @@ function setup(opts: { outbound?: Outbound; dns?: DnsResolver; retryAfterMs?: nu
         q.wrapTruncated(c.buffer, c.dataOffset, c.dataLen);
         const qu = c.buffer;
         const qo = q.payloadOffset;
-        out.push({ kind: 'icmp', src: v.src, dst: v.dst, srcPort: (qu[qo]! << 8) | qu[qo + 1]!, dstPort: (qu[qo + 2]! << 8) | qu[qo + 3]!, payload: Buffer.from(c.data()), icmpType: c.type, icmpCode: c.code });
+        out.push({ kind: 'icmp', src: v.src, dst: v.dst, srcPort: (qu[qo] << 8) | qu[qo + 1], dstPort: (qu[qo + 2] << 8) | qu[qo + 3], payload: Buffer.from(c.data()), icmpType: c.type, icmpCode: c.code });
       }
     }
     return out;
@@ -204,7 +204,7 @@ describe('UdpRelay: datagrams through an association', () => {
     await settle();
     feed(appDatagram(40000, DST, 9000, Buffer.from('again')));
     expect(ob.associations).toHaveLength(1);
-    const a = ob.associations[0]!;
+    const a = ob.associations[0];
     expect(a.sent.map((s) => [s.dst, s.payload.toString()])).toEqual([
       [{ ip: '10.66.1.7', port: 9000 }, 'hello'],
       [{ ip: '10.66.1.7', port: 9000 }, 'again'],
@@ -232,7 +232,7 @@ describe('UdpRelay: datagrams through an association', () => {
     const { feed, relay } = setup({ outbound: ob, maxPendingDatagrams: 3 });
     for (let i = 0; i < 5; i++) feed(appDatagram(40000, DST, 9000, Buffer.from(`d${i}`)));
     expect(ob.openings).toHaveLength(1);
-    const a = ob.openings[0]!.resolve();
+    const a = ob.openings[0].resolve();
     await settle();
     expect(a.sent.map((s) => s.payload.toString())).toEqual(['d0', 'd1', 'd2']);
     expect(relay.stats.dropped).toBe(2);
@@ -252,13 +252,13 @@ describe('UdpRelay: datagrams through an association', () => {
       o += l;
     }
     await settle();
-    const a = (outbound as FakeOutbound).associations[0]!;
+    const a = (outbound as FakeOutbound).associations[0];
     expect(a.sent).toHaveLength(1);
-    expect(a.sent[0]!.payload.equals(big)).toBe(true);
+    expect(a.sent[0].payload.equals(big)).toBe(true);
     a.deliver(big, { ip: '10.66.1.7', port: 9000 });
     const out = drain();
     expect(out).toHaveLength(1);
-    expect(out[0]!.payload.equals(big)).toBe(true);
+    expect(out[0].payload.equals(big)).toBe(true);
   });
 
   it('closes the association when the flow expires, and opens a new one for the next datagram', async () => {
@@ -268,7 +268,7 @@ describe('UdpRelay: datagrams through an association', () => {
     await settle();
     clock.advance(60_001);
     expect(stack.sweep()).toBe(1);
-    expect(ob.associations[0]!.closed).toBe(true);
+    expect(ob.associations[0].closed).toBe(true);
     expect(relay.stats.associations).toBe(0);
     expect(relay.stats.flowsOpen).toBe(0);
     feed(appDatagram(40000, DST, 9000, Buffer.from('y')));
@@ -281,13 +281,13 @@ describe('UdpRelay: datagrams through an association', () => {
     const ob = outbound as FakeOutbound;
     feed(appDatagram(40000, DST, 9000, Buffer.from('x')));
     await settle();
-    ob.associations[0]!.handlers!.closed(new UpstreamError('proxy_down', 'proxy', 'control connection closed'));
+    ob.associations[0].handlers!.closed(new UpstreamError('proxy_down', 'proxy', 'control connection closed'));
     expect(stack.table.size).toBe(0);
     expect(relay.stats.upstreamErrors.proxy_down).toBe(1);
     feed(appDatagram(40000, DST, 9000, Buffer.from('y')));
     await settle();
     expect(ob.associations).toHaveLength(2);
-    expect(ob.associations[1]!.sent[0]!.payload.toString()).toBe('y');
+    expect(ob.associations[1].sent[0].payload.toString()).toBe('y');
   });
 });
 
@@ -297,13 +297,13 @@ describe('UdpRelay: ICMP errors for the app', () => {
     const d = appDatagram(40000, DST, 9000, Buffer.from('knock knock'));
     feed(d);
     await settle();
-    const a = (outbound as FakeOutbound).associations[0]!;
+    const a = (outbound as FakeOutbound).associations[0];
     a.handlers!.unreachable!('refused');
     a.handlers!.unreachable!('refused'); // rate-limited: one per second
     let out = drain();
     expect(out).toHaveLength(1);
     expect(out[0]).toMatchObject({ kind: 'icmp', src: DST, dst: APP, icmpType: ICMP_DEST_UNREACHABLE, icmpCode: ICMP_UNREACH_PORT, srcPort: 40000, dstPort: 9000 });
-    expect(out[0]!.payload.equals(Buffer.from(d.subarray(0, 28)))).toBe(true);
+    expect(out[0].payload.equals(Buffer.from(d.subarray(0, 28)))).toBe(true);
     clock.advance(1000);
     a.handlers!.unreachable!('unreachable');
     out = drain();
@@ -333,7 +333,7 @@ describe('UdpRelay: ICMP errors for the app', () => {
       feed(appDatagram(40000, DST, 9000, Buffer.from('z')));
       await settle();
       expect(opens).toBe(2);
-      expect(ob.associations[0]!.sent.map((s) => s.payload.toString())).toEqual(['z']);
+      expect(ob.associations[0].sent.map((s) => s.payload.toString())).toEqual(['z']);
     }
   });
 
@@ -359,10 +359,10 @@ describe('UdpRelay: DNS hijack', () => {
     const out = drain();
     expect(out).toHaveLength(1);
     expect(out[0]).toMatchObject({ kind: 'udp', src: anywhere, srcPort: 53, dst: APP, dstPort: 5353 });
-    const m = DnsMessage.parse(new Uint8Array(out[0]!.payload))!;
+    const m = DnsMessage.parse(new Uint8Array(out[0].payload))!;
     expect([m.id, m.question?.name, m.ancount]).toEqual([0xabcd, 'hijacked.test.', 1]);
     expect(ob.associations).toHaveLength(0);
-    expect(server.log).toEqual([{ transport: 'udp', name: 'hijacked.test.', id: expect.any(Number) }]);
+    expect(server.log).toEqual([{ transport: 'udp', name: 'hijacked.test.', id: expect.any(Number) as unknown }]);
   });
 
   it('sends ICMP port unreachable when DNS over TCP is refused, SERVFAIL when the upstream times out', async () => {
@@ -375,7 +375,7 @@ describe('UdpRelay: DNS hijack', () => {
     for (let i = 0; i < 100 && a.relay.stats.dnsFailed === 0; i++) await new Promise((r) => setTimeout(r, 10));
     const outA = a.drain();
     expect(outA).toMatchObject([{ kind: 'icmp', icmpCode: ICMP_UNREACH_PORT, src: DST, dst: APP, srcPort: 5353, dstPort: 53 }]);
-    expect(outA[0]!.payload.equals(Buffer.from(q.subarray(0, 28)))).toBe(true);
+    expect(outA[0].payload.equals(Buffer.from(q.subarray(0, 28)))).toBe(true);
 
     // Timeout: a server that accepts TCP and never answers.
     const { createServer } = await import('node:net');
@@ -390,7 +390,7 @@ describe('UdpRelay: DNS hijack', () => {
     for (let i = 0; i < 100 && b.relay.stats.dnsFailed === 0; i++) await new Promise((r) => setTimeout(r, 10));
     const outB = b.drain();
     expect(outB).toHaveLength(1);
-    const sf = DnsMessage.parse(new Uint8Array(outB[0]!.payload))!;
+    const sf = DnsMessage.parse(new Uint8Array(outB[0].payload))!;
     expect([sf.id, sf.rcode]).toEqual([0x5151, DNS_RCODE_SERVFAIL]);
   });
 });

@@ -63,9 +63,9 @@ describe('UdpStack: app → flow', () => {
     feed(appDatagram(40000, DST, 9000, Buffer.from('two')));
     feed(appDatagram(40001, DST, 9000, Buffer.from('three')));
     expect(got.map((g) => g.payload.toString())).toEqual(['one', 'two', 'three']);
-    expect(got[0]!.flow).toBe(got[1]!.flow);
-    expect(got[2]!.flow).not.toBe(got[0]!.flow);
-    expect([got[0]!.flow.srcIp, got[0]!.flow.srcPort, got[0]!.flow.dstIp, got[0]!.flow.dstPort]).toEqual([APP, 40000, DST, 9000]);
+    expect(got[0].flow).toBe(got[1].flow);
+    expect(got[2].flow).not.toBe(got[0].flow);
+    expect([got[0].flow.srcIp, got[0].flow.srcPort, got[0].flow.dstIp, got[0].flow.dstPort]).toEqual([APP, 40000, DST, 9000]);
     expect(stack.table.size).toBe(2);
     expect(stack.stats()).toMatchObject({ datagramsIn: 3, bytesIn: 11 });
   });
@@ -89,7 +89,7 @@ describe('UdpStack: replies to the app', () => {
     const link = new MemoryLink({ mtu: 1500 });
     const { stack, got, feed } = setup(link);
     feed(appDatagram(40000, DST, 9000, Buffer.from('hello')));
-    const flow = got[0]!.flow;
+    const flow = got[0].flow;
     expect(stack.sendToApp(flow, DST, 9000, Buffer.from('reply'))).toBe(true);
     expect(stack.sendToApp(flow, OTHER, 3478, Buffer.from('from elsewhere'))).toBe(true);
     expect(link.drain()).toHaveLength(0); // staged until the batch ends
@@ -106,7 +106,7 @@ describe('UdpStack: replies to the app', () => {
     const link = new MemoryLink({ mtu: 1500 });
     const { stack, got, feed } = setup(link);
     feed(appDatagram(40000, DST, 9000, Buffer.from('x')));
-    stack.sendToApp(got[0]!.flow, DST, 9000, Buffer.from('y'));
+    stack.sendToApp(got[0].flow, DST, 9000, Buffer.from('y'));
     await new Promise((r) => setImmediate(r));
     expect(link.drain()).toHaveLength(1);
   });
@@ -117,7 +117,7 @@ describe('UdpStack: replies to the app', () => {
     feed(appDatagram(40000, DST, 9000, Buffer.from('big please')));
     const big = Buffer.alloc(20_000);
     for (let i = 0; i < big.length; i++) big[i] = (i * 7) & 0xff;
-    expect(stack.sendToApp(got[0]!.flow, DST, 9000, big)).toBe(true);
+    expect(stack.sendToApp(got[0].flow, DST, 9000, big)).toBe(true);
     stack.flush();
     const pieces = link.drain();
     expect(pieces.length).toBe(14);
@@ -142,12 +142,12 @@ describe('UdpStack: replies to the app', () => {
     const link = new MemoryLink({ mtu: 1500 });
     const { stack, got, feed } = setup(link);
     feed(appDatagram(40000, DST, 9000, Buffer.from('x')));
-    stack.sendToApp(got[0]!.flow, DST, 9000, Buffer.alloc(1472));
+    stack.sendToApp(got[0].flow, DST, 9000, Buffer.alloc(1472));
     stack.flush();
     const [p] = link.drain();
-    expect(p!.length).toBe(1500);
+    expect(p.length).toBe(1500);
     const ip = new Ipv4Packet();
-    ip.wrap(p!, 0, p!.length);
+    ip.wrap(p, 0, p.length);
     expect(ip.dontFrag).toBe(true);
   });
 
@@ -156,7 +156,7 @@ describe('UdpStack: replies to the app', () => {
     const { clock, stack, got, feed, closed } = setup(link);
     feed(appDatagram(40000, DST, 9000, Buffer.from('x')));
     clock.advance(60_001);
-    expect(stack.sendToApp(got[0]!.flow, DST, 9000, Buffer.from('late'))).toBe(false);
+    expect(stack.sendToApp(got[0].flow, DST, 9000, Buffer.from('late'))).toBe(false);
     expect(closed).toEqual(['idle']);
     expect(stack.stats().replyDropped).toBe(1);
   });
@@ -166,14 +166,14 @@ describe('UdpStack: replies to the app', () => {
     const { stack, got, feed } = setup(link);
     const original = appDatagram(40000, DST, 9000, Buffer.from('anyone there?'));
     feed(original);
-    expect(stack.sendUnreachable(got[0]!.flow, ICMP_UNREACH_PORT)).toBe(true);
+    expect(stack.sendUnreachable(got[0].flow, ICMP_UNREACH_PORT)).toBe(true);
     stack.flush();
     const [p] = link.drain();
     const ip = new Ipv4Packet();
-    expect(ip.wrap(p!, 0, p!.length)).toBeUndefined();
+    expect(ip.wrap(p, 0, p.length)).toBeUndefined();
     expect([ip.protocol, ip.src, ip.dst]).toEqual([IP_PROTO_ICMP, DST, APP]);
     const icmp = new IcmpPacket();
-    expect(icmp.wrap(p!, ip.payloadOffset, ip.payloadLen)).toBeUndefined();
+    expect(icmp.wrap(p, ip.payloadOffset, ip.payloadLen)).toBeUndefined();
     expect([icmp.type, icmp.code]).toEqual([ICMP_DEST_UNREACHABLE, ICMP_UNREACH_PORT]);
     expect(Buffer.from(icmp.data())).toEqual(Buffer.from(original.subarray(0, 28)));
   });
@@ -218,7 +218,7 @@ describe('UdpStack on a vnet-header link', () => {
       const v = new Ipv4Packet();
       expect(v.wrap(p, VNET_HDR_LEN, p.length - VNET_HDR_LEN)).toBeUndefined();
     }
-    expect(parseUdp(sent[0]!.subarray(VNET_HDR_LEN)).payload.toString()).toBe('small');
+    expect(parseUdp(sent[0].subarray(VNET_HDR_LEN)).payload.toString()).toBe('small');
   });
 });
 

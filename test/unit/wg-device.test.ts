@@ -22,7 +22,7 @@ function setup(underLoad?: () => boolean) {
   const clients = [1, 2, 3].map((n) => {
     const id = new StaticIdentity(generatePrivateKey(seededRandom(`client${n}`)));
     const peer = new Peer({ local: id, publicKey: device.publicKey, endpoint: SERVER_EP, random: seededRandom(`c${n}/rand`), wallClock: () => wall });
-    return { n, id, peer, ep: { address: `203.0.113.${n}`, port: 40000 + n } as Endpoint, ip: 0x0a000010 + n };
+    return { n, id, peer, ep: { address: `203.0.113.${n}`, port: 40000 + n }, ip: 0x0a000010 + n };
   });
   // Only clients 1 and 2 are configured on the server.
   for (const c of clients.slice(0, 2)) device.addPeer({ publicKey: c.id.publicKey });
@@ -40,7 +40,7 @@ function setup(underLoad?: () => boolean) {
         if (!c) continue;
         const r = c.peer.receive(clock.now(), d.data, SERVER_EP);
         atClients.set(c.n, [...(atClients.get(c.n) ?? []), ...r.packets]);
-        q.push(...r.datagrams.map((x) => ({ from: c.n as 'device' | number, d: x })));
+        q.push(...r.datagrams.map((x) => ({ from: c.n, d: x })));
       } else {
         const c = clients.find((x) => x.n === f)!;
         const r = device.receive(clock.now(), d.data, c.ep);

@@ -72,12 +72,12 @@ d('NativeUdpTransport', () => {
     rx.on('message', (m) => got.push(m));
     const to: Endpoint = { address: LOCAL, port: rx.address().port };
     const sizes = [1452, 1452, 1452, 100, 32, 1452, 1, 0, 1452];
-    for (let i = 0; i < sizes.length; i++) expect(t.send(datagram(i, sizes[i]!), to)).toBe(true);
+    for (let i = 0; i < sizes.length; i++) expect(t.send(datagram(i, sizes[i]), to)).toBe(true);
     expect(t.stats.txFlushes).toBe(0); // staged, not sent yet
     await waitFor(() => got.length === sizes.length);
     expect(t.stats.txFlushes).toBe(1);
     expect(got.map((m) => m.length)).toEqual(sizes);
-    for (let i = 0; i < sizes.length; i++) if (sizes[i]! >= 2) expect(new Uint8Array(got[i]!)).toEqual(datagram(i, sizes[i]!));
+    for (let i = 0; i < sizes.length; i++) if (sizes[i] >= 2) expect(new Uint8Array(got[i])).toEqual(datagram(i, sizes[i]));
     expect(t.sendDrops).toBe(0);
   });
 
@@ -117,8 +117,8 @@ d('NativeUdpTransport', () => {
     const N = 200;
     for (let i = 0; i < N; i++) tx.send(datagram(i, 64 + (i % 1000)), t.port, LOCAL);
     await waitFor(() => got.length === N);
-    for (let i = 0; i < N; i++) expect(got[i]!.data).toEqual(datagram(i, 64 + (i % 1000)));
-    expect(got[0]!.from).toEqual({ address: LOCAL, port: tx.address().port });
+    for (let i = 0; i < N; i++) expect(got[i].data).toEqual(datagram(i, 64 + (i % 1000)));
+    expect(got[0].from).toEqual({ address: LOCAL, port: tx.address().port });
     // One Endpoint object per source, not one per datagram.
     expect(new Set(got.map((g) => g.from)).size).toBe(1);
     expect(t.stats.rxDatagrams).toBe(N);
@@ -303,10 +303,10 @@ d('NativeUdpTransport', () => {
     rx.on('message', (m) => got.push(m));
     const to: Endpoint = { address: LOCAL, port: rx.address().port };
     const sizes = [...Array<number>(70).fill(1200), 300, 1200, 1200, 1300, 1300, 5, 5, 5];
-    for (let i = 0; i < sizes.length; i++) t.send(datagram(i, sizes[i]!), to);
+    for (let i = 0; i < sizes.length; i++) t.send(datagram(i, sizes[i]), to);
     await waitFor(() => got.length === sizes.length);
     expect(got.map((m) => m.length)).toEqual(sizes);
-    for (let i = 0; i < sizes.length; i++) expect(new Uint8Array(got[i]!)).toEqual(datagram(i, sizes[i]!));
+    for (let i = 0; i < sizes.length; i++) expect(new Uint8Array(got[i])).toEqual(datagram(i, sizes[i]));
   });
 });
 

@@ -174,7 +174,7 @@ describe('tunnels in the route plan', () => {
     expect(config.routes.include).toEqual(['10.66.1.0/24', '10.8.0.0/16', '10.9.1.7/32', '192.168.50.0/24']);
     expect(config.routes.exclude).toEqual(['198.51.100.7/32', '198.51.100.8/32', '203.0.113.9/32']);
     expect(config.rules).toEqual([{ cidrs: ['10.8.0.0/16', '10.9.1.7/32', '192.168.50.0/24'], outbound: 'wg0' }]);
-    const wg = config.outbounds[0]!;
+    const wg = config.outbounds[0];
     expect(wg.type === 'wireguard' && wg.peers.map((p) => p.endpoint)).toEqual(['198.51.100.7:51820', '203.0.113.9:443']);
     expect(notes.join('\n')).toMatch(/IPv6 AllowedIPs ::\/0 skipped/);
     expect(notes.join('\n')).toMatch(/DNS 10\.8\.0\.1, corp\.example not applied/);
@@ -189,7 +189,7 @@ describe('tunnels in the route plan', () => {
 
     const [spec] = tunnelSpecsOf(config);
     expect(spec).toMatchObject({ name: 'wg0', mtu: 1380, listenPort: 51821, address: ipToU32('10.8.0.2') });
-    expect(spec!.peers.map((p) => [p.endpoint, p.allowedIPs.length, p.persistentKeepaliveSec])).toEqual([
+    expect(spec.peers.map((p) => [p.endpoint, p.allowedIPs.length, p.persistentKeepaliveSec])).toEqual([
       [{ address: '198.51.100.7', port: 51820 }, 2, 25],
       [{ address: '203.0.113.9', port: 443 }, 1, 0],
     ]);

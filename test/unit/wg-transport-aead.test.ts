@@ -31,7 +31,7 @@ describe('transport AEAD, node:crypto', () => {
     expect(nodeAead.open(KEY, msg, out, 0)).toBe(112);
     expect(Buffer.from(out.subarray(0, 100)).equals(p)).toBe(true);
     expect(out.subarray(100).every((b) => b === 0)).toBe(true);
-    msg[40]! ^= 1;
+    msg[40] ^= 1;
     expect(nodeAead.open(KEY, msg, new Uint8Array(112), 0)).toBe(-1);
   });
 });
@@ -67,17 +67,17 @@ describe.skipIf(native.name !== 'native')('transport AEAD, native against node:c
 
     for (const at of [0 + 16, 100, copy.length - 1]) {
       const bad = Uint8Array.from(copy);
-      bad[at]! ^= 0x80;
+      bad[at] ^= 0x80;
       const out = new Uint8Array(208).fill(0xee);
       expect(native.open(KEY, bad, out, 0)).toBe(-1);
       expect(out.every((b) => b === 0)).toBe(true);
     }
     const wrongKey = Uint8Array.from(KEY);
-    wrongKey[0]! ^= 1;
+    wrongKey[0] ^= 1;
     expect(native.open(wrongKey, copy, new Uint8Array(208), 0)).toBe(-1);
     // The counter is authenticated through the nonce: a message with another counter fails.
     const moved = Uint8Array.from(copy);
-    moved[8]! ^= 1;
+    moved[8] ^= 1;
     expect(native.open(KEY, moved, new Uint8Array(208), 0)).toBe(-1);
   });
 

@@ -24,7 +24,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { parseArgs, stripVTControlCharacters } from 'node:util';
 import {
   Lab,
   LabError,
@@ -232,7 +232,7 @@ function errText(e: unknown): string {
 function firstLine(cmd: string, args: string[]): string | undefined {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 5000 });
   if (r.error) return undefined;
-  const text = `${r.stdout ?? ''}\n${r.stderr ?? ''}`.replace(/\u001b\[[0-9;]*m/g, '');
+  const text = stripVTControlCharacters(`${r.stdout ?? ''}\n${r.stderr ?? ''}`); // some tools colour their banner
   return text.split('\n').find((l) => l.trim())?.trim();
 }
 

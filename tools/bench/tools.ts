@@ -5,6 +5,7 @@
  * own Node client (netcli.ts: sequential connections, sequential DNS queries, and round trips
  * when sockperf is not installed).
  */
+import { stripVTControlCharacters } from 'node:util';
 import { runCommand, type Namespace } from '../lab/index.js';
 import type { ClientResult } from './netcli.js';
 
@@ -241,11 +242,9 @@ export async function runIperf3Udp(
   return parsed;
 }
 
-const ANSI_RE = /\u001b\[[0-9;]*m/g;
-
 /** Parse the report of `sockperf ping-pong --full-rtt`. */
 export function parseSockperf(output: string, msgBytes: number): RrResult {
-  const text = output.replace(ANSI_RE, '');
+  const text = stripVTControlCharacters(output); // sockperf colours its report
   const valid = /\[Valid Duration\] RunTime=([\d.]+) sec; SentMessages=(\d+); ReceivedMessages=(\d+)/.exec(text);
   const avg = /avg-rtt=([\d.]+)/.exec(text);
   const pct = (p: string): number | undefined => {

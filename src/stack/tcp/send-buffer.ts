@@ -148,8 +148,8 @@ export class SendBuffer {
     let c = chunks[i];
     let o = offset - this.offs[i];
     if (o + len <= c.length) return c.subarray(o, o + len);
-    if (this.slices === 'split' && o + len <= c.length + chunks[i + 1]!.length) {
-      this.tail = chunks[i + 1]!.subarray(0, o + len - c.length);
+    if (this.slices === 'split' && o + len <= c.length + chunks[i + 1].length) {
+      this.tail = chunks[i + 1].subarray(0, o + len - c.length);
       this.hint = i + 1;
       return c.subarray(o);
     }

@@ -42,7 +42,8 @@ export interface TcpSynRequest {
 }
 
 export interface TcpTableOptions {
-  onSyn(request: TcpSynRequest): void;
+  /** Called unbound, as a plain function: pass an arrow or a bound method. */
+  onSyn: (request: TcpSynRequest) => void;
   /** Default 16384. */
   maxConnections?: number;
   /** Resets for unknown segments queued between polls; beyond it they are counted as dropped. Default 4096. */
