@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { mulberry32 } from '../../src/link/memory.js';
+import { mulberry32, randomBytes } from '../helpers/random.js';
 import { addonPath, tryLoadNative } from '../../src/native/addon.js';
 
 const native = tryLoadNative();
@@ -20,12 +20,6 @@ function referenceSum(buf: Uint8Array, offset: number, length: number, initial: 
   if (length % 2 === 1) sum += buf[offset + length - 1] << 8;
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   return sum;
-}
-
-function randomBytes(random: () => number, n: number): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = Math.floor(random() * 256);
-  return b;
 }
 
 describe.skipIf(native === undefined)('native checksum (skipped when the addon is not built)', () => {

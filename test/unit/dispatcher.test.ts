@@ -5,7 +5,7 @@ import { silentLogger } from '../../src/logger.js';
 import { Ipv4Packet, writeIpv4Header, ipToU32, IP_PROTO_ICMP, IP_PROTO_UDP } from '../../src/wire/ipv4.js';
 import { IcmpPacket, ICMP_ECHO_REPLY } from '../../src/wire/icmp.js';
 import { emitUdpIpv4 } from '../../src/wire/udp.js';
-import { mulberry32 } from '../../src/link/memory.js';
+import { mulberry32 } from '../helpers/random.js';
 import { DROP_REASONS } from '../../src/wire/drop.js';
 
 const APP = ipToU32('198.18.0.1')!;

@@ -17,7 +17,7 @@ import {
   truncatedResponse,
   withDnsId,
 } from '../../src/dns/message.js';
-import { mulberry32 } from '../../src/link/memory.js';
+import { mulberry32 } from '../helpers/random.js';
 
 const hex = (s: string): Uint8Array => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { TunrouteError } from '../../src/errors.js';
 import { Router, type RouteRule } from '../../src/router/router.js';
+import { mulberry32Uint32 as rng } from '../helpers/random.js';
 
 const TCP = 6;
 const UDP = 17;
@@ -14,17 +15,6 @@ function ip(s: string): number {
 
 function mask(len: number): number {
   return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-}
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
 }
 
 function thrown(f: () => unknown): TunrouteError {

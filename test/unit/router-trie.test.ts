@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CidrTrie } from '../../src/net/cidr-trie.js';
+// mulberry32 as 32-bit integers: every run checks the same tables.
+import { mulberry32Uint32 as rng } from '../helpers/random.js';
 
 /** Dotted quad → uint32 (test helper; the router uses the wire parser). */
 function ip(s: string): number {
@@ -9,18 +11,6 @@ function ip(s: string): number {
 
 function mask(len: number): number {
   return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-}
-
-/** mulberry32: a small deterministic PRNG, so every run checks the same tables. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
 }
 
 function table(entries: Array<[string, string]>): CidrTrie<string> {

@@ -228,18 +228,6 @@ export function synSent(iss: IssPair, f: FixtureOpts = {}): Fx {
   return fx(c, ev, iss);
 }
 
-/** Deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** n bytes of a recognisable pattern starting at stream offset `from`. */
 export function pattern(n: number, from = 0): Uint8Array {
   const b = new Uint8Array(n);

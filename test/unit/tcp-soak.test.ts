@@ -10,7 +10,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { TcpConnection, type TcpConnectionOptions, type TcpSegment } from '../../src/stack/tcp/index.js';
-import { rng } from './tcp-harness.js';
+import { mulberry32 as rng } from '../helpers/random.js';
 
 const MB = 1024 * 1024;
 const PERIOD = 65521; // prime: a chunk misplaced by any offset < PERIOD does not match

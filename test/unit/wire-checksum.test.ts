@@ -9,6 +9,7 @@ import {
   pseudoHeaderSum,
   sum16,
 } from '../../src/wire/checksum.js';
+import { mulberry32 as prng, randomBytes } from '../helpers/random.js';
 
 function hex(s: string): Uint8Array {
   return Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
@@ -25,24 +26,6 @@ function refSum(b: Uint8Array, off: number, len: number, initial = 0): number {
   }
   while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
   return s;
-}
-
-/** Deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomBytes(rand: () => number, n: number): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = Math.floor(rand() * 256);
-  return b;
 }
 
 // A SYN captured with `tcpdump -xx` on loopback in a private network namespace (10.0.0.2 →
