@@ -3,9 +3,8 @@
  * needs no proxy), then through a real dante (UDP ASSOCIATE) and a real microsocks (no UDP:
  * DNS over TCP through CONNECT), when they are installed.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -17,6 +16,7 @@ import type { Outbound } from '../../src/outbound/outbound.js';
 import { Socks5UdpOutbound } from '../../src/outbound/socks5-udp.js';
 import { parseSocks5Url } from '../../src/outbound/socks5-url.js';
 import { LOOPBACK, directOutbound, startDnsServer } from './dns-helpers.js';
+import { hasBinary, startLoopbackDante, startLoopbackMicrosocks, type LoopbackDaemon } from '../helpers/loopback-daemons.js';
 
 type Server = Awaited<ReturnType<typeof startDnsServer>>;
 
@@ -195,72 +195,23 @@ describe('DnsResolver over TCP (the proxy cannot carry UDP)', () => {
 
 // ---------------------------------------------------------------- through real proxies
 
-const hasBinary = (name: string): boolean => spawnSync('sh', ['-c', `command -v ${name}`]).status === 0;
 const HAVE_DANTED = hasBinary('danted');
 const HAVE_MICROSOCKS = hasBinary('microsocks');
-
-async function freeTcpPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((res) => s.listen(0, LOOPBACK, () => res()));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((res) => s.close(() => res()));
-  return port;
-}
-
-async function startDaemon(cmd: string, args: string[], port: number): Promise<ChildProcess> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  for (let i = 0; i < 100; i++) {
-    if (child.exitCode !== null) break;
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, LOOPBACK);
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return child;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  await stopDaemon(child);
-  throw new Error(`${cmd} did not listen on ${port}`);
-}
-
-async function stopDaemon(child: ChildProcess | undefined): Promise<void> {
-  if (child?.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  process.kill(child.pid, 'SIGTERM');
-  const t = setTimeout(() => child.pid !== undefined && child.exitCode === null && process.kill(child.pid, 'SIGKILL'), 5000);
-  await exited;
-  clearTimeout(t);
-}
 
 describe.skipIf(!HAVE_DANTED)(`DnsResolver through dante (UDP ASSOCIATE) ${HAVE_DANTED ? '' : '(SKIPPED: no danted)'}`, () => {
   let server: Server;
   let dir = '';
-  let dante: ChildProcess | undefined;
+  let dante: LoopbackDaemon | undefined;
   let url = '';
   beforeAll(async () => {
     server = await startDnsServer();
     dir = mkdtempSync(join(tmpdir(), 'tunroute-dns-dante-'));
-    const port = await freeTcpPort();
-    const root = process.getuid?.() === 0;
-    writeFileSync(join(dir, 'd.conf'), [
-      `logoutput: ${join(dir, 'd.log')}`,
-      `internal: ${LOOPBACK} port = ${port}`,
-      `external: ${LOOPBACK}`,
-      'clientmethod: none',
-      'socksmethod: none',
-      ...(root ? ['user.privileged: root', 'user.unprivileged: nobody'] : []),
-      'client pass {', '  from: 0.0.0.0/0 to: 0.0.0.0/0', '}',
-      'socks pass {', '  from: 0.0.0.0/0 to: 0.0.0.0/0', '  command: connect udpassociate udpreply', '}', '',
-    ].join('\n'));
-    dante = await startDaemon('danted', ['-f', join(dir, 'd.conf'), '-N', '1', '-p', join(dir, 'd.pid')], port);
-    url = `socks5://${LOOPBACK}:${port}`;
+    dante = await startLoopbackDante(dir);
+    url = dante.url;
   });
   afterAll(async () => {
     await server.close();
-    await stopDaemon(dante);
+    await dante?.stop();
     if (dir !== '') rmSync(dir, { recursive: true, force: true });
   });
 
@@ -283,17 +234,16 @@ describe.skipIf(!HAVE_DANTED)(`DnsResolver through dante (UDP ASSOCIATE) ${HAVE_
 
 describe.skipIf(!HAVE_MICROSOCKS)(`DnsResolver through microsocks (no UDP) ${HAVE_MICROSOCKS ? '' : '(SKIPPED: no microsocks)'}`, () => {
   let server: Server;
-  let ms: ChildProcess | undefined;
+  let ms: LoopbackDaemon | undefined;
   let url = '';
   beforeAll(async () => {
     server = await startDnsServer();
-    const port = await freeTcpPort();
-    ms = await startDaemon('microsocks', ['-i', LOOPBACK, '-p', String(port)], port);
-    url = `socks5://${LOOPBACK}:${port}`;
+    ms = await startLoopbackMicrosocks();
+    url = ms.url;
   });
   afterAll(async () => {
     await server.close();
-    await stopDaemon(ms);
+    await ms?.stop();
   });
 
   it('falls back to DNS over TCP through CONNECT and remembers it', async () => {

@@ -5,19 +5,17 @@
  *
  * The real-server tests skip, with the reason in their title, when the binaries are missing.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UpstreamError, type Destination, type UpstreamReason } from '../../src/outbound/outbound.js';
 import { Socks5UdpOutbound, openSocks5UdpAssociation, type Socks5UdpAssociation, type UdpUnreachableReason } from '../../src/outbound/socks5-udp.js';
 import { parseSocks5Url } from '../../src/outbound/socks5-url.js';
+import { freeTcpPort, hasBinary, LOOPBACK, startLoopbackDante, startLoopbackMicrosocks, type LoopbackDaemon } from '../helpers/loopback-daemons.js';
 
-const LOOPBACK = '127.0.0.1';
-const hasBinary = (name: string): boolean => spawnSync('sh', ['-c', `command -v ${name}`]).status === 0;
 const HAVE_DANTED = hasBinary('danted');
 const HAVE_MICROSOCKS = hasBinary('microsocks');
 
@@ -28,13 +26,6 @@ function listen(server: Server): Promise<number> {
     server.once('error', reject);
     server.listen(0, LOOPBACK, () => resolve((server.address() as AddressInfo).port));
   });
-}
-
-async function freeTcpPort(): Promise<number> {
-  const s = createServer();
-  const port = await listen(s);
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 function bindUdp(port = 0): Promise<UdpSocket> {
@@ -114,99 +105,30 @@ async function expectReason(p: Promise<unknown>, reason: UpstreamReason): Promis
   return err as UpstreamError;
 }
 
-interface Daemon {
-  child: ChildProcess;
-  output: () => string;
-}
-
-async function startDaemon(cmd: string, args: string[], port: number): Promise<Daemon> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  for (let i = 0; i < 100; i++) {
-    if (child.exitCode !== null) break;
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, LOOPBACK);
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return { child, output: () => out };
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  await stopDaemon(child);
-  throw new Error(`${cmd} did not listen on ${LOOPBACK}:${port} within 5 s: ${out}`);
-}
-
-/** SIGTERM our own child by PID and wait for it (SIGKILL after 5 s). */
-async function stopDaemon(child: ChildProcess | undefined): Promise<void> {
-  if (child === undefined || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  process.kill(child.pid, 'SIGTERM');
-  const timer = setTimeout(() => {
-    if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, 'SIGKILL');
-  }, 5000);
-  await exited;
-  clearTimeout(timer);
-}
-
-/**
- * `connectdst`: dante's default (yes) connects its UDP socket to the first destination — it
- * then relays ICMP errors to us but accepts replies only from that destination; `no` gives
- * full-cone replies (from any remote) and no ICMP errors.
- */
-function danteConfig(dir: string, port: number, connectdst = true): string {
-  const root = process.getuid?.() === 0;
-  return [
-    `logoutput: ${join(dir, `danted-${port}.log`)}`,
-    ...(connectdst ? [] : ['udp.connectdst: no']),
-    `internal: ${LOOPBACK} port = ${port}`,
-    `external: ${LOOPBACK}`,
-    'clientmethod: none',
-    'socksmethod: none',
-    ...(root ? ['user.privileged: root', 'user.unprivileged: nobody'] : []),
-    'client pass {',
-    '  from: 0.0.0.0/0 to: 0.0.0.0/0',
-    '}',
-    'socks pass {',
-    '  from: 0.0.0.0/0 to: 0.0.0.0/0',
-    '  command: connect udpassociate udpreply',
-    '}',
-    '',
-  ].join('\n');
-}
-
 // ---------------------------------------------------------------- dante
 
 describe.skipIf(!HAVE_DANTED)(`SOCKS5 UDP ASSOCIATE through dante ${HAVE_DANTED ? '' : '(SKIPPED: danted not installed; apt-get install dante-server)'}`, () => {
   let dir = '';
-  let dante: Daemon | undefined;
-  let coneDante: Daemon | undefined;
+  let dante: LoopbackDaemon | undefined;
+  let coneDante: LoopbackDaemon | undefined;
   let echo: Awaited<ReturnType<typeof startEcho>>;
   let url = '';
   let coneUrl = '';
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tunroute-danted-udp-'));
-    const start = async (connectdst: boolean): Promise<[Daemon, string]> => {
-      const port = await freeTcpPort();
-      const conf = join(dir, `danted-${port}.conf`);
-      writeFileSync(conf, danteConfig(dir, port, connectdst));
-      const d = await startDaemon('danted', ['-f', conf, '-N', '1', '-p', join(dir, `danted-${port}.pid`)], port);
-      return [d, `socks5://${LOOPBACK}:${port}`];
-    };
-    [dante, url] = await start(true);
-    [coneDante, coneUrl] = await start(false);
+    // connectdst yes (dante's default) relays ICMP errors; no gives full-cone replies.
+    dante = await startLoopbackDante(dir, { connectdst: true });
+    url = dante.url;
+    coneDante = await startLoopbackDante(dir, { connectdst: false });
+    coneUrl = coneDante.url;
     echo = await startEcho();
   });
 
   afterAll(async () => {
     echo?.close();
-    await stopDaemon(dante?.child);
-    await stopDaemon(coneDante?.child);
+    await dante?.stop();
+    await coneDante?.stop();
     if (dir !== '') rmSync(dir, { recursive: true, force: true });
   });
 
@@ -296,13 +218,13 @@ describe.skipIf(!HAVE_DANTED)(`SOCKS5 UDP ASSOCIATE through dante ${HAVE_DANTED 
 // ---------------------------------------------------------------- microsocks
 
 describe.skipIf(!HAVE_MICROSOCKS)(`SOCKS5 UDP ASSOCIATE against microsocks ${HAVE_MICROSOCKS ? '' : '(SKIPPED: microsocks not installed)'}`, () => {
-  let ms: Daemon | undefined;
+  let ms: LoopbackDaemon | undefined;
   let port = 0;
   beforeAll(async () => {
-    port = await freeTcpPort();
-    ms = await startDaemon('microsocks', ['-i', LOOPBACK, '-p', String(port)], port);
+    ms = await startLoopbackMicrosocks();
+    port = ms.port;
   });
-  afterAll(() => stopDaemon(ms?.child));
+  afterAll(() => ms?.stop());
 
   it("is refused as 'protocol' (command not supported): the caller falls back to TCP", async () => {
     const ob = new Socks5UdpOutbound({ name: 'ms', proxy: parseSocks5Url(`socks5://${LOOPBACK}:${port}`) });

@@ -5,8 +5,8 @@
  * The real-server tests skip, with the reason in their title, when the binaries are missing;
  * `.ci/run` must `apt-get install -y dante-server microsocks` so that they run in CI.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,8 +15,7 @@ import { BlockOutbound } from '../../src/outbound/block.js';
 import { UpstreamError, type Outbound, type UpstreamReason } from '../../src/outbound/outbound.js';
 import { Socks5Outbound, classifySocksError } from '../../src/outbound/socks5.js';
 import { parseSocks5Url } from '../../src/outbound/socks5-url.js';
-
-const LOOPBACK = '127.0.0.1';
+import { freeTcpPort as closedPort, hasBinary, LOOPBACK, startLoopbackDante, startLoopbackMicrosocks, stopChild, type LoopbackDaemon } from '../helpers/loopback-daemons.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -31,13 +30,6 @@ function closeServer(server: Server): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
 }
 
-/** A port that was free a moment ago and has nothing listening now. */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  const port = await listen(s);
-  await closeServer(s);
-  return port;
-}
 
 /** Echo server; with `banner`, it speaks first (like SSH or SMTP). Tracks sockets to close them. */
 async function startTarget(banner?: Buffer): Promise<{ port: number; close(): Promise<void> }> {
@@ -179,7 +171,6 @@ async function startScripted(script: Script): Promise<{ port: number; close(): P
   };
 }
 
-const hasBinary = (name: string): boolean => spawnSync('sh', ['-c', `command -v ${name}`]).status === 0;
 const HAVE_DANTED = hasBinary('danted');
 const HAVE_MICROSOCKS = hasBinary('microsocks');
 const HAVE_PYTHON = hasBinary('python3');
@@ -366,7 +357,7 @@ describe('Socks5Outbound against a scripted SOCKS5 server', () => {
         expect(err.message).toContain('did not accept a TCP connection within 300 ms');
       } finally {
         for (const f of filler) f.destroy();
-        await stopDaemon(py);
+        await stopChild(py);
       }
     },
   );
@@ -416,88 +407,24 @@ describe('BlockOutbound', () => {
 
 // ---------------------------------------------------------------- real SOCKS5 servers
 
-interface Daemon {
-  child: ChildProcess;
-  port: number;
-  output: () => string;
-}
-
-/** Start a daemon as our child and wait (bounded) until `port` accepts connections. */
-async function startDaemon(cmd: string, args: string[], port: number): Promise<Daemon> {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
-  for (let i = 0; i < 100; i++) {
-    if (child.exitCode !== null) break;
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, LOOPBACK);
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return { child, port, output: () => out };
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  await stopDaemon(child);
-  throw new Error(`${cmd} did not listen on ${LOOPBACK}:${port} within 5 s: ${out}`);
-}
-
-/** SIGTERM our own child by PID and wait for it to exit (SIGKILL after 5 s). */
-async function stopDaemon(child: ChildProcess | undefined): Promise<void> {
-  if (child === undefined || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  process.kill(child.pid, 'SIGTERM');
-  const timer = setTimeout(() => {
-    if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, 'SIGKILL');
-  }, 5000);
-  await exited;
-  clearTimeout(timer);
-}
-
-function danteConfig(dir: string, port: number): string {
-  const root = process.getuid?.() === 0;
-  return [
-    `logoutput: ${join(dir, 'danted.log')}`,
-    `internal: ${LOOPBACK} port = ${port}`,
-    `external: ${LOOPBACK}`,
-    'clientmethod: none',
-    'socksmethod: none',
-    ...(root ? ['user.privileged: root', 'user.unprivileged: nobody'] : []),
-    'client pass {',
-    '  from: 0.0.0.0/0 to: 0.0.0.0/0',
-    '}',
-    'socks pass {',
-    '  from: 0.0.0.0/0 to: 0.0.0.0/0',
-    '  command: bind connect udpassociate bindreply udpreply',
-    '}',
-    '',
-  ].join('\n');
-}
-
 const SETUP_ROUNDS = 100;
 
 describe.skipIf(!HAVE_DANTED)(`Socks5Outbound through dante ${HAVE_DANTED ? '' : '(SKIPPED: danted not installed; apt-get install dante-server)'}`, () => {
   let dir = '';
-  let dante: Daemon | undefined;
+  let dante: LoopbackDaemon | undefined;
   let target: Awaited<ReturnType<typeof startTarget>>;
   let url = '';
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'tunroute-danted-'));
-    const port = await closedPort();
-    const conf = join(dir, 'danted.conf');
-    writeFileSync(conf, danteConfig(dir, port));
-    dante = await startDaemon('danted', ['-f', conf, '-N', '1', '-p', join(dir, 'danted.pid')], port);
+    dante = await startLoopbackDante(dir);
     target = await startTarget();
-    url = `socks5://${LOOPBACK}:${port}`;
+    url = dante.url;
   });
 
   afterAll(async () => {
     await target?.close();
-    await stopDaemon(dante?.child);
+    await dante?.stop();
     if (dir !== '') rmSync(dir, { recursive: true, force: true });
   });
 
@@ -521,22 +448,20 @@ describe.skipIf(!HAVE_DANTED)(`Socks5Outbound through dante ${HAVE_DANTED ? '' :
 describe.skipIf(!HAVE_MICROSOCKS)(
   `Socks5Outbound through microsocks ${HAVE_MICROSOCKS ? '' : '(SKIPPED: microsocks not installed; apt-get install microsocks)'}`,
   () => {
-    let open: Daemon | undefined;
-    let auth: Daemon | undefined;
+    let open: LoopbackDaemon | undefined;
+    let auth: LoopbackDaemon | undefined;
     let target: Awaited<ReturnType<typeof startTarget>>;
 
     beforeAll(async () => {
-      const p1 = await closedPort();
-      open = await startDaemon('microsocks', ['-i', LOOPBACK, '-p', String(p1)], p1);
-      const p2 = await closedPort();
-      auth = await startDaemon('microsocks', ['-i', LOOPBACK, '-p', String(p2), '-u', 'user', '-P', 'pa:ss@1'], p2);
+      open = await startLoopbackMicrosocks();
+      auth = await startLoopbackMicrosocks({ user: 'user', pass: 'pa:ss@1' });
       target = await startTarget();
     });
 
     afterAll(async () => {
       await target?.close();
-      await stopDaemon(open?.child);
-      await stopDaemon(auth?.child);
+      await open?.stop();
+      await auth?.stop();
     });
 
     it('connects and echoes, with no handshake stall (per-connection setup latency)', async () => {

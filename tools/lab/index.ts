@@ -8,6 +8,7 @@ export { LabProcess, LabError, runCommand, describeCommand } from './process.js'
 export type { ExecOptions, ExecResult, ExitStatus, LabProcessOptions } from './process.js';
 export {
   requireBinary,
+  danteConfigText,
   startDante,
   startMicrosocks,
   startHttpServer,
@@ -16,6 +17,6 @@ export {
   labBytes,
   labBytesSha256,
 } from './servers.js';
-export type { DanteOptions, MicrosocksOptions, HttpServerOptions, Iperf3Options, DnsmasqOptions } from './servers.js';
+export type { DanteConfig, DanteOptions, MicrosocksOptions, HttpServerOptions, Iperf3Options, DnsmasqOptions } from './servers.js';
 export { startWireguardGo } from './wireguard.js';
 export type { WireguardGoOptions, WireguardGoPeer } from './wireguard.js';

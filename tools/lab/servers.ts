@@ -105,6 +105,48 @@ function overlayUser(ns: Namespace, user: string, pass: string): Promise<void> {
   });
 }
 
+/** What a danted.conf says; shared by the lab and the loopback starter of the unit tests. */
+export interface DanteConfig {
+  logFile: string;
+  listen: string;
+  port: number;
+  external: string;
+  /** Username/password against system users, else no authentication. */
+  auth: boolean;
+  /**
+   * dante's `udp.connectdst` (its default: yes): its UDP socket is connected to the first
+   * destination, so ICMP errors come back but replies only from that destination; no:
+   * full-cone replies (from any remote) and no ICMP errors.
+   */
+  connectdst: boolean;
+  udpRcvbuf?: number;
+  /** Run as root with `nobody` for unprivileged work (dante's user.* settings need root). */
+  privileged: boolean;
+}
+
+/** The config text for `danted -f` (CONNECT, BIND and UDP ASSOCIATE from anywhere). */
+export function danteConfigText(c: DanteConfig): string {
+  // Rule blocks must be multi-line for dante 1.4.2.
+  return [
+    `logoutput: ${c.logFile}`,
+    `internal: ${c.listen} port = ${c.port}`,
+    `external: ${c.external}`,
+    'clientmethod: none',
+    `socksmethod: ${c.auth ? 'username' : 'none'}`,
+    ...(c.privileged ? ['user.privileged: root', 'user.unprivileged: nobody'] : []),
+    ...(c.connectdst ? [] : ['udp.connectdst: no']),
+    ...(c.udpRcvbuf === undefined ? [] : [`internal.udp.so_rcvbuf: ${c.udpRcvbuf}`, `external.udp.so_rcvbuf: ${c.udpRcvbuf}`]),
+    'client pass {',
+    '  from: 0.0.0.0/0 to: 0.0.0.0/0',
+    '}',
+    'socks pass {',
+    '  from: 0.0.0.0/0 to: 0.0.0.0/0',
+    '  command: bind connect udpassociate bindreply udpreply',
+    '}',
+    '',
+  ].join('\n');
+}
+
 /** dante-server (`danted`) as a SOCKS5 server with CONNECT, BIND and UDP ASSOCIATE. */
 export async function startDante(ns: Namespace, opts: DanteOptions): Promise<LabProcess> {
   const danted = requireBinary('danted', 'dante-server');
@@ -118,27 +160,8 @@ export async function startDante(ns: Namespace, opts: DanteOptions): Promise<Lab
   const tag = `danted-${ns.role}-${port}`;
   const logFile = join(ns.lab.tmpDir, `${tag}.log`);
   const confFile = join(ns.lab.tmpDir, `${tag}.conf`);
-  // Rule blocks must be multi-line for dante 1.4.2.
-  const conf = [
-    `logoutput: ${logFile}`,
-    `internal: ${opts.listen} port = ${port}`,
-    `external: ${external}`,
-    'clientmethod: none',
-    `socksmethod: ${opts.auth ? 'username' : 'none'}`,
-    'user.privileged: root',
-    'user.unprivileged: nobody',
-    // Replies from any address reach the client (full-cone), as games and STUN expect.
-    'udp.connectdst: no',
-    ...(opts.udpRcvbuf === undefined ? [] : [`internal.udp.so_rcvbuf: ${opts.udpRcvbuf}`, `external.udp.so_rcvbuf: ${opts.udpRcvbuf}`]),
-    'client pass {',
-    '  from: 0.0.0.0/0 to: 0.0.0.0/0',
-    '}',
-    'socks pass {',
-    '  from: 0.0.0.0/0 to: 0.0.0.0/0',
-    '  command: bind connect udpassociate bindreply udpreply',
-    '}',
-    '',
-  ].join('\n');
+  // Replies from any address reach the client (full-cone), as games and STUN expect.
+  const conf = danteConfigText({ logFile, listen: opts.listen, port, external, auth: opts.auth !== undefined, connectdst: false, udpRcvbuf: opts.udpRcvbuf, privileged: true });
   writeFileSync(confFile, conf);
   // Dante forks workers that outlive their parent: run it in its own PID namespace so the
   // kernel reaps them all when it exits (PID 1 of the host does not).
