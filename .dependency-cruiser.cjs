@@ -45,6 +45,20 @@ module.exports = {
       to: { path: '^src/(?:outbound|relay|routes|config|wireguard)/' },
     },
     {
+      name: 'outbound-knows-no-routes',
+      comment: 'An outbound carries what it is given: which flows reach it (router/, relay/, routes/) and the command line are decided above it.',
+      severity: 'error',
+      from: { path: '^src/outbound/' },
+      to: { path: '^src/(?:router|relay|routes|cli|server)/' },
+    },
+    {
+      name: 'cli-is-the-top',
+      comment: 'cli/ parses and prints; nothing in src/ below it imports it.',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/cli/' },
+      to: { path: '^src/cli/' },
+    },
+    {
       name: 'product-imports-no-tooling',
       comment: 'dist/ holds only what tunroute and embedders run: nothing in src/ imports tools/ or test/.',
       severity: 'error',
