@@ -2,13 +2,14 @@
 // `any` at all (the project rule). Type information comes from tsconfig.test.json, the one
 // project that covers all three folders, so a single TypeScript program serves every file.
 import js from '@eslint/js';
+import { defineConfig } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 
-export default tseslint.config(
+export default defineConfig(
   { ignores: ['dist/**', 'dist-tools/**', 'build/**', 'node_modules/**', 'native/**', 'scripts/**'] },
   {
     files: ['src/**/*.ts', 'tools/**/*.ts', 'test/**/*.ts'],
-    extends: [js.configs.recommended, ...tseslint.configs.recommendedTypeChecked],
+    extends: [js.configs.recommended, tseslint.configs.recommendedTypeChecked],
     languageOptions: {
       parserOptions: { project: './tsconfig.test.json', tsconfigRootDir: import.meta.dirname },
     },
