@@ -1,4 +1,4 @@
-/** The only loaders of the C addon (native/*.c), typed: the TUN device and the batched UDP socket. */
+/** The only loaders of the C addon (native/*.c), typed: the TUN device, the batched UDP socket and the transport cipher. */
 export {
   addonPath,
   isNativeErrnoError,
@@ -10,3 +10,4 @@ export {
   type NativeTunAddon,
 } from './addon.js';
 export { loadNativeUdp, tryLoadNativeUdp, type NativeUdpAddon, type NativeUdpReceiverHandle } from './udp.js';
+export { loadNativeAead, tryLoadNativeAead, type NativeAeadAddon } from './aead.js';

@@ -1,6 +1,6 @@
 /**
  * The typed view of the addon's batched UDP socket (native/udp.c, in the same
- * build/Release/tunroute_native.node as the TUN device, loaded by native.ts). Only the
+ * build/Release/tunroute_native.node as the TUN device, loaded by addon.ts). Only the
  * tunnel's NativeUdpTransport uses it.
  *
  * Addresses are IPv4 as host-order uint32 (192.0.2.1 is 0xc0000201), ports host order.
