@@ -14,6 +14,7 @@ import { constants as osConstants } from 'node:os';
 import { TunrouteError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { emptyLinkStats, type Link, type LinkStats, type PacketBatch, type ReceiveHandler } from './link.js';
+import { ReusedBatch } from './reused-batch.js';
 import { isNativeErrnoError, loadNative, type NativeReaderHandle, type NativeTunAddon } from '../native/addon.js';
 
 export interface TunLinkOptions {
@@ -32,13 +33,6 @@ export interface TunLinkOptions {
 
 /** Largest IPv4 packet plus the virtio-net header. */
 const MAX_GSO_PACKET = 65535 + 10;
-
-class ReusedBatch implements PacketBatch {
-  offsets: Uint32Array = new Uint32Array(0);
-  lengths: Uint32Array = new Uint32Array(0);
-  count = 0;
-  constructor(readonly buf: Buffer) {}
-}
 
 const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 /** The empty tail of a packet written in two pieces. */
@@ -135,7 +129,8 @@ export class TunLink implements Link {
     this.batchSize = batchSize;
     this.slotSize = vnetHdr ? Math.max(mtu, MAX_GSO_PACKET) : mtu;
     this.logger = logger.child({ link: name });
-    // Untouched pages of this buffer are never faulted in, so a large slot costs little.
+    // Untouched pages of this buffer are never faulted in, so a large slot costs little. The
+    // reader fills it in place and brings its own offsets/lengths (set on every wake-up).
     this.batch = new ReusedBatch(Buffer.allocUnsafeSlow(this.slotSize * batchSize));
   }
 
