@@ -22,8 +22,14 @@ export interface TunLinkOptions {
   name: string;
   /** The MTU the device will be given; sizes the receive slots. */
   mtu: number;
-  /** IFF_VNET_HDR (+ TUNSETVNETHDRSZ 10): packets carry a virtio-net header, GSO becomes possible. */
+  /** IFF_VNET_HDR (+ TUNSETVNETHDRSZ 10): packets carry a virtio-net header, GSO becomes possible. Default: `offload`. */
   vnetHdr?: boolean;
+  /**
+   * Checksum and TCP segmentation offload (TUNSETOFFLOAD CSUM|TSO4; needs vnetHdr): the kernel
+   * hands over TCP super-packets of up to 64 KiB with partial checksums and segments the ones
+   * sent back. Default false.
+   */
+  offload?: boolean;
   /** IFF_MULTI_QUEUE: several TunLinks may open the same name, the kernel spreads flows over them. */
   multiQueue?: boolean;
   /** Most packets handed to JS per wake-up (default 64). */
@@ -76,6 +82,8 @@ export class TunLink implements Link {
   readonly mtu: number;
   readonly stats: LinkStats = emptyLinkStats();
   readonly vnetHdr: boolean;
+  /** Whether the kernel was told to offload checksums and TCP segmentation (TunLinkOptions.offload). */
+  readonly offload: boolean;
   /** Bytes per receive slot: the largest packet the reader accepts. */
   readonly slotSize: number;
   readonly batchSize: number;
@@ -93,7 +101,7 @@ export class TunLink implements Link {
   private txArrayBuffer: ArrayBufferLike | undefined;
   private txView: Uint8Array | undefined;
 
-  /** Opens (creates, or attaches to) the TUN device. Throws TunrouteError (TR_NOT_ROOT, TR_NO_TUN, TR_TUN_BUSY, TR_TUN_OPEN, TR_NATIVE_MISSING). */
+  /** Opens (creates, or attaches to) the TUN device, with the offloads asked for. Throws TunrouteError (TR_NOT_ROOT, TR_NO_TUN, TR_TUN_BUSY, TR_TUN_OPEN, TR_NATIVE_MISSING). */
   static open(opts: TunLinkOptions): TunLink {
     const { mtu } = opts;
     const batchSize = opts.batchSize ?? 64;
@@ -101,15 +109,32 @@ export class TunLink implements Link {
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 65536) {
       throw new RangeError(`batchSize must be 1..65536, got ${batchSize}`);
     }
+    const offload = opts.offload ?? false;
+    const vnetHdr = opts.vnetHdr ?? offload;
+    if (offload && !vnetHdr) throw new RangeError('offload needs vnetHdr: the kernel marks offloaded packets in the virtio-net header');
     const native = loadNative();
-    const vnetHdr = opts.vnetHdr ?? false;
     let opened: { fd: number; name: string };
     try {
       opened = native.open(opts.name, { vnetHdr, multiQueue: opts.multiQueue ?? false });
     } catch (e) {
       throw tunOpenError(e, opts.name);
     }
-    return new TunLink(native, opened.fd, opened.name, mtu, vnetHdr, batchSize, opts.logger ?? silentLogger());
+    if (offload) {
+      // TSO4 needs CSUM; with both, the kernel hands us up to 64 KiB TCP super-packets and
+      // segments the ones we send back.
+      const flags = native.TUN_F_CSUM | native.TUN_F_TSO4;
+      try {
+        native.setOffload(opened.fd, flags);
+      } catch (e) {
+        native.close(opened.fd);
+        throw new TunrouteError(
+          'TR_TUN_OPEN',
+          `The kernel refused checksum and TCP segmentation offload (flags 0x${flags.toString(16)}) on ${opened.name} (${e instanceof Error ? e.message : String(e)}): run with --no-offload (tun.offload: false).`,
+          e,
+        );
+      }
+    }
+    return new TunLink(native, opened.fd, opened.name, mtu, vnetHdr, offload, batchSize, opts.logger ?? silentLogger());
   }
 
   private constructor(
@@ -118,6 +143,7 @@ export class TunLink implements Link {
     name: string,
     mtu: number,
     vnetHdr: boolean,
+    offload: boolean,
     batchSize: number,
     logger: Logger,
   ) {
@@ -126,25 +152,13 @@ export class TunLink implements Link {
     this.name = name;
     this.mtu = mtu;
     this.vnetHdr = vnetHdr;
+    this.offload = offload;
     this.batchSize = batchSize;
     this.slotSize = vnetHdr ? Math.max(mtu, MAX_GSO_PACKET) : mtu;
     this.logger = logger.child({ link: name });
     // Untouched pages of this buffer are never faulted in, so a large slot costs little. The
     // reader fills it in place and brings its own offsets/lengths (set on every wake-up).
     this.batch = new ReusedBatch(Buffer.allocUnsafeSlow(this.slotSize * batchSize));
-  }
-
-  /** TUNSETOFFLOAD with TUN_F_* flags (see `loadNative()`); needs vnetHdr. Throws TR_TUN_OPEN when refused. */
-  setOffload(flags: number): void {
-    try {
-      this.native.setOffload(this.fd, flags);
-    } catch (e) {
-      throw new TunrouteError(
-        'TR_TUN_OPEN',
-        `The kernel refused offload flags 0x${flags.toString(16)} on ${this.name} (${e instanceof Error ? e.message : String(e)}): offloads need vnetHdr, and TSO needs CSUM.`,
-        e,
-      );
-    }
   }
 
   onReceive(handler: ReceiveHandler): void {
