@@ -15,7 +15,7 @@ import { TunrouteError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { emptyLinkStats, type Link, type LinkStats, type PacketBatch, type ReceiveHandler } from './link.js';
 import { ReusedBatch } from './reused-batch.js';
-import { isNativeErrnoError, loadNative, type NativeReaderHandle, type NativeTunAddon } from '../native/addon.js';
+import { isNativeErrnoError, loadNative, type NativeFd, type NativeReaderHandle, type NativeTunAddon } from '../native/addon.js';
 
 export interface TunLinkOptions {
   /** Device name, e.g. 'tun0'; '' lets the kernel choose (tun0, tun1, …). */
@@ -89,7 +89,7 @@ export class TunLink implements Link {
   readonly batchSize: number;
 
   private readonly native: NativeTunAddon;
-  private readonly fd: number;
+  private readonly fd: NativeFd;
   private readonly logger: Logger;
   private readonly batch: ReusedBatch;
   private handler: ReceiveHandler | undefined;
@@ -98,6 +98,8 @@ export class TunLink implements Link {
   // sendMany scratch: grown on demand, reused.
   private txOffsets = new Uint32Array(64);
   private txLengths = new Uint32Array(64);
+  /** writeMany's out-parameter: the errno of the write that stopped a batch. */
+  private readonly txErrno = new Uint32Array(1);
   private txArrayBuffer: ArrayBufferLike | undefined;
   private txView: Uint8Array | undefined;
 
@@ -113,7 +115,7 @@ export class TunLink implements Link {
     const vnetHdr = opts.vnetHdr ?? offload;
     if (offload && !vnetHdr) throw new RangeError('offload needs vnetHdr: the kernel marks offloaded packets in the virtio-net header');
     const native = loadNative();
-    let opened: { fd: number; name: string };
+    let opened: { fd: NativeFd; name: string };
     try {
       opened = native.open(opts.name, { vnetHdr, multiQueue: opts.multiQueue ?? false });
     } catch (e) {
@@ -139,7 +141,7 @@ export class TunLink implements Link {
 
   private constructor(
     native: NativeTunAddon,
-    fd: number,
+    fd: NativeFd,
     name: string,
     mtu: number,
     vnetHdr: boolean,
@@ -266,24 +268,26 @@ export class TunLink implements Link {
     let i = 0;
     let sent = 0;
     let bytes = 0;
+    let lastErrno = 0;
     while (i < count) {
       const w =
         i === 0
-          ? this.native.writeMany(this.fd, buf, offsets, lengths, count)
-          : this.native.writeMany(this.fd, buf, offsets.subarray(i), lengths.subarray(i), count - i);
+          ? this.native.writeMany(this.fd, buf, offsets, lengths, count, this.txErrno)
+          : this.native.writeMany(this.fd, buf, offsets.subarray(i), lengths.subarray(i), count - i, this.txErrno);
       for (let j = i; j < i + w; j++) bytes += lengths[j];
       sent += w;
       i += w;
       if (i < count) {
         // Packet i was refused: count it, skip it, go on with the rest.
         this.stats.txErrors++;
+        lastErrno = this.txErrno[0];
         i++;
       }
     }
     this.stats.txPackets += sent;
     this.stats.txBytes += bytes;
     if (sent < count && this.logger.isLevelEnabled('debug')) {
-      this.logger.debug({ dropped: count - sent }, 'TUN writes dropped');
+      this.logger.debug({ dropped: count - sent, errno: errnoNames.get(lastErrno) ?? lastErrno }, 'TUN writes dropped');
     }
     return sent;
   }

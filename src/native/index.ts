@@ -5,9 +5,10 @@ export {
   loadNative,
   tryLoadNative,
   type NativeErrnoError,
+  type NativeFd,
   type NativeReadCallback,
   type NativeReaderHandle,
   type NativeTunAddon,
 } from './addon.js';
-export { loadNativeUdp, tryLoadNativeUdp, type NativeUdpAddon, type NativeUdpReceiverHandle } from './udp.js';
+export { loadNativeUdp, tryLoadNativeUdp, type NativeUdpAddon, type NativeUdpReceiverHandle, type NativeUdpSocket } from './udp.js';
 export { loadNativeAead, tryLoadNativeAead, type NativeAeadAddon } from './aead.js';
