@@ -11,11 +11,14 @@
  *       at out[outOff ..]; padTo >= packet length (the zeros are the whitepaper's padding)
  *   wgOpen(key, msg, out, outOff) -> plaintext length, or -1 when it does not authenticate
  *       msg is a whole transport message (its counter is read from it); the padded plaintext
- *       goes to out[outOff ..], which may be msg itself at offset 16 (in place)
+ *       goes to out[outOff ..], which may be msg itself at offset 16 (in place); any other
+ *       overlap of the two is a RangeError
  *   wgWipe()  re-keys both contexts with zeros, so no session key outlives its keypair here
  *
- * Contexts are thread-local: each JS thread (the main one, a worker) gets its own, no lock. Bad arguments throw;
- * a message that fails authentication is an ordinary -1 (counted by the caller).
+ * The contexts belong to the addon instance (its instance data, see napi_util.h): each JS
+ * thread (the main one, a worker) has its own, no lock, and they are freed with the instance
+ * when its environment goes away. Bad arguments throw; a message that fails authentication is
+ * an ordinary -1 (counted by the caller).
  */
 #include <openssl/evp.h>
 
@@ -26,25 +29,46 @@
 #define WG_HEADER_LEN 16
 #define WG_MESSAGE_TRANSPORT 4
 
-static _Thread_local EVP_CIPHER *chacha; /* fetched once: an implicit fetch per init costs more than the cipher */
-static _Thread_local EVP_CIPHER_CTX *seal_ctx;
-static _Thread_local EVP_CIPHER_CTX *open_ctx;
+struct tr_aead {
+  EVP_CIPHER *chacha; /* fetched once: an implicit fetch per init costs more than the cipher */
+  EVP_CIPHER_CTX *seal_ctx;
+  EVP_CIPHER_CTX *open_ctx;
+};
 
-static bool contexts_ready(napi_env env) {
-  if (seal_ctx != NULL) return true;
-  chacha = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
-  EVP_CIPHER_CTX *s = EVP_CIPHER_CTX_new();
-  EVP_CIPHER_CTX *o = EVP_CIPHER_CTX_new();
-  if (chacha == NULL || s == NULL || o == NULL || EVP_EncryptInit_ex(s, chacha, NULL, NULL, NULL) != 1 ||
-      EVP_DecryptInit_ex(o, chacha, NULL, NULL, NULL) != 1) {
-    EVP_CIPHER_CTX_free(s);
-    EVP_CIPHER_CTX_free(o);
-    napi_throw_error(env, "ENOSYS", "libcrypto has no ChaCha20-Poly1305");
-    return false;
+void tr_aead_free(tr_aead_t *a) {
+  if (a == NULL) return;
+  /* EVP_CIPHER_CTX_free cleanses the key schedule before freeing it. */
+  EVP_CIPHER_CTX_free(a->seal_ctx);
+  EVP_CIPHER_CTX_free(a->open_ctx);
+  EVP_CIPHER_free(a->chacha);
+  free(a);
+}
+
+/* This instance's contexts, made on first use; NULL with an exception pending when they cannot be. */
+static tr_aead_t *aead_of(napi_env env) {
+  tr_instance_t *inst = NULL;
+  if (napi_get_instance_data(env, (void **)&inst) != napi_ok || inst == NULL) {
+    napi_throw_error(env, NULL, "tunroute_native: the addon instance has no state (module init failed)");
+    return NULL;
   }
-  seal_ctx = s;
-  open_ctx = o;
-  return true;
+  if (inst->aead != NULL) return inst->aead;
+  tr_aead_t *a = calloc(1, sizeof *a);
+  if (a == NULL) {
+    throw_errno(env, ENOMEM, "calloc", NULL);
+    return NULL;
+  }
+  a->chacha = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
+  a->seal_ctx = EVP_CIPHER_CTX_new();
+  a->open_ctx = EVP_CIPHER_CTX_new();
+  if (a->chacha == NULL || a->seal_ctx == NULL || a->open_ctx == NULL ||
+      EVP_EncryptInit_ex(a->seal_ctx, a->chacha, NULL, NULL, NULL) != 1 ||
+      EVP_DecryptInit_ex(a->open_ctx, a->chacha, NULL, NULL, NULL) != 1) {
+    tr_aead_free(a); /* whatever of the three was made */
+    napi_throw_error(env, "ENOSYS", "libcrypto has no ChaCha20-Poly1305");
+    return NULL;
+  }
+  inst->aead = a;
+  return a;
 }
 
 /* The 96-bit nonce: 32 zero bits, then the 64-bit counter little-endian. */
@@ -91,7 +115,8 @@ static napi_value js_wg_seal(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "out is too small for the sealed message");
     return NULL;
   }
-  if (!contexts_ready(env)) return NULL;
+  tr_aead_t *a = aead_of(env);
+  if (a == NULL) return NULL;
 
   uint8_t *msg = out + out_off;
   uint8_t *body = msg + WG_HEADER_LEN;
@@ -106,10 +131,10 @@ static napi_value js_wg_seal(napi_env env, napi_callback_info info) {
   uint8_t nonce[12];
   nonce_of(counter, nonce);
   int len = 0, fin = 0;
-  if (EVP_EncryptInit_ex(seal_ctx, NULL, NULL, key, nonce) != 1 ||
-      (n > 0 && EVP_EncryptUpdate(seal_ctx, body, &len, body, (int)n) != 1) ||
-      EVP_EncryptFinal_ex(seal_ctx, body + len, &fin) != 1 ||
-      EVP_CIPHER_CTX_ctrl(seal_ctx, EVP_CTRL_AEAD_GET_TAG, WG_TAG_LEN, body + n) != 1) {
+  if (EVP_EncryptInit_ex(a->seal_ctx, NULL, NULL, key, nonce) != 1 ||
+      (n > 0 && EVP_EncryptUpdate(a->seal_ctx, body, &len, body, (int)n) != 1) ||
+      EVP_EncryptFinal_ex(a->seal_ctx, body + len, &fin) != 1 ||
+      EVP_CIPHER_CTX_ctrl(a->seal_ctx, EVP_CTRL_AEAD_GET_TAG, WG_TAG_LEN, body + n) != 1) {
     napi_throw_error(env, "EIO", "ChaCha20-Poly1305 seal failed in libcrypto");
     return NULL;
   }
@@ -143,7 +168,16 @@ static napi_value js_wg_open(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "out is too small for the plaintext");
     return NULL;
   }
-  if (!contexts_ready(env)) return NULL;
+  uint8_t *plain = out + out_off;
+  /* In place (plain exactly where the ciphertext is) works; any other overlap would have the
+   * cipher read bytes it has already overwritten, so it is refused. */
+  uintptr_t m0 = (uintptr_t)msg, m1 = m0 + msg_len, p0 = (uintptr_t)plain, p1 = p0 + n;
+  if (n > 0 && p0 < m1 && m0 < p1 && p0 != m0 + WG_HEADER_LEN) {
+    napi_throw_range_error(env, NULL, "out overlaps msg other than exactly in place (out at msg + 16)");
+    return NULL;
+  }
+  tr_aead_t *a = aead_of(env);
+  if (a == NULL) return NULL;
 
   uint64_t counter = 0;
   for (int i = 7; i >= 0; i--) counter = (counter << 8) | msg[8 + i];
@@ -151,13 +185,12 @@ static napi_value js_wg_open(napi_env env, napi_callback_info info) {
   nonce_of(counter, nonce);
   /* The tag is copied first, so an `out` that overlaps the message can never clobber it. */
   memcpy(tag, msg + WG_HEADER_LEN + n, WG_TAG_LEN);
-  uint8_t *plain = out + out_off;
   int len = 0, fin = 0;
   int32_t r = -1;
-  if (EVP_DecryptInit_ex(open_ctx, NULL, NULL, key, nonce) == 1 &&
-      (n == 0 || EVP_DecryptUpdate(open_ctx, plain, &len, msg + WG_HEADER_LEN, (int)n) == 1) &&
-      EVP_CIPHER_CTX_ctrl(open_ctx, EVP_CTRL_AEAD_SET_TAG, WG_TAG_LEN, tag) == 1 &&
-      EVP_DecryptFinal_ex(open_ctx, plain + len, &fin) == 1) {
+  if (EVP_DecryptInit_ex(a->open_ctx, NULL, NULL, key, nonce) == 1 &&
+      (n == 0 || EVP_DecryptUpdate(a->open_ctx, plain, &len, msg + WG_HEADER_LEN, (int)n) == 1) &&
+      EVP_CIPHER_CTX_ctrl(a->open_ctx, EVP_CTRL_AEAD_SET_TAG, WG_TAG_LEN, tag) == 1 &&
+      EVP_DecryptFinal_ex(a->open_ctx, plain + len, &fin) == 1) {
     r = (int32_t)n;
   } else if (n > 0) {
     memset(plain, 0, n); /* never hand out unauthenticated plaintext */
@@ -170,9 +203,10 @@ static napi_value js_wg_open(napi_env env, napi_callback_info info) {
 /* wgWipe(): both contexts forget the last session key. */
 static napi_value js_wg_wipe(napi_env env, napi_callback_info info) {
   static const uint8_t zeros[WG_KEY_LEN + 12];
-  if (seal_ctx != NULL) {
-    EVP_EncryptInit_ex(seal_ctx, NULL, NULL, zeros, zeros + WG_KEY_LEN);
-    EVP_DecryptInit_ex(open_ctx, NULL, NULL, zeros, zeros + WG_KEY_LEN);
+  tr_instance_t *inst = NULL;
+  if (napi_get_instance_data(env, (void **)&inst) == napi_ok && inst != NULL && inst->aead != NULL) {
+    EVP_EncryptInit_ex(inst->aead->seal_ctx, NULL, NULL, zeros, zeros + WG_KEY_LEN);
+    EVP_DecryptInit_ex(inst->aead->open_ctx, NULL, NULL, zeros, zeros + WG_KEY_LEN);
   }
   return NULL;
 }

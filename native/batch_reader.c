@@ -39,6 +39,7 @@ static void reader_release_js(batch_reader_t *r) {
   r->released = true;
   napi_env env = r->env;
   delete_ref(env, &r->callback_ref);
+  delete_ref(env, &r->fd_ref);
   delete_ref(env, &r->buffer_ref);
   for (uint32_t i = 0; i < BATCH_MAX_ARRAYS; i++) delete_ref(env, &r->array_refs[i]);
   delete_ref(env, &r->recv_ref); /* lets the handle object be collected (-> finalizer) */
@@ -194,7 +195,8 @@ napi_value batch_reader_start(napi_env env, napi_callback_info info, const batch
     return NULL;
   }
 
-  ok = napi_create_reference(env, argv[1], 1, &r->buffer_ref) == napi_ok &&
+  ok = napi_create_reference(env, argv[0], 1, &r->fd_ref) == napi_ok &&
+       napi_create_reference(env, argv[1], 1, &r->buffer_ref) == napi_ok &&
        napi_create_reference(env, argv[4], 1, &r->callback_ref) == napi_ok &&
        napi_create_reference(env, handle, 1, &r->recv_ref) == napi_ok &&
        napi_async_init(env, handle, name, &r->async_ctx) == napi_ok;

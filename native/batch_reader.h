@@ -51,7 +51,8 @@ struct batch_reader {
   uint32_t slot_size;
   uint32_t *arrays[BATCH_MAX_ARRAYS]; /* the Uint32Arrays' storage; kept alive by array_refs */
   void *ext;
-  napi_ref buffer_ref, callback_ref, recv_ref, array_refs[BATCH_MAX_ARRAYS];
+  /* fd_ref holds the fd handle, so its descriptor cannot be closed by the collector while polled. */
+  napi_ref fd_ref, buffer_ref, callback_ref, recv_ref, array_refs[BATCH_MAX_ARRAYS];
   napi_async_context async_ctx;
   bool stopped;     /* stop requested: no more callbacks */
   bool released;    /* JS references and the async context released */

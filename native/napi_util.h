@@ -1,6 +1,7 @@
 /*
  * Helpers shared by the addon's C files: errors thrown as JS exceptions (errno name in .code),
- * NAPI_CALL, and argument checks that throw a TypeError/RangeError and return false.
+ * NAPI_CALL, argument checks that throw a TypeError/RangeError and return false, the fd
+ * handles JS holds instead of descriptor numbers, and the per-instance state.
  * Static functions in a header: each file uses a subset, hence the unused attribute.
  */
 #ifndef TUNROUTE_NAPI_UTIL_H
@@ -10,7 +11,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <node_api.h>
 #include <uv.h>
@@ -90,17 +93,6 @@ TR_UNUSED static bool arg_uint32(napi_env env, napi_value v, const char *name, u
   return true;
 }
 
-TR_UNUSED static bool arg_fd(napi_env env, napi_value v, int *fd) {
-  int32_t x;
-  if (!arg_int32(env, v, "fd", &x)) return false;
-  if (x < 0) {
-    napi_throw_range_error(env, NULL, "fd must be >= 0");
-    return false;
-  }
-  *fd = x;
-  return true;
-}
-
 /* A Uint8Array (Buffer is one): pointer to its first byte (byteOffset applied) and length. */
 TR_UNUSED static bool arg_bytes(napi_env env, napi_value v, const char *name, uint8_t **data, size_t *len) {
   bool is_ta = false;
@@ -142,6 +134,112 @@ TR_UNUSED static bool check_range(napi_env env, size_t buf_len, uint32_t offset,
   }
   return true;
 }
+
+/* ---------------------------------------------------------------------------------------- */
+/* fd handles: what JS holds instead of a bare descriptor number                              */
+/*
+ * open() and udpOpen() hand JS an object tagged FD_TAG and wrapping the descriptor, never the
+ * number: every function that takes an fd checks the tag, so a forged or stale integer (or an
+ * fd of another part of the process) is refused with a TypeError instead of being written to,
+ * read, ioctl'd or closed. Closing through the handle marks it closed (fd -1), so a second
+ * close cannot hit a number the kernel has since given to someone else. A handle collected
+ * while still open closes its fd: a dropped device or socket does not outlive its owner.
+ */
+
+static const napi_type_tag FD_TAG = {0x3f9a6c1e2b7d4e85ULL, 0xc06b1d2e9a4f7315ULL};
+
+typedef struct tr_fd {
+  int fd; /* -1 once closed */
+} tr_fd_t;
+
+/* Closes the handle's fd (once; later calls do nothing). Returns close()'s errno, 0 when fine. */
+TR_UNUSED static int tr_fd_close(tr_fd_t *h) {
+  if (h->fd < 0) return 0;
+  int fd = h->fd;
+  h->fd = -1;
+  /* On Linux the fd is released even when close() reports EINTR: never retry. */
+  return close(fd) < 0 && errno != EINTR ? errno : 0;
+}
+
+TR_UNUSED static void tr_fd_finalize(napi_env env, void *data, void *hint) {
+  tr_fd_t *h = data;
+  tr_fd_close(h);
+  free(h);
+}
+
+/*
+ * Wraps fd, which the caller just opened, in a new tagged handle. On failure the fd is closed
+ * and an exception is pending (NULL). *out (optional) lets the caller close it through the
+ * handle if building its result fails later.
+ */
+TR_UNUSED static napi_value tr_fd_new(napi_env env, int fd, tr_fd_t **out) {
+  napi_value handle;
+  tr_fd_t *h = malloc(sizeof *h);
+  if (h == NULL) {
+    close(fd);
+    throw_errno(env, ENOMEM, "malloc", NULL);
+    return NULL;
+  }
+  h->fd = fd;
+  if (napi_create_object(env, &handle) != napi_ok || napi_wrap(env, handle, h, tr_fd_finalize, NULL, NULL) != napi_ok) {
+    close(fd);
+    free(h);
+    throw_napi_failure(env, "making an fd handle");
+    return NULL;
+  }
+  /* From here on the finalizer owns h (and closes the fd if nobody did). */
+  if (napi_type_tag_object(env, handle, &FD_TAG) != napi_ok) {
+    tr_fd_close(h);
+    throw_napi_failure(env, "tagging an fd handle");
+    return NULL;
+  }
+  if (out != NULL) *out = h;
+  return handle;
+}
+
+/* The handle behind v: TypeError for anything open()/udpOpen() did not return. */
+TR_UNUSED static bool arg_fd_handle(napi_env env, napi_value v, tr_fd_t **out) {
+  napi_valuetype t;
+  bool tagged = false;
+  void *data = NULL;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_object ||
+      napi_check_object_type_tag(env, v, &FD_TAG, &tagged) != napi_ok || !tagged ||
+      napi_unwrap(env, v, &data) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, NULL, "fd must be a handle returned by open() or udpOpen(), not a number");
+    return false;
+  }
+  *out = data;
+  return true;
+}
+
+/* The open descriptor behind v: TypeError for a forged handle, Error EBADF for a closed one. */
+TR_UNUSED static bool arg_fd(napi_env env, napi_value v, int *fd) {
+  tr_fd_t *h;
+  if (!arg_fd_handle(env, v, &h)) return false;
+  if (h->fd < 0) {
+    napi_throw_error(env, "EBADF", "the fd handle is already closed");
+    return false;
+  }
+  *fd = h->fd;
+  return true;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Instance data                                                                               */
+
+/*
+ * The addon's state per instance (Node-API instance data: one per environment, i.e. the main
+ * thread and each worker), set at module init and freed by its finalizer when the environment
+ * goes away, so a terminated worker leaves nothing behind. Parts are made on first use.
+ */
+typedef struct tr_aead tr_aead_t;
+
+typedef struct tr_instance {
+  tr_aead_t *aead; /* aead.c's cipher contexts, NULL until the first seal or open */
+} tr_instance_t;
+
+/* Frees what tr_aead_of() made (NULL is fine); aead.c. */
+void tr_aead_free(tr_aead_t *a);
 
 TR_UNUSED static bool get_bool_prop(napi_env env, napi_value obj, const char *key) {
   bool has = false, out = false;

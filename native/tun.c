@@ -6,10 +6,14 @@
  *   startReader(fd, buffer, maxPackets, slotSize, cb) -> handle       uv_poll, batched read()
  *   stopReader(handle)                                                idempotent, re-entrant
  *   write(fd, buf, offset, length)                 -> bytes or -errno
- *   writeMany(fd, buf, offsets, lengths, count)    -> packets written (stops at first error)
+ *   writeMany(fd, buf, offsets, lengths, count, errnoOut) -> packets written (stops at the first
+ *                                                     error, whose errno goes to errnoOut[0])
  *   writeParts(fd, head, body, tail)               -> bytes or -errno   one packet, writev
- *   close(fd)
+ *   close(fd)                                                         idempotent
  *   checksum(buf, offset, length, initial)         -> RFC 1071 sum folded to 16 bits, not inverted
+ *
+ * fd is never a number in JS: open() returns a tagged handle that every other call checks (see
+ * napi_util.h), so a forged integer is a TypeError, not a write to someone else's descriptor.
  *
  * The reader is the reason this file exists: one uv_poll wake-up drains up to maxPackets
  * packets into consecutive slots of one preallocated Buffer (slot i at i * slotSize) and calls
@@ -110,12 +114,14 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
   }
 
   napi_value result, js_fd, js_name;
+  tr_fd_t *handle = NULL;
   ifr.ifr_name[IFNAMSIZ - 1] = '\0';
-  if (napi_create_object(env, &result) != napi_ok || napi_create_int32(env, fd, &js_fd) != napi_ok ||
+  if ((js_fd = tr_fd_new(env, fd, &handle)) == NULL) return NULL; /* it closed fd */
+  if (napi_create_object(env, &result) != napi_ok ||
       napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &js_name) != napi_ok ||
       napi_set_named_property(env, result, "fd", js_fd) != napi_ok ||
       napi_set_named_property(env, result, "name", js_name) != napi_ok) {
-    close(fd);
+    tr_fd_close(handle);
     throw_napi_failure(env, "building the open() result");
     return NULL;
   }
@@ -144,16 +150,14 @@ static napi_value js_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int fd;
+  tr_fd_t *h;
   if (argc < 1) {
     napi_throw_type_error(env, NULL, "close(fd) needs an fd");
     return NULL;
   }
-  if (!arg_fd(env, argv[0], &fd)) return NULL;
-  /* On Linux the fd is released even when close() reports EINTR: never retry. */
-  if (close(fd) < 0 && errno != EINTR) {
-    throw_errno(env, errno, "close", NULL);
-  }
+  if (!arg_fd_handle(env, argv[0], &h)) return NULL;
+  int err = tr_fd_close(h); /* a closed handle: nothing to do */
+  if (err != 0) throw_errno(env, err, "close", NULL);
   return NULL;
 }
 
@@ -218,36 +222,48 @@ static napi_value js_write_parts(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_write_many(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) {
-    napi_throw_type_error(env, NULL, "writeMany(fd, buf, offsets, lengths, count) needs five arguments");
+  if (argc < 6) {
+    napi_throw_type_error(env, NULL, "writeMany(fd, buf, offsets, lengths, count, errnoOut) needs six arguments");
     return NULL;
   }
   int fd;
   uint8_t *data;
-  size_t len, n_offsets, n_lengths;
-  uint32_t *offsets, *lengths, count;
+  size_t len, n_offsets, n_lengths, n_errno;
+  uint32_t *offsets, *lengths, *errno_out, count;
   if (!arg_fd(env, argv[0], &fd) || !arg_bytes(env, argv[1], "buf", &data, &len) ||
       !arg_u32_array(env, argv[2], "offsets", &offsets, &n_offsets) ||
       !arg_u32_array(env, argv[3], "lengths", &lengths, &n_lengths) ||
-      !arg_uint32(env, argv[4], "count", &count)) {
+      !arg_uint32(env, argv[4], "count", &count) || !arg_u32_array(env, argv[5], "errnoOut", &errno_out, &n_errno)) {
     return NULL;
   }
   if (count > n_offsets || count > n_lengths) {
     napi_throw_range_error(env, NULL, "count is larger than offsets or lengths");
     return NULL;
   }
+  if (n_errno < 1) {
+    napi_throw_range_error(env, NULL, "errnoOut must have room for one errno");
+    return NULL;
+  }
   /* Validate everything first, so a bad entry never leaves a half-written batch behind. */
   for (uint32_t i = 0; i < count; i++) {
     if (!check_range(env, len, offsets[i], lengths[i])) return NULL;
   }
+  /* The errno of the write that failed is taken from its return value at once and handed back
+   * in errnoOut: by the time JS looks, the N-API calls below may have changed errno. */
   uint32_t written = 0;
+  int err = 0;
   while (written < count) {
-    if (write_once(fd, data + offsets[written], lengths[written]) < 0) break;
+    ssize_t n = write_once(fd, data + offsets[written], lengths[written]);
+    if (n < 0) {
+      err = (int)-n;
+      break;
+    }
     written++;
   }
+  errno_out[0] = (uint32_t)err;
   napi_value result;
   NAPI_CALL(env, napi_create_uint32(env, written, &result));
   return result;
@@ -384,6 +400,30 @@ static napi_value js_stop_reader(napi_env env, napi_callback_info info) {
 
 #define FN(name, fn) {name, NULL, fn, NULL, NULL, NULL, napi_enumerable, NULL}
 
+static void instance_finalize(napi_env env, void *data, void *hint) {
+  tr_instance_t *inst = data;
+  tr_aead_free(inst->aead);
+  free(inst);
+}
+
+/* The instance's state, made once per environment (a second load in the same one reuses it:
+ * replacing instance data would drop the old one without its finalizer). */
+static bool instance_ready(napi_env env) {
+  tr_instance_t *inst = NULL;
+  if (napi_get_instance_data(env, (void **)&inst) == napi_ok && inst != NULL) return true;
+  inst = calloc(1, sizeof *inst);
+  if (inst == NULL) {
+    throw_errno(env, ENOMEM, "calloc", NULL);
+    return false;
+  }
+  if (napi_set_instance_data(env, inst, instance_finalize, NULL) != napi_ok) {
+    free(inst);
+    throw_napi_failure(env, "napi_set_instance_data");
+    return false;
+  }
+  return true;
+}
+
 NAPI_MODULE_INIT() {
   struct {
     const char *name;
@@ -404,6 +444,7 @@ NAPI_MODULE_INIT() {
       FN("close", js_close),
       FN("checksum", js_checksum),
   };
+  if (!instance_ready(env)) return NULL;
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   if (tr_register_aead(env, exports) != napi_ok || tr_register_udp(env, exports) != napi_ok) return NULL;
   for (size_t i = 0; i < sizeof consts / sizeof consts[0]; i++) {

@@ -14,8 +14,9 @@
  *       sendmmsg of datagram i = buf[offsets[i] .. + lengths[i]) to addrs[i]:ports[i];
  *       with UDP_SEND_GSO in flags, runs of consecutive datagrams to one destination, of one
  *       size except a shorter last one, go as one message with a UDP_SEGMENT cmsg
- *   udpClose(fd)
+ *   udpClose(fd)                          idempotent
  *
+ * fd is the tagged handle udpOpen returns (napi_util.h), never a number.
  * Addresses are IPv4 as host-order uint32 (192.0.2.1 is 0xc0000201), ports host order.
  *
  * The receiver is the batched reader tun.c uses too (batch_reader.c: uv_poll, slots of one
@@ -131,17 +132,19 @@ static napi_value js_udp_open(napi_env env, napi_callback_info info) {
   /* UDP_SEGMENT is readable (0 = off) on kernels that can segment (4.18+). */
   bool gso = get_int_opt(fd, SOL_UDP, UDP_SEGMENT) >= 0;
 
+  int sndbuf = get_int_opt(fd, SOL_SOCKET, SO_SNDBUF), rcvbuf = get_int_opt(fd, SOL_SOCKET, SO_RCVBUF);
   napi_value result, v;
-  if (napi_create_object(env, &result) != napi_ok || napi_create_int32(env, fd, &v) != napi_ok ||
-      napi_set_named_property(env, result, "fd", v) != napi_ok ||
+  tr_fd_t *handle = NULL;
+  if ((v = tr_fd_new(env, fd, &handle)) == NULL) return NULL; /* it closed fd */
+  if (napi_create_object(env, &result) != napi_ok || napi_set_named_property(env, result, "fd", v) != napi_ok ||
       napi_create_uint32(env, ntohs(bound.sin_port), &v) != napi_ok ||
       napi_set_named_property(env, result, "port", v) != napi_ok ||
-      napi_create_int32(env, get_int_opt(fd, SOL_SOCKET, SO_SNDBUF), &v) != napi_ok ||
+      napi_create_int32(env, sndbuf, &v) != napi_ok ||
       napi_set_named_property(env, result, "sndbuf", v) != napi_ok ||
-      napi_create_int32(env, get_int_opt(fd, SOL_SOCKET, SO_RCVBUF), &v) != napi_ok ||
+      napi_create_int32(env, rcvbuf, &v) != napi_ok ||
       napi_set_named_property(env, result, "rcvbuf", v) != napi_ok ||
       napi_get_boolean(env, gso, &v) != napi_ok || napi_set_named_property(env, result, "gso", v) != napi_ok) {
-    close(fd);
+    tr_fd_close(handle);
     throw_napi_failure(env, "building the udpOpen() result");
     return NULL;
   }
@@ -152,14 +155,14 @@ static napi_value js_udp_close(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  int fd;
+  tr_fd_t *h;
   if (argc < 1) {
     napi_throw_type_error(env, NULL, "udpClose(fd) needs an fd");
     return NULL;
   }
-  if (!arg_fd(env, argv[0], &fd)) return NULL;
-  /* On Linux the fd is released even when close() reports EINTR: never retry. */
-  if (close(fd) < 0 && errno != EINTR) throw_errno(env, errno, "close", NULL);
+  if (!arg_fd_handle(env, argv[0], &h)) return NULL;
+  int err = tr_fd_close(h); /* a closed handle: nothing to do */
+  if (err != 0) throw_errno(env, err, "close", NULL);
   return NULL;
 }
 

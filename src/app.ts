@@ -77,15 +77,7 @@ export interface RunningTunroute {
 
 async function openTunLink(config: Config, logger: Logger): Promise<Link> {
   const { TunLink } = await import('./link/tun.js');
-  const link = TunLink.open({ name: config.tun.name, mtu: config.tun.mtu, vnetHdr: config.tun.offload, logger });
-  if (config.tun.offload) {
-    // TSO4 needs CSUM; with both, the kernel hands us up to 64 KiB TCP super-packets and
-    // segments the ones we send back.
-    const { loadNative } = await import('./native/addon.js');
-    const n = loadNative();
-    link.setOffload(n.TUN_F_CSUM | n.TUN_F_TSO4);
-  }
-  return link;
+  return TunLink.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, logger });
 }
 
 /** The outbounds a config names, keyed by name; `block` always exists. */

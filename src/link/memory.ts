@@ -14,7 +14,8 @@
  * Faults apply to one direction each (what a link sends), drawn from a seeded PRNG, so a
  * failing run replays exactly.
  */
-import { emptyLinkStats, type Link, type LinkStats, type PacketBatch, type ReceiveHandler } from './link.js';
+import { emptyLinkStats, type Link, type LinkStats, type ReceiveHandler } from './link.js';
+import { ReusedBatch } from './reused-batch.js';
 
 export interface MemoryFaults {
   /** Probability that a sent packet is dropped. */
@@ -57,13 +58,6 @@ export function mulberry32(seed: number): () => number {
   };
 }
 
-class ReusedBatch implements PacketBatch {
-  buf: Buffer = Buffer.alloc(0);
-  offsets: Uint32Array = new Uint32Array(0);
-  lengths: Uint32Array = new Uint32Array(0);
-  count = 0;
-}
-
 export class MemoryLink implements Link {
   readonly name: string;
   readonly mtu: number;
@@ -82,12 +76,13 @@ export class MemoryLink implements Link {
   private handler: ReceiveHandler | undefined;
   private scheduled = false;
   private closed = false;
-  private readonly batch = new ReusedBatch();
+  private readonly batch: ReusedBatch;
 
   constructor(opts: MemoryLinkOptions) {
     this.mtu = opts.mtu;
     this.name = opts.name ?? 'mem0';
     this.batchSize = opts.batchSize ?? 64;
+    this.batch = new ReusedBatch(Buffer.alloc(0), this.batchSize);
     this.faults = opts.faults;
     this.random = opts.faults !== undefined ? mulberry32(opts.faults.seed) : undefined;
   }
@@ -220,25 +215,9 @@ export class MemoryLink implements Link {
     });
   }
 
-  /** Copies packets into the reused batch buffer (grown when needed) and updates rx stats. */
+  /** Copies packets into the reused batch (its buffer grown when needed) and updates rx stats. */
   private fill(packets: Uint8Array[]): void {
-    const b = this.batch;
-    let total = 0;
-    for (const p of packets) total += p.byteLength;
-    if (b.buf.length < total) b.buf = Buffer.alloc(Math.max(total, b.buf.length * 2));
-    if (b.offsets.length < packets.length) {
-      b.offsets = new Uint32Array(this.batchSize);
-      b.lengths = new Uint32Array(this.batchSize);
-    }
-    let off = 0;
-    for (let i = 0; i < packets.length; i++) {
-      const p = packets[i];
-      b.buf.set(p, off);
-      b.offsets[i] = off;
-      b.lengths[i] = p.byteLength;
-      off += p.byteLength;
-    }
-    b.count = packets.length;
+    const total = this.batch.copyIn(packets);
     this.stats.rxPackets += packets.length;
     this.stats.rxBytes += total;
   }

@@ -13,7 +13,8 @@
  * everything a flow received in that turn with one writev (it corks until the batch returns),
  * exactly as with the TUN link's batched reads.
  */
-import { emptyLinkStats, type Link, type LinkStats, type PacketBatch, type ReceiveHandler } from './link.js';
+import { emptyLinkStats, type Link, type LinkStats, type ReceiveHandler } from './link.js';
+import { ReusedBatch } from './reused-batch.js';
 
 export interface PacketPipeOptions {
   name: string;
@@ -26,17 +27,6 @@ export interface PacketPipeOptions {
 
 /** Bytes queued for delivery beyond which a batch is delivered at once, without waiting for the turn to end. */
 const MAX_QUEUED_BYTES = 1 << 20;
-
-class ReusedBatch implements PacketBatch {
-  buf: Buffer = Buffer.alloc(64 * 1024);
-  offsets: Uint32Array;
-  lengths: Uint32Array;
-  count = 0;
-  constructor(size: number) {
-    this.offsets = new Uint32Array(size);
-    this.lengths = new Uint32Array(size);
-  }
-}
 
 export class PacketPipe implements Link {
   readonly name: string;
@@ -59,7 +49,7 @@ export class PacketPipe implements Link {
     this.mtu = opts.mtu;
     this.transmit = opts.transmit;
     this.batchSize = Math.max(1, opts.batchSize ?? 64);
-    this.batch = new ReusedBatch(this.batchSize);
+    this.batch = new ReusedBatch(Buffer.alloc(64 * 1024), this.batchSize);
   }
 
   onReceive(handler: ReceiveHandler): void {
@@ -139,20 +129,8 @@ export class PacketPipe implements Link {
   };
 
   private fill(packets: Uint8Array[]): void {
-    const b = this.batch;
-    let total = 0;
-    for (const p of packets) total += p.byteLength;
-    if (b.buf.length < total) b.buf = Buffer.alloc(Math.max(total, b.buf.length * 2));
+    const total = this.batch.copyIn(packets);
     this.queuedBytes -= total;
-    let off = 0;
-    for (let i = 0; i < packets.length; i++) {
-      const p = packets[i]!;
-      b.buf.set(p, off);
-      b.offsets[i] = off;
-      b.lengths[i] = p.byteLength;
-      off += p.byteLength;
-    }
-    b.count = packets.length;
     this.stats.rxPackets += packets.length;
     this.stats.rxBytes += total;
   }

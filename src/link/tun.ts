@@ -14,15 +14,22 @@ import { constants as osConstants } from 'node:os';
 import { TunrouteError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { emptyLinkStats, type Link, type LinkStats, type PacketBatch, type ReceiveHandler } from './link.js';
-import { isNativeErrnoError, loadNative, type NativeReaderHandle, type NativeTunAddon } from '../native/addon.js';
+import { ReusedBatch } from './reused-batch.js';
+import { isNativeErrnoError, loadNative, type NativeFd, type NativeReaderHandle, type NativeTunAddon } from '../native/addon.js';
 
 export interface TunLinkOptions {
   /** Device name, e.g. 'tun0'; '' lets the kernel choose (tun0, tun1, …). */
   name: string;
   /** The MTU the device will be given; sizes the receive slots. */
   mtu: number;
-  /** IFF_VNET_HDR (+ TUNSETVNETHDRSZ 10): packets carry a virtio-net header, GSO becomes possible. */
+  /** IFF_VNET_HDR (+ TUNSETVNETHDRSZ 10): packets carry a virtio-net header, GSO becomes possible. Default: `offload`. */
   vnetHdr?: boolean;
+  /**
+   * Checksum and TCP segmentation offload (TUNSETOFFLOAD CSUM|TSO4; needs vnetHdr): the kernel
+   * hands over TCP super-packets of up to 64 KiB with partial checksums and segments the ones
+   * sent back. Default false.
+   */
+  offload?: boolean;
   /** IFF_MULTI_QUEUE: several TunLinks may open the same name, the kernel spreads flows over them. */
   multiQueue?: boolean;
   /** Most packets handed to JS per wake-up (default 64). */
@@ -32,13 +39,6 @@ export interface TunLinkOptions {
 
 /** Largest IPv4 packet plus the virtio-net header. */
 const MAX_GSO_PACKET = 65535 + 10;
-
-class ReusedBatch implements PacketBatch {
-  offsets: Uint32Array = new Uint32Array(0);
-  lengths: Uint32Array = new Uint32Array(0);
-  count = 0;
-  constructor(readonly buf: Buffer) {}
-}
 
 const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 /** The empty tail of a packet written in two pieces. */
@@ -82,12 +82,14 @@ export class TunLink implements Link {
   readonly mtu: number;
   readonly stats: LinkStats = emptyLinkStats();
   readonly vnetHdr: boolean;
+  /** Whether the kernel was told to offload checksums and TCP segmentation (TunLinkOptions.offload). */
+  readonly offload: boolean;
   /** Bytes per receive slot: the largest packet the reader accepts. */
   readonly slotSize: number;
   readonly batchSize: number;
 
   private readonly native: NativeTunAddon;
-  private readonly fd: number;
+  private readonly fd: NativeFd;
   private readonly logger: Logger;
   private readonly batch: ReusedBatch;
   private handler: ReceiveHandler | undefined;
@@ -96,10 +98,12 @@ export class TunLink implements Link {
   // sendMany scratch: grown on demand, reused.
   private txOffsets = new Uint32Array(64);
   private txLengths = new Uint32Array(64);
+  /** writeMany's out-parameter: the errno of the write that stopped a batch. */
+  private readonly txErrno = new Uint32Array(1);
   private txArrayBuffer: ArrayBufferLike | undefined;
   private txView: Uint8Array | undefined;
 
-  /** Opens (creates, or attaches to) the TUN device. Throws TunrouteError (TR_NOT_ROOT, TR_NO_TUN, TR_TUN_BUSY, TR_TUN_OPEN, TR_NATIVE_MISSING). */
+  /** Opens (creates, or attaches to) the TUN device, with the offloads asked for. Throws TunrouteError (TR_NOT_ROOT, TR_NO_TUN, TR_TUN_BUSY, TR_TUN_OPEN, TR_NATIVE_MISSING). */
   static open(opts: TunLinkOptions): TunLink {
     const { mtu } = opts;
     const batchSize = opts.batchSize ?? 64;
@@ -107,23 +111,41 @@ export class TunLink implements Link {
     if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 65536) {
       throw new RangeError(`batchSize must be 1..65536, got ${batchSize}`);
     }
+    const offload = opts.offload ?? false;
+    const vnetHdr = opts.vnetHdr ?? offload;
+    if (offload && !vnetHdr) throw new RangeError('offload needs vnetHdr: the kernel marks offloaded packets in the virtio-net header');
     const native = loadNative();
-    const vnetHdr = opts.vnetHdr ?? false;
-    let opened: { fd: number; name: string };
+    let opened: { fd: NativeFd; name: string };
     try {
       opened = native.open(opts.name, { vnetHdr, multiQueue: opts.multiQueue ?? false });
     } catch (e) {
       throw tunOpenError(e, opts.name);
     }
-    return new TunLink(native, opened.fd, opened.name, mtu, vnetHdr, batchSize, opts.logger ?? silentLogger());
+    if (offload) {
+      // TSO4 needs CSUM; with both, the kernel hands us up to 64 KiB TCP super-packets and
+      // segments the ones we send back.
+      const flags = native.TUN_F_CSUM | native.TUN_F_TSO4;
+      try {
+        native.setOffload(opened.fd, flags);
+      } catch (e) {
+        native.close(opened.fd);
+        throw new TunrouteError(
+          'TR_TUN_OPEN',
+          `The kernel refused checksum and TCP segmentation offload (flags 0x${flags.toString(16)}) on ${opened.name} (${e instanceof Error ? e.message : String(e)}): run with --no-offload (tun.offload: false).`,
+          e,
+        );
+      }
+    }
+    return new TunLink(native, opened.fd, opened.name, mtu, vnetHdr, offload, batchSize, opts.logger ?? silentLogger());
   }
 
   private constructor(
     native: NativeTunAddon,
-    fd: number,
+    fd: NativeFd,
     name: string,
     mtu: number,
     vnetHdr: boolean,
+    offload: boolean,
     batchSize: number,
     logger: Logger,
   ) {
@@ -132,24 +154,13 @@ export class TunLink implements Link {
     this.name = name;
     this.mtu = mtu;
     this.vnetHdr = vnetHdr;
+    this.offload = offload;
     this.batchSize = batchSize;
     this.slotSize = vnetHdr ? Math.max(mtu, MAX_GSO_PACKET) : mtu;
     this.logger = logger.child({ link: name });
-    // Untouched pages of this buffer are never faulted in, so a large slot costs little.
+    // Untouched pages of this buffer are never faulted in, so a large slot costs little. The
+    // reader fills it in place and brings its own offsets/lengths (set on every wake-up).
     this.batch = new ReusedBatch(Buffer.allocUnsafeSlow(this.slotSize * batchSize));
-  }
-
-  /** TUNSETOFFLOAD with TUN_F_* flags (see `loadNative()`); needs vnetHdr. Throws TR_TUN_OPEN when refused. */
-  setOffload(flags: number): void {
-    try {
-      this.native.setOffload(this.fd, flags);
-    } catch (e) {
-      throw new TunrouteError(
-        'TR_TUN_OPEN',
-        `The kernel refused offload flags 0x${flags.toString(16)} on ${this.name} (${e instanceof Error ? e.message : String(e)}): offloads need vnetHdr, and TSO needs CSUM.`,
-        e,
-      );
-    }
   }
 
   onReceive(handler: ReceiveHandler): void {
@@ -257,24 +268,26 @@ export class TunLink implements Link {
     let i = 0;
     let sent = 0;
     let bytes = 0;
+    let lastErrno = 0;
     while (i < count) {
       const w =
         i === 0
-          ? this.native.writeMany(this.fd, buf, offsets, lengths, count)
-          : this.native.writeMany(this.fd, buf, offsets.subarray(i), lengths.subarray(i), count - i);
+          ? this.native.writeMany(this.fd, buf, offsets, lengths, count, this.txErrno)
+          : this.native.writeMany(this.fd, buf, offsets.subarray(i), lengths.subarray(i), count - i, this.txErrno);
       for (let j = i; j < i + w; j++) bytes += lengths[j];
       sent += w;
       i += w;
       if (i < count) {
         // Packet i was refused: count it, skip it, go on with the rest.
         this.stats.txErrors++;
+        lastErrno = this.txErrno[0];
         i++;
       }
     }
     this.stats.txPackets += sent;
     this.stats.txBytes += bytes;
     if (sent < count && this.logger.isLevelEnabled('debug')) {
-      this.logger.debug({ dropped: count - sent }, 'TUN writes dropped');
+      this.logger.debug({ dropped: count - sent, errno: errnoNames.get(lastErrno) ?? lastErrno }, 'TUN writes dropped');
     }
     return sent;
   }

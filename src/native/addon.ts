@@ -11,6 +11,16 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TunrouteError } from '../errors.js';
 
+/**
+ * An open descriptor as JS holds it: an opaque object the addon made (open, udpOpen) and checks
+ * on every call, never a number, so a forged or stale integer cannot reach a system call (it is
+ * a TypeError). Closing marks it closed (a second close does nothing; other calls throw EBADF);
+ * a handle collected while still open closes its descriptor.
+ */
+export interface NativeFd {
+  readonly __brand: 'NativeFd';
+}
+
 /** Opaque handle of a running batched reader (returned by startReader). */
 export interface NativeReaderHandle {
   readonly __brand: 'NativeReaderHandle';
@@ -26,12 +36,12 @@ export type NativeReadCallback = (count: number, offsets: Uint32Array, lengths: 
 
 export interface NativeTunAddon {
   /** Opens /dev/net/tun and attaches it to device `name` ('' lets the kernel pick). Throws NativeErrnoError. */
-  open(name: string, opts: { vnetHdr: boolean; multiQueue: boolean }): { fd: number; name: string };
+  open(name: string, opts: { vnetHdr: boolean; multiQueue: boolean }): { fd: NativeFd; name: string };
   /** TUNSETOFFLOAD with a combination of the TUN_F_* flags. Throws NativeErrnoError. */
-  setOffload(fd: number, flags: number): void;
+  setOffload(fd: NativeFd, flags: number): void;
   /** Starts polling fd; reads up to maxPackets packets per wake-up into slot i = buffer[i * slotSize ..]. */
   startReader(
-    fd: number,
+    fd: NativeFd,
     buffer: Buffer,
     maxPackets: number,
     slotSize: number,
@@ -40,12 +50,17 @@ export interface NativeTunAddon {
   /** Stops and releases a reader; idempotent, safe inside the callback. */
   stopReader(handle: NativeReaderHandle): void;
   /** write() of buf[offset .. offset + length): bytes written, or -errno. Never throws on I/O errors. */
-  write(fd: number, buf: Uint8Array, offset: number, length: number): number;
-  /** One write() per packet i = buf[offsets[i] .. + lengths[i]), i < count; stops at the first error. Returns packets written. */
-  writeMany(fd: number, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number): number;
+  write(fd: NativeFd, buf: Uint8Array, offset: number, length: number): number;
+  /**
+   * One write() per packet i = buf[offsets[i] .. + lengths[i]), i < count; stops at the first
+   * error and puts its errno in errnoOut[0] (0 when all were written). Returns packets written.
+   * Never throws on I/O errors.
+   */
+  writeMany(fd: NativeFd, buf: Uint8Array, offsets: Uint32Array, lengths: Uint32Array, count: number, errnoOut: Uint32Array): number;
   /** One packet from three pieces (writev; `tail` may be empty): bytes written, or -errno. Never throws on I/O errors. */
-  writeParts(fd: number, head: Uint8Array, body: Uint8Array, tail: Uint8Array): number;
-  close(fd: number): void;
+  writeParts(fd: NativeFd, head: Uint8Array, body: Uint8Array, tail: Uint8Array): number;
+  /** Closes the descriptor; idempotent. */
+  close(fd: NativeFd): void;
   /** RFC 1071 ones'-complement sum of buf[offset .. offset + length) plus `initial`, folded to 16 bits, not inverted. */
   checksum(buf: Uint8Array, offset: number, length: number, initial: number): number;
   readonly TUN_F_CSUM: number;

@@ -1,12 +1,12 @@
 /**
  * The typed view of the addon's batched UDP socket (native/udp.c, in the same
- * build/Release/tunroute_native.node as the TUN device, loaded by native.ts). Only the
+ * build/Release/tunroute_native.node as the TUN device, loaded by addon.ts). Only the
  * tunnel's NativeUdpTransport uses it.
  *
  * Addresses are IPv4 as host-order uint32 (192.0.2.1 is 0xc0000201), ports host order.
  */
 import { TunrouteError } from '../errors.js';
-import { addonPath, loadNative } from './addon.js';
+import { addonPath, loadNative, type NativeFd } from './addon.js';
 
 /** Opaque handle of a running batched receiver (returned by udpStartReceiver). */
 export interface NativeUdpReceiverHandle {
@@ -28,7 +28,7 @@ export type NativeUdpReceiveCallback = (
 ) => void;
 
 export interface NativeUdpSocket {
-  fd: number;
+  fd: NativeFd;
   /** The bound port (the kernel's pick when 0 was asked). */
   port: number;
   /** SO_SNDBUF / SO_RCVBUF as the kernel reports them (twice what was set: its bookkeeping). */
@@ -47,7 +47,7 @@ export interface NativeUdpAddon {
   udpOpen(address: string, port: number, bufferBytes: number): NativeUdpSocket;
   /** Starts polling fd; receives up to maxDatagrams per wake-up into slot i = buffer[i * slotSize ..]. */
   udpStartReceiver(
-    fd: number,
+    fd: NativeFd,
     buffer: Uint8Array,
     maxDatagrams: number,
     slotSize: number,
@@ -62,7 +62,7 @@ export interface NativeUdpAddon {
    * destination of one size go as single UDP_SEGMENT messages. Never throws on I/O errors.
    */
   udpSendMany(
-    fd: number,
+    fd: NativeFd,
     buf: Uint8Array,
     offsets: Uint32Array,
     lengths: Uint32Array,
@@ -71,7 +71,8 @@ export interface NativeUdpAddon {
     count: number,
     flags: number,
   ): number;
-  udpClose(fd: number): void;
+  /** Closes the socket; idempotent. */
+  udpClose(fd: NativeFd): void;
   /** udpSendMany flag: UDP generic segmentation offload. */
   readonly UDP_SEND_GSO: number;
 }

@@ -18,6 +18,7 @@
  */
 import { constants as osConstants } from 'node:os';
 import { TunrouteError } from '../errors.js';
+import type { NativeFd } from '../native/addon.js';
 import type { NativeUdpAddon, NativeUdpReceiverHandle } from '../native/udp.js';
 import type { Endpoint } from './endpoint.js';
 import type { DatagramHandler, DgramTransportOptions, UdpTransport } from './udp-transport.js';
@@ -123,7 +124,7 @@ export class NativeUdpTransport implements UdpTransport {
 
   private constructor(
     private readonly native: NativeUdpAddon,
-    private readonly fd: number,
+    private readonly fd: NativeFd,
     readonly port: number,
     private readonly maxBatch: number,
     receiveBatch: number,

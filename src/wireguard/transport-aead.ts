@@ -11,7 +11,7 @@
  * Keys are the raw 32 bytes; the caller owns and wipes them.
  */
 import { createCipheriv, createDecipheriv } from 'node:crypto';
-import { tryLoadNative } from '../native/addon.js';
+import { tryLoadNativeAead } from '../native/aead.js';
 import { MESSAGE_TRANSPORT, TRANSPORT_HEADER_LEN, transportCounter, writeU32, writeU64 } from './messages.js';
 import { aeadNonce, AEAD_TAG_LEN } from './noise.js';
 
@@ -30,17 +30,6 @@ export interface TransportAead {
   open(key: Uint8Array, msg: Uint8Array, out: Uint8Array, outOff: number): number;
   /** Forget any copy of a session key held inside the implementation. */
   wipe(): void;
-}
-
-interface NativeAeadFunctions {
-  wgSeal(key: Uint8Array, receiverIndex: number, counter: bigint, packet: Uint8Array, padTo: number, out: Uint8Array, outOff: number): number;
-  wgOpen(key: Uint8Array, msg: Uint8Array, out: Uint8Array, outOff: number): number;
-  wgWipe(): void;
-}
-
-function hasAead(m: object): m is NativeAeadFunctions {
-  const r = m as Record<string, unknown>;
-  return typeof r.wgSeal === 'function' && typeof r.wgOpen === 'function' && typeof r.wgWipe === 'function';
 }
 
 export const nodeAead: TransportAead = {
@@ -85,9 +74,8 @@ export const nodeAead: TransportAead = {
 };
 
 function nativeAead(): TransportAead | undefined {
-  const addon = tryLoadNative();
-  if (addon === undefined || !hasAead(addon)) return undefined;
-  const fns: NativeAeadFunctions = addon;
+  const fns = tryLoadNativeAead();
+  if (fns === undefined) return undefined;
   return {
     name: 'native',
     seal: (key, receiverIndex, counter, packet, padTo, out, outOff) => fns.wgSeal(key, receiverIndex, counter, packet, padTo, out, outOff),

@@ -81,6 +81,26 @@ describe.skipIf(native.name !== 'native')('transport AEAD, native against node:c
     expect(native.open(KEY, moved, new Uint8Array(208), 0)).toBe(-1);
   });
 
+  it('refuses an output that partly overlaps the message with a RangeError (only exactly in place is allowed)', () => {
+    const p = randomBytes(64);
+    const sealed = sealWith(native, p, 64); // 96 bytes
+    const buf = new Uint8Array(8 + 96 + 8 + 64);
+    const place = (): Uint8Array => {
+      buf.set(sealed, 8);
+      return buf.subarray(8, 8 + 96);
+    };
+    for (const outOff of [0, 8, 8 + 15, 8 + 17, 8 + 40, 8 + 95]) {
+      expect(() => native.open(KEY, place(), buf, outOff), `out at ${outOff}`).toThrow(RangeError);
+    }
+    // A view of the same bytes one byte later is an overlap too.
+    expect(() => native.open(KEY, place(), buf.subarray(9), 16)).toThrow(RangeError);
+    // Exactly in place, and right after the message in the same buffer, both open.
+    expect(native.open(KEY, place(), buf, 8 + 16)).toBe(64);
+    expect(Buffer.from(buf.subarray(24, 88)).equals(p)).toBe(true);
+    expect(native.open(KEY, place(), buf, 8 + 96 + 8)).toBe(64);
+    expect(Buffer.from(buf.subarray(112, 176)).equals(p)).toBe(true);
+  });
+
   it('seals in place (the packet already where the ciphertext goes)', () => {
     const p = randomBytes(64);
     const buf = new Uint8Array(16 + 64 + 16);
