@@ -26,18 +26,15 @@ import { parseSocks5Url } from './outbound/socks5-url.js';
 import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
 import { monotonicClock, type Clock } from './clock.js';
-import { createRequire } from 'node:module';
+import { runUntilSignal } from './run-until-signal.js';
+import { TUNROUTE_VERSION } from './version.js';
 import { startControlServer, statusSnapshotOf, type TunnelStatus } from './control/index.js';
 import { nonZeroCounts, peerInfoOf } from './control/peer-info.js';
 import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
 import { openWireguardTunnels, type TunnelStats, type WireguardTunnel } from './wireguard/tunnel.js';
 import { tunnelForwardHook } from './wireguard/forward.js';
 
-/** This package's version (for `status`); the path works from src/ and from dist/. */
-export const TUNROUTE_VERSION: string = (() => {
-  const pkg: unknown = createRequire(import.meta.url)('../package.json');
-  return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : 'unknown';
-})();
+export { TUNROUTE_VERSION };
 
 export interface TunrouteDeps {
   logger?: Logger;
@@ -252,21 +249,5 @@ export async function runUp(config: Config): Promise<void> {
     throw e;
   }
   log.info({ dev: up.link.name, mtu: up.link.mtu, address: config.tun.address, routes: up.plan.prefixes.length, control: config.control.socket }, 'tunroute is up');
-  await new Promise<void>((resolve) => {
-    const onSignal = (sig: NodeJS.Signals): void => {
-      log.info({ signal: sig }, 'stopping');
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      control
-        .close()
-        .then(() => up.stop())
-        .then(resolve, (e: unknown) => {
-          log.error({ err: e }, 'teardown failed');
-          process.exitCode = 1;
-          resolve();
-        });
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  });
+  await runUntilSignal({ logger: log, failure: 'teardown failed', stop: () => control.close().then(() => up.stop()) });
 }

@@ -71,6 +71,7 @@ export interface UdpRelayStats {
   upstreamErrors: Record<UpstreamReason, number>;
 }
 
+/** One UDP flow (the app's 5-tuple) as `status` lists it (control/protocol.ts re-exports it). */
 export interface UdpFlowInfo {
   id: number;
   src: string;
