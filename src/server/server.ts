@@ -40,13 +40,12 @@ import { DirectOutbound } from '../outbound/direct.js';
 import type { Outbound, OutboundStats } from '../outbound/outbound.js';
 import type { DeviceDropReason } from '../wireguard/device.js';
 import { parseKey, type RandomSource } from '../wireguard/keys.js';
-import { TcpRelay, type TcpFlowInfo, type TcpRelayStats } from '../relay/tcp-relay.js';
-import { UdpRelay, type UdpFlowInfo, type UdpRelayStats } from '../relay/udp-relay.js';
+import { TerminatingEngine } from '../relay/engine.js';
+import type { TcpFlowInfo, TcpRelayStats } from '../relay/tcp-relay.js';
+import type { UdpFlowInfo, UdpRelayStats } from '../relay/udp-relay.js';
 import { Router } from '../router/router.js';
-import { PacketDispatcher, type DispatcherStats } from '../stack/dispatcher.js';
-import { Ipv4Reassembler, type ReassemblyStats } from '../stack/ip-reassembly.js';
-import { TcpStack } from '../stack/tcp-stack.js';
-import { UdpStack } from '../stack/udp/udp-stack.js';
+import type { DispatcherStats } from '../stack/dispatcher.js';
+import type { ReassemblyStats } from '../stack/ip-reassembly.js';
 import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.js';
 import { PacketGate, type GateCounters } from './gate.js';
 import { WgTunnel, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus, type UdpTransport } from './tunnel.js';
@@ -159,43 +158,18 @@ function userspaceEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDep
   const gate = new PacketGate({ ownAddress: own.addr, routes: tunnel.routes, local: (p) => link.deliver(p), forward: (to, p) => tunnel.sendTo(to, p) });
   tunnel.onPacket(gate.input);
 
-  // The table holds TIME-WAIT connections beyond the live flows the relay counts.
-  const tcpStack = new TcpStack({ link, clock, logger: log, maxConnections: config.tcp.maxFlows + 1024 });
-  const tcp = new TcpRelay({ stack: tcpStack, router, outbounds, clock, logger: log, maxFlows: config.tcp.maxFlows, bufferBytes: config.tcp.bufferBytes, memoryBytes: config.tcp.memoryBytes });
-  tcpStack.setSynHandler(tcp.onSyn);
-  const udpStack = new UdpStack({ link, clock, logger: log, table: { maxFlows: config.udp.maxFlows } });
-  const udp = new UdpRelay({ stack: udpStack, router, outbounds, clock, logger: log });
-  udpStack.setFlowHandler(udp.onFlow);
-  // A peer's UDP datagram larger than its tunnel MTU arrives in fragments.
-  const reassembler = new Ipv4Reassembler({ clock });
-  const dispatcher = new PacketDispatcher({ link, icmp: config.icmp, logger: log, tcp: tcpStack.input, udp: udpStack.input, reassembler });
-  link.onReceive((batch) => dispatcher.onBatch(batch));
-  // Idle UDP flows release their sockets, and stale fragments their memory, even when nothing touches them.
-  const sweeper = setInterval(() => {
-    udpStack.sweep();
-    reassembler.sweep();
-  }, 1000);
-
+  // A peer's UDP datagram larger than its tunnel MTU arrives in fragments: the engine reassembles.
+  const engine = new TerminatingEngine({ link, router, outbounds, clock, logger: log, icmp: config.icmp, tcp: config.tcp, udp: { maxFlows: config.udp.maxFlows } });
   return {
     link,
-    stats: () => ({
-      packets: dispatcher.stats(),
-      tcp: { ...tcp.stats, upstreamErrors: { ...tcp.stats.upstreamErrors } },
-      udp: { ...udp.stats, upstreamErrors: { ...udp.stats.upstreamErrors } },
-      fragments: { ...reassembler.stats },
-      gate: { ...gate.counters },
-      outbounds: Object.fromEntries([...outbounds].map(([n, o]) => [n, structuredClone(o.stats)])),
-    }),
-    flows: () => tcp.flowInfo(),
-    udpFlows: () => udp.flowInfo(),
+    stats: () => {
+      const e = engine.stats();
+      return { packets: e.packets, tcp: e.tcp, udp: e.udp, fragments: e.fragments, gate: { ...gate.counters }, outbounds: e.outbounds };
+    },
+    flows: () => engine.flows(),
+    udpFlows: () => engine.udpFlows(),
     async stop() {
-      clearInterval(sweeper);
-      tcp.closeAll();
-      tcpStack.poll(); // the RSTs are sealed before the keys are erased
-      tcpStack.close();
-      udp.closeAll();
-      udpStack.close();
-      await Promise.all([...outbounds.values()].map((o) => o.close()));
+      await engine.stop(); // the RSTs are sealed before the keys are erased
       link.close();
     },
   };
