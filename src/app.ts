@@ -31,8 +31,8 @@ import { TUNROUTE_VERSION } from './version.js';
 import { startControlServer, statusSnapshotOf, type TunnelStatus } from './control/index.js';
 import { nonZeroCounts, peerInfoOf } from './control/peer-info.js';
 import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
-import { openWireguardTunnels, type TunnelStats, type WireguardTunnel } from './wireguard/tunnel.js';
-import { tunnelForwardHook } from './wireguard/forward.js';
+import { openWireguardTunnels, tunnelForwardHook } from './outbound/wireguard.js';
+import type { TunnelStats, WireguardTunnel } from './wireguard/client-tunnel.js';
 
 export { TUNROUTE_VERSION };
 

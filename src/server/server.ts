@@ -3,14 +3,14 @@
  * terminated by tunroute's own userspace stack and re-originated as ordinary sockets of this
  * host — no TUN device, no routes, no root (DESIGN.md).
  *
- *   peers ══ UDP (listen) ══► WgTunnel ─ decrypt, AllowedIPs source check
+ *   peers ══ UDP (listen) ══► TunnelRuntime (src/wireguard) ─ decrypt, AllowedIPs source check
  *                                │
- *                            PacketGate ─ to another peer ──► WgTunnel (forwarded, TTL − 1)
+ *                            PacketGate ─ to another peer ──► TunnelRuntime (forwarded, TTL − 1)
  *                                │        ICMP not for us ──► dropped, counted
  *                                ▼
  *                  PacketPipe (a Link whose device is the tunnel)
  *                                │
- *                       PacketDispatcher ─ ICMP echo to the server's address ─► reply
+ *      TerminatingEngine: PacketDispatcher ─ ICMP echo to the server's address ─► reply
  *                         │            │
  *                      TcpStack     UdpStack
  *                         │            │
@@ -28,7 +28,7 @@
  * packets go to a TUN device instead and the kernel answers and forwards them (tun-mode.ts).
  */
 import type { Clock } from '../clock.js';
-import { monotonicClock } from '../clock.js';
+import { monotonicClock, type Timers } from '../clock.js';
 import type { ServerConfig } from '../config/server-schema.js';
 import { serverPrivateKey } from '../config/server-schema.js';
 import { TunrouteError } from '../errors.js';
@@ -48,7 +48,8 @@ import type { DispatcherStats } from '../stack/dispatcher.js';
 import type { ReassemblyStats } from '../stack/ip-reassembly.js';
 import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.js';
 import { PacketGate, type GateCounters } from './gate.js';
-import { WgTunnel, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus, type UdpTransport } from './tunnel.js';
+import { TunnelRuntime, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus } from '../wireguard/runtime.js';
+import type { UdpTransport } from '../wireguard/udp-transport.js';
 import { openServerTransport } from './udp-transport.js';
 import { startTunMode, type TunModeOptions } from './tun-mode.js';
 import type { IpRunner } from '../routes/apply.js';
@@ -65,6 +66,8 @@ export interface ServerDeps {
   outbound?: Outbound;
   /** The config file's path, for error messages. */
   file?: string;
+  /** The tunnel's timer (default the event loop's; a ManualClock in tests). */
+  timers?: Timers;
   /** For repeatable tests. */
   random?: RandomSource;
   wallClock?: () => number;
@@ -94,7 +97,7 @@ export interface RunningServer {
   readonly port: number;
   /** Userspace: the pipe into our stack; tun: the TUN device. */
   readonly link: Link;
-  readonly tunnel: WgTunnel;
+  readonly tunnel: TunnelRuntime;
   stats(): ServerStats;
   peers(): TunnelPeerStatus[];
   flows(): TcpFlowInfo[];
@@ -116,7 +119,7 @@ export function parseListen(listen: string): { address: string; port: number } {
 }
 
 /** The peers as the tunnel wants them; names default to the start of the key, like `wg show`. */
-export function tunnelPeersOf(config: ServerConfig): TunnelPeerConfig[] {
+export function tunnelPeersOf(config: ServerConfig): (TunnelPeerConfig & { name: string })[] {
   return config.peers.map((p, i) => ({
     name: p.name ?? `peer${i} ${p.publicKey.trim().slice(0, 8)}…`,
     publicKey: parseKey(p.publicKey, `peers[${i}].publicKey`),
@@ -146,7 +149,7 @@ interface Engine {
 }
 
 /** `mode: userspace`: terminate in our stack, re-originate through the direct outbound. */
-function userspaceEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDeps, log: Logger, clock: Clock): Engine {
+function userspaceEngine(config: ServerConfig, tunnel: TunnelRuntime, deps: ServerDeps, log: Logger, clock: Clock): Engine {
   const own = mustCidr(config.address);
   const direct = deps.outbound ?? new DirectOutbound({ name: DIRECT_OUTBOUND, logger: log, clock });
   const outbounds = new Map<string, Outbound>([
@@ -176,7 +179,7 @@ function userspaceEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDep
 }
 
 /** `mode: tun`: the kernel does the rest (root). */
-async function tunEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDeps, log: Logger): Promise<Engine> {
+async function tunEngine(config: ServerConfig, tunnel: TunnelRuntime, deps: ServerDeps, log: Logger): Promise<Engine> {
   const tun = await startTunMode({ name: config.tun.name, address: config.address, mtu: config.mtu, tunnel, logger: log, openLink: deps.openTun, ipRunner: deps.ipRunner });
   return {
     link: tun.link,
@@ -205,7 +208,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
       mtu: config.mtu,
       onError: (e) => log.warn({ err: e.message }, 'UDP socket error'),
     }));
-  const tunnel = new WgTunnel({ privateKey, peers, transport, clock, logger: log, mtu: config.mtu, random: deps.random, wallClock: deps.wallClock });
+  const tunnel = new TunnelRuntime({ privateKey, peers, transport, clock, timers: deps.timers, logger: log, mtu: config.mtu, random: deps.random, wallClock: deps.wallClock });
   privateKey.fill(0);
   let engine: Engine;
   try {
@@ -231,7 +234,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     link,
     tunnel,
     stats,
-    peers: () => tunnel.status(),
+    peers: () => tunnel.peerStatus(),
     flows: () => engine.flows(),
     udpFlows: () => engine.udpFlows(),
     stop() {

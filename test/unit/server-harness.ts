@@ -13,7 +13,7 @@ import { StaticIdentity } from '../../src/wireguard/handshake.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { Peer } from '../../src/wireguard/peer.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
-import type { UdpTransport } from '../../src/server/tunnel.js';
+import type { UdpTransport } from '../../src/wireguard/udp-transport.js';
 import { PacketDispatcher } from '../../src/stack/dispatcher.js';
 import { TcpStack } from '../../src/stack/tcp-stack.js';
 import type { TcpConnection } from '../../src/stack/tcp/connection.js';
@@ -50,6 +50,7 @@ export class FakeNet {
 
 export class FakeUdp implements UdpTransport {
   readonly port: number;
+  readonly sendDrops = 0;
   private handler: ((data: Uint8Array, from: Endpoint) => void) | undefined;
   private closed = false;
 

@@ -1,72 +1,62 @@
 /**
- * A WireGuard tunnel on tun0 — the forwarding half of DESIGN.md decision 1 ("forward for the
- * tunnel"): whole IP packets from the device are sealed and sent to a peer, whole packets from
- * the peers are opened and written back to the device. Nothing is terminated; the apps' own
- * TCP keeps end-to-end reliability. The protocol is the core of this folder (Device, Peer);
- * this file adds what wireguard-go's device/send.go and receive.go add around it:
+ * A WireGuard tunnel of `tunroute up` on tun0 — the forwarding half of DESIGN.md decision 1
+ * ("forward for the tunnel"): whole IP packets from the device are sealed and sent to a peer,
+ * whole packets from the peers are opened and written back to the device. Nothing is
+ * terminated; the apps' own TCP keeps end-to-end reliability. The protocol, the socket, the
+ * timer and cryptokey routing are the runtime's (runtime.ts, shared with `tunroute server`);
+ * this file adds the client's device-facing packet path, as wireguard-go's device/send.go and
+ * receive.go add it around the protocol:
  *
  *   device ──► sendPacket ──► undo offloads (GSO split, checksums) ──► MTU: ICMP "fragmentation
  *              needed" for DF, else fragment ──► NAT src, clamp MSS ──► cryptokey routing: the
- *              peer whose AllowedIPs hold the destination (longest prefix) ──► Peer.send ──► UDP
- *   UDP ──► Device.receive ──► only packets whose SOURCE lies in that peer's AllowedIPs
- *              (whitepaper §2: "Cryptokey Routing") ──► NAT dst, clamp MSS ──► device
+ *              peer whose AllowedIPs hold the destination (longest prefix) ──► runtime ──► UDP
+ *   UDP ──► runtime: only packets whose SOURCE lies in that peer's AllowedIPs (whitepaper §2:
+ *              "Cryptokey Routing") ──► NAT dst, clamp MSS ──► (GRO on a vnet device) ──► device
  *
- * One timer, set from Device.pollAt() on the injected clock, runs handshake retransmission,
- * keepalives and rekeying; it is only moved when a deadline comes earlier than the one armed.
  * Nothing here throws on packets or datagrams: every refusal is a counter.
  */
-import type { Clock } from '../clock.js';
-import type { Link } from '../link/link.js';
+import type { Clock, Timers } from '../clock.js';
 import type { Logger } from '../logger.js';
-import { CidrTrie } from '../net/cidr-trie.js';
 import { fragmentIpv4, fragmentedSize } from '../wire/ipv4-fragment.js';
 import { getU16, getU32 } from '../wire/checksum.js';
 import { emitIcmpUnreachableIpv4, ICMP_UNREACH_FRAG_NEEDED, ICMP_UNREACH_HOST } from '../wire/icmp.js';
-import { cidrToString, normalizeCidr, type Cidr, type Ipv4Packet } from '../wire/ipv4.js';
+import type { Ipv4Packet } from '../wire/ipv4.js';
 import { VNET_GSO_ECN, VNET_GSO_TCPV4, VNET_HDR_LEN, writeVnetNone } from '../wire/virtio-net.js';
-import { Device, DEVICE_DROP_REASONS, type DeviceDropReason } from './device.js';
-import { formatEndpoint, type Datagram, type Endpoint } from './endpoint.js';
-import { formatKey, type RandomSource } from './keys.js';
+import { DEVICE_DROP_REASONS, type DeviceDropReason } from './device.js';
+import type { RandomSource } from './keys.js';
 import { clampMss } from './mss.js';
 import { natInbound, natOutbound } from './nat.js';
 import { undoOffloads } from './offload.js';
 import { TcpCoalescer, type GroStats } from './gro.js';
-import { DEFAULT_TUNNEL_MTU, PEER_DROP_REASONS, type Peer, type PeerCounters, type PeerDropReason } from './peer.js';
+import { DEFAULT_TUNNEL_MTU, PEER_DROP_REASONS, type PeerDropReason } from './peer.js';
+import { TunnelRuntime, type TunnelPeer, type TunnelPeerConfig, type TunnelPeerStatus } from './runtime.js';
 import type { UdpTransport } from './udp-transport.js';
 
-export interface WireguardPeerConfig {
-  publicKey: Uint8Array;
-  presharedKey?: Uint8Array;
-  /** Where to send; a peer without one is reached once it has sent us an authenticated packet. */
-  endpoint?: Endpoint;
-  /** IPv4 prefixes routed to this peer and accepted from it. */
-  allowedIPs: readonly Cidr[];
-  /** Seconds; 0 or absent: off. */
-  persistentKeepaliveSec?: number;
-}
+/** A peer of a client tunnel (the same fields as the server's). */
+export type WireguardPeerConfig = TunnelPeerConfig;
 
-/** Timers behind an interface so that tests drive them by hand (default: setTimeout, unref'd). */
-export interface TimerScheduler {
-  set(fn: () => void, ms: number): unknown;
-  clear(handle: unknown): void;
+/**
+ * The device the tunnel reads from and writes to, as much of a Link as it needs (the protocol
+ * layer knows no link/): whether frames carry a virtio-net header, and a write that may refuse.
+ */
+export interface TunnelDevice {
+  readonly vnetHdr: boolean;
+  send(frame: Uint8Array): boolean;
 }
-
-export const realTimers: TimerScheduler = {
-  set: (fn, ms) => setTimeout(fn, ms).unref(),
-  clear: (h) => clearTimeout(h as NodeJS.Timeout),
-};
 
 export interface WireguardTunnelOptions {
-  /** The outbound's name (for logs and status). */
+  /** The tunnel's name (for logs and status). */
   name: string;
   privateKey: Uint8Array;
   peers: readonly WireguardPeerConfig[];
   /** Largest inner packet sent as it is (wg-quick MTU; default 1420). */
   mtu?: number;
   /** Where decrypted packets go (and ICMP errors about refused ones). */
-  link: Link;
+  link: TunnelDevice;
   transport: UdpTransport;
   clock: Clock;
+  /** The protocol's timer; default the event loop's. */
+  timers?: Timers;
   logger: Logger;
   /**
    * The tunnel's own IPv4 address (wg-quick Address) and the device's address: packets from
@@ -75,7 +65,6 @@ export interface WireguardTunnelOptions {
    */
   address?: number;
   deviceAddress?: number;
-  timers?: TimerScheduler;
   /**
    * Runs `fn` once the current turn of the event loop has read what it could (default
    * setImmediate): decrypted packets wait until then, so segments of one flow go to a vnet
@@ -96,18 +85,6 @@ export interface WireguardTunnelOptions {
  */
 export const TUNNEL_DROP_REASONS = ['no_peer', 'too_big', 'unsupported_gso', 'bad_offload', 'not_ipv4', 'link_full'] as const;
 export type TunnelDropReason = (typeof TUNNEL_DROP_REASONS)[number];
-
-export interface TunnelPeerStatus {
-  publicKey: string;
-  endpoint?: string;
-  allowedIPs: string[];
-  /** Milliseconds since the last completed handshake (absent: never). */
-  lastHandshakeAgoMs?: number;
-  hasSession: boolean;
-  counters: Omit<PeerCounters, 'dropped'>;
-  /** Only the non-zero reasons. */
-  dropped: Partial<Record<PeerDropReason, number>>;
-}
 
 export interface TunnelStats {
   name: string;
@@ -137,10 +114,8 @@ export interface TunnelStats {
   peers: TunnelPeerStatus[];
 }
 
-interface PeerEntry {
-  readonly config: WireguardPeerConfig;
-  peer: Peer;
-}
+/** The client path's own counters (the packet totals are the runtime's). */
+type PathCounters = Pick<TunnelStats, 'gsoSplit' | 'fragmented' | 'natOut' | 'natIn' | 'mssClamped' | 'icmpSent' | 'dropped'>;
 
 /** Largest IPv4 packet plus a virtio header: every scratch buffer fits any packet. */
 const MAX_PACKET = 65535 + VNET_HDR_LEN;
@@ -148,18 +123,12 @@ const MAX_PACKET = 65535 + VNET_HDR_LEN;
 export class WireguardTunnel {
   readonly name: string;
   readonly mtu: number;
-  private readonly device: Device;
-  private readonly routes = new CidrTrie<PeerEntry>();
-  private readonly entries: PeerEntry[] = [];
-  private readonly link: Link;
-  private readonly transport: UdpTransport;
-  private readonly clock: Clock;
-  private readonly log: Logger;
-  private readonly timers: TimerScheduler;
+  private readonly runtime: TunnelRuntime;
+  private readonly link: TunnelDevice;
   private readonly address: number | undefined;
   private readonly deviceAddress: number | undefined;
   private readonly maxMss: number;
-  private readonly s: Omit<TunnelStats, 'name' | 'listenPort' | 'mtu' | 'udpSendDrops' | 'gro' | 'deviceDropped' | 'peerDropped' | 'peers'>;
+  private readonly s: PathCounters;
   private readonly defer: (fn: () => void) => void;
   private readonly gro: TcpCoalescer;
   /** Decrypted packets waiting for the end of the turn (vnet devices only). */
@@ -171,10 +140,7 @@ export class WireguardTunnel {
   private readonly fragLengths: number[] = [];
   private readonly icmp = new Uint8Array(VNET_HDR_LEN + 128);
   /** The peer of the packet being sent (set by sendPacket, read by emit). */
-  private target: PeerEntry | undefined;
-  private timer: unknown;
-  private timerAt = Infinity;
-  private dirty = false;
+  private target: TunnelPeer | undefined;
   private closed = false;
 
   constructor(opts: WireguardTunnelOptions) {
@@ -182,57 +148,38 @@ export class WireguardTunnel {
     this.mtu = opts.mtu ?? DEFAULT_TUNNEL_MTU;
     this.maxMss = this.mtu - 40;
     this.link = opts.link;
-    this.transport = opts.transport;
-    this.clock = opts.clock;
-    this.log = opts.logger;
-    this.timers = opts.timers ?? realTimers;
     if ((opts.address === undefined) !== (opts.deviceAddress === undefined)) {
       throw new RangeError('WireguardTunnel: address and deviceAddress go together');
     }
     this.address = opts.address;
     this.deviceAddress = opts.deviceAddress;
-    this.device = new Device({ privateKey: opts.privateKey, random: opts.random, wallClock: opts.wallClock, mtu: this.mtu });
     const dropped = {} as Record<TunnelDropReason, number>;
     for (const r of TUNNEL_DROP_REASONS) dropped[r] = 0;
-    this.s = { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, gsoSplit: 0, fragmented: 0, natOut: 0, natIn: 0, mssClamped: 0, icmpSent: 0, dropped };
+    this.s = { gsoSplit: 0, fragmented: 0, natOut: 0, natIn: 0, mssClamped: 0, icmpSent: 0, dropped };
     this.defer = opts.defer ?? ((fn) => void setImmediate(fn));
     this.gro = new TcpCoalescer((frame) => this.link.send(frame));
-
-    for (const config of opts.peers) {
-      const entry = { config } as PeerEntry;
-      entry.peer = this.device.addPeer({
-        publicKey: config.publicKey,
-        presharedKey: config.presharedKey,
-        endpoint: config.endpoint,
-        persistentKeepaliveSec: config.persistentKeepaliveSec,
-        // Cryptokey routing, inbound: the source must be one this very peer is routed for.
-        allowedSource: (p) => p.length >= 20 && p[0]! >>> 4 === 4 && this.routes.lookup(getU32(p, 12)) === entry,
-      });
-      this.entries.push(entry);
-      for (const c of config.allowedIPs) {
-        const n = normalizeCidr(c);
-        const prev = this.routes.get(n.addr, n.prefix);
-        if (prev !== undefined) {
-          // As `wg set`: an allowed IP belongs to one peer; the later one takes it.
-          this.log.warn({ tunnel: this.name, allowedIP: cidrToString(n) }, 'two peers list the same allowed IP; the later peer gets it');
-        }
-        this.routes.insert(n.addr, n.prefix, entry);
-      }
-    }
-    this.routes.optimize();
-    this.transport.onMessage(this.onDatagram);
+    this.runtime = new TunnelRuntime({
+      privateKey: opts.privateKey,
+      peers: opts.peers,
+      transport: opts.transport,
+      clock: opts.clock,
+      timers: opts.timers,
+      logger: opts.logger,
+      mtu: this.mtu,
+      random: opts.random,
+      wallClock: opts.wallClock,
+    });
+    this.runtime.onPacket(this.deliver);
   }
 
   /** The UDP port the tunnel listens on. */
   get listenPort(): number {
-    return this.transport.port;
+    return this.runtime.port;
   }
 
   /** Bring the peers up: those with a persistent keepalive start their handshake now. */
   start(): void {
-    const now = this.clock.now();
-    for (const e of this.entries) this.transmitAll(e.peer.up(now));
-    this.markDirty();
+    this.runtime.start();
   }
 
   /**
@@ -243,7 +190,7 @@ export class WireguardTunnel {
   sendPacket(ip: Ipv4Packet, vnetOff = -1): void {
     if (this.closed) return;
     const buf = ip.buffer;
-    const entry = this.routes.lookup(ip.dst);
+    const entry = this.runtime.route(ip.dst);
     if (entry === undefined) {
       this.s.dropped.no_peer++;
       this.icmpError(buf.subarray(ip.offset, ip.offset + ip.length), ICMP_UNREACH_HOST, 0);
@@ -269,7 +216,6 @@ export class WireguardTunnel {
       this.emit(buf.subarray(ip.offset, ip.offset + ip.length));
     }
     this.target = undefined;
-    this.markDirty();
   }
 
   /** One ordinary packet for `this.target`: MTU, NAT, MSS, seal, send. */
@@ -294,13 +240,13 @@ export class WireguardTunnel {
       this.s.fragmented++;
       let off = 0;
       for (const n of lengths) {
-        this.seal(entry, this.fragments.subarray(off, off + n));
+        this.runtime.sendTo(entry, this.fragments.subarray(off, off + n));
         off += n;
       }
       return;
     }
     this.rewriteOut(p);
-    this.seal(entry, p);
+    this.runtime.sendTo(entry, p);
   };
 
   private rewriteOut(p: Uint8Array): void {
@@ -308,42 +254,15 @@ export class WireguardTunnel {
     if (clampMss(p, 0, p.length, this.maxMss)) this.s.mssClamped++;
   }
 
-  private seal(entry: PeerEntry, p: Uint8Array): void {
-    const now = this.clock.now();
-    const peer = entry.peer;
-    // Without a session the peer queues the packet until the handshake completes: it must own
-    // a copy, since `p` is a view into a buffer that is reused.
-    const ds = peer.send(now, peer.hasSession(now) ? p : p.slice());
-    this.s.txPackets++;
-    this.s.txBytes += p.length;
-    this.transmitAll(ds);
-  }
-
-  private transmitAll(ds: readonly Datagram[]): void {
-    for (let i = 0; i < ds.length; i++) {
-      const d = ds[i]!;
-      this.transport.send(d.data, d.to);
-    }
-  }
-
-  private readonly onDatagram = (data: Uint8Array, from: Endpoint): void => {
-    if (this.closed) return;
-    const r = this.device.receive(this.clock.now(), data, from);
-    this.transmitAll(r.datagrams);
-    for (let i = 0; i < r.packets.length; i++) this.deliver(r.packets[i]!);
-    this.markDirty();
-  };
-
   /** A decrypted packet whose source the peer may use: to the device. */
-  private deliver(p: Uint8Array): void {
+  private readonly deliver = (p: Uint8Array): void => {
+    if (this.closed) return;
     if (p[0]! >>> 4 !== 4) {
       this.s.dropped.not_ipv4++;
       return;
     }
     if (this.address !== undefined && natInbound(p, 0, p.length, this.deviceAddress!, this.address)) this.s.natIn++;
     if (clampMss(p, 0, p.length, this.maxMss)) this.s.mssClamped++;
-    this.s.rxPackets++;
-    this.s.rxBytes += p.length;
     if (this.link.vnetHdr) {
       // `p` is the tunnel's own (freshly decrypted) buffer: it can wait for the batch.
       this.pending.push(p);
@@ -355,7 +274,7 @@ export class WireguardTunnel {
     } else if (!this.link.send(p)) {
       this.s.dropped.link_full++;
     }
-  }
+  };
 
   /** Write the packets decrypted this turn, segments of a flow merged (vnet devices). */
   private readonly flush = (): void => {
@@ -375,79 +294,35 @@ export class WireguardTunnel {
     if (this.link.send(this.icmp.subarray(0, off + n))) this.s.icmpSent++;
   }
 
-  // -------------------------------------------------------------------------------------------
-  // Timers
-
-  /** Re-arm at most once per turn of the event loop, after a batch of packets or datagrams. */
-  private markDirty(): void {
-    if (this.dirty) return;
-    this.dirty = true;
-    queueMicrotask(this.rearm);
-  }
-
-  private readonly rearm = (): void => {
-    this.dirty = false;
-    if (this.closed) return;
-    const at = this.device.pollAt();
-    // A timer armed for earlier than needed just fires, finds nothing due, and re-arms.
-    if (at === undefined || (this.timer !== undefined && this.timerAt <= at)) return;
-    if (this.timer !== undefined) this.timers.clear(this.timer);
-    this.timerAt = at;
-    this.timer = this.timers.set(this.onTimer, Math.max(0, Math.ceil(at - this.clock.now())));
-  };
-
-  private readonly onTimer = (): void => {
-    this.timer = undefined;
-    this.timerAt = Infinity;
-    this.poll();
-  };
-
   /** Run the protocol's due timers now (retransmit, keepalive, rekey, key erasure). */
   poll(): void {
-    if (this.closed) return;
-    this.transmitAll(this.device.poll(this.clock.now()));
-    this.rearm();
+    this.runtime.poll();
   }
 
   /** When the protocol next needs poll() (for tests). */
   pollAt(): number | undefined {
-    return this.device.pollAt();
+    return this.runtime.pollAt();
   }
 
-  // -------------------------------------------------------------------------------------------
-  // Status and shutdown
-
   stats(): TunnelStats {
-    const now = this.clock.now();
     const deviceDropped: Partial<Record<DeviceDropReason, number>> = {};
-    for (const r of DEVICE_DROP_REASONS) if (this.device.dropped[r] > 0) deviceDropped[r] = this.device.dropped[r];
+    const device = this.runtime.deviceDrops();
+    for (const r of DEVICE_DROP_REASONS) if (device[r] > 0) deviceDropped[r] = device[r];
+    const peers = this.runtime.peerStatus();
     const peerDropped: Partial<Record<PeerDropReason, number>> = {};
-    const peers = this.entries.map((e): TunnelPeerStatus => {
-      const { dropped, ...counters } = e.peer.counters;
-      const nonZero: Partial<Record<PeerDropReason, number>> = {};
-      for (const r of PEER_DROP_REASONS) {
-        if (dropped[r] > 0) {
-          nonZero[r] = dropped[r];
-          peerDropped[r] = (peerDropped[r] ?? 0) + dropped[r];
-        }
-      }
-      return {
-        publicKey: formatKey(e.config.publicKey),
-        endpoint: e.peer.endpoint === undefined ? undefined : formatEndpoint(e.peer.endpoint),
-        allowedIPs: e.config.allowedIPs.map((c) => cidrToString(normalizeCidr(c))),
-        lastHandshakeAgoMs: e.peer.lastHandshakeAt === undefined ? undefined : Math.round(now - e.peer.lastHandshakeAt),
-        hasSession: e.peer.hasSession(now),
-        counters: { ...counters },
-        dropped: nonZero,
-      };
-    });
+    for (const p of peers) for (const r of PEER_DROP_REASONS) if (p.dropped[r] !== undefined) peerDropped[r] = (peerDropped[r] ?? 0) + p.dropped[r];
+    const c = this.runtime.counters;
     return {
       name: this.name,
-      listenPort: this.transport.port,
+      listenPort: this.runtime.port,
       mtu: this.mtu,
+      txPackets: c.txPackets,
+      txBytes: c.txBytes,
+      rxPackets: c.rxPackets,
+      rxBytes: c.rxBytes,
       ...this.s,
       dropped: { ...this.s.dropped },
-      udpSendDrops: this.transport.sendDrops,
+      udpSendDrops: this.runtime.udpSendDrops,
       gro: { ...this.gro.stats },
       deviceDropped,
       peerDropped,
@@ -459,10 +334,7 @@ export class WireguardTunnel {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer !== undefined) this.timers.clear(this.timer);
-    this.timer = undefined;
-    this.transport.close();
-    this.device.destroy();
+    this.runtime.close();
   }
 }
 
@@ -476,54 +348,4 @@ export interface TunnelSpec {
   /** The tunnel's own IPv4 address (wg-quick Address), uint32. */
   address?: number;
   peers: WireguardPeerConfig[];
-}
-
-export interface OpenTunnelsDeps {
-  link: Link;
-  clock: Clock;
-  logger: Logger;
-  /** The device's own address (uint32): the NAT maps it to each tunnel's address. */
-  deviceAddress: number;
-  /** The UDP socket of one tunnel; default openUdpTransport (the addon's batched socket, else node:dgram). */
-  openTransport?: (spec: TunnelSpec) => Promise<UdpTransport>;
-}
-
-/** Bind every tunnel's UDP socket and build the tunnels (not started); on a failure, close what was opened. */
-export async function openWireguardTunnels(specs: readonly TunnelSpec[], deps: OpenTunnelsDeps): Promise<Map<string, WireguardTunnel>> {
-  const out = new Map<string, WireguardTunnel>();
-  const open =
-    deps.openTransport ??
-    (async (spec: TunnelSpec): Promise<UdpTransport> => {
-      const { openUdpTransport } = await import('./udp-transport.js');
-      return openUdpTransport({
-        port: spec.listenPort,
-        // A transport message: 32 bytes of header and tag around the padded packet.
-        maxDatagramBytes: (spec.mtu ?? DEFAULT_TUNNEL_MTU) + 64,
-        onError: (err) => deps.logger.warn({ tunnel: spec.name, err }, 'tunnel UDP socket error'),
-      });
-    });
-  try {
-    for (const spec of specs) {
-      const transport = await open(spec);
-      out.set(
-        spec.name,
-        new WireguardTunnel({
-          name: spec.name,
-          privateKey: spec.privateKey,
-          peers: spec.peers,
-          mtu: spec.mtu,
-          link: deps.link,
-          transport,
-          clock: deps.clock,
-          logger: deps.logger.child({ tunnel: spec.name }),
-          address: spec.address,
-          deviceAddress: spec.address === undefined ? undefined : deps.deviceAddress,
-        }),
-      );
-    }
-  } catch (e) {
-    for (const t of out.values()) t.close();
-    throw e;
-  }
-  return out;
 }
