@@ -3,8 +3,10 @@
  * replaced) and test clients, each a real WireGuard Peer from src/wireguard with its
  * own userspace TCP stack over a PacketPipe — a whole "client machine" in a few objects. The
  * server re-originates to real sockets on 127.0.0.1 (the tests allow loopback in `deny`).
+ * The server runs on a manual clock (its protocol timers too): time passes for it only when a
+ * test advances `rig.clock`. The clients keep the real clock.
  */
-import { monotonicClock } from '../../src/clock.js';
+import { ManualClock, monotonicClock } from '../../src/clock.js';
 import { parseServerConfig, type ServerConfigInput } from '../../src/config/server-schema.js';
 import { PacketPipe } from '../../src/link/packet-pipe.js';
 import { silentLogger } from '../../src/logger.js';
@@ -167,6 +169,8 @@ export class TestClient {
 
 export interface Rig {
   net: FakeNet;
+  /** The server's clock and timers. */
+  clock: ManualClock;
   server: RunningServer;
   keys: TestKeys;
   clients: TestClient[];
@@ -196,11 +200,13 @@ export async function makeRig(opts: { clients?: number; config?: Partial<ServerC
     ...opts.config,
   });
   const net = new FakeNet();
-  const server = await startServer(config, { transport: net.bind(SERVER_EP), logger: silentLogger() });
+  const clock = new ManualClock(1_000_000);
+  const server = await startServer(config, { transport: net.bind(SERVER_EP), logger: silentLogger(), clock, timers: clock });
   const serverPub = publicKeyOf(keys.server);
   const clients = keys.clients.map((k, i) => new TestClient(net, { address: `198.51.100.${10 + i}`, port: 40000 + i }, 0x0a080002 + i, k, serverPub, psk));
   return {
     net,
+    clock,
     server,
     keys,
     clients,
