@@ -217,7 +217,7 @@ function tunnelStatusOf(t: TunnelStats): TunnelStatus {
     rxPackets: t.rxPackets,
     rxBytes: t.rxBytes,
     drops: nonZeroCounts(t.dropped, t.deviceDropped, t.peerDropped, { udp_send: t.udpSendDrops }),
-    peers: t.peers.map((p) => peerInfoOf(p, nonZeroCounts(p.dropped))),
+    peers: t.peers.map((p) => peerInfoOf(p)),
   };
 }
 
