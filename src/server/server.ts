@@ -139,7 +139,7 @@ export function serverRouter(config: ServerConfig, direct: string): Router {
 }
 
 /** The part that differs by mode: what consumes the tunnel's packets. */
-interface Engine {
+interface ModeBackend {
   readonly link: Link;
   stats(): Pick<ServerStats, 'packets' | 'tcp' | 'udp' | 'fragments' | 'gate' | 'outbounds'>;
   flows(): TcpFlowInfo[];
@@ -149,7 +149,7 @@ interface Engine {
 }
 
 /** `mode: userspace`: terminate in our stack, re-originate through the direct outbound. */
-function userspaceEngine(config: ServerConfig, tunnel: TunnelRuntime, deps: ServerDeps, log: Logger, clock: Clock): Engine {
+function userspaceBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: ServerDeps, log: Logger, clock: Clock): ModeBackend {
   const own = mustCidr(config.address);
   const direct = deps.outbound ?? new DirectOutbound({ name: DIRECT_OUTBOUND, logger: log, clock });
   const outbounds = new Map<string, Outbound>([
@@ -179,7 +179,7 @@ function userspaceEngine(config: ServerConfig, tunnel: TunnelRuntime, deps: Serv
 }
 
 /** `mode: tun`: the kernel does the rest (root). */
-async function tunEngine(config: ServerConfig, tunnel: TunnelRuntime, deps: ServerDeps, log: Logger): Promise<Engine> {
+async function tunBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: ServerDeps, log: Logger): Promise<ModeBackend> {
   const tun = await startTunMode({ name: config.tun.name, address: config.address, mtu: config.mtu, tunnel, logger: log, openLink: deps.openTun, ipRunner: deps.ipRunner });
   return {
     link: tun.link,
@@ -210,18 +210,18 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     }));
   const tunnel = new TunnelRuntime({ privateKey, peers, transport, clock, timers: deps.timers, logger: log, mtu: config.mtu, random: deps.random, wallClock: deps.wallClock });
   privateKey.fill(0);
-  let engine: Engine;
+  let backend: ModeBackend;
   try {
-    engine = config.mode === 'tun' ? await tunEngine(config, tunnel, deps, log) : userspaceEngine(config, tunnel, deps, log, clock);
+    backend = config.mode === 'tun' ? await tunBackend(config, tunnel, deps, log) : userspaceBackend(config, tunnel, deps, log, clock);
   } catch (e) {
     tunnel.close();
     throw e;
   }
-  const link = engine.link;
+  const link = backend.link;
 
   const stats = (): ServerStats => ({
     link: { ...link.stats },
-    ...engine.stats(),
+    ...backend.stats(),
     tunnel: { ...tunnel.counters },
     deviceDrops: tunnel.deviceDrops(),
   });
@@ -235,11 +235,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     tunnel,
     stats,
     peers: () => tunnel.peerStatus(),
-    flows: () => engine.flows(),
-    udpFlows: () => engine.udpFlows(),
+    flows: () => backend.flows(),
+    udpFlows: () => backend.udpFlows(),
     stop() {
       stopping ??= (async () => {
-        await engine.stop();
+        await backend.stop();
         tunnel.close();
       })();
       return stopping;

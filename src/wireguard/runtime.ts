@@ -9,10 +9,12 @@
  *   sendPacket(ip) ─► the peer whose AllowedIPs hold ip.dst (cryptokey routing) ─► Peer.send ─► UDP
  *
  * The protocol core (device.ts, peer.ts) takes `now` and returns datagrams; this class is the
- * only place that owns a socket and a timer for it. The one timer follows Device.pollAt() on
- * the injected clock's timers: it is re-armed at most once per turn of the event loop (after a
- * batch of packets or datagrams), and only moved when a deadline comes earlier than the one
- * armed. Nothing here throws on packets or datagrams: every refusal is a counter.
+ * only place that owns a socket and a timer for it. The one timer (on the injected Timers)
+ * follows the earliest deadline of any peer. After traffic it is re-armed at most once per
+ * turn of the event loop, comparing only the deadlines of the peers that had traffic (no walk
+ * over all peers per batch), and only moved when one of them comes earlier than the one armed;
+ * when it fires, every due peer is polled and it is re-armed from the device's earliest
+ * deadline. Nothing here throws on packets or datagrams: every refusal is a counter.
  */
 import { realTimers, type Clock, type TimerHandle, type Timers } from '../clock.js';
 import type { Logger } from '../logger.js';
@@ -48,6 +50,8 @@ export interface TunnelPeer {
 
 class TunnelPeerEntry implements TunnelPeer {
   peer!: Peer;
+  /** Traffic this turn may have moved its deadlines (see markDirty). */
+  touched = false;
   handshakesSeen = 0;
   lastEndpoint: string | undefined;
   constructor(
@@ -131,6 +135,8 @@ export class TunnelRuntime {
   private readonly log: Logger;
   private packetHandler: TunnelPacketHandler = () => {};
   private readonly byPeer = new Map<Peer, TunnelPeerEntry>();
+  /** The peers that had traffic since the last re-arm. */
+  private readonly touched: TunnelPeerEntry[] = [];
   private timer: TimerHandle | undefined;
   private timerAt = Infinity;
   private dirty = false;
@@ -191,8 +197,10 @@ export class TunnelRuntime {
   /** Bring the peers up: those with a persistent keepalive start their handshake now. */
   start(): void {
     const now = this.clock.now();
-    for (const p of this.peers) this.sendAll(p.peer.up(now));
-    this.markDirty();
+    for (const p of this.peers) {
+      this.sendAll(p.peer.up(now));
+      this.markDirty(p as TunnelPeerEntry);
+    }
   }
 
   /** The peer whose AllowedIPs hold `dst` (uint32), longest prefix first. */
@@ -231,7 +239,8 @@ export class TunnelRuntime {
     this.counters.txPackets++;
     this.counters.txBytes += packet.length;
     this.sendAll(p.send(now, bytes));
-    this.markDirty();
+    // Every TunnelPeer is an entry of this runtime: `peers` and `route` hand out nothing else.
+    this.markDirty(to as TunnelPeerEntry);
     return true;
   }
 
@@ -295,9 +304,9 @@ export class TunnelRuntime {
       if (owner !== undefined) {
         if (r.peer.counters.handshakesCompleted !== owner.handshakesSeen) this.noteHandshake(owner);
         for (let i = 0; i < r.packets.length; i++) this.deliver(r.packets[i]!, owner);
+        this.markDirty(owner);
       }
     }
-    this.markDirty();
   };
 
   private deliver(p: Uint8Array, owner: TunnelPeerEntry): void {
@@ -336,21 +345,35 @@ export class TunnelRuntime {
   // -------------------------------------------------------------------------------------------
   // The timer
 
-  /** Re-arm at most once per turn of the event loop, after a batch of packets or datagrams. */
-  private markDirty(): void {
+  /** `e` had traffic: re-arm once this turn's batch of packets or datagrams is done. */
+  private markDirty(e: TunnelPeerEntry): void {
+    if (!e.touched) {
+      e.touched = true;
+      this.touched.push(e);
+    }
     if (this.dirty) return;
     this.dirty = true;
-    queueMicrotask(this.rearmSoon);
+    queueMicrotask(this.rearmTouched);
   }
 
-  private readonly rearmSoon = (): void => {
+  private readonly rearmTouched = (): void => {
     this.dirty = false;
-    this.rearm();
+    let at: number | undefined;
+    for (const e of this.touched) {
+      e.touched = false;
+      const a = e.peer.pollAt();
+      if (a !== undefined && (at === undefined || a < at)) at = a;
+    }
+    this.touched.length = 0;
+    this.armAt(at);
   };
 
   private rearm(): void {
+    this.armAt(this.device.pollAt());
+  }
+
+  private armAt(at: number | undefined): void {
     if (this.closed) return;
-    const at = this.device.pollAt();
     // A timer armed for earlier than needed just fires, finds nothing due, and re-arms.
     if (at === undefined || (this.timer !== undefined && this.timerAt <= at)) return;
     if (this.timer !== undefined) this.timers.clearTimer(this.timer);
