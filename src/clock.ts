@@ -28,6 +28,15 @@ export const realTimers: Timers = {
   clearTimer: (h) => clearTimeout(h as NodeJS.Timeout),
 };
 
+/** The clock's own timers when it has them (a ManualClock), else the event loop's. */
+export function timersOf(clock: Clock): Timers {
+  return hasTimers(clock) ? clock : realTimers;
+}
+
+function hasTimers(clock: Clock): clock is Clock & Timers {
+  return 'setTimer' in clock && 'clearTimer' in clock;
+}
+
 interface ManualTimer {
   at: number;
   fn: () => void;

@@ -28,7 +28,7 @@
  * packets go to a TUN device instead and the kernel answers and forwards them (tun-mode.ts).
  */
 import type { Clock } from '../clock.js';
-import { monotonicClock, type Timers } from '../clock.js';
+import { monotonicClock } from '../clock.js';
 import type { ServerConfig } from '../config/server-schema.js';
 import { serverPrivateKey } from '../config/server-schema.js';
 import { TunrouteError } from '../errors.js';
@@ -59,6 +59,7 @@ export const SERVER_BLOCK_OUTBOUND = 'block';
 
 export interface ServerDeps {
   logger?: Logger;
+  /** Time for everything, the tunnel's timer included when the clock has timers (ManualClock). */
   clock?: Clock;
   /** The UDP socket; default: bind config.listen. */
   transport?: UdpTransport;
@@ -66,8 +67,6 @@ export interface ServerDeps {
   outbound?: Outbound;
   /** The config file's path, for error messages. */
   file?: string;
-  /** The tunnel's timer (default the event loop's; a ManualClock in tests). */
-  timers?: Timers;
   /** For repeatable tests. */
   random?: RandomSource;
   wallClock?: () => number;
@@ -208,7 +207,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
       mtu: config.mtu,
       onError: (e) => log.warn({ err: e.message }, 'UDP socket error'),
     }));
-  const tunnel = new TunnelRuntime({ privateKey, peers, transport, clock, timers: deps.timers, logger: log, mtu: config.mtu, random: deps.random, wallClock: deps.wallClock });
+  const tunnel = new TunnelRuntime({ privateKey, peers, transport, clock, logger: log, mtu: config.mtu, random: deps.random, wallClock: deps.wallClock });
   privateKey.fill(0);
   let backend: ModeBackend;
   try {

@@ -55,7 +55,7 @@ export interface WireguardTunnelOptions {
   link: TunnelDevice;
   transport: UdpTransport;
   clock: Clock;
-  /** The protocol's timer; default the event loop's. */
+  /** The protocol's timer; default the clock's own (a ManualClock's), else the event loop's. */
   timers?: Timers;
   logger: Logger;
   /**

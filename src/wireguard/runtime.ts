@@ -16,7 +16,7 @@
  * when it fires, every due peer is polled and it is re-armed from the device's earliest
  * deadline. Nothing here throws on packets or datagrams: every refusal is a counter.
  */
-import { realTimers, type Clock, type TimerHandle, type Timers } from '../clock.js';
+import { timersOf, type Clock, type TimerHandle, type Timers } from '../clock.js';
 import type { Logger } from '../logger.js';
 import { getU32 } from '../wire/checksum.js';
 import { cidrToString, normalizeCidr, type Cidr } from '../wire/ipv4.js';
@@ -100,7 +100,7 @@ export interface TunnelRuntimeOptions {
   peers: readonly TunnelPeerConfig[];
   transport: UdpTransport;
   clock: Clock;
-  /** The protocol's one timer; default the event loop's (a ManualClock in tests). */
+  /** The protocol's one timer; default the clock's own (a ManualClock's), else the event loop's. */
   timers?: Timers;
   logger: Logger;
   /** Tunnel MTU (padding); default 1420. */
@@ -145,7 +145,7 @@ export class TunnelRuntime {
   constructor(opts: TunnelRuntimeOptions) {
     this.transport = opts.transport;
     this.clock = opts.clock;
-    this.timers = opts.timers ?? realTimers;
+    this.timers = opts.timers ?? timersOf(opts.clock);
     this.log = opts.logger;
     this.device = new Device({ privateKey: opts.privateKey, mtu: opts.mtu, random: opts.random, wallClock: opts.wallClock });
     const peers: TunnelPeer[] = [];

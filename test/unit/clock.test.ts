@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ManualClock } from '../../src/clock.js';
+import { ManualClock, monotonicClock, realTimers, timersOf } from '../../src/clock.js';
 
 describe('ManualClock timers', () => {
   it('runs each timer at its due time, in order, only when the clock is moved there', () => {
@@ -29,5 +29,14 @@ describe('ManualClock timers', () => {
     clock.clearTimer(dropped);
     clock.set(25);
     expect(ran).toEqual([10, 20]);
+  });
+});
+
+describe('timersOf', () => {
+  it('is the clock itself when it has timers, else the event loop\'s', () => {
+    const manual = new ManualClock();
+    expect(timersOf(manual)).toBe(manual);
+    expect(timersOf(monotonicClock)).toBe(realTimers);
+    expect(timersOf({ now: () => 0 })).toBe(realTimers);
   });
 });

@@ -201,7 +201,7 @@ export async function makeRig(opts: { clients?: number; config?: Partial<ServerC
   });
   const net = new FakeNet();
   const clock = new ManualClock(1_000_000);
-  const server = await startServer(config, { transport: net.bind(SERVER_EP), logger: silentLogger(), clock, timers: clock });
+  const server = await startServer(config, { transport: net.bind(SERVER_EP), logger: silentLogger(), clock });
   const serverPub = publicKeyOf(keys.server);
   const clients = keys.clients.map((k, i) => new TestClient(net, { address: `198.51.100.${10 + i}`, port: 40000 + i }, 0x0a080002 + i, k, serverPub, psk));
   return {
