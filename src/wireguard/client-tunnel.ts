@@ -29,7 +29,7 @@ import { natInbound, natOutbound } from './nat.js';
 import { undoOffloads } from './offload.js';
 import { TcpCoalescer, type GroStats } from './gro.js';
 import { DEFAULT_TUNNEL_MTU, PEER_DROP_REASONS, type PeerDropReason } from './peer.js';
-import { TunnelRuntime, type TunnelPeer, type TunnelPeerConfig, type TunnelPeerStatus } from './runtime.js';
+import { TunnelRuntime, type TunnelCounters, type TunnelPeer, type TunnelPeerConfig, type TunnelPeerStatus } from './runtime.js';
 import type { UdpTransport } from './udp-transport.js';
 
 /** A peer of a client tunnel (the same fields as the server's). */
@@ -86,15 +86,13 @@ export interface WireguardTunnelOptions {
 export const TUNNEL_DROP_REASONS = ['no_peer', 'too_big', 'unsupported_gso', 'bad_offload', 'not_ipv4', 'link_full'] as const;
 export type TunnelDropReason = (typeof TUNNEL_DROP_REASONS)[number];
 
-export interface TunnelStats {
+/** Inner packets sent into the tunnel / delivered from it, and their bytes (the runtime's counts). */
+type PacketTotals = Pick<TunnelCounters, 'txPackets' | 'txBytes' | 'rxPackets' | 'rxBytes'>;
+
+export interface TunnelStats extends PacketTotals {
   name: string;
   listenPort: number;
   mtu: number;
-  /** Inner packets sent into the tunnel / delivered from it, and their bytes. */
-  txPackets: number;
-  txBytes: number;
-  rxPackets: number;
-  rxBytes: number;
   /** Super-packets cut into segments, and oversized (non-DF) packets fragmented. */
   gsoSplit: number;
   fragmented: number;
