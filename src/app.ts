@@ -11,33 +11,30 @@ import type { RoutePlan } from './routes/plan.js';
 import { ipBatchRunner, type IpRunner } from './routes/apply.js';
 import { RouteManager, type RouteWatcher } from './routes/manager.js';
 import type { HostProbe } from './routes/host.js';
-import { PacketDispatcher, type DispatcherStats } from './stack/dispatcher.js';
-import { TcpStack } from './stack/tcp-stack.js';
-import { TcpRelay, type TcpFlowInfo, type TcpRelayStats } from './relay/tcp-relay.js';
+import type { DispatcherStats } from './stack/dispatcher.js';
+import type { TcpFlowInfo, TcpRelayStats } from './relay/tcp-relay.js';
+import type { UdpStackStats } from './stack/udp/index.js';
+import type { UdpFlowInfo, UdpRelayStats } from './relay/udp-relay.js';
+import type { ReassemblyStats } from './stack/ip-reassembly.js';
+import { TerminatingEngine } from './relay/engine.js';
 import { Router } from './router/router.js';
 import { BlockOutbound } from './outbound/block.js';
 import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
-import { UdpStack, type UdpStackStats } from './stack/udp/index.js';
-import { UdpRelay, type UdpFlowInfo, type UdpRelayStats } from './relay/udp-relay.js';
-import { Ipv4Reassembler, type ReassemblyStats } from './stack/ip-reassembly.js';
 import { DnsResolver, DnsCache, type DnsResolverStats } from './dns/index.js';
 import { ipToU32, IP_PROTO_UDP } from './wire/ipv4.js';
 import { parseSocks5Url } from './outbound/socks5-url.js';
 import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
 import { monotonicClock, type Clock } from './clock.js';
-import { createRequire } from 'node:module';
+import { runUntilSignal } from './run-until-signal.js';
+import { TUNROUTE_VERSION } from './version.js';
 import { startControlServer, statusSnapshotOf, type TunnelStatus } from './control/index.js';
 import { nonZeroCounts, peerInfoOf } from './control/peer-info.js';
 import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
-import { openWireguardTunnels, type TunnelStats, type WireguardTunnel } from './wireguard/tunnel.js';
-import { tunnelForwardHook } from './wireguard/forward.js';
+import { openWireguardTunnels, tunnelForwardHook } from './outbound/wireguard.js';
+import type { TunnelStats, WireguardTunnel } from './wireguard/client-tunnel.js';
 
-/** This package's version (for `status`); the path works from src/ and from dist/. */
-export const TUNROUTE_VERSION: string = (() => {
-  const pkg: unknown = createRequire(import.meta.url)('../package.json');
-  return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : 'unknown';
-})();
+export { TUNROUTE_VERSION };
 
 export interface TunrouteDeps {
   logger?: Logger;
@@ -148,34 +145,33 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     link.close();
     throw e;
   }
-  // The table holds TIME-WAIT connections beyond the live flows the relay counts.
-  const stack = new TcpStack({ link, clock, logger: log, maxConnections: config.tcp.maxFlows + 1024 });
-  const relay = new TcpRelay({ stack, router, outbounds, clock, logger: log, maxFlows: config.tcp.maxFlows, bufferBytes: config.tcp.bufferBytes, memoryBytes: config.tcp.memoryBytes });
-  stack.setSynHandler(relay.onSyn);
-  const udpStack = new UdpStack({ link, clock, logger: log, table: config.udp });
-  const udpRelay = new UdpRelay({ stack: udpStack, router, outbounds, clock, logger: log, dns });
-  udpStack.setFlowHandler(udpRelay.onFlow);
-  const reassembler = new Ipv4Reassembler({ clock, ...config.fragments });
-  const forward = tunnelForwardHook((dst, proto, port) => router.route(dst, proto, port), tunnels);
-  const dispatcher = new PacketDispatcher({ link, icmp: config.icmp, logger: log, tcp: stack.input, udp: udpStack.input, reassembler, forward });
-  link.onReceive((batch) => dispatcher.onBatch(batch));
+  const engine = new TerminatingEngine({
+    link,
+    router,
+    outbounds,
+    clock,
+    logger: log,
+    icmp: config.icmp,
+    tcp: config.tcp,
+    udp: config.udp,
+    fragments: config.fragments,
+    dns,
+    forward: tunnelForwardHook((dst, proto, port) => router.route(dst, proto, port), tunnels),
+  });
   for (const t of tunnels.values()) {
     t.start();
     log.info({ tunnel: t.name, listenPort: t.listenPort, mtu: t.mtu, peers: t.stats().peers.map((p) => ({ publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs })) }, 'tunnel up');
   }
-  // Idle UDP flows and stale fragments expire by the clock; a coarse sweep is enough.
-  const sweeper = setInterval(() => {
-    udpStack.sweep();
-    reassembler.sweep();
-  }, 1000);
-  sweeper.unref();
-  const stats = (): TunrouteStats => ({
-    packets: dispatcher.stats(),
-    tcp: { ...relay.stats, upstreamErrors: { ...relay.stats.upstreamErrors } },
-    udp: { stack: udpStack.stats(), relay: { ...udpRelay.stats }, fragments: { ...reassembler.stats }, dns: dns && { ...dns.stats } },
-    outbounds: Object.fromEntries([...outbounds].map(([n, o]) => [n, o.stats])),
-    tunnels: Object.fromEntries([...tunnels].map(([n, t]) => [n, t.stats()])),
-  });
+  const stats = (): TunrouteStats => {
+    const e = engine.stats();
+    return {
+      packets: e.packets,
+      tcp: e.tcp,
+      udp: { stack: e.udpStack, relay: e.udp, fragments: e.fragments, dns: e.dns },
+      outbounds: e.outbounds,
+      tunnels: Object.fromEntries([...tunnels].map(([n, t]) => [n, t.stats()])),
+    };
+  };
 
   let stopping: Promise<void> | undefined;
   return {
@@ -184,19 +180,12 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
       return routes.plan;
     },
     stats,
-    flows: () => relay.flowInfo(),
-    udpFlows: () => udpRelay.flowInfo(),
+    flows: () => engine.flows(),
+    udpFlows: () => engine.udpFlows(),
     tunnels: () => [...tunnels.values()].map((t) => tunnelStatusOf(t.stats())),
     stop() {
       stopping ??= (async () => {
-        relay.closeAll();
-        stack.poll(); // the RSTs go out before the device does
-        stack.close();
-        clearInterval(sweeper);
-        udpRelay.closeAll();
-        udpStack.close();
-        dns?.close();
-        await Promise.all([...outbounds.values()].map((o) => o.close()));
+        await engine.stop(); // the RSTs go out before the tunnels and the device close
         const tunnelStats = Object.fromEntries([...tunnels].map(([n, t]) => [n, t.stats()]));
         for (const t of tunnels.values()) t.close();
         await routes.stop();
@@ -220,7 +209,7 @@ function tunnelStatusOf(t: TunnelStats): TunnelStatus {
     rxPackets: t.rxPackets,
     rxBytes: t.rxBytes,
     drops: nonZeroCounts(t.dropped, t.deviceDropped, t.peerDropped, { udp_send: t.udpSendDrops }),
-    peers: t.peers.map((p) => peerInfoOf(p, nonZeroCounts(p.dropped))),
+    peers: t.peers.map((p) => peerInfoOf(p)),
   };
 }
 
@@ -244,21 +233,5 @@ export async function runUp(config: Config): Promise<void> {
     throw e;
   }
   log.info({ dev: up.link.name, mtu: up.link.mtu, address: config.tun.address, routes: up.plan.prefixes.length, control: config.control.socket }, 'tunroute is up');
-  await new Promise<void>((resolve) => {
-    const onSignal = (sig: NodeJS.Signals): void => {
-      log.info({ signal: sig }, 'stopping');
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      control
-        .close()
-        .then(() => up.stop())
-        .then(resolve, (e: unknown) => {
-          log.error({ err: e }, 'teardown failed');
-          process.exitCode = 1;
-          resolve();
-        });
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-  });
+  await runUntilSignal({ logger: log, failure: 'teardown failed', stop: () => control.close().then(() => up.stop()) });
 }

@@ -17,7 +17,7 @@
 import { lookup } from 'node:dns/promises';
 import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
-import type { TunnelSpec } from '../wireguard/tunnel.js';
+import type { TunnelSpec } from '../wireguard/client-tunnel.js';
 import { ipToU32, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.js';
 import { DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from './schema.js';
 import { normalizeIpv4Cidr, parseEndpoint } from './wg-quick.js';

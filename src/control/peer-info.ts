@@ -1,18 +1,9 @@
 /**
  * What `status` shows of a WireGuard peer and of drop counters, built the same way for a
- * tunnel of `tunroute up` and for `tunroute server` (their peers' counters differ only in
- * where the drops are kept, so the caller passes those).
+ * tunnel of `tunroute up` and for `tunroute server` (both run on the one tunnel runtime).
  */
+import type { TunnelPeerStatus } from '../wireguard/runtime.js';
 import type { TunnelPeerInfo } from './protocol.js';
-
-/** The fields every peer status has, whichever side it comes from. */
-export interface PeerLike {
-  publicKey: string;
-  allowedIPs: string[];
-  endpoint?: string;
-  lastHandshakeAgoMs?: number;
-  counters: { rxBytes: number; txBytes: number };
-}
 
 /** Only the counters that are not zero, summed over the groups by name. */
 export function nonZeroCounts(...groups: Partial<Record<string, number>>[]): Record<string, number> {
@@ -21,8 +12,8 @@ export function nonZeroCounts(...groups: Partial<Record<string, number>>[]): Rec
   return out;
 }
 
-/** A peer as `status` lists it; `drops` are its non-zero drop counters. */
-export function peerInfoOf(p: PeerLike, drops: Record<string, number>): TunnelPeerInfo {
+/** A peer as `status` lists it, with its non-zero drop counters. */
+export function peerInfoOf(p: TunnelPeerStatus): TunnelPeerInfo {
   return {
     publicKey: p.publicKey,
     allowedIPs: p.allowedIPs,
@@ -30,6 +21,6 @@ export function peerInfoOf(p: PeerLike, drops: Record<string, number>): TunnelPe
     ...(p.lastHandshakeAgoMs === undefined ? {} : { lastHandshakeAgoMs: p.lastHandshakeAgoMs }),
     rxBytes: p.counters.rxBytes,
     txBytes: p.counters.txBytes,
-    drops,
+    drops: nonZeroCounts(p.dropped),
   };
 }

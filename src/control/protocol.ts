@@ -21,6 +21,7 @@ import { z } from 'zod';
 import type { LinkStats } from '../link/link.js';
 import type { DispatcherStats } from '../stack/dispatcher.js';
 import type { TcpFlowInfo, TcpRelayStats } from '../relay/tcp-relay.js';
+import type { UdpFlowInfo } from '../relay/udp-relay.js';
 import { UPSTREAM_REASONS, type OutboundStats } from '../outbound/outbound.js';
 import { DROP_REASONS } from '../wire/drop.js';
 
@@ -111,18 +112,8 @@ export interface UdpStatus {
   dnsFailed: number;
 }
 
-/** One UDP flow (the app's 5-tuple) as `status` lists it. */
-export interface UdpFlowInfo {
-  id: number;
-  src: string;
-  dst: string;
-  outbound: string;
-  state: string;
-  bytesUp: number;
-  bytesDown: number;
-  ageMs: number;
-  idleMs: number;
-}
+/** One UDP flow (the app's 5-tuple) as `status` lists it: the relay's own description. */
+export type { UdpFlowInfo };
 
 /** `tunroute server`'s own part of a status: where it listens and its peers. */
 export interface ServerStatus {

@@ -27,6 +27,7 @@ import type { DnsResolver } from '../dns/resolver.js';
 import { isUpstreamError, UPSTREAM_REASONS, type Outbound, type UdpUpstream, type UpstreamReason } from '../outbound/outbound.js';
 import type { UdpCloseReason, UdpFlow, UdpFlowListener } from '../stack/udp/flow-table.js';
 import type { UdpStack } from '../stack/udp/udp-stack.js';
+import type { TcpFlowInfo } from './tcp-relay.js';
 import {
   ICMP_UNREACH_ADMIN_PROHIBITED,
   ICMP_UNREACH_HOST,
@@ -71,16 +72,11 @@ export interface UdpRelayStats {
   upstreamErrors: Record<UpstreamReason, number>;
 }
 
-export interface UdpFlowInfo {
-  id: number;
-  src: string;
-  dst: string;
-  /** The outbound's name, or 'dns' for hijacked DNS. */
-  outbound: string;
-  state: string;
-  bytesUp: number;
-  bytesDown: number;
-  ageMs: number;
+/**
+ * One UDP flow (the app's 5-tuple) as `status` lists it (control/protocol.ts re-exports it): the
+ * fields of a TCP flow (`outbound` is 'dns' for hijacked DNS) and how long it has been idle.
+ */
+export interface UdpFlowInfo extends TcpFlowInfo {
   idleMs: number;
 }
 

@@ -14,7 +14,7 @@
  */
 import { checksumAdjust, getU16, getU32, internetChecksum, setU16 } from '../wire/checksum.js';
 import { IP_PROTO_ICMP } from '../wire/ipv4.js';
-import type { CryptokeyTable } from './cryptokey.js';
+import type { CryptokeyTable } from '../wireguard/cryptokey.js';
 
 export interface GateCounters {
   /** Packets handed to the userspace stack. */

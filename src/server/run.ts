@@ -3,18 +3,13 @@
  * SIGTERM, then reset the flows, erase the keys and leave (a TUN device of mode: tun goes with
  * the process).
  */
-import { createRequire } from 'node:module';
 import { serverControlPath, type ServerConfig } from '../config/server-schema.js';
 import { startControlServer } from '../control/server.js';
 import { createLogger } from '../logger.js';
+import { runUntilSignal } from '../run-until-signal.js';
+import { TUNROUTE_VERSION } from '../version.js';
 import { startServer } from './server.js';
 import { serverStatusSnapshot } from './status.js';
-
-/** This package's version (for `status`); the path works from src/ and from dist/. */
-const VERSION: string = (() => {
-  const pkg: unknown = createRequire(import.meta.url)('../../package.json');
-  return typeof pkg === 'object' && pkg !== null && 'version' in pkg && typeof pkg.version === 'string' ? pkg.version : 'unknown';
-})();
 
 export async function runServer(config: ServerConfig, opts: { file?: string } = {}): Promise<void> {
   const log = createLogger(config.log.level);
@@ -26,7 +21,7 @@ export async function runServer(config: ServerConfig, opts: { file?: string } = 
     control = await startControlServer({
       path: controlPath,
       logger: log,
-      snapshot: () => serverStatusSnapshot(srv, config, { version: VERSION, startedAt }),
+      snapshot: () => serverStatusSnapshot(srv, config, { version: TUNROUTE_VERSION, startedAt }),
       flows: () => srv.flows(),
     });
   } catch (e) {
@@ -37,25 +32,14 @@ export async function runServer(config: ServerConfig, opts: { file?: string } = 
     { listen: config.listen, port: srv.port, publicKey: srv.publicKey, address: config.address, peers: config.peers.length, mode: config.mode, dev: srv.link.name, control: controlPath, uid: process.getuid?.() },
     'tunroute server is up',
   );
-  await new Promise<void>((resolve) => {
-    const onSignal = (sig: NodeJS.Signals): void => {
-      log.info({ signal: sig }, 'stopping');
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      control
-        .close()
-        .then(() => srv.stop())
-        .then(() => {
-          const s = srv.stats();
-          log.info({ link: s.link, packets: s.packets, tcp: s.tcp, udp: s.udp, tunnel: s.tunnel, gate: s.gate, deviceDrops: s.deviceDrops }, 'tunroute server stopped; counters');
-        })
-        .then(resolve, (e: unknown) => {
-          log.error({ err: e }, 'shutdown failed');
-          process.exitCode = 1;
-          resolve();
-        });
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+  await runUntilSignal({
+    logger: log,
+    failure: 'shutdown failed',
+    stop: async () => {
+      await control.close();
+      await srv.stop();
+      const s = srv.stats();
+      log.info({ link: s.link, packets: s.packets, tcp: s.tcp, udp: s.udp, tunnel: s.tunnel, gate: s.gate, deviceDrops: s.deviceDrops }, 'tunroute server stopped; counters');
+    },
   });
 }

@@ -3,14 +3,14 @@
  * terminated by tunroute's own userspace stack and re-originated as ordinary sockets of this
  * host — no TUN device, no routes, no root (DESIGN.md).
  *
- *   peers ══ UDP (listen) ══► WgTunnel ─ decrypt, AllowedIPs source check
+ *   peers ══ UDP (listen) ══► TunnelRuntime (src/wireguard) ─ decrypt, AllowedIPs source check
  *                                │
- *                            PacketGate ─ to another peer ──► WgTunnel (forwarded, TTL − 1)
+ *                            PacketGate ─ to another peer ──► TunnelRuntime (forwarded, TTL − 1)
  *                                │        ICMP not for us ──► dropped, counted
  *                                ▼
  *                  PacketPipe (a Link whose device is the tunnel)
  *                                │
- *                       PacketDispatcher ─ ICMP echo to the server's address ─► reply
+ *      TerminatingEngine: PacketDispatcher ─ ICMP echo to the server's address ─► reply
  *                         │            │
  *                      TcpStack     UdpStack
  *                         │            │
@@ -40,16 +40,16 @@ import { DirectOutbound } from '../outbound/direct.js';
 import type { Outbound, OutboundStats } from '../outbound/outbound.js';
 import type { DeviceDropReason } from '../wireguard/device.js';
 import { parseKey, type RandomSource } from '../wireguard/keys.js';
-import { TcpRelay, type TcpFlowInfo, type TcpRelayStats } from '../relay/tcp-relay.js';
-import { UdpRelay, type UdpFlowInfo, type UdpRelayStats } from '../relay/udp-relay.js';
+import { TerminatingEngine } from '../relay/engine.js';
+import type { TcpFlowInfo, TcpRelayStats } from '../relay/tcp-relay.js';
+import type { UdpFlowInfo, UdpRelayStats } from '../relay/udp-relay.js';
 import { Router } from '../router/router.js';
-import { PacketDispatcher, type DispatcherStats } from '../stack/dispatcher.js';
-import { Ipv4Reassembler, type ReassemblyStats } from '../stack/ip-reassembly.js';
-import { TcpStack } from '../stack/tcp-stack.js';
-import { UdpStack } from '../stack/udp/udp-stack.js';
+import type { DispatcherStats } from '../stack/dispatcher.js';
+import type { ReassemblyStats } from '../stack/ip-reassembly.js';
 import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.js';
 import { PacketGate, type GateCounters } from './gate.js';
-import { WgTunnel, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus, type UdpTransport } from './tunnel.js';
+import { TunnelRuntime, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus } from '../wireguard/runtime.js';
+import type { UdpTransport } from '../wireguard/udp-transport.js';
 import { openServerTransport } from './udp-transport.js';
 import { startTunMode, type TunModeOptions } from './tun-mode.js';
 import type { IpRunner } from '../routes/apply.js';
@@ -59,6 +59,7 @@ export const SERVER_BLOCK_OUTBOUND = 'block';
 
 export interface ServerDeps {
   logger?: Logger;
+  /** Time for everything, the tunnel's timer included when the clock has timers (ManualClock). */
   clock?: Clock;
   /** The UDP socket; default: bind config.listen. */
   transport?: UdpTransport;
@@ -95,7 +96,7 @@ export interface RunningServer {
   readonly port: number;
   /** Userspace: the pipe into our stack; tun: the TUN device. */
   readonly link: Link;
-  readonly tunnel: WgTunnel;
+  readonly tunnel: TunnelRuntime;
   stats(): ServerStats;
   peers(): TunnelPeerStatus[];
   flows(): TcpFlowInfo[];
@@ -117,7 +118,7 @@ export function parseListen(listen: string): { address: string; port: number } {
 }
 
 /** The peers as the tunnel wants them; names default to the start of the key, like `wg show`. */
-export function tunnelPeersOf(config: ServerConfig): TunnelPeerConfig[] {
+export function tunnelPeersOf(config: ServerConfig): (TunnelPeerConfig & { name: string })[] {
   return config.peers.map((p, i) => ({
     name: p.name ?? `peer${i} ${p.publicKey.trim().slice(0, 8)}…`,
     publicKey: parseKey(p.publicKey, `peers[${i}].publicKey`),
@@ -137,7 +138,7 @@ export function serverRouter(config: ServerConfig, direct: string): Router {
 }
 
 /** The part that differs by mode: what consumes the tunnel's packets. */
-interface Engine {
+interface ModeBackend {
   readonly link: Link;
   stats(): Pick<ServerStats, 'packets' | 'tcp' | 'udp' | 'fragments' | 'gate' | 'outbounds'>;
   flows(): TcpFlowInfo[];
@@ -147,7 +148,7 @@ interface Engine {
 }
 
 /** `mode: userspace`: terminate in our stack, re-originate through the direct outbound. */
-function userspaceEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDeps, log: Logger, clock: Clock): Engine {
+function userspaceBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: ServerDeps, log: Logger, clock: Clock): ModeBackend {
   const own = mustCidr(config.address);
   const direct = deps.outbound ?? new DirectOutbound({ name: DIRECT_OUTBOUND, logger: log, clock });
   const outbounds = new Map<string, Outbound>([
@@ -159,50 +160,25 @@ function userspaceEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDep
   const gate = new PacketGate({ ownAddress: own.addr, routes: tunnel.routes, local: (p) => link.deliver(p), forward: (to, p) => tunnel.sendTo(to, p) });
   tunnel.onPacket(gate.input);
 
-  // The table holds TIME-WAIT connections beyond the live flows the relay counts.
-  const tcpStack = new TcpStack({ link, clock, logger: log, maxConnections: config.tcp.maxFlows + 1024 });
-  const tcp = new TcpRelay({ stack: tcpStack, router, outbounds, clock, logger: log, maxFlows: config.tcp.maxFlows, bufferBytes: config.tcp.bufferBytes, memoryBytes: config.tcp.memoryBytes });
-  tcpStack.setSynHandler(tcp.onSyn);
-  const udpStack = new UdpStack({ link, clock, logger: log, table: { maxFlows: config.udp.maxFlows } });
-  const udp = new UdpRelay({ stack: udpStack, router, outbounds, clock, logger: log });
-  udpStack.setFlowHandler(udp.onFlow);
-  // A peer's UDP datagram larger than its tunnel MTU arrives in fragments.
-  const reassembler = new Ipv4Reassembler({ clock });
-  const dispatcher = new PacketDispatcher({ link, icmp: config.icmp, logger: log, tcp: tcpStack.input, udp: udpStack.input, reassembler });
-  link.onReceive((batch) => dispatcher.onBatch(batch));
-  // Idle UDP flows release their sockets, and stale fragments their memory, even when nothing touches them.
-  const sweeper = setInterval(() => {
-    udpStack.sweep();
-    reassembler.sweep();
-  }, 1000);
-
+  // A peer's UDP datagram larger than its tunnel MTU arrives in fragments: the engine reassembles.
+  const engine = new TerminatingEngine({ link, router, outbounds, clock, logger: log, icmp: config.icmp, tcp: config.tcp, udp: { maxFlows: config.udp.maxFlows } });
   return {
     link,
-    stats: () => ({
-      packets: dispatcher.stats(),
-      tcp: { ...tcp.stats, upstreamErrors: { ...tcp.stats.upstreamErrors } },
-      udp: { ...udp.stats, upstreamErrors: { ...udp.stats.upstreamErrors } },
-      fragments: { ...reassembler.stats },
-      gate: { ...gate.counters },
-      outbounds: Object.fromEntries([...outbounds].map(([n, o]) => [n, structuredClone(o.stats)])),
-    }),
-    flows: () => tcp.flowInfo(),
-    udpFlows: () => udp.flowInfo(),
+    stats: () => {
+      const e = engine.stats();
+      return { packets: e.packets, tcp: e.tcp, udp: e.udp, fragments: e.fragments, gate: { ...gate.counters }, outbounds: e.outbounds };
+    },
+    flows: () => engine.flows(),
+    udpFlows: () => engine.udpFlows(),
     async stop() {
-      clearInterval(sweeper);
-      tcp.closeAll();
-      tcpStack.poll(); // the RSTs are sealed before the keys are erased
-      tcpStack.close();
-      udp.closeAll();
-      udpStack.close();
-      await Promise.all([...outbounds.values()].map((o) => o.close()));
+      await engine.stop(); // the RSTs are sealed before the keys are erased
       link.close();
     },
   };
 }
 
 /** `mode: tun`: the kernel does the rest (root). */
-async function tunEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDeps, log: Logger): Promise<Engine> {
+async function tunBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: ServerDeps, log: Logger): Promise<ModeBackend> {
   const tun = await startTunMode({ name: config.tun.name, address: config.address, mtu: config.mtu, tunnel, logger: log, openLink: deps.openTun, ipRunner: deps.ipRunner });
   return {
     link: tun.link,
@@ -231,20 +207,20 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
       mtu: config.mtu,
       onError: (e) => log.warn({ err: e.message }, 'UDP socket error'),
     }));
-  const tunnel = new WgTunnel({ privateKey, peers, transport, clock, logger: log, mtu: config.mtu, random: deps.random, wallClock: deps.wallClock });
+  const tunnel = new TunnelRuntime({ privateKey, peers, transport, clock, logger: log, mtu: config.mtu, random: deps.random, wallClock: deps.wallClock });
   privateKey.fill(0);
-  let engine: Engine;
+  let backend: ModeBackend;
   try {
-    engine = config.mode === 'tun' ? await tunEngine(config, tunnel, deps, log) : userspaceEngine(config, tunnel, deps, log, clock);
+    backend = config.mode === 'tun' ? await tunBackend(config, tunnel, deps, log) : userspaceBackend(config, tunnel, deps, log, clock);
   } catch (e) {
     tunnel.close();
     throw e;
   }
-  const link = engine.link;
+  const link = backend.link;
 
   const stats = (): ServerStats => ({
     link: { ...link.stats },
-    ...engine.stats(),
+    ...backend.stats(),
     tunnel: { ...tunnel.counters },
     deviceDrops: tunnel.deviceDrops(),
   });
@@ -257,12 +233,12 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     link,
     tunnel,
     stats,
-    peers: () => tunnel.status(),
-    flows: () => engine.flows(),
-    udpFlows: () => engine.udpFlows(),
+    peers: () => tunnel.peerStatus(),
+    flows: () => backend.flows(),
+    udpFlows: () => backend.udpFlows(),
     stop() {
       stopping ??= (async () => {
-        await engine.stop();
+        await backend.stop();
         tunnel.close();
       })();
       return stopping;

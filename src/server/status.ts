@@ -15,8 +15,6 @@ export interface ServerSnapshotInfo {
   now?: () => number;
 }
 
-/** Only the counters that are not zero. */
-
 export function serverStatusOf(srv: RunningServer, config: ServerConfig): ServerStatus {
   const s = srv.stats();
   const g = s.gate ?? newGateCounters();
@@ -38,7 +36,7 @@ export function serverStatusOf(srv: RunningServer, config: ServerConfig): Server
     forwarded: g.forwarded,
     drops,
     udp: { flowsOpen: u?.flowsOpen ?? 0, flowsTotal: u?.flowsTotal ?? 0, bytesUp: u?.bytesUp ?? 0, bytesDown: u?.bytesDown ?? 0, dropped: u?.dropped ?? 0 },
-    peers: srv.peers().map((p) => ({ name: p.name, ...peerInfoOf(p, nonZeroCounts(p.counters.dropped)) })),
+    peers: srv.peers().map((p) => ({ name: p.name, ...peerInfoOf(p) })),
   };
 }
 

@@ -4,8 +4,8 @@
  * the rest if net.ipv4.ip_forward is on, NATs them if the operator set that up); what the kernel
  * routes into the device is sealed to the peer whose AllowedIPs hold the destination.
  *
- *   peers ══ UDP ══► WgTunnel ─ AllowedIPs source check ─► TUN device ─► kernel
- *   peers ◄═ UDP ══ WgTunnel ◄─ cryptokey routing ◄─────── TUN device ◄─ kernel
+ *   peers ══ UDP ══► runtime ─ AllowedIPs source check ─► TUN device ─► kernel
+ *   peers ◄═ UDP ══ runtime ◄─ cryptokey routing ◄─────── TUN device ◄─ kernel
  *
  * Needs root (CAP_NET_ADMIN) for the device. The device gets the config's address (and so the
  * subnet's route) and MTU; it disappears when the server exits. Forwarding and NAT are the
@@ -16,14 +16,14 @@ import { TunrouteError } from '../errors.js';
 import type { Link } from '../link/link.js';
 import type { Logger } from '../logger.js';
 import type { IpRunner } from '../routes/apply.js';
-import type { WgTunnel } from './tunnel.js';
+import type { TunnelRuntime } from '../wireguard/runtime.js';
 
 export interface TunModeOptions {
   name: string;
   /** The device address with its prefix (the server's tunnel address and subnet). */
   address: string;
   mtu: number;
-  tunnel: WgTunnel;
+  tunnel: TunnelRuntime;
   logger: Logger;
   /** Opens the device; default the native TUN link. */
   openLink?: (name: string, mtu: number, logger: Logger) => Promise<Link>;

@@ -12,6 +12,14 @@
  *   timers.ts     rekey, retransmission, keepalive and erasure deadlines
  *   peer.ts       one peer's state machine: send/receive/poll/pollAt with `now` passed in
  *   device.ts     one static key, many peers: dispatch by static key and receiver index
+ *
+ * Around it, what runs a tunnel (used by `up` and `server` alike):
+ *
+ *   cryptokey.ts      AllowedIPs both ways: destination → peer, and the source check
+ *   runtime.ts        TunnelRuntime: a Device on a UDP transport, its timer, cryptokey routing
+ *   udp-transport.ts  the UDP socket interface (node:dgram, or the addon's batches)
+ *   client-tunnel.ts  `up`'s packet path to and from tun0: offloads, MTU and ICMP, fragments,
+ *                     NAT, MSS clamp, GRO (with offload.ts, nat.ts, mss.ts, gro.ts)
  */
 export {
   KEY_LEN,

@@ -3,8 +3,10 @@
  * replaced) and test clients, each a real WireGuard Peer from src/wireguard with its
  * own userspace TCP stack over a PacketPipe — a whole "client machine" in a few objects. The
  * server re-originates to real sockets on 127.0.0.1 (the tests allow loopback in `deny`).
+ * The server runs on a manual clock (its protocol timers too): time passes for it only when a
+ * test advances `rig.clock`. The clients keep the real clock.
  */
-import { monotonicClock } from '../../src/clock.js';
+import { ManualClock, monotonicClock } from '../../src/clock.js';
 import { parseServerConfig, type ServerConfigInput } from '../../src/config/server-schema.js';
 import { PacketPipe } from '../../src/link/packet-pipe.js';
 import { silentLogger } from '../../src/logger.js';
@@ -13,7 +15,7 @@ import { StaticIdentity } from '../../src/wireguard/handshake.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { Peer } from '../../src/wireguard/peer.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
-import type { UdpTransport } from '../../src/server/tunnel.js';
+import type { UdpTransport } from '../../src/wireguard/udp-transport.js';
 import { PacketDispatcher } from '../../src/stack/dispatcher.js';
 import { TcpStack } from '../../src/stack/tcp-stack.js';
 import type { TcpConnection } from '../../src/stack/tcp/connection.js';
@@ -50,6 +52,7 @@ export class FakeNet {
 
 export class FakeUdp implements UdpTransport {
   readonly port: number;
+  readonly sendDrops = 0;
   private handler: ((data: Uint8Array, from: Endpoint) => void) | undefined;
   private closed = false;
 
@@ -166,6 +169,8 @@ export class TestClient {
 
 export interface Rig {
   net: FakeNet;
+  /** The server's clock and timers. */
+  clock: ManualClock;
   server: RunningServer;
   keys: TestKeys;
   clients: TestClient[];
@@ -195,11 +200,13 @@ export async function makeRig(opts: { clients?: number; config?: Partial<ServerC
     ...opts.config,
   });
   const net = new FakeNet();
-  const server = await startServer(config, { transport: net.bind(SERVER_EP), logger: silentLogger() });
+  const clock = new ManualClock(1_000_000);
+  const server = await startServer(config, { transport: net.bind(SERVER_EP), logger: silentLogger(), clock });
   const serverPub = publicKeyOf(keys.server);
   const clients = keys.clients.map((k, i) => new TestClient(net, { address: `198.51.100.${10 + i}`, port: 40000 + i }, 0x0a080002 + i, k, serverPub, psk));
   return {
     net,
+    clock,
     server,
     keys,
     clients,

@@ -122,6 +122,23 @@ describe('tunroute server: ICMP', () => {
   });
 });
 
+describe('tunroute server: protocol timers on the injected clock', () => {
+  it('sends a keepalive 10 s after data that got no answer, when its clock says so', async () => {
+    const r = await rig();
+    const c = r.clients[0]!;
+    // An echo the server drops: data came in, nothing went back.
+    c.sendPacket(icmpEcho(CLIENT_IPS[0]!, ipToU32('192.0.2.99')!, 1));
+    await until(() => r.server.stats().gate!.icmpNotOurs === 1, 'the drop');
+    await Promise.resolve(); // the timer is re-armed after the batch
+    expect(r.server.peers()[0]!.counters.keepalivesSent).toBe(0);
+    r.clock.advance(9_999);
+    expect(r.server.peers()[0]!.counters.keepalivesSent).toBe(0);
+    r.clock.advance(1);
+    expect(r.server.peers()[0]!.counters.keepalivesSent).toBe(1);
+    await until(() => c.peer.counters.keepalivesReceived === 1, 'the keepalive at the client');
+  });
+});
+
 describe('tunroute server: TCP re-originated from the server host', () => {
   it('carries 1 MiB both ways to a loopback echo server, intact', async () => {
     const r = await rig();

@@ -9,7 +9,8 @@ import { emptyLinkStats, type Link, type LinkStats, type ReceiveHandler } from '
 import { silentLogger } from '../../src/logger.js';
 import type { Endpoint } from '../../src/wireguard/endpoint.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
-import { WireguardTunnel, type TimerScheduler, type WireguardPeerConfig } from '../../src/wireguard/tunnel.js';
+import type { TimerHandle, Timers } from '../../src/clock.js';
+import { WireguardTunnel, type WireguardPeerConfig } from '../../src/wireguard/client-tunnel.js';
 import type { DatagramHandler, UdpTransport } from '../../src/wireguard/udp-transport.js';
 import { Ipv4Packet, ipToU32, parseCidr, type Cidr } from '../../src/wire/ipv4.js';
 import { VNET_HDR_LEN } from '../../src/wire/virtio-net.js';
@@ -133,15 +134,15 @@ export class CaptureLink implements Link {
 }
 
 /** Timers that only fire when the test says so. */
-export class FakeTimers implements TimerScheduler {
+export class FakeTimers implements Timers {
   private seq = 0;
   readonly pending = new Map<number, { fn: () => void; ms: number }>();
-  set(fn: () => void, ms: number): unknown {
+  setTimer(fn: () => void, ms: number): TimerHandle {
     const id = ++this.seq;
     this.pending.set(id, { fn, ms });
     return id;
   }
-  clear(h: unknown): void {
+  clearTimer(h: TimerHandle): void {
     this.pending.delete(h as number);
   }
   /** Fire everything armed now (each timer once). */

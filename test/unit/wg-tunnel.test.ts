@@ -8,14 +8,14 @@ import { describe, expect, it } from 'vitest';
 import { PacketDispatcher } from '../../src/stack/dispatcher.js';
 import { silentLogger } from '../../src/logger.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
-import { tunnelForwardHook } from '../../src/wireguard/forward.js';
+import { tunnelForwardHook } from '../../src/outbound/wireguard.js';
 import { echoReplyInPlace, ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_UNREACH_HOST, IcmpPacket } from '../../src/wire/icmp.js';
 import { IP_PROTO_ICMP, IP_PROTO_UDP, Ipv4Packet, ipToU32 } from '../../src/wire/ipv4.js';
 import { emitUdpIpv4, UdpPacket } from '../../src/wire/udp.js';
 import { MESSAGE_INITIATION, MESSAGE_TRANSPORT } from '../../src/wireguard/messages.js';
 import { icmpEcho, seededRandom } from './wg-harness.js';
 import { C_ADDR, CaptureLink, DEV, EP_S, FakeTimers, makeTunnelPair, S_ADDR, sendThrough, wrapped, cidr } from './wg-tunnel-harness.js';
-import { WireguardTunnel } from '../../src/wireguard/tunnel.js';
+import { WireguardTunnel } from '../../src/wireguard/client-tunnel.js';
 
 function icmpOf(p: Uint8Array): { ip: Ipv4Packet; icmp: IcmpPacket } {
   const ip = wrapped(p);

@@ -20,9 +20,20 @@ export class CryptokeyTable<P> {
     this.trie.insert(n.addr, n.prefix, owner);
   }
 
+  /** The owner of exactly `cidr` (host bits ignored), if any. */
+  owner(cidr: Cidr): P | undefined {
+    const n = normalizeCidr(cidr);
+    return this.trie.get(n.addr, n.prefix);
+  }
+
   /** The owner of the longest prefix holding `addr` (uint32), if any. */
   lookup(addr: number): P | undefined {
     return this.trie.lookup(addr);
+  }
+
+  /** Build the lookup index now rather than after the first lookups (see CidrTrie). */
+  optimize(): void {
+    this.trie.optimize();
   }
 
   /** Number of prefixes. */

@@ -1,0 +1,136 @@
+/**
+ * The terminating engine: what turns the packets of a link into flows of outbounds, built the
+ * same way for `tunroute up` (the link is tun0) and for `tunroute server` (the link is a pipe
+ * into the WireGuard tunnel):
+ *
+ *   link ─► PacketDispatcher ─ forward hook (tunnels) ─► taken whole, nothing terminated
+ *             │   │   └─ ICMP echo ─► reply or drop
+ *             │   └─ fragments ─► Ipv4Reassembler ─► back into the dispatcher
+ *          TcpStack ─► TcpRelay ─┐
+ *          UdpStack ─► UdpRelay ─┴─ Router ─► outbounds (DNS hijack: the resolver)
+ *
+ * A 1 s sweep expires idle UDP flows and stale fragments even when no packet touches them.
+ * The engine owns the outbounds and the resolver it is given: stop() closes them. It never
+ * closes the link: the caller does, after what must still go out through it.
+ */
+import type { Clock } from '../clock.js';
+import type { DnsResolver, DnsResolverStats } from '../dns/index.js';
+import type { Link } from '../link/link.js';
+import type { Logger } from '../logger.js';
+import type { Outbound, OutboundStats } from '../outbound/outbound.js';
+import type { Router } from '../router/router.js';
+import { PacketDispatcher, type DispatcherStats, type ForwardHandler } from '../stack/dispatcher.js';
+import { Ipv4Reassembler, type ReassemblyOptions, type ReassemblyStats } from '../stack/ip-reassembly.js';
+import { TcpStack } from '../stack/tcp-stack.js';
+import { UdpStack, type UdpStackOptions, type UdpStackStats } from '../stack/udp/udp-stack.js';
+import { TcpRelay, type TcpFlowInfo, type TcpRelayStats } from './tcp-relay.js';
+import { UdpRelay, type UdpFlowInfo, type UdpRelayStats } from './udp-relay.js';
+
+/** How often idle UDP flows and stale fragments are looked for. */
+const SWEEP_INTERVAL_MS = 1000;
+/** TIME-WAIT connections the TCP table holds beyond the live flows the relay counts. */
+const TIME_WAIT_HEADROOM = 1024;
+
+export interface EngineOptions {
+  link: Link;
+  router: Router;
+  /** By name; every name the router can answer must be here. Closed by stop(). */
+  outbounds: ReadonlyMap<string, Outbound>;
+  clock: Clock;
+  logger: Logger;
+  /** Echo requests to any address: answered, or dropped silently. */
+  icmp: 'reply' | 'drop';
+  tcp: { maxFlows: number; bufferBytes?: number; memoryBytes?: number };
+  /** UDP flow table limits and timeouts. */
+  udp?: UdpStackOptions['table'];
+  /** Fragment reassembly limits (defaults: ip-reassembly.ts). */
+  fragments?: Omit<ReassemblyOptions, 'clock' | 'onTimeout'>;
+  /** DNS hijack: queries to port 53 answered by this resolver. Closed by stop(). */
+  dns?: DnsResolver;
+  /** Packets taken before anything is terminated (WireGuard tunnels of `up`). */
+  forward?: ForwardHandler;
+}
+
+/** Everything the engine counts; copies, safe to keep. */
+export interface EngineStats {
+  packets: DispatcherStats;
+  tcp: TcpRelayStats;
+  udpStack: UdpStackStats;
+  udp: UdpRelayStats;
+  fragments: ReassemblyStats;
+  dns?: DnsResolverStats;
+  outbounds: Record<string, OutboundStats>;
+}
+
+export class TerminatingEngine {
+  readonly tcpStack: TcpStack;
+  readonly tcp: TcpRelay;
+  readonly udpStack: UdpStack;
+  readonly udp: UdpRelay;
+  readonly reassembler: Ipv4Reassembler;
+  readonly dispatcher: PacketDispatcher;
+  private readonly outbounds: ReadonlyMap<string, Outbound>;
+  private readonly dns: DnsResolver | undefined;
+  private readonly sweeper: NodeJS.Timeout;
+  private stopping: Promise<void> | undefined;
+
+  constructor(o: EngineOptions) {
+    const { link, router, outbounds, clock, logger } = o;
+    this.outbounds = outbounds;
+    this.dns = o.dns;
+    this.tcpStack = new TcpStack({ link, clock, logger, maxConnections: o.tcp.maxFlows + TIME_WAIT_HEADROOM });
+    this.tcp = new TcpRelay({ stack: this.tcpStack, router, outbounds, clock, logger, maxFlows: o.tcp.maxFlows, bufferBytes: o.tcp.bufferBytes, memoryBytes: o.tcp.memoryBytes });
+    this.tcpStack.setSynHandler(this.tcp.onSyn);
+    this.udpStack = new UdpStack({ link, clock, logger, table: o.udp });
+    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.dns });
+    this.udpStack.setFlowHandler(this.udp.onFlow);
+    this.reassembler = new Ipv4Reassembler({ clock, ...o.fragments });
+    this.dispatcher = new PacketDispatcher({ link, icmp: o.icmp, logger, tcp: this.tcpStack.input, udp: this.udpStack.input, reassembler: this.reassembler, forward: o.forward });
+    link.onReceive((batch) => this.dispatcher.onBatch(batch));
+    this.sweeper = setInterval(() => {
+      this.udpStack.sweep();
+      this.reassembler.sweep();
+    }, SWEEP_INTERVAL_MS);
+    // The link and the sockets keep the process alive, not the sweep.
+    this.sweeper.unref();
+  }
+
+  stats(): EngineStats {
+    return {
+      packets: this.dispatcher.stats(),
+      tcp: { ...this.tcp.stats, upstreamErrors: { ...this.tcp.stats.upstreamErrors } },
+      udpStack: this.udpStack.stats(),
+      udp: { ...this.udp.stats, upstreamErrors: { ...this.udp.stats.upstreamErrors } },
+      fragments: { ...this.reassembler.stats },
+      dns: this.dns && { ...this.dns.stats },
+      outbounds: Object.fromEntries([...this.outbounds].map(([n, o]) => [n, structuredClone(o.stats)])),
+    };
+  }
+
+  flows(): TcpFlowInfo[] {
+    return this.tcp.flowInfo();
+  }
+
+  udpFlows(): UdpFlowInfo[] {
+    return this.udp.flowInfo();
+  }
+
+  /**
+   * Reset every TCP flow and end every UDP flow, then close the outbounds. The RSTs are written
+   * to the link before this returns: the caller closes the link (and erases tunnel keys) after.
+   * Idempotent.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      clearInterval(this.sweeper);
+      this.tcp.closeAll();
+      this.tcpStack.poll();
+      this.tcpStack.close();
+      this.udp.closeAll();
+      this.udpStack.close();
+      this.dns?.close();
+      await Promise.all([...this.outbounds.values()].map((o) => o.close()));
+    })();
+    return this.stopping;
+  }
+}
