@@ -13,7 +13,7 @@ import { getU16 } from '../wire/checksum.js';
 import { IP_PROTO_TCP, IP_PROTO_UDP } from '../wire/ipv4.js';
 import { WireguardTunnel, type TunnelDevice, type TunnelSpec } from '../wireguard/client-tunnel.js';
 import { DEFAULT_TUNNEL_MTU } from '../wireguard/peer.js';
-import type { UdpTransport } from '../wireguard/udp-transport.js';
+import type { UdpTransport } from '../wireguard/transport.js';
 
 /** The router's answer for a packet: the outbound's name (see Router.route). */
 export type RouteFn = (dstIp: number, protocol: number, dstPort: number) => string;

@@ -49,7 +49,7 @@ import type { ReassemblyStats } from '../stack/ip-reassembly.js';
 import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.js';
 import { PacketGate, type GateCounters } from './gate.js';
 import { TunnelRuntime, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus } from '../wireguard/runtime.js';
-import type { UdpTransport } from '../wireguard/udp-transport.js';
+import type { UdpTransport } from '../wireguard/transport.js';
 import { openServerTransport } from './udp-transport.js';
 import { startTunMode, type TunModeOptions } from './tun-mode.js';
 import type { IpRunner } from '../routes/apply.js';

@@ -4,7 +4,8 @@
  * when it is built, else node:dgram.
  */
 import { TunrouteError } from '../errors.js';
-import { openUdpTransport, type UdpTransport } from '../wireguard/udp-transport.js';
+import type { UdpTransport } from '../wireguard/transport.js';
+import { openUdpTransport } from '../wireguard/udp-transport.js';
 
 export interface ServerTransportOptions {
   address: string;

@@ -30,7 +30,7 @@ import { undoOffloads } from './offload.js';
 import { TcpCoalescer, type GroStats } from './gro.js';
 import { DEFAULT_TUNNEL_MTU, PEER_DROP_REASONS, type PeerDropReason } from './peer.js';
 import { TunnelRuntime, type TunnelCounters, type TunnelPeer, type TunnelPeerConfig, type TunnelPeerStatus } from './runtime.js';
-import type { UdpTransport } from './udp-transport.js';
+import type { UdpTransport } from './transport.js';
 
 /** A peer of a client tunnel (the same fields as the server's). */
 export type WireguardPeerConfig = TunnelPeerConfig;

@@ -21,7 +21,7 @@ import { TunrouteError } from '../errors.js';
 import type { NativeFd } from '../native/addon.js';
 import type { NativeUdpAddon, NativeUdpReceiverHandle } from '../native/udp.js';
 import type { Endpoint } from './endpoint.js';
-import type { DatagramHandler, DgramTransportOptions, UdpTransport } from './udp-transport.js';
+import type { DatagramHandler, DgramTransportOptions, UdpTransport } from './transport.js';
 
 export interface NativeUdpTransportOptions extends DgramTransportOptions {
   /**

@@ -25,7 +25,7 @@ import { Device, type DeviceDropReason } from './device.js';
 import { formatEndpoint, type Datagram, type Endpoint } from './endpoint.js';
 import { formatKey, type RandomSource } from './keys.js';
 import { PEER_DROP_REASONS, type Peer, type PeerCounters, type PeerDropReason } from './peer.js';
-import type { UdpTransport } from './udp-transport.js';
+import type { UdpTransport } from './transport.js';
 
 export interface TunnelPeerConfig {
   /** A label for logs and status; default the start of the key, as `wg show` abbreviates it. */

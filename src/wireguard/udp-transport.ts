@@ -1,5 +1,5 @@
 /**
- * The tunnel's UDP socket behind an interface, as wireguard-go's `conn.Bind`: the tunnel only
+ * The tunnel's UDP socket (the interface is in transport.ts, as wireguard-go's `conn.Bind`): the tunnel only
  * sends datagrams to endpoints and is told about the ones that arrive. Two real transports:
  * NativeUdpTransport (native-udp-transport.ts: recvmmsg/sendmmsg batches through the addon),
  * and DgramTransport here (a `node:dgram` socket) when the addon is not built;
@@ -13,48 +13,8 @@ import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { TunrouteError } from '../errors.js';
 import { tryLoadNativeUdp } from '../native/udp.js';
 import type { Endpoint } from './endpoint.js';
+import type { DatagramHandler, DgramTransportOptions, UdpTransport } from './transport.js';
 import { NativeUdpTransport } from './native-udp-transport.js';
-
-/**
- * A datagram that arrived, from `from`. `data` is valid only during the call: the native
- * transport receives the next batch into the same memory, so a handler that keeps the bytes (or a
- * view of them) must copy them. `from` may be kept (it is never changed; the same object comes
- * again while the source stays the same).
- */
-export type DatagramHandler = (data: Uint8Array, from: Endpoint) => void;
-
-export interface UdpTransport {
-  /** The local UDP port. */
-  readonly port: number;
-  /** Set the one receiver; datagrams that arrive before are dropped. */
-  onMessage(handler: DatagramHandler): void;
-  /** Send one datagram; the bytes must not change afterwards. False when it was dropped. */
-  send(data: Uint8Array, to: Endpoint): boolean;
-  /** Datagrams dropped because the send queue was full or the socket failed. */
-  readonly sendDrops: number;
-  /** Stop receiving and release the socket; idempotent. */
-  close(): void;
-}
-
-export interface DgramTransportOptions {
-  /** Local port (wg-quick ListenPort); 0 or absent: an ephemeral port. */
-  port?: number;
-  /** Local address; default every IPv4 address. */
-  address?: string;
-  /** Datagrams libuv may hold beyond what the kernel took, before new ones are dropped (default 512). */
-  maxQueued?: number;
-  /** SO_SNDBUF / SO_RCVBUF wanted (the kernel caps them at wmem_max / rmem_max); default 4 MiB. */
-  bufferBytes?: number;
-  /**
-   * The largest datagram to receive whole (the native transport's slot size; longer ones arrive
-   * cut and fail to authenticate). Default 2048: a WireGuard message for a tunnel MTU up to 2,000.
-   */
-  maxDatagramBytes?: number;
-  /** Socket errors after bind (logged by the caller; the socket stays open). */
-  onError?: (err: Error) => void;
-  /** The one sentence for a failed bind; the default speaks of the tunnel's ListenPort. */
-  bindError?: (err: NodeJS.ErrnoException) => TunrouteError;
-}
 
 export class DgramTransport implements UdpTransport {
   sendDrops = 0;

@@ -15,7 +15,7 @@ import { StaticIdentity } from '../../src/wireguard/handshake.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { Peer } from '../../src/wireguard/peer.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
-import type { UdpTransport } from '../../src/wireguard/udp-transport.js';
+import type { UdpTransport } from '../../src/wireguard/transport.js';
 import { PacketDispatcher } from '../../src/stack/dispatcher.js';
 import { TcpStack } from '../../src/stack/tcp-stack.js';
 import type { TcpConnection } from '../../src/stack/tcp/connection.js';
