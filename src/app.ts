@@ -138,7 +138,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const link = await (deps.openLink ?? openTunLink)(config, log);
   let tunnels = new Map<string, WireguardTunnel>();
   try {
-    tunnels = await openWireguardTunnels(tunnelSpecsOf(config), { link, clock, logger: log, deviceAddress: ipToU32(config.tun.address.split('/')[0]!)! });
+    tunnels = await openWireguardTunnels(tunnelSpecsOf(config), { link, clock, logger: log, deviceAddress: ipToU32(config.tun.address.split('/')[0])! });
     await routes.apply();
   } catch (e) {
     for (const t of tunnels.values()) t.close();

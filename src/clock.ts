@@ -21,7 +21,7 @@ export interface Timers {
   clearTimer(handle: TimerHandle): void;
 }
 /** Opaque: what `setTimer` returned, for `clearTimer`. */
-export type TimerHandle = unknown;
+export type TimerHandle = object;
 
 export const realTimers: Timers = {
   setTimer: (fn, ms) => setTimeout(fn, ms).unref(),

@@ -20,7 +20,7 @@ export interface PacketPipeOptions {
   name: string;
   mtu: number;
   /** Carries one packet the stack sent; false when it could not (no route, queue full). */
-  transmit(packet: Uint8Array): boolean;
+  transmit: (packet: Uint8Array) => boolean;
   /** Most packets per handler call (default 64). */
   batchSize?: number;
 }

@@ -33,7 +33,7 @@ export class ReusedBatch implements PacketBatch {
     }
     let off = 0;
     for (let i = 0; i < packets.length; i++) {
-      const p = packets[i]!;
+      const p = packets[i];
       this.buf.set(p, off);
       this.offsets[i] = off;
       this.lengths[i] = p.byteLength;

@@ -189,10 +189,11 @@ export class DirectOutbound implements Outbound {
     });
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.closed = true;
     for (const fail of [...this.inFlight]) fail(this.error('aborted', `outbound '${this.name}' was closed`));
     for (const a of [...this.live]) a.close();
+    return Promise.resolve();
   }
 
   private error(reason: UpstreamReason, message: string, cause?: unknown): UpstreamError {

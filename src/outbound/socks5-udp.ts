@@ -90,7 +90,7 @@ function ipv4Of(addr: string | undefined): string | undefined {
   if (addr === undefined) return undefined;
   if (isIPv4(addr)) return addr;
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(addr);
-  return m !== null && isIPv4(m[1]!) ? m[1] : undefined;
+  return m !== null && isIPv4(m[1]) ? m[1] : undefined;
 }
 
 /**

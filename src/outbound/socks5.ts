@@ -251,9 +251,10 @@ export class Socks5Outbound implements Outbound {
     });
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.closed = true;
     for (const fail of [...this.inFlight]) fail(this.error('aborted', `outbound '${this.name}' was closed`));
+    return Promise.resolve();
   }
 
   /**

@@ -274,7 +274,7 @@ class TcpFlow implements TcpListener {
   /** One chunk reached the kernel: its bytes no longer count against the app's window. */
   private readonly onFlushed = (err?: Error | null): void => {
     if (err) return; // 'error' handles it
-    const n = this.inFlight[this.inFlightHead++]!;
+    const n = this.inFlight[this.inFlightHead++];
     if (this.inFlightHead > 1024 && this.inFlightHead * 2 > this.inFlight.length) {
       this.inFlight.splice(0, this.inFlightHead);
       this.inFlightHead = 0;

@@ -377,7 +377,7 @@ class DnsHijackFlow implements RelayFlow {
     const query = payload.slice();
     const quote = this.flow.copyQuote();
     this.inFlight++;
-    this.dns.resolve(query).then((r) => {
+    void this.dns.resolve(query).then((r) => {
       this.inFlight--;
       const f = this.flow;
       const stack = this.relay.o.stack;

@@ -66,12 +66,12 @@ export class PacketGate<P> {
 
   private forward(to: P, packet: Uint8Array): void {
     const c = this.counters;
-    const hl = (packet[0]! & 0x0f) << 2;
+    const hl = (packet[0] & 0x0f) << 2;
     if (hl < 20 || hl > packet.length || internetChecksum(packet, 0, hl) !== 0) {
       c.badHeader++;
       return;
     }
-    const ttl = packet[8]!;
+    const ttl = packet[8];
     if (ttl <= 1) {
       c.ttlExpired++;
       return;

@@ -185,7 +185,10 @@ async function tunBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: Ser
     stats: () => ({ outbounds: {} }),
     flows: () => [],
     udpFlows: () => [],
-    stop: async () => tun.close(),
+    stop: () => {
+      tun.close();
+      return Promise.resolve();
+    },
   };
 }
 

@@ -79,10 +79,10 @@ export async function startTunMode(o: TunModeOptions): Promise<TunMode> {
   link.onReceive((batch) => {
     const { buf, offsets, lengths, count } = batch;
     for (let i = 0; i < count; i++) {
-      const off = offsets[i]!;
+      const off = offsets[i];
       // A view into the device's reused buffer: the tunnel seals it now or copies it to queue
       // it. IPv6 (router solicitations the kernel sends into every device) counts as notIpv4.
-      const packet = buf.subarray(off, off + lengths[i]!);
+      const packet = buf.subarray(off, off + lengths[i]);
       tunnel.sendPacket(packet);
     }
   });

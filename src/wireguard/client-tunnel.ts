@@ -196,11 +196,11 @@ export class WireguardTunnel {
     }
     this.target = entry;
     if (vnetOff >= 0 && (buf[vnetOff] !== 0 || buf[vnetOff + 1] !== 0)) {
-      if ((buf[vnetOff + 1]! & ~VNET_GSO_ECN) === VNET_GSO_TCPV4) {
+      if ((buf[vnetOff + 1] & ~VNET_GSO_ECN) === VNET_GSO_TCPV4) {
         // The kernel cuts at gso_size, its idea of the path MTU: when that is too big, one
         // "fragmentation needed" for the whole super-packet lowers it (RFC 1191).
-        const gsoSize = buf[vnetOff + 4]! | (buf[vnetOff + 5]! << 8);
-        const hdr = ip.headerLen + ((buf[ip.payloadOffset + 12]! >>> 4) << 2);
+        const gsoSize = buf[vnetOff + 4] | (buf[vnetOff + 5] << 8);
+        const hdr = ip.headerLen + ((buf[ip.payloadOffset + 12] >>> 4) << 2);
         if (hdr + gsoSize > this.mtu && ip.length > this.mtu && ip.dontFrag) {
           this.s.dropped.too_big++;
           this.icmpError(buf.subarray(ip.offset, ip.offset + ip.length), ICMP_UNREACH_FRAG_NEEDED, this.mtu);
@@ -226,7 +226,7 @@ export class WireguardTunnel {
         return;
       }
       this.rewriteOut(p);
-      const hl = (p[0]! & 0x0f) << 2;
+      const hl = (p[0] & 0x0f) << 2;
       if (fragmentedSize(p.length, hl, this.mtu) > this.fragments.length) return;
       const lengths = this.fragLengths;
       lengths.length = 0;
@@ -255,7 +255,7 @@ export class WireguardTunnel {
   /** A decrypted packet whose source the peer may use: to the device. */
   private readonly deliver = (p: Uint8Array): void => {
     if (this.closed) return;
-    if (p[0]! >>> 4 !== 4) {
+    if (p[0] >>> 4 !== 4) {
       this.s.dropped.not_ipv4++;
       return;
     }

@@ -43,6 +43,6 @@ export class CryptokeyTable<P> {
 
   /** The check a Peer runs on each decrypted packet (PeerOptions.allowedSource). */
   sourceCheck(owner: P): (packet: Uint8Array) => boolean {
-    return (packet) => packet.length >= 20 && packet[0]! >>> 4 === 4 && this.trie.lookup(getU32(packet, 12)) === owner;
+    return (packet) => packet.length >= 20 && packet[0] >>> 4 === 4 && this.trie.lookup(getU32(packet, 12)) === owner;
   }
 }

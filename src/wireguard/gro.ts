@@ -62,7 +62,7 @@ export class TcpCoalescer {
    */
   write(packets: readonly Uint8Array[]): number {
     this.failed = 0;
-    for (let i = 0; i < packets.length; i++) this.add(packets[i]!);
+    for (let i = 0; i < packets.length; i++) this.add(packets[i]);
     for (const g of this.groups) this.emit(g);
     this.groups.length = 0;
     return this.failed;
@@ -73,24 +73,24 @@ export class TcpCoalescer {
     if (hdr === 0) {
       // Not mergeable: first whatever its flow holds, then the packet itself.
       const g = p.length >= 24 && p[9] === IP_PROTO_TCP ? this.findFlow(p) : -1;
-      if (g >= 0) this.emit(this.groups.splice(g, 1)[0]!);
+      if (g >= 0) this.emit(this.groups.splice(g, 1)[0]);
       this.emitOne(p);
       return;
     }
     const gi = this.findFlow(p);
     if (gi >= 0) {
-      const g = this.groups[gi]!;
+      const g = this.groups[gi];
       if (canAppend(g, p, hdr)) {
         const n = p.length - hdr;
         g.segs.push(p);
         g.payload += n;
-        if (n < g.gso || (p[33]! & TCP_PSH) !== 0) g.closed = true;
+        if (n < g.gso || (p[33] & TCP_PSH) !== 0) g.closed = true;
         return;
       }
-      this.emit(this.groups.splice(gi, 1)[0]!);
+      this.emit(this.groups.splice(gi, 1)[0]);
     }
     if (this.groups.length >= MAX_GROUPS) this.emit(this.groups.shift()!);
-    this.groups.push({ first: p, segs: [p], payload: p.length - hdr, gso: p.length - hdr, hdr, closed: (p[33]! & TCP_PSH) !== 0 });
+    this.groups.push({ first: p, segs: [p], payload: p.length - hdr, gso: p.length - hdr, hdr, closed: (p[33] & TCP_PSH) !== 0 });
   }
 
   /** The open group of `p`'s flow (same addresses and ports), or -1. */
@@ -99,7 +99,7 @@ export class TcpCoalescer {
     const dst = getU32(p, 16);
     const ports = getU32(p, 20);
     for (let i = this.groups.length - 1; i >= 0; i--) {
-      const f = this.groups[i]!.first;
+      const f = this.groups[i].first;
       if (getU32(f, 12) === src && getU32(f, 16) === dst && getU32(f, 20) === ports) return i;
     }
     return -1;
@@ -125,11 +125,11 @@ export class TcpCoalescer {
       at += s.length - g.hdr;
     }
     const total = g.hdr + g.payload;
-    const last = g.segs[g.segs.length - 1]!;
+    const last = g.segs[g.segs.length - 1];
     setU16(b, o + 2, total);
     setU16(b, o + 10, 0);
     setU16(b, o + 10, internetChecksum(b, o, 20));
-    b[o + 33] = g.first[33]! | (last[33]! & TCP_PSH);
+    b[o + 33] = g.first[33] | (last[33] & TCP_PSH);
     // Partial checksum: the pseudo-header sum, folded, not inverted; the kernel finishes it.
     setU16(b, o + 36, pseudoHeaderSum(getU32(b, o + 12), getU32(b, o + 16), IP_PROTO_TCP, total - 20));
     writeVnetTcp(b, 0, 20, g.hdr - 20, g.gso);
@@ -146,10 +146,10 @@ export class TcpCoalescer {
  */
 function mergeableHeaderLen(p: Uint8Array): number {
   if (p.length < 40 || p[0] !== 0x45 || p[9] !== IP_PROTO_TCP || (getU16(p, 6) & 0x3fff) !== 0) return 0;
-  const thl = (p[32]! >>> 4) << 2;
+  const thl = (p[32] >>> 4) << 2;
   const hdr = 20 + thl;
   if (thl < 20 || p.length <= hdr || getU16(p, 2) !== p.length) return 0;
-  const flags = p[33]!;
+  const flags = p[33];
   if (flags !== TCP_ACK && flags !== (TCP_ACK | TCP_PSH)) return 0;
   return hdr;
 }
@@ -159,10 +159,10 @@ function canAppend(g: Group, p: Uint8Array, hdr: number): boolean {
   const n = p.length - hdr;
   if (n > g.gso || hdr + g.payload + n > MAX_IP_LEN) return false;
   const f = g.first;
-  const last = g.segs[g.segs.length - 1]!;
+  const last = g.segs[g.segs.length - 1];
   if (getU32(p, 24) !== ((getU32(last, 24) + last.length - hdr) >>> 0)) return false; // seq follows on
   if (getU32(p, 28) !== getU32(f, 28) || getU16(p, 34) !== getU16(f, 34)) return false; // ack, window
-  if (p[1] !== f[1] || p[8] !== f[8] || (p[6]! & 0x40) !== (f[6]! & 0x40)) return false; // TOS, TTL, DF
+  if (p[1] !== f[1] || p[8] !== f[8] || (p[6] & 0x40) !== (f[6] & 0x40)) return false; // TOS, TTL, DF
   for (let i = 40; i < hdr; i++) if (p[i] !== f[i]) return false; // TCP options (timestamps)
   return true;
 }

@@ -278,7 +278,7 @@ export function createResponse(hs: Handshake, opts: CreateResponseOptions): Uint
     wipe(c, ee, es);
     return undefined;
   }
-  let c2 = kdf1(c, ee);
+  const c2 = kdf1(c, ee);
   wipe(c, ee);
   c = kdf1(c2, es);
   wipe(c2, es);
@@ -334,7 +334,7 @@ export function consumeResponse(local: StaticIdentity, hs: Handshake, msg: Uint8
     wipe(c, ee, se);
     return 'bad_key';
   }
-  let c2 = kdf1(c, ee);
+  const c2 = kdf1(c, ee);
   wipe(c, ee);
   c = kdf1(c2, se);
   wipe(c2, se);

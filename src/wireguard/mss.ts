@@ -19,22 +19,22 @@ import { TCP_OPT_EOL, TCP_OPT_MSS, TCP_OPT_NOP, TCP_SYN } from '../wire/tcp.js';
  */
 export function clampMss(p: Uint8Array, off: number, len: number, maxMss: number): boolean {
   if (p[off + 9] !== IP_PROTO_TCP || (getU16(p, off + 6) & 0x3fff) !== 0) return false;
-  const hl = (p[off]! & 0x0f) << 2;
+  const hl = (p[off] & 0x0f) << 2;
   const tcp = off + hl;
-  if (len < hl + 20 || (p[tcp + 13]! & TCP_SYN) === 0) return false;
-  const thl = (p[tcp + 12]! >>> 4) << 2;
+  if (len < hl + 20 || (p[tcp + 13] & TCP_SYN) === 0) return false;
+  const thl = (p[tcp + 12] >>> 4) << 2;
   if (thl <= 20 || hl + thl > len) return false;
   let i = tcp + 20;
   const end = tcp + thl;
   while (i < end) {
-    const kind = p[i]!;
+    const kind = p[i];
     if (kind === TCP_OPT_EOL) return false;
     if (kind === TCP_OPT_NOP) {
       i++;
       continue;
     }
     if (i + 1 >= end) return false;
-    const olen = p[i + 1]!;
+    const olen = p[i + 1];
     if (olen < 2 || i + olen > end) return false;
     if (kind === TCP_OPT_MSS && olen === 4) {
       const mss = getU16(p, i + 2);

@@ -31,7 +31,7 @@ function rewriteAddress(p: Uint8Array, off: number, len: number, field: typeof S
   setU16(p, off + 10, checksumAdjust32(getU16(p, off + 10), from, to));
   const fragOff = getU16(p, off + 6) & 0x1fff;
   if (fragOff !== 0) return; // no transport header in this piece
-  const hl = (p[off]! & 0x0f) << 2;
+  const hl = (p[off] & 0x0f) << 2;
   const proto = p[off + 9];
   let at = -1;
   if (proto === IP_PROTO_TCP && len >= hl + 18) at = off + hl + 16;
@@ -54,11 +54,11 @@ export function natOutbound(p: Uint8Array, off: number, len: number, device: num
 export function natInbound(p: Uint8Array, off: number, len: number, device: number, tunnel: number): boolean {
   if (getU32(p, off + DST) !== tunnel) return false;
   rewriteAddress(p, off, len, DST, device);
-  const hl = (p[off]! & 0x0f) << 2;
+  const hl = (p[off] & 0x0f) << 2;
   if (p[off + 9] !== IP_PROTO_ICMP || (getU16(p, off + 6) & 0x3fff) !== 0) return true;
   const icmp = off + hl;
   const q = icmp + 8; // the quoted packet: its header and 8 bytes of payload
-  if (len < hl + 8 + 20 || !isIcmpErrorType(p[icmp]!) || p[q]! >>> 4 !== 4) return true;
+  if (len < hl + 8 + 20 || !isIcmpErrorType(p[icmp]) || p[q] >>> 4 !== 4) return true;
   if (getU32(p, q + SRC) !== tunnel) return true;
   setU32(p, q + SRC, device);
   setU16(p, q + 10, checksumAdjust32(getU16(p, q + 10), tunnel, device));

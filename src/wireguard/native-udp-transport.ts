@@ -272,14 +272,14 @@ export class NativeUdpTransport implements UdpTransport {
     for (let i = 0; i < count; i++) {
       const h = this.handler;
       if (h === undefined || this.closed) return;
-      const len = lengths[i]!;
+      const len = lengths[i];
       let view = this.rxViews[i];
       if (view === undefined || view.length !== len) {
-        const off = offsets[i]!;
+        const off = offsets[i];
         view = this.rxBuf.subarray(off, off + len);
         this.rxViews[i] = view;
       }
-      h(view, this.endpointOf(addrs[i]!, ports[i]!));
+      h(view, this.endpointOf(addrs[i], ports[i]));
     }
   };
 

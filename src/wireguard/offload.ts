@@ -44,16 +44,16 @@ export function undoOffloads(
   scratch: Uint8Array,
   emit: PacketSink,
 ): OffloadRefusal | undefined {
-  const flags = buf[vnetOff]!;
-  const gsoType = buf[vnetOff + 1]! & ~VNET_GSO_ECN;
+  const flags = buf[vnetOff];
+  const gsoType = buf[vnetOff + 1] & ~VNET_GSO_ECN;
   if (gsoType === VNET_GSO_TCPV4) {
-    const gsoSize = buf[vnetOff + 4]! | (buf[vnetOff + 5]! << 8);
+    const gsoSize = buf[vnetOff + 4] | (buf[vnetOff + 5] << 8);
     return splitTcpV4(buf, ipOff, ipLen, gsoSize, scratch, emit);
   }
   if (gsoType !== VNET_GSO_NONE) return 'unsupported_gso';
   if ((flags & VNET_F_NEEDS_CSUM) !== 0) {
-    const start = buf[vnetOff + 6]! | (buf[vnetOff + 7]! << 8);
-    const field = buf[vnetOff + 8]! | (buf[vnetOff + 9]! << 8);
+    const start = buf[vnetOff + 6] | (buf[vnetOff + 7] << 8);
+    const field = buf[vnetOff + 8] | (buf[vnetOff + 9] << 8);
     if (!completeChecksum(buf, ipOff, ipLen, start, field)) return 'bad_offload';
   }
   emit(buf.subarray(ipOff, ipOff + ipLen));
@@ -82,10 +82,10 @@ export function splitTcpV4(
   scratch: Uint8Array,
   emit: PacketSink,
 ): OffloadRefusal | undefined {
-  const hl = (buf[ipOff]! & 0x0f) << 2;
+  const hl = (buf[ipOff] & 0x0f) << 2;
   if (buf[ipOff + 9] !== IP_PROTO_TCP || ipLen < hl + 20) return 'bad_offload';
   const tcp = ipOff + hl;
-  const thl = (buf[tcp + 12]! >>> 4) << 2;
+  const thl = (buf[tcp + 12] >>> 4) << 2;
   const hdr = hl + thl;
   if (thl < 20 || hdr > ipLen) return 'bad_offload';
   const payload = ipLen - hdr;
@@ -101,7 +101,7 @@ export function splitTcpV4(
   if (scratch.length < hdr + gsoSize) return 'bad_offload';
   const id0 = getU16(buf, ipOff + 4);
   const seq0 = getU32(buf, tcp + 4);
-  const flags0 = buf[tcp + 13]!;
+  const flags0 = buf[tcp + 13];
   for (let off = 0, i = 0; off < payload; off += gsoSize, i++) {
     const n = Math.min(gsoSize, payload - off);
     const last = off + n >= payload;

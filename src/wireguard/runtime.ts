@@ -215,7 +215,7 @@ export class TunnelRuntime {
    */
   sendPacket(packet: Uint8Array): boolean {
     if (this.closed) return false;
-    if (packet.length < 20 || packet[0]! >>> 4 !== 4) {
+    if (packet.length < 20 || packet[0] >>> 4 !== 4) {
       this.counters.notIpv4++;
       return false;
     }
@@ -303,7 +303,7 @@ export class TunnelRuntime {
       const owner = this.byPeer.get(r.peer);
       if (owner !== undefined) {
         if (r.peer.counters.handshakesCompleted !== owner.handshakesSeen) this.noteHandshake(owner);
-        for (let i = 0; i < r.packets.length; i++) this.deliver(r.packets[i]!, owner);
+        for (let i = 0; i < r.packets.length; i++) this.deliver(r.packets[i], owner);
         this.markDirty(owner);
       }
     }
@@ -336,7 +336,7 @@ export class TunnelRuntime {
 
   private sendAll(ds: readonly Datagram[]): void {
     for (let i = 0; i < ds.length; i++) {
-      const d = ds[i]!;
+      const d = ds[i];
       if (this.transport.send(d.data, d.to)) this.counters.txDatagrams++;
       else this.counters.txDropped++;
     }

@@ -58,7 +58,7 @@ describe('server config', () => {
       control: {},
       log: { level: 'info' },
     });
-    expect(c.peers[0]!.allowedIPs).toEqual(['10.8.0.2/32']);
+    expect(c.peers[0].allowedIPs).toEqual(['10.8.0.2/32']);
   });
 
   it('accepts config/server.example.yaml once its keys are filled in', () => {

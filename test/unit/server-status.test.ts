@@ -23,7 +23,7 @@ describe('PacketPipe', () => {
     const batches: Array<number[]> = [];
     pipe.onReceive((b) => {
       const lens: number[] = [];
-      for (let i = 0; i < b.count; i++) lens.push(b.lengths[i]!, b.buf[b.offsets[i]!]!);
+      for (let i = 0; i < b.count; i++) lens.push(b.lengths[i], b.buf[b.offsets[i]]);
       batches.push(lens);
     });
     const a = Uint8Array.of(1, 2, 3);
@@ -64,14 +64,14 @@ describe('tunroute status for a server', () => {
 
   it('answers over the control socket with the peers, and prints them', async () => {
     rig = await makeRig();
-    const c = rig.clients[0]!;
-    c.sendPacket(icmpEcho(CLIENT_IPS[0]!, SERVER_IP, 1));
+    const c = rig.clients[0];
+    c.sendPacket(icmpEcho(CLIENT_IPS[0], SERVER_IP, 1));
     await until(() => c.received.length === 1, 'the echo reply');
     const config = parseServerConfig({
       listen: '192.0.2.1:51820',
       privateKey: formatKey(rig.keys.server),
       address: '10.8.0.1/16',
-      peers: [{ publicKey: rig.server.peers()[0]!.publicKey, allowedIPs: ['10.8.0.2/32'] }],
+      peers: [{ publicKey: rig.server.peers()[0].publicKey, allowedIPs: ['10.8.0.2/32'] }],
     });
     const path = join(mkdtempSync(join(tmpdir(), 'tunroute-server-status-')), 'server.sock');
     const started = new Date(Date.now() - 65_000);
@@ -88,7 +88,7 @@ describe('tunroute status for a server', () => {
       expect(s.server?.peers[0]?.lastHandshakeAgoMs).toBeGreaterThanOrEqual(0);
       const text = formatStatus(s);
       expect(text).toContain(`server    listen 192.0.2.1:51820  public key ${rig.server.publicKey}  mode userspace  forwarded 0`);
-      expect(text).toMatch(/peer {6}c0  10\.8\.0\.2\/32  198\.51\.100\.10:40000  handshake \d+ms ago  rx \d+ B  tx \d+ B/);
+      expect(text).toMatch(/peer {6}c0 {2}10\.8\.0\.2\/32 {2}198\.51\.100\.10:40000 {2}handshake \d+ms ago {2}rx \d+ B {2}tx \d+ B/);
       expect(text).toContain('icmp echo 1');
     } finally {
       await control.close();

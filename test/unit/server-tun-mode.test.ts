@@ -22,7 +22,7 @@ const config = parseServerConfig({
   address: '10.8.0.1/16',
   mode: 'tun',
   tun: { name: 'trtest0' },
-  peers: [{ name: 'c0', publicKey: formatKey(publicKeyOf(keys.clients[0]!)), allowedIPs: ['10.8.0.2/32'] }],
+  peers: [{ name: 'c0', publicKey: formatKey(publicKeyOf(keys.clients[0])), allowedIPs: ['10.8.0.2/32'] }],
 });
 
 function recorder(ok = true): IpRunner & { lines: string[] } {
@@ -49,22 +49,22 @@ describe('tunroute server, mode: tun', () => {
     const net = new FakeNet();
     const server: RunningServer = await startServer(config, { transport: net.bind(SERVER_EP), logger: silentLogger(), openTun: async () => dev, ipRunner: runner });
     cleanup.push(() => server.stop());
-    const client = new TestClient(net, { address: '198.51.100.10', port: 40000 }, CLIENT_IPS[0]!, keys.clients[0]!, publicKeyOf(keys.server));
+    const client = new TestClient(net, { address: '198.51.100.10', port: 40000 }, CLIENT_IPS[0], keys.clients[0], publicKeyOf(keys.server));
     cleanup.push(() => client.close());
 
     expect(runner.lines).toEqual(['address add 10.8.0.1/16 dev trtest0', 'link set dev trtest0 mtu 1420 up']);
     expect(server.mode).toBe('tun');
 
     // An echo to a host behind the server: the kernel's to answer (or forward), not ours.
-    const echo = icmpEcho(CLIENT_IPS[0]!, ipToU32('10.77.0.2')!, 1);
+    const echo = icmpEcho(CLIENT_IPS[0], ipToU32('10.77.0.2')!, 1);
     client.sendPacket(echo);
     await until(() => dev.drain().some((p) => Buffer.from(p).equals(Buffer.from(echo))), 'the echo in the device');
 
     // The kernel's reply comes back through the device and is sealed to the peer.
-    const reply = icmpEcho(ipToU32('10.77.0.2')!, CLIENT_IPS[0]!, 1, 56, 0);
+    const reply = icmpEcho(ipToU32('10.77.0.2')!, CLIENT_IPS[0], 1, 56, 0);
     dev.inject(reply);
     await until(() => client.received.length === 1, 'the reply at the client');
-    expect(Buffer.from(client.received[0]!).equals(Buffer.from(reply))).toBe(true);
+    expect(Buffer.from(client.received[0]).equals(Buffer.from(reply))).toBe(true);
 
     // Nothing of ours terminates traffic in this mode; a packet for nobody is counted.
     dev.inject(icmpEcho(ipToU32('10.77.0.2')!, ipToU32('10.8.0.77')!, 2));

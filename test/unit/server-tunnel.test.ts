@@ -63,7 +63,7 @@ function udpPacket(src: number, srcPort: number, dst: number, dstPort: number, p
 
 function icmpOf(p: Uint8Array): IcmpPacket | undefined {
   const icmp = new IcmpPacket();
-  const hl = (p[0]! & 0x0f) * 4;
+  const hl = (p[0] & 0x0f) * 4;
   return icmp.wrap(p, hl, p.length - hl) === undefined ? icmp : undefined;
 }
 
@@ -72,6 +72,7 @@ function echoThrough(c: TestClient, dstIp: number, port: number, data: Uint8Arra
   return new Promise((resolve) => {
     const got: Buffer[] = [];
     let sent = 0;
+    // eslint-disable-next-line prefer-const -- assigned after pump is defined, which it calls
     let conn: TcpConnection;
     const pump = (): void => {
       while (sent < data.length) {
@@ -101,11 +102,11 @@ function echoThrough(c: TestClient, dstIp: number, port: number, data: Uint8Arra
 describe('tunroute server: ICMP', () => {
   it('answers an echo to its own tunnel address, sealed back to the peer', async () => {
     const r = await rig();
-    const c = r.clients[0]!;
-    c.sendPacket(icmpEcho(CLIENT_IPS[0]!, SERVER_IP, 1));
+    const c = r.clients[0];
+    c.sendPacket(icmpEcho(CLIENT_IPS[0], SERVER_IP, 1));
     await until(() => c.packets((ip) => ip.protocol === IP_PROTO_ICMP).length > 0, 'the echo reply');
     const [reply] = c.packets((ip) => ip.protocol === IP_PROTO_ICMP);
-    expect(icmpOf(reply!)?.type).toBe(ICMP_ECHO_REPLY);
+    expect(icmpOf(reply)?.type).toBe(ICMP_ECHO_REPLY);
     expect(r.server.stats().packets!.icmpEchoReplied).toBe(1);
     // The handshake the echo started, from the peer's fake address.
     expect(r.server.peers()[0]).toMatchObject({ name: 'c0', endpoint: '198.51.100.10:40000', allowedIPs: ['10.8.0.2/32'] });
@@ -113,8 +114,8 @@ describe('tunroute server: ICMP', () => {
 
   it('drops (and counts) echo requests to other destinations instead of answering for them', async () => {
     const r = await rig();
-    const c = r.clients[0]!;
-    c.sendPacket(icmpEcho(CLIENT_IPS[0]!, ipToU32('192.0.2.99')!, 1));
+    const c = r.clients[0];
+    c.sendPacket(icmpEcho(CLIENT_IPS[0], ipToU32('192.0.2.99')!, 1));
     await until(() => r.server.stats().gate!.icmpNotOurs === 1, 'the drop');
     await new Promise((res) => setTimeout(res, 50));
     expect(c.packets((ip) => ip.protocol === IP_PROTO_ICMP)).toHaveLength(0);
@@ -125,16 +126,16 @@ describe('tunroute server: ICMP', () => {
 describe('tunroute server: protocol timers on the injected clock', () => {
   it('sends a keepalive 10 s after data that got no answer, when its clock says so', async () => {
     const r = await rig();
-    const c = r.clients[0]!;
+    const c = r.clients[0];
     // An echo the server drops: data came in, nothing went back.
-    c.sendPacket(icmpEcho(CLIENT_IPS[0]!, ipToU32('192.0.2.99')!, 1));
+    c.sendPacket(icmpEcho(CLIENT_IPS[0], ipToU32('192.0.2.99')!, 1));
     await until(() => r.server.stats().gate!.icmpNotOurs === 1, 'the drop');
     await Promise.resolve(); // the timer is re-armed after the batch
-    expect(r.server.peers()[0]!.counters.keepalivesSent).toBe(0);
+    expect(r.server.peers()[0].counters.keepalivesSent).toBe(0);
     r.clock.advance(9_999);
-    expect(r.server.peers()[0]!.counters.keepalivesSent).toBe(0);
+    expect(r.server.peers()[0].counters.keepalivesSent).toBe(0);
     r.clock.advance(1);
-    expect(r.server.peers()[0]!.counters.keepalivesSent).toBe(1);
+    expect(r.server.peers()[0].counters.keepalivesSent).toBe(1);
     await until(() => c.peer.counters.keepalivesReceived === 1, 'the keepalive at the client');
   });
 });
@@ -144,7 +145,7 @@ describe('tunroute server: TCP re-originated from the server host', () => {
     const r = await rig();
     const echo = await tcpEchoServer();
     const data = Uint8Array.from({ length: 1 << 20 }, (_, i) => (i * 131 + (i >> 9)) & 0xff);
-    const { got, reason } = await echoThrough(r.clients[0]!, LOOPBACK, echo.port, data);
+    const { got, reason } = await echoThrough(r.clients[0], LOOPBACK, echo.port, data);
     expect(reason).toBeUndefined();
     const h = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
     expect(h(got)).toBe(h(data));
@@ -161,7 +162,7 @@ describe('tunroute server: TCP re-originated from the server host', () => {
     const echo = await tcpEchoServer();
     const closed = echo.port;
     (servers.pop() as Server).close();
-    const { reason } = await echoThrough(r.clients[0]!, LOOPBACK, closed, new Uint8Array(10));
+    const { reason } = await echoThrough(r.clients[0], LOOPBACK, closed, new Uint8Array(10));
     expect(reason).toBe('refused');
     expect(r.server.stats().tcp!.upstreamErrors.refused).toBe(1);
   });
@@ -169,9 +170,9 @@ describe('tunroute server: TCP re-originated from the server host', () => {
   it('refuses TCP to its own tunnel address and, by default, to its loopback (deny list)', async () => {
     const r = await rig({ config: { deny: undefined } });
     const echo = await tcpEchoServer();
-    const own = await echoThrough(r.clients[0]!, SERVER_IP, 80, new Uint8Array(1));
+    const own = await echoThrough(r.clients[0], SERVER_IP, 80, new Uint8Array(1));
     expect(own.reason).toBe('refused');
-    const lo = await echoThrough(r.clients[0]!, LOOPBACK, echo.port, new Uint8Array(1));
+    const lo = await echoThrough(r.clients[0], LOOPBACK, echo.port, new Uint8Array(1));
     expect(lo.reason).toBe('refused');
     expect(echo.peers).toEqual([]);
     expect(r.server.stats().tcp!.upstreamErrors.not_allowed).toBe(2);
@@ -182,14 +183,14 @@ describe('tunroute server: UDP', () => {
   it('re-originates a datagram through a dgram socket and seals the reply back', async () => {
     const r = await rig();
     const port = await udpEchoServer();
-    const c = r.clients[0]!;
-    c.sendPacket(udpPacket(CLIENT_IPS[0]!, 5353, LOOPBACK, port, Buffer.from('hello')));
+    const c = r.clients[0];
+    c.sendPacket(udpPacket(CLIENT_IPS[0], 5353, LOOPBACK, port, Buffer.from('hello')));
     await until(() => c.packets((ip) => ip.protocol === IP_PROTO_UDP).length > 0, 'the UDP reply');
     const [p] = c.packets((ip) => ip.protocol === IP_PROTO_UDP);
     const udp = new UdpPacket();
-    expect(udp.wrap(p!, 20, p!.length - 20)).toBeUndefined();
+    expect(udp.wrap(p, 20, p.length - 20)).toBeUndefined();
     expect([udp.srcPort, udp.dstPort]).toEqual([port, 5353]);
-    expect(Buffer.from(p!.subarray(28)).toString()).toBe('echo:hello');
+    expect(Buffer.from(p.subarray(28)).toString()).toBe('echo:hello');
     expect(r.server.stats().udp).toMatchObject({ flowsOpen: 1, datagramsUp: 1, datagramsDown: 1 });
   });
 
@@ -197,10 +198,10 @@ describe('tunroute server: UDP', () => {
     const r = await rig();
     const port = await udpEchoServer();
     (servers.pop() as UdpSocket).close();
-    const c = r.clients[0]!;
-    c.sendPacket(udpPacket(CLIENT_IPS[0]!, 5353, LOOPBACK, port, Buffer.from('anyone?')));
+    const c = r.clients[0];
+    c.sendPacket(udpPacket(CLIENT_IPS[0], 5353, LOOPBACK, port, Buffer.from('anyone?')));
     await until(() => c.packets((ip) => ip.protocol === IP_PROTO_ICMP).length > 0, 'the ICMP error');
-    const icmp = icmpOf(c.packets((ip) => ip.protocol === IP_PROTO_ICMP)[0]!);
+    const icmp = icmpOf(c.packets((ip) => ip.protocol === IP_PROTO_ICMP)[0]);
     expect([icmp?.type, icmp?.code]).toEqual([ICMP_DEST_UNREACHABLE, ICMP_UNREACH_PORT]);
   });
 });
@@ -208,13 +209,13 @@ describe('tunroute server: UDP', () => {
 describe('tunroute server: cryptokey routing', () => {
   it('drops and counts a packet whose source is outside the peer\'s AllowedIPs', async () => {
     const r = await rig();
-    const c = r.clients[0]!;
-    c.sendPacket(icmpEcho(CLIENT_IPS[0]!, SERVER_IP, 1)); // a session first
+    const c = r.clients[0];
+    c.sendPacket(icmpEcho(CLIENT_IPS[0], SERVER_IP, 1)); // a session first
     await until(() => c.received.length === 1, 'the first reply');
     const before = r.server.link.stats.rxPackets;
     c.sendPacket(icmpEcho(ipToU32('10.8.0.99')!, SERVER_IP, 2));
     c.sendPacket(udpPacket(ipToU32('10.8.0.3')!, 1, LOOPBACK, 9, Buffer.from('spoofed')));
-    await until(() => r.server.peers()[0]!.counters.dropped.disallowed_source === 2, 'the drops');
+    await until(() => r.server.peers()[0].counters.dropped.disallowed_source === 2, 'the drops');
     expect(r.server.link.stats.rxPackets).toBe(before);
     expect(r.server.stats().packets!.icmpEchoReplied).toBe(1);
   });
@@ -222,24 +223,24 @@ describe('tunroute server: cryptokey routing', () => {
   it('forwards between peers by their AllowedIPs, TTL minus one', async () => {
     const r = await rig({ clients: 2 });
     const [a, b] = r.clients as [TestClient, TestClient];
-    b.sendPacket(icmpEcho(CLIENT_IPS[1]!, SERVER_IP, 1)); // b needs a session (and an endpoint)
+    b.sendPacket(icmpEcho(CLIENT_IPS[1], SERVER_IP, 1)); // b needs a session (and an endpoint)
     await until(() => b.received.length === 1, 'b\'s session');
-    a.sendPacket(icmpEcho(CLIENT_IPS[0]!, CLIENT_IPS[1]!, 7));
+    a.sendPacket(icmpEcho(CLIENT_IPS[0], CLIENT_IPS[1], 7));
     await until(() => b.received.length === 2, 'the forwarded echo');
-    const p = b.received[1]!;
+    const p = b.received[1];
     expect(p[8]).toBe(63);
     expect(r.server.stats().gate!.forwarded).toBe(1);
   });
 
   it('gives a client with an unknown key nothing, and keeps serving the others', async () => {
     const r = await rig();
-    const stranger = new TestClient(r.net, { address: '198.51.100.66', port: 4444 }, CLIENT_IPS[0]!, generatePrivateKey(seededRandom('stranger')), publicKeyOf(r.keys.server));
+    const stranger = new TestClient(r.net, { address: '198.51.100.66', port: 4444 }, CLIENT_IPS[0], generatePrivateKey(seededRandom('stranger')), publicKeyOf(r.keys.server));
     try {
-      stranger.sendPacket(icmpEcho(CLIENT_IPS[0]!, SERVER_IP, 1));
+      stranger.sendPacket(icmpEcho(CLIENT_IPS[0], SERVER_IP, 1));
       await until(() => r.server.stats().deviceDrops.unknown_peer >= 1, 'the unknown-peer drop');
       expect(r.net.log.filter((d) => d.to.address === '198.51.100.66')).toHaveLength(0);
-      const c = r.clients[0]!;
-      c.sendPacket(icmpEcho(CLIENT_IPS[0]!, SERVER_IP, 1));
+      const c = r.clients[0];
+      c.sendPacket(icmpEcho(CLIENT_IPS[0], SERVER_IP, 1));
       await until(() => c.received.length === 1, 'the good client\'s reply');
       expect(stranger.received).toHaveLength(0);
     } finally {
@@ -249,27 +250,27 @@ describe('tunroute server: cryptokey routing', () => {
 
   it('takes 2000 random, truncated and bit-flipped datagrams without harm, and keeps serving', async () => {
     const r = await rig();
-    const c = r.clients[0]!;
-    c.sendPacket(icmpEcho(CLIENT_IPS[0]!, SERVER_IP, 1));
+    const c = r.clients[0];
+    c.sendPacket(icmpEcho(CLIENT_IPS[0], SERVER_IP, 1));
     await until(() => c.received.length === 1, 'a session');
     const real = r.net.log.filter((d) => d.to.port === 51820).map((d) => d.data);
     const rnd = seededRandom('server-fuzz');
     const from = { address: '203.0.113.5', port: 999 };
     for (let i = 0; i < 2000; i++) {
-      const base = real[i % real.length]!;
+      const base = real[i % real.length];
       const b = rnd(4);
       let d: Uint8Array;
-      if (b[0]! % 3 === 0) d = rnd(1 + (b[1]! % 200));
-      else if (b[0]! % 3 === 1) d = base.slice(0, b[1]! % base.length);
+      if (b[0] % 3 === 0) d = rnd(1 + (b[1] % 200));
+      else if (b[0] % 3 === 1) d = base.slice(0, b[1] % base.length);
       else {
         d = base.slice();
-        d[(b[1]! * 256 + b[2]!) % d.length]! ^= 1 << (b[3]! % 8);
+        d[(b[1] * 256 + b[2]) % d.length] ^= 1 << (b[3] % 8);
       }
       r.net.carry(from, { address: '192.0.2.1', port: 51820 }, d);
     }
     await until(() => r.server.stats().tunnel.rxDatagrams >= 2000 + real.length, 'the garbage to arrive');
     expect(r.server.stats().tunnel.internalErrors).toBe(0);
-    c.sendPacket(icmpEcho(CLIENT_IPS[0]!, SERVER_IP, 2));
+    c.sendPacket(icmpEcho(CLIENT_IPS[0], SERVER_IP, 2));
     await until(() => c.received.length === 2, 'the reply after the garbage');
   });
 
@@ -281,10 +282,10 @@ describe('tunroute server: cryptokey routing', () => {
 
   it('works with a preshared key', async () => {
     const r = await rig({ psk: true });
-    const c = r.clients[0]!;
-    c.sendPacket(icmpEcho(CLIENT_IPS[0]!, SERVER_IP, 1));
+    const c = r.clients[0];
+    c.sendPacket(icmpEcho(CLIENT_IPS[0], SERVER_IP, 1));
     await until(() => c.received.length === 1, 'the reply');
-    expect(formatKey(publicKeyOf(r.keys.clients[0]!))).toBe(r.server.peers()[0]!.publicKey);
+    expect(formatKey(publicKeyOf(r.keys.clients[0]))).toBe(r.server.peers()[0].publicKey);
   });
 });
 
@@ -292,11 +293,11 @@ describe('tunroute server: stop', () => {
   it('resets open flows (RST reaches the peer) and erases the keys', async () => {
     const r = await rig();
     const echo = await tcpEchoServer();
-    const c = r.clients[0]!;
+    const c = r.clients[0];
     const closed = new Promise<CloseReason>((resolve) => {
       c.connect(LOOPBACK, echo.port, { onClosed: resolve });
     });
-    await until(() => r.server.flows().length === 1 && r.server.flows()[0]!.state === 'ESTABLISHED', 'an established flow');
+    await until(() => r.server.flows().length === 1 && r.server.flows()[0].state === 'ESTABLISHED', 'an established flow');
     await r.server.stop();
     expect(await closed).toBe('reset');
     expect(r.server.tunnel.device.allPeers()).toHaveLength(0);

@@ -52,27 +52,27 @@ describe('TcpCoalescer', () => {
     const segs = [seg({ seq: 1000, len: 1368, id: 5 }), seg({ seq: 2368, len: 1368, id: 6 }), seg({ seq: 3736, len: 400, id: 7, flags: TCP_ACK | TCP_PSH })];
     const [frame, ...rest] = run(segs);
     expect(rest).toEqual([]);
-    expect([frame![0], vnetGsoType(frame!, 0), vnetGsoSize(frame!, 0)]).toEqual([VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, 1368]);
-    const ip = wrapped(frame!.subarray(VNET_HDR_LEN));
+    expect([frame[0], vnetGsoType(frame, 0), vnetGsoSize(frame, 0)]).toEqual([VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, 1368]);
+    const ip = wrapped(frame.subarray(VNET_HDR_LEN));
     expect(ip.length).toBe(52 + 1368 * 2 + 400);
     expect(ip.verifyChecksum()).toBe(true);
     // The kernel's cut (offload.ts does the same) gives back the original segments exactly.
     const back: Uint8Array[] = [];
     const scratch = new Uint8Array(70_000);
-    expect(splitTcpV4(frame!, VNET_HDR_LEN, ip.length, 1368, scratch, (p) => back.push(p.slice()))).toBeUndefined();
+    expect(splitTcpV4(frame, VNET_HDR_LEN, ip.length, 1368, scratch, (p) => back.push(p.slice()))).toBeUndefined();
     expect(back).toEqual(segs);
   });
 
   it('the partial checksum is the pseudo-header sum, so the completed checksum is right', () => {
     const [frame] = run([seg({ seq: 1, len: 100 }), seg({ seq: 101, len: 100 })]);
-    const p = frame!.subarray(VNET_HDR_LEN);
+    const p = frame.subarray(VNET_HDR_LEN);
     const tcpLen = p.length - 20;
     const completed = ~sum16(p, 20, tcpLen) & 0xffff;
     const q = p.slice();
     q[36] = completed >>> 8;
     q[37] = completed & 0xff;
     const pseudo = [...q.subarray(12, 20)];
-    const ph = ((pseudo[0]! << 8) | pseudo[1]!) + ((pseudo[2]! << 8) | pseudo[3]!) + ((pseudo[4]! << 8) | pseudo[5]!) + ((pseudo[6]! << 8) | pseudo[7]!) + 6 + tcpLen;
+    const ph = ((pseudo[0] << 8) | pseudo[1]) + ((pseudo[2] << 8) | pseudo[3]) + ((pseudo[4] << 8) | pseudo[5]) + ((pseudo[6] << 8) | pseudo[7]) + 6 + tcpLen;
     expect(sum16(q, 20, tcpLen, ph)).toBe(0xffff);
   });
 
@@ -118,8 +118,8 @@ describe('coalescing in the tunnel', () => {
     }
     t.net.pump();
     expect(t.clientLink.sent.length).toBe(1);
-    expect(vnetGsoType(t.clientLink.headers[0]!, 0)).toBe(VNET_GSO_TCPV4);
-    const ip = wrapped(t.clientLink.sent[0]!);
+    expect(vnetGsoType(t.clientLink.headers[0], 0)).toBe(VNET_GSO_TCPV4);
+    const ip = wrapped(t.clientLink.sent[0]);
     expect([ip.dst, ip.length]).toEqual([DEV, 52 + 4 * 1368]);
     expect(t.client.stats().gro).toEqual({ frames: 1, packets: 4, superPackets: 1 });
   });

@@ -135,15 +135,14 @@ export class CaptureLink implements Link {
 
 /** Timers that only fire when the test says so. */
 export class FakeTimers implements Timers {
-  private seq = 0;
-  readonly pending = new Map<number, { fn: () => void; ms: number }>();
+  readonly pending = new Map<TimerHandle, { fn: () => void; ms: number }>();
   setTimer(fn: () => void, ms: number): TimerHandle {
-    const id = ++this.seq;
+    const id = {};
     this.pending.set(id, { fn, ms });
     return id;
   }
   clearTimer(h: TimerHandle): void {
-    this.pending.delete(h as number);
+    this.pending.delete(h);
   }
   /** Fire everything armed now (each timer once). */
   fireAll(): void {

@@ -49,14 +49,14 @@ function tcpOf(p: Uint8Array): { ip: Ipv4Packet; tcp: TcpPacket } {
 function mssOf(p: Uint8Array): number | undefined {
   const { tcp } = tcpOf(p);
   for (let i = tcp.optionsOffset; i < tcp.payloadOffset; ) {
-    const k = p[i]!;
+    const k = p[i];
     if (k === 0) break;
     if (k === 1) {
       i++;
       continue;
     }
     if (k === 2) return getU16(p, i + 2);
-    i += p[i + 1]!;
+    i += p[i + 1];
   }
   return undefined;
 }
@@ -93,10 +93,10 @@ describe('offloads undone before sealing', () => {
     expect(t.serverLink.sent).toEqual([]);
     expect(t.clientLink.headers).toEqual([new Uint8Array(10)]);
     const [e] = t.clientLink.take();
-    const ip = wrapped(e!);
+    const ip = wrapped(e);
     const icmp = new IcmpPacket();
-    expect(icmp.wrap(e!, ip.payloadOffset, ip.payloadLen)).toBeUndefined();
-    expect([icmp.type, icmp.code, getU16(e!, ip.payloadOffset + 6), ip.src, ip.dst]).toEqual([ICMP_DEST_UNREACHABLE, ICMP_UNREACH_FRAG_NEEDED, 1420, S_ADDR, DEV]);
+    expect(icmp.wrap(e, ip.payloadOffset, ip.payloadLen)).toBeUndefined();
+    expect([icmp.type, icmp.code, getU16(e, ip.payloadOffset + 6), ip.src, ip.dst]).toEqual([ICMP_DEST_UNREACHABLE, ICMP_UNREACH_FRAG_NEEDED, 1420, S_ADDR, DEV]);
     expect(t.client.stats().dropped.too_big).toBe(1);
   });
 
@@ -115,11 +115,11 @@ describe('offloads undone before sealing', () => {
     sendThrough(t.client, u, VNET_HDR_LEN, 0);
     t.net.pump();
     const [tcpP, udpP] = t.serverLink.take();
-    const a = tcpOf(tcpP!);
+    const a = tcpOf(tcpP);
     expect(a.tcp.verifyChecksum(a.ip.src, a.ip.dst)).toBe(true);
-    const ip = wrapped(udpP!);
+    const ip = wrapped(udpP);
     const udp = new UdpPacket();
-    expect(udp.wrap(udpP!, ip.payloadOffset, ip.payloadLen)).toBeUndefined();
+    expect(udp.wrap(udpP, ip.payloadOffset, ip.payloadLen)).toBeUndefined();
     expect(udp.verifyChecksum(ip.src, ip.dst)).toBe(true);
   });
 
@@ -141,8 +141,8 @@ describe('the tunnel MTU', () => {
     const big = icmpEcho(DEV, S_ADDR, 1, 1600); // DF set by the helper
     sendThrough(t.client, big);
     const [e] = t.clientLink.take();
-    const ip = wrapped(e!);
-    expect([e![ip.payloadOffset], e![ip.payloadOffset + 1], getU16(e!, ip.payloadOffset + 6)]).toEqual([ICMP_DEST_UNREACHABLE, ICMP_UNREACH_FRAG_NEEDED, 1420]);
+    const ip = wrapped(e);
+    expect([e[ip.payloadOffset], e[ip.payloadOffset + 1], getU16(e, ip.payloadOffset + 6)]).toEqual([ICMP_DEST_UNREACHABLE, ICMP_UNREACH_FRAG_NEEDED, 1420]);
 
     const payload = pattern(3000);
     const u = new Uint8Array(28 + payload.length);
@@ -176,14 +176,14 @@ describe('MSS clamping', () => {
     sendThrough(t.client, syn(DEV, S_ADDR, 1460));
     t.net.pump();
     const [atServer] = t.serverLink.take();
-    expect(mssOf(atServer!)).toBe(1380);
-    const a = tcpOf(atServer!);
+    expect(mssOf(atServer)).toBe(1380);
+    const a = tcpOf(atServer);
     expect(a.tcp.verifyChecksum(a.ip.src, a.ip.dst)).toBe(true);
     sendThrough(t.server, syn(S_ADDR, C_ADDR, 8960, TCP_SYN | TCP_ACK));
     t.net.pump();
     const [atClient] = t.clientLink.take();
-    expect(mssOf(atClient!)).toBe(1380);
-    const b = tcpOf(atClient!);
+    expect(mssOf(atClient)).toBe(1380);
+    const b = tcpOf(atClient);
     expect(b.tcp.verifyChecksum(b.ip.src, b.ip.dst)).toBe(true);
     // Each side clamps what it sends and what it receives; here each clamped once.
     expect([t.client.stats().mssClamped, t.server.stats().mssClamped]).toEqual([1, 1]);

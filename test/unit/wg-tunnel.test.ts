@@ -14,7 +14,7 @@ import { IP_PROTO_ICMP, IP_PROTO_UDP, Ipv4Packet, ipToU32 } from '../../src/wire
 import { emitUdpIpv4, UdpPacket } from '../../src/wire/udp.js';
 import { MESSAGE_INITIATION, MESSAGE_TRANSPORT } from '../../src/wireguard/messages.js';
 import { icmpEcho, seededRandom } from './wg-harness.js';
-import { C_ADDR, CaptureLink, DEV, EP_S, FakeTimers, makeTunnelPair, S_ADDR, sendThrough, wrapped, cidr } from './wg-tunnel-harness.js';
+import { C_ADDR, CaptureLink, DEV, FakeTimers, makeTunnelPair, S_ADDR, sendThrough, wrapped, cidr } from './wg-tunnel-harness.js';
 import { WireguardTunnel } from '../../src/wireguard/client-tunnel.js';
 
 function icmpOf(p: Uint8Array): { ip: Ipv4Packet; icmp: IcmpPacket } {
@@ -39,24 +39,24 @@ describe('WireguardTunnel: a ping through the tunnel', () => {
     expect(t.net.log.map((d) => d.data[0])).toEqual([MESSAGE_INITIATION, 2, MESSAGE_TRANSPORT]);
     const [atServer, ...more] = t.serverLink.take();
     expect(more).toEqual([]);
-    const req = icmpOf(atServer!);
+    const req = icmpOf(atServer);
     expect([req.ip.src, req.ip.dst, req.icmp.type]).toEqual([C_ADDR, S_ADDR, ICMP_ECHO_REQUEST]);
     expect(req.ip.verifyChecksum()).toBe(true);
 
     // The server answers; the reply reaches the client's device addressed to the device.
     echoReplyInPlace(req.ip, req.icmp);
-    sendThrough(t.server, atServer!);
+    sendThrough(t.server, atServer);
     t.net.pump();
     const [atClient] = t.clientLink.take();
-    const rep = icmpOf(atClient!);
+    const rep = icmpOf(atClient);
     expect([rep.ip.src, rep.ip.dst, rep.icmp.type]).toEqual([S_ADDR, DEV, ICMP_ECHO_REPLY]);
     expect(rep.ip.verifyChecksum()).toBe(true);
 
     const cs = t.client.stats();
     expect(cs).toMatchObject({ txPackets: 1, rxPackets: 1, natOut: 1, natIn: 1 });
-    expect(cs.peers[0]!.counters.handshakesCompleted).toBe(1);
-    expect(cs.peers[0]!.hasSession).toBe(true);
-    expect(cs.peers[0]!.endpoint).toBe('192.0.2.20:51820');
+    expect(cs.peers[0].counters.handshakesCompleted).toBe(1);
+    expect(cs.peers[0].hasSession).toBe(true);
+    expect(cs.peers[0].endpoint).toBe('192.0.2.20:51820');
   });
 
   it('a UDP datagram keeps a valid checksum through the NAT both ways', () => {
@@ -64,18 +64,18 @@ describe('WireguardTunnel: a ping through the tunnel', () => {
     sendThrough(t.client, udpPacket(DEV, S_ADDR, new TextEncoder().encode('hello')));
     t.net.pump();
     const [p] = t.serverLink.take();
-    const ip = wrapped(p!);
+    const ip = wrapped(p);
     const udp = new UdpPacket();
-    expect(udp.wrap(p!, ip.payloadOffset, ip.payloadLen)).toBeUndefined();
+    expect(udp.wrap(p, ip.payloadOffset, ip.payloadLen)).toBeUndefined();
     expect(ip.src).toBe(C_ADDR);
     expect(udp.verifyChecksum(ip.src, ip.dst)).toBe(true);
     // back
     sendThrough(t.server, udpPacket(S_ADDR, C_ADDR, new TextEncoder().encode('world'), 40000));
     t.net.pump();
     const [q] = t.clientLink.take();
-    const ip2 = wrapped(q!);
+    const ip2 = wrapped(q);
     expect(ip2.dst).toBe(DEV);
-    expect(udp.wrap(q!, ip2.payloadOffset, ip2.payloadLen)).toBeUndefined();
+    expect(udp.wrap(q, ip2.payloadOffset, ip2.payloadLen)).toBeUndefined();
     expect(udp.verifyChecksum(ip2.src, ip2.dst)).toBe(true);
   });
 
@@ -96,12 +96,12 @@ describe('WireguardTunnel: a ping through the tunnel', () => {
     sendThrough(t.client, icmpEcho(DEV, S_ADDR, 1));
     t.net.pump();
     const [req] = t.serverLink.take();
-    const v = icmpOf(req!);
+    const v = icmpOf(req);
     echoReplyInPlace(v.ip, v.icmp);
-    sendThrough(t.server, req!);
+    sendThrough(t.server, req);
     t.net.pump();
     expect(t.clientLink.headers).toEqual([new Uint8Array(10)]);
-    expect(icmpOf(t.clientLink.sent[0]!).ip.dst).toBe(DEV);
+    expect(icmpOf(t.clientLink.sent[0]).ip.dst).toBe(DEV);
   });
 });
 
@@ -117,7 +117,7 @@ describe('WireguardTunnel: cryptokey routing', () => {
     expect(got.map((g) => [g.ip.src, g.icmp.seq])).toEqual([[C_ADDR, 2]]);
     const s = t.server.stats();
     expect(s.peerDropped).toEqual({ disallowed_source: 1 });
-    expect(s.peers[0]!.dropped).toEqual({ disallowed_source: 1 });
+    expect(s.peers[0].dropped).toEqual({ disallowed_source: 1 });
     expect(s.rxPackets).toBe(1);
   });
 
@@ -126,10 +126,10 @@ describe('WireguardTunnel: cryptokey routing', () => {
     const behind = ipToU32('192.168.77.5')!; // a host behind the client (not the device address: no NAT)
     sendThrough(t.client, icmpEcho(behind, S_ADDR, 1));
     t.net.pump();
-    expect(icmpOf(t.serverLink.take()[0]!).ip.src).toBe(behind);
+    expect(icmpOf(t.serverLink.take()[0]).ip.src).toBe(behind);
     sendThrough(t.server, icmpEcho(S_ADDR, behind, 2));
     t.net.pump();
-    const back = icmpOf(t.clientLink.take()[0]!);
+    const back = icmpOf(t.clientLink.take()[0]);
     expect([back.ip.src, back.ip.dst, back.icmp.seq]).toEqual([S_ADDR, behind, 2]);
     expect(t.server.stats().peerDropped).toEqual({});
   });
@@ -152,7 +152,7 @@ describe('WireguardTunnel: cryptokey routing', () => {
         port: 7,
         sendDrops: 0,
         onMessage: () => undefined,
-        send: (d, to) => (sent.push({ to: to.address, type: d[0]! }), true),
+        send: (d, to) => (sent.push({ to: to.address, type: d[0] }), true),
         close: () => undefined,
       },
       clock,
@@ -168,7 +168,7 @@ describe('WireguardTunnel: cryptokey routing', () => {
     // No peer for 172.16.0.1: ICMP host unreachable back to the sender, from the destination.
     sendThrough(tunnel, icmpEcho(DEV, ipToU32('172.16.0.1')!, 3));
     const [icmp] = link.take();
-    const e = icmpOf(icmp!);
+    const e = icmpOf(icmp);
     expect([e.icmp.type, e.icmp.code, e.ip.src, e.ip.dst]).toEqual([ICMP_DEST_UNREACHABLE, ICMP_UNREACH_HOST, ipToU32('172.16.0.1'), DEV]);
     expect(tunnel.stats().dropped.no_peer).toBe(1);
     tunnel.close();
@@ -180,15 +180,15 @@ describe('WireguardTunnel: timers and keys', () => {
     const t = makeTunnelPair({ clientPeer: { persistentKeepaliveSec: 25 } });
     t.client.start();
     t.net.pump();
-    expect(t.client.stats().peers[0]!.counters.handshakesCompleted).toBe(1);
+    expect(t.client.stats().peers[0].counters.handshakesCompleted).toBe(1);
     await Promise.resolve(); // the re-arm runs as a microtask
     expect(t.clientTimers.pending.size).toBe(1);
-    const before = t.client.stats().peers[0]!.counters.keepalivesSent;
+    const before = t.client.stats().peers[0].counters.keepalivesSent;
     t.clock.advance(25_000);
     t.clientTimers.fireAll();
     t.net.pump();
-    expect(t.client.stats().peers[0]!.counters.keepalivesSent).toBe(before + 1);
-    expect(t.server.stats().peers[0]!.counters.keepalivesReceived).toBeGreaterThanOrEqual(1);
+    expect(t.client.stats().peers[0].counters.keepalivesSent).toBe(before + 1);
+    expect(t.server.stats().peers[0].counters.keepalivesReceived).toBeGreaterThanOrEqual(1);
     await Promise.resolve();
     expect(t.clientTimers.pending.size).toBe(1); // re-armed for the next deadline
   });
@@ -202,7 +202,7 @@ describe('WireguardTunnel: timers and keys', () => {
     t.clock.advance(5_500);
     t.clientTimers.fireAll();
     t.net.pump();
-    expect(t.client.stats().peers[0]!.counters.initiationsSent).toBe(2);
+    expect(t.client.stats().peers[0].counters.initiationsSent).toBe(2);
   });
 
   it('a wrong server key lets nothing through and throws nothing', () => {
@@ -216,7 +216,7 @@ describe('WireguardTunnel: timers and keys', () => {
     expect(t.serverLink.sent).toEqual([]);
     expect(t.clientLink.sent).toEqual([]);
     expect(t.server.stats().deviceDropped).toEqual({ bad_mac1: 2 });
-    expect(t.client.stats().peers[0]!.hasSession).toBe(false);
+    expect(t.client.stats().peers[0].hasSession).toBe(false);
   });
 
   it('after close() nothing is sent or delivered and the socket is closed', () => {
@@ -258,7 +258,7 @@ describe('the forward hook and the dispatcher', () => {
     expect(d.stats().icmpEchoReplied).toBe(1);
     expect(link.sent.length).toBe(1); // only the local reply
     t.net.pump();
-    expect(icmpOf(t.serverLink.take()[0]!).icmp.seq).toBe(1);
+    expect(icmpOf(t.serverLink.take()[0]).icmp.seq).toBe(1);
   });
 
   it('fragments of a tunnel destination are forwarded as they are (no reassembly, no drop)', () => {
@@ -271,13 +271,13 @@ describe('the forward hook and the dispatcher', () => {
     const ip = new Ipv4Packet();
     ip.wrapUnchecked(frag, 0, frag.length);
     ip.setTotalLen(68);
-    frag[6] = (frag[6]! & 0xbf) | 0x20; // clear DF, set MF
+    frag[6] = (frag[6] & 0xbf) | 0x20; // clear DF, set MF
     ip.fillChecksum();
     d.onPacket(frag, 0, frag.length);
     expect(d.stats().dropped).toBe(0);
     t.net.pump();
     const [got] = t.serverLink.take();
-    const g = wrapped(got!);
+    const g = wrapped(got);
     expect([g.isFragment, g.moreFrags, g.src, g.length]).toEqual([true, true, C_ADDR, 68]);
   });
 });
