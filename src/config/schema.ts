@@ -4,8 +4,9 @@
  * every error names the field that is wrong.
  */
 import { z } from 'zod';
-import { parseCidr } from '../wire/ipv4.js';
-import { isAnyCidr, isWgKey, parseEndpoint } from './wg-quick.js';
+import { isAnyCidr, parseCidr } from '../net/ipv4.js';
+import { isWgKey } from './wg-quick.js';
+import { parseEndpoint } from '../net/endpoint.js';
 
 const cidr = z.string().refine((s) => parseCidr(s) !== undefined, {
   message: 'is not an IPv4 CIDR like 10.0.0.0/8',

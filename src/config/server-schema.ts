@@ -19,7 +19,7 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
-import { cidrToString, ipToU32, normalizeCidr, parseCidr } from '../wire/ipv4.js';
+import { cidrToString, ipToU32, normalizeCidr, parseCidr } from '../net/ipv4.js';
 import { readConfigFile } from './load.js';
 import { LOG_LEVEL_VALUES } from './schema.js';
 

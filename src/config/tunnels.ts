@@ -18,9 +18,9 @@ import { lookup } from 'node:dns/promises';
 import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
 import type { TunnelSpec } from '../wireguard/tunnel.js';
-import { ipToU32, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.js';
+import { ipToU32, normalizeCidr, normalizeIpv4Cidr, parseCidr, type Cidr } from '../net/ipv4.js';
+import { parseEndpoint } from '../net/endpoint.js';
 import { DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from './schema.js';
-import { normalizeIpv4Cidr, parseEndpoint } from './wg-quick.js';
 
 /** Host name → IPv4 addresses (the route layer's resolver: getaddrinfo, /etc/hosts counts). */
 export type TunnelResolver = (host: string) => Promise<string[]>;

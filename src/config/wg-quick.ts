@@ -23,10 +23,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { isIPv6 } from 'node:net';
 import { TunrouteError } from '../errors.js';
 import { KeyFormatError, parseKey } from '../wireguard/keys.js';
-import { cidrToString, ipToU32, normalizeCidr, parseCidr } from '../wire/ipv4.js';
+import { normalizeIpv4Cidr, parseIpv6Cidr } from '../net/ipv4.js';
+import { parseEndpoint } from '../net/endpoint.js';
 
 export interface WgQuickPeer {
   publicKey: string;
@@ -68,48 +68,6 @@ export function isWgKey(s: string): boolean {
   } catch {
     return false;
   }
-}
-
-/** An IPv6 CIDR (or bare address), checked loosely: node:net's parser and a prefix 0..128. */
-export function parseIpv6Cidr(s: string): { addr: string; prefix: number } | undefined {
-  const slash = s.indexOf('/');
-  const addr = slash < 0 ? s : s.slice(0, slash);
-  const p = slash < 0 ? '128' : s.slice(slash + 1);
-  if (!isIPv6(addr) || !/^(0|[1-9]\d{0,2})$/.test(p) || Number(p) > 128) return undefined;
-  return { addr, prefix: Number(p) };
-}
-
-/** IPv4 CIDR or bare address (→ /32), normalised: "10.8.0.1/16" → "10.8.0.0/16". Undefined if not IPv4. */
-export function normalizeIpv4Cidr(s: string): string | undefined {
-  const c = parseCidr(s.includes('/') ? s : `${s}/32`);
-  return c === undefined ? undefined : cidrToString(normalizeCidr(c));
-}
-
-/** An allowed IP or interface address: IPv4 or IPv6, with or without a prefix length. */
-export function isAnyCidr(s: string): boolean {
-  return normalizeIpv4Cidr(s) !== undefined || parseIpv6Cidr(s) !== undefined;
-}
-
-export interface ParsedEndpoint {
-  host: string;
-  port: number;
-  kind: 'ipv4' | 'ipv6' | 'name';
-}
-
-/** `host:port`, `a.b.c.d:port` or `[v6]:port`; undefined when malformed. */
-export function parseEndpoint(s: string): ParsedEndpoint | undefined {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(s);
-  if (m === null) return undefined;
-  const port = Number(m[3]);
-  if (port < 1 || port > 65535) return undefined;
-  if (m[1] !== undefined) return isIPv6(m[1]) ? { host: m[1], port, kind: 'ipv6' } : undefined;
-  const host = m[2]!;
-  if (ipToU32(host) !== undefined) return { host, port, kind: 'ipv4' };
-  // A host name (RFC 1123 labels); dotted numbers that are not an address are refused.
-  if (/^[0-9.]+$/.test(host) || !/^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/.test(host)) {
-    return undefined;
-  }
-  return { host, port, kind: 'name' };
 }
 
 // ---------------------------------------------------------------------------------------------

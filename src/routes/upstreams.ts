@@ -13,7 +13,7 @@ import { lookup } from 'node:dns/promises';
 import { TunrouteError } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import { PROXY_OUTBOUND } from '../config/schema.js';
-import { parseEndpoint } from '../config/wg-quick.js';
+import { parseEndpoint } from '../net/endpoint.js';
 import { formatSocks5Url, parseSocks5Url, type Socks5Url } from '../outbound/socks5-url.js';
 
 interface UpstreamBase {

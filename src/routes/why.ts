@@ -10,12 +10,11 @@
 import { isIPv6 } from 'node:net';
 import { TunrouteError } from '../errors.js';
 import type { Config } from '../config/schema.js';
-import { ipToU32 } from '../wire/ipv4.js';
-import { computeRouteSet, type Prefix } from '../net/cidr-set.js';
+import { cidrToString, ipToU32, parseNetwork, type Cidr } from '../net/ipv4.js';
+import { computeRouteSet } from '../net/cidr-set.js';
 import { hostProbe, probeRouteEnv, type HostProbe } from './host.js';
 import { listStateFiles, ownerAlive, readJournal } from './journal.js';
 import { planRoutes, prefixesContain, type ExplainData } from './plan.js';
-import { parsePrefix, prefixToString } from './sources.js';
 
 export type WhyProto = 'tcp' | 'udp' | 'icmp';
 
@@ -78,7 +77,7 @@ function mostSpecific(list: ReadonlyArray<[string, string]>, addr: number): [str
   let best: [string, string] | undefined;
   let bestLen = -1;
   for (const e of list) {
-    const p = parsePrefix(e[0]);
+    const p = parseNetwork(e[0]);
     if (p === undefined || p.prefix <= bestLen) continue;
     if (addr >= p.addr && addr < p.addr + 2 ** (32 - p.prefix)) {
       best = e;
@@ -113,7 +112,7 @@ export function explainDestination(e: ExplainData, d: Destination, decider?: Out
   const addr = ipToU32(d.ip)!;
   const include = mostSpecific(e.include, addr);
   const exclude = mostSpecific(e.exclude, addr);
-  const toPrefix = (l: ReadonlyArray<[string, string]>): Prefix[] => l.map(([c]) => parsePrefix(c)!).filter((p) => p !== undefined);
+  const toPrefix = (l: ReadonlyArray<[string, string]>): Cidr[] => l.map(([c]) => parseNetwork(c)!).filter((p) => p !== undefined);
   const prefixes = e.mode === 'none' ? [] : computeRouteSet(toPrefix(e.include), toPrefix(e.exclude));
   const route = prefixesContain(prefixes, addr);
   const uidNote =
@@ -134,7 +133,7 @@ export function explainDestination(e: ExplainData, d: Destination, decider?: Out
       text: `${destText(d)} does not enter ${e.dev}: ${why}. The host's own routes carry it.${kernelLine}`,
     };
   }
-  const routeText = prefixToString(route);
+  const routeText = cidrToString(route);
   let text = `${destText(d)} enters ${e.dev}: route ${routeText} dev ${e.dev} (${where(e)}), because ${include![0]} (${include![1]}) includes it and no exclusion covers it.${uidNote}`;
   let outbound: OutboundDecision | undefined;
   if (decider !== undefined) {

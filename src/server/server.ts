@@ -47,7 +47,7 @@ import { PacketDispatcher, type DispatcherStats } from '../stack/dispatcher.js';
 import { Ipv4Reassembler, type ReassemblyStats } from '../stack/ip-reassembly.js';
 import { TcpStack } from '../stack/tcp-stack.js';
 import { UdpStack } from '../stack/udp/udp-stack.js';
-import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.js';
+import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../net/ipv4.js';
 import { PacketGate, type GateCounters } from './gate.js';
 import { WgTunnel, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus, type UdpTransport } from './tunnel.js';
 import { openServerTransport } from './udp-transport.js';

@@ -19,7 +19,7 @@ import { formatEndpoint, type Datagram, type Endpoint } from '../wireguard/endpo
 import { formatKey, type RandomSource } from '../wireguard/keys.js';
 import type { Peer, PeerCounters } from '../wireguard/peer.js';
 import { getU32 } from '../wire/checksum.js';
-import { cidrToString, normalizeCidr, type Cidr } from '../wire/ipv4.js';
+import { cidrToString, normalizeCidr, type Cidr } from '../net/ipv4.js';
 import { CryptokeyTable } from './cryptokey.js';
 
 /**

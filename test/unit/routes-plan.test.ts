@@ -1,16 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { computeRouteSet, type Prefix } from '../../src/net/cidr-set.js';
+import { computeRouteSet } from '../../src/net/cidr-set.js';
 import { planRoutes, toIpBatch, toIpCommand, describePlan, invert, prefixesContain, KILL_SWITCH_METRIC, type RoutePlan } from '../../src/routes/plan.js';
 import { parseNetworkView, type RouteEnv, type NetworkView } from '../../src/routes/host.js';
 import { parseCidrFile } from '../../src/routes/sources.js';
 import { resolveUpstreams, upstreamsOf, pinUpstreams, type ResolvedUpstream } from '../../src/routes/upstreams.js';
 import { loadConfig, type FlagValues } from '../../src/config/load.js';
-import { parseCidr, u32ToIp, ipToU32 } from '../../src/wire/ipv4.js';
+import { parseCidr, u32ToIp, ipToU32, type Cidr } from '../../src/net/ipv4.js';
 import { isTunrouteError, TunrouteError } from '../../src/errors.js';
 import type { Config } from '../../src/config/schema.js';
 
-const P = (s: string): Prefix => parseCidr(s)!;
-const S = (ps: Prefix[]): string[] => ps.map((p) => `${u32ToIp(p.addr)}/${p.prefix}`);
+const P = (s: string): Cidr => parseCidr(s)!;
+const S = (ps: Cidr[]): string[] => ps.map((p) => `${u32ToIp(p.addr)}/${p.prefix}`);
 
 describe('computeRouteSet', () => {
   it('keeps disjoint prefixes and sorts them', () => {
@@ -45,7 +45,7 @@ describe('computeRouteSet', () => {
     const rnd = (): number => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8) / 2 ** 24;
     for (let round = 0; round < 50; round++) {
       // Work inside 10.0.0.0/20 so a brute-force membership check stays cheap.
-      const mk = (): Prefix => {
+      const mk = (): Cidr => {
         const prefix = 20 + Math.floor(rnd() * 13);
         const addr = ((10 << 24) | Math.floor(rnd() * 4096)) >>> 0;
         return { addr: (addr & (prefix === 0 ? 0 : (~0 << (32 - prefix)) >>> 0)) >>> 0, prefix };
@@ -53,7 +53,7 @@ describe('computeRouteSet', () => {
       const inc = Array.from({ length: 8 }, mk);
       const exc = Array.from({ length: 4 }, mk);
       const out = computeRouteSet(inc, exc);
-      const inP = (a: number, p: Prefix): boolean => a >>> (32 - p.prefix) === p.addr >>> (32 - p.prefix) || p.prefix === 0;
+      const inP = (a: number, p: Cidr): boolean => a >>> (32 - p.prefix) === p.addr >>> (32 - p.prefix) || p.prefix === 0;
       const wrong: number[] = [];
       for (let a = 10 << 24; a < (10 << 24) + 4096; a++) {
         const want = inc.some((p) => inP(a, p)) && !exc.some((p) => inP(a, p));

@@ -11,7 +11,8 @@ import { TunrouteError } from '../../src/errors.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { serverRouter } from '../../src/server/server.js';
 import { openServerTransport } from '../../src/server/udp-transport.js';
-import { IP_PROTO_TCP, ipToU32 } from '../../src/wire/ipv4.js';
+import { IP_PROTO_TCP } from '../../src/wire/ipv4.js';
+import { ipToU32 } from '../../src/net/ipv4.js';
 import { seededRandom } from './wg-harness.js';
 
 const SERVER_KEY = formatKey(generatePrivateKey(seededRandom('cfg/server')));

@@ -11,14 +11,16 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import { DEFAULT_ROUTE_TABLE } from '../../src/config/schema.js';
 import { expandTunnels, tunnelSpecsOf } from '../../src/config/tunnels.js';
-import { parseEndpoint, parseWgQuick, tunnelNameOf, wgQuickOutbound } from '../../src/config/wg-quick.js';
+import { parseWgQuick, tunnelNameOf, wgQuickOutbound } from '../../src/config/wg-quick.js';
+import { parseEndpoint } from '../../src/net/endpoint.js';
 import { isTunrouteError } from '../../src/errors.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { planRoutes } from '../../src/routes/plan.js';
 import { pinUpstreams, resolveUpstreams, upstreamsOf } from '../../src/routes/upstreams.js';
 import { NO_NETWORK } from '../../src/routes/host.js';
 import { Router } from '../../src/router/router.js';
-import { ipToU32, IP_PROTO_TCP } from '../../src/wire/ipv4.js';
+import { IP_PROTO_TCP } from '../../src/wire/ipv4.js';
+import { ipToU32 } from '../../src/net/ipv4.js';
 import { seededRandom } from './wg-harness.js';
 
 const PRIV = formatKey(generatePrivateKey(seededRandom('wgq/priv')));

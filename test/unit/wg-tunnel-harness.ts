@@ -11,7 +11,8 @@ import type { Endpoint } from '../../src/wireguard/endpoint.js';
 import { generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { WireguardTunnel, type TimerScheduler, type WireguardPeerConfig } from '../../src/wireguard/tunnel.js';
 import type { DatagramHandler, UdpTransport } from '../../src/wireguard/udp-transport.js';
-import { Ipv4Packet, ipToU32, parseCidr, type Cidr } from '../../src/wire/ipv4.js';
+import { Ipv4Packet } from '../../src/wire/ipv4.js';
+import { ipToU32, parseCidr, type Cidr } from '../../src/net/ipv4.js';
 import { VNET_HDR_LEN } from '../../src/wire/virtio-net.js';
 import { seededRandom } from './wg-harness.js';
 
