@@ -1,9 +1,10 @@
 /**
  * The one schema for the config file and the command-line flags. Flags are mapped onto the same
- * shape (see flags.ts) and merged over the file, so every value is validated in one place and
+ * shape (flags.ts holds the table of them) and merged over the file (load.ts), so every value is validated in one place and
  * every error names the field that is wrong.
  */
 import { z } from 'zod';
+import { LOG_LEVELS } from '../logger.js';
 import { isAnyCidr, parseCidr } from '../net/ipv4.js';
 import { isWgKey } from './wg-quick.js';
 import { parseEndpoint } from '../net/endpoint.js';
@@ -21,8 +22,6 @@ const interfaceAddress = cidr.refine((s) => {
 const ifName = z
   .string()
   .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'is not a valid interface name (1–15 letters, digits, "_", "-" or ".")');
-
-export const LOG_LEVEL_VALUES = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 export const tunSchema = z
   .object({
@@ -160,7 +159,7 @@ export const configSchema = z
     /** Echo requests to addresses routed into the tun: answered by tunroute, or dropped. */
     icmp: z.enum(['reply', 'drop']).default('reply'),
     log: z
-      .object({ level: z.enum(LOG_LEVEL_VALUES).default('info') })
+      .object({ level: z.enum(LOG_LEVELS).default('info') })
       .strict()
       .default({ level: 'info' }),
     /**

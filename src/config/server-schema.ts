@@ -20,8 +20,10 @@ import { z } from 'zod';
 import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
 import { cidrToString, ipToU32, normalizeCidr, parseCidr } from '../net/ipv4.js';
+import { LOG_LEVELS } from '../logger.js';
+import { flagsToInput, SERVER_FLAGS, type ConfigTree, type FlagValuesOf } from './flags.js';
+import { configError } from './issues.js';
 import { readConfigFile } from './load.js';
-import { LOG_LEVEL_VALUES } from './schema.js';
 
 /** Where `tunroute server` run by root listens for `tunroute status --control …` unless told otherwise. */
 export const DEFAULT_SERVER_CONTROL_PATH = '/run/tunroute/server.sock';
@@ -95,7 +97,7 @@ export const serverConfigSchema = z
       .strict()
       .default({}),
     log: z
-      .object({ level: z.enum(LOG_LEVEL_VALUES).default('info') })
+      .object({ level: z.enum(LOG_LEVELS).default('info') })
       .strict()
       .default({ level: 'info' }),
     tcp: z
@@ -151,50 +153,17 @@ export type ServerConfig = z.infer<typeof serverConfigSchema>;
 export type ServerConfigInput = z.input<typeof serverConfigSchema>;
 export type ServerPeerConfig = z.infer<typeof serverPeerSchema>;
 
-/** What `tunroute server` flags may override. */
-export interface ServerFlagValues {
-  control?: string;
-  logLevel?: string;
-}
-
-function valueAt(obj: unknown, path: readonly PropertyKey[]): unknown {
-  let cur: unknown = obj;
-  for (const k of path) {
-    if (cur === null || typeof cur !== 'object') return undefined;
-    cur = (cur as Record<PropertyKey, unknown>)[k];
-  }
-  return cur;
-}
-
-function describeIssue(issue: z.core.$ZodIssue, file: string | undefined, value: unknown, flags: ServerFlagValues): string {
-  const where = issue.path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
-  if (issue.code === 'unrecognized_keys') {
-    const at = where ? ` in ${where}` : '';
-    return `The config file ${file ?? ''} has unknown setting(s) ${issue.keys.join(', ')}${at}: remove them or check their spelling.`;
-  }
-  if (where === 'control.socket' && flags.control !== undefined) return `The flag --control ${JSON.stringify(value)} ${issue.message}: give a valid value.`;
-  if (where === 'log.level' && flags.logLevel !== undefined) return `The flag --log-level ${JSON.stringify(value)} ${issue.message}: give a valid value.`;
-  // Keys are secrets: name the field, never print the value.
-  const secret = /privateKey$|presharedKey$/.test(where);
-  const shown = value === undefined || secret || typeof value === 'object' ? '' : ` ${JSON.stringify(value)}`;
-  const source = file ? `The config file ${file}: ` : 'The server configuration: ';
-  const message = issue.code === 'invalid_type' && value === undefined ? 'is missing' : issue.message;
-  // A message that carries its own fix ("is missing: set …") needs no generic one.
-  return message.includes(': ') ? `${source}${where}${shown} ${message}.` : `${source}${where}${shown} ${message}: correct that field.`;
-}
+/** What `tunroute server` flags may override (see flags.ts). */
+export type ServerFlagValues = FlagValuesOf<typeof SERVER_FLAGS>;
 
 /** Validate an already-read config object (a file's contents, or one built by a program). */
 export function parseServerConfig(input: unknown, opts: { file?: string; flags?: ServerFlagValues } = {}): ServerConfig {
-  const flags = opts.flags ?? {};
-  const merged: Record<string, unknown> = typeof input === 'object' && input !== null && !Array.isArray(input) ? { ...(input as Record<string, unknown>) } : {};
-  if (flags.control !== undefined) merged.control = { ...(merged.control as Record<string, unknown> | undefined), socket: flags.control };
-  if (flags.logLevel !== undefined) merged.log = { ...(merged.log as Record<string, unknown> | undefined), level: flags.logLevel };
+  const fromFile: ConfigTree = typeof input === 'object' && input !== null && !Array.isArray(input) ? { ...(input as ConfigTree) } : {};
+  const { input: fromFlags, flagOf } = flagsToInput(SERVER_FLAGS, opts.flags ?? {});
+  const merged: ConfigTree = { ...fromFile };
+  for (const [k, v] of Object.entries(fromFlags)) merged[k] = { ...(merged[k] as ConfigTree | undefined), ...(v as ConfigTree) };
   const r = serverConfigSchema.safeParse(merged);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    const fromFlag = (issue.path.join('.') === 'control.socket' && flags.control !== undefined) || (issue.path.join('.') === 'log.level' && flags.logLevel !== undefined);
-    throw new TunrouteError(fromFlag ? 'TR_BAD_FLAG' : 'TR_BAD_CONFIG', describeIssue(issue, opts.file, valueAt(merged, issue.path), flags));
-  }
+  if (!r.success) throw configError(r.error, merged, { file: opts.file, noFile: 'The server configuration', flagOf });
   return r.data;
 }
 
