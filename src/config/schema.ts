@@ -7,7 +7,9 @@ import { z } from 'zod';
 import { LOG_LEVELS } from '../logger.js';
 import { isAnyCidr, parseCidr } from '../net/ipv4.js';
 import { isWgKey } from './wg-quick.js';
-import { parseEndpoint } from '../net/endpoint.js';
+import { parseEndpoint, parseIpv4Endpoint, type Endpoint, type Ipv4Endpoint } from '../net/endpoint.js';
+import { parseSocks5Url, Socks5UrlError, type Socks5Url } from '../outbound/socks5-url.js';
+import { OWN_TEXT } from './issues.js';
 
 const cidr = z.string().refine((s) => parseCidr(s) !== undefined, {
   message: 'is not an IPv4 CIDR like 10.0.0.0/8',
@@ -18,6 +20,39 @@ const interfaceAddress = cidr.refine((s) => {
   const p = parseCidr(s);
   return p !== undefined && p.prefix < 31;
 }, { message: 'needs a prefix of /30 or shorter so the device has room for peers' });
+
+/**
+ * `socks5://[user:pass@]host:port`, parsed once here. A bad URL is described by the URL parser
+ * (the value with its password hidden, the problem and the fix); the error names the flag or field.
+ */
+const socks5Url = z
+  .string()
+  .min(1)
+  .transform((s, ctx): Socks5Url => {
+    try {
+      return parseSocks5Url(s);
+    } catch (e) {
+      if (!(e instanceof Socks5UrlError)) throw e;
+      ctx.addIssue({ code: 'custom', message: e.detail, params: { [OWN_TEXT]: true } });
+      return z.NEVER;
+    }
+  });
+
+/** A WireGuard peer's `HOST:PORT`: an IPv4 address or a name (resolved and pinned by tunnels.ts). */
+const peerEndpoint = z.string().transform((s, ctx): Endpoint => {
+  const e = parseEndpoint(s);
+  if (e !== undefined && e.kind !== 'ipv6') return e;
+  ctx.addIssue({ code: 'custom', message: 'is not an IPv4 HOST:PORT like vpn.example.com:51820' });
+  return z.NEVER;
+});
+
+/** The DNS upstream: an IPv4 address and port 53 unless another is given. */
+const dnsUpstream = z.string().transform((s, ctx): Ipv4Endpoint => {
+  const e = parseIpv4Endpoint(s, 53);
+  if (e !== undefined) return e;
+  ctx.addIssue({ code: 'custom', message: 'is not an IPv4 address with an optional port, like 1.1.1.1:53' });
+  return z.NEVER;
+});
 
 const ifName = z
   .string()
@@ -92,7 +127,7 @@ export const socks5OutboundSchema = z
     name: outboundName,
     type: z.literal('socks5'),
     /** socks5://[user:pass@]host:port */
-    url: z.string().min(1),
+    url: socks5Url,
     /** Deadline for proxy connect + SOCKS handshake + CONNECT reply. */
     connectTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
   })
@@ -122,10 +157,7 @@ export const wireguardOutboundSchema = z
           .object({
             publicKey: wgKey,
             presharedKey: wgKey.optional(),
-            endpoint: z
-              .string()
-              .refine((s) => parseEndpoint(s)?.kind === 'ipv4' || parseEndpoint(s)?.kind === 'name', { message: 'is not an IPv4 HOST:PORT like vpn.example.com:51820' })
-              .optional(),
+            endpoint: peerEndpoint.optional(),
             allowedIPs: z.array(anyCidr).default([]),
             persistentKeepalive: z.number().int().min(0).max(65535).optional(),
           })
@@ -172,7 +204,7 @@ export const configSchema = z
       .strict()
       .default({ socket: '/run/tunroute/tunroute.sock' }),
     /** Shorthand for one socks5 outbound named "proxy" that is also the default. */
-    proxy: z.string().min(1).optional(),
+    proxy: socks5Url.optional(),
     outbounds: z.array(outboundSchema).default([]),
     /** Most specific CIDR wins, then file order; see src/router/router.ts. */
     rules: z.array(ruleSchema).default([]),
@@ -203,16 +235,13 @@ export const configSchema = z
     dns: z
       .object({
         mode: z.enum(['hijack', 'off']).default('off'),
-        upstream: z
-          .string()
-          .regex(/^\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?$/, 'is not an IPv4 address with an optional port, like 1.1.1.1:53')
-          .default('1.1.1.1:53'),
+        upstream: dnsUpstream.prefault('1.1.1.1:53'),
         outbound: outboundName.optional(),
         cacheMaxEntries: z.number().int().min(0).max(1_000_000).default(1024),
         cacheMaxTtlSec: z.number().int().min(0).max(86_400).default(3600),
       })
       .strict()
-      .default({ mode: 'off', upstream: '1.1.1.1:53', cacheMaxEntries: 1024, cacheMaxTtlSec: 3600 }),
+      .prefault({}),
     tcp: z
       .object({
         /** Most concurrent TCP flows; each holds one upstream socket (open-file limit!). */

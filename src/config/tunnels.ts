@@ -19,7 +19,7 @@ import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
 import type { TunnelSpec } from '../wireguard/tunnel.js';
 import { ipToU32, normalizeCidr, normalizeIpv4Cidr, parseCidr, type Cidr } from '../net/ipv4.js';
-import { parseEndpoint } from '../net/endpoint.js';
+import { formatEndpoint, type Endpoint } from '../net/endpoint.js';
 import { DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from './schema.js';
 
 /** Host name → IPv4 addresses (the route layer's resolver: getaddrinfo, /etc/hosts counts). */
@@ -109,15 +109,13 @@ async function expandOutbound(o: WireguardOutbound, i: number, acc: Acc): Promis
 }
 
 /** The endpoint with its host resolved; every address it resolved to is kept out of the device. */
-async function pinEndpoint(tunnel: string, endpoint: string, field: string, acc: Acc): Promise<string> {
-  const ep = parseEndpoint(endpoint);
-  if (ep === undefined) throw new TunrouteError('TR_INTERNAL', `unvalidated endpoint reached expandTunnels: ${endpoint}`);
+async function pinEndpoint(tunnel: string, ep: Endpoint, field: string, acc: Acc): Promise<Endpoint> {
   const addrs = ep.kind === 'ipv4' ? [ep.host] : await resolveEndpoint(ep.host, field, acc.resolve);
   for (const a of addrs) if (!acc.exclude.includes(`${a}/32`)) acc.exclude.push(`${a}/32`);
   if (ep.kind === 'name') {
     acc.notes.push(`tunnel '${tunnel}': endpoint ${ep.host} resolved to ${addrs.join(', ')}; tunroute sends to ${addrs[0]} and keeps all of them out of the tunnel.`);
   }
-  return `${addrs[0]}:${ep.port}`;
+  return { host: addrs[0]!, port: ep.port, kind: 'ipv4' };
 }
 
 async function resolveEndpoint(host: string, field: string, resolve: TunnelResolver): Promise<string[]> {
@@ -148,8 +146,8 @@ export function tunnelSpecsOf(config: Config): TunnelSpec[] {
       listenPort: o.listenPort,
       address: first?.addr,
       peers: o.peers.map((p) => {
-        const ep = p.endpoint === undefined ? undefined : parseEndpoint(p.endpoint);
-        if (ep !== undefined && ep.kind !== 'ipv4') throw new TunrouteError('TR_INTERNAL', `tunnel '${o.name}': endpoint ${p.endpoint} was not resolved (expandTunnels first)`);
+        const ep = p.endpoint;
+        if (ep !== undefined && ep.kind !== 'ipv4') throw new TunrouteError('TR_INTERNAL', `tunnel '${o.name}': endpoint ${formatEndpoint(ep)} was not resolved (expandTunnels first)`);
         return {
           publicKey: parseKey(p.publicKey, 'peer public key'),
           presharedKey: p.presharedKey === undefined ? undefined : parseKey(p.presharedKey, 'preshared key'),

@@ -7,6 +7,7 @@ import { resolveUpstreams, upstreamsOf, pinUpstreams, type ResolvedUpstream } fr
 import { loadConfig, type FlagValues } from '../../src/config/load.js';
 import { parseCidr, u32ToIp, ipToU32, type Cidr } from '../../src/net/ipv4.js';
 import { isTunrouteError, TunrouteError } from '../../src/errors.js';
+import { formatSocks5Url, parseSocks5Url } from '../../src/outbound/socks5-url.js';
 import type { Config } from '../../src/config/schema.js';
 
 const P = (s: string): Cidr => parseCidr(s)!;
@@ -283,10 +284,10 @@ describe('upstreams', () => {
       "upstream 'proxy' (socks5 proxy.example → 198.51.100.7:1080): tunroute's own connections",
       "upstream 'proxy' (socks5 proxy.example → 198.51.100.8:1080): tunroute's own connections",
     ]);
-    expect(pinUpstreams(c, refs, ups).proxy).toBe('socks5://bob:s%40cret@198.51.100.7:1080');
+    expect(formatSocks5Url(pinUpstreams(c, refs, ups).proxy!, { redact: false })).toBe('socks5://bob:s%40cret@198.51.100.7:1080');
   });
   it('covers every socks5 outbound, not only --proxy', async () => {
-    const c = { ...loadConfig({}), outbounds: [{ name: 'office', type: 'socks5' as const, url: 'socks5://192.0.2.10:1080', connectTimeoutMs: 1000 }] };
+    const c = { ...loadConfig({}), outbounds: [{ name: 'office', type: 'socks5' as const, url: parseSocks5Url('socks5://192.0.2.10:1080'), connectTimeoutMs: 1000 }] };
     const ups = await resolveUpstreams(upstreamsOf(c));
     const p = planRoutes(c, env({ upstreams: ups }));
     expect(p.mode).toBe('full');

@@ -12,7 +12,7 @@ import { loadConfig } from '../../src/config/load.js';
 import { DEFAULT_ROUTE_TABLE } from '../../src/config/schema.js';
 import { expandTunnels, tunnelSpecsOf } from '../../src/config/tunnels.js';
 import { parseWgQuick, tunnelNameOf, wgQuickOutbound } from '../../src/config/wg-quick.js';
-import { parseEndpoint } from '../../src/net/endpoint.js';
+import { formatEndpoint, parseEndpoint } from '../../src/net/endpoint.js';
 import { isTunrouteError } from '../../src/errors.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { planRoutes } from '../../src/routes/plan.js';
@@ -177,7 +177,7 @@ describe('tunnels in the route plan', () => {
     expect(config.routes.exclude).toEqual(['198.51.100.7/32', '198.51.100.8/32', '203.0.113.9/32']);
     expect(config.rules).toEqual([{ cidrs: ['10.8.0.0/16', '10.9.1.7/32', '192.168.50.0/24'], outbound: 'wg0' }]);
     const wg = config.outbounds[0]!;
-    expect(wg.type === 'wireguard' && wg.peers.map((p) => p.endpoint)).toEqual(['198.51.100.7:51820', '203.0.113.9:443']);
+    expect(wg.type === 'wireguard' && wg.peers.map((p) => p.endpoint && formatEndpoint(p.endpoint))).toEqual(['198.51.100.7:51820', '203.0.113.9:443']);
     expect(notes.join('\n')).toMatch(/IPv6 AllowedIPs ::\/0 skipped/);
     expect(notes.join('\n')).toMatch(/DNS 10\.8\.0\.1, corp\.example not applied/);
     expect(notes.join('\n')).toMatch(/endpoint vpn\.example\.com resolved to 198\.51\.100\.7, 198\.51\.100\.8/);
