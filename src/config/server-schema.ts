@@ -19,7 +19,8 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
-import { cidrToString, ipToU32, normalizeCidr, parseCidr } from '../net/ipv4.js';
+import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../net/ipv4.js';
+import { parseIpv4Endpoint, type Ipv4Endpoint } from '../net/endpoint.js';
 import { LOG_LEVELS } from '../logger.js';
 import { flagsToInput, SERVER_FLAGS, type ConfigTree, type FlagValuesOf } from './flags.js';
 import { configError } from './issues.js';
@@ -49,15 +50,21 @@ const wgKey = z.string().refine(
   { message: KEY_HINT },
 );
 
-const cidr = z.string().refine((s) => parseCidr(s) !== undefined, { message: 'is not an IPv4 CIDR like 10.8.0.2/32' });
+/** An IPv4 CIDR, parsed (host bits kept: the server's address is a host in its subnet). */
+const cidr = z.string().transform((s, ctx): Cidr => {
+  const c = parseCidr(s);
+  if (c !== undefined) return c;
+  ctx.addIssue({ code: 'custom', message: 'is not an IPv4 CIDR like 10.8.0.2/32' });
+  return z.NEVER;
+});
 
-const listen = z.string().refine(
-  (s) => {
-    const m = /^(.+):(\d{1,5})$/.exec(s);
-    return m !== null && ipToU32(m[1]!) !== undefined && Number(m[2]) >= 1 && Number(m[2]) <= 65535;
-  },
-  { message: 'is not an IPv4 ADDRESS:PORT like 0.0.0.0:51820' },
-);
+/** The UDP address the peers send to. */
+const listen = z.string().transform((s, ctx): Ipv4Endpoint => {
+  const e = parseIpv4Endpoint(s);
+  if (e !== undefined) return e;
+  ctx.addIssue({ code: 'custom', message: 'is not an IPv4 ADDRESS:PORT like 0.0.0.0:51820' });
+  return z.NEVER;
+});
 
 const ifName = z
   .string()
@@ -76,10 +83,10 @@ export const serverPeerSchema = z
 
 export const serverConfigSchema = z
   .object({
-    listen: listen.default('0.0.0.0:51820'),
+    listen: listen.prefault('0.0.0.0:51820'),
     privateKey: wgKey.optional(),
     privateKeyFile: z.string().min(1).optional(),
-    address: cidr.refine((s) => (parseCidr(s)?.prefix ?? 0) >= 8, { message: 'needs a prefix of /8 or longer' }),
+    address: cidr.refine((c) => c.prefix >= 8, { message: 'needs a prefix of /8 or longer' }),
     /** userspace: terminate and re-originate (no root); tun: a TUN device, the kernel forwards (root). */
     mode: z.enum(['userspace', 'tun']).default('userspace'),
     /** The tunnel MTU: our TCP's MSS is this minus 40. wg-quick's default is 1420. */
@@ -88,7 +95,7 @@ export const serverConfigSchema = z
     /** Echo requests to the server's own tunnel address: answered, or dropped. */
     icmp: z.enum(['reply', 'drop']).default('reply'),
     /** Destinations peers may not reach through the server (TCP gets RST, UDP ICMP prohibited). */
-    deny: z.array(cidr).default([...DEFAULT_SERVER_DENY]),
+    deny: z.array(cidr).prefault([...DEFAULT_SERVER_DENY]),
     /** mode: tun only: the TUN device the kernel forwards through. */
     tun: z.object({ name: ifName.default('tunroute0') }).strict().default({ name: 'tunroute0' }),
     /** Absent: /run/tunroute/server.sock as root, $XDG_RUNTIME_DIR/tunroute/server.sock otherwise (see serverControlPath). */
@@ -137,9 +144,7 @@ export const serverConfigSchema = z
       }
       keys.set(k, i);
       p.allowedIPs.forEach((a, j) => {
-        const parsed = parseCidr(a);
-        if (parsed === undefined) return;
-        const norm = cidrToString(normalizeCidr(parsed));
+        const norm = cidrToString(normalizeCidr(a));
         const owner = owners.get(norm);
         if (owner !== undefined && owner !== i) {
           ctx.addIssue({ code: 'custom', path: ['peers', i, 'allowedIPs', j], message: `is already allowed for peers[${owner}] (each range belongs to one peer)` });

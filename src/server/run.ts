@@ -9,6 +9,8 @@ import { startControlServer } from '../control/server.js';
 import { createLogger } from '../logger.js';
 import { startServer } from './server.js';
 import { serverStatusSnapshot } from './status.js';
+import { formatEndpoint } from '../net/endpoint.js';
+import { cidrToString } from '../net/ipv4.js';
 
 /** This package's version (for `status`); the path works from src/ and from dist/. */
 const VERSION: string = (() => {
@@ -34,7 +36,7 @@ export async function runServer(config: ServerConfig, opts: { file?: string } = 
     throw e;
   }
   log.info(
-    { listen: config.listen, port: srv.port, publicKey: srv.publicKey, address: config.address, peers: config.peers.length, mode: config.mode, dev: srv.link.name, control: controlPath, uid: process.getuid?.() },
+    { listen: formatEndpoint(config.listen), port: srv.port, publicKey: srv.publicKey, address: cidrToString(config.address), peers: config.peers.length, mode: config.mode, dev: srv.link.name, control: controlPath, uid: process.getuid?.() },
     'tunroute server is up',
   );
   await new Promise<void>((resolve) => {

@@ -31,7 +31,6 @@ import type { Clock } from '../clock.js';
 import { monotonicClock } from '../clock.js';
 import type { ServerConfig } from '../config/server-schema.js';
 import { serverPrivateKey } from '../config/server-schema.js';
-import { TunrouteError } from '../errors.js';
 import type { Link, LinkStats } from '../link/link.js';
 import { PacketPipe } from '../link/packet-pipe.js';
 import { createLogger, type Logger } from '../logger.js';
@@ -47,7 +46,7 @@ import { PacketDispatcher, type DispatcherStats } from '../stack/dispatcher.js';
 import { Ipv4Reassembler, type ReassemblyStats } from '../stack/ip-reassembly.js';
 import { TcpStack } from '../stack/tcp-stack.js';
 import { UdpStack } from '../stack/udp/udp-stack.js';
-import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../net/ipv4.js';
+import { cidrToString, normalizeCidr } from '../net/ipv4.js';
 import { PacketGate, type GateCounters } from './gate.js';
 import { WgTunnel, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus, type UdpTransport } from './tunnel.js';
 import { openServerTransport } from './udp-transport.js';
@@ -104,25 +103,13 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-function mustCidr(s: string): Cidr {
-  const c = parseCidr(s);
-  if (c === undefined) throw new TunrouteError('TR_INTERNAL', `a validated CIDR did not parse: ${s}`);
-  return c;
-}
-
-/** `listen: "ADDR:PORT"` (validated by the schema). */
-export function parseListen(listen: string): { address: string; port: number } {
-  const i = listen.lastIndexOf(':');
-  return { address: listen.slice(0, i), port: Number(listen.slice(i + 1)) };
-}
-
 /** The peers as the tunnel wants them; names default to the start of the key, like `wg show`. */
 export function tunnelPeersOf(config: ServerConfig): TunnelPeerConfig[] {
   return config.peers.map((p, i) => ({
     name: p.name ?? `peer${i} ${p.publicKey.trim().slice(0, 8)}…`,
     publicKey: parseKey(p.publicKey, `peers[${i}].publicKey`),
     presharedKey: p.presharedKey === undefined ? undefined : parseKey(p.presharedKey, `peers[${i}].presharedKey`),
-    allowedIPs: p.allowedIPs.map(mustCidr),
+    allowedIPs: p.allowedIPs,
   }));
 }
 
@@ -131,8 +118,8 @@ export function tunnelPeersOf(config: ServerConfig): TunnelPeerConfig[] {
  * RST), the rest of the tunnel subnet that no peer owns, and the config's deny list.
  */
 export function serverRouter(config: ServerConfig, direct: string): Router {
-  const own = mustCidr(config.address);
-  const cidrs = [`${cidrToString({ addr: own.addr, prefix: 32 })}`, cidrToString(normalizeCidr(own)), ...config.deny.map((d) => cidrToString(normalizeCidr(mustCidr(d))))];
+  const own = config.address;
+  const cidrs = [`${cidrToString({ addr: own.addr, prefix: 32 })}`, cidrToString(normalizeCidr(own)), ...config.deny.map((d) => cidrToString(normalizeCidr(d)))];
   return new Router({ rules: [{ cidrs, outbound: SERVER_BLOCK_OUTBOUND }], defaultOutbound: direct, source: 'deny' });
 }
 
@@ -148,7 +135,7 @@ interface Engine {
 
 /** `mode: userspace`: terminate in our stack, re-originate through the direct outbound. */
 function userspaceEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDeps, log: Logger, clock: Clock): Engine {
-  const own = mustCidr(config.address);
+  const own = config.address;
   const direct = deps.outbound ?? new DirectOutbound({ name: DIRECT_OUTBOUND, logger: log, clock });
   const outbounds = new Map<string, Outbound>([
     [direct.name, direct],
@@ -203,7 +190,7 @@ function userspaceEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDep
 
 /** `mode: tun`: the kernel does the rest (root). */
 async function tunEngine(config: ServerConfig, tunnel: WgTunnel, deps: ServerDeps, log: Logger): Promise<Engine> {
-  const tun = await startTunMode({ name: config.tun.name, address: config.address, mtu: config.mtu, tunnel, logger: log, openLink: deps.openTun, ipRunner: deps.ipRunner });
+  const tun = await startTunMode({ name: config.tun.name, address: cidrToString(config.address), mtu: config.mtu, tunnel, logger: log, openLink: deps.openTun, ipRunner: deps.ipRunner });
   return {
     link: tun.link,
     stats: () => ({ outbounds: {} }),
@@ -221,12 +208,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   const peers = tunnelPeersOf(config);
   if (config.mode === 'userspace') serverRouter(config, DIRECT_OUTBOUND);
 
-  const listen = parseListen(config.listen);
   const transport =
     deps.transport ??
     (await openServerTransport({
-      address: listen.address,
-      port: listen.port,
+      address: config.listen.host,
+      port: config.listen.port,
       file: deps.file,
       mtu: config.mtu,
       onError: (e) => log.warn({ err: e.message }, 'UDP socket error'),
