@@ -4,9 +4,8 @@
  * every error names the field that is wrong.
  */
 import { z } from 'zod';
-import { LOG_LEVELS } from '../logger.js';
 import { isAnyCidr, parseCidr } from '../net/ipv4.js';
-import { isWgKey } from './wg-quick.js';
+import { ifName, logSchema, mtu, tcpLimitsSchema, wgKey } from './fields.js';
 import { parseEndpoint, parseIpv4Endpoint, type Endpoint, type Ipv4Endpoint } from '../net/endpoint.js';
 import { parseSocks5Url, Socks5UrlError, type Socks5Url } from '../outbound/socks5-url.js';
 import { OWN_TEXT } from './issues.js';
@@ -54,16 +53,12 @@ const dnsUpstream = z.string().transform((s, ctx): Ipv4Endpoint => {
   return z.NEVER;
 });
 
-const ifName = z
-  .string()
-  .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'is not a valid interface name (1–15 letters, digits, "_", "-" or ".")');
-
 export const tunSchema = z
   .object({
     name: ifName.default('tun0'),
     /** 198.18.0.0/15 is reserved for benchmarking (RFC 2544), so it collides with nothing real. */
     address: interfaceAddress.default('198.18.0.1/15'),
-    mtu: z.number().int().min(576, 'must be at least 576 (the IPv4 minimum)').max(65535, 'must be at most 65535').default(1500),
+    mtu: mtu.default(1500),
     /** The default 500 drops ~35% of a burst on this kernel; 5000 does not (FACTS). */
     txqueuelen: z.number().int().min(1).max(1_000_000).default(5000),
     /**
@@ -135,7 +130,6 @@ export const socks5OutboundSchema = z
 
 export const blockOutboundSchema = z.object({ name: outboundName, type: z.literal('block') }).strict();
 
-const wgKey = z.string().refine(isWgKey, { message: 'is not a WireGuard key (44 base64 characters as printed by `wg genkey` or `wg pubkey`)' });
 const anyCidr = z.string().refine(isAnyCidr, { message: 'is not a CIDR like 10.8.0.0/16 (IPv6 entries are accepted and skipped)' });
 
 /** A WireGuard tunnel (the fields of a wg-quick file; `--tunnel wg0.conf` imports one, see wg-quick.ts). */
@@ -148,7 +142,7 @@ export const wireguardOutboundSchema = z
     address: z.union([anyCidr, z.array(anyCidr)]).optional(),
     /** wg-quick's DNS line: reported at start, not applied (tunroute leaves resolv.conf alone). */
     dns: z.array(z.string()).optional(),
-    mtu: z.number().int().min(576, 'must be at least 576 (the IPv4 minimum)').max(65535, 'must be at most 65535').default(1420),
+    mtu: mtu.default(1420),
     /** UDP port to listen on; absent or 0: any free port. */
     listenPort: z.number().int().min(0).max(65535).optional(),
     peers: z
@@ -190,10 +184,7 @@ export const configSchema = z
     routes: routesSchema.default(routesSchema.parse({})),
     /** Echo requests to addresses routed into the tun: answered by tunroute, or dropped. */
     icmp: z.enum(['reply', 'drop']).default('reply'),
-    log: z
-      .object({ level: z.enum(LOG_LEVELS).default('info') })
-      .strict()
-      .default({ level: 'info' }),
+    log: logSchema,
     /**
      * Where `up` keeps the journal of its route changes, so `down` can undo them after a crash.
      * Default /run/tunroute (/run/tunroute/netns/NAME inside a named network namespace).
@@ -242,17 +233,7 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
-    tcp: z
-      .object({
-        /** Most concurrent TCP flows; each holds one upstream socket (open-file limit!). */
-        maxFlows: z.number().int().min(1).max(1_000_000).default(16_000),
-        /** Per-flow buffer each way; also the largest window we advertise. */
-        bufferBytes: z.number().int().min(16 * 1024).max(64 * 1024 * 1024).default(1024 * 1024),
-        /** What all flows' buffers may add up to: many flows share it, a few get bufferBytes each. */
-        memoryBytes: z.number().int().min(1024 * 1024).max(64 * 1024 * 1024 * 1024).default(256 * 1024 * 1024),
-      })
-      .strict()
-      .default({ maxFlows: 16_000, bufferBytes: 1024 * 1024, memoryBytes: 256 * 1024 * 1024 }),
+    tcp: tcpLimitsSchema,
   })
   .strict()
   .superRefine((c, ctx) => {

@@ -21,7 +21,7 @@ import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
 import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../net/ipv4.js';
 import { parseIpv4Endpoint, type Ipv4Endpoint } from '../net/endpoint.js';
-import { LOG_LEVELS } from '../logger.js';
+import { ifName, logSchema, mtu, tcpLimitsSchema, wgKey, WG_KEY_HINT } from './fields.js';
 import { flagsToInput, SERVER_FLAGS, type ConfigTree, type FlagValuesOf } from './flags.js';
 import { configError } from './issues.js';
 import { readConfigFile } from './load.js';
@@ -35,20 +35,6 @@ export const DEFAULT_SERVER_CONTROL_PATH = '/run/tunroute/server.sock';
  * which on a cloud VM is the instance metadata service (169.254.169.254) and its credentials.
  */
 export const DEFAULT_SERVER_DENY = ['0.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16'] as const;
-
-const KEY_HINT = 'is not a WireGuard key (44 base64 characters as printed by `wg genkey` or `wg pubkey`)';
-
-const wgKey = z.string().refine(
-  (s) => {
-    try {
-      parseKey(s);
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { message: KEY_HINT },
-);
 
 /** An IPv4 CIDR, parsed (host bits kept: the server's address is a host in its subnet). */
 const cidr = z.string().transform((s, ctx): Cidr => {
@@ -65,10 +51,6 @@ const listen = z.string().transform((s, ctx): Ipv4Endpoint => {
   ctx.addIssue({ code: 'custom', message: 'is not an IPv4 ADDRESS:PORT like 0.0.0.0:51820' });
   return z.NEVER;
 });
-
-const ifName = z
-  .string()
-  .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'is not a valid interface name (1–15 letters, digits, "_", "-" or ".")');
 
 export const serverPeerSchema = z
   .object({
@@ -90,7 +72,7 @@ export const serverConfigSchema = z
     /** userspace: terminate and re-originate (no root); tun: a TUN device, the kernel forwards (root). */
     mode: z.enum(['userspace', 'tun']).default('userspace'),
     /** The tunnel MTU: our TCP's MSS is this minus 40. wg-quick's default is 1420. */
-    mtu: z.number().int().min(576, 'must be at least 576 (the IPv4 minimum)').max(65535, 'must be at most 65535').default(1420),
+    mtu: mtu.default(1420),
     peers: z.array(serverPeerSchema).min(1, 'is empty: add at least one peer with publicKey and allowedIPs'),
     /** Echo requests to the server's own tunnel address: answered, or dropped. */
     icmp: z.enum(['reply', 'drop']).default('reply'),
@@ -103,20 +85,8 @@ export const serverConfigSchema = z
       .object({ socket: z.string().min(1).optional() })
       .strict()
       .default({}),
-    log: z
-      .object({ level: z.enum(LOG_LEVELS).default('info') })
-      .strict()
-      .default({ level: 'info' }),
-    tcp: z
-      .object({
-        /** Most concurrent TCP flows; each holds one socket of this host (open-file limit!). */
-        maxFlows: z.number().int().min(1).max(1_000_000).default(16_000),
-        bufferBytes: z.number().int().min(16 * 1024).max(64 * 1024 * 1024).default(1024 * 1024),
-        /** What all flows' buffers may add up to: many flows share it, a few get bufferBytes each. */
-        memoryBytes: z.number().int().min(1024 * 1024).max(64 * 1024 * 1024 * 1024).default(256 * 1024 * 1024),
-      })
-      .strict()
-      .default({ maxFlows: 16_000, bufferBytes: 1024 * 1024, memoryBytes: 256 * 1024 * 1024 }),
+    log: logSchema,
+    tcp: tcpLimitsSchema,
     udp: z
       .object({
         /** Most concurrent UDP flows; each holds one socket; the least recently active is closed beyond. */
@@ -191,7 +161,7 @@ export function serverPrivateKey(config: ServerConfig, file?: string): Uint8Arra
   try {
     return parseKey(text, 'private key');
   } catch {
-    throw new TunrouteError('TR_BAD_CONFIG', `The privateKeyFile ${path} ${KEY_HINT}: write the output of \`wg genkey\` into it.`);
+    throw new TunrouteError('TR_BAD_CONFIG', `The privateKeyFile ${path} ${WG_KEY_HINT}: write the output of \`wg genkey\` into it.`);
   }
 }
 

@@ -58,19 +58,6 @@ export interface WireguardOutboundInput {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Value checks shared with the config schema
-
-/** Whether `s` is a key in wg's format. */
-export function isWgKey(s: string): boolean {
-  try {
-    parseKey(s);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // The parser
 
 type Section = 'interface' | 'peer';
