@@ -6,6 +6,7 @@
  * Secrets are never echoed: a key field is named without its value, and a value that knows how
  * to show itself (a proxy URL, whose password is hidden) says so in the issue (`OWN_TEXT`).
  */
+import { readFileSync } from 'node:fs';
 import type { z } from 'zod';
 import { TunrouteError } from '../errors.js';
 
@@ -77,4 +78,17 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown, src: IssueSource
 export function configError(error: z.ZodError, input: unknown, src: IssueSource): TunrouteError {
   const { fromFlag, message } = describeIssue(error.issues[0]!, input, src);
   return new TunrouteError(fromFlag ? 'TR_BAD_FLAG' : 'TR_BAD_CONFIG', message);
+}
+
+/**
+ * The text of a file the configuration names; a file that cannot be read is one sentence
+ * (TR_CONFIG_READ) that `cannot` words from the errno code ("ENOENT"), so it can name the flag
+ * or field that gave the path.
+ */
+export function readConfigText(path: string, cannot: (code: string) => string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new TunrouteError('TR_CONFIG_READ', cannot((e as NodeJS.ErrnoException).code ?? 'error'), e);
+  }
 }

@@ -3,11 +3,10 @@
  * the result once. An error names where the bad value came from (the file and field, or the
  * flag) and what would fix it.
  */
-import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { TunrouteError } from '../errors.js';
 import { flagsToInput, UP_FLAGS, type FlagValuesOf } from './flags.js';
-import { configError } from './issues.js';
+import { configError, readConfigText } from './issues.js';
 import { configSchema, type Config } from './schema.js';
 import { wgQuickOutbound } from './wg-quick.js';
 
@@ -32,13 +31,7 @@ function overlay(base: JsonObject, top: JsonObject): JsonObject {
 }
 
 export function readConfigFile(file: string): JsonObject {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    throw new TunrouteError('TR_CONFIG_READ', `Cannot read the config file ${file} (${code}): check the path given with -c.`, e);
-  }
+  const text = readConfigText(file, (code) => `Cannot read the config file ${file} (${code}): check the path given with -c.`);
   let doc: unknown;
   try {
     doc = parseYaml(text);

@@ -15,7 +15,6 @@
  * Loading follows config/load.ts: YAML or JSON, validated once, and every error names the
  * file, the field, the value and the fix.
  */
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
@@ -23,7 +22,7 @@ import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../net/ipv4.j
 import { parseIpv4Endpoint, type Ipv4Endpoint } from '../net/endpoint.js';
 import { ifName, logSchema, mtu, tcpLimitsSchema, wgKey, WG_KEY_HINT } from './fields.js';
 import { flagsToInput, SERVER_FLAGS, type ConfigTree, type FlagValuesOf } from './flags.js';
-import { configError } from './issues.js';
+import { configError, readConfigText } from './issues.js';
 import { readConfigFile } from './load.js';
 
 /** Where `tunroute server` run by root listens for `tunroute status --control …` unless told otherwise. */
@@ -151,13 +150,7 @@ export function loadServerConfig(opts: { file: string; flags?: ServerFlagValues 
 export function serverPrivateKey(config: ServerConfig, file?: string): Uint8Array {
   if (config.privateKey !== undefined) return parseKey(config.privateKey, 'private key');
   const path = config.privateKeyFile!;
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    throw new TunrouteError('TR_CONFIG_READ', `Cannot read privateKeyFile ${path}${file ? ` named in ${file}` : ''} (${code}): check the path and that this user may read it.`, e);
-  }
+  const text = readConfigText(path, (code) => `Cannot read privateKeyFile ${path}${file ? ` named in ${file}` : ''} (${code}): check the path and that this user may read it.`);
   try {
     return parseKey(text, 'private key');
   } catch {

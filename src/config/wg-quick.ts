@@ -21,9 +21,9 @@
  * the file back): they are refused with the line and the fix rather than silently ignored.
  * Every error names the file, the line and what to change.
  */
-import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { TunrouteError } from '../errors.js';
+import { readConfigText } from './issues.js';
 import { KeyFormatError, parseKey } from '../wireguard/keys.js';
 import { normalizeIpv4Cidr, parseIpv6Cidr } from '../net/ipv4.js';
 import { parseEndpoint } from '../net/endpoint.js';
@@ -272,13 +272,7 @@ export function tunnelNameOf(path: string): string {
 
 /** Read and parse a wg-quick file; errors name the path. */
 export function readWgQuickFile(path: string): WgQuickConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    throw new TunrouteError('TR_CONFIG_READ', `Cannot read the tunnel file ${path} (${code}): check the path given with --tunnel.`, e);
-  }
+  const text = readConfigText(path, (code) => `Cannot read the tunnel file ${path} (${code}): check the path given with --tunnel.`);
   return parseWgQuick(text, path);
 }
 
