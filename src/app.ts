@@ -22,7 +22,7 @@ import { UdpRelay, type UdpFlowInfo, type UdpRelayStats } from './relay/udp-rela
 import { Ipv4Reassembler, type ReassemblyStats } from './stack/ip-reassembly.js';
 import { DnsResolver, DnsCache, type DnsResolverStats } from './dns/index.js';
 import { IP_PROTO_UDP } from './wire/ipv4.js';
-import { ipToU32 } from './net/ipv4.js';
+import { cidrToString } from './net/ipv4.js';
 import { formatEndpoint } from './net/endpoint.js';
 import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
@@ -146,7 +146,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const link = await (deps.openLink ?? openTunLink)(config, log);
   let tunnels = new Map<string, WireguardTunnel>();
   try {
-    tunnels = await openWireguardTunnels(tunnelSpecsOf(config), { link, clock, logger: log, deviceAddress: ipToU32(config.tun.address.split('/')[0]!)! });
+    tunnels = await openWireguardTunnels(tunnelSpecsOf(config), { link, clock, logger: log, deviceAddress: config.tun.address.addr });
     await routes.apply();
   } catch (e) {
     for (const t of tunnels.values()) t.close();
@@ -241,14 +241,14 @@ export async function runUp(config: Config): Promise<void> {
     control = await startControlServer({
       path: config.control.socket,
       logger: log,
-      snapshot: () => statusSnapshotOf(up, { version: TUNROUTE_VERSION, address: config.tun.address, startedAt }),
+      snapshot: () => statusSnapshotOf(up, { version: TUNROUTE_VERSION, address: cidrToString(config.tun.address), startedAt }),
       flows: () => up.flows(),
     });
   } catch (e) {
     await up.stop();
     throw e;
   }
-  log.info({ dev: up.link.name, mtu: up.link.mtu, address: config.tun.address, routes: up.plan.prefixes.length, control: config.control.socket }, 'tunroute is up');
+  log.info({ dev: up.link.name, mtu: up.link.mtu, address: cidrToString(config.tun.address), routes: up.plan.prefixes.length, control: config.control.socket }, 'tunroute is up');
   await new Promise<void>((resolve) => {
     const onSignal = (sig: NodeJS.Signals): void => {
       log.info({ signal: sig }, 'stopping');

@@ -4,21 +4,22 @@
  * every error names the field that is wrong.
  */
 import { z } from 'zod';
-import { isAnyCidr, parseCidr } from '../net/ipv4.js';
+import { isAnyCidr, parseCidr, type Cidr } from '../net/ipv4.js';
 import { ifName, logSchema, mtu, tcpLimitsSchema, wgKey } from './fields.js';
 import { parseEndpoint, parseIpv4Endpoint, type Endpoint, type Ipv4Endpoint } from '../net/endpoint.js';
 import { parseSocks5Url, Socks5UrlError, type Socks5Url } from '../outbound/socks5-url.js';
 import { OWN_TEXT } from './issues.js';
 
-const cidr = z.string().refine((s) => parseCidr(s) !== undefined, {
-  message: 'is not an IPv4 CIDR like 10.0.0.0/8',
+/** An IPv4 CIDR, parsed; host bits kept as written (the planner merges, the router refuses them in rules). */
+const cidr = z.string().transform((s, ctx): Cidr => {
+  const c = parseCidr(s);
+  if (c !== undefined) return c;
+  ctx.addIssue({ code: 'custom', message: 'is not an IPv4 CIDR like 10.0.0.0/8' });
+  return z.NEVER;
 });
 
 /** An interface address: the host part matters, so host bits are allowed (198.18.0.1/15). */
-const interfaceAddress = cidr.refine((s) => {
-  const p = parseCidr(s);
-  return p !== undefined && p.prefix < 31;
-}, { message: 'needs a prefix of /30 or shorter so the device has room for peers' });
+const interfaceAddress = cidr.refine((c) => c.prefix < 31, { message: 'needs a prefix of /30 or shorter so the device has room for peers' });
 
 /**
  * `socks5://[user:pass@]host:port`, parsed once here. A bad URL is described by the URL parser
@@ -57,7 +58,7 @@ export const tunSchema = z
   .object({
     name: ifName.default('tun0'),
     /** 198.18.0.0/15 is reserved for benchmarking (RFC 2544), so it collides with nothing real. */
-    address: interfaceAddress.default('198.18.0.1/15'),
+    address: interfaceAddress.prefault('198.18.0.1/15'),
     mtu: mtu.default(1500),
     /** The default 500 drops ~35% of a burst on this kernel; 5000 does not (FACTS). */
     txqueuelen: z.number().int().min(1).max(1_000_000).default(5000),
@@ -180,8 +181,8 @@ export const BLOCK_OUTBOUND = 'block';
 
 export const configSchema = z
   .object({
-    tun: tunSchema.default(tunSchema.parse({})),
-    routes: routesSchema.default(routesSchema.parse({})),
+    tun: tunSchema.prefault({}),
+    routes: routesSchema.prefault({}),
     /** Echo requests to addresses routed into the tun: answered by tunroute, or dropped. */
     icmp: z.enum(['reply', 'drop']).default('reply'),
     log: logSchema,

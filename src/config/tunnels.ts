@@ -18,7 +18,7 @@ import { lookup } from 'node:dns/promises';
 import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
 import type { TunnelSpec } from '../wireguard/tunnel.js';
-import { ipToU32, normalizeCidr, normalizeIpv4Cidr, parseCidr, type Cidr } from '../net/ipv4.js';
+import { ipToU32, normalizeCidr, normalizeIpv4Cidr, parseCidr, parseNetwork, type Cidr } from '../net/ipv4.js';
 import { formatEndpoint, type Endpoint } from '../net/endpoint.js';
 import { DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from './schema.js';
 
@@ -49,8 +49,8 @@ function isFullTunnel(config: Config): boolean {
 /** What the expansion collects while it walks the outbounds in order. */
 interface Acc {
   full: boolean;
-  include: string[];
-  exclude: string[];
+  include: Cidr[];
+  exclude: Cidr[];
   rules: Config['rules'];
   table: Config['routes']['table'];
   notes: string[];
@@ -78,22 +78,22 @@ export async function expandTunnels(config: Config, resolve: TunnelResolver = sy
 }
 
 async function expandOutbound(o: WireguardOutbound, i: number, acc: Acc): Promise<WireguardOutbound> {
-  const v4: string[] = [];
+  const v4: Cidr[] = [];
   const peers: WireguardOutbound['peers'] = [];
   for (const [j, p] of o.peers.entries()) {
     const skipped: string[] = [];
     for (const a of p.allowedIPs) {
-      const c = normalizeIpv4Cidr(a);
+      const c = parseNetwork(a);
       if (c === undefined) skipped.push(a);
-      else if (!v4.includes(c)) v4.push(c);
+      else addOnce(v4, c);
     }
     if (skipped.length > 0) acc.notes.push(`tunnel '${o.name}': IPv6 AllowedIPs ${skipped.join(', ')} skipped (tunroute routes IPv4 only).`);
     peers.push(p.endpoint === undefined ? p : { ...p, endpoint: await pinEndpoint(o.name, p.endpoint, `outbounds[${i}] ('${o.name}').peers[${j}].endpoint`, acc) });
   }
   if (v4.length > 0) {
     acc.rules.push({ cidrs: v4, outbound: o.name });
-    if (!acc.full) for (const c of v4) if (!acc.include.includes(c)) acc.include.push(c);
-    if (!acc.full && acc.table === 'auto' && v4.some((c) => c.endsWith('/0'))) {
+    if (!acc.full) for (const c of v4) addOnce(acc.include, c);
+    if (!acc.full && acc.table === 'auto' && v4.some((c) => c.prefix === 0)) {
       acc.table = DEFAULT_ROUTE_TABLE;
       acc.notes.push(`tunnel '${o.name}' routes 0.0.0.0/0: its routes go into table ${DEFAULT_ROUTE_TABLE} with an ip rule (policy routing), leaving the main table's default route alone.`);
     }
@@ -108,10 +108,15 @@ async function expandOutbound(o: WireguardOutbound, i: number, acc: Acc): Promis
   return { ...o, peers };
 }
 
+/** Append `c` unless the list holds it already. */
+function addOnce(list: Cidr[], c: Cidr): void {
+  if (!list.some((x) => x.addr === c.addr && x.prefix === c.prefix)) list.push(c);
+}
+
 /** The endpoint with its host resolved; every address it resolved to is kept out of the device. */
 async function pinEndpoint(tunnel: string, ep: Endpoint, field: string, acc: Acc): Promise<Endpoint> {
   const addrs = ep.kind === 'ipv4' ? [ep.host] : await resolveEndpoint(ep.host, field, acc.resolve);
-  for (const a of addrs) if (!acc.exclude.includes(`${a}/32`)) acc.exclude.push(`${a}/32`);
+  for (const a of addrs) addOnce(acc.exclude, { addr: ipToU32(a)!, prefix: 32 });
   if (ep.kind === 'name') {
     acc.notes.push(`tunnel '${tunnel}': endpoint ${ep.host} resolved to ${addrs.join(', ')}; tunroute sends to ${addrs[0]} and keeps all of them out of the tunnel.`);
   }

@@ -28,7 +28,7 @@
  */
 import { TunrouteError } from '../errors.js';
 import { BLOCK_OUTBOUND, DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from '../config/schema.js';
-import { cidrToString, parseCidr, normalizeCidr, type Cidr } from '../net/ipv4.js';
+import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../net/ipv4.js';
 import { computeRouteSet } from '../net/cidr-set.js';
 import type { RouteEnv } from './host.js';
 import { parseCidrFile, type LabeledPrefix } from './sources.js';
@@ -124,10 +124,10 @@ export const ALWAYS_DIRECT: ReadonlyArray<readonly [string, string]> = [
 
 export const FULL_TUNNEL_SOURCE = 'full tunnel (a proxy and no routes given)';
 
+/** The planner's own CIDRs (built in, the host's LAN, upstream addresses): text it made or read from `ip`. */
 function mustParse(cidr: string): Cidr {
   const p = parseCidr(cidr);
-  // The schema validated every CIDR already; reaching this is a bug, not a user error.
-  if (!p) throw new TunrouteError('TR_INTERNAL', `unvalidated CIDR reached the planner: ${cidr}`);
+  if (!p) throw new TunrouteError('TR_INTERNAL', `a CIDR of the planner's own did not parse: ${cidr}`);
   return normalizeCidr(p);
 }
 
@@ -187,7 +187,7 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   const r = config.routes;
   const notes: string[] = [];
 
-  const include: LabeledPrefix[] = r.include.map((c, i) => ({ prefix: mustParse(c), source: `routes.include[${i}]` }));
+  const include: LabeledPrefix[] = r.include.map((c, i) => ({ prefix: normalizeCidr(c), source: `routes.include[${i}]` }));
   r.includeFiles.forEach((f, i) => include.push(...parseCidrFile(fileText(env, f), f, `routes.includeFiles[${i}]`)));
   const mode: PlanMode = r.include.length > 0 || r.includeFiles.length > 0 ? 'split' : hasUpstream(config) ? 'full' : 'none';
   if (mode === 'full') include.push({ prefix: { addr: 0, prefix: 0 }, source: FULL_TUNNEL_SOURCE });
@@ -209,7 +209,7 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   } else if (r.lan === 'auto' && mode === 'full') {
     notes.push('no IPv4 default route: there is no LAN to keep direct.');
   }
-  r.exclude.forEach((c, i) => exclude.push({ prefix: mustParse(c), source: `routes.exclude[${i}]` }));
+  r.exclude.forEach((c, i) => exclude.push({ prefix: normalizeCidr(c), source: `routes.exclude[${i}]` }));
   r.excludeFiles.forEach((f, i) => exclude.push(...parseCidrFile(fileText(env, f), f, `routes.excludeFiles[${i}]`)));
 
   const prefixes = mode === 'none' ? [] : computeRouteSet(include.map((p) => p.prefix), exclude.map((p) => p.prefix));
@@ -269,7 +269,7 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
 
   const device: DeviceOp[] = [
     { op: 'link-set', dev, mtu: config.tun.mtu, txqueuelen: config.tun.txqueuelen },
-    { op: 'addr-add', dev, cidr: config.tun.address },
+    { op: 'addr-add', dev, cidr: cidrToString(config.tun.address) },
     { op: 'link-up', dev },
   ];
   const up: RouteOp[] = [...device, ...changes];
