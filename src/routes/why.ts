@@ -11,6 +11,7 @@ import { isIPv6 } from 'node:net';
 import { TunrouteError } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import { cidrToString, ipToU32, parseNetwork, type Cidr } from '../net/ipv4.js';
+import { hostKindOf, parseEndpoint } from '../net/endpoint.js';
 import { computeRouteSet } from '../net/cidr-set.js';
 import { hostProbe, probeRouteEnv, type HostProbe } from './host.js';
 import { listStateFiles, ownerAlive, readJournal } from './journal.js';
@@ -31,22 +32,16 @@ const PROTO_NUMBER: Record<WhyProto, number> = { tcp: 6, udp: 17, icmp: 1 };
 export function parseDestination(text: string, proto: WhyProto = 'tcp'): Destination {
   const bad = (): TunrouteError =>
     new TunrouteError('TR_BAD_FLAG', `"${text}" is not a destination: write an address, optionally with a port, like 203.0.113.7 or 203.0.113.7:443.`);
-  let host = text;
-  let port: number | undefined;
-  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
-  if (v6) {
-    host = v6[1]!;
-    if (v6[2] !== undefined) port = Number(v6[2]);
-  } else if (!isIPv6(text)) {
-    const m = /^([^:]+):(\d+)$/.exec(text);
-    if (m) {
-      host = m[1]!;
-      port = Number(m[2]);
-    }
+  const ep = parseEndpoint(text);
+  if (ep !== undefined) {
+    if (ep.kind === 'name') throw bad();
+    return { ip: ep.host, port: ep.port, proto };
   }
-  if (port !== undefined && (port < 1 || port > 65535)) throw bad();
-  if (ipToU32(host) === undefined && !isIPv6(host)) throw bad();
-  return port === undefined ? { ip: host, proto } : { ip: host, port, proto };
+  // Without a port: an address as it is, or an IPv6 one in brackets.
+  const host = /^\[(.+)\]$/.exec(text)?.[1] ?? text;
+  const kind = hostKindOf(host);
+  if (kind !== 'ipv4' && kind !== 'ipv6') throw bad();
+  return { ip: host, proto };
 }
 
 export interface OutboundDecision {
