@@ -4,7 +4,7 @@
  * every error names the field that is wrong.
  */
 import { z } from 'zod';
-import { isAnyCidr, parseCidr, type Cidr } from '../net/ipv4.js';
+import { parseAnyCidr, parseCidr, type AnyCidr, type Cidr } from '../net/ipv4.js';
 import { ifName, logSchema, mtu, tcpLimitsSchema, wgKey } from './fields.js';
 import { parseEndpoint, parseIpv4Endpoint, type Endpoint, type Ipv4Endpoint } from '../net/endpoint.js';
 import { parseSocks5Url, Socks5UrlError, type Socks5Url } from '../outbound/socks5-url.js';
@@ -131,7 +131,13 @@ export const socks5OutboundSchema = z
 
 export const blockOutboundSchema = z.object({ name: outboundName, type: z.literal('block') }).strict();
 
-const anyCidr = z.string().refine(isAnyCidr, { message: 'is not a CIDR like 10.8.0.0/16 (IPv6 entries are accepted and skipped)' });
+/** An allowed IP or tunnel address: IPv4 parsed, IPv6 accepted (and skipped by tunnels.ts). */
+const anyCidr = z.string().transform((s, ctx): AnyCidr => {
+  const a = parseAnyCidr(s);
+  if (a !== undefined) return a;
+  ctx.addIssue({ code: 'custom', message: 'is not a CIDR like 10.8.0.0/16 (IPv6 entries are accepted and skipped)' });
+  return z.NEVER;
+});
 
 /** A WireGuard tunnel (the fields of a wg-quick file; `--tunnel wg0.conf` imports one, see wg-quick.ts). */
 export const wireguardOutboundSchema = z

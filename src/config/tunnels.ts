@@ -18,7 +18,7 @@ import { lookup } from 'node:dns/promises';
 import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
 import type { TunnelSpec } from '../wireguard/tunnel.js';
-import { ipToU32, normalizeCidr, normalizeIpv4Cidr, parseCidr, parseNetwork, type Cidr } from '../net/ipv4.js';
+import { ipToU32, normalizeCidr, type Cidr } from '../net/ipv4.js';
 import { formatEndpoint, type Endpoint } from '../net/endpoint.js';
 import { DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from './schema.js';
 
@@ -83,9 +83,8 @@ async function expandOutbound(o: WireguardOutbound, i: number, acc: Acc): Promis
   for (const [j, p] of o.peers.entries()) {
     const skipped: string[] = [];
     for (const a of p.allowedIPs) {
-      const c = parseNetwork(a);
-      if (c === undefined) skipped.push(a);
-      else addOnce(v4, c);
+      if (a.family === 6) skipped.push(a.text);
+      else addOnce(v4, normalizeCidr(a.cidr));
     }
     if (skipped.length > 0) acc.notes.push(`tunnel '${o.name}': IPv6 AllowedIPs ${skipped.join(', ')} skipped (tunroute routes IPv4 only).`);
     peers.push(p.endpoint === undefined ? p : { ...p, endpoint: await pinEndpoint(o.name, p.endpoint, `outbounds[${i}] ('${o.name}').peers[${j}].endpoint`, acc) });
@@ -98,8 +97,7 @@ async function expandOutbound(o: WireguardOutbound, i: number, acc: Acc): Promis
       acc.notes.push(`tunnel '${o.name}' routes 0.0.0.0/0: its routes go into table ${DEFAULT_ROUTE_TABLE} with an ip rule (policy routing), leaving the main table's default route alone.`);
     }
   }
-  const addresses = o.address === undefined ? [] : typeof o.address === 'string' ? [o.address] : o.address;
-  if (!addresses.some((a) => normalizeIpv4Cidr(a) !== undefined)) {
+  if (firstIpv4Address(o) === undefined) {
     acc.notes.push(`tunnel '${o.name}' has no IPv4 Address: packets enter it with the device's own address as source, which the peer must allow.`);
   }
   if (o.dns !== undefined && o.dns.length > 0) {
@@ -139,11 +137,17 @@ async function resolveEndpoint(host: string, field: string, resolve: TunnelResol
   return addrs;
 }
 
+/** The first IPv4 Address of a tunnel, host bits kept: the source its packets carry. */
+function firstIpv4Address(o: WireguardOutbound): Cidr | undefined {
+  const addresses = o.address === undefined ? [] : Array.isArray(o.address) ? o.address : [o.address];
+  for (const a of addresses) if (a.family === 4) return a.cidr;
+  return undefined;
+}
+
 /** The tunnels of an expanded config, ready for WireguardTunnel (keys decoded, IPv6 dropped). */
 export function tunnelSpecsOf(config: Config): TunnelSpec[] {
   return config.outbounds.filter(isWireguard).map((o): TunnelSpec => {
-    const addresses = o.address === undefined ? [] : typeof o.address === 'string' ? [o.address] : o.address;
-    const first = addresses.map((a) => parseCidr(a.includes('/') ? a : `${a}/32`)).find((c) => c !== undefined);
+    const first = firstIpv4Address(o);
     return {
       name: o.name,
       privateKey: parseKey(o.privateKey, `private key of tunnel '${o.name}'`),
@@ -157,10 +161,7 @@ export function tunnelSpecsOf(config: Config): TunnelSpec[] {
           publicKey: parseKey(p.publicKey, 'peer public key'),
           presharedKey: p.presharedKey === undefined ? undefined : parseKey(p.presharedKey, 'preshared key'),
           endpoint: ep === undefined ? undefined : { address: ep.host, port: ep.port },
-          allowedIPs: p.allowedIPs
-            .map((a) => normalizeIpv4Cidr(a))
-            .filter((c): c is string => c !== undefined)
-            .map((c): Cidr => normalizeCidr(parseCidr(c)!)),
+          allowedIPs: p.allowedIPs.flatMap((a): Cidr[] => (a.family === 4 ? [normalizeCidr(a.cidr)] : [])),
           persistentKeepaliveSec: p.persistentKeepalive,
         };
       }),

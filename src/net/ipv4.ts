@@ -150,5 +150,19 @@ export function normalizeIpv4Cidr(s: string): string | undefined {
 
 /** An allowed IP or interface address: IPv4 or IPv6, with or without a prefix length. */
 export function isAnyCidr(s: string): boolean {
-  return normalizeIpv4Cidr(s) !== undefined || parseIpv6Cidr(s) !== undefined;
+  return parseAnyCidr(s) !== undefined;
+}
+
+/** An address or CIDR of either family, as wg-quick lists them: IPv4 parsed (host bits kept), IPv6 kept as text. */
+export type AnyCidr = { readonly family: 4; readonly cidr: Cidr } | { readonly family: 6; readonly text: string };
+
+/** A CIDR or bare address (IPv4 → /32) of either family, or undefined. */
+export function parseAnyCidr(s: string): AnyCidr | undefined {
+  const cidr = parseCidrOrAddress(s);
+  if (cidr !== undefined) return { family: 4, cidr };
+  return parseIpv6Cidr(s) === undefined ? undefined : { family: 6, text: s };
+}
+
+export function anyCidrToString(a: AnyCidr): string {
+  return a.family === 4 ? cidrToString(a.cidr) : a.text;
 }

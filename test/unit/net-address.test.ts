@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  anyCidrToString,
   cidrRange,
   cidrsOverlap,
   cidrToString,
@@ -7,6 +8,7 @@ import {
   isAnyCidr,
   normalizeIpv4Cidr,
   parseCidr,
+  parseAnyCidr,
   parseCidrOrAddress,
   parseNetwork,
   u32ToIp,
@@ -56,6 +58,16 @@ describe('net/ipv4: parse → format → parse', () => {
     expect(normalizeIpv4Cidr('fd00::/8')).toBeUndefined();
     expect(isAnyCidr('fd00::/8')).toBe(true);
     expect(isAnyCidr('fd00::/129')).toBe(false);
+  });
+
+  it('either family, as wg-quick lists them: IPv4 parsed (host bits kept), IPv6 kept as text', () => {
+    for (const s of ['10.8.0.2/16', '0.0.0.0/0', 'fd00:8::2/64', '::/0']) {
+      const a = parseAnyCidr(s)!;
+      expect(anyCidrToString(a)).toBe(s);
+      expect(parseAnyCidr(anyCidrToString(a))).toEqual(a);
+    }
+    expect(parseAnyCidr('10.8.0.2')).toEqual({ family: 4, cidr: { addr: 0x0a080002, prefix: 32 } });
+    expect(parseAnyCidr('10.8.0/16')).toBeUndefined();
   });
 
   it('ranges: a CIDR covers [network, network + 2^(32-n)); overlap is symmetric', () => {
