@@ -6,6 +6,19 @@ import { z } from 'zod';
 import { LOG_LEVELS } from '../logger.js';
 import { parseKey } from '../wireguard/keys.js';
 
+/**
+ * A text field that the schema parses into a value, so nothing after loading parses it again;
+ * text `parse` refuses is the field's error, worded by `message` ("is not an IPv4 CIDR like …").
+ */
+export function parsedText<T>(parse: (s: string) => T | undefined, message: string) {
+  return z.string().transform((s, ctx): T => {
+    const v = parse(s);
+    if (v !== undefined) return v;
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
+  });
+}
+
 export const WG_KEY_HINT = 'is not a WireGuard key (44 base64 characters as printed by `wg genkey` or `wg pubkey`)';
 
 /** Whether `s` is a key in wg's format. */

@@ -4,19 +4,14 @@
  * every error names the field that is wrong.
  */
 import { z } from 'zod';
-import { parseAnyCidr, parseCidr, type AnyCidr, type Cidr } from '../net/ipv4.js';
-import { ifName, logSchema, mtu, tcpLimitsSchema, wgKey } from './fields.js';
-import { parseEndpoint, parseIpv4Endpoint, type Endpoint, type Ipv4Endpoint } from '../net/endpoint.js';
+import { parseAnyCidr, parseCidr } from '../net/ipv4.js';
+import { ifName, logSchema, mtu, parsedText, tcpLimitsSchema, wgKey } from './fields.js';
+import { parseEndpoint, parseIpv4Endpoint, type Endpoint } from '../net/endpoint.js';
 import { parseSocks5Url, Socks5UrlError, type Socks5Url } from '../outbound/socks5-url.js';
 import { OWN_TEXT } from './issues.js';
 
 /** An IPv4 CIDR, parsed; host bits kept as written (the planner merges, the router refuses them in rules). */
-const cidr = z.string().transform((s, ctx): Cidr => {
-  const c = parseCidr(s);
-  if (c !== undefined) return c;
-  ctx.addIssue({ code: 'custom', message: 'is not an IPv4 CIDR like 10.0.0.0/8' });
-  return z.NEVER;
-});
+const cidr = parsedText(parseCidr, 'is not an IPv4 CIDR like 10.0.0.0/8');
 
 /** An interface address: the host part matters, so host bits are allowed (198.18.0.1/15). */
 const interfaceAddress = cidr.refine((c) => c.prefix < 31, { message: 'needs a prefix of /30 or shorter so the device has room for peers' });
@@ -39,20 +34,13 @@ const socks5Url = z
   });
 
 /** A WireGuard peer's `HOST:PORT`: an IPv4 address or a name (resolved and pinned by tunnels.ts). */
-const peerEndpoint = z.string().transform((s, ctx): Endpoint => {
+const peerEndpoint = parsedText((s): Endpoint | undefined => {
   const e = parseEndpoint(s);
-  if (e !== undefined && e.kind !== 'ipv6') return e;
-  ctx.addIssue({ code: 'custom', message: 'is not an IPv4 HOST:PORT like vpn.example.com:51820' });
-  return z.NEVER;
-});
+  return e?.kind === 'ipv6' ? undefined : e;
+}, 'is not an IPv4 HOST:PORT like vpn.example.com:51820');
 
 /** The DNS upstream: an IPv4 address and port 53 unless another is given. */
-const dnsUpstream = z.string().transform((s, ctx): Ipv4Endpoint => {
-  const e = parseIpv4Endpoint(s, 53);
-  if (e !== undefined) return e;
-  ctx.addIssue({ code: 'custom', message: 'is not an IPv4 address with an optional port, like 1.1.1.1:53' });
-  return z.NEVER;
-});
+const dnsUpstream = parsedText((s) => parseIpv4Endpoint(s, 53), 'is not an IPv4 address with an optional port, like 1.1.1.1:53');
 
 export const tunSchema = z
   .object({
@@ -132,12 +120,7 @@ export const socks5OutboundSchema = z
 export const blockOutboundSchema = z.object({ name: outboundName, type: z.literal('block') }).strict();
 
 /** An allowed IP or tunnel address: IPv4 parsed, IPv6 accepted (and skipped by tunnels.ts). */
-const anyCidr = z.string().transform((s, ctx): AnyCidr => {
-  const a = parseAnyCidr(s);
-  if (a !== undefined) return a;
-  ctx.addIssue({ code: 'custom', message: 'is not a CIDR like 10.8.0.0/16 (IPv6 entries are accepted and skipped)' });
-  return z.NEVER;
-});
+const anyCidr = parsedText(parseAnyCidr, 'is not a CIDR like 10.8.0.0/16 (IPv6 entries are accepted and skipped)');
 
 /** A WireGuard tunnel (the fields of a wg-quick file; `--tunnel wg0.conf` imports one, see wg-quick.ts). */
 export const wireguardOutboundSchema = z

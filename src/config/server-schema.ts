@@ -18,9 +18,9 @@
 import { z } from 'zod';
 import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
-import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../net/ipv4.js';
-import { parseIpv4Endpoint, type Ipv4Endpoint } from '../net/endpoint.js';
-import { ifName, logSchema, mtu, tcpLimitsSchema, wgKey, WG_KEY_HINT } from './fields.js';
+import { cidrToString, normalizeCidr, parseCidr } from '../net/ipv4.js';
+import { parseIpv4Endpoint } from '../net/endpoint.js';
+import { ifName, logSchema, mtu, parsedText, tcpLimitsSchema, wgKey, WG_KEY_HINT } from './fields.js';
 import { flagsToInput, SERVER_FLAGS, type ConfigTree, type FlagValuesOf } from './flags.js';
 import { configError, readConfigText } from './issues.js';
 import { readConfigFile } from './load.js';
@@ -36,20 +36,10 @@ export const DEFAULT_SERVER_CONTROL_PATH = '/run/tunroute/server.sock';
 export const DEFAULT_SERVER_DENY = ['0.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16'] as const;
 
 /** An IPv4 CIDR, parsed (host bits kept: the server's address is a host in its subnet). */
-const cidr = z.string().transform((s, ctx): Cidr => {
-  const c = parseCidr(s);
-  if (c !== undefined) return c;
-  ctx.addIssue({ code: 'custom', message: 'is not an IPv4 CIDR like 10.8.0.2/32' });
-  return z.NEVER;
-});
+const cidr = parsedText(parseCidr, 'is not an IPv4 CIDR like 10.8.0.2/32');
 
 /** The UDP address the peers send to. */
-const listen = z.string().transform((s, ctx): Ipv4Endpoint => {
-  const e = parseIpv4Endpoint(s);
-  if (e !== undefined) return e;
-  ctx.addIssue({ code: 'custom', message: 'is not an IPv4 ADDRESS:PORT like 0.0.0.0:51820' });
-  return z.NEVER;
-});
+const listen = parsedText((s) => parseIpv4Endpoint(s), 'is not an IPv4 ADDRESS:PORT like 0.0.0.0:51820');
 
 export const serverPeerSchema = z
   .object({
