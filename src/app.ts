@@ -21,8 +21,9 @@ import { Router } from './router/router.js';
 import { BlockOutbound } from './outbound/block.js';
 import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
 import { DnsResolver, DnsCache, type DnsResolverStats } from './dns/index.js';
-import { ipToU32, IP_PROTO_UDP } from './wire/ipv4.js';
-import { parseSocks5Url } from './outbound/socks5-url.js';
+import { IP_PROTO_UDP } from './wire/ipv4.js';
+import { cidrToString } from './net/ipv4.js';
+import { formatEndpoint } from './net/endpoint.js';
 import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
 import { monotonicClock, type Clock } from './clock.js';
@@ -81,17 +82,15 @@ async function openTunLink(config: Config, logger: Logger): Promise<Link> {
 export function buildOutbounds(config: Config, log: Logger, clock: Clock): Map<string, Outbound> {
   const out = new Map<string, Outbound>([[BLOCK_OUTBOUND, new BlockOutbound(BLOCK_OUTBOUND)]]);
   if (config.proxy !== undefined) {
-    const proxy = parseSocks5Url(config.proxy, { source: '--proxy', code: 'TR_BAD_FLAG' });
-    out.set(PROXY_OUTBOUND, new Socks5UdpOutbound({ name: PROXY_OUTBOUND, proxy, logger: log, clock }));
+    out.set(PROXY_OUTBOUND, new Socks5UdpOutbound({ name: PROXY_OUTBOUND, proxy: config.proxy, logger: log, clock }));
   }
-  config.outbounds.forEach((o, i) => {
+  for (const o of config.outbounds) {
     if (o.type === 'block') out.set(o.name, new BlockOutbound(o.name));
     else if (o.type === 'socks5') {
       // (wireguard outbounds forward packets instead of flows: see openWireguardTunnels below)
-      const proxy = parseSocks5Url(o.url, { source: `outbounds[${i}].url`, code: 'TR_BAD_CONFIG' });
-      out.set(o.name, new Socks5UdpOutbound({ name: o.name, proxy, connectTimeoutMs: o.connectTimeoutMs, logger: log, clock }));
+      out.set(o.name, new Socks5UdpOutbound({ name: o.name, proxy: o.url, connectTimeoutMs: o.connectTimeoutMs, logger: log, clock }));
     }
-  });
+  }
   return out;
 }
 
@@ -107,16 +106,14 @@ export function buildRouter(config: Config): Router {
  */
 function buildDnsResolver(config: Config, router: Router, outbounds: ReadonlyMap<string, Outbound>, clock: Clock, log: Logger): DnsResolver | undefined {
   if (config.dns.mode !== 'hijack') return undefined;
-  const [host = '', port = '53'] = config.dns.upstream.split(':');
-  const ip = ipToU32(host);
-  if (ip === undefined) throw new TunrouteError('TR_BAD_CONFIG', `dns.upstream "${config.dns.upstream}" is not an IPv4 address: give one like 1.1.1.1:53.`);
-  const name = config.dns.outbound ?? router.route(ip, IP_PROTO_UDP, Number(port));
+  const upstream = config.dns.upstream;
+  const name = config.dns.outbound ?? router.route(upstream.addr, IP_PROTO_UDP, upstream.port);
   const outbound = outbounds.get(name);
   if (outbound === undefined || outbound.kind === 'block') {
-    throw new TunrouteError('TR_BAD_CONFIG', `DNS hijack needs a proxy to reach ${config.dns.upstream}, but it routes to "${name}": set --proxy or dns.outbound.`);
+    throw new TunrouteError('TR_BAD_CONFIG', `DNS hijack needs a proxy to reach ${formatEndpoint(upstream)}, but it routes to "${name}": set --proxy or dns.outbound.`);
   }
   const cache = new DnsCache({ clock, maxEntries: config.dns.cacheMaxEntries, maxTtlSec: config.dns.cacheMaxTtlSec });
-  return new DnsResolver({ upstream: { ip: host, port: Number(port) }, outbound, clock, logger: log, cache });
+  return new DnsResolver({ upstream: { ip: upstream.host, port: upstream.port }, outbound, clock, logger: log, cache });
 }
 
 export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Promise<RunningTunroute> {
@@ -138,7 +135,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const link = await (deps.openLink ?? openTunLink)(config, log);
   let tunnels = new Map<string, WireguardTunnel>();
   try {
-    tunnels = await openWireguardTunnels(tunnelSpecsOf(config), { link, clock, logger: log, deviceAddress: ipToU32(config.tun.address.split('/')[0])! });
+    tunnels = await openWireguardTunnels(tunnelSpecsOf(config), { link, clock, logger: log, deviceAddress: config.tun.address.addr });
     await routes.apply();
   } catch (e) {
     for (const t of tunnels.values()) t.close();
@@ -225,13 +222,13 @@ export async function runUp(config: Config): Promise<void> {
     control = await startControlServer({
       path: config.control.socket,
       logger: log,
-      snapshot: () => statusSnapshotOf(up, { version: TUNROUTE_VERSION, address: config.tun.address, startedAt }),
+      snapshot: () => statusSnapshotOf(up, { version: TUNROUTE_VERSION, address: cidrToString(config.tun.address), startedAt }),
       flows: () => up.flows(),
     });
   } catch (e) {
     await up.stop();
     throw e;
   }
-  log.info({ dev: up.link.name, mtu: up.link.mtu, address: config.tun.address, routes: up.plan.prefixes.length, control: config.control.socket }, 'tunroute is up');
+  log.info({ dev: up.link.name, mtu: up.link.mtu, address: cidrToString(config.tun.address), routes: up.plan.prefixes.length, control: config.control.socket }, 'tunroute is up');
   await runUntilSignal({ logger: log, failure: 'teardown failed', stop: () => control.close().then(() => up.stop()) });
 }

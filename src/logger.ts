@@ -2,7 +2,8 @@ import { pino, type Logger, type LevelWithSilent } from 'pino';
 
 export type { Logger };
 
-export const LOG_LEVELS: readonly LevelWithSilent[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+/** Every level `log.level` and `--log-level` accept, most severe first; `silent` logs nothing. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const satisfies readonly LevelWithSilent[];
 
 /** The process logger: structured JSON lines on stderr, so stdout stays for command output. */
 export function createLogger(level: LevelWithSilent = 'info'): Logger {

@@ -1,34 +1,53 @@
 /**
  * The one schema for the config file and the command-line flags. Flags are mapped onto the same
- * shape (see flags.ts) and merged over the file, so every value is validated in one place and
+ * shape (flags.ts holds the table of them) and merged over the file (load.ts), so every value is validated in one place and
  * every error names the field that is wrong.
  */
 import { z } from 'zod';
-import { parseCidr } from '../wire/ipv4.js';
-import { isAnyCidr, isWgKey, parseEndpoint } from './wg-quick.js';
+import { parseAnyCidr, parseCidr } from '../net/ipv4.js';
+import { ifName, logSchema, mtu, parsedText, tcpLimitsSchema, wgKey } from './fields.js';
+import { parseEndpoint, parseIpv4Endpoint, type Endpoint } from '../net/endpoint.js';
+import { parseSocks5Url, Socks5UrlError, type Socks5Url } from '../outbound/socks5-url.js';
+import { OWN_TEXT } from './issues.js';
 
-const cidr = z.string().refine((s) => parseCidr(s) !== undefined, {
-  message: 'is not an IPv4 CIDR like 10.0.0.0/8',
-});
+/** An IPv4 CIDR, parsed; host bits kept as written (the planner merges, the router refuses them in rules). */
+const cidr = parsedText(parseCidr, 'is not an IPv4 CIDR like 10.0.0.0/8');
 
 /** An interface address: the host part matters, so host bits are allowed (198.18.0.1/15). */
-const interfaceAddress = cidr.refine((s) => {
-  const p = parseCidr(s);
-  return p !== undefined && p.prefix < 31;
-}, { message: 'needs a prefix of /30 or shorter so the device has room for peers' });
+const interfaceAddress = cidr.refine((c) => c.prefix < 31, { message: 'needs a prefix of /30 or shorter so the device has room for peers' });
 
-const ifName = z
+/**
+ * `socks5://[user:pass@]host:port`, parsed once here. A bad URL is described by the URL parser
+ * (the value with its password hidden, the problem and the fix); the error names the flag or field.
+ */
+const socks5Url = z
   .string()
-  .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'is not a valid interface name (1–15 letters, digits, "_", "-" or ".")');
+  .min(1)
+  .transform((s, ctx): Socks5Url => {
+    try {
+      return parseSocks5Url(s);
+    } catch (e) {
+      if (!(e instanceof Socks5UrlError)) throw e;
+      ctx.addIssue({ code: 'custom', message: e.detail, params: { [OWN_TEXT]: true } });
+      return z.NEVER;
+    }
+  });
 
-export const LOG_LEVEL_VALUES = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+/** A WireGuard peer's `HOST:PORT`: an IPv4 address or a name (resolved and pinned by tunnels.ts). */
+const peerEndpoint = parsedText((s): Endpoint | undefined => {
+  const e = parseEndpoint(s);
+  return e?.kind === 'ipv6' ? undefined : e;
+}, 'is not an IPv4 HOST:PORT like vpn.example.com:51820');
+
+/** The DNS upstream: an IPv4 address and port 53 unless another is given. */
+const dnsUpstream = parsedText((s) => parseIpv4Endpoint(s, 53), 'is not an IPv4 address with an optional port, like 1.1.1.1:53');
 
 export const tunSchema = z
   .object({
     name: ifName.default('tun0'),
     /** 198.18.0.0/15 is reserved for benchmarking (RFC 2544), so it collides with nothing real. */
-    address: interfaceAddress.default('198.18.0.1/15'),
-    mtu: z.number().int().min(576, 'must be at least 576 (the IPv4 minimum)').max(65535, 'must be at most 65535').default(1500),
+    address: interfaceAddress.prefault('198.18.0.1/15'),
+    mtu: mtu.default(1500),
     /** The default 500 drops ~35% of a burst on this kernel; 5000 does not (FACTS). */
     txqueuelen: z.number().int().min(1).max(1_000_000).default(5000),
     /**
@@ -92,7 +111,7 @@ export const socks5OutboundSchema = z
     name: outboundName,
     type: z.literal('socks5'),
     /** socks5://[user:pass@]host:port */
-    url: z.string().min(1),
+    url: socks5Url,
     /** Deadline for proxy connect + SOCKS handshake + CONNECT reply. */
     connectTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
   })
@@ -100,8 +119,8 @@ export const socks5OutboundSchema = z
 
 export const blockOutboundSchema = z.object({ name: outboundName, type: z.literal('block') }).strict();
 
-const wgKey = z.string().refine(isWgKey, { message: 'is not a WireGuard key (44 base64 characters as printed by `wg genkey` or `wg pubkey`)' });
-const anyCidr = z.string().refine(isAnyCidr, { message: 'is not a CIDR like 10.8.0.0/16 (IPv6 entries are accepted and skipped)' });
+/** An allowed IP or tunnel address: IPv4 parsed, IPv6 accepted (and skipped by tunnels.ts). */
+const anyCidr = parsedText(parseAnyCidr, 'is not a CIDR like 10.8.0.0/16 (IPv6 entries are accepted and skipped)');
 
 /** A WireGuard tunnel (the fields of a wg-quick file; `--tunnel wg0.conf` imports one, see wg-quick.ts). */
 export const wireguardOutboundSchema = z
@@ -113,7 +132,7 @@ export const wireguardOutboundSchema = z
     address: z.union([anyCidr, z.array(anyCidr)]).optional(),
     /** wg-quick's DNS line: reported at start, not applied (tunroute leaves resolv.conf alone). */
     dns: z.array(z.string()).optional(),
-    mtu: z.number().int().min(576, 'must be at least 576 (the IPv4 minimum)').max(65535, 'must be at most 65535').default(1420),
+    mtu: mtu.default(1420),
     /** UDP port to listen on; absent or 0: any free port. */
     listenPort: z.number().int().min(0).max(65535).optional(),
     peers: z
@@ -122,10 +141,7 @@ export const wireguardOutboundSchema = z
           .object({
             publicKey: wgKey,
             presharedKey: wgKey.optional(),
-            endpoint: z
-              .string()
-              .refine((s) => parseEndpoint(s)?.kind === 'ipv4' || parseEndpoint(s)?.kind === 'name', { message: 'is not an IPv4 HOST:PORT like vpn.example.com:51820' })
-              .optional(),
+            endpoint: peerEndpoint.optional(),
             allowedIPs: z.array(anyCidr).default([]),
             persistentKeepalive: z.number().int().min(0).max(65535).optional(),
           })
@@ -154,14 +170,11 @@ export const BLOCK_OUTBOUND = 'block';
 
 export const configSchema = z
   .object({
-    tun: tunSchema.default(tunSchema.parse({})),
-    routes: routesSchema.default(routesSchema.parse({})),
+    tun: tunSchema.prefault({}),
+    routes: routesSchema.prefault({}),
     /** Echo requests to addresses routed into the tun: answered by tunroute, or dropped. */
     icmp: z.enum(['reply', 'drop']).default('reply'),
-    log: z
-      .object({ level: z.enum(LOG_LEVEL_VALUES).default('info') })
-      .strict()
-      .default({ level: 'info' }),
+    log: logSchema,
     /**
      * Where `up` keeps the journal of its route changes, so `down` can undo them after a crash.
      * Default /run/tunroute (/run/tunroute/netns/NAME inside a named network namespace).
@@ -172,7 +185,7 @@ export const configSchema = z
       .strict()
       .default({ socket: '/run/tunroute/tunroute.sock' }),
     /** Shorthand for one socks5 outbound named "proxy" that is also the default. */
-    proxy: z.string().min(1).optional(),
+    proxy: socks5Url.optional(),
     outbounds: z.array(outboundSchema).default([]),
     /** Most specific CIDR wins, then file order; see src/router/router.ts. */
     rules: z.array(ruleSchema).default([]),
@@ -203,27 +216,14 @@ export const configSchema = z
     dns: z
       .object({
         mode: z.enum(['hijack', 'off']).default('off'),
-        upstream: z
-          .string()
-          .regex(/^\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?$/, 'is not an IPv4 address with an optional port, like 1.1.1.1:53')
-          .default('1.1.1.1:53'),
+        upstream: dnsUpstream.prefault('1.1.1.1:53'),
         outbound: outboundName.optional(),
         cacheMaxEntries: z.number().int().min(0).max(1_000_000).default(1024),
         cacheMaxTtlSec: z.number().int().min(0).max(86_400).default(3600),
       })
       .strict()
-      .default({ mode: 'off', upstream: '1.1.1.1:53', cacheMaxEntries: 1024, cacheMaxTtlSec: 3600 }),
-    tcp: z
-      .object({
-        /** Most concurrent TCP flows; each holds one upstream socket (open-file limit!). */
-        maxFlows: z.number().int().min(1).max(1_000_000).default(16_000),
-        /** Per-flow buffer each way; also the largest window we advertise. */
-        bufferBytes: z.number().int().min(16 * 1024).max(64 * 1024 * 1024).default(1024 * 1024),
-        /** What all flows' buffers may add up to: many flows share it, a few get bufferBytes each. */
-        memoryBytes: z.number().int().min(1024 * 1024).max(64 * 1024 * 1024 * 1024).default(256 * 1024 * 1024),
-      })
-      .strict()
-      .default({ maxFlows: 16_000, bufferBytes: 1024 * 1024, memoryBytes: 256 * 1024 * 1024 }),
+      .prefault({}),
+    tcp: tcpLimitsSchema,
   })
   .strict()
   .superRefine((c, ctx) => {

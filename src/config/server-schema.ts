@@ -15,13 +15,15 @@
  * Loading follows config/load.ts: YAML or JSON, validated once, and every error names the
  * file, the field, the value and the fix.
  */
-import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
-import { cidrToString, ipToU32, normalizeCidr, parseCidr } from '../wire/ipv4.js';
+import { cidrToString, normalizeCidr, parseCidr } from '../net/ipv4.js';
+import { parseIpv4Endpoint } from '../net/endpoint.js';
+import { ifName, logSchema, mtu, parsedText, tcpLimitsSchema, wgKey, WG_KEY_HINT } from './fields.js';
+import { flagsToInput, SERVER_FLAGS, type ConfigTree, type FlagValuesOf } from './flags.js';
+import { configError, readConfigText } from './issues.js';
 import { readConfigFile } from './load.js';
-import { LOG_LEVEL_VALUES } from './schema.js';
 
 /** Where `tunroute server` run by root listens for `tunroute status --control …` unless told otherwise. */
 export const DEFAULT_SERVER_CONTROL_PATH = '/run/tunroute/server.sock';
@@ -33,33 +35,11 @@ export const DEFAULT_SERVER_CONTROL_PATH = '/run/tunroute/server.sock';
  */
 export const DEFAULT_SERVER_DENY = ['0.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16'] as const;
 
-const KEY_HINT = 'is not a WireGuard key (44 base64 characters as printed by `wg genkey` or `wg pubkey`)';
+/** An IPv4 CIDR, parsed (host bits kept: the server's address is a host in its subnet). */
+const cidr = parsedText(parseCidr, 'is not an IPv4 CIDR like 10.8.0.2/32');
 
-const wgKey = z.string().refine(
-  (s) => {
-    try {
-      parseKey(s);
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { message: KEY_HINT },
-);
-
-const cidr = z.string().refine((s) => parseCidr(s) !== undefined, { message: 'is not an IPv4 CIDR like 10.8.0.2/32' });
-
-const listen = z.string().refine(
-  (s) => {
-    const m = /^(.+):(\d{1,5})$/.exec(s);
-    return m !== null && ipToU32(m[1]!) !== undefined && Number(m[2]) >= 1 && Number(m[2]) <= 65535;
-  },
-  { message: 'is not an IPv4 ADDRESS:PORT like 0.0.0.0:51820' },
-);
-
-const ifName = z
-  .string()
-  .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'is not a valid interface name (1–15 letters, digits, "_", "-" or ".")');
+/** The UDP address the peers send to. */
+const listen = parsedText((s) => parseIpv4Endpoint(s), 'is not an IPv4 ADDRESS:PORT like 0.0.0.0:51820');
 
 export const serverPeerSchema = z
   .object({
@@ -74,19 +54,19 @@ export const serverPeerSchema = z
 
 export const serverConfigSchema = z
   .object({
-    listen: listen.default('0.0.0.0:51820'),
+    listen: listen.prefault('0.0.0.0:51820'),
     privateKey: wgKey.optional(),
     privateKeyFile: z.string().min(1).optional(),
-    address: cidr.refine((s) => (parseCidr(s)?.prefix ?? 0) >= 8, { message: 'needs a prefix of /8 or longer' }),
+    address: cidr.refine((c) => c.prefix >= 8, { message: 'needs a prefix of /8 or longer' }),
     /** userspace: terminate and re-originate (no root); tun: a TUN device, the kernel forwards (root). */
     mode: z.enum(['userspace', 'tun']).default('userspace'),
     /** The tunnel MTU: our TCP's MSS is this minus 40. wg-quick's default is 1420. */
-    mtu: z.number().int().min(576, 'must be at least 576 (the IPv4 minimum)').max(65535, 'must be at most 65535').default(1420),
+    mtu: mtu.default(1420),
     peers: z.array(serverPeerSchema).min(1, 'is empty: add at least one peer with publicKey and allowedIPs'),
     /** Echo requests to the server's own tunnel address: answered, or dropped. */
     icmp: z.enum(['reply', 'drop']).default('reply'),
     /** Destinations peers may not reach through the server (TCP gets RST, UDP ICMP prohibited). */
-    deny: z.array(cidr).default([...DEFAULT_SERVER_DENY]),
+    deny: z.array(cidr).prefault([...DEFAULT_SERVER_DENY]),
     /** mode: tun only: the TUN device the kernel forwards through. */
     tun: z.object({ name: ifName.default('tunroute0') }).strict().default({ name: 'tunroute0' }),
     /** Absent: /run/tunroute/server.sock as root, $XDG_RUNTIME_DIR/tunroute/server.sock otherwise (see serverControlPath). */
@@ -94,20 +74,8 @@ export const serverConfigSchema = z
       .object({ socket: z.string().min(1).optional() })
       .strict()
       .default({}),
-    log: z
-      .object({ level: z.enum(LOG_LEVEL_VALUES).default('info') })
-      .strict()
-      .default({ level: 'info' }),
-    tcp: z
-      .object({
-        /** Most concurrent TCP flows; each holds one socket of this host (open-file limit!). */
-        maxFlows: z.number().int().min(1).max(1_000_000).default(16_000),
-        bufferBytes: z.number().int().min(16 * 1024).max(64 * 1024 * 1024).default(1024 * 1024),
-        /** What all flows' buffers may add up to: many flows share it, a few get bufferBytes each. */
-        memoryBytes: z.number().int().min(1024 * 1024).max(64 * 1024 * 1024 * 1024).default(256 * 1024 * 1024),
-      })
-      .strict()
-      .default({ maxFlows: 16_000, bufferBytes: 1024 * 1024, memoryBytes: 256 * 1024 * 1024 }),
+    log: logSchema,
+    tcp: tcpLimitsSchema,
     udp: z
       .object({
         /** Most concurrent UDP flows; each holds one socket; the least recently active is closed beyond. */
@@ -135,9 +103,7 @@ export const serverConfigSchema = z
       }
       keys.set(k, i);
       p.allowedIPs.forEach((a, j) => {
-        const parsed = parseCidr(a);
-        if (parsed === undefined) return;
-        const norm = cidrToString(normalizeCidr(parsed));
+        const norm = cidrToString(normalizeCidr(a));
         const owner = owners.get(norm);
         if (owner !== undefined && owner !== i) {
           ctx.addIssue({ code: 'custom', path: ['peers', i, 'allowedIPs', j], message: `is already allowed for peers[${owner}] (each range belongs to one peer)` });
@@ -151,50 +117,17 @@ export type ServerConfig = z.infer<typeof serverConfigSchema>;
 export type ServerConfigInput = z.input<typeof serverConfigSchema>;
 export type ServerPeerConfig = z.infer<typeof serverPeerSchema>;
 
-/** What `tunroute server` flags may override. */
-export interface ServerFlagValues {
-  control?: string;
-  logLevel?: string;
-}
-
-function valueAt(obj: unknown, path: readonly PropertyKey[]): unknown {
-  let cur: unknown = obj;
-  for (const k of path) {
-    if (cur === null || typeof cur !== 'object') return undefined;
-    cur = (cur as Record<PropertyKey, unknown>)[k];
-  }
-  return cur;
-}
-
-function describeIssue(issue: z.core.$ZodIssue, file: string | undefined, value: unknown, flags: ServerFlagValues): string {
-  const where = issue.path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('');
-  if (issue.code === 'unrecognized_keys') {
-    const at = where ? ` in ${where}` : '';
-    return `The config file ${file ?? ''} has unknown setting(s) ${issue.keys.join(', ')}${at}: remove them or check their spelling.`;
-  }
-  if (where === 'control.socket' && flags.control !== undefined) return `The flag --control ${JSON.stringify(value)} ${issue.message}: give a valid value.`;
-  if (where === 'log.level' && flags.logLevel !== undefined) return `The flag --log-level ${JSON.stringify(value)} ${issue.message}: give a valid value.`;
-  // Keys are secrets: name the field, never print the value.
-  const secret = /privateKey$|presharedKey$/.test(where);
-  const shown = value === undefined || secret || typeof value === 'object' ? '' : ` ${JSON.stringify(value)}`;
-  const source = file ? `The config file ${file}: ` : 'The server configuration: ';
-  const message = issue.code === 'invalid_type' && value === undefined ? 'is missing' : issue.message;
-  // A message that carries its own fix ("is missing: set …") needs no generic one.
-  return message.includes(': ') ? `${source}${where}${shown} ${message}.` : `${source}${where}${shown} ${message}: correct that field.`;
-}
+/** What `tunroute server` flags may override (see flags.ts). */
+export type ServerFlagValues = FlagValuesOf<typeof SERVER_FLAGS>;
 
 /** Validate an already-read config object (a file's contents, or one built by a program). */
 export function parseServerConfig(input: unknown, opts: { file?: string; flags?: ServerFlagValues } = {}): ServerConfig {
-  const flags = opts.flags ?? {};
-  const merged: Record<string, unknown> = typeof input === 'object' && input !== null && !Array.isArray(input) ? { ...(input as Record<string, unknown>) } : {};
-  if (flags.control !== undefined) merged.control = { ...(merged.control as Record<string, unknown> | undefined), socket: flags.control };
-  if (flags.logLevel !== undefined) merged.log = { ...(merged.log as Record<string, unknown> | undefined), level: flags.logLevel };
+  const fromFile: ConfigTree = typeof input === 'object' && input !== null && !Array.isArray(input) ? { ...(input as ConfigTree) } : {};
+  const { input: fromFlags, flagOf } = flagsToInput(SERVER_FLAGS, opts.flags ?? {});
+  const merged: ConfigTree = { ...fromFile };
+  for (const [k, v] of Object.entries(fromFlags)) merged[k] = { ...(merged[k] as ConfigTree | undefined), ...(v as ConfigTree) };
   const r = serverConfigSchema.safeParse(merged);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    const fromFlag = (issue.path.join('.') === 'control.socket' && flags.control !== undefined) || (issue.path.join('.') === 'log.level' && flags.logLevel !== undefined);
-    throw new TunrouteError(fromFlag ? 'TR_BAD_FLAG' : 'TR_BAD_CONFIG', describeIssue(issue, opts.file, valueAt(merged, issue.path), flags));
-  }
+  if (!r.success) throw configError(r.error, merged, { file: opts.file, noFile: 'The server configuration', flagOf });
   return r.data;
 }
 
@@ -207,17 +140,11 @@ export function loadServerConfig(opts: { file: string; flags?: ServerFlagValues 
 export function serverPrivateKey(config: ServerConfig, file?: string): Uint8Array {
   if (config.privateKey !== undefined) return parseKey(config.privateKey, 'private key');
   const path = config.privateKeyFile!;
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    throw new TunrouteError('TR_CONFIG_READ', `Cannot read privateKeyFile ${path}${file ? ` named in ${file}` : ''} (${code}): check the path and that this user may read it.`, e);
-  }
+  const text = readConfigText(path, (code) => `Cannot read privateKeyFile ${path}${file ? ` named in ${file}` : ''} (${code}): check the path and that this user may read it.`);
   try {
     return parseKey(text, 'private key');
   } catch {
-    throw new TunrouteError('TR_BAD_CONFIG', `The privateKeyFile ${path} ${KEY_HINT}: write the output of \`wg genkey\` into it.`);
+    throw new TunrouteError('TR_BAD_CONFIG', `The privateKeyFile ${path} ${WG_KEY_HINT}: write the output of \`wg genkey\` into it.`);
   }
 }
 

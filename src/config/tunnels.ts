@@ -18,9 +18,9 @@ import { lookup } from 'node:dns/promises';
 import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
 import type { TunnelSpec } from '../wireguard/client-tunnel.js';
-import { ipToU32, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.js';
+import { ipToU32, normalizeCidr, type Cidr } from '../net/ipv4.js';
+import { formatEndpoint, type Endpoint } from '../net/endpoint.js';
 import { DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from './schema.js';
-import { normalizeIpv4Cidr, parseEndpoint } from './wg-quick.js';
 
 /** Host name → IPv4 addresses (the route layer's resolver: getaddrinfo, /etc/hosts counts). */
 export type TunnelResolver = (host: string) => Promise<string[]>;
@@ -49,8 +49,8 @@ function isFullTunnel(config: Config): boolean {
 /** What the expansion collects while it walks the outbounds in order. */
 interface Acc {
   full: boolean;
-  include: string[];
-  exclude: string[];
+  include: Cidr[];
+  exclude: Cidr[];
   rules: Config['rules'];
   table: Config['routes']['table'];
   notes: string[];
@@ -78,28 +78,26 @@ export async function expandTunnels(config: Config, resolve: TunnelResolver = sy
 }
 
 async function expandOutbound(o: WireguardOutbound, i: number, acc: Acc): Promise<WireguardOutbound> {
-  const v4: string[] = [];
+  const v4: Cidr[] = [];
   const peers: WireguardOutbound['peers'] = [];
   for (const [j, p] of o.peers.entries()) {
     const skipped: string[] = [];
     for (const a of p.allowedIPs) {
-      const c = normalizeIpv4Cidr(a);
-      if (c === undefined) skipped.push(a);
-      else if (!v4.includes(c)) v4.push(c);
+      if (a.family === 6) skipped.push(a.text);
+      else addOnce(v4, normalizeCidr(a.cidr));
     }
     if (skipped.length > 0) acc.notes.push(`tunnel '${o.name}': IPv6 AllowedIPs ${skipped.join(', ')} skipped (tunroute routes IPv4 only).`);
     peers.push(p.endpoint === undefined ? p : { ...p, endpoint: await pinEndpoint(o.name, p.endpoint, `outbounds[${i}] ('${o.name}').peers[${j}].endpoint`, acc) });
   }
   if (v4.length > 0) {
     acc.rules.push({ cidrs: v4, outbound: o.name });
-    if (!acc.full) for (const c of v4) if (!acc.include.includes(c)) acc.include.push(c);
-    if (!acc.full && acc.table === 'auto' && v4.some((c) => c.endsWith('/0'))) {
+    if (!acc.full) for (const c of v4) addOnce(acc.include, c);
+    if (!acc.full && acc.table === 'auto' && v4.some((c) => c.prefix === 0)) {
       acc.table = DEFAULT_ROUTE_TABLE;
       acc.notes.push(`tunnel '${o.name}' routes 0.0.0.0/0: its routes go into table ${DEFAULT_ROUTE_TABLE} with an ip rule (policy routing), leaving the main table's default route alone.`);
     }
   }
-  const addresses = o.address === undefined ? [] : typeof o.address === 'string' ? [o.address] : o.address;
-  if (!addresses.some((a) => normalizeIpv4Cidr(a) !== undefined)) {
+  if (firstIpv4Address(o) === undefined) {
     acc.notes.push(`tunnel '${o.name}' has no IPv4 Address: packets enter it with the device's own address as source, which the peer must allow.`);
   }
   if (o.dns !== undefined && o.dns.length > 0) {
@@ -108,16 +106,19 @@ async function expandOutbound(o: WireguardOutbound, i: number, acc: Acc): Promis
   return { ...o, peers };
 }
 
+/** Append `c` unless the list holds it already. */
+function addOnce(list: Cidr[], c: Cidr): void {
+  if (!list.some((x) => x.addr === c.addr && x.prefix === c.prefix)) list.push(c);
+}
+
 /** The endpoint with its host resolved; every address it resolved to is kept out of the device. */
-async function pinEndpoint(tunnel: string, endpoint: string, field: string, acc: Acc): Promise<string> {
-  const ep = parseEndpoint(endpoint);
-  if (ep === undefined) throw new TunrouteError('TR_INTERNAL', `unvalidated endpoint reached expandTunnels: ${endpoint}`);
+async function pinEndpoint(tunnel: string, ep: Endpoint, field: string, acc: Acc): Promise<Endpoint> {
   const addrs = ep.kind === 'ipv4' ? [ep.host] : await resolveEndpoint(ep.host, field, acc.resolve);
-  for (const a of addrs) if (!acc.exclude.includes(`${a}/32`)) acc.exclude.push(`${a}/32`);
+  for (const a of addrs) addOnce(acc.exclude, { addr: ipToU32(a)!, prefix: 32 });
   if (ep.kind === 'name') {
     acc.notes.push(`tunnel '${tunnel}': endpoint ${ep.host} resolved to ${addrs.join(', ')}; tunroute sends to ${addrs[0]} and keeps all of them out of the tunnel.`);
   }
-  return `${addrs[0]}:${ep.port}`;
+  return { host: addrs[0], port: ep.port, kind: 'ipv4' };
 }
 
 async function resolveEndpoint(host: string, field: string, resolve: TunnelResolver): Promise<string[]> {
@@ -136,11 +137,17 @@ async function resolveEndpoint(host: string, field: string, resolve: TunnelResol
   return addrs;
 }
 
+/** The first IPv4 Address of a tunnel, host bits kept: the source its packets carry. */
+function firstIpv4Address(o: WireguardOutbound): Cidr | undefined {
+  const addresses = o.address === undefined ? [] : Array.isArray(o.address) ? o.address : [o.address];
+  for (const a of addresses) if (a.family === 4) return a.cidr;
+  return undefined;
+}
+
 /** The tunnels of an expanded config, ready for WireguardTunnel (keys decoded, IPv6 dropped). */
 export function tunnelSpecsOf(config: Config): TunnelSpec[] {
   return config.outbounds.filter(isWireguard).map((o): TunnelSpec => {
-    const addresses = o.address === undefined ? [] : typeof o.address === 'string' ? [o.address] : o.address;
-    const first = addresses.map((a) => parseCidr(a.includes('/') ? a : `${a}/32`)).find((c) => c !== undefined);
+    const first = firstIpv4Address(o);
     return {
       name: o.name,
       privateKey: parseKey(o.privateKey, `private key of tunnel '${o.name}'`),
@@ -148,16 +155,13 @@ export function tunnelSpecsOf(config: Config): TunnelSpec[] {
       listenPort: o.listenPort,
       address: first?.addr,
       peers: o.peers.map((p) => {
-        const ep = p.endpoint === undefined ? undefined : parseEndpoint(p.endpoint);
-        if (ep !== undefined && ep.kind !== 'ipv4') throw new TunrouteError('TR_INTERNAL', `tunnel '${o.name}': endpoint ${p.endpoint} was not resolved (expandTunnels first)`);
+        const ep = p.endpoint;
+        if (ep !== undefined && ep.kind !== 'ipv4') throw new TunrouteError('TR_INTERNAL', `tunnel '${o.name}': endpoint ${formatEndpoint(ep)} was not resolved (expandTunnels first)`);
         return {
           publicKey: parseKey(p.publicKey, 'peer public key'),
           presharedKey: p.presharedKey === undefined ? undefined : parseKey(p.presharedKey, 'preshared key'),
           endpoint: ep === undefined ? undefined : { address: ep.host, port: ep.port },
-          allowedIPs: p.allowedIPs
-            .map((a) => normalizeIpv4Cidr(a))
-            .filter((c): c is string => c !== undefined)
-            .map((c): Cidr => normalizeCidr(parseCidr(c)!)),
+          allowedIPs: p.allowedIPs.flatMap((a): Cidr[] => (a.family === 4 ? [normalizeCidr(a.cidr)] : [])),
           persistentKeepaliveSec: p.persistentKeepalive,
         };
       }),

@@ -21,12 +21,12 @@
  * the file back): they are refused with the line and the fix rather than silently ignored.
  * Every error names the file, the line and what to change.
  */
-import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { isIPv6 } from 'node:net';
 import { TunrouteError } from '../errors.js';
+import { readConfigText } from './issues.js';
 import { KeyFormatError, parseKey } from '../wireguard/keys.js';
-import { cidrToString, ipToU32, normalizeCidr, parseCidr } from '../wire/ipv4.js';
+import { normalizeIpv4Cidr, parseIpv6Cidr } from '../net/ipv4.js';
+import { parseEndpoint } from '../net/endpoint.js';
 
 export interface WgQuickPeer {
   publicKey: string;
@@ -55,61 +55,6 @@ export interface WireguardOutboundInput {
   mtu?: number;
   listenPort?: number;
   peers: WgQuickPeer[];
-}
-
-// ---------------------------------------------------------------------------------------------
-// Value checks shared with the config schema
-
-/** Whether `s` is a key in wg's format. */
-export function isWgKey(s: string): boolean {
-  try {
-    parseKey(s);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** An IPv6 CIDR (or bare address), checked loosely: node:net's parser and a prefix 0..128. */
-export function parseIpv6Cidr(s: string): { addr: string; prefix: number } | undefined {
-  const slash = s.indexOf('/');
-  const addr = slash < 0 ? s : s.slice(0, slash);
-  const p = slash < 0 ? '128' : s.slice(slash + 1);
-  if (!isIPv6(addr) || !/^(0|[1-9]\d{0,2})$/.test(p) || Number(p) > 128) return undefined;
-  return { addr, prefix: Number(p) };
-}
-
-/** IPv4 CIDR or bare address (→ /32), normalised: "10.8.0.1/16" → "10.8.0.0/16". Undefined if not IPv4. */
-export function normalizeIpv4Cidr(s: string): string | undefined {
-  const c = parseCidr(s.includes('/') ? s : `${s}/32`);
-  return c === undefined ? undefined : cidrToString(normalizeCidr(c));
-}
-
-/** An allowed IP or interface address: IPv4 or IPv6, with or without a prefix length. */
-export function isAnyCidr(s: string): boolean {
-  return normalizeIpv4Cidr(s) !== undefined || parseIpv6Cidr(s) !== undefined;
-}
-
-export interface ParsedEndpoint {
-  host: string;
-  port: number;
-  kind: 'ipv4' | 'ipv6' | 'name';
-}
-
-/** `host:port`, `a.b.c.d:port` or `[v6]:port`; undefined when malformed. */
-export function parseEndpoint(s: string): ParsedEndpoint | undefined {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(s);
-  if (m === null) return undefined;
-  const port = Number(m[3]);
-  if (port < 1 || port > 65535) return undefined;
-  if (m[1] !== undefined) return isIPv6(m[1]) ? { host: m[1], port, kind: 'ipv6' } : undefined;
-  const host = m[2]!;
-  if (ipToU32(host) !== undefined) return { host, port, kind: 'ipv4' };
-  // A host name (RFC 1123 labels); dotted numbers that are not an address are refused.
-  if (/^[0-9.]+$/.test(host) || !/^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/.test(host)) {
-    return undefined;
-  }
-  return { host, port, kind: 'name' };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,12 +121,12 @@ export function parseWgQuick(text: string, file: string): WgQuickConfig {
   const lines = text.split(/\r?\n/);
   for (let i = 0; i < lines.length; i++) {
     const n = i + 1;
-    const hash = lines[i]!.indexOf('#');
-    const line = (hash < 0 ? lines[i]! : lines[i]!.slice(0, hash)).trim();
+    const hash = lines[i].indexOf('#');
+    const line = (hash < 0 ? lines[i] : lines[i].slice(0, hash)).trim();
     if (line === '') continue;
     const sec = /^\[\s*([A-Za-z]+)\s*\]$/.exec(line);
     if (sec !== null) {
-      const name = sec[1]!.toLowerCase();
+      const name = sec[1].toLowerCase();
       if (name !== 'interface' && name !== 'peer') {
         throw new WgQuickError(file, n, `unknown section [${sec[1]}]: a wg-quick file has one [Interface] and [Peer] sections`);
       }
@@ -216,7 +161,7 @@ export function parseWgQuick(text: string, file: string): WgQuickConfig {
     if (value === '') throw new WgQuickError(file, n, `${NAMES[key]} has no value: give one or remove the line`);
     const prev = current.entries.get(key);
     if (prev !== undefined && !LIST_KEYS.has(key)) {
-      throw new WgQuickError(file, n, `${NAMES[key]} appears twice in this section (also on line ${prev[0]!.line}): keep one`);
+      throw new WgQuickError(file, n, `${NAMES[key]} appears twice in this section (also on line ${prev[0].line}): keep one`);
     }
     current.entries.set(key, [...(prev ?? []), { key, value, line: n }]);
   }
@@ -327,13 +272,7 @@ export function tunnelNameOf(path: string): string {
 
 /** Read and parse a wg-quick file; errors name the path. */
 export function readWgQuickFile(path: string): WgQuickConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    throw new TunrouteError('TR_CONFIG_READ', `Cannot read the tunnel file ${path} (${code}): check the path given with --tunnel.`, e);
-  }
+  const text = readConfigText(path, (code) => `Cannot read the tunnel file ${path} (${code}): check the path given with --tunnel.`);
   return parseWgQuick(text, path);
 }
 

@@ -1,24 +1,12 @@
 /**
  * CIDR set arithmetic for route plans: merge overlapping and adjacent prefixes, carve excludes
  * out of includes, and emit the smallest list of prefixes that covers exactly the result.
- * Works on half-open uint32 ranges [start, end) held as plain numbers (end may be 2^32).
+ * Works on half-open uint32 ranges [start, end) held as plain numbers (end may be 2^32);
+ * host bits of the input are ignored, the output is normalized.
  */
-
-export interface Prefix {
-  /** Network address as uint32, host bits zero. */
-  addr: number;
-  prefix: number;
-}
-
-type Range = [start: number, end: number];
+import { cidrRange, type AddrRange as Range, type Cidr } from './ipv4.js';
 
 const TWO32 = 2 ** 32;
-
-function toRange(p: Prefix): Range {
-  const size = 2 ** (32 - p.prefix);
-  const start = Math.floor(p.addr / size) * size; // drop host bits
-  return [start, start + size];
-}
 
 function mergeRanges(ranges: Range[]): Range[] {
   const sorted = ranges.slice().sort((a, b) => a[0] - b[0] || a[1] - b[1]);
@@ -36,10 +24,10 @@ function subtract(include: Range[], exclude: Range[]): Range[] {
   let j = 0;
   for (const [s0, e] of include) {
     let s = s0;
-    while (j < exclude.length && exclude[j]![1] <= s) j++;
+    while (j < exclude.length && exclude[j][1] <= s) j++;
     let k = j;
-    while (k < exclude.length && exclude[k]![0] < e) {
-      const [xs, xe] = exclude[k]!;
+    while (k < exclude.length && exclude[k][0] < e) {
+      const [xs, xe] = exclude[k];
       if (xs > s) out.push([s, xs]);
       s = Math.max(s, xe);
       if (s >= e) break;
@@ -51,7 +39,7 @@ function subtract(include: Range[], exclude: Range[]): Range[] {
 }
 
 /** Largest aligned power-of-two blocks covering [start, end) exactly. */
-function rangeToPrefixes([start, end]: Range, out: Prefix[]): void {
+function rangeToPrefixes([start, end]: Range, out: Cidr[]): void {
   let s = start;
   while (s < end) {
     // The block may be as large as s's alignment allows and must not pass end.
@@ -72,10 +60,10 @@ function countTrailingZeros(n: number): number {
 }
 
 /** include ∖ exclude, merged, as a minimal sorted list of prefixes. */
-export function computeRouteSet(include: readonly Prefix[], exclude: readonly Prefix[] = []): Prefix[] {
-  const inc = mergeRanges(include.map(toRange));
-  const exc = mergeRanges(exclude.map(toRange));
-  const out: Prefix[] = [];
+export function computeRouteSet(include: readonly Cidr[], exclude: readonly Cidr[] = []): Cidr[] {
+  const inc = mergeRanges(include.map(cidrRange));
+  const exc = mergeRanges(exclude.map(cidrRange));
+  const out: Cidr[] = [];
   for (const r of subtract(inc, exc)) rangeToPrefixes(r, out);
   return out;
 }

@@ -12,6 +12,8 @@
  * The password never appears in an error message or in `formatSocks5Url(…, {redact: true})`.
  */
 import { TunrouteError, type ErrorCode } from '../errors.js';
+import { ipToU32 } from '../net/ipv4.js';
+import { isHostName } from '../net/endpoint.js';
 
 export const SOCKS5_DEFAULT_PORT = 1080;
 
@@ -35,16 +37,29 @@ export interface ParseSocks5UrlOptions {
   readonly code?: Extract<ErrorCode, 'TR_BAD_FLAG' | 'TR_BAD_CONFIG'>;
 }
 
+/**
+ * A malformed proxy URL. `detail` is the message without its source: the value as it may be
+ * shown (password hidden), the problem and the fix; the config schema puts its own source in
+ * front (the flag, or the file and field).
+ */
+export class Socks5UrlError extends TunrouteError {
+  constructor(
+    code: Extract<ErrorCode, 'TR_BAD_FLAG' | 'TR_BAD_CONFIG'>,
+    source: string,
+    readonly detail: string,
+  ) {
+    super(code, `${source} ${detail}.`);
+  }
+}
+
 const EXAMPLE = 'socks5://127.0.0.1:1080 or socks5://user:pass@proxy.example:1080';
-const IPV4_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-const LABEL_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
 /** Parse a proxy URL; throws TunrouteError (TR_BAD_FLAG or TR_BAD_CONFIG) on anything malformed. */
 export function parseSocks5Url(value: string, opts: ParseSocks5UrlOptions = {}): Socks5Url {
   const source = opts.source ?? '--proxy';
   const code = opts.code ?? 'TR_BAD_FLAG';
-  const fail = (problem: string, fix = `write it as ${EXAMPLE}`): TunrouteError =>
-    new TunrouteError(code, `${source} "${redact(value)}": ${problem}; ${fix}.`);
+  const fail = (problem: string, fix = `write it as ${EXAMPLE}`): Socks5UrlError =>
+    new Socks5UrlError(code, source, `"${redact(value)}": ${problem}; ${fix}`);
 
   const schemeEnd = value.indexOf('://');
   if (schemeEnd < 0) throw fail('the scheme is missing', `write it as socks5://${value === '' ? 'HOST:PORT' : redact(value)}`);
@@ -94,13 +109,10 @@ export function parseSocks5Url(value: string, opts: ParseSocks5UrlOptions = {}):
   const host = hostPart.toLowerCase();
   let hostKind: Socks5Url['hostKind'];
   if (/^[\d.]+$/.test(host)) {
-    const m = IPV4_RE.exec(host);
-    const ok = m !== null && m.slice(1).every((o) => Number(o) <= 255 && (o.length === 1 || o[0] !== '0'));
-    if (!ok) throw fail(`"${hostPart}" is not a valid IPv4 address`, 'write four numbers 0–255 without leading zeros, such as 127.0.0.1');
+    if (ipToU32(host) === undefined) throw fail(`"${hostPart}" is not a valid IPv4 address`, 'write four numbers 0–255 without leading zeros, such as 127.0.0.1');
     hostKind = 'ipv4';
   } else {
-    const name = host.endsWith('.') ? host.slice(0, -1) : host;
-    if (name.length > 253 || !name.split('.').every((l) => LABEL_RE.test(l))) {
+    if (!isHostName(host)) {
       throw fail(`"${hostPart}" is not a valid host name`, 'use letters, digits, "-" and "." only, or an IPv4 address');
     }
     hostKind = 'hostname';

@@ -15,7 +15,7 @@
 import type { Socket } from 'node:net';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
-import { u32ToIp } from '../wire/ipv4.js';
+import { u32ToIp } from '../net/ipv4.js';
 import type { TcpConnection } from '../stack/tcp/connection.js';
 import type { TcpSynRequest } from '../stack/tcp/table.js';
 import type { CloseReason, TcpConnectionOptions, TcpListener } from '../stack/tcp/types.js';

@@ -33,7 +33,8 @@ import {
   ICMP_UNREACH_HOST,
   ICMP_UNREACH_PORT,
 } from '../wire/icmp.js';
-import { IP_PROTO_UDP, ipToU32, u32ToIp } from '../wire/ipv4.js';
+import { IP_PROTO_UDP } from '../wire/ipv4.js';
+import { ipToU32, u32ToIp } from '../net/ipv4.js';
 
 export interface UdpRelayOptions {
   stack: UdpStack;

@@ -21,7 +21,8 @@
  * ports match.
  */
 import { TunrouteError } from '../errors.js';
-import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP, cidrToString, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../wire/ipv4.js';
+import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP } from '../wire/ipv4.js';
+import { cidrToString, normalizeCidr, parseCidrOrAddress, u32ToIp, type Cidr } from '../net/ipv4.js';
 import { CidrTrie } from '../net/cidr-trie.js';
 
 export type RuleProtocol = 'tcp' | 'udp' | 'icmp';
@@ -275,13 +276,13 @@ function isPort(n: unknown): n is number {
   return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 65535;
 }
 
-/** A rule's CIDR: parsed strictly by the wire layer; a bare address is a /32; host bits are an error. */
+/** A rule's CIDR: parsed strictly by net/ipv4.ts; a bare address is a /32; host bits are an error. */
 function toCidr(c: string | Cidr, where: string): Cidr {
   let parsed: Cidr | undefined;
   let text: string;
   if (typeof c === 'string') {
     text = c;
-    parsed = c.includes('/') ? parseCidr(c) : parseCidr(`${c}/32`);
+    parsed = parseCidrOrAddress(c);
   } else {
     text = JSON.stringify(c);
     const ok = Number.isInteger(c.addr) && c.addr >= 0 && c.addr <= 0xffffffff && Number.isInteger(c.prefix) && c.prefix >= 0 && c.prefix <= 32;

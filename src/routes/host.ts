@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { TunrouteError } from '../errors.js';
 import type { Config } from '../config/schema.js';
-import { parseCidr, ipToU32, cidrContains } from '../wire/ipv4.js';
+import { parseCidr, parseCidrOrAddress, ipToU32, cidrContains } from '../net/ipv4.js';
 import { resolveUpstreams, systemResolver, upstreamsOf, type ResolvedUpstream, type Resolver } from './upstreams.js';
 
 export interface CommandResult {
@@ -100,7 +100,7 @@ export function parseNetworkView(mainTableJson: string, ipv6: boolean): NetworkV
   const lan: string[] = [];
   for (const r of routes) {
     if (r.dev !== best.dev || r.scope !== 'link' || r.dst === 'default') continue;
-    const c = parseCidr(r.dst.includes('/') ? r.dst : `${r.dst}/32`);
+    const c = parseCidrOrAddress(r.dst);
     if (c !== undefined && !lan.includes(r.dst)) lan.push(r.dst.includes('/') ? r.dst : `${r.dst}/32`);
   }
   if (best.via !== undefined) {

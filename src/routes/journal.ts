@@ -20,7 +20,7 @@ import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readF
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { TunrouteError } from '../errors.js';
-import { parseCidr } from '../wire/ipv4.js';
+import { parseCidr } from '../net/ipv4.js';
 import type { Change, ExplainData } from './plan.js';
 
 export const JOURNAL_VERSION = 1;

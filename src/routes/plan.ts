@@ -28,10 +28,10 @@
  */
 import { TunrouteError } from '../errors.js';
 import { BLOCK_OUTBOUND, DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from '../config/schema.js';
-import { parseCidr, normalizeCidr } from '../wire/ipv4.js';
-import { computeRouteSet, type Prefix } from '../net/cidr-set.js';
+import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../net/ipv4.js';
+import { computeRouteSet } from '../net/cidr-set.js';
 import type { RouteEnv } from './host.js';
-import { parseCidrFile, prefixToString, type LabeledPrefix } from './sources.js';
+import { parseCidrFile, type LabeledPrefix } from './sources.js';
 
 /** The `proto` (routes) and `protocol` (rules) number that marks tunroute's changes. */
 export const ROUTE_PROTO = 211;
@@ -102,7 +102,7 @@ export interface RoutePlan {
   /** The route and rule changes (what the journal lists). */
   changes: Change[];
   /** The prefixes that enter the device, after merging and excluding. */
-  prefixes: Prefix[];
+  prefixes: Cidr[];
   /** What stays direct, and why (only entries that cut into an include are listed). */
   direct: Array<{ cidr: string; source: string }>;
   excludeUids: Array<[number, number]>;
@@ -124,10 +124,10 @@ export const ALWAYS_DIRECT: ReadonlyArray<readonly [string, string]> = [
 
 export const FULL_TUNNEL_SOURCE = 'full tunnel (a proxy and no routes given)';
 
-function mustParse(cidr: string): Prefix {
+/** The planner's own CIDRs (built in, the host's LAN, upstream addresses): text it made or read from `ip`. */
+function mustParse(cidr: string): Cidr {
   const p = parseCidr(cidr);
-  // The schema validated every CIDR already; reaching this is a bug, not a user error.
-  if (!p) throw new TunrouteError('TR_INTERNAL', `unvalidated CIDR reached the planner: ${cidr}`);
+  if (!p) throw new TunrouteError('TR_INTERNAL', `a CIDR of the planner's own did not parse: ${cidr}`);
   return normalizeCidr(p);
 }
 
@@ -146,13 +146,13 @@ function defaultOutboundOf(config: Config): string {
   return config.defaultOutbound ?? (config.proxy !== undefined ? PROXY_OUTBOUND : BLOCK_OUTBOUND);
 }
 
-function prefixContains(p: Prefix, addr: number): boolean {
+function prefixContains(p: Cidr, addr: number): boolean {
   const size = 2 ** (32 - p.prefix);
   return addr >= p.addr && addr < p.addr + size;
 }
 
 /** Whether `addr` (uint32) lies in one of the sorted, disjoint prefixes. */
-export function prefixesContain(prefixes: readonly Prefix[], addr: number): Prefix | undefined {
+export function prefixesContain(prefixes: readonly Cidr[], addr: number): Cidr | undefined {
   let lo = 0;
   let hi = prefixes.length - 1;
   while (lo <= hi) {
@@ -166,7 +166,7 @@ export function prefixesContain(prefixes: readonly Prefix[], addr: number): Pref
 }
 
 /** Whether `p` overlaps one of the sorted, disjoint prefixes. */
-function overlapsAny(sorted: readonly Prefix[], p: Prefix): boolean {
+function overlapsAny(sorted: readonly Cidr[], p: Cidr): boolean {
   const start = p.addr;
   const end = p.addr + 2 ** (32 - p.prefix);
   // First prefix whose end lies beyond `start`.
@@ -187,7 +187,7 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   const r = config.routes;
   const notes: string[] = [];
 
-  const include: LabeledPrefix[] = r.include.map((c, i) => ({ prefix: mustParse(c), source: `routes.include[${i}]` }));
+  const include: LabeledPrefix[] = r.include.map((c, i) => ({ prefix: normalizeCidr(c), source: `routes.include[${i}]` }));
   r.includeFiles.forEach((f, i) => include.push(...parseCidrFile(fileText(env, f), f, `routes.includeFiles[${i}]`)));
   const mode: PlanMode = r.include.length > 0 || r.includeFiles.length > 0 ? 'split' : hasUpstream(config) ? 'full' : 'none';
   if (mode === 'full') include.push({ prefix: { addr: 0, prefix: 0 }, source: FULL_TUNNEL_SOURCE });
@@ -209,7 +209,7 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   } else if (r.lan === 'auto' && mode === 'full') {
     notes.push('no IPv4 default route: there is no LAN to keep direct.');
   }
-  r.exclude.forEach((c, i) => exclude.push({ prefix: mustParse(c), source: `routes.exclude[${i}]` }));
+  r.exclude.forEach((c, i) => exclude.push({ prefix: normalizeCidr(c), source: `routes.exclude[${i}]` }));
   r.excludeFiles.forEach((f, i) => exclude.push(...parseCidrFile(fileText(env, f), f, `routes.excludeFiles[${i}]`)));
 
   const prefixes = mode === 'none' ? [] : computeRouteSet(include.map((p) => p.prefix), exclude.map((p) => p.prefix));
@@ -219,7 +219,7 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
     for (const a of u.addrs) {
       const addr = mustParse(`${a}/32`).addr;
       const hit = prefixesContain(prefixes, addr);
-      if (hit) throw new TunrouteError('TR_INTERNAL', `the plan routes upstream ${a} into ${dev} via ${prefixToString(hit)}; this would loop`);
+      if (hit) throw new TunrouteError('TR_INTERNAL', `the plan routes upstream ${a} into ${dev} via ${cidrToString(hit)}; this would loop`);
     }
   }
 
@@ -242,9 +242,9 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
 
   const changes: Change[] = [];
   if (mode !== 'none') {
-    for (const p of prefixes) changes.push({ op: 'route', family: 4, type: 'unicast', cidr: prefixToString(p), dev, table });
+    for (const p of prefixes) changes.push({ op: 'route', family: 4, type: 'unicast', cidr: cidrToString(p), dev, table });
     if (killSwitch) {
-      for (const p of prefixes) changes.push({ op: 'route', family: 4, type: 'unreachable', cidr: prefixToString(p), table, metric: KILL_SWITCH_METRIC });
+      for (const p of prefixes) changes.push({ op: 'route', family: 4, type: 'unreachable', cidr: cidrToString(p), table, metric: KILL_SWITCH_METRIC });
     }
     if (table !== 'main') {
       for (const u of uids) changes.push({ op: 'rule', family: 4, priority, table: 'main', uids: u });
@@ -269,7 +269,7 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
 
   const device: DeviceOp[] = [
     { op: 'link-set', dev, mtu: config.tun.mtu, txqueuelen: config.tun.txqueuelen },
-    { op: 'addr-add', dev, cidr: config.tun.address },
+    { op: 'addr-add', dev, cidr: cidrToString(config.tun.address) },
     { op: 'link-up', dev },
   ];
   const up: RouteOp[] = [...device, ...changes];
@@ -277,15 +277,15 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   // Only exclusions that actually cut into an include are worth showing.
   const merged = computeRouteSet(include.map((p) => p.prefix));
   const direct =
-    mode === 'none' ? [] : exclude.filter((e) => overlapsAny(merged, e.prefix)).map((e) => ({ cidr: prefixToString(e.prefix), source: e.source }));
+    mode === 'none' ? [] : exclude.filter((e) => overlapsAny(merged, e.prefix)).map((e) => ({ cidr: cidrToString(e.prefix), source: e.source }));
 
   const explain: ExplainData = {
     dev,
     mode,
     table,
     priority,
-    include: include.map((p) => [prefixToString(p.prefix), p.source]),
-    exclude: exclude.map((p) => [prefixToString(p.prefix), p.source]),
+    include: include.map((p) => [cidrToString(p.prefix), p.source]),
+    exclude: exclude.map((p) => [cidrToString(p.prefix), p.source]),
     excludeUids: uids,
     ipv6,
     killSwitch,
@@ -398,7 +398,7 @@ export function describePlan(plan: RoutePlan, opts: DescribeOptions = {}): strin
         : `routes in table ${plan.table}, consulted by ip rule priority ${plan.priority + 1} (before the main table)`;
     L.push(`routes into ${plan.dev} (${plan.prefixes.length}; ${where}):`);
     const shown = opts.maxChanges ?? Infinity;
-    plan.prefixes.slice(0, shown).forEach((p) => L.push(`  + ${prefixToString(p)}`));
+    plan.prefixes.slice(0, shown).forEach((p) => L.push(`  + ${cidrToString(p)}`));
     if (plan.prefixes.length > shown) L.push(`  … and ${plan.prefixes.length - shown} more`);
     if (plan.direct.length > 0) {
       L.push('stays direct (the host\'s own routes carry it):');

@@ -9,24 +9,14 @@
  * names the file and the line.
  */
 import { TunrouteError } from '../errors.js';
-import { ipToU32, parseCidr, normalizeCidr, cidrToString } from '../wire/ipv4.js';
-import type { Prefix } from '../net/cidr-set.js';
+import { parseNetwork, type Cidr } from '../net/ipv4.js';
 
 /** One CIDR with the place it came from ("routes.include[2]", "office.txt:17", "loopback"). */
 export interface LabeledPrefix {
-  readonly prefix: Prefix;
+  readonly prefix: Cidr;
   readonly source: string;
 }
 
-/** Parse one CIDR (or bare address = /32); host bits cleared. */
-export function parsePrefix(text: string): Prefix | undefined {
-  const p = text.includes('/') ? parseCidr(text) : ipToU32(text) === undefined ? undefined : { addr: ipToU32(text)!, prefix: 32 };
-  return p === undefined ? undefined : normalizeCidr(p);
-}
-
-export function prefixToString(p: Prefix): string {
-  return cidrToString(p);
-}
 
 /**
  * The CIDRs of a file's text. `field` names the config field that listed the file
@@ -41,15 +31,15 @@ export function parseCidrFile(text: string, file: string, field: string): Labele
     if (hash >= 0) line = line.slice(0, hash);
     line = line.trim();
     if (line === '') continue;
-    const p = parsePrefix(line);
-    if (p === undefined) {
+    const c = parseNetwork(line);
+    if (c === undefined) {
       const shown = line.length > 60 ? `${line.slice(0, 60)}…` : line;
       throw new TunrouteError(
         'TR_BAD_CONFIG',
         `${file} line ${i + 1} (listed in ${field}): "${shown}" is not an IPv4 CIDR like 10.0.0.0/8; fix the line or comment it out with #.`,
       );
     }
-    out.push({ prefix: p, source: `${file}:${i + 1}` });
+    out.push({ prefix: c, source: `${file}:${i + 1}` });
   }
   return out;
 }

@@ -13,8 +13,7 @@ import { lookup } from 'node:dns/promises';
 import { TunrouteError } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import { PROXY_OUTBOUND } from '../config/schema.js';
-import { parseEndpoint } from '../config/wg-quick.js';
-import { formatSocks5Url, parseSocks5Url, type Socks5Url } from '../outbound/socks5-url.js';
+import type { Socks5Url } from '../outbound/socks5-url.js';
 
 interface UpstreamBase {
   /** The outbound's name ("proxy" for --proxy). */
@@ -39,19 +38,18 @@ export interface ResolvedUpstream {
   readonly addrs: readonly string[];
 }
 
-/** Every upstream a config names, parsed (bad URLs fail here, before anything changes). */
+/** Every upstream a config names (the schema parsed their URLs and endpoints). */
 export function upstreamsOf(config: Config): UpstreamRef[] {
   const out: UpstreamRef[] = [];
   const socks = (name: string, url: Socks5Url, field: string): UpstreamRef => ({ name, kind: 'socks5', url, field, host: url.host, hostKind: url.hostKind === 'ipv4' ? 'ipv4' : 'name', port: url.port });
-  if (config.proxy !== undefined) out.push(socks(PROXY_OUTBOUND, parseSocks5Url(config.proxy, { source: '--proxy', code: 'TR_BAD_FLAG' }), 'proxy'));
+  if (config.proxy !== undefined) out.push(socks(PROXY_OUTBOUND, config.proxy, 'proxy'));
   config.outbounds.forEach((o, i) => {
     if (o.type === 'socks5') {
-      const field = `outbounds[${i}].url`;
-      out.push(socks(o.name, parseSocks5Url(o.url, { source: field, code: 'TR_BAD_CONFIG' }), field));
+      out.push(socks(o.name, o.url, `outbounds[${i}].url`));
     } else if (o.type === 'wireguard') {
       o.peers.forEach((p, j) => {
         // The schema admits IPv4 and host names only; anything else never reaches here.
-        const ep = p.endpoint === undefined ? undefined : parseEndpoint(p.endpoint);
+        const ep = p.endpoint;
         if (ep === undefined || ep.kind === 'ipv6') return;
         out.push({ name: o.name, kind: 'wireguard', field: `outbounds[${i}].peers[${j}].endpoint`, host: ep.host, hostKind: ep.kind, port: ep.port });
       });
@@ -95,7 +93,7 @@ export async function resolveUpstreams(refs: readonly UpstreamRef[], resolve: Re
  * so the outbounds connect exactly there.
  */
 export function pinUpstreams(config: Config, refs: readonly UpstreamRef[], resolved: readonly ResolvedUpstream[]): Config {
-  const pinned = (url: Socks5Url, i: number): string => formatSocks5Url({ ...url, host: resolved[i].addrs[0], hostKind: 'ipv4' }, { redact: false });
+  const pinned = (url: Socks5Url, i: number): Socks5Url => ({ ...url, host: resolved[i].addrs[0], hostKind: 'ipv4' });
   let next: Config = config;
   refs.forEach((ref, i) => {
     // Tunnel endpoints are pinned earlier, by expandTunnels, which also resolves them.

@@ -10,12 +10,12 @@
 import { isIPv6 } from 'node:net';
 import { TunrouteError } from '../errors.js';
 import type { Config } from '../config/schema.js';
-import { ipToU32 } from '../wire/ipv4.js';
-import { computeRouteSet, type Prefix } from '../net/cidr-set.js';
+import { cidrToString, ipToU32, parseNetwork, type Cidr } from '../net/ipv4.js';
+import { hostKindOf, parseEndpoint } from '../net/endpoint.js';
+import { computeRouteSet } from '../net/cidr-set.js';
 import { hostProbe, probeRouteEnv, type HostProbe } from './host.js';
 import { listStateFiles, ownerAlive, readJournal } from './journal.js';
 import { planRoutes, prefixesContain, type ExplainData } from './plan.js';
-import { parsePrefix, prefixToString } from './sources.js';
 
 export type WhyProto = 'tcp' | 'udp' | 'icmp';
 
@@ -32,22 +32,16 @@ const PROTO_NUMBER: Record<WhyProto, number> = { tcp: 6, udp: 17, icmp: 1 };
 export function parseDestination(text: string, proto: WhyProto = 'tcp'): Destination {
   const bad = (): TunrouteError =>
     new TunrouteError('TR_BAD_FLAG', `"${text}" is not a destination: write an address, optionally with a port, like 203.0.113.7 or 203.0.113.7:443.`);
-  let host = text;
-  let port: number | undefined;
-  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
-  if (v6) {
-    host = v6[1]!;
-    if (v6[2] !== undefined) port = Number(v6[2]);
-  } else if (!isIPv6(text)) {
-    const m = /^([^:]+):(\d+)$/.exec(text);
-    if (m) {
-      host = m[1]!;
-      port = Number(m[2]);
-    }
+  const ep = parseEndpoint(text);
+  if (ep !== undefined) {
+    if (ep.kind === 'name') throw bad();
+    return { ip: ep.host, port: ep.port, proto };
   }
-  if (port !== undefined && (port < 1 || port > 65535)) throw bad();
-  if (ipToU32(host) === undefined && !isIPv6(host)) throw bad();
-  return port === undefined ? { ip: host, proto } : { ip: host, port, proto };
+  // Without a port: an address as it is, or an IPv6 one in brackets.
+  const host = /^\[(.+)\]$/.exec(text)?.[1] ?? text;
+  const kind = hostKindOf(host);
+  if (kind !== 'ipv4' && kind !== 'ipv6') throw bad();
+  return { ip: host, proto };
 }
 
 export interface OutboundDecision {
@@ -78,7 +72,7 @@ function mostSpecific(list: ReadonlyArray<[string, string]>, addr: number): [str
   let best: [string, string] | undefined;
   let bestLen = -1;
   for (const e of list) {
-    const p = parsePrefix(e[0]);
+    const p = parseNetwork(e[0]);
     if (p === undefined || p.prefix <= bestLen) continue;
     if (addr >= p.addr && addr < p.addr + 2 ** (32 - p.prefix)) {
       best = e;
@@ -113,7 +107,7 @@ export function explainDestination(e: ExplainData, d: Destination, decider?: Out
   const addr = ipToU32(d.ip)!;
   const include = mostSpecific(e.include, addr);
   const exclude = mostSpecific(e.exclude, addr);
-  const toPrefix = (l: ReadonlyArray<[string, string]>): Prefix[] => l.map(([c]) => parsePrefix(c)!).filter((p) => p !== undefined);
+  const toPrefix = (l: ReadonlyArray<[string, string]>): Cidr[] => l.map(([c]) => parseNetwork(c)!).filter((p) => p !== undefined);
   const prefixes = e.mode === 'none' ? [] : computeRouteSet(toPrefix(e.include), toPrefix(e.exclude));
   const route = prefixesContain(prefixes, addr);
   const uidNote =
@@ -134,7 +128,7 @@ export function explainDestination(e: ExplainData, d: Destination, decider?: Out
       text: `${destText(d)} does not enter ${e.dev}: ${why}. The host's own routes carry it.${kernelLine}`,
     };
   }
-  const routeText = prefixToString(route);
+  const routeText = cidrToString(route);
   let text = `${destText(d)} enters ${e.dev}: route ${routeText} dev ${e.dev} (${where(e)}), because ${include![0]} (${include![1]}) includes it and no exclusion covers it.${uidNote}`;
   let outbound: OutboundDecision | undefined;
   if (decider !== undefined) {

@@ -10,6 +10,8 @@ import { runUntilSignal } from '../run-until-signal.js';
 import { TUNROUTE_VERSION } from '../version.js';
 import { startServer } from './server.js';
 import { serverStatusSnapshot } from './status.js';
+import { formatEndpoint } from '../net/endpoint.js';
+import { cidrToString } from '../net/ipv4.js';
 
 export async function runServer(config: ServerConfig, opts: { file?: string } = {}): Promise<void> {
   const log = createLogger(config.log.level);
@@ -29,7 +31,7 @@ export async function runServer(config: ServerConfig, opts: { file?: string } = 
     throw e;
   }
   log.info(
-    { listen: config.listen, port: srv.port, publicKey: srv.publicKey, address: config.address, peers: config.peers.length, mode: config.mode, dev: srv.link.name, control: controlPath, uid: process.getuid?.() },
+    { listen: formatEndpoint(config.listen), port: srv.port, publicKey: srv.publicKey, address: cidrToString(config.address), peers: config.peers.length, mode: config.mode, dev: srv.link.name, control: controlPath, uid: process.getuid?.() },
     'tunroute server is up',
   );
   await runUntilSignal({

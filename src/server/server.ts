@@ -31,7 +31,6 @@ import type { Clock } from '../clock.js';
 import { monotonicClock } from '../clock.js';
 import type { ServerConfig } from '../config/server-schema.js';
 import { serverPrivateKey } from '../config/server-schema.js';
-import { TunrouteError } from '../errors.js';
 import type { Link, LinkStats } from '../link/link.js';
 import { PacketPipe } from '../link/packet-pipe.js';
 import { createLogger, type Logger } from '../logger.js';
@@ -46,7 +45,7 @@ import type { UdpFlowInfo, UdpRelayStats } from '../relay/udp-relay.js';
 import { Router } from '../router/router.js';
 import type { DispatcherStats } from '../stack/dispatcher.js';
 import type { ReassemblyStats } from '../stack/ip-reassembly.js';
-import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../wire/ipv4.js';
+import { cidrToString, normalizeCidr } from '../net/ipv4.js';
 import { PacketGate, type GateCounters } from './gate.js';
 import { TunnelRuntime, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus } from '../wireguard/runtime.js';
 import type { UdpTransport } from '../wireguard/transport.js';
@@ -105,25 +104,13 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-function mustCidr(s: string): Cidr {
-  const c = parseCidr(s);
-  if (c === undefined) throw new TunrouteError('TR_INTERNAL', `a validated CIDR did not parse: ${s}`);
-  return c;
-}
-
-/** `listen: "ADDR:PORT"` (validated by the schema). */
-export function parseListen(listen: string): { address: string; port: number } {
-  const i = listen.lastIndexOf(':');
-  return { address: listen.slice(0, i), port: Number(listen.slice(i + 1)) };
-}
-
 /** The peers as the tunnel wants them; names default to the start of the key, like `wg show`. */
 export function tunnelPeersOf(config: ServerConfig): (TunnelPeerConfig & { name: string })[] {
   return config.peers.map((p, i) => ({
     name: p.name ?? `peer${i} ${p.publicKey.trim().slice(0, 8)}…`,
     publicKey: parseKey(p.publicKey, `peers[${i}].publicKey`),
     presharedKey: p.presharedKey === undefined ? undefined : parseKey(p.presharedKey, `peers[${i}].presharedKey`),
-    allowedIPs: p.allowedIPs.map(mustCidr),
+    allowedIPs: p.allowedIPs,
   }));
 }
 
@@ -132,8 +119,8 @@ export function tunnelPeersOf(config: ServerConfig): (TunnelPeerConfig & { name:
  * RST), the rest of the tunnel subnet that no peer owns, and the config's deny list.
  */
 export function serverRouter(config: ServerConfig, direct: string): Router {
-  const own = mustCidr(config.address);
-  const cidrs = [`${cidrToString({ addr: own.addr, prefix: 32 })}`, cidrToString(normalizeCidr(own)), ...config.deny.map((d) => cidrToString(normalizeCidr(mustCidr(d))))];
+  const own = config.address;
+  const cidrs = [`${cidrToString({ addr: own.addr, prefix: 32 })}`, cidrToString(normalizeCidr(own)), ...config.deny.map((d) => cidrToString(normalizeCidr(d)))];
   return new Router({ rules: [{ cidrs, outbound: SERVER_BLOCK_OUTBOUND }], defaultOutbound: direct, source: 'deny' });
 }
 
@@ -149,7 +136,7 @@ interface ModeBackend {
 
 /** `mode: userspace`: terminate in our stack, re-originate through the direct outbound. */
 function userspaceBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: ServerDeps, log: Logger, clock: Clock): ModeBackend {
-  const own = mustCidr(config.address);
+  const own = config.address;
   const direct = deps.outbound ?? new DirectOutbound({ name: DIRECT_OUTBOUND, logger: log, clock });
   const outbounds = new Map<string, Outbound>([
     [direct.name, direct],
@@ -179,7 +166,7 @@ function userspaceBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: Ser
 
 /** `mode: tun`: the kernel does the rest (root). */
 async function tunBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: ServerDeps, log: Logger): Promise<ModeBackend> {
-  const tun = await startTunMode({ name: config.tun.name, address: config.address, mtu: config.mtu, tunnel, logger: log, openLink: deps.openTun, ipRunner: deps.ipRunner });
+  const tun = await startTunMode({ name: config.tun.name, address: cidrToString(config.address), mtu: config.mtu, tunnel, logger: log, openLink: deps.openTun, ipRunner: deps.ipRunner });
   return {
     link: tun.link,
     stats: () => ({ outbounds: {} }),
@@ -200,12 +187,11 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   const peers = tunnelPeersOf(config);
   if (config.mode === 'userspace') serverRouter(config, DIRECT_OUTBOUND);
 
-  const listen = parseListen(config.listen);
   const transport =
     deps.transport ??
     (await openServerTransport({
-      address: listen.address,
-      port: listen.port,
+      address: config.listen.host,
+      port: config.listen.port,
       file: deps.file,
       mtu: config.mtu,
       onError: (e) => log.warn({ err: e.message }, 'UDP socket error'),

@@ -7,6 +7,8 @@ import { nonZeroCounts, peerInfoOf } from '../control/peer-info.js';
 import type { ServerConfig } from '../config/server-schema.js';
 import { newGateCounters } from './gate.js';
 import type { RunningServer } from './server.js';
+import { formatEndpoint } from '../net/endpoint.js';
+import { cidrToString } from '../net/ipv4.js';
 
 export interface ServerSnapshotInfo {
   version: string;
@@ -30,7 +32,7 @@ export function serverStatusOf(srv: RunningServer, config: ServerConfig): Server
   });
   const u = s.udp;
   return {
-    listen: config.listen,
+    listen: formatEndpoint(config.listen),
     mode: srv.mode,
     publicKey: srv.publicKey,
     forwarded: g.forwarded,
@@ -48,7 +50,7 @@ export function serverStatusSnapshot(srv: RunningServer, config: ServerConfig, i
     pid: process.pid,
     startedAt: info.startedAt.toISOString(),
     uptimeMs: Math.max(0, Math.round(now - info.startedAt.getTime())),
-    device: { name: srv.link.name, mtu: srv.link.mtu, address: config.address },
+    device: { name: srv.link.name, mtu: srv.link.mtu, address: cidrToString(config.address) },
     routes: srv.tunnel.routes.size,
     link: s.link,
     // In tun mode the kernel terminates: the stack's counters read as zero, as from an older daemon.

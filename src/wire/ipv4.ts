@@ -19,7 +19,8 @@
  *
  * Flags: bit 0 reserved (must be zero), bit 1 DF (don't fragment), bit 2 MF (more fragments).
  * Type of Service is DSCP (6 bits) + ECN (2 bits) since RFC 2474 / RFC 3168.
- * Addresses are handled as uint32 numbers (`>>> 0`), network order: 10.0.0.1 = 0x0a000001.
+ * Addresses are handled as uint32 numbers (`>>> 0`), network order: 10.0.0.1 = 0x0a000001;
+ * their text forms (dotted quads, CIDRs) are parsed and printed by net/ipv4.ts.
  */
 import {
   checksumAdjust,
@@ -306,99 +307,4 @@ export function writeIpv4Header(
   wr32(buf, off + SRC_ADDR, src);
   wr32(buf, off + DST_ADDR, dst);
   wr16(buf, off + CHECKSUM, internetChecksum(buf, off, IPV4_HEADER_LEN));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Addresses and CIDRs
-
-export interface Cidr {
-  /** uint32 */
-  addr: number;
-  /** 0..32 */
-  prefix: number;
-}
-
-/**
- * The dotted quad in s[0..end), strictly: four decimal octets 0..255 separated by dots, no
- * leading zeros ("010" is octal to inet_aton and decimal elsewhere; refuse the doubt), nothing
- * else. Returns the uint32 or undefined.
- */
-function parseAddrRange(s: string, end: number): number | undefined {
-  let addr = 0;
-  let octets = 0;
-  let v = 0;
-  let digits = 0;
-  for (let i = 0; i <= end; i++) {
-    const c = i < end ? s.charCodeAt(i) : 46; /* a virtual final dot */
-    if (c === 46) {
-      if (digits === 0 || octets === 4) return undefined;
-      addr = addr * 256 + v;
-      octets++;
-      v = 0;
-      digits = 0;
-    } else if (c >= 48 && c <= 57) {
-      if (digits === 1 && v === 0) return undefined;
-      v = v * 10 + (c - 48);
-      if (v > 255) return undefined;
-      digits++;
-    } else {
-      return undefined;
-    }
-  }
-  return octets === 4 ? addr : undefined;
-}
-
-/**
- * Strict dotted-quad: exactly four decimal octets 0..255, no leading zeros, no whitespace,
- * nothing before or after. Returns the address as uint32, or `undefined`.
- */
-export function ipToU32(s: string): number | undefined {
-  return parseAddrRange(s, s.length);
-}
-
-export function u32ToIp(n: number): string {
-  return `${n >>> 24}.${(n >>> 16) & 0xff}.${(n >>> 8) & 0xff}.${n & 0xff}`;
-}
-
-/** Network mask of a prefix length 0..32 as uint32 (0 → 0, 32 → 0xffffffff). */
-export function prefixMask(prefix: number): number {
-  return prefix <= 0 ? 0 : prefix >= 32 ? 0xffffffff : (0xffffffff << (32 - prefix)) >>> 0;
-}
-
-/**
- * Strict `a.b.c.d/n`: the address as `ipToU32` accepts it, a slash, a decimal prefix 0..32
- * without leading zeros. Host bits are kept as written (see `normalizeCidr`). A bare address
- * without `/n` is refused: whether that means /32 is the caller's call.
- */
-export function parseCidr(s: string): Cidr | undefined {
-  const slash = s.indexOf('/');
-  if (slash < 0) return undefined;
-  const addr = parseAddrRange(s, slash);
-  if (addr === undefined) return undefined;
-  const plen = s.length - slash - 1;
-  if (plen < 1 || plen > 2) return undefined;
-  let prefix = 0;
-  for (let i = slash + 1; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 48 || c > 57) return undefined;
-    prefix = prefix * 10 + (c - 48);
-  }
-  if (plen === 2 && s.charCodeAt(slash + 1) === 48) return undefined;
-  if (prefix > 32) return undefined;
-  return { addr, prefix };
-}
-
-/** The same CIDR with host bits cleared: 10.1.2.3/8 → 10.0.0.0/8. */
-export function normalizeCidr(c: Cidr): Cidr {
-  return { addr: (c.addr & prefixMask(c.prefix)) >>> 0, prefix: c.prefix };
-}
-
-/** Does `addr` fall inside `c`? */
-export function cidrContains(c: Cidr, addr: number): boolean {
-  const m = prefixMask(c.prefix);
-  return ((addr & m) >>> 0) === ((c.addr & m) >>> 0);
-}
-
-export function cidrToString(c: Cidr): string {
-  return `${u32ToIp(c.addr)}/${c.prefix}`;
 }

@@ -9,7 +9,7 @@
  */
 import { CidrTrie } from '../net/cidr-trie.js';
 import { getU32 } from '../wire/checksum.js';
-import { normalizeCidr, type Cidr } from '../wire/ipv4.js';
+import { normalizeCidr, type Cidr } from '../net/ipv4.js';
 
 export class CryptokeyTable<P> {
   private readonly trie = new CidrTrie<P>();

@@ -19,7 +19,7 @@
 import { timersOf, type Clock, type TimerHandle, type Timers } from '../clock.js';
 import type { Logger } from '../logger.js';
 import { getU32 } from '../wire/checksum.js';
-import { cidrToString, normalizeCidr, type Cidr } from '../wire/ipv4.js';
+import { cidrToString, normalizeCidr, type Cidr } from '../net/ipv4.js';
 import { CryptokeyTable } from './cryptokey.js';
 import { Device, type DeviceDropReason } from './device.js';
 import { formatEndpoint, type Datagram, type Endpoint } from './endpoint.js';

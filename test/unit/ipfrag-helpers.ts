@@ -1,7 +1,8 @@
 /**
  * Builders for the fragmentation tests: a whole UDP datagram, and hand-made pieces of one.
  */
-import { ipToU32, Ipv4Packet, IP_PROTO_UDP, writeIpv4Header } from '../../src/wire/ipv4.js';
+import { Ipv4Packet, IP_PROTO_UDP, writeIpv4Header } from '../../src/wire/ipv4.js';
+import { ipToU32 } from '../../src/net/ipv4.js';
 import { UdpRepr } from '../../src/wire/udp.js';
 import { internetChecksum, setU16 } from '../../src/wire/checksum.js';
 import { fragmentIpv4 } from '../../src/wire/ipv4-fragment.js';

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../tools/repo-root.js';
 import { IcmpPacket, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST } from '../../src/wire/icmp.js';
-import { Ipv4Packet, IP_PROTO_ICMP, ipToU32, writeIpv4Header } from '../../src/wire/ipv4.js';
+import { Ipv4Packet, IP_PROTO_ICMP, writeIpv4Header } from '../../src/wire/ipv4.js';
+import { ipToU32 } from '../../src/net/ipv4.js';
 // Types only: they come from the sources so that type-checking needs no build; the values
 // below come from the package.
 import type * as Tunroute from '../../src/index.js';

@@ -11,6 +11,7 @@ import { loadConfig, type FlagValues } from '../../src/config/load.js';
 import { Router } from '../../src/router/router.js';
 import { TunrouteError } from '../../src/errors.js';
 import type { Config } from '../../src/config/schema.js';
+import { parseCidr } from '../../src/net/ipv4.js';
 
 const LAN: NetworkView = { defaultRoute: { dev: 'eth0', via: '192.168.1.1' }, lan: ['192.168.1.0/24'], ipv6: true };
 const ENV: RouteEnv = { network: LAN, upstreams: [{ name: 'proxy', kind: 'socks5', host: '203.0.113.5', port: 1080, addrs: ['203.0.113.5'] }], files: new Map() };
@@ -42,7 +43,7 @@ describe('parseDestination', () => {
 });
 
 describe('explainDestination', () => {
-  const full = explain({ proxy: 'socks5://203.0.113.5:1080', excludeUid: [1000] }, [{ cidrs: ['198.51.100.0/24'], protocol: 'tcp', ports: [22], outbound: 'block' }]);
+  const full = explain({ proxy: 'socks5://203.0.113.5:1080', excludeUid: [1000] }, [{ cidrs: [parseCidr('198.51.100.0/24')!], protocol: 'tcp', ports: [22], outbound: 'block' }]);
 
   it('a remote address enters the device, by the full-tunnel route, to the proxy', () => {
     const a = explainDestination(full, parseDestination('198.51.100.9:443'), decider(full));

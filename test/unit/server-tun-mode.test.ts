@@ -11,7 +11,7 @@ import { silentLogger } from '../../src/logger.js';
 import { formatKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import type { IpRunner } from '../../src/routes/apply.js';
 import { startServer, type RunningServer } from '../../src/server/server.js';
-import { ipToU32 } from '../../src/wire/ipv4.js';
+import { ipToU32 } from '../../src/net/ipv4.js';
 import { CLIENT_IPS, FakeNet, SERVER_EP, TestClient, testKeys, until } from './server-harness.js';
 import { icmpEcho } from './wg-harness.js';
 

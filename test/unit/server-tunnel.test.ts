@@ -12,7 +12,8 @@ import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/
 import type { TcpConnection } from '../../src/stack/tcp/connection.js';
 import type { CloseReason } from '../../src/stack/tcp/types.js';
 import { ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_UNREACH_PORT, IcmpPacket } from '../../src/wire/icmp.js';
-import { IP_PROTO_ICMP, IP_PROTO_UDP, ipToU32 } from '../../src/wire/ipv4.js';
+import { IP_PROTO_ICMP, IP_PROTO_UDP } from '../../src/wire/ipv4.js';
+import { ipToU32 } from '../../src/net/ipv4.js';
 import { UdpPacket, emitUdpIpv4 } from '../../src/wire/udp.js';
 import { CLIENT_IPS, SERVER_IP, TestClient, makeRig, until, type Rig } from './server-harness.js';
 import { icmpEcho, seededRandom } from './wg-harness.js';

@@ -15,7 +15,7 @@ import { Router } from '../../src/router/router.js';
 import { UpstreamError, newOutboundStats, type Outbound } from '../../src/outbound/outbound.js';
 import { monotonicClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/logger.js';
-import { ipToU32 } from '../../src/wire/ipv4.js';
+import { ipToU32 } from '../../src/net/ipv4.js';
 import type { TcpConnection } from '../../src/stack/tcp/connection.js';
 import type { CloseReason, TcpListener } from '../../src/stack/tcp/types.js';
 

@@ -25,7 +25,8 @@ import { PacketDispatcher } from '../../src/stack/dispatcher.js';
 import { Ipv4Reassembler } from '../../src/stack/ip-reassembly.js';
 import { fragmentIpv4 } from '../../src/wire/ipv4-fragment.js';
 import { UdpStack } from '../../src/stack/udp/udp-stack.js';
-import { Ipv4Packet, ipToU32, IP_PROTO_ICMP, IP_PROTO_UDP, writeIpv4Header } from '../../src/wire/ipv4.js';
+import { Ipv4Packet, IP_PROTO_ICMP, IP_PROTO_UDP, writeIpv4Header } from '../../src/wire/ipv4.js';
+import { ipToU32 } from '../../src/net/ipv4.js';
 import { UdpPacket, UdpRepr } from '../../src/wire/udp.js';
 import {
   IcmpPacket,

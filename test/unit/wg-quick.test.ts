@@ -11,14 +11,16 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import { DEFAULT_ROUTE_TABLE } from '../../src/config/schema.js';
 import { expandTunnels, tunnelSpecsOf } from '../../src/config/tunnels.js';
-import { parseEndpoint, parseWgQuick, tunnelNameOf, wgQuickOutbound } from '../../src/config/wg-quick.js';
+import { parseWgQuick, tunnelNameOf, wgQuickOutbound } from '../../src/config/wg-quick.js';
+import { formatEndpoint, parseEndpoint } from '../../src/net/endpoint.js';
 import { isTunrouteError } from '../../src/errors.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import { planRoutes } from '../../src/routes/plan.js';
 import { pinUpstreams, resolveUpstreams, upstreamsOf } from '../../src/routes/upstreams.js';
 import { NO_NETWORK } from '../../src/routes/host.js';
 import { Router } from '../../src/router/router.js';
-import { ipToU32, IP_PROTO_TCP } from '../../src/wire/ipv4.js';
+import { IP_PROTO_TCP } from '../../src/wire/ipv4.js';
+import { cidrToString, ipToU32 } from '../../src/net/ipv4.js';
 import { seededRandom } from './wg-harness.js';
 
 const PRIV = formatKey(generatePrivateKey(seededRandom('wgq/priv')));
@@ -171,11 +173,11 @@ describe('tunnels in the route plan', () => {
   it('split: AllowedIPs become routes and rules, endpoints stay out of the device, names are pinned', async () => {
     const c = loadConfig({ flags: { tunnel: [file], proxy: 'socks5://10.66.0.1:1080', route: ['10.66.1.0/24'] } });
     const { config, notes } = await expandTunnels(c, resolve);
-    expect(config.routes.include).toEqual(['10.66.1.0/24', '10.8.0.0/16', '10.9.1.7/32', '192.168.50.0/24']);
-    expect(config.routes.exclude).toEqual(['198.51.100.7/32', '198.51.100.8/32', '203.0.113.9/32']);
-    expect(config.rules).toEqual([{ cidrs: ['10.8.0.0/16', '10.9.1.7/32', '192.168.50.0/24'], outbound: 'wg0' }]);
+    expect(config.routes.include.map(cidrToString)).toEqual(['10.66.1.0/24', '10.8.0.0/16', '10.9.1.7/32', '192.168.50.0/24']);
+    expect(config.routes.exclude.map(cidrToString)).toEqual(['198.51.100.7/32', '198.51.100.8/32', '203.0.113.9/32']);
+    expect(config.rules.map((r) => ({ ...r, cidrs: r.cidrs?.map(cidrToString) }))).toEqual([{ cidrs: ['10.8.0.0/16', '10.9.1.7/32', '192.168.50.0/24'], outbound: 'wg0' }]);
     const wg = config.outbounds[0];
-    expect(wg.type === 'wireguard' && wg.peers.map((p) => p.endpoint)).toEqual(['198.51.100.7:51820', '203.0.113.9:443']);
+    expect(wg.type === 'wireguard' && wg.peers.map((p) => p.endpoint && formatEndpoint(p.endpoint))).toEqual(['198.51.100.7:51820', '203.0.113.9:443']);
     expect(notes.join('\n')).toMatch(/IPv6 AllowedIPs ::\/0 skipped/);
     expect(notes.join('\n')).toMatch(/DNS 10\.8\.0\.1, corp\.example not applied/);
     expect(notes.join('\n')).toMatch(/endpoint vpn\.example\.com resolved to 198\.51\.100\.7, 198\.51\.100\.8/);

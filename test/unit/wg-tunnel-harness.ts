@@ -12,7 +12,8 @@ import { generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import type { TimerHandle, Timers } from '../../src/clock.js';
 import { WireguardTunnel, type WireguardPeerConfig } from '../../src/wireguard/client-tunnel.js';
 import type { DatagramHandler, UdpTransport } from '../../src/wireguard/transport.js';
-import { Ipv4Packet, ipToU32, parseCidr, type Cidr } from '../../src/wire/ipv4.js';
+import { Ipv4Packet } from '../../src/wire/ipv4.js';
+import { ipToU32, parseCidr, type Cidr } from '../../src/net/ipv4.js';
 import { VNET_HDR_LEN } from '../../src/wire/virtio-net.js';
 import { seededRandom } from './wg-harness.js';
 

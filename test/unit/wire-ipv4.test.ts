@@ -1,18 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { internetChecksum, sum16 } from '../../src/wire/checksum.js';
-import {
-  cidrContains,
-  cidrToString,
-  IP_PROTO_ICMP,
-  IP_PROTO_TCP,
-  ipToU32,
-  Ipv4Packet,
-  Ipv4Repr,
-  normalizeCidr,
-  parseCidr,
-  prefixMask,
-  u32ToIp,
-} from '../../src/wire/ipv4.js';
+import { IP_PROTO_ICMP, IP_PROTO_TCP, Ipv4Packet, Ipv4Repr } from '../../src/wire/ipv4.js';
+import { cidrContains, cidrToString, ipToU32, normalizeCidr, parseCidr, prefixMask, u32ToIp } from '../../src/net/ipv4.js';
 
 function hex(s: string): Uint8Array {
   return Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));

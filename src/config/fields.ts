@@ -1,0 +1,61 @@
+/**
+ * Field schemas that `up`'s config (schema.ts) and the server's (server-schema.ts) share, so a
+ * value means, and is refused with, the same words in both.
+ */
+import { z } from 'zod';
+import { LOG_LEVELS } from '../logger.js';
+import { parseKey } from '../wireguard/keys.js';
+
+/**
+ * A text field that the schema parses into a value, so nothing after loading parses it again;
+ * text `parse` refuses is the field's error, worded by `message` ("is not an IPv4 CIDR like …").
+ */
+export function parsedText<T>(parse: (s: string) => T | undefined, message: string) {
+  return z.string().transform((s, ctx): T => {
+    const v = parse(s);
+    if (v !== undefined) return v;
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
+  });
+}
+
+export const WG_KEY_HINT = 'is not a WireGuard key (44 base64 characters as printed by `wg genkey` or `wg pubkey`)';
+
+/** Whether `s` is a key in wg's format. */
+export function isWgKey(s: string): boolean {
+  try {
+    parseKey(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** A WireGuard key as `wg genkey` / `wg pubkey` print it (kept as text: errors never show it). */
+export const wgKey = z.string().refine(isWgKey, { message: WG_KEY_HINT });
+
+/** A network interface name as the kernel accepts it (IFNAMSIZ - 1). */
+export const ifName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'is not a valid interface name (1–15 letters, digits, "_", "-" or ".")');
+
+/** A link or tunnel MTU. */
+export const mtu = z.number().int().min(576, 'must be at least 576 (the IPv4 minimum)').max(65535, 'must be at most 65535');
+
+export const logSchema = z
+  .object({ level: z.enum(LOG_LEVELS).default('info') })
+  .strict()
+  .default({ level: 'info' });
+
+/** The terminating TCP stack's limits. */
+export const tcpLimitsSchema = z
+  .object({
+    /** Most concurrent TCP flows; each holds one socket of this host (open-file limit!). */
+    maxFlows: z.number().int().min(1).max(1_000_000).default(16_000),
+    /** Per-flow buffer each way; also the largest window we advertise. */
+    bufferBytes: z.number().int().min(16 * 1024).max(64 * 1024 * 1024).default(1024 * 1024),
+    /** What all flows' buffers may add up to: many flows share it, a few get bufferBytes each. */
+    memoryBytes: z.number().int().min(1024 * 1024).max(64 * 1024 * 1024 * 1024).default(256 * 1024 * 1024),
+  })
+  .strict()
+  .default({ maxFlows: 16_000, bufferBytes: 1024 * 1024, memoryBytes: 256 * 1024 * 1024 });
