@@ -29,6 +29,7 @@
  * Next-Hop MTU is RFC 1191's use of the unused word for code 4 (fragmentation needed); it is
  * zero otherwise. The checksum covers the whole ICMP message (no pseudo-header).
  */
+import { ByteView } from './view.js';
 import { checksumAdjust, getU16 as rd16, internetChecksum, setU16 as wr16, sum16 } from './checksum.js';
 import type { DropReason } from './drop.js';
 import { IP_PROTO_ICMP, IPV4_HEADER_LEN, Ipv4Packet, writeIpv4Header } from './ipv4.js';
@@ -86,35 +87,17 @@ export function isIcmpErrorType(type: number): boolean {
  * Setters keep the checksum valid by incremental update. A failed wrap leaves an empty view
  * whose getters read 0.
  */
-export class IcmpPacket {
-  private b: Uint8Array = EMPTY;
-  private o = 0;
-  private n = 0;
+export class IcmpPacket extends ByteView {
 
   /** `len` is the IP payload length. Never throws. */
   wrap(buf: Uint8Array, off: number, len: number, checkChecksum = true): DropReason | undefined {
-    this.b = EMPTY;
-    this.o = 0;
-    this.n = 0;
+    this.clear();
     const avail = Math.min(len, buf.length - off);
     if (!(off >= 0) || !(avail >= ICMP_HEADER_LEN)) return 'too_short';
     if (checkChecksum && sum16(buf, off, avail) !== 0xffff) return 'bad_icmp_checksum';
-    this.b = buf;
-    this.o = off;
-    this.n = avail;
+    this.wrapUnchecked(buf, off, avail);
     return undefined;
   }
-
-  /** Point the view without validation: for writing into a buffer you own. */
-  wrapUnchecked(buf: Uint8Array, off: number, len: number): void {
-    this.b = buf;
-    this.o = off;
-    this.n = len;
-  }
-
-  get buffer(): Uint8Array { return this.b; }
-  get offset(): number { return this.o; }
-  get length(): number { return this.n; }
 
   get type(): number { return this.b[this.o + TYPE] | 0; }
   get code(): number { return this.b[this.o + CODE] | 0; }

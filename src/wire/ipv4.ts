@@ -22,6 +22,7 @@
  * Addresses are handled as uint32 numbers (`>>> 0`), network order: 10.0.0.1 = 0x0a000001;
  * their text forms (dotted quads, CIDRs) are parsed and printed by net/ipv4.ts.
  */
+import { ByteView } from './view.js';
 import {
   checksumAdjust,
   checksumAdjust32,
@@ -59,18 +60,13 @@ const FLAG_DF = 0x4000;
 const FLAG_MF = 0x2000;
 const OFFSET_MASK = 0x1fff;
 
-const EMPTY = new Uint8Array(0);
-
 /**
  * A re-pointable view of one IPv4 packet. `wrap()` validates; after it returns `undefined`
  * every accessor is in bounds. Setters write in place and keep the header checksum valid by
  * incremental update (RFC 1624), so a checksum that was right stays right. A failed wrap
  * leaves an empty view whose getters read 0 (never the previous packet, never a throw).
  */
-export class Ipv4Packet {
-  private b: Uint8Array = EMPTY;
-  private o = 0;
-  private n = 0;
+export class Ipv4Packet extends ByteView {
 
   /**
    * Point the view at `len` bytes of `buf` from `off` and validate the header. A buffer longer
@@ -80,9 +76,7 @@ export class Ipv4Packet {
    * `checkChecksum = false` skips only the header-checksum test.
    */
   wrap(buf: Uint8Array, off: number, len: number, checkChecksum = true): DropReason | undefined {
-    this.b = EMPTY; // a failed wrap leaves an empty view, never the previous packet
-    this.o = 0;
-    this.n = 0;
+    this.clear(); // a failed wrap leaves an empty view, never the previous packet
     const avail = Math.min(len, buf.length - off);
     if (!(off >= 0) || !(avail >= IPV4_HEADER_LEN)) return 'too_short';
     const vi = buf[off + VER_IHL];
@@ -92,9 +86,7 @@ export class Ipv4Packet {
     const total = rd16(buf, off + LENGTH);
     if (total < hl || total > avail) return 'bad_total_length';
     if (checkChecksum && sum16(buf, off, hl) !== 0xffff) return 'bad_header_checksum';
-    this.b = buf;
-    this.o = off;
-    this.n = total;
+    this.wrapUnchecked(buf, off, total);
     return undefined;
   }
 
@@ -106,9 +98,7 @@ export class Ipv4Packet {
    * against a flow, not a packet to process.
    */
   wrapTruncated(buf: Uint8Array, off: number, len: number): DropReason | undefined {
-    this.b = EMPTY;
-    this.o = 0;
-    this.n = 0;
+    this.clear();
     const avail = Math.min(len, buf.length - off);
     if (!(off >= 0) || !(avail >= IPV4_HEADER_LEN)) return 'too_short';
     const vi = buf[off + VER_IHL];
@@ -117,23 +107,9 @@ export class Ipv4Packet {
     if (hl < IPV4_HEADER_LEN || hl > avail) return 'bad_ihl';
     const total = rd16(buf, off + LENGTH);
     if (total < hl) return 'bad_total_length';
-    this.b = buf;
-    this.o = off;
-    this.n = Math.min(total, avail);
+    this.wrapUnchecked(buf, off, Math.min(total, avail));
     return undefined;
   }
-
-  /** Point the view without validation: for writing a header into a buffer you own. */
-  wrapUnchecked(buf: Uint8Array, off: number, len: number): void {
-    this.b = buf;
-    this.o = off;
-    this.n = len;
-  }
-
-  /** The underlying buffer, the packet's offset in it and its length (Total Length). */
-  get buffer(): Uint8Array { return this.b; }
-  get offset(): number { return this.o; }
-  get length(): number { return this.n; }
 
   get version(): number { return this.b[this.o + VER_IHL] >>> 4; }
   /** Header length in bytes (IHL × 4), options included. */

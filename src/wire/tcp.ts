@@ -37,6 +37,7 @@
  * Sequence and acknowledgment numbers are uint32 (`>>> 0`); comparing them modulo 2^32 is the
  * stack's business.
  */
+import { ByteView } from './view.js';
 import {
   checksumAdjust,
   checksumAdjust32,
@@ -85,8 +86,6 @@ export const TCP_OPT_TIMESTAMP = 8;
 
 /** RFC 7323 §2.3: a received shift above 14 is used as 14 (the stack applies this). */
 export const TCP_MAX_WSCALE = 14;
-
-const EMPTY = new Uint8Array(0);
 
 /**
  * Walk the option list in b[i..end). Returns 'bad_tcp_options' when a length byte is missing,
@@ -161,10 +160,7 @@ export class TcpOptionValues {
  * Setters keep the checksum valid by incremental update (RFC 1624). A failed wrap leaves an
  * empty view whose getters read 0.
  */
-export class TcpPacket {
-  private b: Uint8Array = EMPTY;
-  private o = 0;
-  private n = 0;
+export class TcpPacket extends ByteView {
 
   /**
    * Point at the segment: `len` is the IP payload length. Returns a drop reason or
@@ -172,9 +168,7 @@ export class TcpPacket {
    * with checksum offload, may be partial): see `verifyChecksum`.
    */
   wrap(buf: Uint8Array, off: number, len: number): DropReason | undefined {
-    this.b = EMPTY;
-    this.o = 0;
-    this.n = 0;
+    this.clear();
     const avail = Math.min(len, buf.length - off);
     if (!(off >= 0) || !(avail >= TCP_HEADER_LEN)) return 'too_short';
     const hl = (buf[off + DATA_OFF] >>> 4) << 2;
@@ -183,23 +177,9 @@ export class TcpPacket {
       const r = checkOptions(buf, off + TCP_HEADER_LEN, off + hl);
       if (r !== undefined) return r;
     }
-    this.b = buf;
-    this.o = off;
-    this.n = avail;
+    this.wrapUnchecked(buf, off, avail);
     return undefined;
   }
-
-  /** Point the view without validation: for writing into a buffer you own. */
-  wrapUnchecked(buf: Uint8Array, off: number, len: number): void {
-    this.b = buf;
-    this.o = off;
-    this.n = len;
-  }
-
-  get buffer(): Uint8Array { return this.b; }
-  get offset(): number { return this.o; }
-  /** Header + options + data. */
-  get length(): number { return this.n; }
 
   get srcPort(): number { return rd16(this.b, this.o + SRC_PORT); }
   get dstPort(): number { return rd16(this.b, this.o + DST_PORT); }

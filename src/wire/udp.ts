@@ -17,6 +17,7 @@
  * the header and the data; over IPv4 a transmitted 0 means "no checksum", so a computed 0 is
  * sent as 0xffff (its ones'-complement twin).
  */
+import { ByteView } from './view.js';
 import {
   checksumAdjust,
   checksumAdjust32,
@@ -35,18 +36,13 @@ const CHECKSUM = 6; // 6..8
 
 export const UDP_HEADER_LEN = 8;
 
-const EMPTY = new Uint8Array(0);
-
 /**
  * A re-pointable view of one UDP datagram. `wrap()` validates the length field; the view's
  * length is the Length field (bytes beyond it are ignored). Setters keep a present checksum
  * valid by incremental update and leave an absent one (0) absent. A failed wrap leaves an
  * empty view whose getters read 0.
  */
-export class UdpPacket {
-  private b: Uint8Array = EMPTY;
-  private o = 0;
-  private n = 0;
+export class UdpPacket extends ByteView {
 
   /**
    * `len` is the IP payload length. The Length field must be at least 8 and no more than the
@@ -54,29 +50,14 @@ export class UdpPacket {
    * Never throws. The checksum is checked separately (`verifyChecksum`).
    */
   wrap(buf: Uint8Array, off: number, len: number): DropReason | undefined {
-    this.b = EMPTY;
-    this.o = 0;
-    this.n = 0;
+    this.clear();
     const avail = Math.min(len, buf.length - off);
     if (!(off >= 0) || !(avail >= UDP_HEADER_LEN)) return 'too_short';
     const l = rd16(buf, off + LENGTH);
     if (l < UDP_HEADER_LEN || l > avail) return 'bad_udp_length';
-    this.b = buf;
-    this.o = off;
-    this.n = l;
+    this.wrapUnchecked(buf, off, l);
     return undefined;
   }
-
-  /** Point the view without validation: for writing into a buffer you own. */
-  wrapUnchecked(buf: Uint8Array, off: number, len: number): void {
-    this.b = buf;
-    this.o = off;
-    this.n = len;
-  }
-
-  get buffer(): Uint8Array { return this.b; }
-  get offset(): number { return this.o; }
-  get length(): number { return this.n; }
 
   get srcPort(): number { return rd16(this.b, this.o + SRC_PORT); }
   get dstPort(): number { return rd16(this.b, this.o + DST_PORT); }
