@@ -12,11 +12,12 @@ export {
   startDante,
   startMicrosocks,
   startHttpServer,
+  startDelayRelay,
   startIperf3,
   startDnsmasq,
   labBytes,
   labBytesSha256,
 } from './servers.js';
-export type { DanteConfig, DanteOptions, MicrosocksOptions, HttpServerOptions, Iperf3Options, DnsmasqOptions } from './servers.js';
+export type { DanteConfig, DanteOptions, MicrosocksOptions, HttpServerOptions, DelayRelayOptions, Iperf3Options, DnsmasqOptions } from './servers.js';
 export { startWireguardGo } from './wireguard.js';
 export type { WireguardGoOptions, WireguardGoPeer } from './wireguard.js';

@@ -7,7 +7,8 @@
  */
 import { createCipheriv, createHash } from 'node:crypto';
 import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { isIPv4, waitForPort, type Namespace } from './netns.js';
 import { LabError, runCommand, type LabProcess } from './process.js';
 
@@ -329,6 +330,35 @@ export async function startHttpServer(ns: Namespace, opts: HttpServerOptions): P
     { name: `http-${ns.role}-${opts.port}` },
   );
   return readyOrDie(proc, proc.waitForLine(/^listening /, 15_000), `http server on ${listen}:${opts.port}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// delay relay
+
+export interface DelayRelayOptions {
+  listen: string;
+  port: number;
+  target: string;
+  targetPort: number;
+  /** Held in each direction, ms. */
+  delayMs: number;
+}
+
+/**
+ * A TCP relay (delay-relay.ts) on `listen:port` that forwards to `target:targetPort`, holding
+ * every chunk `delayMs` in each direction: the lab's stand-in for netem, which this kernel lacks.
+ */
+export async function startDelayRelay(ns: Namespace, opts: DelayRelayOptions): Promise<LabProcess> {
+  checkListen('startDelayRelay', opts.listen);
+  checkListen('startDelayRelay target', opts.target);
+  checkPort('startDelayRelay', opts.port);
+  checkPort('startDelayRelay target', opts.targetPort);
+  const script = join(dirname(fileURLToPath(import.meta.url)), 'delay-relay.js');
+  const proc = ns.spawn(
+    [process.execPath, script, opts.listen, String(opts.port), opts.target, String(opts.targetPort), String(opts.delayMs)],
+    { name: `delay-relay-${ns.role}-${opts.port}` },
+  );
+  return readyOrDie(proc, proc.waitForLine(/^listening /, 15_000), `delay relay on ${opts.listen}:${opts.port}`);
 }
 
 // ---------------------------------------------------------------------------------------------
