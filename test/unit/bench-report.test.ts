@@ -1,7 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import type { CpuTotals } from '../../tools/bench/cpu.js';
-import { anyFailed, medianRun, renderReadme, renderText, wgTable, type BenchReport, type Outcome, type Pair } from '../../tools/bench/report.js';
-import type { IperfResult } from '../../tools/bench/tools.js';
+import {
+  anyFailed,
+  medianRun,
+  perFlowTable,
+  renderReadme,
+  renderText,
+  summaryTable,
+  wgTable,
+  type BenchReport,
+  type FlowsResult,
+  type Outcome,
+  type Pair,
+} from '../../tools/bench/report.js';
+import type { CpsResult, IperfResult, TtfbResult } from '../../tools/bench/tools.js';
 
 function cpu(client: number, server: number, hostBusyS = 8, labS = 7): CpuTotals {
   return { wallS: 5, procs: { client, server }, labS, hostBusyS };
@@ -115,5 +127,92 @@ describe('bench report: medianRun', () => {
     expect(medianRun([run(300), run(100), run(200)], key)).toEqual(run(200));
     expect(medianRun([run(300), { ok: false, error: 'x' }, run(100)], key)).toEqual(run(100));
     expect(medianRun([{ ok: false, error: 'first' }, { ok: false, error: 'second' }], key)).toEqual({ ok: false, error: 'first' });
+  });
+});
+
+/** A connection window: `rate` connections/s over 5 s. */
+function cps(rate: number, p99Us = 2000): Outcome<CpsResult> {
+  return { ok: true, value: { connections: rate * 5, errors: 0, rate, meanUs: 1e6 / rate, p50Us: 1e6 / rate, p99Us, stoppedBy: 'time', activeS: 5 }, cpu: cpu(1, 1) };
+}
+
+/** A time-to-first-byte window: median and p99 in ms. */
+function ttfbRun(p50Ms: number, p99Ms: number): Outcome<TtfbResult> {
+  return {
+    ok: true,
+    value: { requests: 100, errors: 0, meanUs: p50Ms * 1000, p50Us: p50Ms * 1000, p99Us: p99Ms * 1000, maxUs: p99Ms * 1000, stoppedBy: 'time', activeS: 5 },
+    cpu: cpu(1, 1),
+  };
+}
+
+const flowsValue: FlowsResult = {
+  flows: 10_000,
+  open: 10_000,
+  failed: 0,
+  openS: 13.7,
+  stoppedBy: 'count',
+  idleRssKiB: 80 * 1024,
+  watchdogRssKiB: 60 * 1024,
+  watchdogs: 1,
+  openRssKiB: 80 * 1024 + 310_000,
+  perFlowKiB: 31,
+  afterCloseRssKiB: 400 * 1024,
+};
+
+describe('bench report: the cost of a flow', () => {
+  it('puts the SOCKS5-straight-to-the-proxy ceiling in the direct column, with tunroute as a ratio to it', () => {
+    const t = summaryTable(report(['cps', 'ceiling'], { cps: { direct: cps(2200), tunroute: cps(450, 10_200) }, ceiling: cps(990, 2500) }));
+    const row = t.rows.find((r) => r[0]?.startsWith('connections/s, ceiling: SOCKS5 client straight to dante'));
+    expect(row?.[0]).toContain('pipelined');
+    expect(row?.slice(1)).toEqual(['990', '450', '0.45']);
+    expect(t.rows.find((r) => r[0]?.startsWith('connect → reply, p99, µs, ceiling'))?.slice(1)).toEqual(['2,500', '10,200', '0.25']);
+  });
+
+  it('shows the ceiling alone when cps did not run, and names a failed ceiling', () => {
+    const alone = summaryTable(report(['ceiling'], { ceiling: cps(990) }));
+    expect(alone.rows.find((r) => r[0]?.startsWith('connections/s, ceiling'))?.slice(1)).toEqual(['990', '—', '—']);
+    const failed = report(['ceiling'], { ceiling: { ok: false, error: 'proxy refused CONNECT (reply 2)' } });
+    expect(anyFailed(failed)).toBe(true);
+    expect(renderText(failed)).toContain('connections, ceiling (SOCKS5 client straight to the proxy): proxy refused CONNECT (reply 2)');
+  });
+
+  it('has a per-flow table: time to first byte (median, p99, tunroute ÷ direct) and memory per idle flow', () => {
+    const r = report(['ttfb', 'flows'], { ttfb: { direct: ttfbRun(20, 25), tunroute: ttfbRun(60, 80) }, flows: { ok: true, value: flowsValue, cpu: cpu(1, 1) } });
+    r.settings.ttfb = { delayMs: 10, path: '/health', maxRequests: 2000, tunrouteArgs: [] };
+    r.settings.flows = { flows: 10_000, concurrency: 64, openLimitS: 120, settleS: 10, tunrouteArgs: [] };
+    const t = perFlowTable(r)!;
+    const get = (label: string): readonly string[] | undefined => t.rows.find((x) => x[0]?.startsWith(label))?.slice(1);
+    expect(get('time to first byte, 10 ms held each way, median, ms')).toEqual(['20', '60', '0.33']);
+    expect(get('time to first byte, 10 ms held each way, p99, ms')).toEqual(['25', '80', '0.31']);
+    expect(get('time to first byte, median, tunroute ÷ direct')).toEqual(['', '', '3']);
+    expect(get('idle flows open (of 10,000')).toEqual(['—', '10,000', '']);
+    expect(get('time to open 10,000 flows, s')).toEqual(['—', '13.7', '']);
+    expect(get('RSS per idle flow, KiB (10,000 flows)')).toEqual(['—', '31', '']);
+    expect(get('tunroute RSS, idle, MiB')).toEqual(['—', '80', '']);
+    expect(get('watchdog RSS, idle, MiB')).toEqual(['—', '60', '']);
+    expect(get('idle RSS with the watchdog included, MiB')).toEqual(['—', '140', '']);
+    expect(get('tunroute RSS 10 s after they all closed, MiB')).toEqual(['—', '400', '']);
+    expect(get('  … above idle, MiB')).toEqual(['—', '320', '']);
+    const text = renderText(r);
+    expect(text).toContain('A relay holds every chunk 10 ms in each direction');
+    expect(text).not.toContain('| measure ');
+    for (const row of tableRows(text)) expect(row).toHaveLength(4);
+    const readme = renderReadme(r);
+    expect(readme).toContain('### Benchmark: the cost of a flow, tunroute vs the kernel');
+    expect(readme).toContain('| RSS per idle flow, KiB (10,000 flows)');
+  });
+
+  it('is left out when neither test ran, and a failed flows test is a failure row', () => {
+    expect(perFlowTable(report(['cps']))).toBeUndefined();
+    const r = report(['flows'], { flows: { ok: false, error: 'the flows client did not report within 150 s' } });
+    expect(perFlowTable(r)!.rows.find((x) => x[0]?.startsWith('RSS per idle flow'))?.slice(1)).toEqual(['—', 'failed', '']);
+    expect(anyFailed(r)).toBe(true);
+    expect(renderText(r)).toContain('idle flows: the flows client did not report within 150 s');
+  });
+
+  it('shows the per-flow table under a sub-heading after the main tables in the README', () => {
+    const r = report(['cps', 'ttfb'], { cps: { direct: cps(2200), tunroute: cps(450) }, ttfb: { direct: ttfbRun(20, 25), tunroute: ttfbRun(40, 50) } });
+    const readme = renderReadme(r);
+    expect(readme).toContain("### Benchmark: tunroute vs the kernel's direct path");
+    expect(readme.indexOf('| measure')).toBeLessThan(readme.indexOf('#### Per flow'));
   });
 });

@@ -17,6 +17,13 @@
  * iperf3 through a WireGuard tunnel, tunroute ↔ wireguard-go against wireguard-go ↔
  * wireguard-go. Every load is bounded in time and count; each lab is removed at the end, also
  * after an error or a signal.
+ *
+ * The cost of a flow (issue #11): the ceiling test runs the connection loop with a SOCKS5 client
+ * straight to the same proxy (no tunroute; greeting and CONNECT pipelined) and reports tunroute's
+ * connections/s against it. Two tests have labs of their own (perflow.ts): ttfb, the time to the
+ * first byte of a small HTTP request with a relay holding every chunk 10 ms each way in front of
+ * the server (direct) and of the proxy (tunroute); flows, tunroute's RSS with 10,000 idle flows,
+ * 10 s after they closed, and its watchdog's.
  */
 import { measureRouteApply, type RouteApplyMeasurement } from './measure-routes.js';
 import { spawnSync } from 'node:child_process';
@@ -40,11 +47,13 @@ import {
 } from '../lab/index.js';
 import { CLI_PATH, REPO_ROOT } from '../repo-root.js';
 import { clockTicksPerSecond, CpuWatch } from './cpu.js';
+import { benchFlows, benchTtfb } from './perflow.js';
 import { benchWg } from './wg.js';
 import {
   anyFailed,
   fmt,
   medianRun,
+  OWN_LAB_TESTS,
   renderReadme,
   renderText,
   writeReadme,
@@ -61,6 +70,7 @@ import {
   runIperf3Udp,
   runNodeRr,
   runSockperf,
+  runSocksCps,
   tunrouteStatus,
   type CpsResult,
   type DnsResult,
@@ -99,7 +109,7 @@ const DNS_DOMAIN = 'bench.lab';
 const DNS_MAX = 500_000;
 /** Host load (busy cores) from other work under which the machine counts as quiet. */
 const QUIET_CORES = 0.3;
-const TESTS = ['iperf', 'rr', 'cps', 'udp', 'dns', 'wg', 'routes'] as const;
+const TESTS = ['iperf', 'rr', 'cps', 'ceiling', 'udp', 'dns', 'ttfb', 'flows', 'wg', 'routes'] as const;
 type Test = (typeof TESTS)[number];
 
 interface Options {
@@ -127,7 +137,15 @@ const USAGE = `usage: node dist-tools/tools/bench/main.js [options]     (npm run
   --seconds N        length of each measurement window (default 5)
   --mtu N            passed to tunroute up --mtu
   --repeat N         run each pair N times, alternating, and show the median run (default 1)
-  --only T[,T]       run only these tests: iperf, rr, cps, udp, dns, wg, routes (repeatable);
+  --only T[,T]       run only these tests (repeatable): iperf, rr, cps, ceiling, udp, dns, ttfb,
+                     flows, wg, routes;
+                     ceiling: connections/s of a SOCKS5 client straight to the proxy, no tunroute
+                     (greeting + CONNECT pipelined); with cps, tunroute's ratio to it (dante only:
+                     microsocks hangs on a pipelined greeting);
+                     ttfb: time to first byte of a small HTTP request, a relay holding every chunk
+                     10 ms each way in front of the server and of the proxy alike (own lab);
+                     flows: tunroute's RSS at 10,000 idle flows, 10 s after they closed, and its
+                     watchdog's; the time to open them (own lab; needs ulimit -n > 11,000);
                      wg: iperf3 through a WireGuard tunnel, tunroute ↔ wireguard-go against
                      wireguard-go ↔ wireguard-go, in a lab of its own (needs wireguard-go, wg)
   --udp-rate N       offered rate of the udp test, Mbit/s (default 200)
@@ -183,6 +201,7 @@ function parseOptions(argv: string[]): Options | 'help' {
   const proxy = values.proxy ?? 'dante';
   if (proxy !== 'dante' && proxy !== 'microsocks') throw new UsageError(`--proxy must be dante or microsocks, got "${proxy}"`);
   if (proxy === 'microsocks' && tests.includes('udp')) throw new UsageError('--only udp needs --proxy dante: microsocks refuses UDP ASSOCIATE');
+  if (proxy === 'microsocks' && tests.includes('ceiling')) throw new UsageError('--only ceiling needs --proxy dante: microsocks hangs on a pipelined greeting');
   const udpRate = values['udp-rate'] === undefined ? 200 : Number(values['udp-rate']);
   if (!Number.isInteger(udpRate) || udpRate < 1 || udpRate > 10_000) throw new UsageError(`--udp-rate must be a whole number of Mbit/s from 1 to 10000, got ${values['udp-rate']}`);
   const rrTool = values['rr-tool'] ?? 'auto';
@@ -192,8 +211,9 @@ function parseOptions(argv: string[]): Options | 'help' {
   const repeat = values.repeat === undefined ? 1 : Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1 || repeat > 20) throw new UsageError(`--repeat must be a whole number from 1 to 20, got ${values.repeat}`);
   const extra = values['tunroute-arg'] ?? [];
-  // Without --only, every test runs but udp with microsocks (it refuses UDP ASSOCIATE).
-  const chosen = tests.length > 0 ? TESTS.filter((t) => tests.includes(t)) : TESTS.filter((t) => t !== 'udp' || proxy !== 'microsocks');
+  // Without --only, every test runs but udp and ceiling with microsocks (it refuses UDP
+  // ASSOCIATE, and hangs on the ceiling client's pipelined greeting).
+  const chosen = tests.length > 0 ? TESTS.filter((t) => tests.includes(t)) : TESTS.filter((t) => (t !== 'udp' && t !== 'ceiling') || proxy !== 'microsocks');
   for (const a of extra) {
     if (/^--(route|proxy|control|tun|tunnel)\b/.test(a)) throw new UsageError(`--tunroute-arg ${a}: the benchmark sets that itself`);
     if (chosen.includes('dns') && /^(-c|--config|--dns)\b/.test(a)) throw new UsageError(`--tunroute-arg ${a}: the dns test gives tunroute its own config file (dns hijack)`);
@@ -259,8 +279,9 @@ function environment(opts: Options): BenchEnv {
   if (opts.tests.includes('dns')) ver('dnsmasq', firstLine('dnsmasq', ['--version']), /version ([\d.]+)/i);
   if (opts.tests.includes('rr') && opts.rrTool !== 'node') ver('sockperf', firstLine('sockperf', ['--version']), /version ([\w.-]+)/);
   // The proxy serves every test but wg (which has a lab of its own).
-  const proxied = opts.tests.some((t) => t !== 'wg');
-  if (proxied && opts.proxy === 'dante') ver('dante', firstLine('danted', ['-v']), /Dante v(\d+(?:\.\d+)*)/);
+  const proxied = opts.tests.some((t) => !OWN_LAB_TESTS.includes(t));
+  // ttfb and flows have labs of their own, always with dante.
+  if ((proxied && opts.proxy === 'dante') || opts.tests.includes('ttfb') || opts.tests.includes('flows')) ver('dante', firstLine('danted', ['-v']), /Dante v(\d+(?:\.\d+)*)/);
   if (proxied && opts.proxy === 'microsocks') {
     const r = spawnSync('dpkg-query', ['-W', '-f', '${Version}', 'microsocks'], { encoding: 'utf8', timeout: 5000 });
     if (r.status === 0 && r.stdout.trim()) tools.microsocks = r.stdout.trim();
@@ -406,6 +427,20 @@ async function runTests(ctx: Ctx, report: BenchReport): Promise<void> {
   if (opts.tests.includes('cps')) {
     report.cps = await pair<CpsResult>(ctx, 'sequential connections', (v) => v.rate, (h) => runCps(c, NETCLI, h, ECHO_PORT, secs, CPS_MAX, CPS_MSG_BYTES));
   }
+  if (opts.tests.includes('ceiling')) {
+    // The same loop, made by a SOCKS5 client in c straight to the proxy, which connects to the
+    // same echo server tunroute's flows reach (ROUTED_IP, on s's lo).
+    const runs: Outcome<CpsResult>[] = [];
+    for (let i = 0; i < opts.repeat; i++) {
+      const suffix = opts.repeat > 1 ? ` [${i + 1}/${opts.repeat}]` : '';
+      runs.push(
+        await measure(ctx, `sequential connections, SOCKS5 client straight to ${opts.proxy} (ceiling)${suffix}`, 'direct', () =>
+          runSocksCps(c, NETCLI, ROUTED_IP, ECHO_PORT, SERVER_IP, PROXY_PORT, secs, CPS_MAX, CPS_MSG_BYTES),
+        ),
+      );
+    }
+    report.ceiling = medianRun(runs, (v) => v.rate);
+  }
   if (opts.tests.includes('udp')) {
     const restart = async (o: Outcome<UdpResult>): Promise<void> => {
       if (o.ok) return;
@@ -436,9 +471,12 @@ async function runTests(ctx: Ctx, report: BenchReport): Promise<void> {
  */
 async function bench(opts: Options): Promise<BenchReport> {
   const env = environment(opts);
-  const report = opts.tests.some((t) => t !== 'wg') ? await benchSocks(opts, env) : await wgOnlyReport(opts, env);
+  const report = opts.tests.some((t) => !OWN_LAB_TESTS.includes(t)) ? await benchSocks(opts, env) : await ownLabsOnlyReport(opts, env);
+  const tunrouteArgs = [...(opts.mtu === null ? [] : ['--mtu', String(opts.mtu)]), ...opts.tunrouteArgs];
+  const perFlow = { cli: CLI, netcli: NETCLI, seconds: opts.seconds, repeat: opts.repeat, tunrouteArgs, progress };
+  if (opts.tests.includes('ttfb')) await benchTtfb(report, perFlow);
+  if (opts.tests.includes('flows')) await benchFlows(report, perFlow);
   if (opts.tests.includes('wg')) {
-    const tunrouteArgs = [...(opts.mtu === null ? [] : ['--mtu', String(opts.mtu)]), ...opts.tunrouteArgs];
     await benchWg(report, { cli: CLI, seconds: opts.seconds, repeat: opts.repeat, tunrouteArgs, progress });
   }
   return report;
@@ -472,8 +510,8 @@ function reportFrame(
   };
 }
 
-/** The report's frame when only the wg test runs: no SOCKS5 lab, so no tun0 or veth of its own. */
-async function wgOnlyReport(opts: Options, env: BenchEnv): Promise<BenchReport> {
+/** The report's frame when only tests with labs of their own run: no main lab, so no tun0 or veth of its own. */
+async function ownLabsOnlyReport(opts: Options, env: BenchEnv): Promise<BenchReport> {
   await waitForQuiet(opts.waitIdle);
   return reportFrame(opts, env, { tunMtu: null, vethMtu: null, tunrouteArgs: [] }, await hostLoad(1500));
 }
@@ -523,7 +561,7 @@ async function benchSocks(opts: Options, env: BenchEnv): Promise<BenchReport> {
       s.spawn(['sockperf', 'server', '--tcp', '-i', '0.0.0.0', '-p', String(SOCKPERF_PORT)], { name: 'sockperf-server' });
       await waitForPort(s, SERVER_IP, SOCKPERF_PORT, 10_000);
     }
-    if (opts.tests.includes('cps') || (opts.tests.includes('rr') && rrTool === 'node')) {
+    if (opts.tests.includes('cps') || opts.tests.includes('ceiling') || (opts.tests.includes('rr') && rrTool === 'node')) {
       const echo = s.spawn([process.execPath, NETCLI, 'serve', '0.0.0.0', String(ECHO_PORT)], { name: 'echo-server' });
       await echo.waitForLine(/^listening /, 10_000);
     }

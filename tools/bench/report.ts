@@ -4,7 +4,7 @@
  */
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { CpuTotals } from './cpu.js';
-import type { CpsResult, DnsResult, IperfResult, RrResult, UdpResult } from './tools.js';
+import type { CpsResult, DnsResult, IperfResult, RrResult, TtfbResult, UdpResult } from './tools.js';
 
 export type Outcome<T> = { ok: true; value: T; cpu: CpuTotals } | { ok: false; error: string; cpu?: CpuTotals };
 
@@ -68,6 +68,35 @@ export interface BenchSettings {
   tunrouteConfig?: Record<string, unknown>;
   /** The wg test's own lab. */
   wg?: WgSettings;
+  /** The ttfb test's own lab: a relay holds every chunk `delayMs` each way. */
+  ttfb?: { delayMs: number; path: string; maxRequests: number; tunrouteArgs: string[] };
+  /** The flows test's own lab. */
+  flows?: { flows: number; concurrency: number; openLimitS: number; settleS: number; tunrouteArgs: string[] };
+}
+
+/** The flows test: tunroute's memory with many idle flows (its own lab, a fresh tunroute). */
+export interface FlowsResult {
+  /** Flows asked for. */
+  flows: number;
+  /** Flows open (connected, 1-byte echo seen) when the opening ended. */
+  open: number;
+  failed: number;
+  firstError?: string;
+  /** From the first connect to the last flow proven, s. */
+  openS: number;
+  /** 'time': the opening was cut off by its time limit. */
+  stoppedBy: 'count' | 'time';
+  /** tunroute's VmRSS before the flows, KiB. */
+  idleRssKiB: number;
+  /** VmRSS of the processes tunroute spawned (its watchdog), KiB; null when there was none. */
+  watchdogRssKiB: number | null;
+  watchdogs: number;
+  /** tunroute's VmRSS with the flows open, KiB. */
+  openRssKiB: number;
+  /** (openRssKiB - idleRssKiB) / open. */
+  perFlowKiB: number;
+  /** tunroute's VmRSS settings.flows.settleS after all the flows closed, KiB. */
+  afterCloseRssKiB: number;
 }
 
 /** How the wg test ran (its own lab: two pairs of namespaces, each joined by a veth). */
@@ -94,6 +123,17 @@ export interface BenchReport {
   iperfDown?: Pair<IperfResult>;
   rr?: Pair<RrResult>;
   cps?: Pair<CpsResult>;
+  /**
+   * The connections/s ceiling: the cps loop made by a SOCKS5 client straight to the proxy (no
+   * tunroute; greeting and CONNECT pipelined), to the same echo server.
+   */
+  ceiling?: Outcome<CpsResult>;
+  /** Time to first byte of a small HTTP request with a delay relay in front of both paths (own lab). */
+  ttfb?: Pair<TtfbResult>;
+  /** Set when the ttfb test's tunroute died during the run. */
+  ttfbTunrouteExit?: string;
+  /** Memory per idle flow (own lab). */
+  flows?: Outcome<FlowsResult>;
   /** iperf3 -u at a fixed offered rate. */
   udp?: Pair<UdpResult>;
   /** Sequential DNS queries (tunroute: dns hijack, upstream through the proxy). */
@@ -226,9 +266,12 @@ function marked(windows: readonly { direct: WindowView; tunroute: WindowView }[]
   return windows.some((s) => otherCores(s.direct) >= BUSY_OTHER_CORES || otherCores(s.tunroute) >= BUSY_OTHER_CORES);
 }
 
-/** Whether the SOCKS5 lab ran (every test but wg runs there); a wg-only report has none of it. */
+/** Tests that run in labs of their own, not in the main SOCKS5 lab. */
+export const OWN_LAB_TESTS: readonly string[] = ['wg', 'ttfb', 'flows'];
+
+/** Whether the main SOCKS5 lab ran; a report of only wg, ttfb or flows has none of it. */
 function socksLabRan(r: BenchReport): boolean {
-  return r.settings.tests.some((t) => t !== 'wg');
+  return r.settings.tests.some((t) => !OWN_LAB_TESTS.includes(t));
 }
 
 /** CPU cost per unit of work (scaled), or undefined. */
@@ -276,6 +319,18 @@ export function summaryTable(r: BenchReport): Table {
     rows.push(['connect → reply, mean, µs', cell(p.direct, (x) => x.meanUs), cell(p.tunroute, (x) => x.meanUs), ratio(value(p.direct, (x) => x.meanUs), value(p.tunroute, (x) => x.meanUs))]);
     rows.push(['connect → reply, p99, µs', cell(p.direct, (x) => x.p99Us), cell(p.tunroute, (x) => x.p99Us), ratio(value(p.direct, (x) => x.p99Us), value(p.tunroute, (x) => x.p99Us))]);
   }
+  if (r.ceiling) {
+    // The ceiling stands in the direct column: tunroute vs what a SOCKS5 client alone gets.
+    const c = r.ceiling;
+    const rate = (x: CpsResult): number => x.rate;
+    rows.push([
+      `connections/s, ceiling: SOCKS5 client straight to ${r.settings.proxy}, no tunroute (greeting + CONNECT pipelined; in the direct column)`,
+      cell(c, rate),
+      cell(r.cps?.tunroute, rate),
+      ratio(value(r.cps?.tunroute, rate), value(c, rate)),
+    ]);
+    rows.push(['connect → reply, p99, µs, ceiling (direct column) and tunroute', cell(c, (x) => x.p99Us), cell(r.cps?.tunroute, (x) => x.p99Us), ratio(value(c, (x) => x.p99Us), value(r.cps?.tunroute, (x) => x.p99Us))]);
+  }
   if (r.udp) {
     const p = r.udp;
     const v = p.direct.ok ? p.direct.value : p.tunroute.ok ? p.tunroute.value : undefined;
@@ -317,6 +372,74 @@ export function summaryTable(r: BenchReport): Table {
     }
   }
   return { head: ['measure', 'direct (kernel)', 'tunroute', 'tunroute vs direct'], align: 'lrrr', rows };
+}
+
+/**
+ * The per-flow tests that run in labs of their own (ttfb, flows); undefined when neither ran.
+ * Memory figures have no direct path: their direct column is empty.
+ */
+export function perFlowTable(r: BenchReport): Table | undefined {
+  if (!r.ttfb && !r.flows) return undefined;
+  const rows: Row[] = [];
+  if (r.ttfb) {
+    const p = r.ttfb;
+    const d = r.settings.ttfb?.delayMs ?? 10;
+    const ms = (f: (v: TtfbResult) => number) => (v: TtfbResult): number => f(v) / 1000;
+    const p50 = ms((v) => v.p50Us);
+    const p99 = ms((v) => v.p99Us);
+    rows.push([
+      `time to first byte, ${d} ms held each way, median, ms (HTTP GET, new connection each)`,
+      cell(p.direct, p50),
+      cell(p.tunroute, p50),
+      ratio(value(p.direct, p50), value(p.tunroute, p50)),
+    ]);
+    rows.push([`time to first byte, ${d} ms held each way, p99, ms`, cell(p.direct, p99), cell(p.tunroute, p99), ratio(value(p.direct, p99), value(p.tunroute, p99))]);
+    rows.push(['time to first byte, median, tunroute ÷ direct (× direct; lower is better)', '', '', ratio(value(p.tunroute, p50), value(p.direct, p50))]);
+    rows.push(['HTTP requests measured', cell(p.direct, (v) => v.requests), cell(p.tunroute, (v) => v.requests), '']);
+  }
+  if (r.flows) {
+    const o = r.flows;
+    const n = r.settings.flows?.flows ?? (o.ok ? o.value.flows : 10_000);
+    const mib = (f: (v: FlowsResult) => number) => (v: FlowsResult): number => f(v) / 1024;
+    rows.push([`idle flows open (of ${fmt(n)}; tunroute)`, '—', cell(o, (v) => v.open), '']);
+    rows.push([`time to open ${fmt(n)} flows, s`, '—', cell(o, (v) => v.openS), '']);
+    rows.push([`RSS per idle flow, KiB (${fmt(n)} flows)`, '—', cell(o, (v) => v.perFlowKiB), '']);
+    rows.push(['tunroute RSS, idle, MiB', '—', cell(o, mib((v) => v.idleRssKiB)), '']);
+    rows.push(['watchdog RSS, idle, MiB', '—', o.ok && o.value.watchdogRssKiB === null ? 'none' : cell(o, mib((v) => v.watchdogRssKiB ?? 0)), '']);
+    rows.push(['idle RSS with the watchdog included, MiB', '—', cell(o, mib((v) => v.idleRssKiB + (v.watchdogRssKiB ?? 0))), '']);
+    rows.push([`tunroute RSS with ${fmt(n)} flows open, MiB`, '—', cell(o, mib((v) => v.openRssKiB)), '']);
+    const settle = r.settings.flows?.settleS ?? 10;
+    rows.push([`tunroute RSS ${settle} s after they all closed, MiB`, '—', cell(o, mib((v) => v.afterCloseRssKiB)), '']);
+    rows.push([`  … above idle, MiB`, '—', cell(o, mib((v) => v.afterCloseRssKiB - v.idleRssKiB)), '']);
+  }
+  return { head: ['per flow (labs of their own)', 'direct (kernel)', 'tunroute', 'tunroute vs direct'], align: 'lrrr', rows };
+}
+
+/** What the per-flow tests measured, under their table. */
+function perFlowNotes(r: BenchReport): string[] {
+  const out: string[] = [];
+  const t = r.settings.ttfb;
+  if (r.ttfb) {
+    const d = t?.delayMs ?? 10;
+    out.push(
+      `Time to first byte: HTTP/1.1 GET ${t?.path ?? '/health'} (Connection: close), one at a time, each on a new connection;`,
+      `connect() to the response's first byte. A relay holds every chunk ${d} ms in each direction (no netem here),`,
+      'in front of the HTTP server (direct) and in front of the proxy (tunroute) alike: direct pays one exchange',
+      'through it, tunroute also pays each SOCKS5 exchange it waits for (issue #11 target: ≤ 2.2× direct).',
+    );
+  }
+  const f = r.settings.flows;
+  if (r.flows) {
+    out.push(
+      `Memory per flow: a fresh tunroute carries ${fmt(f?.flows ?? 10_000)} TCP connections (${f?.concurrency ?? '?'} being opened at a time) to an`,
+      'echo server behind the proxy, each proven by a 1-byte echo, then idle; RSS is VmRSS from /proc/<pid>/status;',
+      `per flow = (RSS with all open − idle RSS) / flows open. The watchdog is the process \`up\` spawns.`,
+    );
+    const v = r.flows.ok ? r.flows.value : undefined;
+    if (v?.stoppedBy === 'time') out.push(`The opening was cut off by its time limit (${f?.openLimitS ?? '?'} s) with ${fmt(v.open)} of ${fmt(v.flows)} flows open.`);
+    if (v && v.failed > 0) out.push(`${fmt(v.failed)} flows failed to open${v.firstError ? ` (first: ${v.firstError})` : ''}.`);
+  }
+  return out;
 }
 
 export function cpuTable(r: BenchReport): Table {
@@ -433,11 +556,15 @@ function failures(r: BenchReport): string[] {
   add('iperf3 download', r.iperfDown);
   add('round trips', r.rr);
   add('connections', r.cps);
+  if (r.ceiling && !r.ceiling.ok) out.push(`connections, ceiling (SOCKS5 client straight to the proxy): ${r.ceiling.error}`);
+  add('time to first byte', r.ttfb);
+  if (r.flows && !r.flows.ok) out.push(`idle flows: ${r.flows.error}`);
   add('UDP', r.udp);
   add('DNS', r.dns);
   add('WireGuard upload', r.wgUp, WG_PATHS);
   add('WireGuard download', r.wgDown, WG_PATHS);
   if (r.tunrouteExit) out.push(`tunroute exited during the run: ${r.tunrouteExit}`);
+  if (r.ttfbTunrouteExit) out.push(`tunroute (ttfb test) exited during the run: ${r.ttfbTunrouteExit}`);
   if (r.wgTunrouteExit) out.push(`tunroute (wg test) exited during the run: ${r.wgTunrouteExit}`);
   return out;
 }
@@ -520,6 +647,8 @@ export function renderText(r: BenchReport): string {
       'core while the tool ran and per unit of work; host busy: all cores, everything, over the window.',
     );
   }
+  const pf = perFlowTable(r);
+  if (pf) lines.push('', markdownTable(pf), '', ...perFlowNotes(r));
   const wg = wgTable(r);
   if (wg) lines.push('', markdownTable(wg), '', ...wgNotes(r), ...(marked(wgWindows(r)) ? [busyNote] : []));
   else lines.push(...wgNotes(r).flatMap((l) => ['', l]));
@@ -551,7 +680,11 @@ export function renderReadme(r: BenchReport): string {
   const socks = socksLabRan(r);
   const lines = [
     '',
-    socks ? "### Benchmark: tunroute vs the kernel's direct path" : '### Benchmark: WireGuard tunnel, tunroute vs wireguard-go',
+    socks
+      ? "### Benchmark: tunroute vs the kernel's direct path"
+      : r.ttfb || r.flows
+        ? '### Benchmark: the cost of a flow, tunroute vs the kernel'
+        : '### Benchmark: WireGuard tunnel, tunroute vs wireguard-go',
     '',
     `- run: ${r.date.slice(0, 10)}, \`${command}\``,
     `- machine: ${machine(r)}`,
@@ -582,11 +715,13 @@ export function renderReadme(r: BenchReport): string {
       markdownTable(cpuTable(r)),
     );
   }
+  const pf = perFlowTable(r);
+  if (pf) lines.push('', ...(socks ? ['#### Per flow: time to first byte over a delay, memory per idle flow', ''] : []), markdownTable(pf), '', ...perFlowNotes(r));
   const wg = wgTable(r);
   if (wg) {
     lines.push(
       '',
-      ...(socks ? ['#### WireGuard tunnel: tunroute ↔ wireguard-go against wireguard-go ↔ wireguard-go (not the kernel)', ''] : []),
+      ...(socks || pf ? ['#### WireGuard tunnel: tunroute ↔ wireguard-go against wireguard-go ↔ wireguard-go (not the kernel)', ''] : []),
       markdownTable(wg),
       '',
       ...wgNotes(r),

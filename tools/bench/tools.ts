@@ -100,6 +100,20 @@ export interface CpsResult {
   activeS: number;
 }
 
+/** Sequential HTTP requests, each on a new connection (netcli ttfb). */
+export interface TtfbResult {
+  requests: number;
+  errors: number;
+  firstError?: string;
+  /** connect() to the response's first byte, µs. */
+  meanUs: number;
+  p50Us: number;
+  p99Us: number;
+  maxUs: number;
+  stoppedBy: ClientResult['stoppedBy'];
+  activeS: number;
+}
+
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -311,15 +325,17 @@ async function runClient(
   port: number,
   seconds: number,
   max: number,
-  /** SIZE (rr, cps) or DOMAIN (dns). */
+  /** SIZE (rr, cps, socks-cps), DOMAIN (dns) or PATH (ttfb). */
   last: number | string,
+  /** socks-cps: PROXY_HOST PROXY_PORT. */
+  more: readonly string[] = [],
 ): Promise<ClientResult> {
-  const r = await c.exec([process.execPath, netcli, mode, host, String(port), String(seconds), String(max), String(last)], {
+  const r = await c.exec([process.execPath, netcli, mode, host, String(port), String(seconds), String(max), String(last), ...more], {
     allowFail: true,
     timeoutMs: (seconds + 30) * 1000,
   });
   const res = parseClient(r.stdout, r.stderr);
-  const what = mode === 'rr' ? 'round trip' : mode === 'cps' ? 'connection' : 'DNS query';
+  const what = mode === 'rr' ? 'round trip' : mode === 'cps' || mode === 'socks-cps' ? 'connection' : mode === 'ttfb' ? 'HTTP request' : 'DNS query';
   if (res.count === 0) throw new Error(`no ${what} completed: ${res.firstError ?? 'unknown error'}`);
   return res;
 }
@@ -357,6 +373,48 @@ export async function runCps(
     stoppedBy: r.stoppedBy,
     activeS: r.elapsedS,
   };
+  if (r.firstError !== undefined) out.firstError = r.firstError;
+  return out;
+}
+
+function cpsResult(r: ClientResult): CpsResult {
+  const out: CpsResult = {
+    connections: r.count,
+    errors: r.errors,
+    rate: r.rate,
+    meanUs: r.meanUs,
+    p50Us: r.p50Us,
+    p99Us: r.p99Us,
+    stoppedBy: r.stoppedBy,
+    activeS: r.elapsedS,
+  };
+  if (r.firstError !== undefined) out.firstError = r.firstError;
+  return out;
+}
+
+/**
+ * The connections/s ceiling (netcli socks-cps): sequential connections like runCps, but made by
+ * a SOCKS5 client straight to the proxy (pipelined greeting and CONNECT to `host:port`).
+ */
+export async function runSocksCps(
+  c: Namespace,
+  netcli: string,
+  host: string,
+  port: number,
+  proxyHost: string,
+  proxyPort: number,
+  seconds: number,
+  max: number,
+  size: number,
+): Promise<CpsResult> {
+  return cpsResult(await runClient(c, netcli, 'socks-cps', host, port, seconds, max, size, [proxyHost, String(proxyPort)]));
+}
+
+/** Sequential HTTP GETs of `path` (netcli ttfb), each on a new connection: time to first byte. */
+export async function runTtfb(c: Namespace, netcli: string, host: string, port: number, seconds: number, max: number, path: string): Promise<TtfbResult> {
+  const r = await runClient(c, netcli, 'ttfb', host, port, seconds, max, path);
+  if (r.stoppedBy === 'errors') throw new Error(`HTTP requests stopped after ${r.count}: ${r.firstError ?? 'error'}`);
+  const out: TtfbResult = { requests: r.count, errors: r.errors, meanUs: r.meanUs, p50Us: r.p50Us, p99Us: r.p99Us, maxUs: r.maxUs, stoppedBy: r.stoppedBy, activeS: r.elapsedS };
   if (r.firstError !== undefined) out.firstError = r.firstError;
   return out;
 }
