@@ -25,7 +25,7 @@
  * costs the learning attempt only one probe window (PIPELINE_PROBE_MIN_MS, ~0.1 s on loopback
  * against microsocks, measured in test/unit/socks5-client.test.ts), once per process. Signs
  * that point at the pipelining, while the verdict is unknown:
- *   - the proxy closes or resets the connection before its method reply;
+ *   - the proxy closes or resets the connection before its last reply;
  *   - the method reply arrives, but no further reply within the probe window;
  *   - with credentials, the proxy refuses the single method offered (0xff): it may want the
  *     method we did not offer (a proxy without auth, given credentials anyway).
@@ -430,7 +430,9 @@ export class Socks5Handshake {
 
   /** The proxy closed or reset the connection in the middle of the handshake. */
   private hungUp(cause: unknown): void {
-    if (this.step === 'method' && this.learning()) {
+    // While learning, any hang-up of a pipelined handshake may be the pipelining's fault; the
+    // step-by-step retry tells (a proxy that is really down fails it too, and teaches nothing).
+    if (this.learning()) {
       this.restart('closed');
       return;
     }
