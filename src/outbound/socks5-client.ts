@@ -23,8 +23,9 @@
  * Why optimistic: the conservative start (step by step until proven otherwise) can never
  * prove anything — a proxy has to be tried pipelined once to know — and a proxy that breaks
  * costs the learning attempt only one probe window (PIPELINE_PROBE_MIN_MS, ~0.1 s on loopback
- * against microsocks, measured in test/unit/socks5-client.test.ts), once per process. Signs
- * that point at the pipelining, while the verdict is unknown:
+ * against microsocks, measured in test/unit/socks5-client.test.ts), once per process. While
+ * the verdict is open, one attempt at a time is the pipelined probe and the others go step by
+ * step. Signs that point at the pipelining, seen by the probe:
  *   - the proxy closes or resets the connection before its last reply;
  *   - the method reply arrives, but no further reply within the probe window;
  *   - with credentials, the proxy refuses the single method offered (0xff): it may want the
@@ -174,6 +175,12 @@ export class Socks5Connector {
   readonly authRequest: Buffer | undefined;
   /** Handshakes in flight. */
   readonly pending = new Set<Socks5Handshake>();
+  /**
+   * Whether a learning (pipelined, verdict unknown) handshake is in flight. One probe at a
+   * time: the others go step by step meanwhile, so that a burst of connects to a new proxy
+   * (1,000 at once) cannot turn into 1,000 probe timeouts and retries when it is slow.
+   */
+  probing = false;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
 
@@ -193,9 +200,14 @@ export class Socks5Connector {
     return this.memory.get(this.key);
   }
 
-  /** Whether the next handshake starts pipelined. */
-  pipelines(): boolean {
-    return this.mode === 'on' || (this.mode === 'learn' && this.memory.get(this.key) !== 'breaks');
+  /** Whether the next handshake starts pipelined, and whether it is the probe (see `probing`). */
+  pipelines(): 'no' | 'yes' | 'probe' {
+    if (this.mode !== 'learn') return this.mode === 'on' ? 'yes' : 'no';
+    const v = this.memory.get(this.key);
+    if (v !== undefined) return v === 'works' ? 'yes' : 'no';
+    if (this.probing) return 'no';
+    this.probing = true;
+    return 'probe';
   }
 
   /**
@@ -249,6 +261,8 @@ export class Socks5Handshake {
   private probeWindowMs = 0;
   /** Whether the method reply picked username/password. */
   private authing = false;
+  /** Whether this is the connector's one learning probe (pipelined while the verdict is open). */
+  private probe = false;
 
   constructor(
     private readonly connector: Socks5Connector,
@@ -298,7 +312,9 @@ export class Socks5Handshake {
     this.connectedAt = performance.now();
     this.step = 'method';
     const c = this.connector;
-    this.pipelined = this.fallbackWhy === 'none' && c.pipelines();
+    const how = this.fallbackWhy === 'none' ? c.pipelines() : 'no';
+    this.pipelined = how !== 'no';
+    this.probe = how === 'probe';
     if (!this.pipelined) {
       s.write(c.stepwiseGreeting);
       return;
@@ -368,7 +384,7 @@ export class Socks5Handshake {
     this.authing = method === SOCKS5_METHOD_USER_PASS;
     this.step = this.authing ? 'auth' : 'reply';
     if (this.pipelined) {
-      if (c.mode === 'learn' && c.memory.get(c.key) === undefined) {
+      if (this.learning()) {
         this.probeWindowMs = Math.max(PIPELINE_PROBE_MIN_MS, 4 * (performance.now() - this.connectedAt));
         this.probeAt = performance.now() + this.probeWindowMs;
         c.wakeBy(this.probeAt);
@@ -390,6 +406,7 @@ export class Socks5Handshake {
     this.probeAt = Infinity;
     if (this.pipelined) {
       if (c.mode === 'learn') c.memory.set(c.key, 'works');
+      this.releaseProbe();
     } else if (this.fallbackWhy !== 'none' && rep === 0) {
       const quick = this.fallbackWhy !== 'silent' || performance.now() - this.connectedAt < this.probeWindowMs;
       if (quick) c.memory.set(c.key, 'breaks');
@@ -439,10 +456,16 @@ export class Socks5Handshake {
     this.fail({ reason: 'proxy_down', detail: 'the proxy closed the connection during the SOCKS5 handshake', cause });
   }
 
-  /** Pipelined while the verdict on this proxy is still open. */
+  /** The probe, while the verdict on this proxy is still open. */
   private learning(): boolean {
     const c = this.connector;
-    return this.pipelined && c.mode === 'learn' && c.memory.get(c.key) === undefined;
+    return this.probe && c.memory.get(c.key) === undefined;
+  }
+
+  private releaseProbe(): void {
+    if (!this.probe) return;
+    this.probe = false;
+    this.connector.probing = false;
   }
 
   wake(now: number): void {
@@ -454,11 +477,15 @@ export class Socks5Handshake {
       else this.fail({ reason: 'timeout', detail: `the SOCKS5 handshake took longer than ${this.timeoutMs} ms` });
       return;
     }
-    if (now >= this.probeAt) this.restart('silent');
+    if (now >= this.probeAt) {
+      if (this.learning()) this.restart('silent');
+      else this.probeAt = Infinity;
+    }
   }
 
   /** Give up the pipelined connection and start over step by step, within the same deadline. */
   private restart(why: FallbackWhy): void {
+    this.releaseProbe();
     this.dropSocket();
     this.fallbackWhy = why;
     this.probeAt = Infinity;
@@ -475,6 +502,7 @@ export class Socks5Handshake {
   }
 
   private finish(): void {
+    this.releaseProbe();
     this.step = 'done';
     this.probeAt = Infinity;
     this.buf = undefined;

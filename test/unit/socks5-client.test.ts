@@ -381,6 +381,23 @@ describe('SOCKS5 handshake byte traces', () => {
     }
   });
 
+  it('a burst of connects to a proxy not known yet sends one pipelined probe; the rest go step by step', async () => {
+    const fake = await startFake({ pipelined: 'reads' });
+    const ob = outbound(fake.port);
+    try {
+      const socks = await Promise.all([1, 2, 3, 4, 5].map(() => ob.connectTcp(DST)));
+      for (const s of socks) s.destroy();
+      const firsts = fake.conns.map((c) => c[0].length);
+      expect(firsts.filter((n) => n === 3 + REQ.length)).toHaveLength(1);
+      expect(firsts.filter((n) => n === 3)).toHaveLength(4);
+      expect(ob.pipelineVerdict).toBe('works');
+      (await ob.connectTcp(DST)).destroy();
+      expect([...fake.conns[5][0]]).toEqual([5, 1, 0, ...REQ]);
+    } finally {
+      await fake.close();
+    }
+  });
+
   it("with pipelining 'on', a proxy that drops the request times out (no fallback)", async () => {
     const fake = await startFake({ pipelined: 'drops' });
     const ob = outbound(fake.port, { pipeline: 'on', timeoutMs: 300 });
