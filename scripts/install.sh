@@ -17,10 +17,11 @@ fi
 
 # iproute2 (ip, netns), build tools and OpenSSL's headers for the addon (the tunnel's
 # ChaCha20-Poly1305 runs in C against the libcrypto Node itself links), and the lab's real programs: a SOCKS5
-# server (dante, microsocks), traffic tools (ping, curl, iperf3, dig), a resolver (dnsmasq),
+# server (dante, microsocks; OpenSSH's ssh -D and shadowsocks-libev's ss-local for the SOCKS5
+# client's tests), traffic tools (ping, curl, iperf3, dig), a resolver (dnsmasq),
 # a WireGuard peer (wireguard-go, wg), tcpdump, and sockperf for the benchmark.
 pkgs=(iproute2 python3 make g++ libssl-dev iputils-ping curl iperf3 dante-server microsocks dnsutils dnsmasq-base
-      wireguard-go wireguard-tools tcpdump procps sockperf)
+      wireguard-go wireguard-tools tcpdump procps sockperf openssh-server openssh-client shadowsocks-libev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -28,10 +29,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian enables dante's service on install; tunroute's lab starts its own instances.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet danted 2>/dev/null; then
-  systemctl stop danted || true
-fi
+# Debian enables dante's (and shadowsocks-libev's) service on install; the tests start their own.
+for svc in danted shadowsocks-libev; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    systemctl stop "$svc" || true
+  fi
+done
 
 npm ci --no-audit --no-fund
 npm run build

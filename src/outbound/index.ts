@@ -17,10 +17,9 @@ export {
   SOCKS5_DEFAULT_CONNECT_TIMEOUT_MS,
   SOCKS5_REPLY_REASONS,
   Socks5Outbound,
-  classifySocksError,
-  type ClassifiedSocksError,
   type Socks5OutboundOptions,
 } from './socks5.js';
+export { Socks5PipelineMemory, socks5PipelineMemory, type Socks5PipelineMode, type Socks5PipelineVerdict } from './socks5-client.js';
 export {
   SOCKS5_DEFAULT_PORT,
   formatSocks5Url,

@@ -1,5 +1,5 @@
 /**
- * SOCKS5 UDP ASSOCIATE (RFC 1928 §4, §7) on the npm `socks` client.
+ * SOCKS5 UDP ASSOCIATE (RFC 1928 §4, §7) on our SOCKS5 client (socks5-client.ts).
  *
  *   client                                           proxy
  *     ── TCP connect ───────────────────────────────►          control connection
@@ -12,8 +12,7 @@
  * The association lives exactly as long as the TCP control connection (RFC 1928 §7): when
  * the proxy closes it, the association is over and the user hears `closed` ('proxy_down').
  * A relay address of 0.0.0.0 in the reply means "the address you reached me at": we use the
- * control connection's remote address (the `socks` library would substitute
- * `proxy.ipaddress`, which we do not set). The destination in the request is 0.0.0.0:0 — we
+ * control connection's remote address. The destination in the request is 0.0.0.0:0 — we
  * do not know our source address as the proxy sees it (NAT); dante accepts that and locks
  * the association to the first datagram's source (FACTS.md).
  *
@@ -39,8 +38,7 @@
  * such frames are dropped, as the RFC allows. Only IPv4 remote addresses are delivered.
  */
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
-import { Socket, isIPv4 } from 'node:net';
-import { SocksClient, type SocksClientError, type SocksProxy } from 'socks';
+import { isIPv4, type Socket } from 'node:net';
 import type { Logger } from '../logger.js';
 import {
   UpstreamError,
@@ -52,7 +50,9 @@ import {
   type UdpUpstreamHandlers,
   type UpstreamReason,
 } from './outbound.js';
-import { Socks5Outbound, classifySocksError, releaseSocksClient, type Socks5OutboundOptions } from './socks5.js';
+import { Socks5Connector, type Socks5Failure, type Socks5HandshakeOwner, type Socks5PipelineMemory, type Socks5PipelineMode } from './socks5-client.js';
+import { Socks5Outbound, connectorOptions, type Socks5OutboundOptions } from './socks5.js';
+import { SOCKS5_CMD_UDP_ASSOCIATE, emitUdpHeader, type Socks5Address } from './socks5-wire.js';
 import { formatSocks5Url, type Socks5Url } from './socks5-url.js';
 
 export const SOCKS5_UDP_DEFAULT_TIMEOUT_MS = 10_000;
@@ -74,15 +74,10 @@ export interface Socks5UdpOptions {
   readonly logger?: Logger;
   /** Counters to bump (the outbound's); a private set otherwise. */
   readonly stats?: UdpOutboundStats;
-}
-
-function socksProxyOf(proxy: Socks5Url): SocksProxy {
-  return {
-    host: proxy.host,
-    port: proxy.port,
-    type: 5,
-    ...(proxy.auth === undefined ? {} : { userId: proxy.auth.username, password: proxy.auth.password }),
-  };
+  /** The proxy's connector (the outbound's, sharing its deadline sweep); a new one otherwise. */
+  readonly connector?: Socks5Connector;
+  readonly pipeline?: Socks5PipelineMode;
+  readonly pipelineMemory?: Socks5PipelineMemory;
 }
 
 /** '::ffff:1.2.3.4' → '1.2.3.4'; IPv4 as is; anything else undefined. */
@@ -112,25 +107,15 @@ export function openSocks5UdpAssociation(opts: Socks5UdpOptions, open: UdpOpenOp
     return Promise.reject(error('aborted', 'aborted before it started'));
   }
   const timeoutMs = open.timeoutMs ?? opts.timeoutMs ?? SOCKS5_UDP_DEFAULT_TIMEOUT_MS;
-  const started = performance.now();
-
   return new Promise<Socks5UdpAssociation>((resolve, reject) => {
-    const control = new Socket();
     let udp: UdpSocket | undefined;
+    let control: Socket | undefined;
     let settled = false;
-    let phase: 'connect' | 'handshake' | 'relay' = 'connect';
-
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      control.removeListener('error', onConnectError);
-      control.removeListener('connect', onConnect);
-    };
     const fail = (err: UpstreamError): void => {
       if (settled) return;
       settled = true;
-      cleanup();
-      control.destroy();
+      signal?.removeEventListener('abort', onAbort);
+      control?.destroy();
       if (udp !== undefined) {
         udp.removeAllListeners();
         udp.on('error', () => {});
@@ -140,58 +125,38 @@ export function openSocks5UdpAssociation(opts: Socks5UdpOptions, open: UdpOpenOp
       if (opts.logger?.isLevelEnabled('debug') === true) opts.logger.debug({ outbound: name, reason: err.reason }, err.message);
       reject(err);
     };
-    const onAbort = (): void => fail(error('aborted', 'aborted by the caller', signal?.reason));
-    const onConnectError = (err: NodeJS.ErrnoException): void => {
-      fail(error('proxy_down', `cannot reach the proxy: ${err.code ?? err.message}`, err));
-    };
-    const timer = setTimeout(() => {
-      if (phase === 'connect') fail(error('proxy_down', `the proxy did not accept a TCP connection within ${timeoutMs} ms`));
-      else fail(error('timeout', `no association within ${timeoutMs} ms (${phase})`));
-    }, timeoutMs);
-
-    const onConnect = (): void => {
-      if (settled) return;
-      phase = 'handshake';
-      control.removeListener('error', onConnectError);
-      const client = new SocksClient({
-        command: 'associate',
-        proxy: socksProxyOf(opts.proxy),
-        destination: { host: '0.0.0.0', port: 0 },
-        // Our own timer fires first; this one only guards against a leak.
-        timeout: Math.max(1, timeoutMs - (performance.now() - started)) + 1000,
-        existing_socket: control,
-      });
-      client.once('error', (err: SocksClientError) => {
-        releaseSocksClient(client);
-        const c = classifySocksError(err.message);
-        fail(error(c.reason, c.detail));
-      });
-      client.once('established', (info) => {
+    const owner: Socks5HandshakeOwner = {
+      handshakeDone: (socket: Socket, bound: Socks5Address | undefined): void => {
+        control = socket;
         if (settled) {
-          control.destroy();
+          socket.destroy();
           return;
         }
-        // From here the control connection only has to stay open. `socks` resumes it on the
-        // next turn and re-emits any bytes that came with the reply: swallow them.
+        // From here the control connection only has to stay open: whatever it carries is dropped.
         control.on('data', () => {});
         control.on('error', () => {});
-        // socks resumes the control socket on its next turn; after that it is done with us.
-        setImmediate(() => releaseSocksClient(client));
+        // Our client opens half-open sockets (for CONNECT); the proxy's FIN ends the association.
+        control.once('end', () => control?.destroy());
+        control.resume();
         control.setKeepAlive(true, CONTROL_KEEPALIVE_MS);
-        const said = info.remoteHost?.host;
+        const said = bound?.host;
         const relayIp = said !== undefined && said !== '0.0.0.0' ? ipv4Of(said) : ipv4Of(control.remoteAddress);
-        const relayPort = info.remoteHost?.port ?? 0;
+        const relayPort = bound?.port ?? 0;
         if (relayIp === undefined || relayPort === 0) {
           fail(error('protocol', `the proxy named an unusable relay address ${String(said)}:${relayPort}`));
           return;
         }
-        phase = 'relay';
-        startRelay({ ip: relayIp, port: relayPort });
-      });
-      client.connect(control);
+        startRelay(socket, { ip: relayIp, port: relayPort });
+      },
+      handshakeFailed: (f: Socks5Failure): void => fail(error(f.reason, f.detail, f.cause)),
+    };
+    const onAbort = (): void => {
+      handshake.fail({ reason: 'aborted', detail: 'aborted by the caller', cause: signal?.reason });
+      // After the handshake (binding the relay socket) the handshake is over: fail here.
+      fail(error('aborted', 'aborted by the caller', signal?.reason));
     };
 
-    const startRelay = (relay: Destination): void => {
+    const startRelay = (control: Socket, relay: Destination): void => {
       const u = createSocket({ type: 'udp4' });
       udp = u;
       const onUdpError = (err: NodeJS.ErrnoException): void => {
@@ -204,7 +169,7 @@ export function openSocks5UdpAssociation(opts: Socks5UdpOptions, open: UdpOpenOp
         u.connect(relay.port, relay.ip, () => {
           if (settled) return;
           settled = true;
-          cleanup();
+          signal?.removeEventListener('abort', onAbort);
           u.removeListener('error', onUdpError);
           stats.established++;
           resolve(new Socks5UdpAssociation(name, control, u, relay, stats, opts.logger));
@@ -212,11 +177,10 @@ export function openSocks5UdpAssociation(opts: Socks5UdpOptions, open: UdpOpenOp
       });
     };
 
+    const connector = opts.connector ?? new Socks5Connector(connectorOptions({ name, proxy: opts.proxy, pipeline: opts.pipeline, pipelineMemory: opts.pipelineMemory }));
     signal?.addEventListener('abort', onAbort, { once: true });
-    control.once('error', onConnectError);
-    control.once('connect', onConnect);
-    control.setNoDelay(true);
-    control.connect({ host: opts.proxy.host, port: opts.proxy.port });
+    // The request names 0.0.0.0:0, "any source" (see above); the reply's address is the relay.
+    const handshake = connector.open(SOCKS5_CMD_UDP_ASSOCIATE, { host: '0.0.0.0', port: 0 }, timeoutMs, owner, true);
   });
 }
 
@@ -265,8 +229,7 @@ export class Socks5UdpAssociation implements UdpUpstream {
     }
     const key = `${dst.ip}:${dst.port}`;
     if (key !== this.lastDst) {
-      // The library builds the frame format; with empty data it is exactly the header.
-      this.lastHeader = SocksClient.createUDPFrame({ remoteHost: { host: dst.ip, port: dst.port }, data: Buffer.alloc(0) });
+      this.lastHeader = emitUdpHeader({ host: dst.ip, port: dst.port });
       this.lastDst = key;
     }
     const h = this.lastHeader;
@@ -297,16 +260,10 @@ export class Socks5UdpAssociation implements UdpUpstream {
       s.dropped++;
       return;
     }
-    let frame: ReturnType<typeof SocksClient.parseUDPFrame>;
-    try {
-      frame = SocksClient.parseUDPFrame(msg);
-    } catch {
-      s.dropped++;
-      return;
-    }
+    const data = msg.subarray(10);
     s.datagramsDown++;
-    s.bytesDown += frame.data.length;
-    this.handlers.message(frame.data, { ip: frame.remoteHost.host, port: frame.remoteHost.port });
+    s.bytesDown += data.length;
+    this.handlers.message(data, { ip: `${msg[4]}.${msg[5]}.${msg[6]}.${msg[7]}`, port: (msg[8] << 8) | msg[9] });
   };
 
   private readonly onUdpError = (err: NodeJS.ErrnoException): void => {
@@ -350,6 +307,8 @@ export class Socks5UdpOutbound extends Socks5Outbound {
       timeoutMs: opts.udpTimeoutMs ?? opts.connectTimeoutMs ?? SOCKS5_UDP_DEFAULT_TIMEOUT_MS,
       logger: opts.logger,
       stats: this.udpStats,
+      // The TCP side's connector: one deadline sweep and one pipelining verdict per proxy.
+      connector: this.connector,
     };
   }
 

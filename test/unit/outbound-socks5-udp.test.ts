@@ -258,11 +258,14 @@ async function startScriptedProxy(): Promise<{ port: number; controls: Socket[];
     controls.push(s);
     s.on('error', () => {});
     let stage = 0;
-    s.on('data', (d) => {
+    s.on('data', (chunk: Buffer) => {
+      let d = chunk;
       if (stage === 0) {
         s.write(Buffer.from([5, 0]));
         stage = 1;
-        return;
+        // A pipelined client sends the request in the same segment as the greeting.
+        d = d.subarray(2 + d[1]);
+        if (d.length === 0) return;
       }
       if (d[1] !== 3) {
         s.end(Buffer.from([5, 7, 0, 1, 0, 0, 0, 0, 0, 0]));

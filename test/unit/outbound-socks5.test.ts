@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockOutbound } from '../../src/outbound/block.js';
 import { UpstreamError, type Outbound, type UpstreamReason } from '../../src/outbound/outbound.js';
-import { Socks5Outbound, classifySocksError } from '../../src/outbound/socks5.js';
+import { Socks5Outbound } from '../../src/outbound/socks5.js';
 import { parseSocks5Url } from '../../src/outbound/socks5-url.js';
 import { freeTcpPort as closedPort, hasBinary, LOOPBACK, startLoopbackDante, startLoopbackMicrosocks, stopChild, type LoopbackDaemon } from '../helpers/loopback-daemons.js';
 
@@ -372,25 +372,6 @@ describe('Socks5Outbound against a scripted SOCKS5 server', () => {
     const port = await closedPort();
     const err = await expectReason(socks(`socks5://alice:s3cret@${LOOPBACK}:${port}`).connectTcp({ ip: LOOPBACK, port: 80 }), 'proxy_down');
     expect(err.message).not.toContain('s3cret');
-  });
-});
-
-describe('classifySocksError (socks 2.8 message strings)', () => {
-  it.each([
-    ['Socks5 proxy rejected connection - ConnectionRefused', 'refused', 5],
-    ['Socks5 proxy rejected connection - NotAllowed', 'not_allowed', 2],
-    ['Socks5 proxy rejected connection - undefined', 'protocol', undefined],
-    ['Socks5 Authentication failed', 'auth_failed', undefined],
-    ['Received invalid Socks5 initial handshake (no accepted authentication type)', 'auth_failed', undefined],
-    ['Proxy connection timed out', 'timeout', undefined],
-    ['Socket closed', 'proxy_down', undefined],
-    ['read ECONNRESET', 'proxy_down', undefined],
-    ['Received invalid Socks5 final handshake response', 'protocol', undefined],
-    ['something new in socks 3', 'protocol', undefined],
-  ] as const)('%s → %s', (message, reason, replyCode) => {
-    const c = classifySocksError(message);
-    expect(c.reason).toBe(reason);
-    expect(c.replyCode).toBe(replyCode);
   });
 });
 
