@@ -63,6 +63,8 @@ export interface NativeTunAddon {
   close(fd: NativeFd): void;
   /** RFC 1071 ones'-complement sum of buf[offset .. offset + length) plus `initial`, folded to 16 bits, not inverted. */
   checksum(buf: Uint8Array, offset: number, length: number, initial: number): number;
+  /** malloc_trim: give the allocator's free pages back to the kernel; true when some were. Absent in older builds. */
+  trimMemory?(): boolean;
   readonly TUN_F_CSUM: number;
   readonly TUN_F_TSO4: number;
   readonly TUN_F_TSO6: number;

@@ -23,6 +23,7 @@ import type { TcpStack } from '../stack/tcp-stack.js';
 import { isUpstreamError, UPSTREAM_REASONS, type Outbound, type UpstreamReason } from '../outbound/outbound.js';
 import type { Router } from '../router/router.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
+import { TrimAfterBurst } from './trim-after-burst.js';
 
 /** The smallest buffer a flow gets however many share the budget: a few segments in flight. */
 const MIN_FLOW_BUFFER = 64 * 1024;
@@ -84,6 +85,8 @@ function newUpstreamErrors(): Record<UpstreamReason, number> {
 export class TcpRelay {
   private readonly flows = new Set<TcpFlow>();
   private nextId = 1;
+  /** Gives the allocator's free pages back once a burst of flows has closed. */
+  private readonly trimmer = new TrimAfterBurst();
   readonly stats: TcpRelayStats = {
     flowsOpen: 0,
     flowsTotal: 0,
@@ -136,6 +139,7 @@ export class TcpRelay {
       listener: flow,
     });
     this.flows.add(flow);
+    this.trimmer.opened(this.flows.size);
     this.stats.flowsOpen++;
     this.stats.flowsTotal++;
     flow.start();
@@ -150,7 +154,10 @@ export class TcpRelay {
 
   /** @internal */
   flowEnded(flow: TcpFlow): void {
-    if (this.flows.delete(flow)) this.stats.flowsOpen--;
+    if (this.flows.delete(flow)) {
+      this.stats.flowsOpen--;
+      this.trimmer.closed(this.flows.size);
+    }
   }
 
   flowInfo(): TcpFlowInfo[] {
@@ -161,6 +168,7 @@ export class TcpRelay {
   /** Abort every flow (RST to the apps) and close their sockets. */
   closeAll(): void {
     for (const f of [...this.flows]) f.abort();
+    this.trimmer.stop();
   }
 }
 

@@ -11,18 +11,19 @@
  * Under systemd, prefer the unit in config/ (ExecStopPost=tunroute down --keep-kill-switch):
  * systemd stops every process of the unit, this one included.
  */
-import { dirname, basename } from 'node:path';
-import { createLogger } from '../logger.js';
+import { existsSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import type { LevelWithSilent } from 'pino';
-import { ipBatchRunner } from './apply.js';
-import { readJournal } from './journal.js';
-import { cleanupJournals } from './teardown.js';
+import type { Logger } from '../logger.js';
+
+// Only node: built-ins load up front. The watchdog idles for the daemon's whole life, and the
+// logger (pino), the journal's schema (zod) and the route planner cost ~12 MB of heap that it
+// needs only in the rare case that tunroute died without cleaning up: they load then.
 
 const [journal, pidArg, levelArg] = process.argv.slice(2);
 const daemonPid = Number(pidArg);
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 const level = (levelArg !== undefined && LEVELS.has(levelArg) ? levelArg : 'info') as LevelWithSilent;
-const log = createLogger(level).child({ role: 'watchdog', daemon: daemonPid });
 
 if (journal === undefined || !Number.isInteger(daemonPid) || daemonPid <= 0) {
   process.stderr.write('usage: watchdog-main.js JOURNAL_PATH DAEMON_PID [LOG_LEVEL]\n');
@@ -30,11 +31,23 @@ if (journal === undefined || !Number.isInteger(daemonPid) || daemonPid <= 0) {
 }
 const dev = /^routes-(.+)\.json$/.exec(basename(journal))?.[1];
 
+async function watchdogLogger(): Promise<Logger> {
+  const { createLogger } = await import('../logger.js');
+  return createLogger(level).child({ role: 'watchdog', daemon: daemonPid });
+}
+
 let done = false;
 async function daemonGone(why: string): Promise<void> {
   if (done) return;
   done = true;
+  // The common case, tunroute removed its journal on the way out: nothing to load.
+  if (!existsSync(journal)) {
+    if (level === 'debug' || level === 'trace') (await watchdogLogger()).debug({ why }, 'tunroute exited and cleaned up after itself');
+    return;
+  }
+  const log = await watchdogLogger();
   try {
+    const [{ readJournal }, { cleanupJournals }, { ipBatchRunner }] = await Promise.all([import('./journal.js'), import('./teardown.js'), import('./apply.js')]);
     const j = readJournal(journal);
     if (j === undefined || j.pid !== daemonPid) {
       log.debug({ why }, 'tunroute exited and cleaned up after itself');

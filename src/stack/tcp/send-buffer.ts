@@ -14,7 +14,10 @@
  * Writes are kept as a list of chunks — by reference: `write()` takes ownership of the bytes it
  * accepts, the caller must not modify them afterwards (as with a Node socket). Tiny writes are
  * copied into a shared staging block so that a stream of 1-byte writes does not become a list
- * of 1-byte chunks. `slice()` returns a view when the range lies in one chunk; one that spans
+ * of 1-byte chunks. The staging block is let go when everything is acknowledged, so an idle
+ * flow holds no buffer at all (a 16 KiB block kept per flow was most of an idle flow's
+ * memory); it starts small after each drain and is full size only once a burst of tiny writes
+ * has filled a small one. `slice()` returns a view when the range lies in one chunk; one that spans
  * chunks is a copy, or two views (see the slice modes at the constructor). Finding a chunk is
  * a hint check, then a binary search: no scan of the buffer per segment. The capacity bounds memory: `write()` accepts what fits and returns the
  * count — that is the backpressure signal.
@@ -25,6 +28,8 @@ import { allocBytes } from './bytes.js';
 /** Writes shorter than this are copied into the staging block. */
 const SMALL_WRITE = 512;
 const STAGE_SIZE = 16 * 1024;
+/** The first staging block after a drain: one request or reply of a chatty protocol fits. */
+const FIRST_STAGE_SIZE = 2 * 1024;
 const EMPTY = new Uint8Array(0);
 
 /** How a send buffer's consumer takes slices (see the constructor). */
@@ -128,6 +133,10 @@ export class SendBuffer {
       this.head = 0;
       this.hint = 0;
       this.stageChunk = -1;
+      // No chunk refers to the staging block any more (a view a consumer kept stays valid: the
+      // block is never reused once dropped): let it go rather than hold it while the flow idles.
+      this.stage = EMPTY;
+      this.stageUsed = 0;
     } else if (head >= 1024 && head * 2 >= chunks.length) {
       chunks.splice(0, head);
       offs.splice(0, head);
@@ -194,7 +203,10 @@ export class SendBuffer {
       return;
     }
     if (this.stageUsed + n > this.stage.length) {
-      this.stage = new Uint8Array(STAGE_SIZE);
+      // Uninitialized (every byte is written before a slice can read it), and its own memory, not
+      // a slab's: an idle flow's last unacknowledged reply must not pin a shared slab.
+      const b = Buffer.allocUnsafeSlow(this.stage.length === 0 ? FIRST_STAGE_SIZE : STAGE_SIZE);
+      this.stage = new Uint8Array(b.buffer, b.byteOffset, b.length);
       this.stageUsed = 0;
     }
     this.stageChunkFrom = this.stageUsed;
