@@ -362,19 +362,7 @@ export async function runCps(
   max: number,
   size: number,
 ): Promise<CpsResult> {
-  const r = await runClient(c, netcli, 'cps', host, port, seconds, max, size);
-  const out: CpsResult = {
-    connections: r.count,
-    errors: r.errors,
-    rate: r.rate,
-    meanUs: r.meanUs,
-    p50Us: r.p50Us,
-    p99Us: r.p99Us,
-    stoppedBy: r.stoppedBy,
-    activeS: r.elapsedS,
-  };
-  if (r.firstError !== undefined) out.firstError = r.firstError;
-  return out;
+  return cpsResult(await runClient(c, netcli, 'cps', host, port, seconds, max, size));
 }
 
 function cpsResult(r: ClientResult): CpsResult {
