@@ -305,9 +305,17 @@ class TcpFlow implements TcpListener {
     if (this.done) return;
     this.done = true;
     this.relay.flowEnded(this);
-    if (reason === 'normal') this.socket?.end();
-    else this.socket?.destroy();
-    this.abortCtl.abort();
+    const socket = this.socket;
+    if (socket === undefined) {
+      // Still connecting: let the outbound give up. (Once attached, aborting would only build
+      // a DOMException with a stack trace per flow, ~20-30 µs, for nobody.)
+      this.abortCtl.abort();
+    } else if (reason !== 'normal') {
+      socket.destroy();
+    } else if (!socket.writableEnded) {
+      // end() on an ended stream builds an ERR_STREAM_ALREADY_FINISHED error (with its stack).
+      socket.end();
+    }
     if (this.log.isLevelEnabled('debug')) {
       this.log.debug({ flow: this.id, src: this.src, dst: `${this.dst}:${this.dstPort}`, reason, up: this.bytesUp, down: this.bytesDown, tcp: this.conn.stats }, 'flow closed');
     }
