@@ -211,11 +211,10 @@ describe.skipIf(!run)('20,000 short UDP flows through tunroute and dante (lab)',
     expect(existsSync(file)).toBe(true);
     const counts = heapObjectCounts(file, [...PER_FLOW, 'Timeout', 'Socket']);
     process.stdout.write(`[udp-many] heap after expiry (${(statSync(file).size / 1e6).toFixed(0)} MB snapshot): ${JSON.stringify(counts)}; RSS now ${MiB(rssKiB(pid))}\n`);
-    // A pending Timeout per leftover SocksClient points at socks' establishment timer (armed by
-    // SocksClient.connect with `timeout`, never cleared on success): it keeps the association's
-    // whole object graph alive until it fires.
-    // tunroute cuts every reference of a finished SocksClient (releaseSocksClient), so what that
-    // timer keeps alive until it fires is an empty shell, bounded by the rate × ~11 s.
+    // `SocksClient` is the npm `socks` package's client, which tunroute used before its own
+    // (src/outbound/socks5-client.ts): that package armed an establishment timer it never
+    // cleared, which kept a shell per association alive for ~11 s. The bound stays as a guard
+    // against such a leftover coming back; with our own client the count is 0.
     for (const name of PER_FLOW) {
       if (name === 'SocksClient') {
         expect(counts[name] ?? 0, `SocksClient shells: ${JSON.stringify(counts)}`).toBeLessThanOrEqual(RATE * 12);
