@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../../tools/repo-root.js';
-import { IcmpPacket, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST } from '../../src/wire/icmp.js';
+import { IcmpPacket, IcmpRepr, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST } from '../../src/wire/icmp.js';
 import { Ipv4Packet, IP_PROTO_ICMP, writeIpv4Header } from '../../src/wire/ipv4.js';
 import { ipToU32 } from '../../src/net/ipv4.js';
 // Types only: they come from the sources so that type-checking needs no build; the values
@@ -51,18 +51,10 @@ const REMOTE = '10.66.1.7';
 
 /** An ICMP echo request from the app to `REMOTE`, as the kernel would write it into tun0. */
 function echoRequest(ident: number, seq: number): Uint8Array {
-  const payload = new TextEncoder().encode('embedded ping');
-  const p = new Uint8Array(20 + 8 + payload.length);
-  writeIpv4Header(p, 0, ipToU32(APP)!, ipToU32(REMOTE)!, IP_PROTO_ICMP, 8 + payload.length, 64, 0, 0x4242, true);
-  p[20] = ICMP_ECHO_REQUEST;
-  p[24] = ident >> 8;
-  p[25] = ident & 0xff;
-  p[26] = seq >> 8;
-  p[27] = seq & 0xff;
-  p.set(payload, 28);
-  const icmp = new IcmpPacket();
-  icmp.wrapUnchecked(p, 20, 8 + payload.length);
-  icmp.fillChecksum();
+  const data = new TextEncoder().encode('embedded ping');
+  const p = new Uint8Array(20 + 8 + data.length);
+  IcmpRepr.emit({ type: ICMP_ECHO_REQUEST, ident, seq, data }, p, 20);
+  writeIpv4Header(p, 0, ipToU32(APP)!, ipToU32(REMOTE)!, IP_PROTO_ICMP, 8 + data.length, 64, 0, 0x4242, true);
   return p;
 }
 
