@@ -159,14 +159,21 @@ function rr(host: string, port: number, seconds: number, max: number, size: numb
   });
 }
 
-/** One connection: connect, write, read the echo, end, wait for close. Resolves µs to the reply. */
-function oneConnection(host: string, port: number, msg: Buffer): Promise<number> {
+/**
+ * One connection: connect, write, read the echo, end, wait for close. Resolves µs from
+ * connect() to the echo. With `socks`, the connection goes to that SOCKS5 proxy instead: its
+ * `request` (greeting and CONNECT in one write) goes first, and the message follows once both
+ * replies are in.
+ */
+function oneConnection(host: string, port: number, msg: Buffer, socks?: { host: string; port: number; request: Buffer }): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = nowNs();
     let replyUs = -1;
+    /** The proxy's replies read so far; null once the handshake is over (or without one). */
+    let handshake: Buffer | null = socks ? Buffer.alloc(0) : null;
     let got = 0;
     let settled = false;
-    const sock = net.connect({ host, port });
+    const sock = socks ? net.connect({ host: socks.host, port: socks.port }) : net.connect({ host, port });
     const fail = (why: string): void => {
       if (settled) return;
       settled = true;
@@ -175,12 +182,25 @@ function oneConnection(host: string, port: number, msg: Buffer): Promise<number>
       reject(new Error(why));
     };
     const timer = setTimeout(
-      () => fail(replyUs < 0 ? `no reply within ${STEP_TIMEOUT_MS} ms` : `close not finished within ${STEP_TIMEOUT_MS} ms`),
+      () => fail(handshake ? `no SOCKS5 reply within ${STEP_TIMEOUT_MS} ms` : replyUs < 0 ? `no reply within ${STEP_TIMEOUT_MS} ms` : `close not finished within ${STEP_TIMEOUT_MS} ms`),
       STEP_TIMEOUT_MS,
     );
     sock.setNoDelay(true);
-    sock.on('connect', () => sock.write(msg));
+    sock.on('connect', () => sock.write(socks ? socks.request : msg));
     sock.on('data', (d: Buffer) => {
+      if (handshake) {
+        handshake = Buffer.concat([handshake, d]);
+        let n: number;
+        try {
+          n = socksRepliesLength(handshake);
+        } catch (e) {
+          return fail(errText(e));
+        }
+        if (n === 0) return;
+        d = handshake.subarray(n);
+        handshake = null;
+        sock.write(msg);
+      }
       got += d.length;
       if (got >= msg.length && replyUs < 0) {
         replyUs = Number(nowNs() - t0) / 1e3;
@@ -190,7 +210,7 @@ function oneConnection(host: string, port: number, msg: Buffer): Promise<number>
     sock.on('error', (e) => fail(errText(e)));
     sock.on('close', () => {
       if (settled) return;
-      if (replyUs < 0) return fail(`closed after ${got} of ${msg.length} reply bytes`);
+      if (replyUs < 0) return fail(handshake ? 'the proxy closed during the SOCKS5 handshake' : `closed after ${got} of ${msg.length} reply bytes`);
       settled = true;
       clearTimeout(timer);
       resolve(replyUs);
@@ -259,67 +279,10 @@ export function socksRepliesLength(buf: Buffer): number {
   return buf.length >= total ? total : 0;
 }
 
-/**
- * One connection through a SOCKS5 proxy: connect to it, greeting and CONNECT in one write,
- * wait for both replies, then as oneConnection (write, read the echo, end, wait for close).
- * Resolves µs from connect() to the echo.
- */
-function oneSocksConnection(proxyHost: string, proxyPort: number, request: Buffer, msg: Buffer): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = nowNs();
-    let replyUs = -1;
-    let handshake: Buffer | null = Buffer.alloc(0);
-    let got = 0;
-    let settled = false;
-    const sock = net.connect({ host: proxyHost, port: proxyPort });
-    const fail = (why: string): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      sock.destroy();
-      reject(new Error(why));
-    };
-    const timer = setTimeout(
-      () => fail(handshake ? `no SOCKS5 reply within ${STEP_TIMEOUT_MS} ms` : replyUs < 0 ? `no reply within ${STEP_TIMEOUT_MS} ms` : `close not finished within ${STEP_TIMEOUT_MS} ms`),
-      STEP_TIMEOUT_MS,
-    );
-    sock.setNoDelay(true);
-    sock.on('connect', () => sock.write(request));
-    sock.on('data', (d: Buffer) => {
-      if (handshake) {
-        handshake = Buffer.concat([handshake, d]);
-        let n: number;
-        try {
-          n = socksRepliesLength(handshake);
-        } catch (e) {
-          return fail(errText(e));
-        }
-        if (n === 0) return;
-        d = handshake.subarray(n);
-        handshake = null;
-        sock.write(msg);
-      }
-      got += d.length;
-      if (got >= msg.length && replyUs < 0) {
-        replyUs = Number(nowNs() - t0) / 1e3;
-        sock.end();
-      }
-    });
-    sock.on('error', (e) => fail(errText(e)));
-    sock.on('close', () => {
-      if (settled) return;
-      if (replyUs < 0) return fail(handshake ? 'the proxy closed during the SOCKS5 handshake' : `closed after ${got} of ${msg.length} reply bytes`);
-      settled = true;
-      clearTimeout(timer);
-      resolve(replyUs);
-    });
-  });
-}
-
 async function socksCps(host: string, port: number, seconds: number, max: number, size: number, proxyHost: string, proxyPort: number): Promise<ClientResult> {
   const msg = Buffer.alloc(size, 0x63);
   const request = socksConnectRequest(host, port);
-  return sequential('socks-cps', seconds, max, () => oneSocksConnection(proxyHost, proxyPort, request, msg));
+  return sequential('socks-cps', seconds, max, () => oneConnection(host, port, msg, { host: proxyHost, port: proxyPort, request }));
 }
 
 /** One HTTP/1.1 GET on a new connection: µs from connect() to the response's first byte. */
