@@ -126,6 +126,8 @@ interface Options {
   repeat: number;
   /** Extra arguments for `tunroute up`. */
   tunrouteArgs: string[];
+  /** Node's own flags for the main lab's tunroute (e.g. --cpu-prof), before its script. */
+  nodeArgs: string[];
   /** Print (and with --write-readme, write) a report saved with --json instead of measuring. */
   render: string | null;
   /** How this run was asked for, for the README. */
@@ -154,6 +156,8 @@ const USAGE = `usage: node dist-tools/tools/bench/main.js [options]     (npm run
   --wait-idle N      first wait up to N s (default 60; 0: no wait) for other work on the host
                      to drop under ${QUIET_CORES * 100} % of a core
   --tunroute-arg A   pass A to tunroute up as well, e.g. --tunroute-arg=--no-offload (repeatable)
+  --node-arg A       start the main lab's tunroute with node flag A, e.g. to profile it:
+                     --node-arg=--cpu-prof --node-arg=--cpu-prof-dir=/tmp/prof (repeatable)
   --json             print the report as JSON instead of tables
   --write-readme     write the tables into README.md between the bench markers
   --render FILE      measure nothing: show a report saved with --json (and with --write-readme,
@@ -178,6 +182,7 @@ function parseOptions(argv: string[]): Options | 'help' {
       'wait-idle': { type: 'string' },
       repeat: { type: 'string' },
       'tunroute-arg': { type: 'string', multiple: true },
+      'node-arg': { type: 'string', multiple: true },
       render: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -223,6 +228,7 @@ function parseOptions(argv: string[]): Options | 'help' {
     command: ['npm run bench', ...(flags.length ? ['--', ...flags] : [])].join(' '),
     render: values.render ?? null,
     tunrouteArgs: extra,
+    nodeArgs: values['node-arg'] ?? [],
     repeat,
     waitIdle,
     seconds,
@@ -581,7 +587,7 @@ async function benchSocks(opts: Options, env: BenchEnv): Promise<BenchReport> {
     if (useControl) tunrouteArgs.push('--control', controlPath);
     tunrouteArgs.push(...opts.tunrouteArgs);
     progress(`starting tunroute ${tunrouteArgs.join(' ')}`);
-    const tunroute = c.spawn([process.execPath, CLI, ...tunrouteArgs], { name: 'tunroute', logFile: join(lab.tmpDir, 'tunroute.log') });
+    const tunroute = c.spawn([process.execPath, ...opts.nodeArgs, CLI, ...tunrouteArgs], { name: 'tunroute', logFile: join(lab.tmpDir, 'tunroute.log') });
     await tunroute.waitForLine(/"msg":"tunroute is up"/, 20_000);
 
     const report = reportFrame(
