@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest';
+import { FakeIpPool, FAKE_IP_DEFAULT_CIDR } from '../../src/dns/fake-ip.js';
+import { ipToU32, u32ToIp } from '../../src/net/ipv4.js';
+
+function ip(s: string): number {
+  const v = ipToU32(s);
+  if (v === undefined) throw new Error(s);
+  return v;
+}
+
+describe('FakeIpPool', () => {
+  it('hands out the default range in order, never its network or broadcast address', () => {
+    const pool = new FakeIpPool();
+    expect(FAKE_IP_DEFAULT_CIDR).toBe('198.18.0.0/15');
+    expect(u32ToIp(pool.lookup('a.example') ?? 0)).toBe('198.18.0.1');
+    expect(u32ToIp(pool.lookup('b.example') ?? 0)).toBe('198.18.0.2');
+    expect(pool.stats.capacity).toBe(2 ** 17 - 2);
+    expect(pool.contains(ip('198.19.255.255'))).toBe(true);
+    expect(pool.contains(ip('198.20.0.0'))).toBe(false);
+  });
+
+  it('answers one name with one address, and the address with the name', () => {
+    const pool = new FakeIpPool('10.200.0.0/24');
+    const a = pool.lookup('a.example');
+    expect(pool.lookup('a.example')).toBe(a);
+    expect(pool.nameOf(a ?? 0)).toBe('a.example');
+    expect(pool.nameOf(ip('10.200.0.77'))).toBeUndefined();
+  });
+
+  it('when full, takes back the least recently used idle address', () => {
+    const pool = new FakeIpPool('10.200.0.0/30'); // two usable: .1 and .2
+    const a = pool.lookup('a.example');
+    const b = pool.lookup('b.example');
+    pool.lookup('a.example'); // a is now the most recent: b goes first
+    const c = pool.lookup('c.example');
+    expect(c).toBe(b);
+    expect(pool.nameOf(c ?? 0)).toBe('c.example');
+    expect(pool.lookup('a.example')).toBe(a);
+    expect(pool.stats.reused).toBe(1);
+  });
+
+  it('never gives a busy address (a live flow) to another name', () => {
+    const pool = new FakeIpPool('10.200.0.0/30');
+    const a = pool.lookup('a.example') ?? 0;
+    const b = pool.lookup('b.example') ?? 0;
+    expect(pool.pin(a)).toBe(true);
+    expect(pool.pin(b)).toBe(true);
+    pool.pin(b); // two flows to b
+    expect(pool.lookup('c.example')).toBeUndefined();
+    expect(pool.stats.exhausted).toBe(1);
+    pool.unpin(b);
+    expect(pool.lookup('c.example')).toBeUndefined(); // one flow to b still lives
+    pool.unpin(b);
+    expect(pool.lookup('c.example')).toBe(b);
+    expect(pool.nameOf(a)).toBe('a.example');
+    expect(pool.stats.busy).toBe(1);
+  });
+
+  it('pins only addresses it handed out', () => {
+    const pool = new FakeIpPool('10.200.0.0/24');
+    expect(pool.pin(ip('10.200.0.9'))).toBe(false);
+    pool.unpin(ip('10.200.0.9')); // harmless
+    expect(pool.stats.busy).toBe(0);
+  });
+
+  it('survives a restart: the same names at the same addresses, in the same use order', () => {
+    const pool = new FakeIpPool('10.200.0.0/29'); // six usable
+    const a = pool.lookup('a.example');
+    const b = pool.lookup('b.example');
+    const c = pool.lookup('c.example') ?? 0;
+    pool.pin(c);
+    pool.lookup('a.example');
+    const saved = JSON.parse(JSON.stringify(pool.toJSON())) as unknown;
+    const { pool: again, restored, skipped } = FakeIpPool.fromJSON(saved, '10.200.0.0/29');
+    expect({ restored, skipped }).toEqual({ restored: 3, skipped: 0 });
+    expect(again.nameOf(a ?? 0)).toBe('a.example');
+    expect(again.lookup('b.example')).toBe(b);
+    // New names take never-used addresses first, then the least recently used.
+    const fresh = [again.lookup('d.example'), again.lookup('e.example'), again.lookup('f.example')];
+    expect(fresh.map((x) => u32ToIp(x ?? 0))).toEqual(['10.200.0.4', '10.200.0.5', '10.200.0.6']);
+    // Saved use order: b, a (idle, oldest first), then c (busy: saved as the most recent).
+    // After restore b was asked again, so the least recently used is a.
+    expect(again.lookup('g.example')).toBe(a);
+    expect(again.nameOf(c)).toBe('c.example');
+  });
+
+  it('a damaged or missing file costs the old answers, not the start', () => {
+    expect(FakeIpPool.fromJSON(undefined).skipped).toBe(-1);
+    expect(FakeIpPool.fromJSON({ version: 2, cidr: 'x', entries: [] }).skipped).toBe(-1);
+    expect(FakeIpPool.fromJSON('garbage').restored).toBe(0);
+    const r = FakeIpPool.fromJSON(
+      {
+        version: 1,
+        cidr: '10.200.0.0/24',
+        entries: [
+          ['10.200.0.5', 'ok.example'],
+          ['10.9.9.9', 'outside.example'], // not in the pool
+          ['10.200.0.6', 'bad name!'],
+          ['10.200.0.5', 'dup-address.example'],
+          ['10.200.0.7', 'OK.example.'], // the same name again
+          ['not an ip', 'x.example'],
+        ],
+      },
+      '10.200.0.0/24',
+    );
+    expect({ restored: r.restored, skipped: r.skipped }).toEqual({ restored: 1, skipped: 5 });
+    expect(r.pool.nameOf(ip('10.200.0.5'))).toBe('ok.example');
+  });
+
+  it('refuses a pool without room', () => {
+    expect(() => new FakeIpPool('10.0.0.0/31')).toThrow(/at least 2 usable/);
+    expect(() => new FakeIpPool('nonsense')).toThrow(/not a CIDR/);
+  });
+});
