@@ -39,6 +39,9 @@ export const DNS_TYPE_TXT = 16;
 export const DNS_TYPE_AAAA = 28;
 /** EDNS(0) pseudo-record (RFC 6891): its class is the sender's UDP payload size, its TTL flags. */
 export const DNS_TYPE_OPT = 41;
+/** RFC 9460: service binding records, whose ipv4hint/ipv6hint carry addresses. */
+export const DNS_TYPE_SVCB = 64;
+export const DNS_TYPE_HTTPS = 65;
 export const DNS_CLASS_IN = 1;
 
 export const DNS_RCODE_NOERROR = 0;
@@ -334,6 +337,34 @@ export function errorResponse(query: DnsMessage, rcode: number): Uint8Array {
   wr16(out, 2, FLAG_QR | FLAG_RA | (query.flags & FLAG_RD) | (query.opcode << 11) | (rcode & 0x0f));
   wr16(out, 4, query.question === undefined ? 0 : 1);
   out.set(q, DNS_HEADER_LEN);
+  return out;
+}
+
+/**
+ * A NOERROR answer to `query` (which must have a question) carrying `addresses` as A records
+ * with `ttl`, or none (NODATA: the name exists, not this type). The question is copied as
+ * asked (the app's spelling and case, RFC 4343), each record names it by a pointer to it
+ * (RFC 1035 §4.1.4), and a query's EDNS OPT is not echoed (no options are answered). Built in
+ * one allocation: the fake-IP resolver answers every lookup of a tunneled name with this.
+ */
+export function addressAnswer(query: DnsMessage, addresses: readonly number[], ttl: number): Uint8Array {
+  const q = query.bytes.subarray(DNS_HEADER_LEN, query.questionEnd);
+  const out = new Uint8Array(DNS_HEADER_LEN + q.length + addresses.length * 16);
+  wr16(out, 0, query.id);
+  wr16(out, 2, FLAG_QR | FLAG_RA | (query.flags & FLAG_RD) | (query.opcode << 11) | DNS_RCODE_NOERROR);
+  wr16(out, 4, 1);
+  wr16(out, 6, addresses.length);
+  out.set(q, DNS_HEADER_LEN);
+  let off = DNS_HEADER_LEN + q.length;
+  for (const a of addresses) {
+    wr16(out, off, 0xc000 | DNS_HEADER_LEN); // the question's name
+    wr16(out, off + 2, DNS_TYPE_A);
+    wr16(out, off + 4, DNS_CLASS_IN);
+    wr32(out, off + 6, ttl);
+    wr16(out, off + 10, 4);
+    wr32(out, off + 12, a);
+    off += 16;
+  }
   return out;
 }
 

@@ -74,7 +74,7 @@ export interface DnsResolverOptions {
 }
 
 export type DnsResolveResult =
-  | { readonly kind: 'answer'; readonly answer: Uint8Array; readonly via: 'cache' | DnsTransport }
+  | { readonly kind: 'answer'; readonly answer: Uint8Array; readonly via: 'cache' | 'local' | DnsTransport }
   /** The upstream could not be reached or did not answer; `reason` says how. */
   | { readonly kind: 'error'; readonly reason: UpstreamReason; readonly message: string }
   /** Not a query (malformed, a response, no question), or too many in flight: say nothing. */

@@ -1,0 +1,120 @@
+/**
+ * `dns.mode: fakeip`: the answerer for queries caught by tunroute.
+ *
+ *   query for N ─► N tunneled? ─no──► the upstream answerer (the real answer)
+ *                      │yes
+ *                      ├─ A (class IN)           ─► a fake address for N, at once, locally
+ *                      ├─ AAAA, HTTPS, SVCB      ─► NODATA (NOERROR, no records): no IPv6 and no
+ *                      │                             address hints that would bypass the pool
+ *                      └─ any other type         ─► the upstream answerer (MX, TXT, SRV… are
+ *                                                    asked through the proxy, as hijack does)
+ *
+ * "Tunneled" is the caller's predicate: every name in a full tunnel, the names of the domain
+ * routes in a split tunnel by domain. A flow to a fake address is later carried to N by name
+ * (the pool answers nameOf), so the client never resolves N itself and no query for N leaves.
+ *
+ * The fake answers carry a short TTL (1 s by default, as Clash's fake-ip-ttl): apps ask again
+ * often, which keeps their names' addresses recently used in the pool, and a stale answer
+ * never outlives the pool's memory of it by long.
+ */
+import type { Logger } from '../logger.js';
+import { canonicalDomain } from '../net/domain.js';
+import type { FakeIpPool } from './fake-ip.js';
+import {
+  DnsMessage,
+  addressAnswer,
+  errorResponse,
+  DNS_CLASS_IN,
+  DNS_RCODE_SERVFAIL,
+  DNS_TYPE_A,
+  DNS_TYPE_AAAA,
+  DNS_TYPE_HTTPS,
+  DNS_TYPE_SVCB,
+} from './message.js';
+import type { DnsResolveResult } from './resolver.js';
+
+/** What answers a caught query: the hijack resolver, or this one in front of it. */
+export interface DnsAnswerer {
+  resolve(query: Uint8Array): Promise<DnsResolveResult>;
+}
+
+export const FAKE_IP_TTL_S = 1;
+
+export interface FakeIpResolverOptions {
+  pool: FakeIpPool;
+  /** Whether canonical `name` goes through the tunnel (and so gets a fake address). */
+  tunneled: (name: string) => boolean;
+  /** Who answers everything else; undefined: those queries get SERVFAIL. */
+  upstream: DnsAnswerer | undefined;
+  ttl?: number;
+  logger?: Logger;
+}
+
+export interface FakeIpResolverStats {
+  /** A answers from the pool. */
+  fake: number;
+  /** AAAA/HTTPS/SVCB queries for tunneled names answered with no records. */
+  empty: number;
+  /** Queries passed to the upstream answerer. */
+  forwarded: number;
+  /** A queries refused (SERVFAIL) because every pool address was busy. */
+  exhausted: number;
+  /** Not a standard query with one question. */
+  malformed: number;
+}
+
+export class FakeIpResolver implements DnsAnswerer {
+  readonly stats: FakeIpResolverStats = { fake: 0, empty: 0, forwarded: 0, exhausted: 0, malformed: 0 };
+  private readonly pool: FakeIpPool;
+  private readonly tunneled: (name: string) => boolean;
+  private readonly upstream: DnsAnswerer | undefined;
+  private readonly ttl: number;
+  private readonly log: Logger | undefined;
+  private readonly one = [0];
+
+  constructor(o: FakeIpResolverOptions) {
+    this.pool = o.pool;
+    this.tunneled = o.tunneled;
+    this.upstream = o.upstream;
+    this.ttl = o.ttl ?? FAKE_IP_TTL_S;
+    this.log = o.logger;
+  }
+
+  resolve(queryBytes: Uint8Array): Promise<DnsResolveResult> {
+    const q = DnsMessage.parse(queryBytes);
+    if (q === undefined || q.isResponse || q.opcode !== 0 || q.question === undefined) {
+      this.stats.malformed++;
+      return Promise.resolve({ kind: 'drop', why: 'malformed' });
+    }
+    const { qtype, qclass } = q.question;
+    const name = qclass === DNS_CLASS_IN ? canonicalDomain(q.question.key) : undefined;
+    if (name !== undefined && this.tunneled(name)) {
+      if (qtype === DNS_TYPE_A) return Promise.resolve(this.fakeA(q, name));
+      if (qtype === DNS_TYPE_AAAA || qtype === DNS_TYPE_HTTPS || qtype === DNS_TYPE_SVCB) {
+        this.stats.empty++;
+        return Promise.resolve({ kind: 'answer', answer: addressAnswer(q, [], this.ttl), via: 'local' });
+      }
+    }
+    return this.forward(q, queryBytes);
+  }
+
+  private fakeA(q: DnsMessage, name: string): DnsResolveResult {
+    const ip = this.pool.lookup(name);
+    if (ip === undefined) {
+      this.stats.exhausted++;
+      if (this.stats.exhausted === 1 || this.stats.exhausted % 1000 === 0) {
+        this.log?.warn({ capacity: this.pool.stats.capacity, refused: this.stats.exhausted }, 'fake-IP pool exhausted: every address is held by a live flow; new names get SERVFAIL (widen dns.fakeIpRange)');
+      }
+      return { kind: 'answer', answer: errorResponse(q, DNS_RCODE_SERVFAIL), via: 'local' };
+    }
+    this.stats.fake++;
+    this.one[0] = ip;
+    return { kind: 'answer', answer: addressAnswer(q, this.one, this.ttl), via: 'local' };
+  }
+
+  private forward(q: DnsMessage, queryBytes: Uint8Array): Promise<DnsResolveResult> {
+    this.stats.forwarded++;
+    if (this.upstream === undefined) return Promise.resolve({ kind: 'answer', answer: errorResponse(q, DNS_RCODE_SERVFAIL), via: 'local' });
+    return this.upstream.resolve(queryBytes);
+  }
+}
