@@ -140,5 +140,7 @@ describe.skipIf(!run)('crash-safe teardown (lab)', () => {
     expect(down.stdout).toMatch(/^tun0: stopped tunroute \(pid \d+, started .*\); it removed its \d+ route\/rule changes\n$/);
     expect((await proc.waitForExit(5000)).code).toBe(0);
     expect(await fullSnapshot(l.c)).toBe(before);
+    // Its watchdog found no journal left and exited without running anything.
+    await waitFor('the watchdog to exit', async () => ((await watchdogOf(l)) === undefined ? true : undefined));
   });
 });
