@@ -5,11 +5,11 @@
  * No network, no root: the "daemon" is a `sleep` this test starts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { watchdogHelper } from '../../src/native/watchdog-helper.js';
+import { checkHelper, watchdogHelper } from '../../src/native/watchdog-helper.js';
 
 const helper = watchdogHelper();
 if (!('path' in helper)) console.warn(`watchdog-helper: SKIPPED — ${helper.unusable}`);
@@ -147,5 +147,23 @@ describe.skipIf(!('path' in helper))('native watchdog helper (skipped when it is
     expect(code).toBe(1);
     expect(stderr).toBe(`tunroute watchdog: cannot run ${join(dir, 'no-such-node')} (No such file or directory): run \`tunroute down\` to restore the network\n`);
     r.child.stdin!.end();
+  });
+});
+
+describe('which helper up may run (it runs as root)', () => {
+  it('only an executable file that no one but root, us or the module\'s owner can write', () => {
+    const f = join(dir, 'tunroute_watchdog');
+    expect(checkHelper(f)).toEqual({ unusable: `${f} is not built (npm run build)` });
+    copyFileSync('/bin/true', f);
+    chmodSync(f, 0o644);
+    expect(checkHelper(f)).toEqual({ unusable: `${f} is not an executable file` });
+    chmodSync(f, 0o775);
+    expect(checkHelper(f)).toEqual({ unusable: `${f} is owned by uid ${process.getuid!()} or writable by group or others (mode 775)` });
+    chmodSync(f, 0o755);
+    expect(checkHelper(f)).toEqual({ path: f });
+    if (process.getuid!() === 0) {
+      chownSync(f, 65534, 65534);
+      expect(checkHelper(f)).toEqual({ unusable: `${f} is owned by uid 65534 or writable by group or others (mode 755)` });
+    }
   });
 });
