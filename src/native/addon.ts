@@ -113,18 +113,23 @@ function isAddon(m: unknown): m is NativeTunAddon {
 }
 
 /**
- * The addon's path: build/Release under the package root, the nearest folder above this file
- * that holds binding.gyp (src/native/ under vitest, dist/native/ when built, and the tools'
- * own copy in dist-tools/src/native/ are at different depths).
+ * The path of a node-gyp output (e.g. build/Release/...) under the package root, the nearest
+ * folder above this file that holds binding.gyp (src/native/ under vitest, dist/native/ when
+ * built, and the tools' own copy in dist-tools/src/native/ are at different depths).
  */
-export function addonPath(): string {
+export function builtFile(file: string): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'binding.gyp'))) {
     const up = dirname(dir);
-    if (up === dir) return fileURLToPath(new URL(`../../${ADDON_FILE}`, import.meta.url));
+    if (up === dir) return fileURLToPath(new URL(`../../${file}`, import.meta.url));
     dir = up;
   }
-  return join(dir, ADDON_FILE);
+  return join(dir, file);
+}
+
+/** The addon's path (see builtFile). */
+export function addonPath(): string {
+  return builtFile(ADDON_FILE);
 }
 
 let cached: NativeTunAddon | undefined;

@@ -1,4 +1,7 @@
-/** The only loaders of the C addon (native/*.c), typed: the TUN device, the batched UDP socket and the transport cipher. */
+/**
+ * The only loaders of the C addon (native/*.c), typed: the TUN device, the batched UDP socket and
+ * the transport cipher; and where the watchdog's native helper (native/watchdog.c) is.
+ */
 export {
   addonPath,
   isNativeErrnoError,
@@ -12,3 +15,4 @@ export {
 } from './addon.js';
 export { loadNativeUdp, tryLoadNativeUdp, type NativeUdpAddon, type NativeUdpReceiverHandle, type NativeUdpSocket } from './udp.js';
 export { loadNativeAead, tryLoadNativeAead, type NativeAeadAddon } from './aead.js';
+export { watchdogHelper, type WatchdogHelper } from './watchdog-helper.js';

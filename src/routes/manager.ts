@@ -17,6 +17,7 @@ import { dirname } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { TunrouteError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import { watchdogHelper } from '../native/watchdog-helper.js';
 import { applyOps, ipBatchRunner, removeChanges, type IpRunner } from './apply.js';
 import { hostProbe, probeRouteEnv, type HostProbe, type NetworkView, type RouteEnv } from './host.js';
 import { createJournal, journalPath, processStartTime, pruneStateDir, removeFile, replaceJournal, resolveStateDir, type Journal } from './journal.js';
@@ -276,9 +277,19 @@ export class RouteManager {
       this.opts.log.warn({ script }, 'watchdog not started: its script is missing (run from dist/)');
       return;
     }
+    const daemon = String(process.pid);
+    const level = this.opts.config.log.level;
+    // The native helper (native/watchdog.c) only waits, at ~1 MB instead of a second idle
+    // Node.js at ~44 MB; when tunroute is gone and left its journal, it execs the Node watchdog
+    // with --now, so the undoing is written once. Without the helper, the Node watchdog waits.
+    const helper = watchdogHelper();
+    const [command, args] =
+      'path' in helper
+        ? [helper.path, [this.journalFile, daemon, process.execPath, script, '--now', this.journalFile, daemon, level]]
+        : [process.execPath, [script, this.journalFile, daemon, level]];
     // Detached: its own session, so a Ctrl-C meant for tunroute does not reach it. It waits for
     // EOF on the pipe, which comes when tunroute exits in any way, kill -9 included.
-    const child = spawn(process.execPath, [script, this.journalFile, String(process.pid), this.opts.config.log.level], {
+    const child = spawn(command, args, {
       detached: true,
       stdio: ['pipe', 'ignore', 'inherit'],
     });
@@ -287,7 +298,8 @@ export class RouteManager {
     child.unref();
     (child.stdin as unknown as { unref?: () => void } | null)?.unref?.();
     this.watchdogProc = child;
-    this.opts.log.debug({ pid: child.pid }, 'watchdog started');
+    if ('path' in helper) this.opts.log.debug({ pid: child.pid, helper: helper.path }, 'watchdog started (native helper)');
+    else this.opts.log.debug({ pid: child.pid, why: helper.unusable }, 'watchdog started (Node.js: the native helper is not usable)');
   }
 
   /** Close the watchdog's pipe: it finds no journal and exits; wait a moment so it is reaped, not left a zombie. */

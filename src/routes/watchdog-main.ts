@@ -6,7 +6,12 @@
  *   - the kill switch is on: leave everything (fail closed) and say so;
  *   - otherwise: undo the journal, exactly as `tunroute down` would, and say so.
  *
- *   node watchdog-main.js JOURNAL_PATH DAEMON_PID [LOG_LEVEL]
+ *   node watchdog-main.js [--now] JOURNAL_PATH DAEMON_PID [LOG_LEVEL]
+ *
+ * Usually the waiting is done by the native helper (native/watchdog.c, ~1 MB instead of this
+ * process's ~44 MB idle): it execs this script with --now once tunroute is gone and its journal
+ * is left, and this script acts at once instead of waiting on the pipe. Without the helper
+ * built, this script waits itself.
  *
  * Under systemd, prefer the unit in config/ (ExecStopPost=tunroute down --keep-kill-switch):
  * systemd stops every process of the unit, this one included.
@@ -20,13 +25,16 @@ import type { Logger } from '../logger.js';
 // logger (pino), the journal's schema (zod) and the route planner cost ~12 MB of heap that it
 // needs only in the rare case that tunroute died without cleaning up: they load then.
 
-const [journal, pidArg, levelArg] = process.argv.slice(2);
+const argv = process.argv.slice(2);
+// --now: the native helper saw tunroute go; act without waiting on the pipe.
+const now = argv[0] === '--now';
+const [journal, pidArg, levelArg] = now ? argv.slice(1) : argv;
 const daemonPid = Number(pidArg);
 const LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 const level = (levelArg !== undefined && LEVELS.has(levelArg) ? levelArg : 'info') as LevelWithSilent;
 
 if (journal === undefined || !Number.isInteger(daemonPid) || daemonPid <= 0) {
-  process.stderr.write('usage: watchdog-main.js JOURNAL_PATH DAEMON_PID [LOG_LEVEL]\n');
+  process.stderr.write('usage: watchdog-main.js [--now] JOURNAL_PATH DAEMON_PID [LOG_LEVEL]\n');
   process.exit(2);
 }
 const dev = /^routes-(.+)\.json$/.exec(basename(journal))?.[1];
@@ -75,16 +83,20 @@ async function daemonGone(why: string): Promise<void> {
   }
 }
 
-process.stdin.on('end', () => void daemonGone('pipe closed'));
-process.stdin.on('error', () => void daemonGone('pipe error'));
-process.stdin.resume();
-// A second way to notice, in case the pipe is held open by someone else.
-setInterval(() => {
-  try {
-    process.kill(daemonPid, 0);
-  } catch {
-    void daemonGone('pid gone').then(() => process.exit());
-  }
-}, 2000).unref();
+if (now) {
+  void daemonGone('seen by the native watchdog');
+} else {
+  process.stdin.on('end', () => void daemonGone('pipe closed'));
+  process.stdin.on('error', () => void daemonGone('pipe error'));
+  process.stdin.resume();
+  // A second way to notice, in case the pipe is held open by someone else.
+  setInterval(() => {
+    try {
+      process.kill(daemonPid, 0);
+    } catch {
+      void daemonGone('pid gone').then(() => process.exit());
+    }
+  }, 2000).unref();
+}
 // Signals from a terminal or a tidy-up should not stop us before the daemon is gone.
 for (const s of ['SIGINT', 'SIGHUP'] as const) process.on(s, () => undefined);

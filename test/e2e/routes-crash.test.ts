@@ -3,7 +3,7 @@
  * journal lets `down` (or the watchdog, or the next `up`) give the host back byte for byte;
  * the kill switch keeps tunneled destinations closed until `down`.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { e2eAvailable } from '../helpers/e2e.js';
@@ -21,6 +21,21 @@ describe.skipIf(!run)('crash-safe teardown (lab)', () => {
   });
 
   const journal = (): string => join(l.stateDir, 'routes-tun0.json');
+  /** The watchdog of this lab's tunroute: the process in c whose command line names the lab's journal. */
+  const watchdogOf = async (lab: RoutesLab): Promise<{ pid: number; exe: string; rssKiB: number } | undefined> => {
+    const pids = (await lab.c.sh(`ip netns pids ${lab.c.name}`)).stdout.split(/\s+/).filter((p) => p !== '').map(Number);
+    for (const pid of pids) {
+      try {
+        const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        if (!argv.includes(journal())) continue;
+        const rss = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+        return { pid, exe: readlinkSync(`/proc/${pid}/exe`), rssKiB: Number(rss?.[1]) };
+      } catch {
+        // gone meanwhile
+      }
+    }
+    return undefined;
+  };
   const tunroutesRules = async (): Promise<string> => (await l.c.sh('ip rule; ip -6 rule; ip route show table 7300; ip -6 route show table 7300')).stdout;
 
   it('kill -9, then down: every table and rule is byte-identical to before up', async () => {
@@ -70,6 +85,10 @@ describe.skipIf(!run)('crash-safe teardown (lab)', () => {
   it('the watchdog restores the network when tunroute is killed', async () => {
     const before = await fullSnapshot(l.c);
     const proc = await up(l, ['--proxy', PROXY]);
+    // The one waiting beside tunroute is the native helper, not a second Node.js (~44 MB).
+    const wd = await waitFor('the watchdog beside tunroute', () => watchdogOf(l));
+    expect(wd.exe).toMatch(/\/build\/Release\/tunroute_watchdog$/);
+    expect(wd.rssKiB).toBeLessThan(8 * 1024);
     await proc.stop('SIGKILL');
     await outputMatches(proc, /the watchdog restored the network/);
     await waitFor('the journal to go', async () => (existsSync(journal()) ? undefined : true));
@@ -121,5 +140,7 @@ describe.skipIf(!run)('crash-safe teardown (lab)', () => {
     expect(down.stdout).toMatch(/^tun0: stopped tunroute \(pid \d+, started .*\); it removed its \d+ route\/rule changes\n$/);
     expect((await proc.waitForExit(5000)).code).toBe(0);
     expect(await fullSnapshot(l.c)).toBe(before);
+    // Its watchdog found no journal left and exited without running anything.
+    await waitFor('the watchdog to exit', async () => ((await watchdogOf(l)) === undefined ? true : undefined));
   });
 });
