@@ -110,6 +110,31 @@ export class DomainSet<T> {
     }
   }
 
+  /**
+   * Every pattern that covers canonical `name`, the winner first, then in the order a caller
+   * falls back through (less specific names; about one name, exact, then by order written).
+   */
+  matches(name: string): DomainMatch<T>[] {
+    const out: DomainMatch<T>[] = [];
+    let n = name;
+    let self = true;
+    for (;;) {
+      const e = this.byName.get(n);
+      if (e !== undefined) {
+        const here: DomainMatch<T>[] = [];
+        if (self && e.exact !== undefined) out.push(e.exact);
+        if (e.suffix !== undefined) here.push(e.suffix);
+        if (!self && e.below !== undefined) here.push(e.below);
+        if (here.length === 2 && here[1].index < here[0].index) here.reverse();
+        out.push(...here);
+      }
+      const dot = n.indexOf('.');
+      if (dot < 0) return out;
+      n = n.slice(dot + 1);
+      self = false;
+    }
+  }
+
   /** Whether any pattern covers `name`. */
   has(name: string): boolean {
     return this.match(name) !== undefined;

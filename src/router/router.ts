@@ -15,6 +15,17 @@
  * So `10.1.0.0/16 tcp 22 → block` overrides `10.0.0.0/8 → office` for SSH only, wherever the
  * two appear in the file, and UDP to 10.1.2.3 still goes to the office.
  *
+ * Rules by domain: `{ domains: ['corp.example', '*.lab.example', '=www.example'], outbound: 'office' }`
+ * (forms: net/domain-set.ts). They apply to flows that carry a name — flows to a fake-IP
+ * address, whose name the fake-IP table knows — and never to an address. For such a flow:
+ *   1. the rule whose pattern is the most specific for the name (then exact before suffix,
+ *      then the first written) and whose protocol and ports match;
+ *   2. if no domain rule matches, the flow is routed by its (fake) address as any other, so only
+ *      rules that cover the fake range — in practice those without `cidrs` — apply, then the
+ *      default outbound.
+ * A rule names either CIDRs or domains, not both: "this name or that address" would make the
+ * most-specific order ambiguous.
+ *
  * Under the hood: one CidrTrie over every distinct CIDR of every rule; each trie value lists
  * the rules for that prefix (in file order) and links to the next shorter prefix that contains
  * it, so route() is one trie lookup plus a walk up that chain until a rule's protocol and
@@ -24,6 +35,7 @@ import { TunrouteError } from '../errors.js';
 import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP } from '../wire/ipv4.js';
 import { cidrToString, normalizeCidr, parseCidrOrAddress, u32ToIp, type Cidr } from '../net/ipv4.js';
 import { CidrTrie } from '../net/cidr-trie.js';
+import { DomainSet, domainPatternToString, parseDomainPattern } from '../net/domain-set.js';
 
 export type RuleProtocol = 'tcp' | 'udp' | 'icmp';
 
@@ -39,6 +51,8 @@ export type PortSpec = number | readonly [number, number];
 export interface RouteRule {
   /** CIDRs as `a.b.c.d/n` (a bare address means /32) or already parsed; absent = every address. */
   readonly cidrs?: ReadonlyArray<string | Cidr>;
+  /** Domain patterns (net/domain-set.ts); a rule with domains has no cidrs. */
+  readonly domains?: readonly string[];
   readonly protocol?: RuleProtocol;
   readonly ports?: readonly PortSpec[];
   readonly outbound: string;
@@ -56,8 +70,10 @@ export interface RouteDecision {
   readonly outbound: string;
   /** Index into the rules; -1 when the default outbound applied. */
   readonly ruleIndex: number;
-  /** The CIDR of the rule that matched (as written, normalised), when a rule matched. */
+  /** The CIDR of the rule that matched (as written, normalised), when a CIDR rule matched. */
   readonly cidr?: string;
+  /** The domain pattern that matched (canonical text form), when a domain rule matched. */
+  readonly domain?: string;
   /** More specific (or earlier) rules that contain the address but not this protocol/port. */
   readonly skipped: ReadonlyArray<{ readonly ruleIndex: number; readonly cidr: string; readonly why: string }>;
   /** One or two sentences for `tunroute why`. */
@@ -86,6 +102,9 @@ export class Router {
   readonly rules: readonly RouteRule[];
   private readonly trie = new CidrTrie<PrefixRules>();
   private readonly compiled: CompiledRule[] = [];
+  /** Domain patterns → their rules, in file order (one pattern may head several rules). */
+  private readonly domainRules = new DomainSet<CompiledRule[]>();
+  private readonly domainRuleLists = new Map<string, CompiledRule[]>();
 
   constructor(opts: RouterOptions) {
     const source = opts.source ?? 'rules';
@@ -99,6 +118,10 @@ export class Router {
       const where = `${source}[${index}]`;
       const compiled = compileRule(rule, index, where);
       this.compiled.push(compiled);
+      if (rule.domains !== undefined) {
+        this.addDomainRule(rule, compiled, where);
+        return;
+      }
       const cidrs = rule.cidrs === undefined ? [{ addr: 0, prefix: 0 }] : rule.cidrs.map((c, j) => toCidr(c, `${where}.cidrs[${j}]`));
       if (cidrs.length === 0) {
         throw new TunrouteError('TR_BAD_CONFIG', `${where}.cidrs is empty; list at least one CIDR, or leave cidrs out to match every address.`);
@@ -142,6 +165,75 @@ export class Router {
     return this.defaultOutbound;
   }
 
+  private addDomainRule(rule: RouteRule, compiled: CompiledRule, where: string): void {
+    const domains = rule.domains ?? [];
+    if (rule.cidrs !== undefined) {
+      throw new TunrouteError('TR_BAD_CONFIG', `${where} names both cidrs and domains; split it into two rules, one for the addresses and one for the names.`);
+    }
+    if (domains.length === 0) {
+      throw new TunrouteError('TR_BAD_CONFIG', `${where}.domains is empty; list at least one name, or leave domains out.`);
+    }
+    domains.forEach((text, j) => {
+      const p = parseDomainPattern(text);
+      if (!p.ok) {
+        throw new TunrouteError(
+          'TR_BAD_CONFIG',
+          `${where}.domains[${j}] is not a domain pattern (${p.problem}); write a name such as corp.example, *.corp.example or =www.corp.example.`,
+        );
+      }
+      const key = domainPatternToString(p.pattern);
+      let list = this.domainRuleLists.get(key);
+      if (list === undefined) {
+        list = [];
+        this.domainRuleLists.set(key, list);
+        this.domainRules.add(p.pattern, list);
+      }
+      if (list[list.length - 1] !== compiled) list.push(compiled);
+    });
+  }
+
+  /** Whether any rule is about domains (then flows by name need routeName()). */
+  get hasDomainRules(): boolean {
+    return this.domainRules.size > 0;
+  }
+
+  /**
+   * The outbound for a flow to canonical name `name`, by the domain rules; undefined when none
+   * matches (the caller then routes the flow's address with route()).
+   */
+  routeName(name: string, protocol: number, dstPort: number): string | undefined {
+    if (this.domainRules.size === 0) return undefined;
+    for (const m of this.domainRules.matches(name)) {
+      for (const rule of m.value) if (ruleMatches(rule, protocol, dstPort)) return rule.outbound;
+    }
+    return undefined;
+  }
+
+  /** Like routeName() then route(dstIp, …), with the deciding rule and a reason in words. */
+  whyName(name: string, dstIp: number, protocol: number, dstPort: number): RouteDecision {
+    const what = protocol === IP_PROTO_TCP || protocol === IP_PROTO_UDP ? `${protoName(protocol)} to ${name}:${dstPort}` : `${protoName(protocol)} to ${name}`;
+    const skipped: Array<{ ruleIndex: number; cidr: string; why: string }> = [];
+    for (const m of this.domainRules.matches(name)) {
+      const pattern = domainPatternToString(m.pattern);
+      for (const rule of m.value) {
+        if (ruleMatches(rule, protocol, dstPort)) {
+          const moreSpecific = skipped.length === 0 ? '' : ` ${describeSkipped(skipped)}`;
+          return {
+            outbound: rule.outbound,
+            ruleIndex: rule.index,
+            domain: pattern,
+            skipped,
+            reason: `${what} goes to '${rule.outbound}' by rule ${rule.index} (${this.describeRule(rule.index)}): ${pattern} is the most specific matching name.${moreSpecific}`,
+          };
+        }
+        skipped.push({ ruleIndex: rule.index, cidr: pattern, why: mismatch(rule, protocol) });
+      }
+    }
+    const byAddress = this.why(dstIp, protocol, dstPort);
+    const extra = skipped.length === 0 ? 'no domain rule matches' : `no domain rule matches (${describeSkipped(skipped)})`;
+    return { ...byAddress, skipped: [...skipped, ...byAddress.skipped], reason: `${what}: ${extra}, so its address decides: ${byAddress.reason}` };
+  }
+
   /** Like route(), with the deciding rule and a reason in words (for `tunroute why`). */
   why(dstIp: number, protocol: number, dstPort: number): RouteDecision {
     const what = describePacket(dstIp, protocol, dstPort);
@@ -180,7 +272,12 @@ export class Router {
     const rule = this.rules[index];
     const c = this.compiled[index];
     if (rule === undefined || c === undefined) throw new RangeError(`no rule ${index}`);
-    const cidrs = rule.cidrs === undefined ? 'any address' : rule.cidrs.map((x) => (typeof x === 'string' ? x : cidrToString(x))).join(', ');
+    const cidrs =
+      rule.domains !== undefined
+        ? rule.domains.join(', ')
+        : rule.cidrs === undefined
+          ? 'any address'
+          : rule.cidrs.map((x) => (typeof x === 'string' ? x : cidrToString(x))).join(', ');
     const proto = rule.protocol === undefined ? '' : ` ${rule.protocol}`;
     let ports = '';
     if (c.ports !== null) {

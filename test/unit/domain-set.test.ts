@@ -124,3 +124,13 @@ describe('domain list files', () => {
     expect(JSON.stringify(r.problems)).not.toContain('SECRET');
   });
 });
+
+describe('DomainSet.matches: every covering pattern, the winner first', () => {
+  it('orders by specificity, then exact, then order written', () => {
+    const s = setOf('example', '*.corp.example', 'corp.example', '=www.corp.example', 'www.corp.example');
+    expect(s.matches('www.corp.example').map((m) => m.value)).toEqual(['=www.corp.example', 'www.corp.example', '*.corp.example', 'corp.example', 'example']);
+    expect(s.matches('corp.example').map((m) => m.value)).toEqual(['corp.example', 'example']);
+    expect(s.matches('elsewhere.test')).toEqual([]);
+    for (const n of ['www.corp.example', 'corp.example', 'a.b.example', 'elsewhere.test']) expect(s.matches(n)[0]).toBe(s.match(n));
+  });
+});
