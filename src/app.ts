@@ -20,7 +20,7 @@ import { TerminatingEngine } from './relay/engine.js';
 import { Router } from './router/router.js';
 import { BlockOutbound } from './outbound/block.js';
 import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
-import { DnsResolver, DnsCache, type DnsResolverStats } from './dns/index.js';
+import { DnsResolver, DnsCache, FakeIpPool, FakeIpResolver, type DnsResolverStats } from './dns/index.js';
 import { IP_PROTO_UDP } from './wire/ipv4.js';
 import { cidrToString } from './net/ipv4.js';
 import { formatEndpoint } from './net/endpoint.js';
@@ -105,15 +105,31 @@ export function buildRouter(config: Config): Router {
  * address (or `dns.outbound`): the query never leaves the machine any other way.
  */
 function buildDnsResolver(config: Config, router: Router, outbounds: ReadonlyMap<string, Outbound>, clock: Clock, log: Logger): DnsResolver | undefined {
-  if (config.dns.mode !== 'hijack') return undefined;
+  if (config.dns.mode === 'off') return undefined;
   const upstream = config.dns.upstream;
   const name = config.dns.outbound ?? router.route(upstream.addr, IP_PROTO_UDP, upstream.port);
   const outbound = outbounds.get(name);
   if (outbound === undefined || outbound.kind === 'block') {
-    throw new TunrouteError('TR_BAD_CONFIG', `DNS hijack needs a proxy to reach ${formatEndpoint(upstream)}, but it routes to "${name}": set --proxy or dns.outbound.`);
+    throw new TunrouteError('TR_BAD_CONFIG', `DNS ${config.dns.mode} needs a proxy to reach ${formatEndpoint(upstream)}, but it routes to "${name}": set --proxy or dns.outbound.`);
   }
   const cache = new DnsCache({ clock, maxEntries: config.dns.cacheMaxEntries, maxTtlSec: config.dns.cacheMaxTtlSec });
   return new DnsResolver({ upstream: { ip: upstream.host, port: upstream.port }, outbound, clock, logger: log, cache });
+}
+
+/**
+ * With `dns: fakeip`, names are answered from the pool (every name: a full tunnel by name) and
+ * the other queries by the hijack resolver; the pool's range is routed into the device.
+ */
+function buildFakeIp(config: Config, upstream: DnsResolver | undefined, log: Logger): { resolver: FakeIpResolver; pool: FakeIpPool } | undefined {
+  if (config.dns.mode !== 'fakeip') return undefined;
+  const pool = new FakeIpPool(config.dns.fakeIpRange);
+  return { pool, resolver: new FakeIpResolver({ pool, tunneled: () => true, upstream, logger: log }) };
+}
+
+/** The config with the fake-IP range among the routed CIDRs (dns.mode fakeip). */
+function withFakeIpRoutes(config: Config): Config {
+  if (config.dns.mode !== 'fakeip') return config;
+  return { ...config, routes: { ...config.routes, include: [...config.routes.include, config.dns.fakeIpRange] } };
 }
 
 export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Promise<RunningTunroute> {
@@ -123,7 +139,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   // Tunnels first: their AllowedIPs become routes and rules, their endpoints stay out of the
   // device (resolved and pinned now), before anything is planned (see config/tunnels.ts).
   const expanded = await expandTunnels(config, deps.routeHost?.resolve);
-  config = expanded.config;
+  config = withFakeIpRoutes(expanded.config);
   for (const note of expanded.notes) log.warn(note);
   // Everything that can fail on a bad config is built before the device exists. The route
   // manager reads the host, plans, and undoes a stale journal of a dead tunroute; the outbounds
@@ -132,6 +148,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const outbounds = buildOutbounds(routes.config, log, clock);
   const router = buildRouter(config);
   const dns = buildDnsResolver(config, router, outbounds, clock, log);
+  const fakeIp = buildFakeIp(config, dns, log);
   const link = await (deps.openLink ?? openTunLink)(config, log);
   let tunnels = new Map<string, WireguardTunnel>();
   try {
@@ -153,6 +170,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     udp: config.udp,
     fragments: config.fragments,
     dns,
+    fakeIp,
     forward: tunnelForwardHook((dst, proto, port) => router.route(dst, proto, port), tunnels),
   });
   for (const t of tunnels.values()) {

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { parseAnyCidr, parseCidr } from '../net/ipv4.js';
+import { parseDomainPattern } from '../net/domain-set.js';
 import { ifName, logSchema, mtu, parsedText, tcpLimitsSchema, wgKey } from './fields.js';
 import { parseEndpoint, parseIpv4Endpoint, type Endpoint } from '../net/endpoint.js';
 import { parseSocks5Url, Socks5UrlError, type Socks5Url } from '../outbound/socks5-url.js';
@@ -155,9 +156,13 @@ export const outboundSchema = z.discriminatedUnion('type', [socks5OutboundSchema
 
 const port = z.number().int().min(0).max(65535);
 
+/** A domain pattern (net/domain-set.ts), kept as written: the router parses and explains it. */
+const domainPattern = z.string().refine((t) => parseDomainPattern(t).ok, { message: 'is not a domain pattern like corp.example, *.corp.example or =www.corp.example' });
+
 export const ruleSchema = z
   .object({
     cidrs: z.array(cidr).optional(),
+    domains: z.array(domainPattern).min(1).optional(),
     protocol: z.enum(['tcp', 'udp', 'icmp']).optional(),
     ports: z.array(z.union([port, z.tuple([port, port])])).optional(),
     outbound: outboundName,
@@ -211,11 +216,15 @@ export const configSchema = z
       .default({ maxBytes: 4 * 1024 * 1024, timeoutMs: 30_000, maxDatagrams: 256 }),
     /**
      * DNS: `hijack` answers every UDP query to port 53 routed into the device from `upstream`,
-     * reached through the outbound that routes it (or `outbound`); `off` passes DNS like any UDP.
+     * reached through the outbound that routes it (or `outbound`); `fakeip` answers A queries
+     * at once with an address from `fakeIpRange` (routed into the device) and carries flows to
+     * it by name, the rest as hijack; `off` passes DNS like any UDP.
      */
     dns: z
       .object({
-        mode: z.enum(['hijack', 'off']).default('off'),
+        mode: z.enum(['hijack', 'fakeip', 'off']).default('off'),
+        /** The pool of fake addresses (dns/fake-ip.ts): never a real destination. */
+        fakeIpRange: cidr.prefault('198.18.0.0/15').refine((c) => c.prefix <= 30, { message: 'needs a prefix of /30 or shorter' }),
         upstream: dnsUpstream.prefault('1.1.1.1:53'),
         outbound: outboundName.optional(),
         cacheMaxEntries: z.number().int().min(0).max(1_000_000).default(1024),

@@ -31,12 +31,7 @@ import {
   DNS_TYPE_HTTPS,
   DNS_TYPE_SVCB,
 } from './message.js';
-import type { DnsResolveResult } from './resolver.js';
-
-/** What answers a caught query: the hijack resolver, or this one in front of it. */
-export interface DnsAnswerer {
-  resolve(query: Uint8Array): Promise<DnsResolveResult>;
-}
+import type { DnsAnswerer, DnsResolveResult } from './resolver.js';
 
 export const FAKE_IP_TTL_S = 1;
 

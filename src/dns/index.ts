@@ -4,8 +4,11 @@ export { DNS_CACHE_DEFAULTS, DnsCache, dnsCacheKey, type DnsCacheOptions, type D
 export {
   DNS_RESOLVER_DEFAULTS,
   DnsResolver,
+  type DnsAnswerer,
   type DnsResolveResult,
   type DnsResolverOptions,
   type DnsResolverStats,
   type DnsTransport,
 } from './resolver.js';
+export { FAKE_IP_DEFAULT_CIDR, FakeIpPool, type FakeIpPersisted, type FakeIpStats } from './fake-ip.js';
+export { FAKE_IP_TTL_S, FakeIpResolver, type FakeIpResolverOptions, type FakeIpResolverStats } from './fake-ip-resolver.js';

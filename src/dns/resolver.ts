@@ -80,6 +80,11 @@ export type DnsResolveResult =
   /** Not a query (malformed, a response, no question), or too many in flight: say nothing. */
   | { readonly kind: 'drop'; readonly why: 'malformed' | 'busy' | 'closed' };
 
+/** What answers a caught query: the hijack resolver, or the fake-IP one in front of it. */
+export interface DnsAnswerer {
+  resolve(query: Uint8Array): Promise<DnsResolveResult>;
+}
+
 export interface DnsResolverStats {
   queries: number;
   cacheHits: number;
@@ -103,7 +108,7 @@ interface PendingUdp {
   readonly done: (answer: DnsMessage | undefined) => void;
 }
 
-export class DnsResolver {
+export class DnsResolver implements DnsAnswerer {
   readonly upstream: Destination;
   readonly outbound: Outbound;
   readonly cache: DnsCache | undefined;

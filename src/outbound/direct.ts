@@ -38,6 +38,7 @@ import {
   type UdpUpstreamHandlers,
   type UpstreamReason,
   connectProblem,
+  destinationText,
 } from './outbound.js';
 
 export const DIRECT_DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -107,7 +108,7 @@ export class DirectOutbound implements Outbound {
 
   connectTcp(dst: Destination, opts: ConnectOptions = {}): Promise<TcpUpstream> {
     this.stats.tcpAttempts++;
-    const target = `${dst.ip}:${dst.port}`;
+    const target = destinationText(dst);
     const signal = opts.signal;
     const problem = connectProblem(this.name, this.closed, dst, signal, 1);
     if (problem !== undefined) return Promise.reject(this.failed(...problem));
@@ -152,7 +153,8 @@ export class DirectOutbound implements Outbound {
       socket.once('error', onError);
       socket.once('connect', onConnect);
       socket.setNoDelay(true);
-      socket.connect({ host: dst.ip, port: dst.port, ...(this.localAddress === undefined ? {} : { localAddress: this.localAddress }) });
+      // A name (a fake-IP flow routed direct) is resolved here, by the system's resolver.
+      socket.connect({ host: dst.name ?? dst.ip, port: dst.port, ...(this.localAddress === undefined ? {} : { localAddress: this.localAddress }) });
     });
   }
 

@@ -19,6 +19,17 @@ import { TunrouteError } from '../errors.js';
 export interface Destination {
   readonly ip: string;
   readonly port: number;
+  /**
+   * The name the app asked for, when the flow is to a fake-IP address (canonical, see
+   * net/domain.ts). Then `ip` is only the fake address: a proxy is asked for the name (it
+   * resolves it, the client never does) and a direct outbound resolves it itself.
+   */
+  readonly name?: string;
+}
+
+/** host:port of a destination for messages: the name when it has one. */
+export function destinationText(dst: Destination): string {
+  return `${dst.name ?? dst.ip}:${dst.port}`;
 }
 
 /**
@@ -33,7 +44,7 @@ export type TcpUpstream = Socket;
  * one to refuse it); a direct socket cannot connect there at all.
  */
 export function connectProblem(outbound: string, closed: boolean, dst: Destination, signal: AbortSignal | undefined, minPort: 0 | 1): [UpstreamReason, string] | undefined {
-  const target = `${dst.ip}:${dst.port}`;
+  const target = destinationText(dst);
   if (closed) return ['aborted', `${target}: outbound '${outbound}' is closed`];
   if (!isIPv4(dst.ip) || !Number.isInteger(dst.port) || dst.port < minPort || dst.port > 65535) return ['protocol', `${target} is not an IPv4 address and port`];
   if (signal?.aborted === true) return ['aborted', `${target}: aborted before it started`];

@@ -30,6 +30,7 @@ import {
   type TcpUpstream,
   type UpstreamReason,
   connectProblem,
+  destinationText,
 } from './outbound.js';
 import {
   Socks5Connector,
@@ -156,7 +157,7 @@ export class Socks5Outbound implements Outbound {
         attempt.signal = signal;
         signal.addEventListener('abort', attempt, { once: true });
       }
-      attempt.handshake = this.connector.open(SOCKS5_CMD_CONNECT, { host: dst.ip, port: dst.port }, timeoutMs, attempt);
+      attempt.handshake = this.connector.open(SOCKS5_CMD_CONNECT, { host: dst.name ?? dst.ip, port: dst.port }, timeoutMs, attempt);
     });
   }
 
@@ -174,7 +175,7 @@ export class Socks5Outbound implements Outbound {
 
   /** @internal A ConnectAttempt failed: count it, log it, and build its error. */
   attemptFailed(a: ConnectAttempt, f: Socks5Failure): UpstreamError {
-    const target = `${a.dst.ip}:${a.dst.port}`;
+    const target = destinationText(a.dst);
     const err = this.error(f.reason, `${target} via SOCKS5 proxy ${this.proxyAddr()}: ${f.detail}`, f.cause);
     this.stats.tcpFailures[f.reason]++;
     if (this.logger?.isLevelEnabled('debug') === true) {

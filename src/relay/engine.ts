@@ -15,6 +15,8 @@
  */
 import type { Clock } from '../clock.js';
 import type { DnsResolver, DnsResolverStats } from '../dns/index.js';
+import type { FakeIpPool, FakeIpStats } from '../dns/fake-ip.js';
+import type { FakeIpResolver, FakeIpResolverStats } from '../dns/fake-ip-resolver.js';
 import type { Link } from '../link/link.js';
 import type { Logger } from '../logger.js';
 import type { Outbound, OutboundStats } from '../outbound/outbound.js';
@@ -47,6 +49,8 @@ export interface EngineOptions {
   fragments?: Omit<ReassemblyOptions, 'clock' | 'onTimeout'>;
   /** DNS hijack: queries to port 53 answered by this resolver. Closed by stop(). */
   dns?: DnsResolver;
+  /** dns.mode fakeip: queries answered by this (in front of `dns`), flows to its pool carried by name. */
+  fakeIp?: { resolver: FakeIpResolver; pool: FakeIpPool };
   /** Packets taken before anything is terminated (WireGuard tunnels of `up`). */
   forward?: ForwardHandler;
 }
@@ -59,6 +63,7 @@ export interface EngineStats {
   udp: UdpRelayStats;
   fragments: ReassemblyStats;
   dns?: DnsResolverStats;
+  fakeIp?: FakeIpResolverStats & { pool: FakeIpStats };
   outbounds: Record<string, OutboundStats>;
 }
 
@@ -71,6 +76,7 @@ export class TerminatingEngine {
   readonly dispatcher: PacketDispatcher;
   private readonly outbounds: ReadonlyMap<string, Outbound>;
   private readonly dns: DnsResolver | undefined;
+  private readonly fakeIp: EngineOptions['fakeIp'];
   private readonly sweeper: NodeJS.Timeout;
   private stopping: Promise<void> | undefined;
 
@@ -78,11 +84,12 @@ export class TerminatingEngine {
     const { link, router, outbounds, clock, logger } = o;
     this.outbounds = outbounds;
     this.dns = o.dns;
+    this.fakeIp = o.fakeIp;
     this.tcpStack = new TcpStack({ link, clock, logger, maxConnections: o.tcp.maxFlows + TIME_WAIT_HEADROOM });
     this.tcp = new TcpRelay({ stack: this.tcpStack, router, outbounds, clock, logger, maxFlows: o.tcp.maxFlows, bufferBytes: o.tcp.bufferBytes, memoryBytes: o.tcp.memoryBytes });
     this.tcpStack.setSynHandler(this.tcp.onSyn);
     this.udpStack = new UdpStack({ link, clock, logger, table: o.udp });
-    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.dns });
+    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.fakeIp?.resolver ?? o.dns });
     this.udpStack.setFlowHandler(this.udp.onFlow);
     this.reassembler = new Ipv4Reassembler({ clock, ...o.fragments });
     this.dispatcher = new PacketDispatcher({ link, icmp: o.icmp, logger, tcp: this.tcpStack.input, udp: this.udpStack.input, reassembler: this.reassembler, forward: o.forward });
@@ -103,6 +110,7 @@ export class TerminatingEngine {
       udp: { ...this.udp.stats, upstreamErrors: { ...this.udp.stats.upstreamErrors } },
       fragments: { ...this.reassembler.stats },
       dns: this.dns && { ...this.dns.stats },
+      fakeIp: this.fakeIp && { ...this.fakeIp.resolver.stats, pool: this.fakeIp.pool.stats },
       outbounds: Object.fromEntries([...this.outbounds].map(([n, o]) => [n, structuredClone(o.stats)])),
     };
   }

@@ -2,7 +2,7 @@
  * Carries each UDP flow the stack sees to its upstream, and answers DNS when hijacking.
  *
  *   new flow (app A:a → D:d)
- *     ├─ d = 53 and DNS hijack on ─► DnsHijackFlow: each query → DnsResolver → answer from D:53
+ *     ├─ d = 53 and DNS hijack on ─► DnsHijackFlow: each query → the DNS answerer → answer from D:53
  *     ├─ router → outbound without UDP (block, a proxy refusing UDP ASSOCIATE)
  *     │                              ─► ICMP administratively prohibited to the app
  *     └─ router → outbound.openUdp ─► ProxiedUdpFlow: one association for this flow; datagrams
@@ -23,7 +23,7 @@
 import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
 import { DNS_RCODE_SERVFAIL, DnsMessage, errorResponse } from '../dns/message.js';
-import type { DnsResolver } from '../dns/resolver.js';
+import type { DnsAnswerer } from '../dns/resolver.js';
 import { isUpstreamError, UPSTREAM_REASONS, type Outbound, type UdpUpstream, type UpstreamReason } from '../outbound/outbound.js';
 import type { UdpCloseReason, UdpFlow, UdpFlowListener } from '../stack/udp/flow-table.js';
 import type { UdpStack } from '../stack/udp/udp-stack.js';
@@ -44,7 +44,7 @@ export interface UdpRelayOptions {
   clock: Clock;
   logger: Logger;
   /** DNS hijack: every datagram to port 53, whatever its address, is answered by this. */
-  dns?: DnsResolver;
+  dns?: DnsAnswerer;
   /** Deadline for opening a flow's association. Default 10 s. */
   openTimeoutMs?: number;
   /** Datagrams a flow holds while its association opens. Default 64. */
@@ -103,7 +103,7 @@ const ICMP_INTERVAL_MS = 1000;
 
 export class UdpRelay {
   readonly stats: UdpRelayStats;
-  /** @internal */ readonly o: Required<Omit<UdpRelayOptions, 'dns'>> & { dns: DnsResolver | undefined };
+  /** @internal */ readonly o: Required<Omit<UdpRelayOptions, 'dns'>> & { dns: DnsAnswerer | undefined };
   private readonly flows = new Set<RelayFlow>();
 
   constructor(opts: UdpRelayOptions) {
@@ -367,7 +367,7 @@ class DnsHijackFlow implements RelayFlow {
   constructor(
     private readonly relay: UdpRelay,
     readonly flow: UdpFlow,
-    private readonly dns: DnsResolver,
+    private readonly dns: DnsAnswerer,
   ) {}
 
   onDatagram(payload: Uint8Array): void {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { FakeIpPool } from '../../src/dns/fake-ip.js';
-import { FakeIpResolver, type DnsAnswerer } from '../../src/dns/fake-ip-resolver.js';
+import { FakeIpResolver } from '../../src/dns/fake-ip-resolver.js';
 import {
   DnsMessage,
   addressAnswer,
@@ -12,7 +12,7 @@ import {
   DNS_TYPE_HTTPS,
   DNS_TYPE_MX,
 } from '../../src/dns/message.js';
-import type { DnsResolveResult } from '../../src/dns/resolver.js';
+import type { DnsAnswerer, DnsResolveResult } from '../../src/dns/resolver.js';
 import { DomainSet, parseDomainPattern } from '../../src/net/domain-set.js';
 import { u32ToIp } from '../../src/net/ipv4.js';
 

@@ -185,6 +185,59 @@ const NEVER_ACCEPT_PY = [
 
 // ---------------------------------------------------------------- tests that need no SOCKS binaries
 
+describe('Socks5Outbound: a destination by name (fake-IP flows)', () => {
+  it('asks the proxy for the name, with the domain address type (byte trace)', async () => {
+    const received: Buffer[] = [];
+    const sockets = new Set<Socket>();
+    const server = createServer((s) => {
+      sockets.add(s);
+      s.on('error', () => {});
+      let buf = Buffer.alloc(0);
+      let replied = 0;
+      s.on('data', (d: Buffer) => {
+        received.push(d);
+        buf = Buffer.concat([buf, d]);
+        if (replied === 0 && buf.length >= 3) {
+          replied = 1;
+          s.write(Buffer.from([5, 0]));
+        }
+        // greeting (3) + request: 05 01 00 03 len name port(2)
+        if (replied === 1 && buf.length >= 3 + 5 && buf.length >= 3 + 5 + buf[7] + 2) {
+          replied = 2;
+          s.write(Buffer.from([5, 0, 0, 1, 127, 0, 0, 1, 0, 80]));
+        }
+      });
+    });
+    const port = await listen(server);
+    const ob = socks(`socks5://${LOOPBACK}:${port}`);
+    try {
+      const sock = await ob.connectTcp({ ip: '198.18.0.7', name: 'www.site.test', port: 443 });
+      sock.destroy();
+      const name = Buffer.from('www.site.test', 'ascii');
+      const expected = Buffer.concat([Buffer.from([5, 1, 0]), Buffer.from([5, 1, 0, 3, name.length]), name, Buffer.from([0x01, 0xbb])]);
+      expect(Buffer.concat(received).toString('hex')).toBe(expected.toString('hex'));
+      // The fake address never reaches the proxy.
+      expect(Buffer.concat(received).includes(Buffer.from([198, 18, 0, 7]))).toBe(false);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await closeServer(server);
+    }
+  });
+
+  it('names the name, not the fake address, in its errors', async () => {
+    const server = await startScripted({ rep: 0x04 });
+    const ob = socks(`socks5://${LOOPBACK}:${server.port}`);
+    try {
+      // The scripted server reads a 10-byte request: pad the name to that size (4 + 1 + 3 + 2).
+      const err = await expectReason(ob.connectTcp({ ip: '198.18.0.7', name: 'a.b', port: 443 }), 'unreachable');
+      expect(err.message).toContain('a.b:443');
+      expect(err.message).not.toContain('198.18.0.7');
+    } finally {
+      await server.close();
+    }
+  });
+});
+
 describe('Socks5Outbound against a scripted SOCKS5 server', () => {
   const expected: Array<[number, UpstreamReason]> = [
     [0x01, 'unreachable'],
@@ -407,6 +460,17 @@ describe.skipIf(!HAVE_DANTED)(`Socks5Outbound through dante ${HAVE_DANTED ? '' :
     await target?.close();
     await dante?.stop();
     if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('carries a flow by name: dante resolves it (a fake-IP flow; the client never resolves)', async () => {
+    const ob = socks(url);
+    const sock = await ob.connectTcp({ ip: '198.18.0.1', name: 'localhost', port: target.port });
+    try {
+      sock.write('by name');
+      expect((await readBytes(sock, 7)).toString()).toBe('by name');
+    } finally {
+      sock.destroy();
+    }
   });
 
   it('connects and echoes, with no handshake stall (per-connection setup latency)', async () => {
