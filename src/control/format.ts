@@ -156,6 +156,7 @@ export function formatStatus(s: StatusSnapshot, opts: FormatOptions = {}): strin
 
   const tcp = [`${formatCount(t.flowsOpen)} open / ${formatCount(t.flowsTotal)} total`, `up ${formatBytes(t.bytesUp)}`, `down ${formatBytes(t.bytesDown)}`];
   if (t.refusedLimit > 0) tcp.push(`refused at flow limit ${formatCount(t.refusedLimit)}`);
+  if (t.refusedNoName > 0) tcp.push(`refused: fake address with no name ${formatCount(t.refusedNoName)}`);
   out.push(line('tcp', tcp.join('  ')));
   out.push(line('upstream', nonZero(t.upstreamErrors) ?? 'no errors'));
   if (s.udp !== undefined) {

@@ -243,6 +243,7 @@ const tcpRelayStatsSchema = z.object({
   flowsOpen: count,
   flowsTotal: count,
   refusedLimit: count,
+  refusedNoName: count,
   upstreamErrors: upstreamErrors.default(() => upstreamErrors.parse({})),
   bytesUp: count,
   bytesDown: count,

@@ -86,7 +86,7 @@ export class TerminatingEngine {
     this.dns = o.dns;
     this.fakeIp = o.fakeIp;
     this.tcpStack = new TcpStack({ link, clock, logger, maxConnections: o.tcp.maxFlows + TIME_WAIT_HEADROOM });
-    this.tcp = new TcpRelay({ stack: this.tcpStack, router, outbounds, clock, logger, maxFlows: o.tcp.maxFlows, bufferBytes: o.tcp.bufferBytes, memoryBytes: o.tcp.memoryBytes });
+    this.tcp = new TcpRelay({ stack: this.tcpStack, router, outbounds, clock, logger, maxFlows: o.tcp.maxFlows, bufferBytes: o.tcp.bufferBytes, memoryBytes: o.tcp.memoryBytes, names: o.fakeIp?.pool });
     this.tcpStack.setSynHandler(this.tcp.onSyn);
     this.udpStack = new UdpStack({ link, clock, logger, table: o.udp });
     this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.fakeIp?.resolver ?? o.dns });

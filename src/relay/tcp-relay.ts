@@ -24,6 +24,7 @@ import { isUpstreamError, UPSTREAM_REASONS, type Outbound, type UpstreamReason }
 import type { Router } from '../router/router.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
 import { TrimAfterBurst } from './trim-after-burst.js';
+import type { FakeIpPool } from '../dns/fake-ip.js';
 
 /** The smallest buffer a flow gets however many share the budget: a few segments in flight. */
 const MIN_FLOW_BUFFER = 64 * 1024;
@@ -52,6 +53,12 @@ export interface TcpRelayOptions {
   maxFlows?: number;
   /** Extra connection options (timestamps, keep-alive, maxSegmentPayload…). */
   connection?: Partial<TcpConnectionOptions>;
+  /**
+   * The fake-IP table (dns.mode fakeip): a flow to one of its addresses is routed by its name
+   * (domain rules first) and carried to the name; the address stays the name's while the flow
+   * lives. A pool address with no name (forgotten) gets RST.
+   */
+  names?: FakeIpPool;
 }
 
 export interface TcpFlowInfo {
@@ -71,6 +78,8 @@ export interface TcpRelayStats {
   flowsOpen: number;
   flowsTotal: number;
   refusedLimit: number;
+  /** SYNs to a fake-IP address the table has no name for (RST). */
+  refusedNoName: number;
   upstreamErrors: Record<UpstreamReason, number>;
   bytesUp: number;
   bytesDown: number;
@@ -91,11 +100,12 @@ export class TcpRelay {
     flowsOpen: 0,
     flowsTotal: 0,
     refusedLimit: 0,
+    refusedNoName: 0,
     upstreamErrors: newUpstreamErrors(),
     bytesUp: 0,
     bytesDown: 0,
   };
-  readonly opts: Required<Omit<TcpRelayOptions, 'connection'>> & { connection: Partial<TcpConnectionOptions> };
+  readonly opts: Required<Omit<TcpRelayOptions, 'connection' | 'names'>> & { connection: Partial<TcpConnectionOptions>; names: FakeIpPool | undefined };
 
   constructor(opts: TcpRelayOptions) {
     this.opts = {
@@ -105,6 +115,7 @@ export class TcpRelay {
       maxFlows: 16_000,
       connection: {},
       ...opts,
+      names: opts.names,
     };
   }
 
@@ -119,13 +130,24 @@ export class TcpRelay {
       req.reject();
       return;
     }
-    const name = o.router.route(req.dstIp, IP_PROTO_TCP, req.dstPort);
-    const outbound = o.outbounds.get(name);
+    let host: string | undefined;
+    if (o.names?.contains(req.dstIp) === true) {
+      host = o.names.nameOf(req.dstIp);
+      if (host === undefined) {
+        // An answer from a pool we no longer remember (its state lost): nowhere to go.
+        this.stats.refusedNoName++;
+        req.reject();
+        return;
+      }
+    }
+    const outboundName = (host === undefined ? undefined : o.router.routeName(host, IP_PROTO_TCP, req.dstPort)) ?? o.router.route(req.dstIp, IP_PROTO_TCP, req.dstPort);
+    const outbound = o.outbounds.get(outboundName);
     if (outbound === undefined) {
       req.reject();
       return;
     }
-    const flow = new TcpFlow(this, this.nextId++, req, outbound);
+    if (host !== undefined) o.names?.pin(req.dstIp);
+    const flow = new TcpFlow(this, this.nextId++, req, outbound, host);
     const buffer = this.flowBufferBytes();
     flow.conn = req.accept({
       ...o.connection,
@@ -155,6 +177,7 @@ export class TcpRelay {
   /** @internal */
   flowEnded(flow: TcpFlow): void {
     if (this.flows.delete(flow)) {
+      if (flow.host !== undefined) this.opts.names?.unpin(flow.dstIp);
       this.stats.flowsOpen--;
       this.trimmer.closed(this.flows.size);
     }
@@ -179,6 +202,8 @@ class TcpFlow implements TcpListener {
   private readonly startedAt: number;
   private readonly src: string;
   private readonly dst: string;
+  /** The app's destination address (a fake one when `host` is set). */
+  readonly dstIp: number;
   private readonly dstPort: number;
   /** Upstream bytes the connection's send buffer could not take yet. */
   private held: Uint8Array | undefined;
@@ -195,10 +220,13 @@ class TcpFlow implements TcpListener {
     readonly id: number,
     req: TcpSynRequest,
     private readonly outbound: Outbound,
+    /** The name a fake-IP destination stands for; the flow goes to it. */
+    readonly host: string | undefined,
   ) {
     this.startedAt = relay.opts.clock.now();
     this.src = `${u32ToIp(req.srcIp)}:${req.srcPort}`;
     this.dstPort = req.dstPort;
+    this.dstIp = req.dstIp;
     this.dst = u32ToIp(req.dstIp);
   }
 
@@ -213,7 +241,7 @@ class TcpFlow implements TcpListener {
   start(): void {
     const o = this.relay.opts;
     this.outbound
-      .connectTcp({ ip: this.dst, port: this.dstPort }, { timeoutMs: o.connectTimeoutMs, signal: this.abortCtl.signal })
+      .connectTcp(this.host === undefined ? { ip: this.dst, port: this.dstPort } : { ip: this.dst, port: this.dstPort, name: this.host }, { timeoutMs: o.connectTimeoutMs, signal: this.abortCtl.signal })
       .then(
         (socket) => this.attach(socket),
         (e: unknown) => this.upstreamFailed(e),
@@ -239,7 +267,7 @@ class TcpFlow implements TcpListener {
     const reason: UpstreamReason = isUpstreamError(e) ? e.reason : 'protocol';
     if (reason !== 'aborted') this.relay.stats.upstreamErrors[reason]++;
     if (this.log.isLevelEnabled('debug')) {
-      this.log.debug({ flow: this.id, dst: `${this.dst}:${this.dstPort}`, reason, err: e instanceof Error ? e.message : String(e) }, 'upstream failed: RST to the app');
+      this.log.debug({ flow: this.id, dst: `${this.host ?? this.dst}:${this.dstPort}`, reason, err: e instanceof Error ? e.message : String(e) }, 'upstream failed: RST to the app');
     }
     if (!this.done) {
       this.conn.reject(this.now);
@@ -317,7 +345,7 @@ class TcpFlow implements TcpListener {
       socket.end();
     }
     if (this.log.isLevelEnabled('debug')) {
-      this.log.debug({ flow: this.id, src: this.src, dst: `${this.dst}:${this.dstPort}`, reason, up: this.bytesUp, down: this.bytesDown, tcp: this.conn.stats }, 'flow closed');
+      this.log.debug({ flow: this.id, src: this.src, dst: `${this.host ?? this.dst}:${this.dstPort}`, reason, up: this.bytesUp, down: this.bytesDown, tcp: this.conn.stats }, 'flow closed');
     }
   }
 
@@ -383,7 +411,7 @@ class TcpFlow implements TcpListener {
     return {
       id: this.id,
       src: this.src,
-      dst: `${this.dst}:${this.dstPort}`,
+      dst: `${this.host ?? this.dst}:${this.dstPort}`,
       outbound: this.outbound.name,
       state: this.conn.state,
       bytesUp: this.bytesUp,

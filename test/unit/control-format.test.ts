@@ -22,6 +22,7 @@ function snapshot(): StatusSnapshot {
     flowsOpen: 3,
     flowsTotal: 57,
     refusedLimit: 0,
+    refusedNoName: 0,
     upstreamErrors: { ...newOutboundStats().tcpFailures, timeout: 2, refused: 1 },
     bytesUp: 1_258_291,
     bytesDown: 47_815_065,
