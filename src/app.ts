@@ -22,7 +22,7 @@ import { BlockOutbound } from './outbound/block.js';
 import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
 import { DnsResolver, DnsCache, FakeIpPool, FakeIpResolver, type DnsResolverStats } from './dns/index.js';
 import { IP_PROTO_UDP } from './wire/ipv4.js';
-import { cidrToString } from './net/ipv4.js';
+import { cidrContains, cidrToString, normalizeCidr } from './net/ipv4.js';
 import { formatEndpoint } from './net/endpoint.js';
 import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
@@ -122,13 +122,20 @@ function buildDnsResolver(config: Config, router: Router, outbounds: ReadonlyMap
  */
 function buildFakeIp(config: Config, upstream: DnsResolver | undefined, log: Logger): { resolver: FakeIpResolver; pool: FakeIpPool } | undefined {
   if (config.dns.mode !== 'fakeip') return undefined;
-  const pool = new FakeIpPool(config.dns.fakeIpRange);
+  // The device's own address may lie in the pool (by default tun0 is 198.18.0.1/15): never hand it out.
+  const pool = new FakeIpPool(config.dns.fakeIpRange, [config.tun.address.addr]);
   return { pool, resolver: new FakeIpResolver({ pool, tunneled: () => true, upstream, logger: log }) };
 }
 
-/** The config with the fake-IP range among the routed CIDRs (dns.mode fakeip). */
+/**
+ * The config with the fake-IP range among the routed CIDRs (dns.mode fakeip), unless the
+ * device's own subnet holds it already (the default: tun0 198.18.0.1/15, pool 198.18.0.0/15).
+ */
 function withFakeIpRoutes(config: Config): Config {
   if (config.dns.mode !== 'fakeip') return config;
+  const range = config.dns.fakeIpRange;
+  const device = normalizeCidr(config.tun.address);
+  if (device.prefix <= range.prefix && cidrContains(device, range.addr)) return config;
   return { ...config, routes: { ...config.routes, include: [...config.routes.include, config.dns.fakeIpRange] } };
 }
 

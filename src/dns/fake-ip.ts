@@ -5,7 +5,9 @@
  *
  * The default pool is 198.18.0.0/15 (RFC 2544's benchmarking range: never a real destination
  * on the Internet, and what sing-box and Clash use, so users know it); its network and
- * broadcast addresses are never handed out.
+ * broadcast addresses are never handed out, nor any address given as reserved (the device's
+ * own: by default tun0 is 198.18.0.1/15, inside the pool, so its subnet route already brings
+ * the pool into tun0).
  *
  * Bounded: at most one address per pool slot. Addresses are handed out in order until the pool
  * is full; then the least recently used *idle* address is taken back for a new name. An
@@ -61,8 +63,9 @@ export class FakeIpPool {
   private readonly pins = new Map<number, number>();
   private reusedCount = 0;
   private exhaustedCount = 0;
+  private readonly reserved: ReadonlySet<number>;
 
-  constructor(cidr: Cidr | string = FAKE_IP_DEFAULT_CIDR) {
+  constructor(cidr: Cidr | string = FAKE_IP_DEFAULT_CIDR, reserved: readonly number[] = []) {
     const c = typeof cidr === 'string' ? parseCidr(cidr) : cidr;
     if (c === undefined) throw new RangeError(`not a CIDR: ${typeof cidr === "string" ? JSON.stringify(cidr.slice(0, 40)) : "?"}`);
     if (c.prefix > 30) throw new RangeError(`a fake-IP pool needs at least 2 usable addresses (/30 or wider), not /${c.prefix}`);
@@ -72,6 +75,8 @@ export class FakeIpPool {
     this.first = base + 1;
     this.last = base + size - 2;
     this.cursor = this.first;
+    this.reserved = new Set(reserved.filter((ip) => ip >= this.first && ip <= this.last));
+    if (this.reserved.size >= this.last - this.first + 1) throw new RangeError('a fake-IP pool needs at least one address that is not reserved');
   }
 
   /** Whether `ip` (uint32) lies in the pool's range (handed out or not). */
@@ -91,7 +96,7 @@ export class FakeIpPool {
     }
     let ip: number;
     // Never-used addresses first (restored names may sit anywhere in the range: skip them).
-    while (this.cursor <= this.last && this.nameOfIp.has(this.cursor)) this.cursor++;
+    while (this.cursor <= this.last && (this.nameOfIp.has(this.cursor) || this.reserved.has(this.cursor))) this.cursor++;
     if (this.cursor <= this.last) {
       ip = this.cursor++;
     } else {
@@ -145,7 +150,7 @@ export class FakeIpPool {
   get stats(): FakeIpStats {
     return {
       entries: this.nameOfIp.size,
-      capacity: this.last - this.first + 1,
+      capacity: this.last - this.first + 1 - this.reserved.size,
       busy: this.pins.size,
       reused: this.reusedCount,
       exhausted: this.exhaustedCount,
@@ -169,8 +174,8 @@ export class FakeIpPool {
    * Anything that does not fit is skipped and counted, never fatal: a damaged or foreign file
    * costs the old answers, not the start. `skipped` is -1 when the whole file was unusable.
    */
-  static fromJSON(data: unknown, cidr: Cidr | string = FAKE_IP_DEFAULT_CIDR): { pool: FakeIpPool; restored: number; skipped: number } {
-    const pool = new FakeIpPool(cidr);
+  static fromJSON(data: unknown, cidr: Cidr | string = FAKE_IP_DEFAULT_CIDR, reserved: readonly number[] = []): { pool: FakeIpPool; restored: number; skipped: number } {
+    const pool = new FakeIpPool(cidr, reserved);
     const parsed = PersistedSchema.safeParse(data);
     if (!parsed.success) return { pool, restored: 0, skipped: -1 };
     let restored = 0;
@@ -178,7 +183,7 @@ export class FakeIpPool {
     for (const [ipText, nameText] of parsed.data.entries) {
       const ip = ipToU32(ipText);
       const name = canonicalDomain(nameText);
-      if (ip === undefined || name === undefined || ip < pool.first || ip > pool.last || pool.nameOfIp.has(ip) || pool.ipOf.has(name)) {
+      if (ip === undefined || name === undefined || ip < pool.first || ip > pool.last || pool.reserved.has(ip) || pool.nameOfIp.has(ip) || pool.ipOf.has(name)) {
         skipped++;
         continue;
       }

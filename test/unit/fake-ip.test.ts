@@ -112,3 +112,15 @@ describe('FakeIpPool', () => {
     expect(() => new FakeIpPool('nonsense')).toThrow(/not a CIDR/);
   });
 });
+
+describe('FakeIpPool: reserved addresses', () => {
+  it('never hands out a reserved address (the device own, inside the default pool)', () => {
+    const pool = new FakeIpPool(FAKE_IP_DEFAULT_CIDR, [ip('198.18.0.1')]);
+    expect(u32ToIp(pool.lookup('a.example') ?? 0)).toBe('198.18.0.2');
+    expect(pool.stats.capacity).toBe(2 ** 17 - 3);
+    const saved = { version: 1, cidr: FAKE_IP_DEFAULT_CIDR, entries: [['198.18.0.1', 'x.example']] };
+    const r = FakeIpPool.fromJSON(saved, FAKE_IP_DEFAULT_CIDR, [ip('198.18.0.1')]);
+    expect({ restored: r.restored, skipped: r.skipped }).toEqual({ restored: 0, skipped: 1 });
+    expect(() => new FakeIpPool('10.0.0.0/30', [ip('10.0.0.1'), ip('10.0.0.2')])).toThrow(/not reserved/);
+  });
+});

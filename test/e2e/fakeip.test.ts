@@ -1,0 +1,87 @@
+/**
+ * `--dns fakeip` end to end in the lab: the client cannot resolve anything itself (its
+ * resolv.conf names 10.66.1.53, an address routed into tun0, where no resolver is reachable
+ * except through tunroute); dnsmasq, the only real resolver, sits behind the proxy in s and
+ * dante resolves names with it (s's resolv.conf). Then:
+ *   - `curl http://web.lab:8080/health` works: the A answer is a fake address from 198.18.0.0/15
+ *     given locally, the flow to it goes to dante *by name*, and dante asks dnsmasq;
+ *   - dnsmasq sees web.lab asked by dante (10.99.0.2), never by the client;
+ *   - AAAA for a tunneled name is empty (no IPv6 leak); MX goes to the upstream through the proxy.
+ * Per-namespace resolv.conf: `ip netns exec NS` binds /etc/netns/NS/resolv.conf over
+ * /etc/resolv.conf; the test writes those two files and removes them, also on failure.
+ */
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Lab, startDante, startDnsmasq, startHttpServer, type Namespace } from '../../tools/lab/index.js';
+import { e2eAvailable, startTunrouteIn } from '../helpers/e2e.js';
+
+const run = e2eAvailable('fake-IP DNS through dante (names resolved by the proxy only)');
+
+const CLIENT = "10.99.0.1";
+const DIRECT = '10.99.0.2';
+const WEB = '10.66.1.7';
+const DNS_IP = '10.66.1.53';
+const NAME = 'web.lab';
+
+function netnsEtc(ns: Namespace): string {
+  return `/etc/netns/${ns.name}`;
+}
+
+describe.skipIf(!run)('dns fakeip (lab)', () => {
+  let lab: Lab;
+  let c: Namespace;
+  let s: Namespace;
+  let dnsmasqLog: () => string;
+
+  beforeAll(async () => {
+    lab = await Lab.create();
+    c = await lab.addNamespace('c');
+    s = await lab.addNamespace('s');
+    await lab.link(c, s, { cidrA: `${CLIENT}/24`, cidrB: `${DIRECT}/24` });
+    for (const ip of [WEB, DNS_IP]) await s.exec(['ip', 'addr', 'add', `${ip}/32`, 'dev', 'lo']);
+    for (const ns of [c, s]) {
+      mkdirSync(netnsEtc(ns), { recursive: true });
+      writeFileSync(`${netnsEtc(ns)}/resolv.conf`, `nameserver ${DNS_IP}\n`);
+    }
+    const dnsmasq = await startDnsmasq(s, { listen: DNS_IP, records: { [NAME]: WEB }, extraArgs: ['--log-queries'] });
+    dnsmasqLog = () => dnsmasq.output().stderr;
+    await startDante(s, { listen: DIRECT, port: 1080 });
+    await startHttpServer(s, { port: 8080 });
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const ns of [c, s]) if (ns !== undefined) rmSync(netnsEtc(ns), { recursive: true, force: true });
+    await lab?.destroy();
+  });
+
+  it('curl by name works though the client resolves nothing; the proxy resolves the name', async () => {
+    // Before tunroute: the client's resolver is unreachable (nothing routes 10.66.1.53).
+    const before = await c.exec(['dig', '+time=1', '+tries=1', NAME, 'A'], { allowFail: true, timeoutMs: 10_000 });
+    expect(before.stdout).not.toMatch(/status: NOERROR/);
+
+    const config = join(lab.tmpDir, 'fakeip.json');
+    writeFileSync(config, JSON.stringify({ dns: { mode: 'fakeip', upstream: `${DNS_IP}:53` } }));
+    const up = await startTunrouteIn(c, ['-c', config, '--route', '10.66.1.0/24', '--proxy', `socks5://${DIRECT}:1080`]);
+    try {
+      const a = await c.exec(['dig', '+time=3', '+tries=2', NAME, 'A'], { allowFail: true, timeoutMs: 20_000 });
+      const aaaa = await c.exec(['dig', '+time=3', '+tries=2', NAME, 'AAAA'], { allowFail: true, timeoutMs: 20_000 });
+      const curl = await c.exec(['curl', '-sS', '--max-time', '10', `http://${NAME}:8080/health`], { allowFail: true, timeoutMs: 20_000 });
+      const ctx = `${a.stdout}\n${aaaa.stdout}\n${curl.stdout}${curl.stderr}\n${up.outputTail(3000)}`;
+      const fake = /^web\.lab\.\s+\d+\s+IN\s+A\s+(\S+)$/m.exec(a.stdout)?.[1];
+      expect(fake, ctx).toMatch(/^198\.1[89]\./);
+      expect(aaaa.stdout, ctx).toMatch(/status: NOERROR/);
+      expect(aaaa.stdout, ctx).toMatch(/ANSWER: 0/);
+      expect(curl.code, ctx).toBe(0);
+      expect(curl.stdout, ctx).toBe('ok\n');
+      // dnsmasq answered dante (from s's own addresses), and never the client or tunroute: the
+      // name went to the proxy as a name, and the client's own queries never left c.
+      const log = dnsmasqLog();
+      const askers = [...log.matchAll(/query\[A+\] web\.lab from (\S+)/g)].map((m) => m[1]);
+      expect(askers.length, ctx).toBeGreaterThan(0);
+      for (const who of askers) expect([DIRECT, DNS_IP, WEB], ctx).toContain(who);
+    } finally {
+      expect(await up.stop('SIGTERM', 5000)).toEqual({ code: 0, signal: null });
+    }
+  }, 90_000);
+});
