@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   TR_BAD_CONFIG: 'the configuration file is invalid',
   TR_CONFIG_READ: 'the configuration file cannot be read',
   TR_ROUTE_APPLY: 'a route or address change failed',
+  TR_STATE_DIR: 'the state directory (or a directory above it) could be written by another user',
   TR_UPSTREAM: 'an upstream (proxy or tunnel peer) is unreachable or refused',
   TR_CONTROL: 'the control socket of a running daemon cannot be reached',
   TR_LISTEN: 'the tunnel server cannot listen on its UDP address',
@@ -36,4 +37,28 @@ export class TunrouteError extends Error {
 
 export function isTunrouteError(e: unknown): e is TunrouteError {
   return e instanceof TunrouteError;
+}
+
+/** How many characters of quoted input a message shows before it cuts (see `shown`). */
+export const SHOWN_MAX_CHARS = 80;
+
+/**
+ * Text from a file or a flag as an error message or log quotes it: in double quotes, control
+ * characters (C0, DEL, C1) and the bidi overrides written as \xNN / \u{NNNN} so nothing reaches
+ * the terminal as a command, `"` and `\` escaped, cut after `max` characters with "…". Every
+ * message that quotes input goes through here; secrets are never passed to it at all.
+ */
+export function shown(text: string, max: number = SHOWN_MAX_CHARS): string {
+  let out = '';
+  let n = 0;
+  for (const ch of text) {
+    if (n === max) return `"${out}…"`;
+    const c = ch.codePointAt(0)!;
+    if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) out += `\\x${c.toString(16).padStart(2, '0')}`;
+    else if ((c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069) || c === 0x200e || c === 0x200f) out += `\\u{${c.toString(16)}}`;
+    else if (ch === '"' || ch === '\\') out += `\\${ch}`;
+    else out += ch;
+    n++;
+  }
+  return `"${out}"`;
 }
