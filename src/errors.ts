@@ -41,18 +41,21 @@ export function isTunrouteError(e: unknown): e is TunrouteError {
 
 /** How many characters of quoted input a message shows before it cuts (see `shown`). */
 export const SHOWN_MAX_CHARS = 80;
+/** Paths are cut later: a long path is legitimate and its end is what tells it apart. */
+export const PATH_MAX_CHARS = 300;
 
 /**
- * Text from a file or a flag as an error message or log quotes it: in double quotes, control
- * characters (C0, DEL, C1) and the bidi overrides written as \xNN / \u{NNNN} so nothing reaches
- * the terminal as a command, `"` and `\` escaped, cut after `max` characters with "…". Every
- * message that quotes input goes through here; secrets are never passed to it at all.
+ * Text from a file or a flag as an error message or log quotes it: control characters (C0, DEL,
+ * C1) and the bidi controls written as \xNN / \u{NNNN}, so nothing reaches the terminal as a
+ * command; `"` and `\` escaped; cut after `max` characters with "…". Every message that quotes
+ * input goes through here (`shown` adds the quotes, `shownPath` is for paths, unquoted as
+ * messages have always named them); secrets are never passed to it at all.
  */
-export function shown(text: string, max: number = SHOWN_MAX_CHARS): string {
+export function escapeInput(text: string, max: number = SHOWN_MAX_CHARS): string {
   let out = '';
   let n = 0;
   for (const ch of text) {
-    if (n === max) return `"${out}…"`;
+    if (n === max) return `${out}…`;
     const c = ch.codePointAt(0)!;
     if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) out += `\\x${c.toString(16).padStart(2, '0')}`;
     else if ((c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069) || c === 0x200e || c === 0x200f) out += `\\u{${c.toString(16)}}`;
@@ -60,5 +63,15 @@ export function shown(text: string, max: number = SHOWN_MAX_CHARS): string {
     else out += ch;
     n++;
   }
-  return `"${out}"`;
+  return out;
+}
+
+/** Quoted input: `"…"`, escaped and cut (see escapeInput). */
+export function shown(text: string, max: number = SHOWN_MAX_CHARS): string {
+  return `"${escapeInput(text, max)}"`;
+}
+
+/** A path from a flag or a file, escaped (see escapeInput), unquoted. */
+export function shownPath(path: string): string {
+  return escapeInput(path, PATH_MAX_CHARS);
 }

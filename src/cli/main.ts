@@ -9,6 +9,10 @@ import { DEVICE_FLAGS, ROUTE_FLAGS, SERVER_FLAGS, UPSTREAM_FLAGS } from '../conf
 import type { ServerFlagValues } from '../config/server-schema.js';
 import { addFlags, intArg } from './flags.js';
 import { DEFAULT_CONTROL_PATH } from '../control/protocol.js';
+import { createLogger } from '../logger.js';
+
+/** Loading's warnings (a file with a private key that others may read), before the daemon's own logger exists. */
+const loadLog = (): ReturnType<typeof createLogger> => createLogger('warn');
 
 /** The journal directory: --state-dir, else $TUNROUTE_STATE_DIR, else the config's (default: see resolveStateDir). */
 function stateDirOf(flag: string | undefined): string | undefined {
@@ -37,7 +41,7 @@ addFlags(
 )
   .option('--dry-run', 'print the plan and change nothing')
   .action(async (o: UpOptions) => {
-    const config = loadConfig({ file: o.config, flags: flagsOf(o) });
+    const config = loadConfig({ file: o.config, flags: flagsOf(o), log: loadLog() });
     if (o.dryRun) {
       const { planForHost, describePlan, journalPath, resolveStateDir } = await import('../routes/index.js');
       const { expandTunnels } = await import('../config/tunnels.js');
@@ -54,7 +58,7 @@ addFlags(program.command('server'), SERVER_FLAGS)
   .requiredOption('-c, --config <file>', 'server config file (YAML or JSON; see config/server.example.yaml)')
   .action(async (o: ServerFlagValues & { config: string }) => {
     const { loadServerConfig } = await import('../config/server-schema.js');
-    const config = loadServerConfig({ file: o.config, flags: o });
+    const config = loadServerConfig({ file: o.config, flags: o, log: loadLog() });
     const { runServer } = await import('../server/run.js');
     await runServer(config, { file: o.config });
   });
@@ -94,7 +98,7 @@ program
   .description('validate a config file and print the route plan')
   .requiredOption('-c, --config <file>', 'config file (YAML or JSON)')
   .action(async (o: { config: string }) => {
-    const config = loadConfig({ file: o.config });
+    const config = loadConfig({ file: o.config, log: loadLog() });
     const { planForHost, describePlan, journalPath, resolveStateDir } = await import('../routes/index.js');
     const { expandTunnels } = await import('../config/tunnels.js');
     const t = await expandTunnels(config);
@@ -110,7 +114,6 @@ program
   .option('--keep-kill-switch', 'leave a kill switch closed (for ExecStopPost: the network stays closed until a plain `down`)')
   .action(async (o: { stateDir?: string; tun?: string; keepKillSwitch?: boolean }) => {
     const { cleanupJournals, describeCleanup, ipBatchRunner, resolveStateDir } = await import('../routes/index.js');
-    const { createLogger } = await import('../logger.js');
     const stateDir = resolveStateDir(stateDirOf(o.stateDir));
     const entries = await cleanupJournals({ stateDir, dev: o.tun, runner: ipBatchRunner, log: createLogger('warn'), live: 'stop', keepKillSwitch: o.keepKillSwitch });
     process.stdout.write(describeCleanup(entries, stateDir) + '\n');
@@ -142,7 +145,7 @@ addFlags(
   const againstConfig = o.config !== undefined || o.proxy !== undefined || o.tunnel !== undefined || o.route !== undefined || o.routeFile !== undefined;
   const { expandTunnels } = await import('../config/tunnels.js');
   const answer = againstConfig
-    ? await whyFromConfig((await expandTunnels(loadConfig({ file: o.config, flags: flagsOf(o) }))).config, d, decider)
+    ? await whyFromConfig((await expandTunnels(loadConfig({ file: o.config, flags: flagsOf(o), log: loadLog() }))).config, d, decider)
     : await whyFromJournal(resolveStateDir(stateDirOf(o.stateDir)), o.tun, d, decider);
   process.stdout.write((o.json ? JSON.stringify(answer, null, 2) : answer.text) + '\n');
 });
