@@ -56,13 +56,28 @@ export function escapeInput(text: string, max: number = SHOWN_MAX_CHARS): string
   let n = 0;
   for (const ch of text) {
     if (n === max) return `${out}…`;
-    const c = ch.codePointAt(0)!;
-    if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) out += `\\x${c.toString(16).padStart(2, '0')}`;
-    else if ((c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069) || c === 0x200e || c === 0x200f) out += `\\u{${c.toString(16)}}`;
-    else if (ch === '"' || ch === '\\') out += `\\${ch}`;
-    else out += ch;
+    out += ch === '"' || ch === '\\' ? `\\${ch}` : escapeControl(ch);
     n++;
   }
+  return out;
+}
+
+/** A control character (C0, DEL, C1) as \xNN, a bidi control as \u{NNNN}; any other character as it is. */
+function escapeControl(ch: string): string {
+  const c = ch.codePointAt(0)!;
+  if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return `\\x${c.toString(16).padStart(2, '0')}`;
+  if ((c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069) || c === 0x200e || c === 0x200f) return `\\u{${c.toString(16)}}`;
+  return ch;
+}
+
+/**
+ * The last guard before the terminal, for whole messages (the CLI's error line, commander's
+ * usage errors, which quote flags as typed): control characters escaped as in escapeInput,
+ * line breaks kept, nothing cut.
+ */
+export function escapeTerminal(text: string): string {
+  let out = '';
+  for (const ch of text) out += ch === '\n' ? ch : escapeControl(ch);
   return out;
 }
 

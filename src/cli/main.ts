@@ -3,7 +3,7 @@
  * The command line: parse, call the app, print. No logic beyond that (see DESIGN.md).
  */
 import { Command, InvalidArgumentError, CommanderError } from 'commander';
-import { isTunrouteError } from '../errors.js';
+import { escapeTerminal, isTunrouteError, shown } from '../errors.js';
 import { loadConfig, type FlagValues } from '../config/load.js';
 import { DEVICE_FLAGS, ROUTE_FLAGS, SERVER_FLAGS, UPSTREAM_FLAGS } from '../config/flags.js';
 import type { ServerFlagValues } from '../config/server-schema.js';
@@ -31,6 +31,8 @@ const program = new Command()
   .name('tunroute')
   .description('Userspace VPN / tun2socks router: steer IPv4 CIDRs into a TUN device and carry their traffic.')
   .showHelpAfterError('(run with --help for usage)')
+  // Commander quotes flags as typed: their control characters must not reach the terminal.
+  .configureOutput({ writeErr: (s) => process.stderr.write(escapeTerminal(s)) })
   .exitOverride();
 
 addFlags(
@@ -135,7 +137,7 @@ addFlags(
   .option('--json', 'print the answer as JSON')
   .action(async (dest: string, o: UpOptions & { proto?: string; json?: boolean }) => {
   if (o.proto !== undefined && o.proto !== 'tcp' && o.proto !== 'udp' && o.proto !== 'icmp') {
-    throw new InvalidArgumentError(`--proto needs tcp, udp or icmp, got "${o.proto}".`);
+    throw new InvalidArgumentError(`--proto needs tcp, udp or icmp, got ${shown(o.proto)}.`);
   }
   const { parseDestination, whyFromConfig, whyFromJournal, resolveStateDir } = await import('../routes/index.js');
   const { Router } = await import('../router/router.js');
@@ -160,10 +162,10 @@ async function main(argv: string[]): Promise<number> {
       return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help' ? 0 : 2;
     }
     if (isTunrouteError(e)) {
-      process.stderr.write(`tunroute: ${e.message}\n`);
+      process.stderr.write(`tunroute: ${escapeTerminal(e.message)}\n`);
       return 1;
     }
-    process.stderr.write(`tunroute: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.stderr.write(`tunroute: unexpected error: ${escapeTerminal(e instanceof Error ? (e.stack ?? e.message) : String(e))}\n`);
     return 70;
   }
 }

@@ -3,8 +3,9 @@
  * terminal raw. tunroute runs as root, so a path may name any file: only bounded regular files
  * are read, and a line that does not parse is not echoed.
  */
-import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
@@ -171,5 +172,20 @@ describe('quoted input is escaped and cut', () => {
     const m3 = messageOf(() => readWgQuickFile(w));
     expect(m3).toContain('Endpoint "evil\\x1b]0;x\\x07:1" is not HOST:PORT');
     expect(hasControl(m3)).toBe(false);
+  });
+});
+
+describe('the command line', () => {
+  const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+  it.skipIf(!existsSync(CLI))('never writes a control character from a flag to the terminal (our errors and commander\'s)', () => {
+    const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' });
+    const a = run('up', '--dry-run', '--mtu', '1\x1b[2J');
+    expect(a.status).toBe(2);
+    expect(a.stderr).toContain('--mtu needs a whole number, got "1\\x1b[2J"');
+    const b = run('up', '--dry-run', '--proxy', 'socks5://\x1b]0;x\x07:1080');
+    expect(b.status).toBe(1);
+    const c = run('up', '--\x1b[31mred');
+    expect(c.status).toBe(2);
+    for (const r of [a, b, c]) expect([...r.stderr].filter((ch) => ch.charCodeAt(0) < 0x20 && ch !== '\n')).toEqual([]);
   });
 });
