@@ -2,10 +2,11 @@
 /**
  * The command line: parse, call the app, print. No logic beyond that (see DESIGN.md).
  */
-import { Command, InvalidArgumentError, CommanderError } from 'commander';
-import { escapeTerminal, isTunrouteError, shown } from '../errors.js';
+import { Command, CommanderError } from 'commander';
+import { escapeTerminal, isTunrouteError, shown, TunrouteError } from '../errors.js';
 import { loadConfig, type FlagValues } from '../config/load.js';
 import { DEVICE_FLAGS, ROUTE_FLAGS, SERVER_FLAGS, UPSTREAM_FLAGS } from '../config/flags.js';
+import { IFNAME_RE } from '../config/fields.js';
 import type { ServerFlagValues } from '../config/server-schema.js';
 import { addFlags, intArg } from './flags.js';
 import { DEFAULT_CONTROL_PATH } from '../control/protocol.js';
@@ -116,6 +117,9 @@ program
   .option('--keep-kill-switch', 'leave a kill switch closed (for ExecStopPost: the network stays closed until a plain `down`)')
   .action(async (o: { stateDir?: string; tun?: string; keepKillSwitch?: boolean }) => {
     const { cleanupJournals, describeCleanup, ipBatchRunner, resolveStateDir } = await import('../routes/index.js');
+    if (o.tun !== undefined && !IFNAME_RE.test(o.tun)) {
+      throw new TunrouteError('TR_BAD_FLAG', `The flag --tun ${shown(o.tun)} is not a valid interface name: use 1–15 letters, digits, "_", "-" or ".", not starting with "-" and not "." or "..".`);
+    }
     const stateDir = resolveStateDir(stateDirOf(o.stateDir));
     const entries = await cleanupJournals({ stateDir, dev: o.tun, runner: ipBatchRunner, log: createLogger('warn'), live: 'stop', keepKillSwitch: o.keepKillSwitch });
     process.stdout.write(describeCleanup(entries, stateDir) + '\n');
@@ -137,7 +141,8 @@ addFlags(
   .option('--json', 'print the answer as JSON')
   .action(async (dest: string, o: UpOptions & { proto?: string; json?: boolean }) => {
   if (o.proto !== undefined && o.proto !== 'tcp' && o.proto !== 'udp' && o.proto !== 'icmp') {
-    throw new InvalidArgumentError(`--proto needs tcp, udp or icmp, got ${shown(o.proto)}.`);
+    // (An InvalidArgumentError thrown here, after parsing, was printed by no one.)
+    throw new TunrouteError('TR_BAD_FLAG', `The flag --proto needs tcp, udp or icmp, got ${shown(o.proto)}.`);
   }
   const { parseDestination, whyFromConfig, whyFromJournal, resolveStateDir } = await import('../routes/index.js');
   const { Router } = await import('../router/router.js');

@@ -189,3 +189,12 @@ describe('the command line', () => {
     for (const r of [a, b, c]) expect([...r.stderr].filter((ch) => ch.charCodeAt(0) < 0x20 && ch !== '\n')).toEqual([]);
   });
 });
+
+describe('down --tun', () => {
+  const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+  it.skipIf(!existsSync(CLI))('refuses a device name that starts with "-", with one sentence', () => {
+    const r = spawnSync(process.execPath, [CLI, 'down', '--tun=-x', '--state-dir', join(dir, 'no-state')], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toBe('tunroute: The flag --tun "-x" is not a valid interface name: use 1–15 letters, digits, "_", "-" or ".", not starting with "-" and not "." or "..".\n');
+  });
+});
