@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   TR_BAD_CONFIG: 'the configuration file is invalid',
   TR_CONFIG_READ: 'the configuration file cannot be read',
   TR_ROUTE_APPLY: 'a route or address change failed',
+  TR_STATE_DIR: 'the state directory (or a directory above it) could be written by another user',
   TR_UPSTREAM: 'an upstream (proxy or tunnel peer) is unreachable or refused',
   TR_CONTROL: 'the control socket of a running daemon cannot be reached',
   TR_LISTEN: 'the tunnel server cannot listen on its UDP address',
@@ -36,4 +37,56 @@ export class TunrouteError extends Error {
 
 export function isTunrouteError(e: unknown): e is TunrouteError {
   return e instanceof TunrouteError;
+}
+
+/** How many characters of quoted input a message shows before it cuts (see `shown`). */
+export const SHOWN_MAX_CHARS = 80;
+/** Paths are cut later: a long path is legitimate and its end is what tells it apart. */
+export const PATH_MAX_CHARS = 300;
+
+/**
+ * Text from a file or a flag as an error message or log quotes it: control characters (C0, DEL,
+ * C1) and the bidi controls written as \xNN / \u{NNNN}, so nothing reaches the terminal as a
+ * command; `"` and `\` escaped; cut after `max` characters with "…". Every message that quotes
+ * input goes through here (`shown` adds the quotes, `shownPath` is for paths, unquoted as
+ * messages have always named them); secrets are never passed to it at all.
+ */
+export function escapeInput(text: string, max: number = SHOWN_MAX_CHARS): string {
+  let out = '';
+  let n = 0;
+  for (const ch of text) {
+    if (n === max) return `${out}…`;
+    out += ch === '"' || ch === '\\' ? `\\${ch}` : escapeControl(ch);
+    n++;
+  }
+  return out;
+}
+
+/** A control character (C0, DEL, C1) as \xNN, a bidi control as \u{NNNN}; any other character as it is. */
+function escapeControl(ch: string): string {
+  const c = ch.codePointAt(0)!;
+  if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return `\\x${c.toString(16).padStart(2, '0')}`;
+  if ((c >= 0x202a && c <= 0x202e) || (c >= 0x2066 && c <= 0x2069) || c === 0x200e || c === 0x200f) return `\\u{${c.toString(16)}}`;
+  return ch;
+}
+
+/**
+ * The last guard before the terminal, for whole messages (the CLI's error line, commander's
+ * usage errors, which quote flags as typed): control characters escaped as in escapeInput,
+ * line breaks kept, nothing cut.
+ */
+export function escapeTerminal(text: string): string {
+  let out = '';
+  for (const ch of text) out += ch === '\n' ? ch : escapeControl(ch);
+  return out;
+}
+
+/** Quoted input: `"…"`, escaped and cut (see escapeInput). */
+export function shown(text: string, max: number = SHOWN_MAX_CHARS): string {
+  return `"${escapeInput(text, max)}"`;
+}
+
+/** A path from a flag or a file, escaped (see escapeInput), unquoted. */
+export function shownPath(path: string): string {
+  return escapeInput(path, PATH_MAX_CHARS);
 }

@@ -4,10 +4,11 @@
  */
 import { type Command, InvalidArgumentError } from 'commander';
 import { flagHelp, type FlagSpec } from '../config/flags.js';
+import { shown } from '../errors.js';
 
 function intArg(name: string) {
   return (v: string): number => {
-    if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${name} needs a whole number, got "${v}".`);
+    if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${name} needs a whole number, got ${shown(v)}.`);
     return Number(v);
   };
 }
@@ -19,7 +20,7 @@ function collect(v: string, prev: string[] | undefined): string[] {
 /** --exclude-uid 1000 or 1000-1999, repeatable. */
 function collectUid(v: string, prev: Array<number | [number, number]> | undefined): Array<number | [number, number]> {
   const m = /^(\d+)(?:-(\d+))?$/.exec(v);
-  if (!m) throw new InvalidArgumentError(`--exclude-uid needs a user id or a range like 1000-1999, got "${v}".`);
+  if (!m) throw new InvalidArgumentError(`--exclude-uid needs a user id or a range like 1000-1999, got ${shown(v)}.`);
   const uid: number | [number, number] = m[2] === undefined ? Number(m[1]) : [Number(m[1]), Number(m[2])];
   return [...(prev ?? []), uid];
 }
@@ -27,7 +28,7 @@ function collectUid(v: string, prev: Array<number | [number, number]> | undefine
 function tableArg(v: string): 'auto' | 'main' | number {
   if (v === 'auto' || v === 'main') return v;
   if (/^\d+$/.test(v)) return Number(v);
-  throw new InvalidArgumentError(`--table needs auto, main or a table number, got "${v}".`);
+  throw new InvalidArgumentError(`--table needs auto, main or a table number, got ${shown(v)}.`);
 }
 
 /**

@@ -2,13 +2,18 @@
 /**
  * The command line: parse, call the app, print. No logic beyond that (see DESIGN.md).
  */
-import { Command, InvalidArgumentError, CommanderError } from 'commander';
-import { isTunrouteError } from '../errors.js';
+import { Command, CommanderError } from 'commander';
+import { escapeTerminal, isTunrouteError, shown, TunrouteError } from '../errors.js';
 import { loadConfig, type FlagValues } from '../config/load.js';
 import { DEVICE_FLAGS, ROUTE_FLAGS, SERVER_FLAGS, UPSTREAM_FLAGS } from '../config/flags.js';
+import { IFNAME_RE } from '../config/fields.js';
 import type { ServerFlagValues } from '../config/server-schema.js';
 import { addFlags, intArg } from './flags.js';
 import { DEFAULT_CONTROL_PATH } from '../control/protocol.js';
+import { createLogger } from '../logger.js';
+
+/** Loading's warnings (a file with a private key that others may read), before the daemon's own logger exists. */
+const loadLog = (): ReturnType<typeof createLogger> => createLogger('warn');
 
 /** The journal directory: --state-dir, else $TUNROUTE_STATE_DIR, else the config's (default: see resolveStateDir). */
 function stateDirOf(flag: string | undefined): string | undefined {
@@ -27,6 +32,8 @@ const program = new Command()
   .name('tunroute')
   .description('Userspace VPN / tun2socks router: steer IPv4 CIDRs into a TUN device and carry their traffic.')
   .showHelpAfterError('(run with --help for usage)')
+  // Commander quotes flags as typed: their control characters must not reach the terminal.
+  .configureOutput({ writeErr: (s) => process.stderr.write(escapeTerminal(s)) })
   .exitOverride();
 
 addFlags(
@@ -37,7 +44,7 @@ addFlags(
 )
   .option('--dry-run', 'print the plan and change nothing')
   .action(async (o: UpOptions) => {
-    const config = loadConfig({ file: o.config, flags: flagsOf(o) });
+    const config = loadConfig({ file: o.config, flags: flagsOf(o), log: loadLog() });
     if (o.dryRun) {
       const { planForHost, describePlan, journalPath, resolveStateDir } = await import('../routes/index.js');
       const { expandTunnels } = await import('../config/tunnels.js');
@@ -54,7 +61,7 @@ addFlags(program.command('server'), SERVER_FLAGS)
   .requiredOption('-c, --config <file>', 'server config file (YAML or JSON; see config/server.example.yaml)')
   .action(async (o: ServerFlagValues & { config: string }) => {
     const { loadServerConfig } = await import('../config/server-schema.js');
-    const config = loadServerConfig({ file: o.config, flags: o });
+    const config = loadServerConfig({ file: o.config, flags: o, log: loadLog() });
     const { runServer } = await import('../server/run.js');
     await runServer(config, { file: o.config });
   });
@@ -94,7 +101,7 @@ program
   .description('validate a config file and print the route plan')
   .requiredOption('-c, --config <file>', 'config file (YAML or JSON)')
   .action(async (o: { config: string }) => {
-    const config = loadConfig({ file: o.config });
+    const config = loadConfig({ file: o.config, log: loadLog() });
     const { planForHost, describePlan, journalPath, resolveStateDir } = await import('../routes/index.js');
     const { expandTunnels } = await import('../config/tunnels.js');
     const t = await expandTunnels(config);
@@ -110,7 +117,9 @@ program
   .option('--keep-kill-switch', 'leave a kill switch closed (for ExecStopPost: the network stays closed until a plain `down`)')
   .action(async (o: { stateDir?: string; tun?: string; keepKillSwitch?: boolean }) => {
     const { cleanupJournals, describeCleanup, ipBatchRunner, resolveStateDir } = await import('../routes/index.js');
-    const { createLogger } = await import('../logger.js');
+    if (o.tun !== undefined && !IFNAME_RE.test(o.tun)) {
+      throw new TunrouteError('TR_BAD_FLAG', `The flag --tun ${shown(o.tun)} is not a valid interface name: use 1–15 letters, digits, "_", "-" or ".", not starting with "-" and not "." or "..".`);
+    }
     const stateDir = resolveStateDir(stateDirOf(o.stateDir));
     const entries = await cleanupJournals({ stateDir, dev: o.tun, runner: ipBatchRunner, log: createLogger('warn'), live: 'stop', keepKillSwitch: o.keepKillSwitch });
     process.stdout.write(describeCleanup(entries, stateDir) + '\n');
@@ -132,7 +141,8 @@ addFlags(
   .option('--json', 'print the answer as JSON')
   .action(async (dest: string, o: UpOptions & { proto?: string; json?: boolean }) => {
   if (o.proto !== undefined && o.proto !== 'tcp' && o.proto !== 'udp' && o.proto !== 'icmp') {
-    throw new InvalidArgumentError(`--proto needs tcp, udp or icmp, got "${o.proto}".`);
+    // (An InvalidArgumentError thrown here, after parsing, was printed by no one.)
+    throw new TunrouteError('TR_BAD_FLAG', `The flag --proto needs tcp, udp or icmp, got ${shown(o.proto)}.`);
   }
   const { parseDestination, whyFromConfig, whyFromJournal, resolveStateDir } = await import('../routes/index.js');
   const { Router } = await import('../router/router.js');
@@ -142,7 +152,7 @@ addFlags(
   const againstConfig = o.config !== undefined || o.proxy !== undefined || o.tunnel !== undefined || o.route !== undefined || o.routeFile !== undefined;
   const { expandTunnels } = await import('../config/tunnels.js');
   const answer = againstConfig
-    ? await whyFromConfig((await expandTunnels(loadConfig({ file: o.config, flags: flagsOf(o) }))).config, d, decider)
+    ? await whyFromConfig((await expandTunnels(loadConfig({ file: o.config, flags: flagsOf(o), log: loadLog() }))).config, d, decider)
     : await whyFromJournal(resolveStateDir(stateDirOf(o.stateDir)), o.tun, d, decider);
   process.stdout.write((o.json ? JSON.stringify(answer, null, 2) : answer.text) + '\n');
 });
@@ -157,10 +167,10 @@ async function main(argv: string[]): Promise<number> {
       return e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help' ? 0 : 2;
     }
     if (isTunrouteError(e)) {
-      process.stderr.write(`tunroute: ${e.message}\n`);
+      process.stderr.write(`tunroute: ${escapeTerminal(e.message)}\n`);
       return 1;
     }
-    process.stderr.write(`tunroute: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.stderr.write(`tunroute: unexpected error: ${escapeTerminal(e instanceof Error ? (e.stack ?? e.message) : String(e))}\n`);
     return 70;
   }
 }

@@ -34,10 +34,17 @@ export function isWgKey(s: string): boolean {
 /** A WireGuard key as `wg genkey` / `wg pubkey` print it (kept as text: errors never show it). */
 export const wgKey = z.string().refine(isWgKey, { message: WG_KEY_HINT });
 
-/** A network interface name as the kernel accepts it (IFNAMSIZ - 1). */
+/**
+ * A network interface name: what the kernel accepts (at most IFNAMSIZ - 1 = 15 bytes, no "/",
+ * no whitespace, not "." or ".."), narrowed to letters, digits, "_", "-" and ".", and never
+ * starting with "-" (the name is passed to `ip` as an argument, where it would read as an option).
+ */
+export const IFNAME_RE = /^(?!-)(?!\.\.?$)[A-Za-z0-9_.-]{1,15}$/;
+
+/** A network interface name as the kernel accepts it (see IFNAME_RE). */
 export const ifName = z
   .string()
-  .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'is not a valid interface name (1–15 letters, digits, "_", "-" or ".")');
+  .regex(IFNAME_RE, 'is not a valid interface name: use 1–15 letters, digits, "_", "-" or ".", not starting with "-" and not "." or ".."');
 
 /** A link or tunnel MTU. */
 export const mtu = z.number().int().min(576, 'must be at least 576 (the IPv4 minimum)').max(65535, 'must be at most 65535');

@@ -6,12 +6,18 @@
  * Secrets are never echoed: a key field is named without its value, and a value that knows how
  * to show itself (a proxy URL, whose password is hidden) says so in the issue (`OWN_TEXT`).
  */
-import { readFileSync } from 'node:fs';
 import type { z } from 'zod';
-import { TunrouteError } from '../errors.js';
+import { TunrouteError, escapeInput, shown } from '../errors.js';
 
-/** Fields whose values are secrets: named in errors, never shown. */
-const SECRET_FIELD = /(?:privateKey|presharedKey)$/;
+/** Fields whose values are secrets (keys, passwords, tokens): named in errors, never shown. */
+const SECRET_FIELD = /(?:privateKey|presharedKey|password|passphrase|secret|token)$/i;
+
+/** A value as an error may quote it: scalars escaped and cut, secrets and objects not at all. */
+function quoted(value: unknown, secret: boolean): string {
+  if (typeof value === 'string') return secret ? '' : ` ${shown(value)}`;
+  if (typeof value === 'number' || typeof value === 'boolean') return secret ? '' : ` ${String(value)}`;
+  return '';
+}
 
 /**
  * A custom issue whose message already holds the value (as it may be shown) and its fix, e.g.
@@ -56,39 +62,25 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown, src: IssueSource
   const where = fieldPath(issue.path);
   if (issue.code === 'unrecognized_keys') {
     const at = where ? ` in ${where}` : '';
-    return { fromFlag: false, message: `The config file ${src.file ?? ''} has unknown setting(s) ${issue.keys.join(', ')}${at}: remove them or check their spelling.` };
+    return { fromFlag: false, message: `The config file ${src.file ?? ''} has unknown setting(s) ${issue.keys.map((k) => escapeInput(k, 40)).join(', ')}${at}: remove them or check their spelling.` };
   }
   const value = valueAt(input, issue.path);
   const ownText = issue.code === 'custom' && issue.params?.[OWN_TEXT] === true;
   const flag = src.flagOf(issue.path.filter((p) => typeof p === 'string').join('.'));
+  const secret = SECRET_FIELD.test(where);
   if (flag !== undefined) {
     if (ownText) return { fromFlag: true, message: `${flag} ${issue.message}.` };
-    const shown = value === undefined ? '' : ` ${JSON.stringify(value)}`;
-    return { fromFlag: true, message: `The flag ${flag}${shown} ${issue.message}: give a valid value.` };
+    return { fromFlag: true, message: `The flag ${flag}${quoted(value, secret)} ${issue.message}: give a valid value.` };
   }
   const source = src.file ? `The config file ${src.file}: ` : `${src.noFile}: `;
   if (ownText) return { fromFlag: false, message: `${source}${where} ${issue.message}.` };
-  const secret = SECRET_FIELD.test(where);
-  const shown = value === undefined || secret || typeof value === 'object' ? '' : ` ${JSON.stringify(value)}`;
+  const shownValue = quoted(value, secret);
   const message = issue.code === 'invalid_type' && value === undefined ? 'is missing' : issue.message;
-  return { fromFlag: false, message: hasOwnFix(message) ? `${source}${where}${shown} ${message}.` : `${source}${where}${shown} ${message}: correct that field.` };
+  return { fromFlag: false, message: hasOwnFix(message) ? `${source}${where}${shownValue} ${message}.` : `${source}${where}${shownValue} ${message}: correct that field.` };
 }
 
 /** The first issue of a failed validation as a TunrouteError (TR_BAD_FLAG when a flag set the value). */
 export function configError(error: z.ZodError, input: unknown, src: IssueSource): TunrouteError {
   const { fromFlag, message } = describeIssue(error.issues[0], input, src);
   return new TunrouteError(fromFlag ? 'TR_BAD_FLAG' : 'TR_BAD_CONFIG', message);
-}
-
-/**
- * The text of a file the configuration names; a file that cannot be read is one sentence
- * (TR_CONFIG_READ) that `cannot` words from the errno code ("ENOENT"), so it can name the flag
- * or field that gave the path.
- */
-export function readConfigText(path: string, cannot: (code: string) => string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new TunrouteError('TR_CONFIG_READ', cannot((e as NodeJS.ErrnoException).code ?? 'error'), e);
-  }
 }

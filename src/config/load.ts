@@ -6,7 +6,10 @@
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { TunrouteError } from '../errors.js';
 import { flagsToInput, UP_FLAGS, type FlagValuesOf } from './flags.js';
-import { configError, readConfigText } from './issues.js';
+import { configError } from './issues.js';
+import { LIST_FILE_MAX_BYTES, readInputFile, warnIfShared } from './input-file.js';
+import type { Logger } from '../logger.js';
+import { shownPath } from '../errors.js';
 import { configSchema, type Config } from './schema.js';
 import { wgQuickOutbound } from './wg-quick.js';
 
@@ -30,8 +33,21 @@ function overlay(base: JsonObject, top: JsonObject): JsonObject {
   return out;
 }
 
-export function readConfigFile(file: string): JsonObject {
-  const text = readConfigText(file, (code) => `Cannot read the config file ${file} (${code}): check the path given with -c.`);
+/** Whether a config tree holds a private (or preshared) key anywhere. */
+function holdsKey(v: unknown): boolean {
+  if (Array.isArray(v)) return v.some(holdsKey);
+  if (!isObject(v)) return false;
+  return Object.entries(v).some(([k, x]) => (/^(?:privateKey|presharedKey)$/.test(k) && typeof x === 'string') || holdsKey(x));
+}
+
+/** Read a YAML/JSON config file; with `log`, warn if it holds a key and others may read it. */
+export function readConfigFile(file: string, log?: Pick<Logger, 'warn'>): JsonObject {
+  const { text, mode } = readInputFile(file, {
+    what: 'The config file',
+    via: '-c',
+    maxBytes: LIST_FILE_MAX_BYTES,
+    cannot: (code) => `Cannot read the config file ${shownPath(file)} (${code}): check the path given with -c.`,
+  });
   let doc: unknown;
   try {
     doc = parseYaml(text);
@@ -43,17 +59,21 @@ export function readConfigFile(file: string): JsonObject {
   if (!isObject(doc)) {
     throw new TunrouteError('TR_BAD_CONFIG', `The config file ${file} must hold a mapping of settings (like "tun:" and "routes:") at its top level.`);
   }
+  if (holdsKey(doc)) warnIfShared(file, mode, log);
   return doc;
 }
 
-/** Build the effective config from an optional file and the flags. Throws TunrouteError. */
-export function loadConfig(opts: { file?: string; flags?: FlagValues }): Config {
-  const fromFile = opts.file ? readConfigFile(opts.file) : {};
+/**
+ * Build the effective config from an optional file and the flags. Throws TunrouteError. With
+ * `log`, a file that holds a private key and that others may read is warned about.
+ */
+export function loadConfig(opts: { file?: string; flags?: FlagValues; log?: Pick<Logger, 'warn'> }): Config {
+  const fromFile = opts.file ? readConfigFile(opts.file, opts.log) : {};
   const { input: fromFlags, flagOf } = flagsToInput(UP_FLAGS, opts.flags ?? {});
   const merged = overlay(fromFile, fromFlags as JsonObject);
   if (opts.flags?.tunnel !== undefined && opts.flags.tunnel.length > 0) {
     // --tunnel adds to the file's outbounds instead of replacing them; its own errors name the file and line.
-    const tunnels = opts.flags.tunnel.map((f) => wgQuickOutbound(f) as unknown as JsonObject);
+    const tunnels = opts.flags.tunnel.map((f) => wgQuickOutbound(f, opts.log) as unknown as JsonObject);
     merged.outbounds = [...(Array.isArray(merged.outbounds) ? merged.outbounds : []), ...tunnels];
   }
   const result = configSchema.safeParse(merged);

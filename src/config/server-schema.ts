@@ -22,7 +22,10 @@ import { cidrToString, normalizeCidr, parseCidr } from '../net/ipv4.js';
 import { parseIpv4Endpoint } from '../net/endpoint.js';
 import { ifName, logSchema, mtu, parsedText, tcpLimitsSchema, wgKey, WG_KEY_HINT } from './fields.js';
 import { flagsToInput, SERVER_FLAGS, type ConfigTree, type FlagValuesOf } from './flags.js';
-import { configError, readConfigText } from './issues.js';
+import { configError } from './issues.js';
+import { readInputFile, SMALL_FILE_MAX_BYTES, warnIfShared } from './input-file.js';
+import type { Logger } from '../logger.js';
+import { shownPath } from '../errors.js';
 import { readConfigFile } from './load.js';
 
 /** Where `tunroute server` run by root listens for `tunroute status --control …` unless told otherwise. */
@@ -132,19 +135,25 @@ export function parseServerConfig(input: unknown, opts: { file?: string; flags?:
 }
 
 /** Read and validate `tunroute server`'s config file. Throws TunrouteError. */
-export function loadServerConfig(opts: { file: string; flags?: ServerFlagValues }): ServerConfig {
-  return parseServerConfig(readConfigFile(opts.file), opts);
+export function loadServerConfig(opts: { file: string; flags?: ServerFlagValues; log?: Pick<Logger, 'warn'> }): ServerConfig {
+  return parseServerConfig(readConfigFile(opts.file, opts.log), opts);
 }
 
 /** The server's private key: from the config, or read from privateKeyFile (relative to the working directory). */
-export function serverPrivateKey(config: ServerConfig, file?: string): Uint8Array {
+export function serverPrivateKey(config: ServerConfig, file?: string, log?: Pick<Logger, 'warn'>): Uint8Array {
   if (config.privateKey !== undefined) return parseKey(config.privateKey, 'private key');
   const path = config.privateKeyFile!;
-  const text = readConfigText(path, (code) => `Cannot read privateKeyFile ${path}${file ? ` named in ${file}` : ''} (${code}): check the path and that this user may read it.`);
+  const { text, mode } = readInputFile(path, {
+    what: 'The privateKeyFile',
+    via: file ? `named in ${file}` : 'privateKeyFile',
+    maxBytes: SMALL_FILE_MAX_BYTES,
+    cannot: (code) => `Cannot read privateKeyFile ${shownPath(path)}${file ? ` named in ${file}` : ''} (${code}): check the path and that this user may read it.`,
+  });
+  warnIfShared(path, mode, log);
   try {
     return parseKey(text, 'private key');
   } catch {
-    throw new TunrouteError('TR_BAD_CONFIG', `The privateKeyFile ${path} ${WG_KEY_HINT}: write the output of \`wg genkey\` into it.`);
+    throw new TunrouteError('TR_BAD_CONFIG', `The privateKeyFile ${shownPath(path)} ${WG_KEY_HINT}: write the output of \`wg genkey\` into it.`);
   }
 }
 

@@ -19,11 +19,17 @@
  * wg-quick's hooks (PreUp, PostUp, PreDown, PostDown), Table, FwMark and SaveConfig ask for
  * things tunroute does not do (run shell commands, fill another table, mark its socket, write
  * the file back): they are refused with the line and the fix rather than silently ignored.
- * Every error names the file, the line and what to change.
+ * Every error names the file, the line and what to change. A line that does not parse is never
+ * echoed (it may be a key, `PrivateKey: …` with a colon, or a line of some other file given by
+ * mistake): the error gives its number, and the key name when it starts with a known one.
+ * Values of keys are quoted (escaped and cut, errors.ts `shown`) only for keys that hold no
+ * secret; PrivateKey and PresharedKey are named, never shown.
  */
 import { basename } from 'node:path';
 import { TunrouteError } from '../errors.js';
-import { readConfigText } from './issues.js';
+import { readInputFile, SMALL_FILE_MAX_BYTES, warnIfShared } from './input-file.js';
+import { shown, shownPath } from '../errors.js';
+import type { Logger } from '../logger.js';
 import { KeyFormatError, parseKey } from '../wireguard/keys.js';
 import { normalizeIpv4Cidr, parseIpv6Cidr } from '../net/ipv4.js';
 import { parseEndpoint } from '../net/endpoint.js';
@@ -107,6 +113,17 @@ class WgQuickError extends TunrouteError {
   }
 }
 
+/** A key as the user wrote it, if it can be shown: a plain word (a key or a secret never is one). */
+function keyName(raw: string): string | undefined {
+  return /^[A-Za-z]{1,24}$/.test(raw) ? raw : undefined;
+}
+
+/** The known key a line that is not `Key = Value` starts with (`PrivateKey: …`), by its proper name. */
+function knownKeyAtStart(line: string): string | undefined {
+  const word = /^[A-Za-z]+/.exec(line)?.[0].toLowerCase();
+  return word === undefined ? undefined : (NAMES[word] ?? (REFUSED[word] !== undefined ? word : undefined));
+}
+
 function splitList(v: string): string[] {
   return v
     .split(',')
@@ -128,7 +145,7 @@ export function parseWgQuick(text: string, file: string): WgQuickConfig {
     if (sec !== null) {
       const name = sec[1].toLowerCase();
       if (name !== 'interface' && name !== 'peer') {
-        throw new WgQuickError(file, n, `unknown section [${sec[1]}]: a wg-quick file has one [Interface] and [Peer] sections`);
+        throw new WgQuickError(file, n, `unknown section [${shown(sec[1], 24).slice(1, -1)}]: a wg-quick file has one [Interface] and [Peer] sections`);
       }
       if (name === 'interface' && sections.some((s) => s.kind === 'interface')) {
         throw new WgQuickError(file, n, 'a second [Interface] section: merge it into the first one');
@@ -137,15 +154,24 @@ export function parseWgQuick(text: string, file: string): WgQuickConfig {
       sections.push(current);
       continue;
     }
-    const eq = line.indexOf('=');
-    if (eq <= 0) {
-      throw new WgQuickError(file, n, `"${line}" is neither a [Section] nor a Key = Value line: fix or remove it`);
+    // A key is a word; anything else before the "=" (or no "=") is a line we do not echo.
+    const kv = /^([A-Za-z]+)\s*=/.exec(line);
+    if (kv === null) {
+      const known = knownKeyAtStart(line);
+      throw new WgQuickError(
+        file,
+        n,
+        known === undefined
+          ? 'the line is neither a [Section] nor a Key = Value line (it is not shown: it may hold a secret): fix or remove it'
+          : `${known} is not followed by "=" (the line is not shown: it may hold a secret): write it as ${known} = <value>`,
+      );
     }
-    const rawKey = line.slice(0, eq).trim();
+    const rawKey = kv[1];
     const key = rawKey.toLowerCase();
-    const value = line.slice(eq + 1).trim();
+    const value = line.slice(kv[0].length).trim();
+    const named = NAMES[key] ?? keyName(rawKey);
     if (current === undefined) {
-      throw new WgQuickError(file, n, `${rawKey} comes before any section: put it under [Interface] or [Peer]`);
+      throw new WgQuickError(file, n, `${named ?? 'a key'} comes before any section: put it under [Interface] or [Peer]`);
     }
     const refused = REFUSED[key];
     if (refused !== undefined) throw new WgQuickError(file, n, `${rawKey} is not supported: ${refused}`);
@@ -156,7 +182,7 @@ export function parseWgQuick(text: string, file: string): WgQuickConfig {
       if (other.includes(key)) {
         throw new WgQuickError(file, n, `${rawKey} belongs in ${where === '[Peer]' ? '[Interface]' : 'a [Peer] section'}, not in ${where}: move it`);
       }
-      throw new WgQuickError(file, n, `unknown key ${rawKey} in ${where}: known keys are ${known.map((k) => NAMES[k]).join(', ')}`);
+      throw new WgQuickError(file, n, `${named === undefined ? 'an unknown key (not shown)' : `unknown key ${named}`} in ${where}: known keys are ${known.map((k) => NAMES[k]).join(', ')}`);
     }
     if (value === '') throw new WgQuickError(file, n, `${NAMES[key]} has no value: give one or remove the line`);
     const prev = current.entries.get(key);
@@ -188,7 +214,7 @@ export function parseWgQuick(text: string, file: string): WgQuickConfig {
     const e = one(s, k);
     if (e === undefined) return undefined;
     if (!/^\d{1,6}$/.test(e.value) || Number(e.value) < min || Number(e.value) > max) {
-      throw new WgQuickError(file, e.line, `${NAMES[k]} "${e.value}" ${fix}`);
+      throw new WgQuickError(file, e.line, `${NAMES[k]} ${shown(e.value)} ${fix}`);
     }
     return Number(e.value);
   };
@@ -203,7 +229,7 @@ export function parseWgQuick(text: string, file: string): WgQuickConfig {
       const v4 = normalizeIpv4Cidr(a);
       if (v4 !== undefined) address.push(a.includes('/') ? a : `${a}/32`);
       else if (parseIpv6Cidr(a) !== undefined) address.push(a);
-      else throw new WgQuickError(file, e.line, `Address "${a}" is not an IP address with a prefix length like 10.8.0.2/24: fix it`);
+      else throw new WgQuickError(file, e.line, `Address ${shown(a)} is not an IP address with a prefix length like 10.8.0.2/24: fix it`);
     }
   }
   const dns: string[] = [];
@@ -228,10 +254,10 @@ export function parseWgQuick(text: string, file: string): WgQuickConfig {
     if (ep !== undefined) {
       const parsed = parseEndpoint(ep.value);
       if (parsed === undefined) {
-        throw new WgQuickError(file, ep.line, `Endpoint "${ep.value}" is not HOST:PORT: write it like vpn.example.com:51820 or 203.0.113.7:51820`);
+        throw new WgQuickError(file, ep.line, `Endpoint ${shown(ep.value)} is not HOST:PORT: write it like vpn.example.com:51820 or 203.0.113.7:51820`);
       }
       if (parsed.kind === 'ipv6') {
-        throw new WgQuickError(file, ep.line, `Endpoint "${ep.value}" is IPv6, which tunroute cannot reach yet: use the server's IPv4 address or a name with an IPv4 address`);
+        throw new WgQuickError(file, ep.line, `Endpoint ${shown(ep.value)} is IPv6, which tunroute cannot reach yet: use the server's IPv4 address or a name with an IPv4 address`);
       }
       out.endpoint = ep.value;
     }
@@ -240,7 +266,7 @@ export function parseWgQuick(text: string, file: string): WgQuickConfig {
         const v4 = normalizeIpv4Cidr(a);
         if (v4 !== undefined) out.allowedIPs.push(v4);
         else if (parseIpv6Cidr(a) !== undefined) out.allowedIPs.push(a);
-        else throw new WgQuickError(file, e.line, `AllowedIPs entry "${a}" is not a CIDR like 10.8.0.0/16 (or an IPv6 one): fix it`);
+        else throw new WgQuickError(file, e.line, `AllowedIPs entry ${shown(a)} is not a CIDR like 10.8.0.0/16 (or an IPv6 one): fix it`);
       }
     }
     const ka = one(p, 'persistentkeepalive');
@@ -264,22 +290,31 @@ export function tunnelNameOf(path: string): string {
   if (!/^[A-Za-z0-9_.-]{1,32}$/.test(name)) {
     throw new TunrouteError(
       'TR_BAD_FLAG',
-      `--tunnel ${path}: the tunnel is named after the file, and "${name}" is not a valid name (1–32 letters, digits, "_", "-" or "."): rename the file, e.g. to wg0.conf.`,
+      `--tunnel ${shownPath(path)}: the tunnel is named after the file, and ${shown(name)} is not a valid name (1–32 letters, digits, "_", "-" or "."): rename the file, e.g. to wg0.conf.`,
     );
   }
   return name;
 }
 
-/** Read and parse a wg-quick file; errors name the path. */
-export function readWgQuickFile(path: string): WgQuickConfig {
-  const text = readConfigText(path, (code) => `Cannot read the tunnel file ${path} (${code}): check the path given with --tunnel.`);
-  return parseWgQuick(text, path);
+/**
+ * Read and parse a wg-quick file; errors name the path. It holds a private key: with `log`, a
+ * file others may read is warned about, as wg-quick does.
+ */
+export function readWgQuickFile(path: string, log?: Pick<Logger, 'warn'>): WgQuickConfig {
+  const { text, mode } = readInputFile(path, {
+    what: 'The tunnel file',
+    via: '--tunnel',
+    maxBytes: SMALL_FILE_MAX_BYTES,
+    cannot: (code) => `Cannot read the tunnel file ${shownPath(path)} (${code}): check the path given with --tunnel.`,
+  });
+  warnIfShared(path, mode, log);
+  return parseWgQuick(text, shownPath(path));
 }
 
 /** `--tunnel FILE`: the file as a `wireguard` outbound named after it. */
-export function wgQuickOutbound(path: string): WireguardOutboundInput {
+export function wgQuickOutbound(path: string, log?: Pick<Logger, 'warn'>): WireguardOutboundInput {
   const name = tunnelNameOf(path);
-  const c = readWgQuickFile(path);
+  const c = readWgQuickFile(path, log);
   const out: WireguardOutboundInput = { name, type: 'wireguard', privateKey: c.privateKey, peers: c.peers };
   if (c.address.length > 0) out.address = c.address;
   if (c.dns.length > 0) out.dns = c.dns;

@@ -3,8 +3,10 @@
  *
  * The socket file is mode 0660, owned by the user running the daemon (root under `sudo
  * tunroute up`): `flows` lists every source and destination the host talks to, which is not
- * for every local user to read. It is created 0600 (umask) and only then opened to the group,
- * so there is no moment when it is wider.
+ * for every local user to read. It is created with that mode (bound under umask 0117), never
+ * chmod-ed after: a chmod by path would follow a symlink someone put there meanwhile. bind()
+ * itself never follows a symlink (an existing path, symlink or not, is EADDRINUSE), and a
+ * symlink found at the path beforehand is refused as "not a socket".
  *
  * One path, one daemon: a socket file that a live process answers on is never taken over; one
  * left behind by a crash (nothing answers: ECONNREFUSED) is removed and replaced.
@@ -13,7 +15,7 @@
  * order, stops reading while the client is not reading its answers (so a slow or hostile
  * client holds at most one reply in memory), and is closed after `idleTimeoutMs` of silence.
  */
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
+import { lstat, mkdir, unlink } from 'node:fs/promises';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { TunrouteError } from '../errors.js';
@@ -134,9 +136,13 @@ async function claimPath(path: string, log: Logger, probeTimeoutMs: number): Pro
   }
 }
 
+/** The umask that makes bind() create the socket file with SOCKET_MODE. */
+const SOCKET_UMASK = 0o777 & ~SOCKET_MODE;
+
 /**
  * `listen()` binds synchronously, so a umask set around the call applies to the socket file
- * alone. Worker threads may not change the umask; there the chmod below is the only guard.
+ * alone. Worker threads may not change the umask: there the socket gets the process's umask,
+ * and startControlServer refuses it if that leaves it wider than SOCKET_MODE.
  */
 function listenPrivately(server: Server, path: string): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -152,7 +158,7 @@ function listenPrivately(server: Server, path: string): Promise<void> {
     server.once('listening', onListening);
     let old: number | undefined;
     try {
-      old = process.umask(0o177);
+      old = process.umask(SOCKET_UMASK);
     } catch {
       old = undefined;
     }
@@ -259,14 +265,21 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     throw new TunrouteError('TR_CONTROL', `Cannot listen on control socket ${path} (${errno(e) ?? String(e)}): run as root, or give another --control path.`, e);
   }
   // Remember which file is ours, so close() never removes a socket another process put there.
-  let ours: { dev: number; ino: number } | undefined;
+  let ours: { dev: number; ino: number; mode: number };
   try {
-    await chmod(path, SOCKET_MODE);
     const st = await lstat(path);
-    ours = { dev: st.dev, ino: st.ino };
+    ours = { dev: st.dev, ino: st.ino, mode: st.mode & 0o777 };
   } catch (e) {
     server.close();
-    throw new TunrouteError('TR_CONTROL', `Cannot set the mode of control socket ${path} (${errno(e) ?? String(e)}): run as root, or give another --control path.`, e);
+    throw new TunrouteError('TR_CONTROL', `Cannot inspect control socket ${path} after binding it (${errno(e) ?? String(e)}): give another --control path.`, e);
+  }
+  if ((ours.mode & ~SOCKET_MODE) !== 0) {
+    // Only where the umask could not be set (a worker thread) and the process's is too loose.
+    server.close();
+    throw new TunrouteError(
+      'TR_CONTROL',
+      `Control socket ${path} came out mode 0${ours.mode.toString(8)}, wider than 0${SOCKET_MODE.toString(8)}, because this thread may not set the umask: start tunroute with umask 0117 or narrower (e.g. umask 077).`,
+    );
   }
   log.info({ path }, 'control socket listening');
 
@@ -280,7 +293,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
         // libuv usually unlinks the file as the listener closes; this covers the rest.
         try {
           const st = await lstat(path);
-          if (ours !== undefined && st.dev === ours.dev && st.ino === ours.ino) await unlink(path);
+          if (st.dev === ours.dev && st.ino === ours.ino) await unlink(path);
         } catch (e) {
           if (errno(e) !== 'ENOENT') log.warn({ err: e, path }, 'could not remove the control socket');
         }

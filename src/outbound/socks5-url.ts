@@ -11,7 +11,7 @@
  * `socks5` and `socks5h` behave the same; the scheme is kept so it can be printed back.
  * The password never appears in an error message or in `formatSocks5Url(…, {redact: true})`.
  */
-import { TunrouteError, type ErrorCode } from '../errors.js';
+import { TunrouteError, shown, type ErrorCode } from '../errors.js';
 import { ipToU32 } from '../net/ipv4.js';
 import { isHostName } from '../net/endpoint.js';
 
@@ -59,13 +59,13 @@ export function parseSocks5Url(value: string, opts: ParseSocks5UrlOptions = {}):
   const source = opts.source ?? '--proxy';
   const code = opts.code ?? 'TR_BAD_FLAG';
   const fail = (problem: string, fix = `write it as ${EXAMPLE}`): Socks5UrlError =>
-    new Socks5UrlError(code, source, `"${redact(value)}": ${problem}; ${fix}`);
+    new Socks5UrlError(code, source, `${shown(redact(value))}: ${problem}; ${fix}`);
 
   const schemeEnd = value.indexOf('://');
   if (schemeEnd < 0) throw fail('the scheme is missing', `write it as socks5://${value === '' ? 'HOST:PORT' : redact(value)}`);
   const scheme = value.slice(0, schemeEnd).toLowerCase();
   if (scheme !== 'socks5' && scheme !== 'socks5h') {
-    throw fail(`the scheme "${value.slice(0, schemeEnd)}" is not supported`, 'only SOCKS5 proxies are supported: use socks5://');
+    throw fail(`the scheme ${shown(value.slice(0, schemeEnd))} is not supported`, 'only SOCKS5 proxies are supported: use socks5://');
   }
   let rest = value.slice(schemeEnd + 3);
   if (rest.endsWith('/')) rest = rest.slice(0, -1);
@@ -99,7 +99,7 @@ export function parseSocks5Url(value: string, opts: ParseSocks5UrlOptions = {}):
     hostPart = rest.slice(0, colon);
     const portText = rest.slice(colon + 1);
     if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
-      throw fail(`the port "${portText}" is not a number from 1 to 65535`, `give a port such as ${scheme}://${hostPart || 'HOST'}:1080`);
+      throw fail(`the port ${shown(portText)} is not a number from 1 to 65535`, `give a port such as ${scheme}://${hostPart || 'HOST'}:1080`);
     }
     port = Number(portText);
   }
@@ -109,11 +109,11 @@ export function parseSocks5Url(value: string, opts: ParseSocks5UrlOptions = {}):
   const host = hostPart.toLowerCase();
   let hostKind: Socks5Url['hostKind'];
   if (/^[\d.]+$/.test(host)) {
-    if (ipToU32(host) === undefined) throw fail(`"${hostPart}" is not a valid IPv4 address`, 'write four numbers 0–255 without leading zeros, such as 127.0.0.1');
+    if (ipToU32(host) === undefined) throw fail(`${shown(hostPart)} is not a valid IPv4 address`, 'write four numbers 0–255 without leading zeros, such as 127.0.0.1');
     hostKind = 'ipv4';
   } else {
     if (!isHostName(host)) {
-      throw fail(`"${hostPart}" is not a valid host name`, 'use letters, digits, "-" and "." only, or an IPv4 address');
+      throw fail(`${shown(hostPart)} is not a valid host name`, 'use letters, digits, "-" and "." only, or an IPv4 address');
     }
     hostKind = 'hostname';
   }

@@ -31,7 +31,7 @@
  * it, so route() is one trie lookup plus a walk up that chain until a rule's protocol and
  * ports match.
  */
-import { TunrouteError } from '../errors.js';
+import { TunrouteError, shown } from '../errors.js';
 import { IP_PROTO_ICMP, IP_PROTO_TCP, IP_PROTO_UDP } from '../wire/ipv4.js';
 import { cidrToString, normalizeCidr, parseCidrOrAddress, u32ToIp, type Cidr } from '../net/ipv4.js';
 import { CidrTrie } from '../net/cidr-trie.js';
@@ -335,7 +335,7 @@ function compileRule(rule: RouteRule, index: number, where: string): CompiledRul
   if (rule.protocol !== undefined) {
     const n = (RULE_PROTOCOLS as Record<string, number | undefined>)[rule.protocol];
     if (n === undefined) {
-      throw new TunrouteError('TR_BAD_CONFIG', `${where}.protocol "${String(rule.protocol)}" is not a protocol; use tcp, udp or icmp.`);
+      throw new TunrouteError('TR_BAD_CONFIG', `${where}.protocol ${shown(String(rule.protocol))} is not a protocol; use tcp, udp or icmp.`);
     }
     proto = n;
   }
@@ -386,13 +386,13 @@ function toCidr(c: string | Cidr, where: string): Cidr {
     parsed = ok ? { addr: c.addr >>> 0, prefix: c.prefix } : undefined;
   }
   if (parsed === undefined) {
-    throw new TunrouteError('TR_BAD_CIDR', `${where} "${text}" is not an IPv4 CIDR; write it as a.b.c.d/n with n from 0 to 32, such as 10.0.0.0/8.`);
+    throw new TunrouteError('TR_BAD_CIDR', `${where} ${shown(text)} is not an IPv4 CIDR; write it as a.b.c.d/n with n from 0 to 32, such as 10.0.0.0/8.`);
   }
   const net = normalizeCidr(parsed);
   if (net.addr !== parsed.addr) {
     throw new TunrouteError(
       'TR_BAD_CIDR',
-      `${where} "${typeof c === 'string' ? c : cidrToString(parsed)}" has host bits set; write ${cidrToString(net)} for the network, or ${u32ToIp(parsed.addr)}/32 for one address.`,
+      `${where} ${shown(typeof c === 'string' ? c : cidrToString(parsed))} has host bits set; write ${cidrToString(net)} for the network, or ${u32ToIp(parsed.addr)}/32 for one address.`,
     );
   }
   return net;

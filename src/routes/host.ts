@@ -5,9 +5,9 @@
  * it at a network namespace (`ip -n NS`), and tests replace the whole HostProbe.
  */
 import { spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { TunrouteError } from '../errors.js';
+import { TunrouteError, isTunrouteError, shownPath } from '../errors.js';
+import { LIST_FILE_MAX_BYTES, readInputFile } from '../config/input-file.js';
 import type { Config } from '../config/schema.js';
 import { parseCidr, parseCidrOrAddress, ipToU32, cidrContains } from '../net/ipv4.js';
 import { resolveUpstreams, systemResolver, upstreamsOf, type ResolvedUpstream, type Resolver } from './upstreams.js';
@@ -62,7 +62,8 @@ export const NO_NETWORK: NetworkView = { lan: [], ipv6: false };
 export interface HostProbe {
   network(): Promise<NetworkView>;
   resolve: Resolver;
-  readFile(path: string): Promise<string>;
+  /** A CIDR file's text; `field` (routes.includeFiles[0]) names it in errors. */
+  readFile(path: string, field: string): Promise<string>;
   /** A description of what already uses routing table `table` (routes or rules), or undefined if it is free. */
   tableInUse(table: number, ipv6: boolean): Promise<string | undefined>;
   /** The kernel's answer to `ip route get ADDR` (first line), or the error. */
@@ -124,7 +125,8 @@ export function hostProbe(opts: { netns?: string; resolve?: Resolver } = {}): Ho
       return parseNetworkView(r.stdout.trim(), await hasIpv6());
     },
     resolve: opts.resolve ?? systemResolver,
-    readFile: (path) => readFile(path, 'utf8'),
+    // A bounded regular file (not /dev/zero, not a FIFO): see config/input-file.ts.
+    readFile: (path, field) => Promise.resolve().then(() => readInputFile(path, { what: 'The CIDR file', via: field, maxBytes: LIST_FILE_MAX_BYTES, cannot: (code) => cannotRead(path, field, code) }).text),
     async tableInUse(table, ipv6) {
       const found: string[] = [];
       for (const fam of ipv6 ? ['-4', '-6'] : ['-4']) {
@@ -147,6 +149,10 @@ function firstLine(s: string): string {
   return s.trim().split('\n')[0].trim();
 }
 
+function cannotRead(path: string, field: string, code: string): string {
+  return `Cannot read the CIDR file ${shownPath(path)} (${field}, ${code}): check the path (relative paths start from the working directory).`;
+}
+
 /** Read what the plan depends on: CIDR files, the upstreams' addresses, the default route and LAN. */
 export async function probeRouteEnv(config: Config, host: HostProbe): Promise<RouteEnv> {
   const files = new Map<string, string>();
@@ -159,10 +165,10 @@ export async function probeRouteEnv(config: Config, host: HostProbe): Promise<Ro
       const path = paths[i];
       if (files.has(path)) continue;
       try {
-        files.set(path, await host.readFile(path));
+        files.set(path, await host.readFile(path, `${field}[${i}]`));
       } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code ?? 'error';
-        throw new TunrouteError('TR_CONFIG_READ', `Cannot read the CIDR file ${path} (${field}[${i}], ${code}): check the path (relative paths start from the working directory).`, e);
+        if (isTunrouteError(e)) throw e;
+        throw new TunrouteError('TR_CONFIG_READ', cannotRead(path, `${field}[${i}]`, (e as NodeJS.ErrnoException).code ?? 'error'), e);
       }
     }
   }

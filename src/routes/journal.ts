@@ -14,14 +14,21 @@
  *   routes-tun0.json.tmp-<pid>        a journal being written (atomically linked into place)
  *
  * A journal is validated before use: `down` runs as root, and the lines it feeds to `ip` are
- * rebuilt from checked fields, never copied from the file.
+ * rebuilt from checked fields, never copied from the file. The state dir must be one no other
+ * user can write (state-dir.ts), and journal files are opened with O_NOFOLLOW (a temp file also
+ * O_CREAT|O_EXCL), so a planted symlink never makes root write or read another file.
  */
-import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
-import { TunrouteError } from '../errors.js';
+import { TunrouteError, shown } from '../errors.js';
 import { parseCidr } from '../net/ipv4.js';
+import { IFNAME_RE } from '../config/fields.js';
 import type { Change, ExplainData } from './plan.js';
+import { ownerAlive as ownerRunsTunroute, processStartTime } from './owner.js';
+import { checkStateDir } from './state-dir.js';
+
+export { processStartTime };
 
 export const JOURNAL_VERSION = 1;
 
@@ -29,9 +36,13 @@ export interface Journal {
   version: 1;
   tool: 'tunroute';
   dev: string;
-  /** The daemon that made the changes, and its start time (/proc/PID/stat field 22) against PID reuse. */
+  /**
+   * The daemon that made the changes, and its start time (/proc/PID/stat field 22) against PID
+   * reuse. Required when written; a journal read from an older tunroute may lack the start
+   * time, and then its pid is never taken for a running tunroute (see owner.ts).
+   */
   pid: number;
-  pidStart?: string;
+  pidStart: string;
   startedAt: string;
   killSwitch: boolean;
   /** In the order applied; undone in reverse. */
@@ -40,7 +51,7 @@ export interface Journal {
   explain?: ExplainData;
 }
 
-const ifName = z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/);
+const ifName = z.string().regex(IFNAME_RE);
 const table = z.union([z.literal('main'), z.number().int().min(1).max(4_294_967_295)]);
 const v4Cidr = z.string().refine((s) => parseCidr(s) !== undefined);
 const v6Cidr = z.string().regex(/^[0-9a-fA-F:]{2,39}\/\d{1,3}$/);
@@ -74,7 +85,8 @@ const journalSchema = z
     tool: z.literal('tunroute'),
     dev: ifName,
     pid: z.number().int().positive(),
-    pidStart: z.string().optional(),
+    // Optional only so that journals of older versions can still be undone (see Journal.pidStart).
+    pidStart: z.string().regex(/^\d{1,20}$/).optional(),
     startedAt: z.string(),
     killSwitch: z.boolean(),
     changes: z.array(z.union([routeChange, ruleChange])),
@@ -131,28 +143,27 @@ export function journalPath(stateDir: string, dev: string): string {
   return join(stateDir, `routes-${dev}.json`);
 }
 
-/** /proc/PID/stat's start time (clock ticks since boot), or undefined if there is no such process. */
-export function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const st = rest[0];
-    if (st === 'Z' || st === 'X') return undefined; // a zombie holds no routes
-    return rest[19];
-  } catch {
-    return undefined;
-  }
-}
+/** A journal as read: one written by an older tunroute may lack `pidStart`. */
+export type StoredJournal = Omit<Journal, 'pidStart'> & { pidStart?: string };
 
-/** Is the process that wrote `j` (same PID and start time) still running? */
+/** Is the tunroute that wrote the journal (same pid and start time, our node and CLI) still running? */
 export function ownerAlive(pid: number, pidStart: string | undefined): boolean {
-  const now = processStartTime(pid);
-  return now !== undefined && (pidStart === undefined || now === pidStart);
+  return ownerRunsTunroute(pid, pidStart);
 }
 
+/** Flags for a journal's temp file: a new file, never through a symlink, never an old file. */
+const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+/** Write a new file (O_EXCL: a leftover of a dead writer with our pid is removed first), fsync it. */
 function writeDurably(path: string, data: string): void {
-  const fd = openSync(path, 'w', 0o600);
+  let fd: number;
+  try {
+    fd = openSync(path, CREATE_FLAGS, 0o600);
+  } catch (e) {
+    if (errCode(e) !== 'EEXIST') throw e;
+    unlinkSync(path); // removes a symlink itself, never its target
+    fd = openSync(path, CREATE_FLAGS, 0o600);
+  }
   try {
     writeSync(fd, data);
     fsyncSync(fd);
@@ -181,11 +192,7 @@ function errCode(e: unknown): string | undefined {
 /** Create the journal; fails if one exists already (another tunroute got there first). */
 export function createJournal(path: string, j: Journal): void {
   const dir = dirname(path);
-  try {
-    mkdirSync(dir, { recursive: true, mode: 0o755 });
-  } catch (e) {
-    throw new TunrouteError('TR_ROUTE_APPLY', `Cannot create the state directory ${dir} (${errCode(e) ?? String(e)}): pass a writable one with --state-dir.`, e);
-  }
+  checkStateDir(dir, { create: true });
   const tmp = `${path}.tmp-${process.pid}`;
   try {
     writeDurably(tmp, JSON.stringify(j));
@@ -206,7 +213,7 @@ export function createJournal(path: string, j: Journal): void {
 }
 
 /** Replace the journal (it exists and is ours). */
-export function replaceJournal(path: string, j: Journal): void {
+export function replaceJournal(path: string, j: StoredJournal): void {
   const tmp = `${path}.tmp-${process.pid}`;
   writeDurably(tmp, JSON.stringify(j));
   renameSync(tmp, path);
@@ -214,13 +221,21 @@ export function replaceJournal(path: string, j: Journal): void {
 }
 
 /** The journal at `path`, or undefined if there is none. A corrupt journal is an error that says what to do. */
-export function readJournal(path: string): Journal | undefined {
+export function readJournal(path: string): StoredJournal | undefined {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    // O_NOFOLLOW: a symlink in place of a journal is refused (ELOOP), never read through.
+    const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    try {
+      if (!fstatSync(fd).isFile()) throw Object.assign(new Error('not a regular file'), { code: 'EINVAL' });
+      text = readFileSync(fd, 'utf8');
+    } finally {
+      closeSync(fd);
+    }
   } catch (e) {
     if (errCode(e) === 'ENOENT') return undefined;
-    throw new TunrouteError('TR_ROUTE_APPLY', `Cannot read the route journal ${path} (${errCode(e) ?? String(e)}): run tunroute as root.`, e);
+    const why = errCode(e) === 'ELOOP' ? 'it is a symbolic link' : errCode(e) === 'EINVAL' ? 'it is not a regular file' : (errCode(e) ?? String(e));
+    throw new TunrouteError('TR_ROUTE_APPLY', `Cannot read the route journal ${shown(path)} (${why}): run tunroute as root, and remove anything in the state directory that tunroute did not write.`, e);
   }
   let data: unknown;
   try {
@@ -270,6 +285,7 @@ export interface StateFiles {
 /** What the state dir holds (for one device, or all). A missing dir holds nothing. */
 export function listStateFiles(stateDir: string, dev?: string): StateFiles {
   const out: StateFiles = { journals: [], claims: [], temps: [] };
+  if (!checkStateDir(stateDir)) return out;
   let names: string[];
   try {
     names = readdirSync(stateDir);

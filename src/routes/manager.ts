@@ -150,12 +150,14 @@ export class RouteManager {
   async apply(): Promise<void> {
     const { log } = this.opts;
     const plan = this.plan_;
+    const pidStart = processStartTime(process.pid);
+    if (pidStart === undefined) throw new TunrouteError('TR_ROUTE_APPLY', 'Cannot read /proc/self/stat, which the route journal needs to tell this tunroute from a later process with the same pid: mount /proc.');
     this.journal = {
       version: 1,
       tool: 'tunroute',
       dev: plan.dev,
       pid: process.pid,
-      pidStart: processStartTime(process.pid),
+      pidStart,
       startedAt: new Date().toISOString(),
       killSwitch: plan.killSwitch,
       changes: plan.changes,

@@ -8,7 +8,7 @@
  * cleared (lists found on the web often write 1.2.3.4/24). Anything else is an error that
  * names the file and the line.
  */
-import { TunrouteError } from '../errors.js';
+import { TunrouteError, shown, shownPath } from '../errors.js';
 import { parseNetwork, type Cidr } from '../net/ipv4.js';
 
 /** One CIDR with the place it came from ("routes.include[2]", "office.txt:17", "loopback"). */
@@ -32,14 +32,17 @@ export function parseCidrFile(text: string, file: string, field: string): Labele
     line = line.trim();
     if (line === '') continue;
     const c = parseNetwork(line);
-    if (c === undefined) {
-      const shown = line.length > 60 ? `${line.slice(0, 60)}…` : line;
-      throw new TunrouteError(
-        'TR_BAD_CONFIG',
-        `${file} line ${i + 1} (listed in ${field}): "${shown}" is not an IPv4 CIDR like 10.0.0.0/8; fix the line or comment it out with #.`,
-      );
-    }
+    if (c === undefined) throw badLine(line, file, i + 1, field);
     out.push({ prefix: c, source: `${file}:${i + 1}` });
   }
   return out;
+}
+
+/**
+ * A line that is not a CIDR. It is quoted only if it holds nothing but digits, "." and "/": the
+ * path may name any file root can read (a secret's first line must not reach a terminal).
+ */
+function badLine(line: string, file: string, n: number, field: string): TunrouteError {
+  const what = /^[0-9./]+$/.test(line) ? shown(line) : 'the line (not shown: it holds more than digits, "." and "/")';
+  return new TunrouteError('TR_BAD_CONFIG', `${shownPath(file)} line ${n} (listed in ${field}): ${what} is not an IPv4 CIDR like 10.0.0.0/8; fix the line or comment it out with #.`);
 }

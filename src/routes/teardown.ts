@@ -8,7 +8,7 @@ import type { Logger } from '../logger.js';
 import { TunrouteError } from '../errors.js';
 import { removeChanges, type IpRunner } from './apply.js';
 import { invert, type Change } from './plan.js';
-import { claimJournal, listStateFiles, ownerAlive, pruneStateDir, readJournal, removeFile, replaceJournal, journalOf, type Journal } from './journal.js';
+import { claimJournal, listStateFiles, ownerAlive, pruneStateDir, readJournal, removeFile, replaceJournal, journalOf, type StoredJournal } from './journal.js';
 import { renameSync } from 'node:fs';
 
 export interface CleanupOptions {
@@ -19,7 +19,9 @@ export interface CleanupOptions {
   log: Logger;
   /**
    * A journal whose tunroute still runs: 'refuse' (a second `up`: error), 'stop' (`down`:
-   * SIGTERM it and let it clean up after itself) or 'skip' (the watchdog).
+   * SIGTERM it and let it clean up after itself) or 'skip' (the watchdog). "Still runs" means
+   * the journal's pid, with the start time it recorded, is node running this install's CLI
+   * (owner.ts); any other process is never signalled, and its journal's changes are undone.
    */
   live: 'refuse' | 'stop' | 'skip';
   /** Leave journals made with the kill switch in place (the watchdog, `down --keep-kill-switch`). */
@@ -30,6 +32,8 @@ export interface CleanupOptions {
   stopTimeoutMs?: number;
   /** Injected for tests. */
   kill?: (pid: number, signal: NodeJS.Signals) => void;
+  /** Injected for tests: whether the journal's writer still runs as tunroute (default owner.ts). */
+  ownerAlive?: (pid: number, pidStart: string | undefined) => boolean;
   /**
    * Changes to leave in place (a new `up` adopts them: its plan has them too, so the kill
    * switch and the IPv6 guard never open while it restarts). They stay listed in the journal,
@@ -81,7 +85,7 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-async function undoClaimed(claimed: string, j: Journal, opts: CleanupOptions): Promise<CleanupEntry> {
+async function undoClaimed(claimed: string, j: StoredJournal, opts: CleanupOptions): Promise<CleanupEntry> {
   const keep = opts.keep ?? ((): boolean => false);
   const kept = j.changes.filter((c) => keep(c));
   const undo = j.changes.filter((c) => !keep(c));
@@ -100,6 +104,7 @@ async function undoClaimed(claimed: string, j: Journal, opts: CleanupOptions): P
 /** Undo every (matching) journal in the state dir; see CleanupOptions for running daemons. */
 export async function cleanupJournals(opts: CleanupOptions): Promise<CleanupEntry[]> {
   const out: CleanupEntry[] = [];
+  const alive = opts.ownerAlive ?? ownerAlive;
   const files = listStateFiles(opts.stateDir, opts.dev);
 
   // A writer that died between writing and linking never applied anything.
@@ -123,7 +128,7 @@ export async function cleanupJournals(opts: CleanupOptions): Promise<CleanupEntr
     const j = readJournal(path);
     if (j === undefined) continue;
     if (opts.onlyPid !== undefined && j.pid !== opts.onlyPid) continue;
-    if (ownerAlive(j.pid, j.pidStart)) {
+    if (alive(j.pid, j.pidStart)) {
       if (opts.live === 'skip') {
         out.push({ dev: j.dev, pid: j.pid, startedAt: j.startedAt, outcome: 'running', changes: j.changes.length, alreadyGone: 0 });
         continue;
@@ -137,7 +142,7 @@ export async function cleanupJournals(opts: CleanupOptions): Promise<CleanupEntr
       } catch {
         // Gone in the meantime.
       }
-      const stopped = await waitUntil(() => !ownerAlive(j.pid, j.pidStart), opts.stopTimeoutMs ?? 10_000);
+      const stopped = await waitUntil(() => !alive(j.pid, j.pidStart), opts.stopTimeoutMs ?? 10_000);
       if (!stopped) {
         throw new TunrouteError('TR_ROUTE_APPLY', `tunroute (pid ${j.pid}) did not stop within ${Math.round((opts.stopTimeoutMs ?? 10_000) / 1000)} s after SIGTERM: stop it with kill -9 ${j.pid}, then run tunroute down again.`);
       }
@@ -161,7 +166,7 @@ export async function cleanupJournals(opts: CleanupOptions): Promise<CleanupEntr
   return out;
 }
 
-function readJournalSafe(path: string): Journal | undefined {
+function readJournalSafe(path: string): StoredJournal | undefined {
   try {
     return readJournal(path);
   } catch {

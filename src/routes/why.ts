@@ -8,7 +8,7 @@
  * this layer does not import the router.
  */
 import { isIPv6 } from 'node:net';
-import { TunrouteError } from '../errors.js';
+import { TunrouteError, shown } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import { cidrToString, ipToU32, parseNetwork, type Cidr } from '../net/ipv4.js';
 import { hostKindOf, parseEndpoint } from '../net/endpoint.js';
@@ -31,7 +31,7 @@ const PROTO_NUMBER: Record<WhyProto, number> = { tcp: 6, udp: 17, icmp: 1 };
 /** "10.1.2.3", "10.1.2.3:443", "2001:db8::1", "[2001:db8::1]:443". */
 export function parseDestination(text: string, proto: WhyProto = 'tcp'): Destination {
   const bad = (): TunrouteError =>
-    new TunrouteError('TR_BAD_FLAG', `"${text}" is not a destination: write an address, optionally with a port, like 203.0.113.7 or 203.0.113.7:443.`);
+    new TunrouteError('TR_BAD_FLAG', `${shown(text)} is not a destination: write an address, optionally with a port, like 203.0.113.7 or 203.0.113.7:443.`);
   const ep = parseEndpoint(text);
   if (ep !== undefined) {
     if (ep.kind === 'name') throw bad();

@@ -183,7 +183,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   const log = deps.logger ?? createLogger(config.log.level);
   const clock = deps.clock ?? monotonicClock;
   // Everything a bad config can break is checked before the socket is bound.
-  const privateKey = serverPrivateKey(config, deps.file);
+  const privateKey = serverPrivateKey(config, deps.file, log);
   const peers = tunnelPeersOf(config);
   if (config.mode === 'userspace') serverRouter(config, DIRECT_OUTBOUND);
 

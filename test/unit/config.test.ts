@@ -85,3 +85,16 @@ describe('loadConfig', () => {
     expect(errorOf(() => loadConfig({ flags: { tun: 'a-name-far-too-long' } })).message).toContain('not a valid interface name');
   });
 });
+
+describe('device names (issue 13)', () => {
+  it('refuses a name that starts with "-" or is "." or "..", with one sentence', () => {
+    const e = errorOf(() => loadConfig({ flags: { tun: '-oneline' } }));
+    expect(e.code).toBe('TR_BAD_FLAG');
+    expect(e.message).toBe(
+      'The flag --tun "-oneline" is not a valid interface name: use 1–15 letters, digits, "_", "-" or ".", not starting with "-" and not "." or "..": give a valid value.',
+    );
+    for (const bad of ['.', '..', 'a/b', 'a b', 'tun\n0', '']) expect(errorOf(() => loadConfig({ flags: { tun: bad } })).code).toBe('TR_BAD_FLAG');
+    expect(errorOf(() => loadConfig({ file: file('c.yaml', 'tun:\n  name: "-x"\n') })).message).toContain('tun.name "-x" is not a valid interface name');
+    for (const good of ['tun0', 'wg.1', 'a-b_c', 'x.', 'abcdefghijklmno']) expect(loadConfig({ flags: { tun: good } }).tun.name).toBe(good);
+  });
+});

@@ -2,11 +2,12 @@
  * The control socket end to end on a temp path: a real server, real unix sockets, no root.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { chmod } from 'node:fs/promises';
 import { connectError, queryControl } from '../../src/control/client.js';
 import { MAX_REQUEST_BYTES, type StatusSnapshot } from '../../src/control/protocol.js';
 import { startControlServer, statusSnapshotOf, type ControlServer } from '../../src/control/server.js';
@@ -15,6 +16,13 @@ import { silentLogger } from '../../src/logger.js';
 import { newOutboundStats } from '../../src/outbound/outbound.js';
 import { isTunrouteError } from '../../src/errors.js';
 import { newDropCounters } from '../../src/wire/drop.js';
+
+// Every chmod by path is recorded: the socket must be created with its mode, never chmod-ed
+// after (a chmod by path follows a symlink put there between listen and chmod).
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const m = await importOriginal<typeof import('node:fs/promises')>();
+  return { ...m, chmod: vi.fn(m.chmod) };
+});
 
 let dir: string;
 let sockPath: string;
@@ -105,8 +113,10 @@ describe('control server and client', () => {
     expect(await queryControl(sockPath, 'ping')).toEqual({ pid: process.pid });
   });
 
-  it('creates the missing directory 0755 and the socket 0660, and removes the socket on close', async () => {
+  it('creates the missing directory 0755 and the socket 0660 (bound with that mode, never chmod-ed), and removes the socket on close', async () => {
+    vi.mocked(chmod).mockClear();
     const s = await start();
+    expect(vi.mocked(chmod)).not.toHaveBeenCalled();
     expect(statSync(join(dir, 'run')).mode & 0o777).toBe(0o755 & ~process.umask());
     const st = lstatSync(sockPath);
     expect(st.isSocket()).toBe(true);
@@ -114,6 +124,16 @@ describe('control server and client', () => {
     await s.close();
     expect(existsSync(sockPath)).toBe(false);
     await s.close(); // idempotent
+  });
+
+  it('never follows a symlink planted at the socket path', async () => {
+    mkdirSync(join(dir, 'run'));
+    const target = join(dir, 'secret');
+    writeFileSync(target, 'x', { mode: 0o600 });
+    symlinkSync(target, sockPath);
+    const e = await errorOf(start());
+    expect(e.message).toBe(`${sockPath} exists and is not a socket: remove it, or give another --control path.`);
+    expect(statSync(target).mode & 0o777).toBe(0o600);
   });
 
   it('answers many clients at once', async () => {

@@ -4,14 +4,15 @@
  * here needs root or touches a routing table.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { applyOps, applyPlan, removeChanges, removePlan, type BatchResult, type IpRunner } from '../../src/routes/apply.js';
 import { planRoutes, toIpLine, type RoutePlan } from '../../src/routes/plan.js';
 import type { HostProbe, NetworkView, RouteEnv } from '../../src/routes/host.js';
 import { claimJournal, createJournal, journalPath, processStartTime, readJournal, type Journal } from '../../src/routes/journal.js';
+import { CLI_ENTRY, ownerAlive } from '../../src/routes/owner.js';
 import { cleanupJournals, describeCleanup } from '../../src/routes/teardown.js';
 import { RouteManager } from '../../src/routes/manager.js';
 import { loadConfig, type FlagValues } from '../../src/config/load.js';
@@ -69,12 +70,34 @@ class FakeHost implements HostProbe {
 }
 
 let dir: string;
+const children: ChildProcess[] = [];
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'tunroute-routes-'));
 });
 afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   rmSync(dir, { recursive: true, force: true });
 });
+
+/**
+ * A stand-in for a running tunroute: our node with this install's CLI entry script on its
+ * command line (owner.ts), which on SIGTERM runs `onTerm` (a statement) and exits.
+ */
+async function standIn(onTerm = ''): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['-e', `process.on('SIGTERM', () => { ${onTerm}; process.exit(0); }); console.log('ready'); setInterval(() => {}, 1000);`, CLI_ENTRY], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  await new Promise((res) => child.stdout.once('data', res));
+  return child;
+}
+
+async function spawned(cmd: string, args: string[]): Promise<ChildProcess> {
+  const child = spawn(cmd, args, { stdio: 'ignore' });
+  children.push(child);
+  await new Promise((res) => child.once('spawn', res));
+  return child;
+}
+
+const running = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null && processStartTime(c.pid!) !== undefined;
 
 function config(flags: FlagValues) {
   return loadConfig({ flags: { stateDir: dir, watchdog: false, ...flags } });
@@ -184,9 +207,8 @@ describe('down (cleanupJournals)', () => {
     const p = fullPlan();
     const path = journalPath(dir, 'tun0');
     // A stand-in daemon: on SIGTERM it removes its journal and exits, as tunroute does.
-    const child = spawn(process.execPath, ['-e', `process.on('SIGTERM', () => { require('fs').rmSync(${JSON.stringify(path)}); process.exit(0); }); console.log('ready'); setInterval(() => {}, 1000);`], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise((res) => child.stdout.once('data', res));
-    createJournal(path, { ...staleJournal(p), pid: child.pid!, pidStart: processStartTime(child.pid!) });
+    const child = await standIn(`require('fs').rmSync(${JSON.stringify(path)})`);
+    createJournal(path, { ...staleJournal(p), pid: child.pid!, pidStart: processStartTime(child.pid!)! });
     const r = new RecordingRunner();
     const res = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'stop' });
     expect(res.map((e) => e.outcome)).toEqual(['stopped']);
@@ -197,9 +219,8 @@ describe('down (cleanupJournals)', () => {
   it('undoes the journal of a tunroute that dies on SIGTERM without cleaning up', async () => {
     const p = fullPlan();
     const path = journalPath(dir, 'tun0');
-    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
-    await new Promise((res) => child.once('spawn', res));
-    createJournal(path, { ...staleJournal(p), pid: child.pid!, pidStart: processStartTime(child.pid!) });
+    const child = await standIn('process.exit(0)');
+    createJournal(path, { ...staleJournal(p), pid: child.pid!, pidStart: processStartTime(child.pid!)! });
     const r = new RecordingRunner();
     const res = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'stop' });
     expect(res.map((e) => e.outcome)).toEqual(['removed']);
@@ -293,7 +314,8 @@ describe('RouteManager', () => {
 
   it('refuses to start beside a running tunroute on the same device', async () => {
     const old = fullPlan();
-    createJournal(journalPath(dir, 'tun0'), { ...staleJournal(old), pidStart: processStartTime(process.pid) });
+    const daemon = await standIn();
+    createJournal(journalPath(dir, 'tun0'), { ...staleJournal(old), pid: daemon.pid!, pidStart: processStartTime(daemon.pid!)! });
     const e = await RouteManager.prepare({ config: config({ route: ['10.1.0.0/16'] }), log: silentLogger(), runner: new RecordingRunner(), host: new FakeHost(), watchRoutes: false }).catch((x: unknown) => x);
     expect(isTunrouteError(e) && e.code).toBe('TR_TUN_BUSY');
     expect((e as Error).message).toMatch(/^tun0 is already in use by tunroute \(pid \d+, since .*\): stop it first with `tunroute down`\.$/);
@@ -358,5 +380,97 @@ describe('removeChanges', () => {
     const r = new RecordingRunner();
     expect(await removeChanges([], r, silentLogger())).toEqual({ failed: 0, stderr: '' });
     expect(r.calls).toEqual([]);
+  });
+});
+
+describe('a state dir and journals no one else can steer (issue 13)', () => {
+  const root = process.geteuid?.() === 0;
+
+  it('never signals a process a planted journal names (pid and start time copied from /proc), and still undoes the journal', async () => {
+    const p = fullPlan();
+    const victim = await spawned('sleep', ['60']);
+    createJournal(journalPath(dir, 'tun0'), { ...staleJournal(p), pid: victim.pid!, pidStart: processStartTime(victim.pid!)! });
+    const r = new RecordingRunner();
+    const signalled: number[] = [];
+    const res = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'stop', kill: (pid) => void signalled.push(pid), stopTimeoutMs: 500 });
+    expect(signalled).toEqual([]);
+    expect(res.map((e) => e.outcome)).toEqual(['removed']);
+    expect(r.all()).toHaveLength(p.changes.length);
+    // With the real kill as well: the process lives on.
+    createJournal(journalPath(dir, 'tun0'), { ...staleJournal(p), pid: victim.pid!, pidStart: processStartTime(victim.pid!)! });
+    await cleanupJournals({ stateDir: dir, runner: new RecordingRunner(), log: silentLogger(), live: 'stop', stopTimeoutMs: 500 });
+    expect(running(victim)).toBe(true);
+  });
+
+  it('a pid counts as tunroute only with its recorded start time, our node and our CLI script', async () => {
+    const daemon = await standIn();
+    const start = processStartTime(daemon.pid!)!;
+    expect(ownerAlive(daemon.pid!, start)).toBe(true);
+    expect(ownerAlive(daemon.pid!, String(Number(start) + 1))).toBe(false);
+    expect(ownerAlive(daemon.pid!, undefined)).toBe(false);
+    const plainNode = await spawned(process.execPath, ['-e', 'setInterval(() => {}, 1000)']);
+    await new Promise((res) => setTimeout(res, 100));
+    expect(ownerAlive(plainNode.pid!, processStartTime(plainNode.pid!))).toBe(false);
+  });
+
+  it('an old journal without pidStart: its pid is never signalled, its changes are undone', async () => {
+    const p = fullPlan();
+    const daemon = await standIn();
+    const { pidStart: _dropped, ...old } = { ...staleJournal(p), pid: daemon.pid! };
+    writeFileSync(journalPath(dir, 'tun0'), JSON.stringify(old));
+    const signalled: number[] = [];
+    const r = new RecordingRunner();
+    const res = await cleanupJournals({ stateDir: dir, runner: r, log: silentLogger(), live: 'stop', kill: (pid) => void signalled.push(pid) });
+    expect(signalled).toEqual([]);
+    expect(res.map((e) => e.outcome)).toEqual(['removed']);
+    expect(r.all()).toHaveLength(p.changes.length);
+    expect(running(daemon)).toBe(true);
+  });
+
+  it('writing a journal never follows a symlink planted at its temp file (or at the journal)', () => {
+    const p = fullPlan();
+    const victim = join(dir, 'victim');
+    writeFileSync(victim, 'precious\n');
+    const path = journalPath(dir, 'tun0');
+    symlinkSync(victim, `${path}.tmp-${process.pid}`);
+    createJournal(path, staleJournal(p));
+    expect(readFileSync(victim, 'utf8')).toBe('precious\n');
+    expect(readJournal(path)!.changes).toEqual(p.changes);
+    // A symlink in place of the journal is refused, not read through.
+    rmSync(path);
+    writeFileSync(join(dir, 'elsewhere.json'), JSON.stringify(staleJournal(p)));
+    symlinkSync(join(dir, 'elsewhere.json'), path);
+    expect(() => readJournal(path)).toThrow(/is a symbolic link/);
+  });
+
+  it.skipIf(!root)('refuses a state dir owned by another user, with one sentence', async () => {
+    const state = join(dir, 'state');
+    mkdirSync(state, { mode: 0o755 });
+    chownSync(state, 65534, 65534); // nobody
+    const e = await cleanupJournals({ stateDir: state, runner: new RecordingRunner(), log: silentLogger(), live: 'stop' }).catch((x: unknown) => x);
+    expect(isTunrouteError(e) && e.code).toBe('TR_STATE_DIR');
+    expect((e as Error).message).toBe(
+      `The state directory "${state}" is owned by uid 65534, not by root or the user running tunroute, so another user could plant the route journals root acts on: make it owned by root and not writable by group or others (chown root, chmod go-w), or pass another --state-dir.`,
+    );
+    expect(() => createJournal(journalPath(state, 'tun0'), staleJournal(fullPlan()))).toThrow(/is owned by uid 65534/);
+    expect(readdirSync(state)).toEqual([]);
+  });
+
+  it('refuses a group- or world-writable state dir, and a parent writable by others unless it is sticky like /tmp', async () => {
+    const state = join(dir, 'state');
+    mkdirSync(state, { mode: 0o755 });
+    chmodSync(state, 0o775);
+    const cleanup = () => cleanupJournals({ stateDir: state, runner: new RecordingRunner(), log: silentLogger(), live: 'stop' });
+    await expect(cleanup()).rejects.toThrow(/^The state directory ".*" is writable by its group \(mode 0775\), so another user/);
+    chmodSync(state, 0o1777); // sticky does not excuse the state dir itself
+    await expect(cleanup()).rejects.toThrow(/is writable by its group and other users \(mode 1777\)/);
+    chmodSync(state, 0o755);
+    chmodSync(dir, 0o757);
+    await expect(cleanup()).rejects.toThrow(`The state directory "${state}" lies in "${dir}", which is writable by other users (mode 0757)`);
+    chmodSync(dir, 0o1777);
+    expect(await cleanup()).toEqual([]);
+    // A missing state dir under a safe parent is created when a journal is written.
+    createJournal(journalPath(join(dir, 'new', 'state'), 'tun0'), staleJournal(fullPlan()));
+    expect(readdirSync(join(dir, 'new', 'state'))).toEqual(['routes-tun0.json']);
   });
 });

@@ -107,7 +107,9 @@ describe('parseCidrFile', () => {
   it('names the file and line of a bad entry', () => {
     const e = errorOf(() => parseCidrFile('10.0.0.0/8\nexample.com\n', 'list.txt', 'routes.excludeFiles[1]'));
     expect(e.code).toBe('TR_BAD_CONFIG');
-    expect(e.message).toBe('list.txt line 2 (listed in routes.excludeFiles[1]): "example.com" is not an IPv4 CIDR like 10.0.0.0/8; fix the line or comment it out with #.');
+    expect(e.message).toBe('list.txt line 2 (listed in routes.excludeFiles[1]): the line (not shown: it holds more than digits, "." and "/") is not an IPv4 CIDR like 10.0.0.0/8; fix the line or comment it out with #.');
+    // A line of digits, dots and slashes cannot be a secret's: it is quoted.
+    expect(errorOf(() => parseCidrFile('10.0.0.300/8\n', 'list.txt', 'routes.includeFiles[0]')).message).toContain('line 1 (listed in routes.includeFiles[0]): "10.0.0.300/8" is not an IPv4 CIDR');
   });
 });
 

@@ -93,7 +93,7 @@ describe('wg-quick files', () => {
     ['a key before any section', `PrivateKey = ${PRIV}\n[Interface]\n`, 'TR_BAD_CONFIG wg0.conf line 1: PrivateKey comes before any section: put it under [Interface] or [Peer].'],
     ['an unknown section', '[Interfase]\n', 'wg0.conf line 1: unknown section [Interfase]: a wg-quick file has one [Interface] and [Peer] sections.'],
     ['a second [Interface]', base('') + '[Interface]\n', 'wg0.conf line 5: a second [Interface] section: merge it into the first one.'],
-    ['a line that is not Key = Value', base('garbage\n'), 'wg0.conf line 3: "garbage" is neither a [Section] nor a Key = Value line: fix or remove it.'],
+    ['a line that is not Key = Value', base('garbage\n'), 'wg0.conf line 3: the line is neither a [Section] nor a Key = Value line (it is not shown: it may hold a secret): fix or remove it.'],
     ['an unknown key', base('Adress = 10.8.0.2/24\n'), 'wg0.conf line 3: unknown key Adress in [Interface]: known keys are PrivateKey, Address, DNS, MTU, ListenPort.'],
     ['a peer key in [Interface]', base('Endpoint = a:1\n'), 'wg0.conf line 3: Endpoint belongs in a [Peer] section, not in [Interface]: move it.'],
     ['an interface key in [Peer]', base('', 'MTU = 1400\n'), 'wg0.conf line 5: MTU belongs in [Interface], not in [Peer]: move it.'],
