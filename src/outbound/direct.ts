@@ -31,6 +31,7 @@ import {
   type Destination,
   type Outbound,
   type OutboundStats,
+  type PendingConnect,
   type TcpUpstream,
   type UdpOpenOptions,
   type UdpOutboundStats,
@@ -109,6 +110,7 @@ export class DirectOutbound implements Outbound {
     this.stats.tcpAttempts++;
     const target = `${dst.ip}:${dst.port}`;
     const signal = opts.signal;
+    const cancel = opts.cancel;
     const problem = connectProblem(this.name, this.closed, dst, signal, 1);
     if (problem !== undefined) return Promise.reject(this.failed(...problem));
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
@@ -120,6 +122,7 @@ export class DirectOutbound implements Outbound {
       const cleanup = (): void => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
+        if (cancel !== undefined && cancel.pending === pending) cancel.pending = undefined;
         socket.removeListener('error', onError);
         socket.removeListener('connect', onConnect);
         this.inFlight.delete(fail);
@@ -134,6 +137,7 @@ export class DirectOutbound implements Outbound {
         reject(err);
       };
       const onAbort = (): void => fail(this.error('aborted', `${target}: aborted by the caller`, signal?.reason));
+      const pending: PendingConnect = { cancel: onAbort };
       const onError = (err: NodeJS.ErrnoException): void => {
         const reason = reasonOfErrno(err.code) ?? 'unreachable';
         fail(this.error(reason, `${target}: connect failed: ${err.code ?? err.message}`, err));
@@ -149,6 +153,7 @@ export class DirectOutbound implements Outbound {
       const timer = setTimeout(() => fail(this.error('timeout', `${target}: no answer to the TCP connect within ${timeoutMs} ms`)), timeoutMs);
       this.inFlight.add(fail);
       signal?.addEventListener('abort', onAbort, { once: true });
+      if (cancel !== undefined) cancel.pending = pending;
       socket.once('error', onError);
       socket.once('connect', onConnect);
       socket.setNoDelay(true);
