@@ -95,6 +95,17 @@ export class TrimAfterBurst {
     this.timer.unref();
   }
 
+  /**
+   * Arm a settling trim alone, `ms` from now (unless a trim is pending): start-up allocates
+   * enough to grow the young generation too, and an idle process would keep it.
+   */
+  settle(ms: number): void {
+    if (this.timer !== undefined || this.settleMs <= 0) return;
+    this.closedSinceArm = 0;
+    this.settleDue = false;
+    this.arm(ms);
+  }
+
   /** Cancel a pending trim (the relay is closing). */
   stop(): void {
     if (this.timer !== undefined) clearTimeout(this.timer);

@@ -58,6 +58,20 @@ describe('TrimAfterBurst', () => {
     expect(trims).toBe(2);
   });
 
+  it('settle() arms one trim alone, and not while another is pending', () => {
+    vi.useFakeTimers();
+    let trims = 0;
+    const t = new TrimAfterBurst({ minPeak: 100, delayMs: 1000, settleMs: 5000, trim: () => trims++ });
+    t.settle(15_000);
+    t.settle(1000);
+    vi.advanceTimersByTime(14_999);
+    expect(trims).toBe(0);
+    vi.advanceTimersByTime(1);
+    expect(trims).toBe(1);
+    vi.advanceTimersByTime(60_000);
+    expect(trims).toBe(1);
+  });
+
   it('measures the next burst from the flows still open at the trim', () => {
     vi.useFakeTimers();
     let trims = 0;
