@@ -2,6 +2,8 @@
 /**
  * The command line: parse, call the app, print. No logic beyond that (see DESIGN.md).
  */
+// First: V8 settings that must precede the allocations of everything below (see the module).
+import './v8-flags.js';
 import { Command, CommanderError } from 'commander';
 import { escapeTerminal, isTunrouteError, shown, TunrouteError } from '../errors.js';
 import { loadConfig, type FlagValues } from '../config/load.js';

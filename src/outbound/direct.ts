@@ -31,6 +31,7 @@ import {
   type Destination,
   type Outbound,
   type OutboundStats,
+  type PendingConnect,
   type TcpUpstream,
   type UdpOpenOptions,
   type UdpOutboundStats,
@@ -110,6 +111,7 @@ export class DirectOutbound implements Outbound {
     this.stats.tcpAttempts++;
     const target = destinationText(dst);
     const signal = opts.signal;
+    const cancel = opts.cancel;
     const problem = connectProblem(this.name, this.closed, dst, signal, 1);
     if (problem !== undefined) return Promise.reject(this.failed(...problem));
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
@@ -121,6 +123,7 @@ export class DirectOutbound implements Outbound {
       const cleanup = (): void => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', onAbort);
+        if (cancel !== undefined && cancel.pending === pending) cancel.pending = undefined;
         socket.removeListener('error', onError);
         socket.removeListener('connect', onConnect);
         this.inFlight.delete(fail);
@@ -135,6 +138,7 @@ export class DirectOutbound implements Outbound {
         reject(err);
       };
       const onAbort = (): void => fail(this.error('aborted', `${target}: aborted by the caller`, signal?.reason));
+      const pending: PendingConnect = { cancel: onAbort };
       const onError = (err: NodeJS.ErrnoException): void => {
         const reason = reasonOfErrno(err.code) ?? 'unreachable';
         fail(this.error(reason, `${target}: connect failed: ${err.code ?? err.message}`, err));
@@ -150,6 +154,7 @@ export class DirectOutbound implements Outbound {
       const timer = setTimeout(() => fail(this.error('timeout', `${target}: no answer to the TCP connect within ${timeoutMs} ms`)), timeoutMs);
       this.inFlight.add(fail);
       signal?.addEventListener('abort', onAbort, { once: true });
+      if (cancel !== undefined) cancel.pending = pending;
       socket.once('error', onError);
       socket.once('connect', onConnect);
       socket.setNoDelay(true);

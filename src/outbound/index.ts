@@ -4,11 +4,13 @@ export {
   UpstreamError,
   isUpstreamError,
   newOutboundStats,
+  type ConnectCancel,
   type ConnectOptions,
   type Destination,
   type Outbound,
   type OutboundKind,
   type OutboundStats,
+  type PendingConnect,
   type TcpUpstream,
   type UpstreamReason,
 } from './outbound.js';

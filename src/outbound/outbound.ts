@@ -51,9 +51,28 @@ export function connectProblem(outbound: string, closed: boolean, dst: Destinati
   return undefined;
 }
 
+/** A connect in flight that its caller may call off (see ConnectCancel). */
+export interface PendingConnect {
+  /** Give up: the connect rejects with reason 'aborted'. Harmless once it settled. */
+  cancel(): void;
+}
+
+/**
+ * A cheap stand-in for an AbortSignal, for a caller that starts a connect per flow (the relay:
+ * an AbortController with its signal, event target and listener maps cost ~0.6 KB per flow and
+ * stayed for the flow's life). The outbound puts its attempt into `pending` while the connect
+ * is in flight and clears it when the attempt settles; the caller gives up with
+ * `pending?.cancel()`. The caller's own object serves, so cancelling allocates nothing.
+ */
+export interface ConnectCancel {
+  pending: PendingConnect | undefined;
+}
+
 export interface ConnectOptions {
   /** Abort the attempt (e.g. the app reset its connection first); rejects with reason 'aborted'. */
   readonly signal?: AbortSignal;
+  /** The same as `signal`, without the AbortController: see ConnectCancel. */
+  readonly cancel?: ConnectCancel;
   /** Deadline for the whole setup (proxy TCP connect + SOCKS handshake); the outbound's default otherwise. */
   readonly timeoutMs?: number;
 }

@@ -23,10 +23,12 @@ import type { Logger } from '../logger.js';
 import {
   UpstreamError,
   newOutboundStats,
+  type ConnectCancel,
   type ConnectOptions,
   type Destination,
   type Outbound,
   type OutboundStats,
+  type PendingConnect,
   type TcpUpstream,
   type UpstreamReason,
   connectProblem,
@@ -75,9 +77,11 @@ export function connectorOptions(opts: Socks5OutboundOptions): ConstructorParame
 }
 
 /** One connectTcp in flight: the promise's ends and what the messages need. */
-class ConnectAttempt implements Socks5HandshakeOwner {
+class ConnectAttempt implements Socks5HandshakeOwner, PendingConnect {
   handshake: Socks5Handshake | undefined;
   signal: AbortSignal | undefined;
+  /** The caller's cancel slot, which holds this attempt while it is pending. */
+  cancelSlot: ConnectCancel | undefined;
 
   constructor(
     private readonly outbound: Socks5Outbound,
@@ -103,9 +107,16 @@ class ConnectAttempt implements Socks5HandshakeOwner {
     this.handshake?.fail({ reason: 'aborted', detail: 'aborted by the caller', cause: this.signal?.reason });
   }
 
+  /** The caller cancelled through its ConnectCancel. */
+  cancel(): void {
+    this.handshake?.fail({ reason: 'aborted', detail: 'aborted by the caller' });
+  }
+
   private unlisten(): void {
     this.signal?.removeEventListener('abort', this);
     this.signal = undefined;
+    if (this.cancelSlot?.pending === this) this.cancelSlot.pending = undefined;
+    this.cancelSlot = undefined;
     this.handshake = undefined;
   }
 }
@@ -156,6 +167,10 @@ export class Socks5Outbound implements Outbound {
       if (signal !== undefined) {
         attempt.signal = signal;
         signal.addEventListener('abort', attempt, { once: true });
+      }
+      if (opts.cancel !== undefined) {
+        attempt.cancelSlot = opts.cancel;
+        opts.cancel.pending = attempt;
       }
       attempt.handshake = this.connector.open(SOCKS5_CMD_CONNECT, { host: dst.name ?? dst.ip, port: dst.port }, timeoutMs, attempt);
     });

@@ -7,7 +7,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DirectOutbound, reasonOfErrno } from '../../src/outbound/direct.js';
-import { isUpstreamError, type Destination, type UdpUpstream, type UpstreamReason } from '../../src/outbound/outbound.js';
+import { isUpstreamError, type ConnectCancel, type Destination, type UdpUpstream, type UpstreamReason } from '../../src/outbound/outbound.js';
 
 let closers: Array<() => void> = [];
 afterEach(() => {
@@ -78,6 +78,20 @@ describe('DirectOutbound TCP', () => {
     expect(await reasonOf(p)).toBe('aborted');
     await ob.close();
     expect(await reasonOf(ob.connectTcp({ ip: '127.0.0.1', port }))).toBe('aborted');
+  });
+
+  it('rejects with aborted when the caller cancels through its ConnectCancel, which is cleared when the attempt settles', async () => {
+    const port = await tcpServer(() => {});
+    const ob = new DirectOutbound();
+    const slot: ConnectCancel = { pending: undefined };
+    const p = ob.connectTcp({ ip: '127.0.0.1', port }, { cancel: slot });
+    expect(slot.pending).toBeDefined();
+    slot.pending?.cancel();
+    expect(await reasonOf(p)).toBe('aborted');
+    expect(slot.pending).toBeUndefined();
+    const s = await ob.connectTcp({ ip: '127.0.0.1', port }, { cancel: slot });
+    expect(slot.pending).toBeUndefined();
+    s.destroy();
   });
 
   it('refuses a destination that is not IPv4:port', async () => {

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BlockOutbound } from '../../src/outbound/block.js';
-import { UpstreamError, type Outbound, type UpstreamReason } from '../../src/outbound/outbound.js';
+import { UpstreamError, type ConnectCancel, type Outbound, type UpstreamReason } from '../../src/outbound/outbound.js';
 import { Socks5Outbound } from '../../src/outbound/socks5.js';
 import { parseSocks5Url } from '../../src/outbound/socks5-url.js';
 import { freeTcpPort as closedPort, hasBinary, LOOPBACK, startLoopbackDante, startLoopbackMicrosocks, stopChild, type LoopbackDaemon } from '../helpers/loopback-daemons.js';
@@ -369,6 +369,22 @@ describe('Socks5Outbound against a scripted SOCKS5 server', () => {
       expect(performance.now() - t0).toBeLessThan(1000);
       await expectReason(ob.connectTcp({ ip: LOOPBACK, port: 80 }, { signal: ac.signal }), 'aborted');
       expect(ob.stats.tcpFailures.aborted).toBe(2);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('aborts an attempt in flight when its ConnectCancel is cancelled, and clears the slot', async () => {
+    const server = await startScripted({ silent: true });
+    const ob = socks(`socks5://${LOOPBACK}:${server.port}`);
+    try {
+      const slot: ConnectCancel = { pending: undefined };
+      const p = ob.connectTcp({ ip: LOOPBACK, port: 80 }, { cancel: slot });
+      expect(slot.pending).toBeDefined();
+      setTimeout(() => slot.pending?.cancel(), 50);
+      await expectReason(p, 'aborted');
+      expect(slot.pending).toBeUndefined();
+      expect(ob.stats.tcpFailures.aborted).toBe(1);
     } finally {
       await server.close();
     }

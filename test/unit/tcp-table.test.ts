@@ -133,6 +133,25 @@ describe('SYN handling', () => {
     expect([...t.connections()].map((e) => e.conn)).toHaveLength(5);
   });
 
+  it('connections that share a remote end are found and removed one by one', () => {
+    const { t, conns } = table();
+    for (const port of [80, 81, 82]) t.input(0, REMOTE, LOCAL, syn(4000, port));
+    conns[1].abort(1);
+    drain(t, 1);
+    expect(t.size).toBe(2);
+    expect(t.get(REMOTE, 4000, LOCAL, 80)).toBe(conns[0]);
+    expect(t.get(REMOTE, 4000, LOCAL, 81)).toBeUndefined();
+    conns[0].abort(2);
+    drain(t, 2);
+    expect(t.get(REMOTE, 4000, LOCAL, 80)).toBeUndefined();
+    expect(t.get(REMOTE, 4000, LOCAL, 82)).toBe(conns[2]);
+    expect([...t.connections()].map((e) => e.conn)).toEqual([conns[2]]);
+    conns[2].abort(3);
+    drain(t, 3);
+    expect(t.size).toBe(0);
+    expect([...t.connections()]).toHaveLength(0);
+  });
+
   it('reject() answers RST|ACK and keeps no connection', () => {
     const { t } = table('reject');
     t.input(0, REMOTE, LOCAL, syn(4000));

@@ -17,8 +17,9 @@
  *
  *   flows: memory per idle flow. tunroute (fresh: this lab's own) carries FLOWS connections from
  *   a client in c to an echo server behind dante, each proven by a 1-byte echo and then left
- *   idle; tunroute's VmRSS is read before, with all of them open, and FLOWS_SETTLE_S after they
- *   all closed; the watchdog's (the child process `up` spawns) idle RSS too.
+ *   idle; tunroute's VmRSS (and RssAnon, which leaves out the node binary's file-backed pages)
+ *   is read before, with all of them open, and FLOWS_SETTLE_S after they all closed; the
+ *   watchdog's (the child process `up` spawns) idle RSS too.
  *
  * Both are bounded in time and count; each lab is removed at the end, also after an error.
  */
@@ -72,9 +73,19 @@ function sleep(ms: number): Promise<void> {
 
 /** VmRSS of `pid` in KiB (from /proc/PID/status), or undefined when it is gone. */
 export function rssKiB(pid: number): number | undefined {
+  return rss(pid)?.vm;
+}
+
+/**
+ * VmRSS and RssAnon of `pid` in KiB (from /proc/PID/status), or undefined when it is gone.
+ * RssAnon leaves out file-backed pages: the node binary's own are ~31 MB of every Node process.
+ */
+function rss(pid: number): { vm: number; anon: number } | undefined {
   try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m?.[1] === undefined ? undefined : Number(m[1]);
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const vm = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1];
+    const anon = /^RssAnon:\s+(\d+)\s+kB/m.exec(status)?.[1];
+    return vm === undefined || anon === undefined ? undefined : { vm: Number(vm), anon: Number(anon) };
   } catch {
     return undefined;
   }
@@ -243,13 +254,14 @@ export async function benchFlows(report: BenchReport, opts: PerFlowOptions): Pro
     report.settings.flows = { flows: FLOWS, concurrency: FLOWS_CONCURRENCY, openLimitS: FLOWS_OPEN_LIMIT_S, settleS: FLOWS_SETTLE_S, tunrouteArgs: args };
     // Let start-up garbage settle before "idle".
     await sleep(3000);
-    const idleRss = rssKiB(tunroute.pid);
+    const idle = rss(tunroute.pid);
     const watchdogs = childrenOf(tunroute.pid);
     const watchdogRss = watchdogs.reduce<number | undefined>((sum, pid) => {
       const r = rssKiB(pid);
       return r === undefined ? sum : (sum ?? 0) + r;
     }, undefined);
-    if (idleRss === undefined) throw new Error('tunroute exited before the flows opened');
+    if (idle === undefined) throw new Error('tunroute exited before the flows opened');
+    const idleRss = idle.vm;
 
     progress(`opening ${FLOWS} flows (${FLOWS_CONCURRENCY} at a time, at most ${FLOWS_OPEN_LIMIT_S} s) ...`);
     watch = new CpuWatch({ tunroute: tunroute.pid, proxy: l.proxy.pid }, l.lab.processes().map((p) => p.pid));
@@ -268,13 +280,15 @@ export async function benchFlows(report: BenchReport, opts: PerFlowOptions): Pro
     watch = undefined;
     const held = JSON.parse(line) as { open: number; failed: number; firstError?: string; openS: number; stoppedBy: 'count' | 'time' };
     await sleep(1000);
-    const openRss = rssKiB(tunroute.pid);
-    if (openRss === undefined) throw new Error(`tunroute exited with ${held.open} flows open`);
+    const open = rss(tunroute.pid);
+    if (open === undefined) throw new Error(`tunroute exited with ${held.open} flows open`);
+    const openRss = open.vm;
     progress(`${held.open} flows open in ${held.openS.toFixed(1)} s; tunroute RSS ${Math.round(openRss / 1024)} MiB; closing them, reading RSS ${FLOWS_SETTLE_S} s later`);
     await client.stop('SIGTERM', 5000);
     await sleep(FLOWS_SETTLE_S * 1000);
-    const afterRss = rssKiB(tunroute.pid);
-    if (afterRss === undefined) throw new Error('tunroute exited after the flows closed');
+    const after = rss(tunroute.pid);
+    if (after === undefined) throw new Error('tunroute exited after the flows closed');
+    const afterRss = after.vm;
     const value: FlowsResult = {
       flows: FLOWS,
       open: held.open,
@@ -287,6 +301,9 @@ export async function benchFlows(report: BenchReport, opts: PerFlowOptions): Pro
       openRssKiB: openRss,
       perFlowKiB: held.open > 0 ? (openRss - idleRss) / held.open : 0,
       afterCloseRssKiB: afterRss,
+      idleRssAnonKiB: idle.anon,
+      openRssAnonKiB: open.anon,
+      afterCloseRssAnonKiB: after.anon,
     };
     if (held.firstError !== undefined) value.firstError = held.firstError;
     report.flows = held.open > 0 ? { ok: true, value, cpu } : { ok: false, error: `no flow opened: ${held.firstError ?? 'unknown error'}`, cpu };

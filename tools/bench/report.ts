@@ -97,6 +97,14 @@ export interface FlowsResult {
   perFlowKiB: number;
   /** tunroute's VmRSS settings.flows.settleS after all the flows closed, KiB. */
   afterCloseRssKiB: number;
+  /**
+   * The same three readings of RssAnon, KiB: VmRSS less the file-backed pages (~31 MB of them
+   * are the node binary's own, shared with every Node process) and shared memory. Absent in
+   * reports saved before it was measured.
+   */
+  idleRssAnonKiB?: number;
+  openRssAnonKiB?: number;
+  afterCloseRssAnonKiB?: number;
 }
 
 /** How the wg test ran (its own lab: two pairs of namespaces, each joined by a veth). */
@@ -411,6 +419,14 @@ export function perFlowTable(r: BenchReport): Table | undefined {
     const settle = r.settings.flows?.settleS ?? 10;
     rows.push([`tunroute RSS ${settle} s after they all closed, MiB`, '—', cell(o, mib((v) => v.afterCloseRssKiB)), '']);
     rows.push([`  … above idle, MiB`, '—', cell(o, mib((v) => v.afterCloseRssKiB - v.idleRssKiB)), '']);
+    if (!o.ok || o.value.idleRssAnonKiB !== undefined) {
+      const anon = (f: (v: FlowsResult) => number | undefined) => (v: FlowsResult): number => f(v) ?? NaN;
+      rows.push([`RssAnon per idle flow, KiB (${fmt(n)} flows)`, '—', cell(o, anon((v) => (v.openRssAnonKiB === undefined || v.idleRssAnonKiB === undefined || v.open === 0 ? undefined : (v.openRssAnonKiB - v.idleRssAnonKiB) / v.open))), '']);
+      rows.push(['tunroute RssAnon, idle, MiB', '—', cell(o, mib(anon((v) => v.idleRssAnonKiB))), '']);
+      rows.push([`tunroute RssAnon with ${fmt(n)} flows open, MiB`, '—', cell(o, mib(anon((v) => v.openRssAnonKiB))), '']);
+      rows.push([`tunroute RssAnon ${settle} s after they all closed, MiB`, '—', cell(o, mib(anon((v) => v.afterCloseRssAnonKiB))), '']);
+      rows.push([`  … above idle, MiB`, '—', cell(o, mib(anon((v) => (v.afterCloseRssAnonKiB === undefined || v.idleRssAnonKiB === undefined ? undefined : v.afterCloseRssAnonKiB - v.idleRssAnonKiB)))), '']);
+    }
   }
   return { head: ['per flow (labs of their own)', 'direct (kernel)', 'tunroute', 'tunroute vs direct'], align: 'lrrr', rows };
 }

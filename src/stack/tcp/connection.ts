@@ -52,7 +52,7 @@ import {
   type TcpSegmentOptions,
 } from './segment.js';
 import { seqGe, seqGt, seqLt, seqUnwrap, seqWrap } from './seq.js';
-import { resolveConfig, type TcpConfig } from './config.js';
+import { resolveConfig, sharedConfig, type SharedTcpConfig } from './config.js';
 import {
   DEFAULT_PEER_MSS,
   chooseWindowScale,
@@ -76,7 +76,12 @@ const PAWS_WINDOW = 1;
 /** Out-of-window segments without data are answered at most this often. */
 const OOW_ACK_INTERVAL_MS = 500;
 
-export class TcpConnection {
+/** Hears that a connection needs a poll (see TcpConnection.waker). */
+export interface TcpWaker {
+  wake(): void;
+}
+
+export class TcpConnection implements SegmentSink {
   readonly localPort: number;
   readonly remotePort: number;
   /** True for connections created by accept(). */
@@ -84,12 +89,15 @@ export class TcpConnection {
   listener: TcpListener | undefined;
   /**
    * Set by an owner (the table) that must hear when an application call — write, consumed,
-   * shutdownWrite, completeAccept, reject, abort — makes a poll necessary.
+   * shutdownWrite, completeAccept, reject, abort — makes a poll necessary. (An object, not a
+   * callback: the table's entry serves, so no closure per connection.)
    */
-  wake: (() => void) | undefined;
+  waker: TcpWaker | undefined;
 
   private st: TcpState;
-  private readonly cfg: TcpConfig;
+  /** Shared with the other connections made with the same settings (read-only). */
+  private readonly cfg: SharedTcpConfig;
+  private readonly tsOffset: number;
   private readonly snd: Sender;
   private readonly rcv: Receiver;
   private readonly sink: SegmentSink;
@@ -125,23 +133,23 @@ export class TcpConnection {
   private pawsDropped = 0;
 
   private constructor(now: number, localPort: number, remotePort: number, opts: TcpConnectionOptions, passive: boolean) {
-    this.cfg = resolveConfig(opts);
+    const own = resolveConfig(opts);
+    this.cfg = sharedConfig(own);
+    this.tsOffset = own.tsOffset;
     this.localPort = localPort;
     this.remotePort = remotePort;
     this.passive = passive;
     this.listener = opts.listener;
     this.lastNow = now;
     this.st = passive ? 'SYN-RECEIVED' : 'SYN-SENT';
-    this.snd = new Sender(opts.iss >>> 0, this.cfg.sndBufSize, this.cfg.rtt, this.cfg.initialWindow, this.cfg.output);
-    this.rcv = new Receiver(this.cfg.rcvBufSize, this.cfg.delayedAckMs, this.cfg.copyInput);
+    this.snd = new Sender(opts.iss >>> 0, own.sndBufSize, this.cfg.rtt, this.cfg.initialWindow, this.cfg.output);
+    this.rcv = new Receiver(own.rcvBufSize, this.cfg.delayedAckMs, this.cfg.copyInput);
     this.rcv.mssCap = this.cfg.mss;
-    this.ourWscale = this.cfg.windowScaling ? chooseWindowScale(this.cfg.rcvBufSize) : 0;
+    this.ourWscale = this.cfg.windowScaling ? chooseWindowScale(own.rcvBufSize) : 0;
     // Until the SYN exchange says otherwise: the peer's default MSS.
     this.snd.setMss(Math.min(DEFAULT_PEER_MSS, this.cfg.mss), this.cfg.maxSegmentPayload ?? DEFAULT_PEER_MSS);
-    this.sink = {
-      sendSegment: (flags, seq, payload, tail) => this.emit(flags, seq, payload, tail),
-      optionOverhead: () => this.optionOverhead(),
-    };
+    // The connection is its sender's sink (no object and two closures per connection).
+    this.sink = this;
   }
 
   /**
@@ -504,6 +512,8 @@ export class TcpConnection {
 
   private establish(now: number): void {
     this.st = this.snd.finQueued ? 'FIN-WAIT-1' : 'ESTABLISHED';
+    // What the SYN exchange agreed only shapes our SYN-ACK: let it go unless one is still due.
+    if (!this.synToSend) this.agreed = undefined;
     const ka = this.cfg.keepAlive;
     if (ka !== undefined) this.keepAliveAt = now + ka.idleMs;
     this.listener?.onEstablished?.();
@@ -548,7 +558,7 @@ export class TcpConnection {
   }
 
   private tsVal(now: number): number {
-    const v = (Math.floor(now) + this.cfg.tsOffset) >>> 0;
+    const v = (Math.floor(now) + this.tsOffset) >>> 0;
     return v === 0 ? 1 : v;
   }
 
@@ -727,8 +737,13 @@ export class TcpConnection {
     return blocks;
   }
 
-  /** SACK option bytes (with two NOPs) the next segment will carry. */
-  private optionOverhead(): number {
+  /** @internal SegmentSink: the sender's segments; the connection fills in ACK, window and options. */
+  sendSegment(flags: number, seqPos: number, payload: Uint8Array, tail?: Uint8Array): void {
+    this.emit(flags, seqPos, payload, tail);
+  }
+
+  /** @internal SegmentSink: SACK option bytes (with two NOPs) the next segment will carry. */
+  optionOverhead(): number {
     if (!this.snd.sackOk || this.rcv.ooo.isEmpty) return 0;
     const max = maxSackBlocks(this.tsOk);
     const n = this.rcv.ooo.rangeCount;
@@ -754,7 +769,7 @@ export class TcpConnection {
   private touch(): void {
     if (!this.dirty) {
       this.dirty = true;
-      if (!this.polling) this.wake?.();
+      if (!this.polling) this.waker?.wake();
     }
   }
 

@@ -14,7 +14,7 @@
  * A SYN-ACK answers only what the peer's SYN offered (RFC 7323 §1.3, RFC 2018 §2).
  */
 
-import type { TcpConfig } from './config.js';
+import type { SharedTcpConfig } from './config.js';
 import type { TcpSegment, TcpSegmentOptions } from './segment.js';
 
 /** Timestamp option (10 bytes) with its two NOPs. */
@@ -47,7 +47,7 @@ export interface Negotiated {
 }
 
 /** What the peer's SYN (or SYN-ACK) and our configuration agree on. */
-export function negotiate(cfg: TcpConfig, syn: TcpSegment): Negotiated {
+export function negotiate(cfg: SharedTcpConfig, syn: TcpSegment): Negotiated {
   const o = syn.options;
   const wscaleOk = cfg.windowScaling && o.wscale !== undefined;
   const tsOk = cfg.timestamps && o.timestamp !== undefined;
@@ -70,7 +70,7 @@ export function negotiate(cfg: TcpConfig, syn: TcpSegment): Negotiated {
  * The options of our SYN (`agreed` undefined: offer everything configured) or SYN-ACK (answer
  * what was agreed). `tsVal`: our timestamp now.
  */
-export function synOptions(cfg: TcpConfig, ourShift: number, agreed: Negotiated | undefined, tsVal: number, tsEcr: number): TcpSegmentOptions {
+export function synOptions(cfg: SharedTcpConfig, ourShift: number, agreed: Negotiated | undefined, tsVal: number, tsEcr: number): TcpSegmentOptions {
   const o: TcpSegmentOptions = { mss: cfg.mss };
   if (agreed !== undefined) {
     if (agreed.wscaleOk) o.wscale = ourShift;

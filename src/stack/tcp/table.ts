@@ -3,8 +3,11 @@
  * connection) and §3.5 (the 4-tuple names a connection) — the demultiplexer for many
  * connections, still pure: time in, segments out, one timer for the whole table.
  *
- * Keys: a Map from the remote (ip, port) to a Map from the local (ip, port) to the entry; each
- * level's key is ip·65536 + port (48 bits, an exact JS number), so a lookup allocates nothing.
+ * Keys: a Map from the remote (ip, port) to the entry, or, when more than one connection shares
+ * that remote end, to a Map from the local (ip, port) to the entry; each key is ip·65536 + port
+ * (48 bits, an exact JS number), so a lookup allocates nothing. Apps' connections differ in
+ * their source port, so nearly every remote end has one connection: no inner Map per
+ * connection (~0.2 KB each), and nothing else per connection but its entry (no closures).
  *
  * A SYN for no connection goes to the owner's `onSyn(request)` hook (like gVisor's
  * forwarder): `request.accept(opts)` creates the connection — its SYN-ACK waits for
@@ -21,7 +24,7 @@
  * the next `poll()` serves first. Closed connections are removed once their last segment is out.
  */
 
-import { TcpConnection } from './connection.js';
+import { TcpConnection, type TcpWaker } from './connection.js';
 import { ACK, RST, SYN, resetFor, type TcpSegment } from './segment.js';
 import type { ConnectOptions, TcpConnectionOptions } from './types.js';
 
@@ -71,18 +74,35 @@ export interface TcpTableCounters {
   removed: number;
 }
 
-interface Entry {
-  conn: TcpConnection;
-  localIp: number;
-  remoteIp: number;
-  remoteKey: number;
-  localKey: number;
+/** A connection in the table; it is also the connection's waker. */
+class Entry implements TcpWaker {
   /** Deadline of this entry's live heap node, or Infinity. */
-  heapAt: number;
-  dirty: boolean;
-  removed: boolean;
-  emit: (seg: TcpSegment) => void;
+  heapAt = Infinity;
+  dirty = false;
+  removed = false;
+
+  constructor(
+    private readonly table: TcpTable,
+    readonly conn: TcpConnection,
+    readonly localIp: number,
+    readonly remoteIp: number,
+  ) {}
+
+  get remoteKey(): number {
+    return this.remoteIp * 65536 + this.conn.remotePort;
+  }
+
+  get localKey(): number {
+    return this.localIp * 65536 + this.conn.localPort;
+  }
+
+  wake(): void {
+    this.table.markDirty(this);
+  }
 }
+
+/** What the table holds per remote end: its one entry, or a Map by local key when it has several. */
+type Slot = Entry | Map<number, Entry>;
 
 interface PendingReset {
   srcIp: number;
@@ -103,7 +123,7 @@ export class TcpTable {
     removed: 0,
   };
 
-  private readonly map = new Map<number, Map<number, Entry>>();
+  private readonly map = new Map<number, Slot>();
   private count = 0;
   private readonly heapAt: number[] = [];
   private readonly heapE: Entry[] = [];
@@ -112,6 +132,8 @@ export class TcpTable {
   private resets: PendingReset[] = [];
   private lastNow = 0;
   private out: TableOutput | undefined;
+  /** The entry being polled: emitCurrent() sends on its behalf (one function for all entries). */
+  private current: Entry | undefined;
   private readonly onSyn: (request: TcpSynRequest) => void;
   private readonly maxConnections: number;
   private readonly maxPendingResets: number;
@@ -133,19 +155,27 @@ export class TcpTable {
   }
 
   get(remoteIp: number, remotePort: number, localIp: number, localPort: number): TcpConnection | undefined {
-    return this.map.get(remoteIp * 65536 + remotePort)?.get(localIp * 65536 + localPort)?.conn;
+    return this.find(remoteIp * 65536 + remotePort, localIp * 65536 + localPort)?.conn;
   }
 
   *connections(): IterableIterator<{ conn: TcpConnection; localIp: number; remoteIp: number }> {
-    for (const inner of this.map.values()) {
-      for (const e of inner.values()) yield { conn: e.conn, localIp: e.localIp, remoteIp: e.remoteIp };
+    for (const slot of this.map.values()) {
+      if (slot instanceof Entry) yield { conn: slot.conn, localIp: slot.localIp, remoteIp: slot.remoteIp };
+      else for (const e of slot.values()) yield { conn: e.conn, localIp: e.localIp, remoteIp: e.remoteIp };
     }
+  }
+
+  private find(remoteKey: number, localKey: number): Entry | undefined {
+    const slot = this.map.get(remoteKey);
+    if (slot === undefined) return undefined;
+    if (slot instanceof Entry) return slot.localKey === localKey ? slot : undefined;
+    return slot.get(localKey);
   }
 
   /** A segment from srcIp (the remote end) to dstIp (our end). */
   input(now: number, srcIp: number, dstIp: number, seg: TcpSegment): void {
     this.lastNow = now;
-    const e = this.map.get(srcIp * 65536 + seg.srcPort)?.get(dstIp * 65536 + seg.dstPort);
+    const e = this.find(srcIp * 65536 + seg.srcPort, dstIp * 65536 + seg.dstPort);
     if (e !== undefined) {
       const c = e.conn;
       if (c.state === 'CLOSED') {
@@ -264,44 +294,46 @@ export class TcpTable {
   }
 
   private add(c: TcpConnection, localIp: number, remoteIp: number): void {
-    const remoteKey = remoteIp * 65536 + c.remotePort;
-    const localKey = localIp * 65536 + c.localPort;
-    const e: Entry = {
-      conn: c,
-      localIp,
-      remoteIp,
-      remoteKey,
-      localKey,
-      heapAt: Infinity,
-      dirty: false,
-      removed: false,
-      emit: (seg) => (this.out as TableOutput)(localIp, remoteIp, seg, c.sendMss),
-    };
-    let inner = this.map.get(remoteKey);
-    if (inner === undefined) {
-      inner = new Map();
-      this.map.set(remoteKey, inner);
-    }
-    inner.set(localKey, e);
+    const e = new Entry(this, c, localIp, remoteIp);
+    const remoteKey = e.remoteKey;
+    const slot = this.map.get(remoteKey);
+    if (slot === undefined) this.map.set(remoteKey, e);
+    else if (slot instanceof Entry) {
+      this.map.set(
+        remoteKey,
+        new Map([
+          [slot.localKey, slot],
+          [e.localKey, e],
+        ]),
+      );
+    } else slot.set(e.localKey, e);
     this.count++;
-    c.wake = () => this.markDirty(e);
+    c.waker = e;
     this.markDirty(e);
   }
 
   private remove(e: Entry): void {
     if (e.removed) return;
     e.removed = true;
-    e.conn.wake = undefined;
-    const inner = this.map.get(e.remoteKey);
-    if (inner !== undefined) {
-      inner.delete(e.localKey);
-      if (inner.size === 0) this.map.delete(e.remoteKey);
+    e.conn.waker = undefined;
+    const remoteKey = e.remoteKey;
+    const slot = this.map.get(remoteKey);
+    if (slot === e) this.map.delete(remoteKey);
+    else if (slot instanceof Map) {
+      slot.delete(e.localKey);
+      if (slot.size <= 1) {
+        // Back to one connection (or none) at this remote end: no Map for it.
+        const rest = slot.values().next();
+        if (rest.done === true) this.map.delete(remoteKey);
+        else this.map.set(remoteKey, rest.value);
+      }
     }
     this.count--;
     this.counters.removed++;
   }
 
-  private markDirty(e: Entry): void {
+  /** @internal (Entry.wake) */
+  markDirty(e: Entry): void {
     if (!e.dirty && !e.removed) {
       e.dirty = true;
       this.dirtyList.push(e);
@@ -310,7 +342,13 @@ export class TcpTable {
 
   private service(e: Entry, now: number): void {
     const c = e.conn;
-    c.poll(now, e.emit);
+    const outer = this.current;
+    this.current = e;
+    try {
+      c.poll(now, this.emitCurrent);
+    } finally {
+      this.current = outer;
+    }
     if (c.finished) {
       this.remove(e);
       return;
@@ -323,6 +361,11 @@ export class TcpTable {
       if (t !== Infinity) this.heapPush(t, e);
     }
   }
+
+  private readonly emitCurrent = (seg: TcpSegment): void => {
+    const e = this.current as Entry;
+    (this.out as TableOutput)(e.localIp, e.remoteIp, seg, e.conn.sendMss);
+  };
 
   /** A closed connection's last segments (its RST) go out through the reset queue. */
   private flush(e: Entry, now: number): void {
