@@ -247,10 +247,12 @@ class DirectUdpAssociation implements UdpUpstream {
   send(dst: Destination, payload: Uint8Array): boolean {
     if (this.closed) return false;
     const s = this.stats;
+    // A destination by name (a fake-IP flow routed direct): dgram resolves it here.
+    const host = dst.name ?? dst.ip;
     if (this.peer === undefined) {
-      this.peer = { ip: dst.ip, port: dst.port };
+      this.peer = { ip: host, port: dst.port };
       this.state = 'connecting';
-      this.sock.connect(dst.port, dst.ip, () => {
+      this.sock.connect(dst.port, host, () => {
         if (this.closed) return;
         this.state = 'connected';
         const queued = this.waiting;
@@ -260,7 +262,7 @@ class DirectUdpAssociation implements UdpUpstream {
     }
     // One copy: the caller's bytes are a view into a reused buffer, and dgram sends later.
     const copy = Buffer.from(payload);
-    if (dst.ip === this.peer.ip && dst.port === this.peer.port) {
+    if (host === this.peer.ip && dst.port === this.peer.port) {
       if (this.state === 'connecting') {
         if (this.waiting.length >= DIRECT_UDP_MAX_SEND_QUEUE) return this.dropped();
         this.waiting.push(copy);
@@ -271,7 +273,7 @@ class DirectUdpAssociation implements UdpUpstream {
     } else {
       const o = this.otherSocket();
       if (o.getSendQueueCount() >= DIRECT_UDP_MAX_SEND_QUEUE) return this.dropped();
-      o.send(copy, dst.port, dst.ip);
+      o.send(copy, dst.port, host);
     }
     s.datagramsUp++;
     s.bytesUp += payload.length;

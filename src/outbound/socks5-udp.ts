@@ -227,9 +227,11 @@ export class Socks5UdpAssociation implements UdpUpstream {
       s.dropped++;
       return false;
     }
-    const key = `${dst.ip}:${dst.port}`;
+    // A destination by name (a fake-IP flow) is sent as a name: the proxy resolves it.
+    const host = dst.name ?? dst.ip;
+    const key = `${host}:${dst.port}`;
     if (key !== this.lastDst) {
-      this.lastHeader = emitUdpHeader({ host: dst.ip, port: dst.port });
+      this.lastHeader = emitUdpHeader({ host, port: dst.port });
       this.lastDst = key;
     }
     const h = this.lastHeader;

@@ -89,7 +89,7 @@ export class TerminatingEngine {
     this.tcp = new TcpRelay({ stack: this.tcpStack, router, outbounds, clock, logger, maxFlows: o.tcp.maxFlows, bufferBytes: o.tcp.bufferBytes, memoryBytes: o.tcp.memoryBytes, names: o.fakeIp?.pool });
     this.tcpStack.setSynHandler(this.tcp.onSyn);
     this.udpStack = new UdpStack({ link, clock, logger, table: o.udp });
-    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.fakeIp?.resolver ?? o.dns });
+    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.fakeIp?.resolver ?? o.dns, names: o.fakeIp?.pool });
     this.udpStack.setFlowHandler(this.udp.onFlow);
     this.reassembler = new Ipv4Reassembler({ clock, ...o.fragments });
     this.dispatcher = new PacketDispatcher({ link, icmp: o.icmp, logger, tcp: this.tcpStack.input, udp: this.udpStack.input, reassembler: this.reassembler, forward: o.forward });

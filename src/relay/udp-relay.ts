@@ -24,7 +24,8 @@ import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
 import { DNS_RCODE_SERVFAIL, DnsMessage, errorResponse } from '../dns/message.js';
 import type { DnsAnswerer } from '../dns/resolver.js';
-import { isUpstreamError, UPSTREAM_REASONS, type Outbound, type UdpUpstream, type UpstreamReason } from '../outbound/outbound.js';
+import { destinationText, isUpstreamError, UPSTREAM_REASONS, type Destination, type Outbound, type UdpUpstream, type UpstreamReason } from '../outbound/outbound.js';
+import type { FakeIpPool } from '../dns/fake-ip.js';
 import type { UdpCloseReason, UdpFlow, UdpFlowListener } from '../stack/udp/flow-table.js';
 import type { UdpStack } from '../stack/udp/udp-stack.js';
 import type { TcpFlowInfo } from './tcp-relay.js';
@@ -39,12 +40,17 @@ import { ipToU32, u32ToIp } from '../net/ipv4.js';
 export interface UdpRelayOptions {
   stack: UdpStack;
   /** Picks the outbound by name for a destination (the Router). */
-  router: { route(dstIp: number, protocol: number, dstPort: number): string };
+  router: { route(dstIp: number, protocol: number, dstPort: number): string; routeName?(name: string, protocol: number, dstPort: number): string | undefined };
   outbounds: ReadonlyMap<string, Outbound>;
   clock: Clock;
   logger: Logger;
   /** DNS hijack: every datagram to port 53, whatever its address, is answered by this. */
   dns?: DnsAnswerer;
+  /**
+   * The fake-IP table (dns.mode fakeip): a flow to one of its addresses goes to its name
+   * (routed by the domain rules first); a pool address with no name is refused by ICMP.
+   */
+  names?: FakeIpPool;
   /** Deadline for opening a flow's association. Default 10 s. */
   openTimeoutMs?: number;
   /** Datagrams a flow holds while its association opens. Default 64. */
@@ -103,7 +109,7 @@ const ICMP_INTERVAL_MS = 1000;
 
 export class UdpRelay {
   readonly stats: UdpRelayStats;
-  /** @internal */ readonly o: Required<Omit<UdpRelayOptions, 'dns'>> & { dns: DnsAnswerer | undefined };
+  /** @internal */ readonly o: Required<Omit<UdpRelayOptions, 'dns' | 'names'>> & { dns: DnsAnswerer | undefined; names: FakeIpPool | undefined };
   private readonly flows = new Set<RelayFlow>();
 
   constructor(opts: UdpRelayOptions) {
@@ -114,6 +120,7 @@ export class UdpRelay {
       retryAfterMs: 5000,
       ...opts,
       dns: opts.dns,
+      names: opts.names,
     };
     const errors = {} as Record<UpstreamReason, number>;
     for (const r of UPSTREAM_REASONS) errors[r] = 0;
@@ -138,7 +145,17 @@ export class UdpRelay {
   readonly onFlow = (flow: UdpFlow): UdpFlowListener | undefined => {
     const o = this.o;
     if (o.dns !== undefined && flow.dstPort === 53) return this.track(new DnsHijackFlow(this, flow, o.dns));
-    const name = o.router.route(flow.dstIp, IP_PROTO_UDP, flow.dstPort);
+    let host: string | undefined;
+    if (o.names?.contains(flow.dstIp) === true) {
+      host = o.names.nameOf(flow.dstIp);
+      if (host === undefined) {
+        // An answer from a pool we no longer remember: nowhere to go.
+        this.unreachable(flow, ICMP_UNREACH_ADMIN_PROHIBITED);
+        this.stats.dropped++;
+        return undefined;
+      }
+    }
+    const name = (host === undefined ? undefined : o.router.routeName?.(host, IP_PROTO_UDP, flow.dstPort)) ?? o.router.route(flow.dstIp, IP_PROTO_UDP, flow.dstPort);
     const outbound = o.outbounds.get(name);
     if (outbound?.openUdp === undefined) {
       // Blocked, or an upstream that never carries UDP.
@@ -146,7 +163,8 @@ export class UdpRelay {
       this.stats.dropped++;
       return undefined;
     }
-    const f = new ProxiedUdpFlow(this, flow, outbound);
+    const f = new ProxiedUdpFlow(this, flow, outbound, host);
+    if (host !== undefined) o.names?.pin(flow.dstIp);
     this.track(f);
     f.open();
     return f;
@@ -161,7 +179,10 @@ export class UdpRelay {
 
   /** @internal */
   ended(f: RelayFlow): void {
-    if (this.flows.delete(f)) this.stats.flowsOpen--;
+    if (this.flows.delete(f)) {
+      this.stats.flowsOpen--;
+      if (f instanceof ProxiedUdpFlow && f.host !== undefined) this.o.names?.unpin(f.flow.dstIp);
+    }
   }
 
   /** @internal ICMP unreachable to the app of `flow`. */
@@ -208,14 +229,16 @@ class ProxiedUdpFlow implements RelayFlow {
   private pendingBytes = 0;
   private failedAt = 0;
   private lastIcmpAt = -Infinity;
-  private readonly dst: { ip: string; port: number };
+  private readonly dst: Destination;
 
   constructor(
     private readonly relay: UdpRelay,
     readonly flow: UdpFlow,
     private readonly outbound: Outbound,
+    /** The name a fake-IP destination stands for: datagrams go to it. */
+    readonly host: string | undefined,
   ) {
-    this.dst = { ip: u32ToIp(flow.dstIp), port: flow.dstPort };
+    this.dst = host === undefined ? { ip: u32ToIp(flow.dstIp), port: flow.dstPort } : { ip: u32ToIp(flow.dstIp), port: flow.dstPort, name: host };
   }
 
   private get now(): number {
@@ -246,7 +269,9 @@ class ProxiedUdpFlow implements RelayFlow {
     const stats = this.relay.stats;
     a.setHandlers({
       message: (payload, from) => {
-        const ip = ipToU32(from.ip);
+        // A flow by name: the answer comes from the name's real address, which the app never
+        // saw; from the destination's port it is the name answering, so it comes from the fake one.
+        const ip = this.host !== undefined && from.port === this.dst.port ? this.flow.dstIp : ipToU32(from.ip);
         if (ip === undefined) {
           stats.dropped++;
           return;
@@ -300,7 +325,7 @@ class ProxiedUdpFlow implements RelayFlow {
 
   private log(msg: string, detail: string): void {
     const l = this.relay.o.logger;
-    if (l.isLevelEnabled('debug')) l.debug({ flow: this.flow.id, dst: `${this.dst.ip}:${this.dst.port}`, outbound: this.outbound.name, detail }, msg);
+    if (l.isLevelEnabled('debug')) l.debug({ flow: this.flow.id, dst: destinationText(this.dst), outbound: this.outbound.name, detail }, msg);
   }
 
   onDatagram(payload: Uint8Array): void {

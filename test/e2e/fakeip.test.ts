@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, startDante, startDnsmasq, startHttpServer, type Namespace } from '../../tools/lab/index.js';
 import { e2eAvailable, startTunrouteIn } from '../helpers/e2e.js';
+import { fixture } from './tcp-lab.js';
 
 const run = e2eAvailable('fake-IP DNS through dante (names resolved by the proxy only)');
 
@@ -48,6 +49,8 @@ describe.skipIf(!run)('dns fakeip (lab)', () => {
     dnsmasqLog = () => dnsmasq.output().stderr;
     await startDante(s, { listen: DIRECT, port: 1080 });
     await startHttpServer(s, { port: 8080 });
+    const echo = s.spawn(['node', fixture('udp-echo-server.mjs'), WEB, '7001'], { name: 'udp-echo' });
+    await echo.waitForLine(/^listening/, 10_000);
   }, 60_000);
 
   afterAll(async () => {
@@ -67,13 +70,17 @@ describe.skipIf(!run)('dns fakeip (lab)', () => {
       const a = await c.exec(['dig', '+time=3', '+tries=2', NAME, 'A'], { allowFail: true, timeoutMs: 20_000 });
       const aaaa = await c.exec(['dig', '+time=3', '+tries=2', NAME, 'AAAA'], { allowFail: true, timeoutMs: 20_000 });
       const curl = await c.exec(['curl', '-sS', '--max-time', '10', `http://${NAME}:8080/health`], { allowFail: true, timeoutMs: 20_000 });
-      const ctx = `${a.stdout}\n${aaaa.stdout}\n${curl.stdout}${curl.stderr}\n${up.outputTail(3000)}`;
+      // UDP by name too, on a connected socket: the echo must come back from the fake address.
+      // (dd reads the whole datagram: bash's read takes one byte and the rest is lost.)
+      const udp = await c.exec(['bash', '-c', `exec 3<>/dev/udp/${NAME}/7001; printf 'udp by name\\n' >&3; timeout 5 dd bs=2048 count=1 status=none <&3`], { allowFail: true, timeoutMs: 20_000 });
+      const ctx = `${a.stdout}\n${aaaa.stdout}\n${curl.stdout}${curl.stderr}\n${udp.stdout}${udp.stderr}\n${up.outputTail(3000)}`;
       const fake = /^web\.lab\.\s+\d+\s+IN\s+A\s+(\S+)$/m.exec(a.stdout)?.[1];
       expect(fake, ctx).toMatch(/^198\.1[89]\./);
       expect(aaaa.stdout, ctx).toMatch(/status: NOERROR/);
       expect(aaaa.stdout, ctx).toMatch(/ANSWER: 0/);
       expect(curl.code, ctx).toBe(0);
       expect(curl.stdout, ctx).toBe('ok\n');
+      expect(udp.stdout, ctx).toBe('udp by name\n');
       // dnsmasq answered dante (from s's own addresses), and never the client or tunroute: the
       // name went to the proxy as a name, and the client's own queries never left c.
       const log = dnsmasqLog();
