@@ -33,7 +33,8 @@ const TIME_WAIT_HEADROOM = 1024;
 
 export interface EngineOptions {
   link: Link;
-  router: Router;
+  /** The outbound for each new flow (a Router, or the server's guard around one). */
+  router: Pick<Router, 'route'>;
   /** By name; every name the router can answer must be here. Closed by stop(). */
   outbounds: ReadonlyMap<string, Outbound>;
   clock: Clock;

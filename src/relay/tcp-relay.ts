@@ -30,7 +30,8 @@ const MIN_FLOW_BUFFER = 64 * 1024;
 
 export interface TcpRelayOptions {
   stack: TcpStack;
-  router: Router;
+  /** The outbound for each new flow (a Router, or the server's guard around one). */
+  router: Pick<Router, 'route'>;
   outbounds: ReadonlyMap<string, Outbound>;
   clock: Clock;
   logger: Logger;
