@@ -132,20 +132,6 @@ describe.skipIf(!run)('tunroute server with a wireguard-go client (server as nob
     numbers.curl100MB = `${(n / MB / secs).toFixed(1)} MiB/s (${secs.toFixed(1)} s)`;
   }, 180_000);
 
-  it("refuses the server host's own address and the rest of its LAN (RST), allows w", async () => {
-    // From s itself the service answers; through the tunnel, the peer gets RST (curl exit 7).
-    const local = await s.exec(['curl', '-sS', '--max-time', '5', 'http://10.77.0.1:8081/ip']);
-    expect(local.stdout.trim()).toBe('10.77.0.1');
-    for (const url of ['http://10.77.0.1:8081/ip', 'http://10.77.0.3:8080/ip']) {
-      const r = await c.exec(['curl', '-sS', '--max-time', '5', url], { allowFail: true, timeoutMs: 15_000 });
-      expect(r.code, url).toBe(7); // "Couldn't connect": refused at once, not a timeout (28)
-    }
-    const st = JSON.parse(await status()) as { tcp: { upstreamErrors: Record<string, number> } };
-    expect(st.tcp.upstreamErrors.not_allowed).toBe(2);
-    const w = await c.exec(['curl', '-sS', '--max-time', '10', 'http://10.77.0.2:8080/ip']);
-    expect(w.stdout.trim()).toBe('10.77.0.1');
-  });
-
   it('carries iperf3 both ways', async () => {
     await waitForPort(w, '10.77.0.2', 5201);
     for (const [name, extra] of [['iperf3 c→w', []], ['iperf3 w→c', ['-R']]] as const) {
@@ -183,6 +169,20 @@ describe.skipIf(!run)('tunroute server with a wireguard-go client (server as nob
     expect(text).toMatch(/server {4}listen 0\.0\.0\.0:51820/);
     expect(text).toMatch(/peer {6}laptop {2}10\.8\.0\.2\/32 {2}10\.200\.0\.1:\d+ {2}handshake/);
     expect(text).toContain('device    wg  10.8.0.1/16  mtu 1420');
+  });
+
+  it("refuses the server host's own address and the rest of its LAN (RST), allows w", async () => {
+    // From s itself the service answers; through the tunnel, the peer gets RST (curl exit 7).
+    const local = await s.exec(['curl', '-sS', '--max-time', '5', 'http://10.77.0.1:8081/ip']);
+    expect(local.stdout.trim()).toBe('10.77.0.1');
+    for (const url of ['http://10.77.0.1:8081/ip', 'http://10.77.0.3:8080/ip']) {
+      const r = await c.exec(['curl', '-sS', '--max-time', '5', url], { allowFail: true, timeoutMs: 15_000 });
+      expect(r.code, url).toBe(7); // "Couldn't connect": refused at once, not a timeout (28)
+    }
+    const st = JSON.parse(await status()) as { tcp: { upstreamErrors: Record<string, number> } };
+    expect(st.tcp.upstreamErrors.not_allowed).toBe(2);
+    const w = await c.exec(['curl', '-sS', '--max-time', '10', 'http://10.77.0.2:8080/ip']);
+    expect(w.stdout.trim()).toBe('10.77.0.1');
   });
 
   it('stops on SIGTERM and prints its counters', async () => {
