@@ -150,19 +150,34 @@ addFlags(
   process.stdout.write((o.json ? JSON.stringify(answer, null, 2) : answer.text) + '\n');
 });
 
-/** Lines to stdout in chunks, with backpressure: a plan of a million routes is ~2 million lines. */
+/**
+ * Lines to stdout in chunks, with backpressure: a plan of a million routes is ~2 million lines.
+ * A reader that goes away (`| head`) ends the output quietly (EPIPE), as for other CLI tools.
+ */
 async function writeOut(lines: Iterable<string>): Promise<void> {
+  let closed = false;
+  let wake: (() => void) | undefined;
+  process.stdout.on('error', () => {
+    closed = true;
+    wake?.();
+  });
   let chunk: string[] = [];
   const flush = async (): Promise<void> => {
     const ok = process.stdout.write(chunk.join('\n') + '\n');
     chunk = [];
-    if (!ok) await new Promise<void>((resolve) => process.stdout.once('drain', resolve));
+    if (!ok && !closed) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        process.stdout.once('drain', resolve);
+      });
+    }
   };
   for (const line of lines) {
+    if (closed) return;
     chunk.push(line);
     if (chunk.length >= 4096) await flush();
   }
-  if (chunk.length > 0) await flush();
+  if (chunk.length > 0 && !closed) await flush();
 }
 
 async function main(argv: string[]): Promise<number> {
