@@ -48,10 +48,11 @@ addFlags(
   .action(async (o: UpOptions) => {
     const config = loadConfig({ file: o.config, flags: flagsOf(o), log: loadLog() });
     if (o.dryRun) {
-      const { planForHost, describePlan, journalPath, resolveStateDir } = await import('../routes/index.js');
+      const { planForHost, describePlanLines, journalPath, resolveStateDir } = await import('../routes/index.js');
       const { expandTunnels } = await import('../config/tunnels.js');
       const t = await expandTunnels(config);
-      process.stdout.write(describePlan(await planForHost(t.config), { journal: journalPath(resolveStateDir(config.stateDir), config.tun.name) }) + '\n' + t.notes.map((n) => `note: ${n}\n`).join(''));
+      await writeOut(describePlanLines(await planForHost(t.config), { journal: journalPath(resolveStateDir(config.stateDir), config.tun.name) }));
+      process.stdout.write(t.notes.map((n) => `note: ${n}\n`).join(''));
       return;
     }
     const { runUp } = await import('../app.js');
@@ -104,11 +105,13 @@ program
   .requiredOption('-c, --config <file>', 'config file (YAML or JSON)')
   .action(async (o: { config: string }) => {
     const config = loadConfig({ file: o.config, log: loadLog() });
-    const { planForHost, describePlan, journalPath, resolveStateDir } = await import('../routes/index.js');
+    const { planForHost, describePlanLines, journalPath, resolveStateDir } = await import('../routes/index.js');
     const { expandTunnels } = await import('../config/tunnels.js');
     const t = await expandTunnels(config);
     const plan = await planForHost(t.config);
-    process.stdout.write(`${o.config}: valid\n` + describePlan(plan, { journal: journalPath(resolveStateDir(config.stateDir), config.tun.name) }) + '\n' + t.notes.map((n) => `note: ${n}\n`).join(''));
+    process.stdout.write(`${o.config}: valid\n`);
+    await writeOut(describePlanLines(plan, { journal: journalPath(resolveStateDir(config.stateDir), config.tun.name) }));
+    process.stdout.write(t.notes.map((n) => `note: ${n}\n`).join(''));
   });
 
 program
@@ -158,6 +161,36 @@ addFlags(
     : await whyFromJournal(resolveStateDir(stateDirOf(o.stateDir)), o.tun, d, decider);
   process.stdout.write((o.json ? JSON.stringify(answer, null, 2) : answer.text) + '\n');
 });
+
+/**
+ * Lines to stdout in chunks, with backpressure: a plan of a million routes is ~2 million lines.
+ * A reader that goes away (`| head`) ends the output quietly (EPIPE), as for other CLI tools.
+ */
+async function writeOut(lines: Iterable<string>): Promise<void> {
+  let closed = false;
+  let wake: (() => void) | undefined;
+  process.stdout.on('error', () => {
+    closed = true;
+    wake?.();
+  });
+  let chunk: string[] = [];
+  const flush = async (): Promise<void> => {
+    const ok = process.stdout.write(chunk.join('\n') + '\n');
+    chunk = [];
+    if (!ok && !closed) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        process.stdout.once('drain', resolve);
+      });
+    }
+  };
+  for (const line of lines) {
+    if (closed) return;
+    chunk.push(line);
+    if (chunk.length >= 4096) await flush();
+  }
+  if (chunk.length > 0 && !closed) await flush();
+}
 
 async function main(argv: string[]): Promise<number> {
   try {

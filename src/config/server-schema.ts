@@ -70,6 +70,12 @@ export const serverConfigSchema = z
     icmp: z.enum(['reply', 'drop']).default('reply'),
     /** Destinations peers may not reach through the server (TCP gets RST, UDP ICMP prohibited). */
     deny: z.array(cidr).prefault([...DEFAULT_SERVER_DENY]),
+    /**
+     * The server host's own addresses and directly connected networks are refused too (read
+     * from the kernel, see server/host-networks.ts); these CIDRs re-open parts of them.
+     * `deny` still wins over `allow`.
+     */
+    allow: z.array(cidr).default([]),
     /** mode: tun only: the TUN device the kernel forwards through. */
     tun: z.object({ name: ifName.default('tunroute0') }).strict().default({ name: 'tunroute0' }),
     /** Absent: /run/tunroute/server.sock as root, $XDG_RUNTIME_DIR/tunroute/server.sock otherwise (see serverControlPath). */

@@ -35,7 +35,8 @@ const TIME_WAIT_HEADROOM = 1024;
 
 export interface EngineOptions {
   link: Link;
-  router: Router;
+  /** The outbound for each new flow (a Router, or the server's guard around one). */
+  router: Pick<Router, 'route'> & Partial<Pick<Router, 'routeName'>>;
   /** By name; every name the router can answer must be here. Closed by stop(). */
   outbounds: ReadonlyMap<string, Outbound>;
   clock: Clock;

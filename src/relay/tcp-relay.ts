@@ -45,7 +45,9 @@ const MIN_FLOW_BUFFER = 64 * 1024;
 
 export interface TcpRelayOptions {
   stack: TcpStack;
-  router: Router;
+  /** The outbound for each new flow (a Router, or the server's guard around one). */
+  /** What picks an outbound: an address (route), and a name when it has domain rules (routeName). */
+  router: Pick<Router, 'route'> & Partial<Pick<Router, 'routeName'>>;
   outbounds: ReadonlyMap<string, Outbound>;
   clock: Clock;
   logger: Logger;
@@ -155,7 +157,7 @@ export class TcpRelay {
         return;
       }
     }
-    const outboundName = (host === undefined ? undefined : o.router.routeName(host, IP_PROTO_TCP, req.dstPort)) ?? o.router.route(req.dstIp, IP_PROTO_TCP, req.dstPort);
+    const outboundName = (host === undefined ? undefined : o.router.routeName?.(host, IP_PROTO_TCP, req.dstPort)) ?? o.router.route(req.dstIp, IP_PROTO_TCP, req.dstPort);
     const outbound = o.outbounds.get(outboundName);
     if (outbound === undefined) {
       req.reject();

@@ -5,6 +5,7 @@
  * it at a namespace (`ip -n NS`).
  */
 import { spawn } from 'node:child_process';
+import type { Writable } from 'node:stream';
 import { TunrouteError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { batchesOf, invert, toIpLine, toIpCommand, type Change, type RouteOp, type RoutePlan } from './plan.js';
@@ -23,6 +24,9 @@ export interface IpRunner {
   batch(lines: readonly string[], force: boolean, family?: 4 | 6): Promise<BatchResult>;
 }
 
+/** How much of ip's stderr a BatchResult keeps. */
+const STDERR_KEPT = 64 * 1024;
+
 export function createIpRunner(opts: { netns?: string } = {}): IpRunner {
   const ns = opts.netns === undefined ? [] : ['-n', opts.netns];
   return {
@@ -30,22 +34,59 @@ export function createIpRunner(opts: { netns?: string } = {}): IpRunner {
       return new Promise((resolve) => {
         const args = [...ns, ...(family === 6 ? ['-6'] : []), ...(force ? ['-force'] : []), '-batch', '-'];
         const child = spawn('ip', args, { stdio: ['pipe', 'ignore', 'pipe'] });
+        // Read line by line and keep only the start: `down` after the device vanished has a
+        // million failing deletions to report, two lines each.
         let stderr = '';
+        let partial = '';
+        let failures = 0;
+        let failedLine: number | undefined;
+        const onLine = (line: string): void => {
+          const m = /^Command failed -:(\d+)/.exec(line);
+          if (m) {
+            failures++;
+            failedLine ??= Number(m[1]);
+          }
+          if (stderr.length < STDERR_KEPT) stderr += line + '\n';
+        };
         child.stderr.setEncoding('utf8');
         child.stderr.on('data', (d: string) => {
-          stderr += d;
+          const parts = (partial + d).split('\n');
+          partial = parts.pop() ?? '';
+          for (const l of parts) onLine(l);
         });
         child.on('error', (e) => resolve({ ok: false, stderr: `cannot run ip: ${e.message}` }));
         child.on('close', (code) => {
-          const m = /Command failed -:(\d+)/.exec(stderr);
-          const failures = stderr.match(/Command failed -:\d+/g)?.length ?? 0;
-          resolve({ ok: code === 0, failedLine: m ? Number(m[1]) : undefined, failures, stderr: stderr.trim() });
+          if (partial !== '') onLine(partial);
+          resolve({ ok: code === 0, failedLine, failures, stderr: stderr.trim() });
         });
         child.stdin.on('error', () => undefined); // ip died early; 'close' reports it
-        child.stdin.end(lines.join('\n') + '\n');
+        writeLines(child.stdin, lines);
       });
     },
   };
+}
+
+/**
+ * Feed `lines` to `out` a chunk at a time, waiting for 'drain': two million route lines are
+ * ~120 MB of text, never built as one string.
+ */
+function writeLines(out: Writable, lines: readonly string[]): void {
+  const CHUNK = 4096;
+  let i = 0;
+  const more = (): void => {
+    while (i < lines.length) {
+      const end = Math.min(i + CHUNK, lines.length);
+      const ok = out.write(lines.slice(i, end).join('\n') + '\n');
+      i = end;
+      if (!ok) {
+        out.once('drain', more);
+        return;
+      }
+    }
+    out.end();
+  };
+  out.once('close', () => (i = lines.length)); // ip died early: stop feeding it
+  more();
 }
 
 export const ipBatchRunner: IpRunner = createIpRunner();
@@ -59,12 +100,13 @@ export async function applyOps(ops: readonly RouteOp[], dev: string, runner: IpR
   for (const b of batchesOf(ops)) {
     const lines = b.ops.map((o) => toIpLine(o, 'apply'));
     const res = await runner.batch(lines, false, b.family);
+    // Loops, not push(...ops): a spread of a million arguments overflows the stack.
     if (res.ok) {
-      applied.push(...b.ops);
+      for (const o of b.ops) applied.push(o);
       continue;
     }
     const failed = res.failedLine ?? 1;
-    applied.push(...b.ops.slice(0, failed - 1));
+    for (let i = 0; i < failed - 1 && i < b.ops.length; i++) applied.push(b.ops[i]);
     await removeChanges(invert(applied), runner, log);
     const why = res.stderr.split('\n')[0] ?? 'unknown error';
     const op = b.ops[failed - 1] ?? b.ops[0];

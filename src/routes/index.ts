@@ -6,7 +6,7 @@ import type { Config } from '../config/schema.js';
 import { hostProbe, probeRouteEnv, type HostProbe } from './host.js';
 import { planRoutes, type RoutePlan } from './plan.js';
 
-export { planRoutes, describePlan, invert, toIpBatch, toIpCommand, ROUTE_PROTO, KILL_SWITCH_METRIC } from './plan.js';
+export { planRoutes, describePlan, describePlanLines, invert, toIpBatch, toIpCommand, ROUTE_PROTO, KILL_SWITCH_METRIC } from './plan.js';
 export type { RoutePlan, RouteOp, Change, ExplainData, PlanMode, Table } from './plan.js';
 export { applyPlan, removePlan, createIpRunner, ipBatchRunner } from './apply.js';
 export type { IpRunner, BatchResult } from './apply.js';

@@ -28,10 +28,10 @@
  */
 import { TunrouteError } from '../errors.js';
 import { BLOCK_OUTBOUND, DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from '../config/schema.js';
-import { cidrToString, normalizeCidr, parseCidr, type Cidr } from '../net/ipv4.js';
-import { computeRouteSet } from '../net/cidr-set.js';
+import { cidrToString, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../net/ipv4.js';
+import { overlapsRanges, PrefixBag, routeSetOfRanges } from '../net/cidr-set.js';
 import type { RouteEnv } from './host.js';
-import { parseCidrFile, type LabeledPrefix } from './sources.js';
+import { parseCidrFile, type CidrFileEntries, type LabeledPrefix } from './sources.js';
 
 /** The `proto` (routes) and `protocol` (rules) number that marks tunroute's changes. */
 export const ROUTE_PROTO = 211;
@@ -77,14 +77,27 @@ export interface ExplainData {
   mode: PlanMode;
   table: Table;
   priority: number;
-  /** [cidr, source] */
+  /** [cidr, source]: the entries not from CIDR files (config, flags, tunroute's own). */
   include: Array<[string, string]>;
   exclude: Array<[string, string]>;
+  /** The entries of routes.includeFiles / excludeFiles (absent in journals of older versions). */
+  includeFiles?: ExplainFile[];
+  excludeFiles?: ExplainFile[];
   excludeUids: Array<[number, number]>;
   ipv6: Ipv6Handling;
   killSwitch: boolean;
   rules: Config['rules'];
   defaultOutbound: string;
+}
+
+/**
+ * A CIDR file as `why` needs it, compact enough for the journal (a million entries in one
+ * string of ~16 MB, not a million pairs): `cidrs` holds line n's CIDR (normalized) at slot
+ * n - 1 of a '\n'-separated list, '' for blank and comment lines.
+ */
+export interface ExplainFile {
+  file: string;
+  cidrs: string;
 }
 
 /** guarded: blocked by the leak guard; untouched: not tunroute's business; unavailable: no IPv6 in this kernel. */
@@ -137,6 +150,31 @@ function fileText(env: RouteEnv, path: string): string {
   return t;
 }
 
+function explainFile(f: CidrFileEntries): ExplainFile {
+  // Built in chunks: one join per few thousand lines, not a million-element array.
+  const chunks: string[] = [];
+  let part: string[] = [];
+  let line = 1;
+  for (let i = 0; i < f.count; i++) {
+    for (; line < f.lines[i]; line++) part.push('');
+    part.push(`${u32ToIp(f.addrs[i])}/${f.lens[i]}`);
+    line++;
+    if (part.length >= 4096) {
+      chunks.push(part.join('\n'));
+      part = [];
+    }
+  }
+  if (part.length > 0 || chunks.length === 0) chunks.push(part.join('\n'));
+  return { file: f.file, cidrs: chunks.join('\n') };
+}
+
+function bagOf(inline: readonly LabeledPrefix[], files: readonly CidrFileEntries[]): PrefixBag {
+  const bag = new PrefixBag();
+  for (const p of inline) bag.addCidr(p.prefix);
+  for (const f of files) for (let i = 0; i < f.count; i++) bag.add(f.addrs[i], f.lens[i]);
+  return bag;
+}
+
 function hasUpstream(config: Config): boolean {
   return config.proxy !== undefined || config.outbounds.some((o) => o.type === 'socks5');
 }
@@ -165,30 +203,14 @@ export function prefixesContain(prefixes: readonly Cidr[], addr: number): Cidr |
   return undefined;
 }
 
-/** Whether `p` overlaps one of the sorted, disjoint prefixes. */
-function overlapsAny(sorted: readonly Cidr[], p: Cidr): boolean {
-  const start = p.addr;
-  const end = p.addr + 2 ** (32 - p.prefix);
-  // First prefix whose end lies beyond `start`.
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    const q = sorted[mid];
-    if (q.addr + 2 ** (32 - q.prefix) <= start) lo = mid + 1;
-    else hi = mid;
-  }
-  const q = sorted[lo];
-  return q !== undefined && q.addr < end;
-}
-
 export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   const dev = config.tun.name;
   const r = config.routes;
   const notes: string[] = [];
 
   const include: LabeledPrefix[] = r.include.map((c, i) => ({ prefix: normalizeCidr(c), source: `routes.include[${i}]` }));
-  r.includeFiles.forEach((f, i) => include.push(...parseCidrFile(fileText(env, f), f, `routes.includeFiles[${i}]`)));
+  // File entries stay in columns (CidrFileEntries): a million LabeledPrefix objects would not.
+  const includeFiles = r.includeFiles.map((f, i) => parseCidrFile(fileText(env, f), f, `routes.includeFiles[${i}]`));
   const mode: PlanMode = r.include.length > 0 || r.includeFiles.length > 0 ? 'split' : hasUpstream(config) ? 'full' : 'none';
   if (mode === 'full') include.push({ prefix: { addr: 0, prefix: 0 }, source: FULL_TUNNEL_SOURCE });
 
@@ -210,9 +232,10 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
     notes.push('no IPv4 default route: there is no LAN to keep direct.');
   }
   r.exclude.forEach((c, i) => exclude.push({ prefix: normalizeCidr(c), source: `routes.exclude[${i}]` }));
-  r.excludeFiles.forEach((f, i) => exclude.push(...parseCidrFile(fileText(env, f), f, `routes.excludeFiles[${i}]`)));
+  const excludeFiles = r.excludeFiles.map((f, i) => parseCidrFile(fileText(env, f), f, `routes.excludeFiles[${i}]`));
 
-  const prefixes = mode === 'none' ? [] : computeRouteSet(include.map((p) => p.prefix), exclude.map((p) => p.prefix));
+  const included = bagOf(include, includeFiles).mergedRanges();
+  const prefixes = mode === 'none' ? [] : routeSetOfRanges(included, bagOf(exclude, excludeFiles).mergedRanges());
 
   // The loop guard, checked rather than assumed: no upstream address may enter the device.
   for (const u of env.upstreams) {
@@ -242,9 +265,11 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
 
   const changes: Change[] = [];
   if (mode !== 'none') {
-    for (const p of prefixes) changes.push({ op: 'route', family: 4, type: 'unicast', cidr: cidrToString(p), dev, table });
+    // One string per prefix, shared by the route and its kill-switch twin (a million of each).
+    const cidrs = prefixes.map(cidrToString);
+    for (const cidr of cidrs) changes.push({ op: 'route', family: 4, type: 'unicast', cidr, dev, table });
     if (killSwitch) {
-      for (const p of prefixes) changes.push({ op: 'route', family: 4, type: 'unreachable', cidr: cidrToString(p), table, metric: KILL_SWITCH_METRIC });
+      for (const cidr of cidrs) changes.push({ op: 'route', family: 4, type: 'unreachable', cidr, table, metric: KILL_SWITCH_METRIC });
     }
     if (table !== 'main') {
       for (const u of uids) changes.push({ op: 'rule', family: 4, priority, table: 'main', uids: u });
@@ -275,9 +300,16 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   const up: RouteOp[] = [...device, ...changes];
 
   // Only exclusions that actually cut into an include are worth showing.
-  const merged = computeRouteSet(include.map((p) => p.prefix));
-  const direct =
-    mode === 'none' ? [] : exclude.filter((e) => overlapsAny(merged, e.prefix)).map((e) => ({ cidr: cidrToString(e.prefix), source: e.source }));
+  const direct: Array<{ cidr: string; source: string }> = [];
+  if (mode !== 'none') {
+    for (const e of exclude) if (overlapsRanges(included, e.prefix)) direct.push({ cidr: cidrToString(e.prefix), source: e.source });
+    for (const f of excludeFiles) {
+      for (let i = 0; i < f.count; i++) {
+        const p = f.prefixAt(i);
+        if (overlapsRanges(included, p)) direct.push({ cidr: cidrToString(p), source: f.sourceOf(i) });
+      }
+    }
+  }
 
   const explain: ExplainData = {
     dev,
@@ -286,6 +318,8 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
     priority,
     include: include.map((p) => [cidrToString(p.prefix), p.source]),
     exclude: exclude.map((p) => [cidrToString(p.prefix), p.source]),
+    includeFiles: includeFiles.map(explainFile),
+    excludeFiles: excludeFiles.map(explainFile),
     excludeUids: uids,
     ipv6,
     killSwitch,
@@ -378,62 +412,64 @@ export interface DescribeOptions {
 
 /** The plan as a person reads it (`--dry-run`, `check`). */
 export function describePlan(plan: RoutePlan, opts: DescribeOptions = {}): string {
-  const L: string[] = [];
+  return Array.from(describePlanLines(plan, opts)).join('\n');
+}
+
+/**
+ * describePlan a line at a time: `check` of a million-line CIDR file prints ~2 million lines,
+ * which it writes out in chunks instead of building them into one string.
+ */
+export function* describePlanLines(plan: RoutePlan, opts: DescribeOptions = {}): Generator<string> {
   const how =
     plan.mode === 'none'
       ? 'no routes (no proxy and no --route): only the device\'s own subnet enters it'
       : plan.mode === 'full'
         ? 'full tunnel: everything except the direct destinations below'
         : 'split tunnel: only the listed CIDRs';
-  L.push(`device ${plan.dev} — ${how}`);
+  yield `device ${plan.dev} — ${how}`;
   for (const o of plan.up) {
-    if (o.op === 'link-set') L.push(`  set mtu ${o.mtu}, txqueuelen ${o.txqueuelen}`);
-    else if (o.op === 'addr-add') L.push(`  add address ${o.cidr}`);
-    else if (o.op === 'link-up') L.push('  bring the device up');
+    if (o.op === 'link-set') yield `  set mtu ${o.mtu}, txqueuelen ${o.txqueuelen}`;
+    else if (o.op === 'addr-add') yield `  add address ${o.cidr}`;
+    else if (o.op === 'link-up') yield '  bring the device up';
+    else break; // the device ops come first
   }
+  const shown = Math.min(opts.maxChanges ?? Infinity, Number.MAX_SAFE_INTEGER);
   if (plan.mode !== 'none') {
     const where =
       plan.table === 'main'
         ? 'routes in the main table'
         : `routes in table ${plan.table}, consulted by ip rule priority ${plan.priority + 1} (before the main table)`;
-    L.push(`routes into ${plan.dev} (${plan.prefixes.length}; ${where}):`);
-    const shown = opts.maxChanges ?? Infinity;
-    plan.prefixes.slice(0, shown).forEach((p) => L.push(`  + ${cidrToString(p)}`));
-    if (plan.prefixes.length > shown) L.push(`  … and ${plan.prefixes.length - shown} more`);
+    yield `routes into ${plan.dev} (${plan.prefixes.length}; ${where}):`;
+    for (let i = 0; i < plan.prefixes.length && i < shown; i++) yield `  + ${cidrToString(plan.prefixes[i])}`;
+    if (plan.prefixes.length > shown) yield `  … and ${plan.prefixes.length - shown} more`;
     if (plan.direct.length > 0) {
-      L.push('stays direct (the host\'s own routes carry it):');
-      const w = Math.max(...plan.direct.map((d) => d.cidr.length));
-      plan.direct.slice(0, shown).forEach((d) => L.push(`  - ${d.cidr.padEnd(w)}  ${d.source}`));
-      if (plan.direct.length > shown) L.push(`  … and ${plan.direct.length - shown} more`);
+      yield 'stays direct (the host\'s own routes carry it):';
+      const w = plan.direct.reduce((m, d) => Math.max(m, d.cidr.length), 0); // no spread: may be a million
+      for (let i = 0; i < plan.direct.length && i < shown; i++) yield `  - ${plan.direct[i].cidr.padEnd(w)}  ${plan.direct[i].source}`;
+      if (plan.direct.length > shown) yield `  … and ${plan.direct.length - shown} more`;
     }
     if (plan.excludeUids.length > 0) {
-      L.push(`users whose traffic never enters ${plan.dev}: ${plan.excludeUids.map(([a, b]) => (a === b ? `uid ${a}` : `uids ${a}-${b}`)).join(', ')} (ip rule priority ${plan.priority} → main table)`);
+      yield `users whose traffic never enters ${plan.dev}: ${plan.excludeUids.map(([a, b]) => (a === b ? `uid ${a}` : `uids ${a}-${b}`)).join(', ')} (ip rule priority ${plan.priority} → main table)`;
     }
-    L.push(
-      plan.ipv6 === 'guarded'
-        ? `IPv6: blocked by the leak guard (unreachable in ${tableText(plan.table)}; link-local and multicast still work); turn off with --no-ipv6-guard`
-        : plan.ipv6 === 'unavailable'
-          ? 'IPv6: not available in this kernel, nothing to guard'
-          : plan.mode === 'full'
-            ? 'IPv6: NOT guarded (--no-ipv6-guard): IPv6 traffic bypasses the tunnel'
-            : 'IPv6: untouched (split tunnel)',
-    );
-    L.push(
-      plan.killSwitch
-        ? `kill switch: on — if tunroute dies, the ${plan.prefixes.length} tunneled prefixes stay unreachable until \`tunroute down\``
-        : 'kill switch: off — if tunroute dies, tunneled traffic goes direct again (the watchdog removes the rest)',
-    );
+    yield plan.ipv6 === 'guarded'
+      ? `IPv6: blocked by the leak guard (unreachable in ${tableText(plan.table)}; link-local and multicast still work); turn off with --no-ipv6-guard`
+      : plan.ipv6 === 'unavailable'
+        ? 'IPv6: not available in this kernel, nothing to guard'
+        : plan.mode === 'full'
+          ? 'IPv6: NOT guarded (--no-ipv6-guard): IPv6 traffic bypasses the tunnel'
+          : 'IPv6: untouched (split tunnel)';
+    yield plan.killSwitch
+      ? `kill switch: on — if tunroute dies, the ${plan.prefixes.length} tunneled prefixes stay unreachable until \`tunroute down\``
+      : 'kill switch: off — if tunroute dies, tunneled traffic goes direct again (the watchdog removes the rest)';
   }
-  for (const n of plan.notes) L.push(`note: ${n}`);
+  for (const n of plan.notes) yield `note: ${n}`;
   if (plan.changes.length === 0) {
-    L.push('changes: none besides the device.');
+    yield 'changes: none besides the device.';
   } else {
-    L.push(`changes (${plan.changes.length}, applied with ip -batch in this order):`);
-    const shown = opts.maxChanges ?? Infinity;
-    plan.changes.slice(0, shown).forEach((c) => L.push(`  ${toIpCommand(c, 'apply')}`));
-    if (plan.changes.length > shown) L.push(`  … and ${plan.changes.length - shown} more`);
+    yield `changes (${plan.changes.length}, applied with ip -batch in this order):`;
+    for (let i = 0; i < plan.changes.length && i < shown; i++) yield `  ${toIpCommand(plan.changes[i], 'apply')}`;
+    if (plan.changes.length > shown) yield `  … and ${plan.changes.length - shown} more`;
   }
   const journal = opts.journal === undefined ? '' : ` (${opts.journal} lists them meanwhile)`;
-  L.push(`on exit or \`tunroute down\`: every change above is deleted, in reverse order${journal}; the device vanishes with tunroute.`);
-  return L.join('\n');
+  yield `on exit or \`tunroute down\`: every change above is deleted, in reverse order${journal}; the device vanishes with tunroute.`;
 }

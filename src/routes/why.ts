@@ -12,10 +12,10 @@ import { TunrouteError, shown } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import { cidrToString, ipToU32, parseNetwork, type Cidr } from '../net/ipv4.js';
 import { hostKindOf, parseEndpoint } from '../net/endpoint.js';
-import { computeRouteSet } from '../net/cidr-set.js';
+import { computeRouteSetOf, PrefixBag } from '../net/cidr-set.js';
 import { hostProbe, probeRouteEnv, type HostProbe } from './host.js';
 import { listStateFiles, ownerAlive, readJournal } from './journal.js';
-import { planRoutes, prefixesContain, type ExplainData } from './plan.js';
+import { planRoutes, prefixesContain, type ExplainData, type ExplainFile } from './plan.js';
 
 export type WhyProto = 'tcp' | 'udp' | 'icmp';
 
@@ -68,18 +68,45 @@ export interface WhyAnswer {
   text: string;
 }
 
-function mostSpecific(list: ReadonlyArray<[string, string]>, addr: number): [string, string] | undefined {
-  let best: [string, string] | undefined;
-  let bestLen = -1;
-  for (const e of list) {
-    const p = parseNetwork(e[0]);
-    if (p === undefined || p.prefix <= bestLen) continue;
-    if (addr >= p.addr && addr < p.addr + 2 ** (32 - p.prefix)) {
-      best = e;
-      bestLen = p.prefix;
+/** Calls `each(cidr, source)` for every entry, the files' line by line (no array of a million pairs). */
+function forEachEntry(list: ReadonlyArray<[string, string]>, files: readonly ExplainFile[] | undefined, each: (cidr: string, source: () => string) => void): void {
+  for (const e of list) each(e[0], () => e[1]);
+  for (const f of files ?? []) {
+    const text = f.cidrs;
+    let line = 1;
+    for (let from = 0; from <= text.length; line++) {
+      let to = text.indexOf('\n', from);
+      if (to < 0) to = text.length;
+      if (to > from) {
+        const n = line;
+        each(text.slice(from, to), () => `${f.file}:${n}`);
+      }
+      from = to + 1;
     }
   }
+}
+
+function mostSpecific(list: ReadonlyArray<[string, string]>, files: readonly ExplainFile[] | undefined, addr: number): [string, string] | undefined {
+  let best: [string, string] | undefined;
+  let bestLen = -1;
+  forEachEntry(list, files, (cidr, source) => {
+    const p = parseNetwork(cidr);
+    if (p === undefined || p.prefix <= bestLen) return;
+    if (addr >= p.addr && addr < p.addr + 2 ** (32 - p.prefix)) {
+      best = [cidr, source()];
+      bestLen = p.prefix;
+    }
+  });
   return best;
+}
+
+function bagOf(list: ReadonlyArray<[string, string]>, files: readonly ExplainFile[] | undefined): PrefixBag {
+  const bag = new PrefixBag();
+  forEachEntry(list, files, (cidr) => {
+    const p = parseNetwork(cidr);
+    if (p !== undefined) bag.addCidr(p);
+  });
+  return bag;
 }
 
 function where(e: ExplainData): string {
@@ -91,8 +118,11 @@ function destText(d: Destination): string {
   return d.port === undefined ? `${d.proto} to ${d.ip}` : `${d.proto} to ${host}:${d.port}`;
 }
 
-/** Explain one destination against the plan data. */
-export function explainDestination(e: ExplainData, d: Destination, decider?: OutboundDecider, kernel?: string): WhyAnswer {
+/**
+ * Explain one destination against the plan data. `prefixes` are the plan's routes when the
+ * caller has them (against a config); otherwise they are computed again from `e`.
+ */
+export function explainDestination(e: ExplainData, d: Destination, decider?: OutboundDecider, kernel?: string, prefixes?: readonly Cidr[]): WhyAnswer {
   const base = { destination: d, dev: e.dev };
   const kernelLine = kernel === undefined ? '' : `\nkernel (ip route get ${d.ip}): ${kernel}`;
   if (isIPv6(d.ip)) {
@@ -105,11 +135,10 @@ export function explainDestination(e: ExplainData, d: Destination, decider?: Out
     return { ...base, enters: false, text: text + kernelLine };
   }
   const addr = ipToU32(d.ip)!;
-  const include = mostSpecific(e.include, addr);
-  const exclude = mostSpecific(e.exclude, addr);
-  const toPrefix = (l: ReadonlyArray<[string, string]>): Cidr[] => l.map(([c]) => parseNetwork(c)!).filter((p) => p !== undefined);
-  const prefixes = e.mode === 'none' ? [] : computeRouteSet(toPrefix(e.include), toPrefix(e.exclude));
-  const route = prefixesContain(prefixes, addr);
+  const include = mostSpecific(e.include, e.includeFiles, addr);
+  const exclude = mostSpecific(e.exclude, e.excludeFiles, addr);
+  const routes = prefixes ?? (e.mode === 'none' ? [] : computeRouteSetOf(bagOf(e.include, e.includeFiles), bagOf(e.exclude, e.excludeFiles)));
+  const route = prefixesContain(routes, addr);
   const uidNote =
     e.excludeUids.length === 0
       ? ''
@@ -147,7 +176,7 @@ export async function whyFromConfig(
   host: HostProbe = hostProbe(),
 ): Promise<WhyAnswer> {
   const plan = planRoutes(config, await probeRouteEnv(config, host));
-  return explainDestination(plan.explain, d, makeDecider(plan.explain));
+  return explainDestination(plan.explain, d, makeDecider(plan.explain), undefined, plan.prefixes);
 }
 
 /** `why` against the running tunroute: its journal's plan data, and the kernel's answer. */

@@ -14,7 +14,8 @@
  *                         │            │
  *                      TcpStack     UdpStack
  *                         │            │
- *                      TcpRelay     UdpRelay ─ Router: own address, tunnel subnet, deny → block
+ *                      TcpRelay     UdpRelay ─ Router: own address, tunnel subnet, deny, this
+ *                                                host's addresses and LANs (less allow) → block
  *                         └─────┬──────┘
  *                        DirectOutbound ─ net.connect / dgram from this host
  *
@@ -45,7 +46,8 @@ import type { UdpFlowInfo, UdpRelayStats } from '../relay/udp-relay.js';
 import { Router } from '../router/router.js';
 import type { DispatcherStats } from '../stack/dispatcher.js';
 import type { ReassemblyStats } from '../stack/ip-reassembly.js';
-import { cidrToString, normalizeCidr } from '../net/ipv4.js';
+import { cidrToString, normalizeCidr, u32ToIp, type Cidr } from '../net/ipv4.js';
+import { denyListText, HOST_NETWORKS_REFRESH_MS, hostDenyList, readHostNetworks, type HostNetworks, type HostNetworksReader } from './host-networks.js';
 import { PacketGate, type GateCounters } from './gate.js';
 import { TunnelRuntime, type TunnelCounters, type TunnelPeerConfig, type TunnelPeerStatus } from '../wireguard/runtime.js';
 import type { UdpTransport } from '../wireguard/transport.js';
@@ -72,6 +74,10 @@ export interface ServerDeps {
   /** mode: tun — the device and the `ip` runner (default: the native TUN, iproute2). */
   openTun?: TunModeOptions['openLink'];
   ipRunner?: IpRunner;
+  /** userspace: this host's addresses and connected networks (default: read from the kernel, see host-networks.ts). */
+  hostNetworks?: HostNetworksReader;
+  /** How often hostNetworks is read again (default HOST_NETWORKS_REFRESH_MS; 0: never). */
+  hostNetworksRefreshMs?: number;
 }
 
 /** Everything a running server counts, for logs and `status`. The stack's counters exist in userspace mode only. */
@@ -114,14 +120,61 @@ export function tunnelPeersOf(config: ServerConfig): (TunnelPeerConfig & { name:
   }));
 }
 
+/** Why a destination was refused, by the index of the rule serverRouter built. */
+const DENY_REASONS = ["the server's tunnel address or an unowned part of the tunnel subnet", 'the deny list', "this host's own address or directly connected network (not in allow)"] as const;
+
 /**
  * What the server refuses to re-originate: its own address (nothing listens there: TCP gets
- * RST), the rest of the tunnel subnet that no peer owns, and the config's deny list.
+ * RST), the rest of the tunnel subnet that no peer owns, the config's deny list, and this
+ * host's own addresses and directly connected networks less the config's allow list
+ * (`hostDeny`, see host-networks.ts). Rule i is refused for DENY_REASONS[i].
  */
-export function serverRouter(config: ServerConfig, direct: string): Router {
+export function serverRouter(config: ServerConfig, direct: string, hostDeny: readonly Cidr[] = []): Router {
   const own = config.address;
-  const cidrs = [`${cidrToString({ addr: own.addr, prefix: 32 })}`, cidrToString(normalizeCidr(own)), ...config.deny.map((d) => cidrToString(normalizeCidr(d)))];
-  return new Router({ rules: [{ cidrs, outbound: SERVER_BLOCK_OUTBOUND }], defaultOutbound: direct, source: 'deny' });
+  const tunnel = [`${cidrToString({ addr: own.addr, prefix: 32 })}`, cidrToString(normalizeCidr(own))];
+  const deny = config.deny.map((d) => cidrToString(normalizeCidr(d)));
+  const host = hostDeny.map(cidrToString);
+  // A rule needs at least one CIDR: an empty list keeps its place with the tunnel's own address.
+  const rules = [tunnel, deny, host].map((cidrs) => ({ cidrs: cidrs.length > 0 ? cidrs : [tunnel[0]], outbound: SERVER_BLOCK_OUTBOUND }));
+  return new Router({ rules, defaultOutbound: direct, source: 'deny' });
+}
+
+/**
+ * The engine's router for the server: serverRouter, rebuilt when this host's networks change,
+ * with one debug line per refused flow (TCP gets RST, UDP ICMP administratively prohibited:
+ * the block outbound's answer).
+ */
+export class ServerGuard {
+  private router: Router;
+  private hostText: string;
+
+  constructor(
+    private readonly config: ServerConfig,
+    private readonly direct: string,
+    hostDeny: readonly Cidr[],
+    private readonly log: Logger,
+  ) {
+    this.router = serverRouter(config, direct, hostDeny);
+    this.hostText = denyListText(hostDeny);
+  }
+
+  /** Use a new reading of this host's networks; true if it changed anything. */
+  update(hostDeny: readonly Cidr[]): boolean {
+    const text = denyListText(hostDeny);
+    if (text === this.hostText) return false;
+    this.router = serverRouter(this.config, this.direct, hostDeny);
+    this.hostText = text;
+    return true;
+  }
+
+  route(dstIp: number, protocol: number, dstPort: number): string {
+    const name = this.router.route(dstIp, protocol, dstPort);
+    if (name === SERVER_BLOCK_OUTBOUND && this.log.isLevelEnabled('debug')) {
+      const d = this.router.why(dstIp, protocol, dstPort);
+      this.log.debug({ dst: u32ToIp(dstIp), protocol, port: dstPort, cidr: d.cidr, reason: DENY_REASONS[d.ruleIndex] }, 'peer flow refused: destination denied');
+    }
+    return name;
+  }
 }
 
 /** The part that differs by mode: what consumes the tunnel's packets. */
@@ -135,14 +188,34 @@ interface ModeBackend {
 }
 
 /** `mode: userspace`: terminate in our stack, re-originate through the direct outbound. */
-function userspaceBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: ServerDeps, log: Logger, clock: Clock): ModeBackend {
+function userspaceBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: ServerDeps, log: Logger, clock: Clock, first: HostNetworks, readHost: HostNetworksReader): ModeBackend {
   const own = config.address;
   const direct = deps.outbound ?? new DirectOutbound({ name: DIRECT_OUTBOUND, logger: log, clock });
   const outbounds = new Map<string, Outbound>([
     [direct.name, direct],
     [SERVER_BLOCK_OUTBOUND, new BlockOutbound(SERVER_BLOCK_OUTBOUND)],
   ]);
-  const router = serverRouter(config, direct.name);
+  if (first.problem !== undefined) log.warn({ problem: first.problem }, "only this host's addresses are refused to peers, not its other connected networks");
+  const router = new ServerGuard(config, direct.name, hostDenyList(first, config.allow), log);
+  log.info({ denied: denyListText(hostDenyList(first, config.allow)), allow: config.allow.map(cidrToString) }, "peers may not reach this host's own addresses and connected networks");
+  // Follow the host's networks: read them again now and then (cheap: one getifaddrs, one ip).
+  const refreshMs = deps.hostNetworksRefreshMs ?? HOST_NETWORKS_REFRESH_MS;
+  let refreshing = false;
+  const refresh =
+    refreshMs > 0
+      ? setInterval(() => {
+          if (refreshing) return;
+          refreshing = true;
+          readHost()
+            .then((h) => {
+              const deny = hostDenyList(h, config.allow);
+              if (router.update(deny)) log.info({ denied: denyListText(deny) }, "this host's networks changed: the refused destinations follow");
+            })
+            .catch((e: unknown) => log.warn({ err: e instanceof Error ? e.message : String(e) }, "cannot read this host's networks again; the last reading stays"))
+            .finally(() => (refreshing = false));
+        }, refreshMs)
+      : undefined;
+  refresh?.unref();
   const link = new PacketPipe({ name: 'wg', mtu: config.mtu, transmit: (p) => tunnel.sendPacket(p) });
   const gate = new PacketGate({ ownAddress: own.addr, routes: tunnel.routes, local: (p) => link.deliver(p), forward: (to, p) => tunnel.sendTo(to, p) });
   tunnel.onPacket(gate.input);
@@ -158,6 +231,7 @@ function userspaceBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: Ser
     flows: () => engine.flows(),
     udpFlows: () => engine.udpFlows(),
     async stop() {
+      clearInterval(refresh);
       await engine.stop(); // the RSTs are sealed before the keys are erased
       link.close();
     },
@@ -186,6 +260,8 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   const privateKey = serverPrivateKey(config, deps.file, log);
   const peers = tunnelPeersOf(config);
   if (config.mode === 'userspace') serverRouter(config, DIRECT_OUTBOUND);
+  const readHost = deps.hostNetworks ?? ((): ReturnType<HostNetworksReader> => readHostNetworks());
+  const host = config.mode === 'userspace' ? await readHost() : undefined;
 
   const transport =
     deps.transport ??
@@ -200,7 +276,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   privateKey.fill(0);
   let backend: ModeBackend;
   try {
-    backend = config.mode === 'tun' ? await tunBackend(config, tunnel, deps, log) : userspaceBackend(config, tunnel, deps, log, clock);
+    backend = config.mode === 'tun' ? await tunBackend(config, tunnel, deps, log) : userspaceBackend(config, tunnel, deps, log, clock, host ?? { addresses: [], networks: [] }, readHost);
   } catch (e) {
     tunnel.close();
     throw e;

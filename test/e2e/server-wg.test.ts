@@ -12,7 +12,9 @@
  *
  * c reaches w only through the tunnel (s does not forward: ip_forward is 0), so every byte c
  * exchanges with w was decrypted by tunroute, terminated by its stack and re-originated from
- * s's own socket (w sees 10.77.0.1).
+ * s's own socket (w sees 10.77.0.1). 10.77.0.0/24 is a network s is directly connected to:
+ * peers may not reach it unless `allow` says so, and the config allows w (10.77.0.2) only;
+ * s's own address there (10.77.0.1, an HTTP server listens on it) stays refused.
  */
 import { chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -57,6 +59,7 @@ describe.skipIf(!run)('tunroute server with a wireguard-go client (server as nob
     await lab.link(x, s, { cidrA: '10.201.0.1/24', cidrB: '10.201.0.2/24' });
 
     await startHttpServer(w, { listen: '10.77.0.2', port: 8080 });
+    await startHttpServer(s, { listen: '0.0.0.0', port: 8081 }); // a service of the server host
     await startIperf3(w, 5201, { listen: '10.77.0.2' });
     writeFileSync(join(lab.tmpDir, 'udp-echo.cjs'), UDP_ECHO);
     writeFileSync(join(lab.tmpDir, 'udp-client.cjs'), UDP_CLIENT);
@@ -78,6 +81,7 @@ describe.skipIf(!run)('tunroute server with a wireguard-go client (server as nob
         'address: 10.8.0.1/16',
         `control: {socket: "${control}"}`,
         'log: {level: info}',
+        'allow: [10.77.0.2/32]',
         'peers:',
         '  - name: laptop',
         `    publicKey: "${formatKey(publicKeyOf(clientKey))}"`,
@@ -165,6 +169,20 @@ describe.skipIf(!run)('tunroute server with a wireguard-go client (server as nob
     expect(text).toMatch(/server {4}listen 0\.0\.0\.0:51820/);
     expect(text).toMatch(/peer {6}laptop {2}10\.8\.0\.2\/32 {2}10\.200\.0\.1:\d+ {2}handshake/);
     expect(text).toContain('device    wg  10.8.0.1/16  mtu 1420');
+  });
+
+  it("refuses the server host's own address and the rest of its LAN (RST), allows w", async () => {
+    // From s itself the service answers; through the tunnel, the peer gets RST (curl exit 7).
+    const local = await s.exec(['curl', '-sS', '--max-time', '5', 'http://10.77.0.1:8081/ip']);
+    expect(local.stdout.trim()).toBe('10.77.0.1');
+    for (const url of ['http://10.77.0.1:8081/ip', 'http://10.77.0.3:8080/ip']) {
+      const r = await c.exec(['curl', '-sS', '--max-time', '5', url], { allowFail: true, timeoutMs: 15_000 });
+      expect(r.code, url).toBe(7); // "Couldn't connect": refused at once, not a timeout (28)
+    }
+    const st = JSON.parse(await status()) as { tcp: { upstreamErrors: Record<string, number> } };
+    expect(st.tcp.upstreamErrors.not_allowed).toBe(2);
+    const w = await c.exec(['curl', '-sS', '--max-time', '10', 'http://10.77.0.2:8080/ip']);
+    expect(w.stdout.trim()).toBe('10.77.0.1');
   });
 
   it('stops on SIGTERM and prints its counters', async () => {

@@ -2,14 +2,16 @@
  * The server without a network: a fake UDP network joins `tunroute server` (its transport
  * replaced) and test clients, each a real WireGuard Peer from src/wireguard with its
  * own userspace TCP stack over a PacketPipe — a whole "client machine" in a few objects. The
- * server re-originates to real sockets on 127.0.0.1 (the tests allow loopback in `deny`).
+ * server re-originates to real sockets on 127.0.0.1 (the tests allow loopback in `deny`, and
+ * the server's host has no addresses unless a test gives it some: `host`).
  * The server runs on a manual clock (its protocol timers too): time passes for it only when a
  * test advances `rig.clock`. The clients keep the real clock.
  */
 import { ManualClock, monotonicClock } from '../../src/clock.js';
 import { parseServerConfig, type ServerConfigInput } from '../../src/config/server-schema.js';
 import { PacketPipe } from '../../src/link/packet-pipe.js';
-import { silentLogger } from '../../src/logger.js';
+import { silentLogger, type Logger } from '../../src/logger.js';
+import type { HostNetworks } from '../../src/server/host-networks.js';
 import type { Endpoint } from '../../src/wireguard/endpoint.js';
 import { StaticIdentity } from '../../src/wireguard/handshake.js';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
@@ -181,7 +183,9 @@ export const SERVER_IP = 0x0a080001; // 10.8.0.1
 export const CLIENT_IPS = [0x0a080002, 0x0a080003]; // 10.8.0.2, 10.8.0.3
 
 /** A server with `n` peers (10.8.0.2/32, 10.8.0.3/32, …) and a client for each. */
-export async function makeRig(opts: { clients?: number; config?: Partial<ServerConfigInput>; psk?: boolean } = {}): Promise<Rig> {
+export async function makeRig(
+  opts: { clients?: number; config?: Partial<ServerConfigInput>; psk?: boolean; host?: HostNetworks; logger?: Logger } = {},
+): Promise<Rig> {
   const n = opts.clients ?? 1;
   const keys = testKeys(n);
   const psk = opts.psk ? seededRandom('server-test/psk')(32) : undefined;
@@ -201,7 +205,8 @@ export async function makeRig(opts: { clients?: number; config?: Partial<ServerC
   });
   const net = new FakeNet();
   const clock = new ManualClock(1_000_000);
-  const server = await startServer(config, { transport: net.bind(SERVER_EP), logger: silentLogger(), clock });
+  const host = opts.host ?? { addresses: [], networks: [] };
+  const server = await startServer(config, { transport: net.bind(SERVER_EP), logger: opts.logger ?? silentLogger(), clock, hostNetworks: () => Promise.resolve(host), hostNetworksRefreshMs: 0 });
   const serverPub = publicKeyOf(keys.server);
   const clients = keys.clients.map((k, i) => new TestClient(net, { address: `198.51.100.${10 + i}`, port: 40000 + i }, 0x0a080002 + i, k, serverPub, psk));
   return {

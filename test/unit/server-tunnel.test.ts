@@ -11,14 +11,20 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/keys.js';
 import type { TcpConnection } from '../../src/stack/tcp/connection.js';
 import type { CloseReason } from '../../src/stack/tcp/types.js';
-import { ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_UNREACH_PORT, IcmpPacket } from '../../src/wire/icmp.js';
+import { ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_UNREACH_ADMIN_PROHIBITED, ICMP_UNREACH_PORT, IcmpPacket } from '../../src/wire/icmp.js';
+import { pino } from 'pino';
+import { parseServerConfig } from '../../src/config/server-schema.js';
+import { silentLogger, type Logger } from '../../src/logger.js';
+import { hostDenyList, type HostNetworks } from '../../src/server/host-networks.js';
+import { ServerGuard } from '../../src/server/server.js';
 import { IP_PROTO_ICMP, IP_PROTO_UDP } from '../../src/wire/ipv4.js';
-import { ipToU32 } from '../../src/net/ipv4.js';
+import { ipToU32, parseCidr, type Cidr } from '../../src/net/ipv4.js';
 import { UdpPacket, emitUdpIpv4 } from '../../src/wire/udp.js';
 import { CLIENT_IPS, SERVER_IP, TestClient, makeRig, until, type Rig } from './server-harness.js';
 import { icmpEcho, seededRandom } from './wg-harness.js';
 
 const LOOPBACK = ipToU32('127.0.0.1')!;
+const P = (s: string): Cidr => parseCidr(s)!;
 
 let rigs: Rig[] = [];
 let servers: Array<Server | UdpSocket> = [];
@@ -204,6 +210,74 @@ describe('tunroute server: UDP', () => {
     await until(() => c.packets((ip) => ip.protocol === IP_PROTO_ICMP).length > 0, 'the ICMP error');
     const icmp = icmpOf(c.packets((ip) => ip.protocol === IP_PROTO_ICMP)[0]);
     expect([icmp?.type, icmp?.code]).toEqual([ICMP_DEST_UNREACHABLE, ICMP_UNREACH_PORT]);
+  });
+});
+
+describe("tunroute server: this host's own addresses and networks", () => {
+  // The host of the rig "has" 127.0.0.1 (lo, 127.0.0.0/8) and 192.168.7.1 (192.168.7.0/24):
+  // the echo servers listen on loopback, so a refusal there is a refusal of a host address.
+  const HOST = { addresses: [P('127.0.0.1/32'), P('192.168.7.1/32')], networks: [P('127.0.0.0/8'), P('192.168.7.0/24')] };
+
+  function debugLog(): { logger: Logger; lines: Array<Record<string, unknown>> } {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+    return { logger, lines };
+  }
+
+  it('refuses TCP to the host\'s own address with RST, and logs why at debug', async () => {
+    const { logger, lines } = debugLog();
+    const r = await rig({ host: HOST, logger });
+    const echo = await tcpEchoServer();
+    const res = await echoThrough(r.clients[0], LOOPBACK, echo.port, new Uint8Array(1));
+    expect(res.reason).toBe('refused');
+    expect(echo.peers).toEqual([]);
+    expect(r.server.stats().tcp!.upstreamErrors.not_allowed).toBe(1);
+    expect(lines.find((l) => l.msg === 'peer flow refused: destination denied')).toMatchObject({
+      level: 20,
+      dst: '127.0.0.1',
+      protocol: 6,
+      port: echo.port,
+      reason: "this host's own address or directly connected network (not in allow)",
+    });
+  });
+
+  it('refuses UDP to a directly connected network with ICMP administratively prohibited', async () => {
+    const r = await rig({ host: HOST });
+    const c = r.clients[0];
+    c.sendPacket(udpPacket(CLIENT_IPS[0], 5353, ipToU32('192.168.7.20')!, 53, Buffer.from('lan?')));
+    await until(() => c.packets((ip) => ip.protocol === IP_PROTO_ICMP).length > 0, 'the ICMP error');
+    const icmp = icmpOf(c.packets((ip) => ip.protocol === IP_PROTO_ICMP)[0]);
+    expect([icmp?.type, icmp?.code]).toEqual([ICMP_DEST_UNREACHABLE, ICMP_UNREACH_ADMIN_PROHIBITED]);
+    expect(r.server.stats().udp!.dropped).toBe(1);
+  });
+
+  it('lets a peer reach what the allow list re-opens, TCP and UDP', async () => {
+    const r = await rig({ host: HOST, config: { allow: ['127.0.0.1/32'] } });
+    const echo = await tcpEchoServer();
+    const data = new Uint8Array(1000).fill(7);
+    const res = await echoThrough(r.clients[0], LOOPBACK, echo.port, data);
+    expect(Buffer.compare(res.got, Buffer.from(data))).toBe(0);
+    expect(echo.peers).toEqual(['127.0.0.1']);
+    const port = await udpEchoServer();
+    const c = r.clients[0];
+    c.sendPacket(udpPacket(CLIENT_IPS[0], 5353, LOOPBACK, port, Buffer.from('hello')));
+    await until(() => c.packets((ip) => ip.protocol === IP_PROTO_UDP).length > 0, 'the UDP reply');
+  });
+
+  it('follows the host: an address the host gains is refused from the next reading on', async () => {
+    let host: HostNetworks = { addresses: [], networks: [] };
+    const config = parseServerConfig({
+      privateKey: formatKey(generatePrivateKey()),
+      address: '10.8.0.1/16',
+      deny: [],
+      peers: [{ publicKey: formatKey(publicKeyOf(generatePrivateKey())), allowedIPs: ['10.8.0.2/32'] }],
+    });
+    const guard = new ServerGuard(config, 'direct', hostDenyList(host, config.allow), silentLogger());
+    expect(guard.route(LOOPBACK, 6, 80)).toBe('direct');
+    host = HOST;
+    expect(guard.update(hostDenyList(host, config.allow))).toBe(true);
+    expect(guard.route(LOOPBACK, 6, 80)).toBe('block');
+    expect(guard.update(hostDenyList(host, config.allow))).toBe(false);
   });
 });
 

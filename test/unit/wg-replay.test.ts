@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { REJECT_AFTER_MESSAGES } from '../../src/wireguard/keypair.js';
 import { REPLAY_WINDOW_SIZE, ReplayFilter } from '../../src/wireguard/replay.js';
+import { mulberry32 } from '../helpers/random.js';
 
-const W = BigInt(REPLAY_WINDOW_SIZE); // 2016: 2048 bits less the block being filled
+const W = BigInt(REPLAY_WINDOW_SIZE); // 8128: 8192 bits less the word being filled
 const T = W + 1n;
 const LIMIT = REJECT_AFTER_MESSAGES;
 
@@ -41,9 +42,9 @@ const CASES: [bigint, boolean, string][] = [
   [LIMIT - 2n - W, false, 'near the limit, too old'],
 ];
 
-describe('replay window (RFC 6479, 2048-bit ring)', () => {
-  it('window size is 2048 - 32', () => {
-    expect(REPLAY_WINDOW_SIZE).toBe(2016);
+describe('replay window (RFC 6479, 8192-bit ring)', () => {
+  it('window size is 8192 - 64, as the kernel and wireguard-go', () => {
+    expect(REPLAY_WINDOW_SIZE).toBe(8128);
   });
 
   it('numbered table', () => {
@@ -65,11 +66,12 @@ describe('replay window (RFC 6479, 2048-bit ring)', () => {
 
   it('any order within the window, each once', () => {
     const f = new ReplayFilter();
-    expect(f.validate(5000n, LIMIT)).toBe(true);
-    const seen = new Set<bigint>([5000n]);
-    // A fixed shuffle of [5000 - W, 5000]: multiply by a unit mod W+1.
+    const top = 20_000n;
+    expect(f.validate(top, LIMIT)).toBe(true);
+    const seen = new Set<bigint>([top]);
+    // A fixed shuffle of [top - W, top]: multiply by a unit mod W+1 (8129 = 11 * 739).
     for (let k = 0n; k <= W; k++) {
-      const c = 5000n - ((k * 1009n) % (W + 1n));
+      const c = top - ((k * 1009n) % (W + 1n));
       expect(f.validate(c, LIMIT), `counter ${c}`).toBe(!seen.has(c));
       seen.add(c);
     }
@@ -82,5 +84,99 @@ describe('replay window (RFC 6479, 2048-bit ring)', () => {
     expect(f.validate(100n, LIMIT)).toBe(true);
     expect(f.validate(200n, 200n)).toBe(false);
     expect(f.validate(-1n, LIMIT)).toBe(false);
+  });
+
+  it('reordering by 5,000 packets is accepted, every packet once', () => {
+    // Packets 0..N-1 arrive in blocks of 5,000 sent in reverse, then reversed inside a block:
+    // each packet arrives up to 5,000 places away from its place in order.
+    const f = new ReplayFilter();
+    const N = 50_000;
+    const D = 5_000;
+    const refused: number[] = [];
+    for (let block = 0; block < N; block += D) {
+      for (let i = block + D - 1; i >= block; i--) if (!f.validate(BigInt(i), LIMIT)) refused.push(i);
+    }
+    expect(refused).toEqual([]);
+    // Every 10th packet held back and delivered 5,000 packets late, the others in order.
+    const g = new ReplayFilter();
+    const late: number[] = [];
+    const lateRefused: number[] = [];
+    for (let i = 0; i < N; i++) {
+      if (i % 10 === 0) late.push(i);
+      else expect(g.validate(BigInt(i), LIMIT), `on time ${i}`).toBe(true);
+      if (late.length > 0 && late[0] <= i - D) {
+        const c = late.shift() ?? 0;
+        if (!g.validate(BigInt(c), LIMIT)) lateRefused.push(c);
+      }
+    }
+    expect(lateRefused).toEqual([]);
+  });
+
+  it('a replay is refused, also a replay of a reordered packet', () => {
+    const f = new ReplayFilter();
+    for (let i = 0n; i < 10_000n; i++) f.validate(i, LIMIT);
+    expect(f.validate(9_999n, LIMIT)).toBe(false);
+    expect(f.validate(5_000n, LIMIT)).toBe(false);
+    expect(f.validate(20_000n, LIMIT)).toBe(true);
+    expect(f.validate(15_000n, LIMIT)).toBe(true);
+    expect(f.validate(15_000n, LIMIT)).toBe(false);
+  });
+
+  it('a counter older than the window is refused, even if never seen', () => {
+    const f = new ReplayFilter();
+    expect(f.validate(100_000n, LIMIT)).toBe(true);
+    expect(f.validate(100_000n - W, LIMIT)).toBe(true);
+    expect(f.validate(100_000n - W - 1n, LIMIT)).toBe(false);
+    expect(f.validate(1n, LIMIT)).toBe(false);
+  });
+
+  // A naive reference: a set of every counter seen and the highest one. Same answers required.
+  function naive(): (c: bigint) => boolean {
+    const seen = new Set<bigint>();
+    let last = 0n;
+    return (c) => {
+      if (c < 0n || c >= LIMIT) return false;
+      if (c <= last && last - c > W) return false;
+      if (seen.has(c)) return false;
+      seen.add(c);
+      if (c > last) last = c;
+      return true;
+    };
+  }
+
+  for (const seed of [1, 2, 3, 42, 6479, 8128]) {
+    it(`agrees with a Set-based reference on random sequences (seed ${seed})`, () => {
+      const random = mulberry32(seed);
+      const f = new ReplayFilter();
+      const ref = naive();
+      let top = 0n;
+      for (let i = 0; i < 30_000; i++) {
+        // Mostly near the top (new, reordered, replayed, around the window edge), sometimes a
+        // jump of many words or a full ring, sometimes beyond the limit.
+        const r = random();
+        let c: bigint;
+        if (r < 0.4) c = top + BigInt(Math.floor(random() * 70));
+        else if (r < 0.8) c = top - BigInt(Math.floor(random() * (REPLAY_WINDOW_SIZE + 200)));
+        else if (r < 0.9) c = top - W + BigInt(Math.floor(random() * 3)) - 1n;
+        else if (r < 0.98) c = top + BigInt(Math.floor(random() * 3 * REPLAY_WINDOW_SIZE));
+        else c = LIMIT - BigInt(Math.floor(random() * 3));
+        if (c < 0n) c = 0n;
+        const want = ref(c);
+        expect(f.validate(c, LIMIT), `step ${i}: counter ${c}, highest ${f.highest}`).toBe(want);
+        if (want && c > top) top = c;
+        if (top > LIMIT - 10_000n) top = 0n; // keep drawing below the limit once it is reached
+      }
+    });
+  }
+
+  it('agrees with the reference above 2^53 (the bigint path)', () => {
+    const random = mulberry32(53);
+    const f = new ReplayFilter();
+    const ref = naive();
+    const base = 1n << 55n;
+    for (let i = 0; i < 5_000; i++) {
+      const c = base + BigInt(Math.floor(random() * 3 * REPLAY_WINDOW_SIZE)) + BigInt(i * 4);
+      expect(f.validate(c, LIMIT), `step ${i}: counter ${c}`).toBe(ref(c));
+    }
   });
 });

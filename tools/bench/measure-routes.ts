@@ -6,9 +6,12 @@
  *   const m = await measureRouteApply(10_000);   // needs root (the lab)
  *   // { cidrs: 10000, routes: 9993, planMs, applyMs, removeMs, ... }
  */
+import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { Lab } from '../lab/index.js';
+import { writeLargeCidrFile } from './cidr-file.js';
 import { loadConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/logger.js';
 import { createIpRunner } from '../../src/routes/apply.js';
@@ -55,14 +58,19 @@ export function syntheticCidrs(n: number, seed = 1): string[] {
   return out;
 }
 
-export async function measureRouteApply(n = 10_000, opts: { seed?: number; killSwitch?: boolean } = {}): Promise<RouteApplyMeasurement> {
+/**
+ * `mixed`: the file is writeLargeCidrFile's (random /24…/32 with duplicates and overlaps, as
+ * operators' lists are) instead of n distinct CIDRs.
+ */
+export async function measureRouteApply(n = 10_000, opts: { seed?: number; killSwitch?: boolean; mixed?: boolean } = {}): Promise<RouteApplyMeasurement> {
   const lab = await Lab.create({ prefix: 'tr-routes-' });
   try {
     const ns = await lab.addNamespace('routes');
     // A persistent TUN device stands in for tunroute's own: routes need a device to point at.
     await ns.exec(['ip', 'tuntap', 'add', 'dev', 'tun0', 'mode', 'tun']);
     const file = join(lab.tmpDir, 'cidrs.txt');
-    writeFileSync(file, `# ${n} synthetic CIDRs\n${syntheticCidrs(n, opts.seed).join('\n')}\n`);
+    if (opts.mixed) writeLargeCidrFile(file, n, opts.seed);
+    else writeFileSync(file, `# ${n} synthetic CIDRs\n${syntheticCidrs(n, opts.seed).join('\n')}\n`);
     const config = loadConfig({ flags: { routeFile: [file], stateDir: join(lab.tmpDir, 'state'), watchdog: false, killSwitch: opts.killSwitch } });
     const countRoutes = async (): Promise<number> => Number((await ns.sh('ip route show table all proto 211 | wc -l')).stdout.trim());
 
@@ -90,4 +98,20 @@ export async function measureRouteApply(n = 10_000, opts: { seed?: number; killS
   } finally {
     await lab.destroy();
   }
+}
+
+export interface LargeRouteMeasurement extends RouteApplyMeasurement {
+  /** Peak RSS of the process that planned, applied and removed (getrusage ru_maxrss). */
+  peakRssMiB: number;
+}
+
+/** measureRouteApply of a `mixed` file in a child process (measure-routes-child.ts), for its peak RSS. */
+export function measureLargeRouteFile(n: number): Promise<LargeRouteMeasurement> {
+  const child = fileURLToPath(new URL('./measure-routes-child.js', import.meta.url));
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [child, String(n)], { timeout: 30 * 60_000, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err !== null) reject(new Error(`the route measurement of ${n} lines failed: ${err.message} ${stderr.slice(0, 2000)}`));
+      else resolve(JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as LargeRouteMeasurement);
+    });
+  });
 }
