@@ -124,7 +124,7 @@ export class RouteManager {
     const adopted: Change[] = [];
     for (const s of stale) {
       const kept = s.kept ?? [];
-      adopted.push(...kept);
+      for (const k of kept) adopted.push(k); // not push(...kept): a large journal would overflow the stack
       const keptText = kept.length === 0 ? '' : `, kept ${kept.length} the new plan has too (rules, unreachable routes) so nothing opens meanwhile`;
       log.warn(
         { dev: s.dev, pid: s.pid, startedAt: s.startedAt, changes: s.changes, kept: kept.length, alreadyGone: s.alreadyGone, journal: file },
