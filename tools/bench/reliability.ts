@@ -55,6 +55,7 @@ import type {
   BenchReport,
   ChurnResult,
   ChurnSample,
+  MalformedKind,
   MalformedResult,
   Outcome,
   ProxyRestartResult,
@@ -294,6 +295,31 @@ async function tunCounter(ns: Namespace, name: string): Promise<number> {
   return r.code === 0 && Number.isFinite(n) ? n : 0;
 }
 
+/** Drop reasons a random packet lands on: it fails one of the IPv4 header's checks. */
+const IP_HEADER_REASONS = ['too_short', 'bad_version', 'ipv6', 'bad_ihl', 'bad_total_length', 'bad_header_checksum'];
+
+/**
+ * What tunroute counted for each kind the script sent. A damaged kind is named after the drop
+ * reason it must land on (packet mode: nothing repaired on the way); random bytes land on one
+ * of the IPv4 header's reasons, on top of the kinds of the same name; a fragment is held by the
+ * reassembler, or dropped by it (frag_*).
+ */
+function perKind(sent: Record<string, number>, drops: Record<string, number>, fragmentsHeld: number): MalformedKind[] {
+  const out: MalformedKind[] = [];
+  for (const [kind, n] of Object.entries(sent)) {
+    if (kind === 'random_bytes') {
+      const extra = IP_HEADER_REASONS.reduce((s, r) => s + (drops[r] ?? 0) - (sent[r] ?? 0), 0);
+      out.push({ kind, sent: n, reasons: 'IPv4 header reasons beyond their own kinds', counted: extra });
+    } else if (kind === 'fragment') {
+      const frag = Object.entries(drops).reduce((s, [r, v]) => s + (r.startsWith('frag_') ? v : 0), 0);
+      out.push({ kind, sent: n, reasons: 'held by the reassembler, or frag_*', counted: fragmentsHeld + frag });
+    } else {
+      out.push({ kind, sent: n, reasons: kind, counted: drops[kind] ?? 0 });
+    }
+  }
+  return out;
+}
+
 async function malformed(l: ProxyLab, opts: ReliabilityOptions): Promise<MalformedResult> {
   const { c, tunroute } = l;
   const before = await status(opts.cli, l.control);
@@ -341,6 +367,7 @@ async function malformed(l: ProxyLab, opts: ReliabilityOptions): Promise<Malform
   const fragmentsHeld = after ? after.packets.fragments - before.packets.fragments : 0;
   const counted = sum(drops) + fragmentsHeld;
   const delivered = summary.total_sent - txDropped;
+  const byKind = perKind(summary.sent, drops, fragmentsHeld);
   const result: MalformedResult = {
     packets: summary.count,
     seed: BURST_SEED,
@@ -354,6 +381,7 @@ async function malformed(l: ProxyLab, opts: ReliabilityOptions): Promise<Malform
     tunrouteExit: alive ? null : exitText(tunroute),
     dropsByReason: drops,
     fragmentsHeld,
+    byKind,
     counted,
     uncounted: delivered - counted,
     transfers: transfers.count,
