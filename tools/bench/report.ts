@@ -698,7 +698,7 @@ export function reliabilityTable(r: BenchReport): Table | undefined {
     else {
       const v = m.value;
       rows.push([`malformed packets written into tun0 (seed ${v.seed}) during ${fmt((r.settings.reliability?.transferBytes ?? 0) / 2 ** 20)} MiB downloads`, fmt(v.sent), fmt(v.packets), '']);
-      rows.push(['… at packets/s (the script\'s pace; tunroute kept up)', fmt(v.ratePps), '', '']);
+      rows.push(['… written in, s / at packets/s (the script\'s own pace)', `${fmt(v.burstSeconds)} / ${fmt(v.ratePps)}`, '', '']);
       rows.push(['… tunroute still running afterwards (crashes)', v.tunrouteRunning ? 'yes (0)' : `NO: ${v.tunrouteExit ?? '?'}`, 'yes (0)', verdict(v.tunrouteRunning)]);
       rows.push(['… counted by a drop reason, or held as a fragment', fmt(v.counted), fmt(v.sent - v.kernelDropped), verdict(v.uncounted <= 0)]);
       rows.push(['… dropped by the kernel before tunroute (tun0 tx_dropped)', fmt(v.kernelDropped), '0', '']);
