@@ -60,6 +60,7 @@ import type {
   Outcome,
   ProxyRestartResult,
   ReliabilitySettings,
+  Shutdown,
   WgForgeryResult,
 } from './report.js';
 import { CpuWatch, type CpuTotals } from './cpu.js';
@@ -242,14 +243,26 @@ async function proxyLab(prefix: string, opts: ReliabilityOptions, http: boolean)
 }
 
 /** Run `fn` in a fresh proxy lab; any error becomes a failed outcome; the lab always goes. */
-async function inProxyLab<T>(
+/** How long tunroute takes to exit on SIGTERM once the fault is over, and how it exits. */
+const SHUTDOWN_LIMIT_S = 15;
+
+async function shutdown(tunroute: LabProcess): Promise<Shutdown> {
+  if (tunroute.exited) return { seconds: 0, exit: `already exited: ${exitText(tunroute)}`, clean: false };
+  const t0 = performance.now();
+  const st = await tunroute.stop('SIGTERM', SHUTDOWN_LIMIT_S * 1000);
+  const seconds = (performance.now() - t0) / 1000;
+  const clean = st.code === 0 && st.signal === null;
+  return { seconds, exit: st.signal ?? `code ${st.code ?? '?'}`, clean };
+}
+
+async function inProxyLab<T extends object>(
   what: string,
   prefix: string,
   opts: ReliabilityOptions,
   http: boolean,
   settings: ReliabilitySettings,
   fn: (l: ProxyLab) => Promise<T>,
-): Promise<Outcome<T>> {
+): Promise<Outcome<T & { shutdown: Shutdown }>> {
   let l: ProxyLab;
   try {
     l = await proxyLab(prefix, opts, http);
@@ -263,7 +276,8 @@ async function inProxyLab<T>(
     const watch = new CpuWatch({ tunroute: l.tunroute.pid, proxy: l.proxy.pid }, l.lab.processes().map((p) => p.pid));
     watch.start();
     const value = await fn(l);
-    return { ok: true, value, cpu: watch.stop() };
+    const cpu = watch.stop();
+    return { ok: true, value: { ...value, shutdown: await shutdown(l.tunroute) }, cpu };
   } catch (e) {
     const gone = l.tunroute.exited ? ` (tunroute exited: ${exitText(l.tunroute)})` : '';
     opts.progress(`${what}: failed: ${errText(e)}${gone}`);
@@ -627,7 +641,9 @@ async function wgForgery(opts: ReliabilityOptions, settings: ReliabilitySettings
       genuineAfter: final - afterAttack,
       tunrouteRunning: !tunroute.exited,
     };
-    return { value, cpu: watch.stop() };
+    const cpu = watch.stop();
+    value.shutdown = await shutdown(tunroute);
+    return { value, cpu };
   } finally {
     opts.progress('removing the wg forgery lab');
     await lab.destroy();

@@ -101,6 +101,15 @@ export interface FlowsResult {
   afterCloseRssKiB: number;
 }
 
+/** tunroute stopped with SIGTERM once a fault is over: how long it took, how it exited. */
+export interface Shutdown {
+  seconds: number;
+  /** 'code 0', a signal name, or why it had exited already. */
+  exit: string;
+  /** Exit code 0 within the limit (no SIGKILL needed). */
+  clean: boolean;
+}
+
 /** One kind of malformed packet: sent, and counted under the drop reasons it must land on. */
 export interface MalformedKind {
   kind: string;
@@ -123,6 +132,8 @@ export interface MalformedResult {
   burstSeconds: number;
   ratePps: number;
   tunrouteRunning: boolean;
+  /** tunroute stopped with SIGTERM afterwards. */
+  shutdown?: Shutdown;
   /** How tunroute ended, when it did. */
   tunrouteExit: string | null;
   /** Increase of tunroute's drop counters (status --json packets.drops), non-zero only. */
@@ -172,6 +183,8 @@ export interface ProxyRestartResult {
   probeFailures: number;
   probeError?: string;
   tunrouteRunning: boolean;
+  /** tunroute stopped with SIGTERM afterwards. */
+  shutdown?: Shutdown;
 }
 
 /** One reading of tunroute's open fds and VmRSS in the churn test. */
@@ -198,6 +211,8 @@ export interface ChurnResult {
   /** 'time': the test's time bound cut the rounds short. */
   stoppedBy: 'rounds' | 'time';
   tunrouteRunning: boolean;
+  /** tunroute stopped with SIGTERM afterwards. */
+  shutdown?: Shutdown;
 }
 
 /** Reliability: forged and replayed WireGuard datagrams against `tunroute up --tunnel` (own lab). */
@@ -225,6 +240,8 @@ export interface WgForgeryResult {
   genuineAfterSent: number;
   genuineAfter: number;
   tunrouteRunning: boolean;
+  /** tunroute stopped with SIGTERM afterwards. */
+  shutdown?: Shutdown;
 }
 
 /** How the reliability test ran. */
@@ -756,6 +773,12 @@ export function reliabilityTable(r: BenchReport): Table | undefined {
       rows.push(['… accepted: inner packets out of the tunnel / payloads delivered', `${fmt(v.innerPacketsAccepted)} / ${fmt(v.payloadsDelivered)}`, '0 / 0', verdict(v.innerPacketsAccepted === 0 && v.payloadsDelivered === 0)]);
       rows.push(['… genuine datagrams through the tunnel afterwards', `${fmt(v.genuineAfter)} of ${fmt(v.genuineAfterSent)}`, 'all', verdict(v.genuineAfter === v.genuineAfterSent)]);
     }
+  }
+  const stops = [m, p, c, w].flatMap((o) => (o?.ok && o.value.shutdown ? [o.value.shutdown] : []));
+  if (stops.length > 0) {
+    const clean = stops.filter((x) => x.clean).length;
+    const slowest = Math.max(...stops.map((x) => x.seconds));
+    rows.push([`tunroute stopped with SIGTERM after each fault: exit 0 / stops, slowest, s`, `${clean} / ${stops.length}, ${fmt(slowest)}`, 'all', verdict(clean === stops.length)]);
   }
   return { head: ['reliability (labs of their own)', 'measured', 'target', 'met'], align: 'lrrl', rows };
 }
