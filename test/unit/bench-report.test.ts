@@ -274,9 +274,18 @@ describe('bench report: the reliability test', () => {
     expect(row(r, 'SOCKS5 server restarted')?.slice(1)).toEqual(['6', '≤ 1,000', 'yes']);
     expect(row(r, '… last ÷ start')?.slice(1)).toEqual(['1', '≤ 1.1', 'yes']);
     expect(row(r, '… accepted')?.slice(1)).toEqual(['0 / 0', '0 / 0', 'yes']);
+    expect(row(r, 'tunroute stopped with SIGTERM')).toBeUndefined();
     // RSS: 90 / 70 is over the target.
     expect(reliabilityTable(r)!.rows.filter((x) => x[0] === '… last ÷ start')[1]?.slice(1)).toEqual(['1.29', '≤ 1.1', 'NO']);
     expect(anyFailed(r)).toBe(false);
+  });
+
+  it('shows how tunroute exited on SIGTERM after the faults, when that was measured', () => {
+    const r = rel({
+      proxyRestart: { ok: true, value: { ...restart, shutdown: { seconds: 0.3, exit: 'code 0', clean: true } }, cpu: c },
+      churn: { ok: true, value: { ...churn, shutdown: { seconds: 15, exit: 'SIGKILL', clean: false } }, cpu: c },
+    });
+    expect(row(r, 'tunroute stopped with SIGTERM')?.slice(1)).toEqual(['1 / 2, 15', 'all', 'NO']);
   });
 
   it('is left out when it did not run, and names a part that failed', () => {
