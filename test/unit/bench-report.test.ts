@@ -4,13 +4,18 @@ import {
   anyFailed,
   medianRun,
   perFlowTable,
+  reliabilityTable,
   renderReadme,
   renderText,
   summaryTable,
   wgTable,
   type BenchReport,
+  type ChurnResult,
   type FlowsResult,
+  type MalformedResult,
   type Outcome,
+  type ProxyRestartResult,
+  type WgForgeryResult,
   type Pair,
 } from '../../tools/bench/report.js';
 import type { CpsResult, IperfResult, TtfbResult } from '../../tools/bench/tools.js';
@@ -214,5 +219,86 @@ describe('bench report: the cost of a flow', () => {
     const readme = renderReadme(r);
     expect(readme).toContain("### Benchmark: tunroute vs the kernel's direct path");
     expect(readme.indexOf('| measure')).toBeLessThan(readme.indexOf('#### Per flow'));
+  });
+});
+
+describe('bench report: the reliability test', () => {
+  const c = cpu(1, 0);
+  const malformed: MalformedResult = {
+    packets: 20_000,
+    seed: 1,
+    sent: 20_000,
+    sentByKind: { bad_tcp_offset: 10_000, random_bytes: 10_000 },
+    refusedByKernel: 0,
+    kernelDropped: 0,
+    burstSeconds: 2,
+    ratePps: 10_000,
+    tunrouteRunning: true,
+    tunrouteExit: null,
+    dropsByReason: { bad_tcp_offset: 10_000, bad_version: 10_001 },
+    fragmentsHeld: 0,
+    byKind: [
+      { kind: 'bad_tcp_offset', sent: 10_000, reasons: 'bad_tcp_offset', counted: 10_000 },
+      { kind: 'random_bytes', sent: 10_000, reasons: 'IPv4 header reasons beyond their own kinds', counted: 10_001 },
+    ],
+    counted: 20_001,
+    uncounted: -1,
+    transfers: 2,
+    transfersIntact: 2,
+    transferBytes: 2 * 50 * 2 ** 20,
+    transferSeconds: 5,
+    transferMbps: 168,
+  };
+  const restart: ProxyRestartResult = {
+    flows: 50, open: 50, reset: 0, ended: 50, otherErrors: 0, stillOpen: 0, closeLimitS: 10, closeMedianMs: 120, closeMaxMs: 121,
+    downS: 2, proxyUpMs: 132, proxyServesMs: 689, recoveryMs: 6, restartToFlowMs: 695, probeAttempts: 107, probeFailures: 84, tunrouteRunning: true,
+  };
+  const sample = (round: number, fds: number, rssMiB: number): ChurnResult['start'] => ({ round, fds, rssKiB: rssMiB * 1024, open: round ? 500 : 0, failed: 0, openS: 1, drainS: 1 });
+  const churn: ChurnResult = { flows: 500, rounds: 2, start: sample(0, 24, 70), samples: [sample(1, 24, 85), sample(2, 24, 90)], stoppedBy: 'rounds', tunrouteRunning: true };
+  const wg: WgForgeryResult = {
+    forged: 1000, forgedByKind: { random_bytes: 1000 }, replayed: 1000, captured: 500, sendErrors: 0, attackSeconds: 1, ratePps: 2000,
+    dropsByReason: { unknown_type: 1000, replayed: 1000 }, counted: 2000, kernelUdpErrors: 0, innerPacketsAccepted: 0, payloadsDelivered: 0,
+    genuineSent: 500, genuineBefore: 500, genuineAfterSent: 100, genuineAfter: 100, tunrouteRunning: true,
+  };
+  const rel = (extra: Partial<NonNullable<BenchReport['reliability']>> = {}): BenchReport =>
+    report(['reliability'], {
+      reliability: { malformed: { ok: true, value: malformed, cpu: c }, proxyRestart: { ok: true, value: restart, cpu: c }, churn: { ok: true, value: churn, cpu: c }, wgForgery: { ok: true, value: wg, cpu: c }, ...extra },
+    });
+  const row = (r: BenchReport, start: string): string[] | undefined => reliabilityTable(r)!.rows.find((x) => x[0]?.startsWith(start))?.slice();
+
+  it('has a table of every figure with its target and whether it was met', () => {
+    const r = rel();
+    expect(row(r, '… tunroute still running')?.slice(1)).toEqual(['yes (0)', 'yes (0)', 'yes']);
+    expect(row(r, '… kinds counted in full')?.slice(1)).toEqual(['2 of 2', '2 of 2', 'yes']);
+    expect(row(r, '… still open 10 s after the kill')?.slice(1)).toEqual(['0', '0', 'yes']);
+    expect(row(r, 'SOCKS5 server restarted')?.slice(1)).toEqual(['6', '≤ 1,000', 'yes']);
+    expect(row(r, '… last ÷ start')?.slice(1)).toEqual(['1', '≤ 1.1', 'yes']);
+    expect(row(r, '… accepted')?.slice(1)).toEqual(['0 / 0', '0 / 0', 'yes']);
+    expect(row(r, 'tunroute stopped with SIGTERM')).toBeUndefined();
+    // RSS: 90 / 70 is over the target.
+    expect(reliabilityTable(r)!.rows.filter((x) => x[0] === '… last ÷ start')[1]?.slice(1)).toEqual(['1.29', '≤ 1.1', 'NO']);
+    expect(anyFailed(r)).toBe(false);
+  });
+
+  it('shows how tunroute exited on SIGTERM after the faults, when that was measured', () => {
+    const r = rel({
+      proxyRestart: { ok: true, value: { ...restart, shutdown: { seconds: 0.3, exit: 'code 0', clean: true } }, cpu: c },
+      churn: { ok: true, value: { ...churn, shutdown: { seconds: 15, exit: 'SIGKILL', clean: false } }, cpu: c },
+    });
+    expect(row(r, 'tunroute stopped with SIGTERM')?.slice(1)).toEqual(['1 / 2, 15', 'all', 'NO']);
+  });
+
+  it('is left out when it did not run, and names a part that failed', () => {
+    expect(reliabilityTable(report(['cps']))).toBeUndefined();
+    const r = rel({ churn: { ok: false, error: 'the open-file limit is 1024' } });
+    expect(row(r, 'flows opened and closed in rounds')?.slice(1)).toEqual(['failed', '', '']);
+    expect(anyFailed(r)).toBe(true);
+    expect(renderText(r)).toContain('reliability, flow churn: the open-file limit is 1024');
+  });
+
+  it('has a heading of its own in a reliability-only README block', () => {
+    const readme = renderReadme(rel());
+    expect(readme).toContain('### Benchmark: reliability under faults');
+    expect(readme).toContain('| reliability (labs of their own)');
   });
 });

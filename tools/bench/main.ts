@@ -48,6 +48,7 @@ import {
 import { CLI_PATH, REPO_ROOT } from '../repo-root.js';
 import { clockTicksPerSecond, CpuWatch } from './cpu.js';
 import { benchFlows, benchTtfb } from './perflow.js';
+import { benchReliability, RELIABILITY_DEFAULTS } from './reliability.js';
 import { benchWg } from './wg.js';
 import {
   anyFailed,
@@ -83,6 +84,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = REPO_ROOT;
 const CLI = CLI_PATH;
 const NETCLI = join(HERE, 'netcli.js');
+const FAULTCLI = join(HERE, 'faultcli.js');
 
 const CLIENT_CIDR = '10.99.0.1/24';
 const SERVER_CIDR = '10.99.0.2/24';
@@ -109,7 +111,7 @@ const DNS_DOMAIN = 'bench.lab';
 const DNS_MAX = 500_000;
 /** Host load (busy cores) from other work under which the machine counts as quiet. */
 const QUIET_CORES = 0.3;
-const TESTS = ['iperf', 'rr', 'cps', 'ceiling', 'udp', 'dns', 'ttfb', 'flows', 'wg', 'routes'] as const;
+const TESTS = ['iperf', 'rr', 'cps', 'ceiling', 'udp', 'dns', 'ttfb', 'flows', 'wg', 'routes', 'reliability'] as const;
 type Test = (typeof TESTS)[number];
 
 interface Options {
@@ -128,6 +130,11 @@ interface Options {
   tunrouteArgs: string[];
   /** Node's own flags for the main lab's tunroute (e.g. --cpu-prof), before its script. */
   nodeArgs: string[];
+  /** The reliability test's counts (issue #13's figures by default). */
+  malformed: number;
+  churnFlows: number;
+  churnRounds: number;
+  wgDatagrams: number;
   /** Print (and with --write-readme, write) a report saved with --json instead of measuring. */
   render: string | null;
   /** How this run was asked for, for the README. */
@@ -149,7 +156,16 @@ const USAGE = `usage: node dist-tools/tools/bench/main.js [options]     (npm run
                      flows: tunroute's RSS at 10,000 idle flows, 10 s after they closed, and its
                      watchdog's; the time to open them (own lab; needs ulimit -n > 11,000);
                      wg: iperf3 through a WireGuard tunnel, tunroute ↔ wireguard-go against
-                     wireguard-go ↔ wireguard-go, in a lab of its own (needs wireguard-go, wg)
+                     wireguard-go ↔ wireguard-go, in a lab of its own (needs wireguard-go, wg);
+                     reliability: faults, each in a lab of its own: malformed packets into tun0
+                     during downloads, the SOCKS5 server killed and restarted under open flows,
+                     flows opened and closed in rounds (fds, RSS), forged and replayed WireGuard
+                     datagrams (needs python3, curl, wireguard-go, wg; ulimit -n > 11,000);
+                     not run unless asked for with --only
+  --malformed N      reliability: malformed packets written into tun0 (default 1000000; 0: skip)
+  --churn-flows N    reliability: flows per round (default 10000)
+  --churn-rounds N   reliability: rounds of opening and closing them (default 10; 0: skip)
+  --wg-datagrams N   reliability: forged, and replayed, WireGuard datagrams (default 10000 each; 0: skip)
   --udp-rate N       offered rate of the udp test, Mbit/s (default 200)
   --proxy P          the SOCKS5 server in the lab: dante (default) or microsocks
   --rr-tool T        round trips with sockperf (default when installed) or node
@@ -184,6 +200,10 @@ function parseOptions(argv: string[]): Options | 'help' {
       'tunroute-arg': { type: 'string', multiple: true },
       'node-arg': { type: 'string', multiple: true },
       render: { type: 'string' },
+      malformed: { type: 'string' },
+      'churn-flows': { type: 'string' },
+      'churn-rounds': { type: 'string' },
+      'wg-datagrams': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -216,9 +236,21 @@ function parseOptions(argv: string[]): Options | 'help' {
   const repeat = values.repeat === undefined ? 1 : Number(values.repeat);
   if (!Number.isInteger(repeat) || repeat < 1 || repeat > 20) throw new UsageError(`--repeat must be a whole number from 1 to 20, got ${values.repeat}`);
   const extra = values['tunroute-arg'] ?? [];
+  const count = (v: string | undefined, flag: string, def: number, max: number): number => {
+    const n = v === undefined ? def : Number(v);
+    if (!Number.isInteger(n) || n < 0 || n > max) throw new UsageError(`--${flag} must be a whole number from 0 to ${max}, got ${v}`);
+    return n;
+  };
+  const malformed = count(values.malformed, 'malformed', RELIABILITY_DEFAULTS.malformed, 1_000_000);
+  const churnFlows = count(values['churn-flows'], 'churn-flows', RELIABILITY_DEFAULTS.churnFlows, 18_000);
+  const churnRounds = count(values['churn-rounds'], 'churn-rounds', RELIABILITY_DEFAULTS.churnRounds, 100);
+  const wgDatagrams = count(values['wg-datagrams'], 'wg-datagrams', RELIABILITY_DEFAULTS.wgDatagrams, 1_000_000);
+  if (churnFlows < 1 && churnRounds > 0) throw new UsageError('--churn-flows must be at least 1 (or --churn-rounds 0 to skip the churn)');
   // Without --only, every test runs but udp and ceiling with microsocks (it refuses UDP
-  // ASSOCIATE, and hangs on the ceiling client's pipelined greeting).
-  const chosen = tests.length > 0 ? TESTS.filter((t) => tests.includes(t)) : TESTS.filter((t) => (t !== 'udp' && t !== 'ceiling') || proxy !== 'microsocks');
+  // ASSOCIATE, and hangs on the ceiling client's pipelined greeting), and reliability (its
+  // faults take many minutes; ask for it with --only reliability).
+  const chosen =
+    tests.length > 0 ? TESTS.filter((t) => tests.includes(t)) : TESTS.filter((t) => t !== 'reliability' && ((t !== 'udp' && t !== 'ceiling') || proxy !== 'microsocks'));
   for (const a of extra) {
     if (/^--(route|proxy|control|tun|tunnel)\b/.test(a)) throw new UsageError(`--tunroute-arg ${a}: the benchmark sets that itself`);
     if (chosen.includes('dns') && /^(-c|--config|--dns)\b/.test(a)) throw new UsageError(`--tunroute-arg ${a}: the dns test gives tunroute its own config file (dns hijack)`);
@@ -229,6 +261,10 @@ function parseOptions(argv: string[]): Options | 'help' {
     render: values.render ?? null,
     tunrouteArgs: extra,
     nodeArgs: values['node-arg'] ?? [],
+    malformed,
+    churnFlows,
+    churnRounds,
+    wgDatagrams,
     repeat,
     waitIdle,
     seconds,
@@ -281,13 +317,13 @@ function environment(opts: Options): BenchEnv {
     if (m?.[1]) tools[name] = m[1];
   };
   if (opts.tests.some((t) => t === 'iperf' || t === 'udp' || t === 'wg')) ver('iperf3', firstLine('iperf3', ['--version']), /iperf ([\d.]+)/);
-  if (opts.tests.includes('wg')) ver('wireguard-go', firstLine('wireguard-go', ['--version']), /wireguard-go v?([\w.-]+)/);
+  if (opts.tests.includes('wg') || opts.tests.includes('reliability')) ver('wireguard-go', firstLine('wireguard-go', ['--version']), /wireguard-go v?([\w.-]+)/);
   if (opts.tests.includes('dns')) ver('dnsmasq', firstLine('dnsmasq', ['--version']), /version ([\d.]+)/i);
   if (opts.tests.includes('rr') && opts.rrTool !== 'node') ver('sockperf', firstLine('sockperf', ['--version']), /version ([\w.-]+)/);
   // The proxy serves every test but wg (which has a lab of its own).
   const proxied = opts.tests.some((t) => !OWN_LAB_TESTS.includes(t));
   // ttfb and flows have labs of their own, always with dante.
-  if ((proxied && opts.proxy === 'dante') || opts.tests.includes('ttfb') || opts.tests.includes('flows')) ver('dante', firstLine('danted', ['-v']), /Dante v(\d+(?:\.\d+)*)/);
+  if ((proxied && opts.proxy === 'dante') || opts.tests.includes('ttfb') || opts.tests.includes('flows') || opts.tests.includes('reliability')) ver('dante', firstLine('danted', ['-v']), /Dante v(\d+(?:\.\d+)*)/);
   if (proxied && opts.proxy === 'microsocks') {
     const r = spawnSync('dpkg-query', ['-W', '-f', '${Version}', 'microsocks'], { encoding: 'utf8', timeout: 5000 });
     if (r.status === 0 && r.stdout.trim()) tools.microsocks = r.stdout.trim();
@@ -484,6 +520,20 @@ async function bench(opts: Options): Promise<BenchReport> {
   if (opts.tests.includes('flows')) await benchFlows(report, perFlow);
   if (opts.tests.includes('wg')) {
     await benchWg(report, { cli: CLI, seconds: opts.seconds, repeat: opts.repeat, tunrouteArgs, progress });
+  }
+  if (opts.tests.includes('reliability')) {
+    await benchReliability(report, {
+      cli: CLI,
+      netcli: NETCLI,
+      faultcli: FAULTCLI,
+      burstScript: join(ROOT, 'scripts', 'malformed-burst.py'),
+      malformed: opts.malformed,
+      churnFlows: opts.churnFlows,
+      churnRounds: opts.churnRounds,
+      wgDatagrams: opts.wgDatagrams,
+      tunrouteArgs,
+      progress,
+    });
   }
   return report;
 }

@@ -72,6 +72,8 @@ export interface BenchSettings {
   ttfb?: { delayMs: number; path: string; maxRequests: number; tunrouteArgs: string[] };
   /** The flows test's own lab. */
   flows?: { flows: number; concurrency: number; openLimitS: number; settleS: number; tunrouteArgs: string[] };
+  /** The reliability test's labs. */
+  reliability?: ReliabilitySettings;
 }
 
 /** The flows test: tunroute's memory with many idle flows (its own lab, a fresh tunroute). */
@@ -105,6 +107,166 @@ export interface FlowsResult {
   idleRssAnonKiB?: number;
   openRssAnonKiB?: number;
   afterCloseRssAnonKiB?: number;
+}
+
+/** tunroute stopped with SIGTERM once a fault is over: how long it took, how it exited. */
+export interface Shutdown {
+  seconds: number;
+  /** 'code 0', a signal name, or why it had exited already. */
+  exit: string;
+  /** Exit code 0 within the limit (no SIGKILL needed). */
+  clean: boolean;
+}
+
+/** One kind of malformed packet: sent, and counted under the drop reasons it must land on. */
+export interface MalformedKind {
+  kind: string;
+  sent: number;
+  reasons: string;
+  counted: number;
+}
+
+/** Reliability (issue #13): malformed packets written into tun0 during HTTP downloads (own lab). */
+export interface MalformedResult {
+  /** Packets asked of malformed-burst.py, and its seed. */
+  packets: number;
+  seed: number;
+  /** Packets the script wrote into tun0 (AF_PACKET on the device), by kind. */
+  sent: number;
+  sentByKind: Record<string, number>;
+  refusedByKernel: number;
+  /** Packets the kernel dropped on tun0 (its tx_dropped: tunroute's queue was full). */
+  kernelDropped: number;
+  burstSeconds: number;
+  ratePps: number;
+  tunrouteRunning: boolean;
+  /** tunroute stopped with SIGTERM afterwards. */
+  shutdown?: Shutdown;
+  /** How tunroute ended, when it did. */
+  tunrouteExit: string | null;
+  /** Increase of tunroute's drop counters (status --json packets.drops), non-zero only. */
+  dropsByReason: Record<string, number>;
+  /** Increase of packets.fragments: pieces the reassembler took in (held, never whole). */
+  fragmentsHeld: number;
+  /** Per kind sent: what tunroute counted where that kind must land. */
+  byKind?: MalformedKind[];
+  /** sum(dropsByReason) + fragmentsHeld. */
+  counted: number;
+  /** sent − kernelDropped − counted: packets no counter explains (traffic's own drops make it negative). */
+  uncounted: number;
+  /** Downloads during the burst, those whose bytes and sha256 matched, their bytes and time. */
+  transfers: number;
+  transfersIntact: number;
+  transferBytes: number;
+  transferSeconds: number;
+  transferMbps: number;
+  transferError?: string;
+}
+
+/** Reliability: the SOCKS5 server killed (SIGKILL) under idle flows and started again (own lab). */
+export interface ProxyRestartResult {
+  /** Idle flows asked for and open when the proxy died. */
+  flows: number;
+  open: number;
+  /** How they ended: ECONNRESET, an orderly end (FIN), another error, not at all within closeLimitS. */
+  reset: number;
+  ended: number;
+  otherErrors: number;
+  stillOpen: number;
+  closeLimitS: number;
+  firstError?: string;
+  /** From the kill to each flow's end, ms. */
+  closeMedianMs: number;
+  closeMaxMs: number;
+  /** How long the proxy was down, s. */
+  downS: number;
+  /** From the restart (spawn) to the proxy's first accepted connect, ms. */
+  proxyUpMs: number | null;
+  /** From the restart to the first flow a SOCKS5 client straight to the proxy got served, ms. */
+  proxyServesMs: number | null;
+  /** From that first served flow to the first new flow through tunroute that worked, ms (tunroute's own delay). */
+  recoveryMs: number | null;
+  restartToFlowMs: number | null;
+  probeAttempts: number;
+  probeFailures: number;
+  probeError?: string;
+  tunrouteRunning: boolean;
+  /** tunroute stopped with SIGTERM afterwards. */
+  shutdown?: Shutdown;
+}
+
+/** One reading of tunroute's open fds and VmRSS in the churn test. */
+export interface ChurnSample {
+  /** 0: before the first round. */
+  round: number;
+  fds: number;
+  rssKiB: number;
+  /** The round's flows: open, failed, the time to open them, and to drain them after the close. */
+  open: number;
+  failed: number;
+  openS: number;
+  drainS: number;
+  firstError?: string;
+}
+
+/** Reliability: many flows opened and closed, round after round (own lab, a fresh tunroute). */
+export interface ChurnResult {
+  flows: number;
+  rounds: number;
+  start: ChurnSample;
+  /** After each round. */
+  samples: ChurnSample[];
+  /** 'time': the test's time bound cut the rounds short. */
+  stoppedBy: 'rounds' | 'time';
+  tunrouteRunning: boolean;
+  /** tunroute stopped with SIGTERM afterwards. */
+  shutdown?: Shutdown;
+}
+
+/** Reliability: forged and replayed WireGuard datagrams against `tunroute up --tunnel` (own lab). */
+export interface WgForgeryResult {
+  forged: number;
+  forgedByKind: Record<string, number>;
+  replayed: number;
+  /** Genuine transport messages captured by the relay (the replays cycle through them). */
+  captured: number;
+  sendErrors: number;
+  attackSeconds: number;
+  ratePps: number;
+  /** Increase of the tunnel's and its peer's drop counters, non-zero only, and their sum. */
+  dropsByReason: Record<string, number>;
+  counted: number;
+  /** Datagrams the client namespace's kernel dropped (Udp InErrors: a full socket buffer). */
+  kernelUdpErrors: number;
+  /** Inner packets tunroute took out of the tunnel during the attack (must be 0). */
+  innerPacketsAccepted: number;
+  /** Datagrams that reached the counter behind the tunnel during the attack (must be 0). */
+  payloadsDelivered: number;
+  /** Genuine datagrams sent through the tunnel before the attack and counted; after it. */
+  genuineSent: number;
+  genuineBefore: number;
+  genuineAfterSent: number;
+  genuineAfter: number;
+  tunrouteRunning: boolean;
+  /** tunroute stopped with SIGTERM afterwards. */
+  shutdown?: Shutdown;
+}
+
+/** How the reliability test ran. */
+export interface ReliabilitySettings {
+  malformed: number;
+  burstSeed: number;
+  transferBytes: number;
+  flowsWatched: number;
+  closeLimitS: number;
+  churnFlows: number;
+  churnRounds: number;
+  churnSettleS: number;
+  wgDatagrams: number;
+  wgAttackPps: number;
+  /** `tunroute up` arguments of the proxy labs and of the wg lab (lab paths shortened). */
+  tunrouteArgs?: string[];
+  wgTunrouteArgs?: string[];
 }
 
 /** How the wg test ran (its own lab: two pairs of namespaces, each joined by a veth). */
@@ -158,6 +320,13 @@ export interface BenchReport {
   wgTunrouteStatus?: unknown;
   /** Set when the wg test's tunroute died during the run. */
   wgTunrouteExit?: string;
+  /** Faults (own labs): each part is absent when it was not asked for (a count of 0). */
+  reliability?: {
+    malformed?: Outcome<MalformedResult>;
+    proxyRestart?: Outcome<ProxyRestartResult>;
+    churn?: Outcome<ChurnResult>;
+    wgForgery?: Outcome<WgForgeryResult>;
+  };
   /** `tunroute status --json` at the end of the run (its own counters), when it has --control. */
   tunrouteStatus?: unknown;
   /** Set when tunroute died during the run. */
@@ -275,7 +444,7 @@ function marked(windows: readonly { direct: WindowView; tunroute: WindowView }[]
 }
 
 /** Tests that run in labs of their own, not in the main SOCKS5 lab. */
-export const OWN_LAB_TESTS: readonly string[] = ['wg', 'ttfb', 'flows'];
+export const OWN_LAB_TESTS: readonly string[] = ['wg', 'ttfb', 'flows', 'reliability'];
 
 /** Whether the main SOCKS5 lab ran; a report of only wg, ttfb or flows has none of it. */
 function socksLabRan(r: BenchReport): boolean {
@@ -543,6 +712,163 @@ function wgNotes(r: BenchReport): string[] {
   ];
 }
 
+/** Whether a ratio is within a target, as a table cell. */
+function verdict(ok: boolean | undefined): string {
+  return ok === undefined ? '' : ok ? 'yes' : 'NO';
+}
+
+/** The reliability test's figures (labs of their own); undefined when it did not run. */
+export function reliabilityTable(r: BenchReport): Table | undefined {
+  const rel = r.reliability;
+  if (!rel) return undefined;
+  const rows: Row[] = [];
+  const failedRow = (what: string): void => {
+    rows.push([what, 'failed', '', '']);
+  };
+  const m = rel.malformed;
+  if (m) {
+    if (!m.ok) failedRow('malformed packets written into tun0 during downloads');
+    else {
+      const v = m.value;
+      rows.push([`malformed packets written into tun0 (seed ${v.seed}) during ${fmt((r.settings.reliability?.transferBytes ?? 0) / 2 ** 20)} MiB downloads`, fmt(v.sent), fmt(v.packets), '']);
+      rows.push(['… written in, s / at packets/s (the script\'s own pace)', `${fmt(v.burstSeconds)} / ${fmt(v.ratePps)}`, '', '']);
+      rows.push(['… tunroute still running afterwards (crashes)', v.tunrouteRunning ? 'yes (0)' : `NO: ${v.tunrouteExit ?? '?'}`, 'yes (0)', verdict(v.tunrouteRunning)]);
+      rows.push(['… counted by a drop reason, or held as a fragment', fmt(v.counted), fmt(v.sent - v.kernelDropped), verdict(v.uncounted <= 0)]);
+      rows.push(['… dropped by the kernel before tunroute (tun0 tx_dropped)', fmt(v.kernelDropped), '0', '']);
+      rows.push(['… counted by no counter', fmt(Math.max(0, v.uncounted)), '0', verdict(v.uncounted <= 0)]);
+      if (v.byKind) {
+        const exact = v.byKind.filter((k) => k.counted >= k.sent).length;
+        rows.push(['… kinds counted in full under their own drop reason', `${exact} of ${v.byKind.length}`, `${v.byKind.length} of ${v.byKind.length}`, verdict(exact === v.byKind.length)]);
+      }
+      rows.push(['downloads during the burst, intact (bytes and sha256) / made', `${fmt(v.transfersIntact)} / ${fmt(v.transfers)}`, 'all', verdict(v.transfers > 0 && v.transfersIntact === v.transfers)]);
+      rows.push(['… download throughput meanwhile, Mbit/s', fmt(v.transferMbps), '', '']);
+    }
+  }
+  const p = rel.proxyRestart;
+  if (p) {
+    if (!p.ok) failedRow('SOCKS5 server killed and restarted');
+    else {
+      const v = p.value;
+      const lim = v.closeLimitS;
+      rows.push([`idle flows when the SOCKS5 server was killed (SIGKILL)`, fmt(v.open), fmt(v.flows), '']);
+      rows.push([`… reset (ECONNRESET) / ended (FIN) / other error, within ${lim} s`, `${fmt(v.reset)} / ${fmt(v.ended)} / ${fmt(v.otherErrors)}`, 'all closed', verdict(v.stillOpen === 0)]);
+      rows.push([`… still open ${lim} s after the kill (hung)`, fmt(v.stillOpen), '0', verdict(v.stillOpen === 0)]);
+      rows.push(['… time from the kill to their close, median / max, ms', `${fmt(v.closeMedianMs)} / ${fmt(v.closeMaxMs)}`, '', '']);
+      rows.push(['SOCKS5 server restarted: first new flow through tunroute, ms after the server serves again', v.recoveryMs === null ? 'never' : fmt(v.recoveryMs), '≤ 1,000', verdict(v.recoveryMs !== null && v.recoveryMs <= 1000)]);
+      const ms = (x: number | null): string => (x === null ? 'never' : fmt(x));
+      rows.push(['… ms after the restart: the server accepts / serves / a flow through tunroute works', `${ms(v.proxyUpMs)} / ${ms(v.proxyServesMs)} / ${ms(v.restartToFlowMs)}`, '', '']);
+    }
+  }
+  const c = rel.churn;
+  if (c) {
+    if (!c.ok) failedRow('flows opened and closed in rounds');
+    else {
+      const v = c.value;
+      const last = v.samples[v.samples.length - 1];
+      const first = v.samples[0];
+      const ratioOf = (a: number | undefined, b: number | undefined): number | undefined => (a === undefined || b === undefined || b === 0 ? undefined : a / b);
+      const fdR = ratioOf(last?.fds, v.start.fds);
+      const rssR = ratioOf(last?.rssKiB, v.start.rssKiB);
+      const rssR1 = ratioOf(last?.rssKiB, first?.rssKiB);
+      rows.push([`${fmt(v.flows)} flows opened and closed, rounds done`, fmt(v.samples.length), fmt(v.rounds), '']);
+      rows.push(['… flows that failed to open, all rounds', fmt(v.samples.reduce((s2, x) => s2 + x.failed, 0)), '0', '']);
+      rows.push(['tunroute open fds: start → after the last round', `${fmt(v.start.fds)} → ${fmt(last?.fds)}`, '', '']);
+      rows.push(['… last ÷ start', fmt(fdR, 3), '≤ 1.1', verdict(fdR === undefined ? undefined : fdR <= 1.1)]);
+      rows.push(['tunroute RSS, MiB: start → after round 1 → after the last', `${fmt(v.start.rssKiB / 1024)} → ${fmt((first?.rssKiB ?? 0) / 1024)} → ${fmt((last?.rssKiB ?? 0) / 1024)}`, '', '']);
+      rows.push(['… last ÷ start', fmt(rssR, 3), '≤ 1.1', verdict(rssR === undefined ? undefined : rssR <= 1.1)]);
+      rows.push(['… last ÷ after round 1 (growth across rounds: a leak)', fmt(rssR1, 3), '', '']);
+    }
+  }
+  const w = rel.wgForgery;
+  if (w) {
+    if (!w.ok) failedRow('forged and replayed WireGuard datagrams');
+    else {
+      const v = w.value;
+      rows.push(['forged WireGuard datagrams sent to tunroute / replays of captured genuine ones', `${fmt(v.forged)} / ${fmt(v.replayed)}`, `${fmt(r.settings.reliability?.wgDatagrams)} / ${fmt(r.settings.reliability?.wgDatagrams)}`, '']);
+      rows.push(['… counted by a drop reason', fmt(v.counted), fmt(v.forged + v.replayed - v.kernelUdpErrors), verdict(v.counted === v.forged + v.replayed - v.kernelUdpErrors)]);
+      rows.push(['… accepted: inner packets out of the tunnel / payloads delivered', `${fmt(v.innerPacketsAccepted)} / ${fmt(v.payloadsDelivered)}`, '0 / 0', verdict(v.innerPacketsAccepted === 0 && v.payloadsDelivered === 0)]);
+      rows.push(['… genuine datagrams through the tunnel afterwards', `${fmt(v.genuineAfter)} of ${fmt(v.genuineAfterSent)}`, 'all', verdict(v.genuineAfter === v.genuineAfterSent)]);
+    }
+  }
+  const stops = [m, p, c, w].flatMap((o) => (o?.ok && o.value.shutdown ? [o.value.shutdown] : []));
+  if (stops.length > 0) {
+    const clean = stops.filter((x) => x.clean).length;
+    const slowest = Math.max(...stops.map((x) => x.seconds));
+    rows.push([`tunroute stopped with SIGTERM after each fault: exit 0 / stops, slowest, s`, `${clean} / ${stops.length}, ${fmt(slowest)}`, 'all', verdict(clean === stops.length)]);
+  }
+  return { head: ['reliability (labs of their own)', 'measured', 'target', 'met'], align: 'lrrl', rows };
+}
+
+/** What the reliability figures mean, under their table. */
+function reliabilityNotes(r: BenchReport): string[] {
+  const rel = r.reliability;
+  if (!rel) return [];
+  const out: string[] = [];
+  const m = rel.malformed;
+  if (m?.ok) {
+    const d = Object.entries(m.value.dropsByReason)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, n]) => `${k} ${fmt(n)}`)
+      .join(', ');
+    out.push(
+      'Malformed: scripts/malformed-burst.py --mode packet writes every packet as built into tun0 (AF_PACKET on the device), one kind',
+      'of damage each (random bytes, truncated, bad version/IHL/lengths/checksums, TCP/UDP header errors, fragments), while',
+      `50 MiB downloads through tunroute are checked by sha256. tunroute's counters (status --json) grew by: ${d}; fragments held ${fmt(m.value.fragmentsHeld)}.`,
+    );
+    if (m.value.byKind) {
+      out.push(
+        `Per kind, sent → counted where it must land: ${m.value.byKind.map((k) => `${k.kind} ${fmt(k.sent)} → ${fmt(k.counted)}`).join(', ')}`,
+        '(random bytes: the IPv4 header reasons beyond their own kinds; fragments: held by the reassembler, or frag_*).',
+      );
+    }
+  }
+  if (rel.proxyRestart?.ok) {
+    out.push(
+      'Proxy restart: idle flows (each proven by an echo) when dante is killed with SIGKILL; a flow "ended" saw a FIN, "reset" an',
+      'RST. After the restart a probe in the client namespace tries, every 20 ms, a new flow through tunroute and the same flow by a',
+      'SOCKS5 client of its own straight to the proxy: tunroute\'s recovery is from the first flow the proxy served to the first',
+      'echo through tunroute.',
+    );
+  }
+  const c = rel.churn;
+  if (c?.ok) {
+    const per = c.value.samples.map((x) => `${fmt(x.fds)} fds/${fmt(x.rssKiB / 1024)} MiB`).join(', ');
+    out.push(
+      `Churn: netcli hold opens the flows (64 at a time, each proven by an echo), then exits (the kernel closes them all); fds`,
+      `(/proc/PID/fd) and VmRSS are read once tunroute has no flow left, ${r.settings.reliability?.churnSettleS ?? '?'} s later. Start: ${fmt(c.value.start.fds)} fds/${fmt(c.value.start.rssKiB / 1024)} MiB; after each round: ${per}.`,
+    );
+  }
+  const w = rel.wgForgery;
+  if (w?.ok) {
+    const d = Object.entries(w.value.dropsByReason)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, n]) => `${k} ${fmt(n)}`)
+      .join(', ');
+    out.push(
+      'WireGuard: tunroute up --tunnel ↔ wireguard-go through a UDP relay that keeps copies of genuine transport messages; the relay then',
+      'sends, from the peer\'s address, forged datagrams (random bytes; type 1/2/3 with random contents; type 4 with a random index; type 4',
+      `with tunroute's real receiver index, a new counter and a wrong tag) and replays of the copies, at ${fmt(r.settings.reliability?.wgAttackPps ?? 0)}/s. Drops: ${d}.`,
+    );
+  }
+  return out;
+}
+
+/** The reliability parts that failed to run, for the failures list. */
+function reliabilityFailures(r: BenchReport): string[] {
+  const rel = r.reliability;
+  if (!rel) return [];
+  const out: string[] = [];
+  for (const [name, o] of [
+    ['reliability, malformed packets', rel.malformed],
+    ['reliability, proxy restart', rel.proxyRestart],
+    ['reliability, flow churn', rel.churn],
+    ['reliability, forged WireGuard datagrams', rel.wgForgery],
+  ] as const) {
+    if (o && !o.ok) out.push(`${name}: ${o.error}`);
+  }
+  return out;
+}
+
 /** A markdown table with padded columns (readable as plain text too). */
 export function markdownTable(t: Table): string {
   const cols = t.head.length;
@@ -582,6 +908,7 @@ function failures(r: BenchReport): string[] {
   if (r.tunrouteExit) out.push(`tunroute exited during the run: ${r.tunrouteExit}`);
   if (r.ttfbTunrouteExit) out.push(`tunroute (ttfb test) exited during the run: ${r.ttfbTunrouteExit}`);
   if (r.wgTunrouteExit) out.push(`tunroute (wg test) exited during the run: ${r.wgTunrouteExit}`);
+  out.push(...reliabilityFailures(r));
   return out;
 }
 
@@ -668,6 +995,8 @@ export function renderText(r: BenchReport): string {
   const wg = wgTable(r);
   if (wg) lines.push('', markdownTable(wg), '', ...wgNotes(r), ...(marked(wgWindows(r)) ? [busyNote] : []));
   else lines.push(...wgNotes(r).flatMap((l) => ['', l]));
+  const rel = reliabilityTable(r);
+  if (rel) lines.push('', markdownTable(rel), '', ...reliabilityNotes(r));
   const f = failures(r);
   if (f.length > 0) lines.push('', 'failures:', ...f.map((x) => `  - ${x}`));
   return lines.join('\n') + '\n';
@@ -700,7 +1029,9 @@ export function renderReadme(r: BenchReport): string {
       ? "### Benchmark: tunroute vs the kernel's direct path"
       : r.ttfb || r.flows
         ? '### Benchmark: the cost of a flow, tunroute vs the kernel'
-        : '### Benchmark: WireGuard tunnel, tunroute vs wireguard-go',
+        : r.wgUp || r.wgDown
+          ? '### Benchmark: WireGuard tunnel, tunroute vs wireguard-go'
+          : '### Benchmark: reliability under faults',
     '',
     `- run: ${r.date.slice(0, 10)}, \`${command}\``,
     `- machine: ${machine(r)}`,
@@ -746,6 +1077,8 @@ export function renderReadme(r: BenchReport): string {
   } else if (r.settings.wg?.skipped) {
     lines.push('', ...wgNotes(r));
   }
+  const rel = reliabilityTable(r);
+  if (rel) lines.push('', ...(socks || pf || wg ? ['#### Reliability under faults', ''] : []), markdownTable(rel), '', ...reliabilityNotes(r));
   lines.push('', ...(f.length > 0 ? ['Failures in this run:', '', ...f.map((x) => `- ${x}`), ''] : []), '');
   return lines.join('\n');
 }
