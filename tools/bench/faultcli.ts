@@ -29,6 +29,7 @@
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { mulberry32 } from '../../src/link/memory.js';
 
 function errText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
@@ -335,17 +336,6 @@ async function udpSend(host: string, port: number, count: number, pps: number): 
 // ---------------------------------------------------------------------------------------------
 // wg-relay: capture genuine WireGuard transport messages, then forge and replay
 
-/** A small seeded generator (mulberry32): the same forged datagrams on every run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The kinds of forged datagrams, in the order they are sent (round robin). */
 export const FORGED_KINDS = ['random_bytes', 'type1_random', 'type2_random', 'type3_random', 'type4_random_index', 'type4_known_index_bad_tag'] as const;
@@ -411,7 +401,7 @@ function wgRelay(listenHost: string, listenPort: number, targetHost: string, tar
     back.bind(0, () => process.stdout.write(`listening ${listenHost}:${listenPort}\n`));
   });
 
-  const rand = seeded(seed);
+  const rand = mulberry32(seed); // the same forged datagrams on every run
   const fill = (b: Buffer, from = 0): Buffer => {
     for (let i = from; i < b.length; i++) b[i] = (rand() * 256) | 0;
     return b;

@@ -23,10 +23,10 @@
  *
  * Both are bounded in time and count; each lab is removed at the end, also after an error.
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab, startDante, startDelayRelay, startHttpServer, type LabProcess, type Namespace } from '../lab/index.js';
 import { CpuWatch } from './cpu.js';
+import { childrenOf, openFilesLimit, rss, rssKiB } from './proc.js';
 import { medianRun, type BenchReport, type FlowsResult, type Outcome, type Pair } from './report.js';
 import { runTtfb, type TtfbResult } from './tools.js';
 
@@ -69,53 +69,6 @@ function errText(e: unknown): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** VmRSS of `pid` in KiB (from /proc/PID/status), or undefined when it is gone. */
-export function rssKiB(pid: number): number | undefined {
-  return rss(pid)?.vm;
-}
-
-/**
- * VmRSS and RssAnon of `pid` in KiB (from /proc/PID/status), or undefined when it is gone.
- * RssAnon leaves out file-backed pages: the node binary's own are ~31 MB of every Node process.
- */
-function rss(pid: number): { vm: number; anon: number } | undefined {
-  try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const vm = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1];
-    const anon = /^RssAnon:\s+(\d+)\s+kB/m.exec(status)?.[1];
-    return vm === undefined || anon === undefined ? undefined : { vm: Number(vm), anon: Number(anon) };
-  } catch {
-    return undefined;
-  }
-}
-
-/** PIDs whose parent is `pid` (scanning /proc: no dependency on CONFIG_PROC_CHILDREN). */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      // pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'.
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(name));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return out;
-}
-
-/** The soft limit on open files of this process (the lab's processes inherit it). */
-function openFilesLimit(): number {
-  try {
-    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-    return m?.[1] === undefined ? 0 : m[1] === 'unlimited' ? Infinity : Number(m[1]);
-  } catch {
-    return 0;
-  }
 }
 
 interface ProxyLab {

@@ -37,7 +37,7 @@
  *   out of the tunnel (the counter in wc, tunroute's inner packet count); then a few genuine
  *   datagrams again, to show that the tunnel still works.
  */
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   Lab,
@@ -64,6 +64,7 @@ import type {
   WgForgeryResult,
 } from './report.js';
 import { CpuWatch, type CpuTotals } from './cpu.js';
+import { fdCount, openFilesLimit, rssKiB } from './proc.js';
 import { tunrouteStatus } from './tools.js';
 import type { HoldResult } from './netcli.js';
 import type { ProbeResult, WatchOpenResult, WatchResult, WgAttackResult } from './faultcli.js';
@@ -145,35 +146,6 @@ function errText(e: unknown): string {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
-}
-
-/** VmRSS of `pid` in KiB, or undefined when it is gone. */
-function rssKiB(pid: number): number | undefined {
-  try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m?.[1] === undefined ? undefined : Number(m[1]);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Open file descriptors of `pid`, or undefined when it is gone. */
-function fdCount(pid: number): number | undefined {
-  try {
-    return readdirSync(`/proc/${pid}/fd`).length;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The soft limit on open files of this process (the lab's processes inherit it). */
-function openFilesLimit(): number {
-  try {
-    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-    return m?.[1] === undefined ? 0 : m[1] === 'unlimited' ? Infinity : Number(m[1]);
-  } catch {
-    return 0;
-  }
 }
 
 /** `tunroute status --json`, parsed; throws when it does not answer. */
