@@ -11,6 +11,7 @@ import type { RoutePlan } from './routes/plan.js';
 import { ipBatchRunner, type IpRunner } from './routes/apply.js';
 import { RouteManager, type RouteWatcher } from './routes/manager.js';
 import type { HostProbe } from './routes/host.js';
+import { resolveStateDir } from './routes/journal.js';
 import type { DispatcherStats } from './stack/dispatcher.js';
 import type { TcpFlowInfo, TcpRelayStats } from './relay/tcp-relay.js';
 import type { UdpStackStats } from './stack/udp/index.js';
@@ -20,7 +21,8 @@ import { TerminatingEngine } from './relay/engine.js';
 import { Router } from './router/router.js';
 import { BlockOutbound } from './outbound/block.js';
 import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
-import { DnsResolver, DnsCache, FakeIpPool, FakeIpResolver, type DnsResolverStats } from './dns/index.js';
+import { DnsResolver, DnsCache, FakeIpResolver, type FakeIpPool, type DnsResolverStats } from './dns/index.js';
+import { FakeIpSaver, fakeIpStatePath, loadFakeIpPool } from './fake-ip-state.js';
 import { IP_PROTO_UDP } from './wire/ipv4.js';
 import { cidrContains, cidrToString, normalizeCidr } from './net/ipv4.js';
 import { formatEndpoint } from './net/endpoint.js';
@@ -120,11 +122,13 @@ function buildDnsResolver(config: Config, router: Router, outbounds: ReadonlyMap
  * With `dns: fakeip`, names are answered from the pool (every name: a full tunnel by name) and
  * the other queries by the hijack resolver; the pool's range is routed into the device.
  */
-function buildFakeIp(config: Config, upstream: DnsResolver | undefined, log: Logger): { resolver: FakeIpResolver; pool: FakeIpPool } | undefined {
+function buildFakeIp(config: Config, upstream: DnsResolver | undefined, log: Logger): { resolver: FakeIpResolver; pool: FakeIpPool; saver: FakeIpSaver } | undefined {
   if (config.dns.mode !== 'fakeip') return undefined;
+  // The table of the last run, so that cached answers still reach their names (fake-ip-state.ts).
   // The device's own address may lie in the pool (by default tun0 is 198.18.0.1/15): never hand it out.
-  const pool = new FakeIpPool(config.dns.fakeIpRange, [config.tun.address.addr]);
-  return { pool, resolver: new FakeIpResolver({ pool, tunneled: () => true, upstream, logger: log }) };
+  const path = fakeIpStatePath(resolveStateDir(config.stateDir), config.tun.name);
+  const pool = loadFakeIpPool(path, config.dns.fakeIpRange, [config.tun.address.addr], log);
+  return { pool, saver: new FakeIpSaver(pool, path, log), resolver: new FakeIpResolver({ pool, tunneled: () => true, upstream, logger: log }) };
 }
 
 /**
@@ -208,6 +212,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     stop() {
       stopping ??= (async () => {
         await engine.stop(); // the RSTs go out before the tunnels and the device close
+        fakeIp?.saver.stop(); // after the flows let go of their addresses
         const tunnelStats = Object.fromEntries([...tunnels].map(([n, t]) => [n, t.stats()]));
         for (const t of tunnels.values()) t.close();
         await routes.stop();

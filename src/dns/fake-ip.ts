@@ -63,6 +63,7 @@ export class FakeIpPool {
   private readonly pins = new Map<number, number>();
   private reusedCount = 0;
   private exhaustedCount = 0;
+  private changeCount = 0;
   private readonly reserved: ReadonlySet<number>;
 
   constructor(cidr: Cidr | string = FAKE_IP_DEFAULT_CIDR, reserved: readonly number[] = []) {
@@ -89,6 +90,7 @@ export class FakeIpPool {
    * else a new one; undefined when every address is busy.
    */
   lookup(name: string): number | undefined {
+    this.changeCount++;
     const have = this.ipOf.get(name);
     if (have !== undefined) {
       this.touch(have);
@@ -125,6 +127,7 @@ export class FakeIpPool {
   /** A flow to `ip` starts: its name stays until unpin(). False when `ip` has no name. */
   pin(ip: number): boolean {
     if (!this.nameOfIp.has(ip)) return false;
+    this.changeCount++;
     const n = this.pins.get(ip);
     if (n === undefined) {
       this.idle.delete(ip);
@@ -139,12 +142,18 @@ export class FakeIpPool {
   unpin(ip: number): void {
     const n = this.pins.get(ip);
     if (n === undefined) return;
+    this.changeCount++;
     if (n > 1) {
       this.pins.set(ip, n - 1);
       return;
     }
     this.pins.delete(ip);
     if (this.nameOfIp.has(ip)) this.idle.set(ip, true);
+  }
+
+  /** Grows with every change of the table or its use order: a saver compares it with the last saved. */
+  get changes(): number {
+    return this.changeCount;
   }
 
   get stats(): FakeIpStats {

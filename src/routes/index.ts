@@ -12,7 +12,7 @@ export { applyPlan, removePlan, createIpRunner, ipBatchRunner } from './apply.js
 export type { IpRunner, BatchResult } from './apply.js';
 export { hostProbe, probeRouteEnv, parseNetworkView } from './host.js';
 export type { HostProbe, RouteEnv, NetworkView } from './host.js';
-export { journalPath, readJournal, defaultStateDir, resolveStateDir, HOST_STATE_DIR } from './journal.js';
+export { journalPath, readJournal, readStateFile, writeStateFile, defaultStateDir, resolveStateDir, HOST_STATE_DIR } from './journal.js';
 export type { Journal } from './journal.js';
 export { cleanupJournals, describeCleanup } from './teardown.js';
 export type { CleanupEntry, CleanupOptions } from './teardown.js';

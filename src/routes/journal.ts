@@ -214,10 +214,49 @@ export function createJournal(path: string, j: Journal): void {
 
 /** Replace the journal (it exists and is ours). */
 export function replaceJournal(path: string, j: StoredJournal): void {
+  replaceFile(path, JSON.stringify(j));
+}
+
+/** Write `text` to `path` whole or not at all: a new temp file (never through a link), fsync, rename. */
+function replaceFile(path: string, text: string): void {
   const tmp = `${path}.tmp-${process.pid}`;
-  writeDurably(tmp, JSON.stringify(j));
+  writeDurably(tmp, text);
   renameSync(tmp, path);
   syncDir(dirname(path));
+}
+
+/**
+ * Another file tunroute keeps in the state dir beside the journals (the fake-IP table): written
+ * as a journal is, whole or not at all, in a dir no one else can write (checked, made if
+ * missing).
+ */
+export function writeStateFile(path: string, text: string): void {
+  checkStateDir(dirname(path), { create: true });
+  replaceFile(path, text);
+}
+
+/**
+ * A state file's text, or undefined when there is none. As for journals: never through a link,
+ * a regular file only, and at most `maxBytes` (a bigger one is refused, not read).
+ */
+export function readStateFile(path: string, maxBytes: number): string | undefined {
+  if (!checkStateDir(dirname(path))) return undefined;
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (e) {
+    if (errCode(e) === 'ENOENT') return undefined;
+    throw new TunrouteError('TR_STATE_DIR', `Cannot read ${shown(path)} (${errCode(e) === 'ELOOP' ? 'it is a symbolic link' : (errCode(e) ?? String(e))}): remove it; tunroute writes it anew.`, e);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.size > maxBytes) {
+      throw new TunrouteError('TR_STATE_DIR', `${shown(path)} is ${st.isFile() ? `larger than ${maxBytes} bytes` : 'not a regular file'}: remove it; tunroute writes it anew.`);
+    }
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** The journal at `path`, or undefined if there is none. A corrupt journal is an error that says what to do. */

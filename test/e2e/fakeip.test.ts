@@ -34,6 +34,8 @@ describe.skipIf(!run)('dns fakeip (lab)', () => {
   let c: Namespace;
   let s: Namespace;
   let dnsmasqLog: () => string;
+  /** The fake address web.lab got in the first run. */
+  let fakeBefore = '';
 
   beforeAll(async () => {
     lab = await Lab.create();
@@ -55,6 +57,8 @@ describe.skipIf(!run)('dns fakeip (lab)', () => {
 
   afterAll(async () => {
     for (const ns of [c, s]) if (ns !== undefined) rmSync(netnsEtc(ns), { recursive: true, force: true });
+    // The fake-IP table outlives `up` on purpose (state dir of c's namespace): not the lab's, though.
+    if (c !== undefined) rmSync(`/run/tunroute/netns/${c.name}`, { recursive: true, force: true });
     await lab?.destroy();
   });
 
@@ -75,6 +79,7 @@ describe.skipIf(!run)('dns fakeip (lab)', () => {
       const udp = await c.exec(['bash', '-c', `exec 3<>/dev/udp/${NAME}/7001; printf 'udp by name\\n' >&3; timeout 5 dd bs=2048 count=1 status=none <&3`], { allowFail: true, timeoutMs: 20_000 });
       const ctx = `${a.stdout}\n${aaaa.stdout}\n${curl.stdout}${curl.stderr}\n${udp.stdout}${udp.stderr}\n${up.outputTail(3000)}`;
       const fake = /^web\.lab\.\s+\d+\s+IN\s+A\s+(\S+)$/m.exec(a.stdout)?.[1];
+      fakeBefore = fake ?? '';
       expect(fake, ctx).toMatch(/^198\.1[89]\./);
       expect(aaaa.stdout, ctx).toMatch(/status: NOERROR/);
       expect(aaaa.stdout, ctx).toMatch(/ANSWER: 0/);
@@ -87,6 +92,22 @@ describe.skipIf(!run)('dns fakeip (lab)', () => {
       const askers = [...log.matchAll(/query\[A+\] web\.lab from (\S+)/g)].map((m) => m[1]);
       expect(askers.length, ctx).toBeGreaterThan(0);
       for (const who of askers) expect([DIRECT, DNS_IP, WEB], ctx).toContain(who);
+    } finally {
+      expect(await up.stop('SIGTERM', 5000)).toEqual({ code: 0, signal: null });
+    }
+  }, 90_000);
+
+  it('after a restart of up, a connection to an address handed out before still reaches its name', async () => {
+    expect(fakeBefore).toMatch(/^198\.1[89]\./);
+    const config = join(lab.tmpDir, 'fakeip.json');
+    const up = await startTunrouteIn(c, ['-c', config, '--route', '10.66.1.0/24', '--proxy', `socks5://${DIRECT}:1080`]);
+    try {
+      // No query this time: the app uses its cached answer, the address itself.
+      const curl = await c.exec(['curl', '-sS', '--max-time', '10', `http://${fakeBefore}:8080/health`], { allowFail: true, timeoutMs: 20_000 });
+      const ctx = `${curl.stdout}${curl.stderr}\n${up.outputTail(3000)}`;
+      expect(curl.code, ctx).toBe(0);
+      expect(curl.stdout, ctx).toBe('ok\n');
+      expect(up.outputTail(20_000), ctx).toMatch(/fake-IP table restored/);
     } finally {
       expect(await up.stop('SIGTERM', 5000)).toEqual({ code: 0, signal: null });
     }

@@ -1,0 +1,63 @@
+import { mkdtempSync, rmSync, writeFileSync, symlinkSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { FakeIpSaver, fakeIpStatePath, loadFakeIpPool } from '../../src/fake-ip-state.js';
+import { silentLogger } from '../../src/logger.js';
+import { parseCidr, u32ToIp } from '../../src/net/ipv4.js';
+
+const RANGE = parseCidr('198.18.0.0/15')!;
+const DEVICE = 0xc6120001; // 198.18.0.1
+let dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  dirs = [];
+});
+
+function stateDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'tunroute-fakeip-'));
+  dirs.push(d);
+  return d;
+}
+
+describe('the fake-IP table across restarts', () => {
+  it('saves while it changes and at stop, and the next run starts from it', () => {
+    const dir = stateDir();
+    const path = fakeIpStatePath(dir, 'tun0');
+    const log = silentLogger();
+    const pool = loadFakeIpPool(path, RANGE, [DEVICE], log);
+    const saver = new FakeIpSaver(pool, path, log);
+    const a = pool.lookup('a.example') ?? 0;
+    saver.save();
+    const written = readFileSync(path, 'utf8');
+    saver.save(); // nothing changed: not written again
+    expect(readFileSync(path, 'utf8')).toBe(written);
+    const b = pool.lookup('b.example') ?? 0;
+    saver.stop();
+    const again = loadFakeIpPool(path, RANGE, [DEVICE], log);
+    expect(again.nameOf(a)).toBe('a.example');
+    expect(again.nameOf(b)).toBe('b.example');
+    expect(u32ToIp(a)).toBe('198.18.0.2');
+  });
+
+  it('starts empty from a missing, damaged or linked file, and never follows the link', () => {
+    const dir = stateDir();
+    const path = fakeIpStatePath(dir, 'tun0');
+    const log = silentLogger();
+    expect(loadFakeIpPool(path, RANGE, [DEVICE], log).stats.entries).toBe(0);
+    writeFileSync(path, '{ not json');
+    expect(loadFakeIpPool(path, RANGE, [DEVICE], log).stats.entries).toBe(0);
+    rmSync(path);
+    const target = join(dir, 'elsewhere.json');
+    writeFileSync(target, 'precious');
+    symlinkSync(target, path);
+    expect(loadFakeIpPool(path, RANGE, [DEVICE], log).stats.entries).toBe(0);
+    // Saving replaces the link itself; its target is untouched.
+    const pool = loadFakeIpPool(path, RANGE, [DEVICE], log);
+    const saver = new FakeIpSaver(pool, path, log);
+    pool.lookup('x.example');
+    saver.stop();
+    expect(readFileSync(target, 'utf8')).toBe('precious');
+    expect(loadFakeIpPool(path, RANGE, [DEVICE], log).stats.entries).toBe(1);
+  });
+});
