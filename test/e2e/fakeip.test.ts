@@ -8,7 +8,7 @@
  *   - dnsmasq sees web.lab asked by dante (10.99.0.2), never by the client;
  *   - AAAA for a tunneled name is empty (no IPv6 leak); MX goes to the upstream through the proxy.
  * Per-namespace resolv.conf: `ip netns exec NS` binds /etc/netns/NS/resolv.conf over
- * /etc/resolv.conf; the test writes those two files and removes them, also on failure.
+ * /etc/resolv.conf; the lab's overlay dirs hold them and are removed with the lab.
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,10 +25,6 @@ const WEB = '10.66.1.7';
 const DNS_IP = '10.66.1.53';
 const NAME = 'web.lab';
 
-function netnsEtc(ns: Namespace): string {
-  return `/etc/netns/${ns.name}`;
-}
-
 describe.skipIf(!run)('dns fakeip (lab)', () => {
   let lab: Lab;
   let c: Namespace;
@@ -44,8 +40,9 @@ describe.skipIf(!run)('dns fakeip (lab)', () => {
     await lab.link(c, s, { cidrA: `${CLIENT}/24`, cidrB: `${DIRECT}/24` });
     for (const ip of [WEB, DNS_IP]) await s.exec(['ip', 'addr', 'add', `${ip}/32`, 'dev', 'lo']);
     for (const ns of [c, s]) {
-      mkdirSync(netnsEtc(ns), { recursive: true });
-      writeFileSync(`${netnsEtc(ns)}/resolv.conf`, `nameserver ${DNS_IP}\n`);
+      const etc = lab.etcOverlayDir(ns); // removed by lab.destroy(), also on the exit hooks
+      mkdirSync(etc, { recursive: true });
+      writeFileSync(join(etc, 'resolv.conf'), `nameserver ${DNS_IP}\n`);
     }
     const dnsmasq = await startDnsmasq(s, { listen: DNS_IP, records: { [NAME]: WEB }, extraArgs: ['--log-queries'] });
     dnsmasqLog = () => dnsmasq.output().stderr;
@@ -56,7 +53,6 @@ describe.skipIf(!run)('dns fakeip (lab)', () => {
   }, 60_000);
 
   afterAll(async () => {
-    for (const ns of [c, s]) if (ns !== undefined) rmSync(netnsEtc(ns), { recursive: true, force: true });
     // The fake-IP table outlives `up` on purpose (state dir of c's namespace): not the lab's, though.
     if (c !== undefined) rmSync(`/run/tunroute/netns/${c.name}`, { recursive: true, force: true });
     await lab?.destroy();
