@@ -160,7 +160,11 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const router = buildRouter(config);
   const dns = buildDnsResolver(config, router, outbounds, clock, log);
   const fakeIp = buildFakeIp(config, dns, log);
-  const link = await (deps.openLink ?? openTunLink)(config, log);
+  // A start that fails from here on must not leave the table's save timer behind (an embedder's process lives on).
+  const link = await (deps.openLink ?? openTunLink)(config, log).catch((e: unknown) => {
+    fakeIp?.saver.stop();
+    throw e;
+  });
   let tunnels = new Map<string, WireguardTunnel>();
   try {
     tunnels = await openWireguardTunnels(tunnelSpecsOf(config), { link, clock, logger: log, deviceAddress: config.tun.address.addr });
@@ -168,6 +172,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   } catch (e) {
     for (const t of tunnels.values()) t.close();
     link.close();
+    fakeIp?.saver.stop();
     throw e;
   }
   const engine = new TerminatingEngine({
