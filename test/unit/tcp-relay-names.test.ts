@@ -19,13 +19,14 @@ import type { CloseReason } from '../../src/stack/tcp/types.js';
 
 const APP_IP = ipToU32('10.0.0.2')!;
 
-function recordingOutbound(name: string, port: () => number, asked: Destination[]): Outbound {
+function recordingOutbound(name: string, port: () => number, asked: Destination[], onConnect: () => void): Outbound {
   return {
     name,
     kind: 'socks5',
     stats: newOutboundStats(),
     connectTcp: (dst: Destination) => {
       asked.push(dst);
+      onConnect();
       return new Promise((resolve, reject) => {
         const s = connect({ host: '127.0.0.1', port: port() });
         s.once('connect', () => {
@@ -58,13 +59,18 @@ function rig(port: number) {
   const pool = new FakeIpPool();
   const office: Destination[] = [];
   const proxy: Destination[] = [];
+  /** The pool's busy count each time a flow asked its outbound to connect. */
+  const busyAtConnect: number[] = [];
+  const sample = (): void => {
+    busyAtConnect.push(pool.stats.busy);
+  };
   const stack = new TcpStack({ link: tunLink, clock: monotonicClock, logger: log });
   const relay = new TcpRelay({
     stack,
     router: new Router({ rules: [{ domains: ['corp.test'], outbound: 'office' }], defaultOutbound: 'proxy' }),
     outbounds: new Map([
-      ['office', recordingOutbound('office', () => port, office)],
-      ['proxy', recordingOutbound('proxy', () => port, proxy)],
+      ['office', recordingOutbound('office', () => port, office, sample)],
+      ['proxy', recordingOutbound('proxy', () => port, proxy, sample)],
     ]),
     clock: monotonicClock,
     logger: log,
@@ -114,7 +120,7 @@ function rig(port: number) {
       appStack.schedule();
     });
   }
-  return { pool, relay, office, proxy, exchange };
+  return { pool, relay, office, proxy, busyAtConnect, exchange };
 }
 
 describe('TCP relay: flows to fake-IP addresses', () => {
@@ -122,20 +128,17 @@ describe('TCP relay: flows to fake-IP addresses', () => {
     const r = rig(await echoPort());
     const corp = r.pool.lookup('www.corp.test')!;
     const other = r.pool.lookup('other.test')!;
-    const busy: number[] = [];
-    const done = r.exchange(corp, 'hello by name');
-    // The flow pins its address at once (the SYN is handled synchronously when it arrives).
-    await new Promise((res) => setTimeout(res, 20));
-    busy.push(r.pool.stats.busy);
-    const a = await done;
+    const a = await r.exchange(corp, 'hello by name');
     expect(a.echoed).toBe('hello by name');
     expect(r.office).toEqual([{ ip: '198.18.0.1', port: 80, name: 'www.corp.test' }]);
     const b = await r.exchange(other, 'elsewhere');
     expect(b.echoed).toBe('elsewhere');
     expect(r.proxy).toEqual([{ ip: '198.18.0.2', port: 80, name: 'other.test' }]);
-    expect(busy[0]).toBe(1);
-    // Closed flows let their addresses go idle again (TIME-WAIT is the app's, not ours).
-    await new Promise((res) => setTimeout(res, 50));
+    // Each flow held its address while it connected (pinned before the outbound was asked)…
+    expect(r.busyAtConnect).toEqual([1, 1]);
+    // …and lets it go once our side of the flow is closed too (its last ACK arrives a hop after
+    // the app's close): wait for that, bounded.
+    for (let i = 0; i < 200 && r.pool.stats.busy > 0; i++) await new Promise((res) => setTimeout(res, 10));
     expect(r.pool.stats.busy).toBe(0);
   });
 
