@@ -27,6 +27,7 @@ import { join } from 'node:path';
 import { Lab, startDante, startDelayRelay, startHttpServer, type LabProcess, type Namespace } from '../lab/index.js';
 import { CpuWatch } from './cpu.js';
 import { childrenOf, openFilesLimit, rss, rssKiB } from './proc.js';
+import { errText, sleep } from './util.js';
 import { medianRun, type BenchReport, type FlowsResult, type Outcome, type Pair } from './report.js';
 import { runTtfb, type TtfbResult } from './tools.js';
 
@@ -60,15 +61,6 @@ export interface PerFlowOptions {
   repeat: number;
   tunrouteArgs: readonly string[];
   progress: (msg: string) => void;
-}
-
-function errText(e: unknown): string {
-  const s = e instanceof Error ? e.message : String(e);
-  return s.split('\n')[0]?.slice(0, 400) ?? s;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 interface ProxyLab {

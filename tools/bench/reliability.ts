@@ -65,6 +65,7 @@ import type {
 } from './report.js';
 import { CpuWatch, type CpuTotals } from './cpu.js';
 import { fdCount, openFilesLimit, rssKiB } from './proc.js';
+import { errText, sleep } from './util.js';
 import { tunrouteStatus } from './tools.js';
 import type { HoldResult } from './netcli.js';
 import type { ProbeResult, WatchOpenResult, WatchResult, WgAttackResult } from './faultcli.js';
@@ -139,15 +140,6 @@ export interface ReliabilityOptions {
   progress: (msg: string) => void;
 }
 
-function errText(e: unknown): string {
-  const s = e instanceof Error ? e.message : String(e);
-  return s.split('\n')[0]?.slice(0, 400) ?? s;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
 /** `tunroute status --json`, parsed; throws when it does not answer. */
 async function status(cli: string, control: string): Promise<StatusSnapshot> {
   const raw = await tunrouteStatus(cli, control);
@@ -219,7 +211,6 @@ async function proxyLab(prefix: string, opts: ReliabilityOptions, http: boolean)
   }
 }
 
-/** Run `fn` in a fresh proxy lab; any error becomes a failed outcome; the lab always goes. */
 /** How long tunroute takes to exit on SIGTERM once the fault is over, and how it exits. */
 const SHUTDOWN_LIMIT_S = 15;
 
@@ -232,6 +223,7 @@ async function shutdown(tunroute: LabProcess): Promise<Shutdown> {
   return { seconds, exit: st.signal ?? `code ${st.code ?? '?'}`, clean };
 }
 
+/** Run `fn` in a fresh proxy lab; any error becomes a failed outcome; the lab always goes. */
 async function inProxyLab<T extends object>(
   what: string,
   prefix: string,

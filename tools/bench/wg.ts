@@ -30,6 +30,7 @@ import { formatKey, generatePrivateKey, publicKeyOf } from '../../src/wireguard/
 import { CpuWatch } from './cpu.js';
 import { medianRun, type BenchReport, type Outcome, type Pair } from './report.js';
 import { readMtu, runIperf3, tunrouteStatus, type IperfResult } from './tools.js';
+import { errText, sleep } from './util.js';
 
 /** Tunnel MTU of both paths: wg-quick's default, wireguard-go's, and tunroute's (config/schema.ts). */
 export const WG_MTU = 1420;
@@ -65,15 +66,6 @@ interface Side {
   clientProc: LabProcess;
   serverProc: LabProcess;
   host: string;
-}
-
-function errText(e: unknown): string {
-  const s = e instanceof Error ? e.message : String(e);
-  return s.split('\n')[0]?.slice(0, 400) ?? s;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** Why the test cannot run here (a tool missing, or a tunroute without --tunnel), or undefined. */
