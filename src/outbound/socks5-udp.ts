@@ -190,6 +190,8 @@ export class Socks5UdpAssociation implements UdpUpstream {
   private closed = false;
   /** The frame header for the last destination (a flow sends to one). */
   private lastDst = '';
+  /** The Destination object the header was last checked for. */
+  private lastDstRef: Destination | undefined = undefined;
   private lastHeader: Buffer = Buffer.alloc(0);
   private readonly closeListeners: Array<() => void> = [];
 
@@ -227,12 +229,17 @@ export class Socks5UdpAssociation implements UdpUpstream {
       s.dropped++;
       return false;
     }
-    // A destination by name (a fake-IP flow) is sent as a name: the proxy resolves it.
-    const host = dst.name ?? dst.ip;
-    const key = `${host}:${dst.port}`;
-    if (key !== this.lastDst) {
-      this.lastHeader = emitUdpHeader({ host, port: dst.port });
-      this.lastDst = key;
+    // The header is rebuilt only for another destination: a flow passes the same object with
+    // every datagram, so the usual check is one comparison, no string built per datagram.
+    if (dst !== this.lastDstRef) {
+      // A destination by name (a fake-IP flow) is sent as a name: the proxy resolves it.
+      const host = dst.name ?? dst.ip;
+      const key = `${host}:${dst.port}`;
+      if (key !== this.lastDst) {
+        this.lastHeader = emitUdpHeader({ host, port: dst.port });
+        this.lastDst = key;
+      }
+      this.lastDstRef = dst;
     }
     const h = this.lastHeader;
     // One copy: the caller's bytes are a view into a reused buffer, and dgram sends later.
