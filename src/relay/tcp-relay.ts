@@ -31,6 +31,7 @@ import {
 import type { Router } from '../router/router.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
 import { TrimAfterBurst } from './trim-after-burst.js';
+import { routeFlow } from './flow-route.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
 
 /**
@@ -147,18 +148,14 @@ export class TcpRelay {
       req.reject();
       return;
     }
-    let host: string | undefined;
-    if (o.names?.contains(req.dstIp) === true) {
-      host = o.names.nameOf(req.dstIp);
-      if (host === undefined) {
-        // An answer from a pool we no longer remember (its state lost): nowhere to go.
-        this.stats.refusedNoName++;
-        req.reject();
-        return;
-      }
+    const route = routeFlow(o.router, o.names, req.dstIp, IP_PROTO_TCP, req.dstPort);
+    if (route === undefined) {
+      this.stats.refusedNoName++;
+      req.reject();
+      return;
     }
-    const outboundName = (host === undefined ? undefined : o.router.routeName?.(host, IP_PROTO_TCP, req.dstPort)) ?? o.router.route(req.dstIp, IP_PROTO_TCP, req.dstPort);
-    const outbound = o.outbounds.get(outboundName);
+    const { host } = route;
+    const outbound = o.outbounds.get(route.outbound);
     if (outbound === undefined) {
       req.reject();
       return;

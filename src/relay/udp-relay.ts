@@ -26,6 +26,7 @@ import { DNS_RCODE_SERVFAIL, DnsMessage, errorResponse } from '../dns/message.js
 import type { DnsAnswerer } from '../dns/resolver.js';
 import { destinationText, isUpstreamError, UPSTREAM_REASONS, type Destination, type Outbound, type UdpUpstream, type UpstreamReason } from '../outbound/outbound.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
+import { routeFlow } from './flow-route.js';
 import type { UdpCloseReason, UdpFlow, UdpFlowListener } from '../stack/udp/flow-table.js';
 import type { UdpStack } from '../stack/udp/udp-stack.js';
 import type { TcpFlowInfo } from './tcp-relay.js';
@@ -145,26 +146,16 @@ export class UdpRelay {
   readonly onFlow = (flow: UdpFlow): UdpFlowListener | undefined => {
     const o = this.o;
     if (o.dns !== undefined && flow.dstPort === 53) return this.track(new DnsHijackFlow(this, flow, o.dns));
-    let host: string | undefined;
-    if (o.names?.contains(flow.dstIp) === true) {
-      host = o.names.nameOf(flow.dstIp);
-      if (host === undefined) {
-        // An answer from a pool we no longer remember: nowhere to go.
-        this.unreachable(flow, ICMP_UNREACH_ADMIN_PROHIBITED);
-        this.stats.dropped++;
-        return undefined;
-      }
-    }
-    const name = (host === undefined ? undefined : o.router.routeName?.(host, IP_PROTO_UDP, flow.dstPort)) ?? o.router.route(flow.dstIp, IP_PROTO_UDP, flow.dstPort);
-    const outbound = o.outbounds.get(name);
-    if (outbound?.openUdp === undefined) {
-      // Blocked, or an upstream that never carries UDP.
+    const route = routeFlow(o.router, o.names, flow.dstIp, IP_PROTO_UDP, flow.dstPort);
+    const outbound = route === undefined ? undefined : o.outbounds.get(route.outbound);
+    if (route === undefined || outbound?.openUdp === undefined) {
+      // A pool address with no name, blocked, or an upstream that never carries UDP.
       this.unreachable(flow, ICMP_UNREACH_ADMIN_PROHIBITED);
       this.stats.dropped++;
       return undefined;
     }
-    const f = new ProxiedUdpFlow(this, flow, outbound, host);
-    if (host !== undefined) o.names?.pin(flow.dstIp);
+    const f = new ProxiedUdpFlow(this, flow, outbound, route.host);
+    if (route.host !== undefined) o.names?.pin(flow.dstIp);
     this.track(f);
     f.open();
     return f;

@@ -1,0 +1,34 @@
+/**
+ * Where a new TCP or UDP flow goes: the one decision both relays make at a flow's first packet.
+ * A flow to a fake-IP address (dns.mode fakeip) carries the name the address stands for and is
+ * routed by it (domain rules first, then its address); any other flow by its address.
+ */
+import type { FakeIpPool } from '../dns/fake-ip.js';
+import type { Router } from '../router/router.js';
+
+export interface FlowRoute {
+  /** The outbound's name. */
+  readonly outbound: string;
+  /** The name a fake-IP destination stands for (the flow goes to it), or undefined. */
+  readonly host: string | undefined;
+}
+
+/**
+ * The route of a flow to dstIp:dstPort with IP protocol `protocol`; undefined for a pool address
+ * with no name (an answer from a table we no longer remember): nowhere to go.
+ */
+export function routeFlow(
+  router: Pick<Router, 'route'> & Partial<Pick<Router, 'routeName'>>,
+  names: FakeIpPool | undefined,
+  dstIp: number,
+  protocol: number,
+  dstPort: number,
+): FlowRoute | undefined {
+  let host: string | undefined;
+  if (names?.contains(dstIp) === true) {
+    host = names.nameOf(dstIp);
+    if (host === undefined) return undefined;
+  }
+  const byName = host === undefined ? undefined : router.routeName?.(host, protocol, dstPort);
+  return { outbound: byName ?? router.route(dstIp, protocol, dstPort), host };
+}
