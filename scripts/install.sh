@@ -19,9 +19,12 @@ fi
 # ChaCha20-Poly1305 runs in C against the libcrypto Node itself links), and the lab's real programs: a SOCKS5
 # server (dante, microsocks; OpenSSH's ssh -D and shadowsocks-libev's ss-local for the SOCKS5
 # client's tests), traffic tools (ping, curl, iperf3, dig), a resolver (dnsmasq),
-# a WireGuard peer (wireguard-go, wg), tcpdump, and sockperf for the benchmark.
+# a WireGuard peer (wireguard-go, wg), tcpdump, sockperf for the benchmark, an HTTP CONNECT proxy
+# (tinyproxy) for the HTTP outbound's tests, Chromium for the dashboard's browser test, and tmux for
+# the `status --watch` test.
 pkgs=(iproute2 python3 make g++ libssl-dev iputils-ping curl iperf3 dante-server microsocks dnsutils dnsmasq-base
-      wireguard-go wireguard-tools tcpdump procps sockperf openssh-server openssh-client shadowsocks-libev)
+      wireguard-go wireguard-tools tcpdump procps sockperf openssh-server openssh-client shadowsocks-libev
+      tinyproxy chromium tmux nftables)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -30,7 +33,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian enables dante's (and shadowsocks-libev's) service on install; the tests start their own.
-for svc in danted shadowsocks-libev; do
+for svc in danted shadowsocks-libev tinyproxy; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi
