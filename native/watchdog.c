@@ -2,7 +2,12 @@
  * The watchdog's waiting half: a tiny process `tunroute up` starts beside itself instead of a
  * second Node.js (which idles at ~44 MB RSS for the daemon's whole life; this one at ~1 MB).
  *
- *   tunroute_watchdog JOURNAL_PATH DAEMON_PID PROGRAM [ARG...]
+ *   tunroute_watchdog [-u UID:GID] JOURNAL_PATH DAEMON_PID PROGRAM [ARG...]
+ *
+ * With -u (tunroute drops root after start, see src/privileges.ts), it first becomes that user
+ * keeping only CAP_NET_ADMIN, the one capability the undoing needs (routes and rules), also for
+ * PROGRAM and the `ip` it runs (ambient): the watchdog never holds more than the daemon it
+ * watches. The journal lives in a directory that user owns.
  *
  * It holds the read end of a pipe from tunroute on stdin and waits, in poll(), for either
  *   - EOF on that pipe: tunroute exited, whatever the way (SIGTERM, crash, kill -9, OOM killer);
@@ -31,6 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "drop_privs.h"
+
 /* How often the fallback without a pidfd checks that the daemon still exists. */
 #define PID_CHECK_MS 2000
 /*
@@ -42,7 +49,7 @@
 
 static void usage(void) {
   static const char msg[] =
-      "usage: tunroute_watchdog JOURNAL_PATH DAEMON_PID PROGRAM [ARG...]\n"
+      "usage: tunroute_watchdog [-u UID:GID] JOURNAL_PATH DAEMON_PID PROGRAM [ARG...]\n"
       "  waits on stdin (a pipe from tunroute) and on DAEMON_PID; when either ends and\n"
       "  JOURNAL_PATH still exists, execs PROGRAM ARG... (tunroute's Node watchdog with --now)\n";
   (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
@@ -102,8 +109,34 @@ static int journal_exists(const char *path) {
   return lstat(path, &st) == 0 || errno != ENOENT;
 }
 
+/* "UID:GID", both decimal, uid not 0. */
+static int parse_ids(const char *s, uid_t *uid, gid_t *gid) {
+  char *end;
+  errno = 0;
+  unsigned long u = strtoul(s, &end, 10);
+  if (errno != 0 || end == s || *end != ':' || u == 0 || u > 0xfffffffeUL) return -1;
+  const char *g = end + 1;
+  unsigned long v = strtoul(g, &end, 10);
+  if (errno != 0 || end == g || *end != '\0' || v > 0xfffffffeUL) return -1;
+  *uid = (uid_t)u;
+  *gid = (gid_t)v;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   pid_t pid;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  int drop = 0;
+  if (argc >= 3 && strcmp(argv[1], "-u") == 0) {
+    if (parse_ids(argv[2], &uid, &gid) != 0) {
+      usage();
+      return 2;
+    }
+    drop = 1;
+    argc -= 2;
+    argv += 2;
+  }
   if (argc < 4 || argv[1][0] == '\0' || parse_pid(argv[2], &pid) != 0 || argv[3][0] == '\0') {
     usage();
     return 2;
@@ -114,6 +147,15 @@ int main(int argc, char **argv) {
   signal(SIGINT, SIG_IGN);
   signal(SIGHUP, SIG_IGN);
   (void)setsid(); /* already a session leader when spawned detached (EPERM): fine */
+  if (drop) {
+    const char *step = "";
+    int err = tr_drop_privileges(uid, gid, 1ULL << CAP_NET_ADMIN, &step);
+    if (err != 0) {
+      /* Never watch on with more than asked for; tunroute's `down` still restores. */
+      dprintf(STDERR_FILENO, "tunroute watchdog: cannot give up root (%s: %s): run `tunroute down` after tunroute exits\n", step, strerror(err));
+      return 1;
+    }
+  }
 
   int pidfd = open_pidfd(pid);
   int exited = 0; /* known to have exited (not only that the pipe closed) */

@@ -39,6 +39,12 @@ for svc in danted shadowsocks-libev tinyproxy; do
   fi
 done
 
+# The user `tunroute up` becomes once the device is open and the routes are applied (it keeps
+# CAP_NET_ADMIN only; see src/privileges.ts). A system user of its own, shared with no other daemon.
+if ! id -u tunroute >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tunroute
+fi
+
 npm ci --no-audit --no-fund
 npm run build
 echo "install.sh: done."

@@ -9,7 +9,8 @@ import { createLogger, type Logger } from './logger.js';
 import type { Link } from './link/link.js';
 import type { RoutePlan } from './routes/plan.js';
 import { ipBatchRunner, type IpRunner } from './routes/apply.js';
-import { RouteManager, type RouteWatcher } from './routes/manager.js';
+import { RouteManager, type RouteWatcher, type RunAs } from './routes/manager.js';
+import { dropPrivileges, resolveRunAs } from './privileges.js';
 import type { HostProbe } from './routes/host.js';
 import { resolveStateDir } from './routes/journal.js';
 import type { DispatcherStats } from './stack/dispatcher.js';
@@ -51,6 +52,12 @@ export interface TunrouteDeps {
   /** Follow default-route changes (default `ip monitor`; false: do not). */
   watchRoutes?: RouteWatcher | false;
   clock?: Clock;
+  /**
+   * The user this process will become once started (src/privileges.ts): its watchdog and route
+   * monitor run as that user, and the device's dir of the state dir is handed to it. Becoming
+   * it is the caller's step (`runUp`): an embedding program decides about its own process.
+   */
+  runAs?: RunAs;
 }
 
 /** Everything a running instance counts, for logs and `status`. */
@@ -155,7 +162,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   // Everything that can fail on a bad config is built before the device exists. The route
   // manager reads the host, plans, and undoes a stale journal of a dead tunroute; the outbounds
   // then connect to the upstream addresses the plan keeps out of the tunnel (names pinned).
-  const routes = await RouteManager.prepare({ config, log, runner, host: deps.routeHost, watchdog: deps.watchdog, watchRoutes: deps.watchRoutes });
+  const routes = await RouteManager.prepare({ config, log, runner, host: deps.routeHost, watchdog: deps.watchdog, watchRoutes: deps.watchRoutes, runAs: deps.runAs });
   const outbounds = buildOutbounds(routes.config, log, clock);
   const router = buildRouter(config);
   const dns = buildDnsResolver(config, router, outbounds, clock, log);
@@ -251,7 +258,8 @@ export async function runUp(config: Config): Promise<void> {
   const startedAt = new Date();
   // The device first: its errors (not root, no /dev/net/tun, name taken) are the ones a user
   // needs to see. A control socket already served by another tunroute then undoes this one.
-  const up = await startTunroute(config, { logger: log });
+  const runAs = resolveRunAs(config, log);
+  const up = await startTunroute(config, { logger: log, runAs });
   let control: Awaited<ReturnType<typeof startControlServer>>;
   try {
     control = await startControlServer({
@@ -263,6 +271,17 @@ export async function runUp(config: Config): Promise<void> {
   } catch (e) {
     await up.stop();
     throw e;
+  }
+  // Everything that needs root is done: the device is open, the routes are in, the control
+  // socket listens. From here on, packets are carried without root.
+  if (runAs !== undefined) {
+    try {
+      dropPrivileges(runAs, log);
+    } catch (e) {
+      await control.close();
+      await up.stop();
+      throw e;
+    }
   }
   log.info({ dev: up.link.name, mtu: up.link.mtu, address: cidrToString(config.tun.address), routes: up.plan.prefixes.length, control: config.control.socket }, 'tunroute is up');
   await runUntilSignal({ logger: log, failure: 'teardown failed', stop: () => control.close().then(() => up.stop()) });

@@ -10,6 +10,7 @@ import { FakeIpPool } from './dns/fake-ip.js';
 import type { Logger } from './logger.js';
 import type { Cidr } from './net/ipv4.js';
 import { readStateFile, writeStateFile } from './routes/journal.js';
+import { instanceDirOf } from './routes/state-dir.js';
 
 /** How often a changed table is saved. */
 export const FAKE_IP_SAVE_INTERVAL_MS = 5000;
@@ -17,7 +18,7 @@ export const FAKE_IP_SAVE_INTERVAL_MS = 5000;
 const MAX_FILE_BYTES = 64 * 1024 * 1024;
 
 export function fakeIpStatePath(stateDir: string, dev: string): string {
-  return join(stateDir, `fakeip-${dev}.json`);
+  return join(instanceDirOf(stateDir, dev), `fakeip-${dev}.json`);
 }
 
 /** The pool as it was saved (or empty: no file, a damaged one, another range), with a log line saying which. */

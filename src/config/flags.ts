@@ -58,6 +58,7 @@ export const DEVICE_FLAGS = [
   { flag: '--kill-switch', field: 'routes.killSwitch', kind: 'on', help: 'if tunroute dies, tunneled destinations stay unreachable until `tunroute down` (fail closed)' },
   { flag: '--no-watchdog', field: 'routes.watchdog', kind: 'off', help: 'no watchdog process (it restores the routes if tunroute dies; use ExecStopPost under systemd)' },
   { flag: '--control', arg: '<path>', field: 'control.socket', kind: 'text', help: 'control socket for `tunroute status`', defaultText: '/run/tunroute/tunroute.sock' },
+  { flag: '--user', arg: '<name>', field: 'user', kind: 'text', help: 'once the device is open and the routes are applied, handle packets as this user with CAP_NET_ADMIN only; root: keep root', defaultText: 'tunroute' },
 ] as const satisfies readonly FlagSpec[];
 
 /** Every flag of `up` that sets the config. */

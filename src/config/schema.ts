@@ -185,6 +185,15 @@ export const configSchema = z
      * Default /run/tunroute (/run/tunroute/netns/NAME inside a named network namespace).
      */
     stateDir: z.string().min(1).optional(),
+    /**
+     * `up` as root: once the device is open and the routes are applied, the process carries
+     * packets as this user, keeping only CAP_NET_ADMIN (src/privileges.ts). "root" keeps root.
+     * A user that does not exist: root is kept, with a warning naming the fix.
+     */
+    user: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]{0,31}\$?$/, 'a user name (lower case letters, digits, _ and -), or root')
+      .default('tunroute'),
     control: z
       .object({ socket: z.string().min(1).default('/run/tunroute/tunroute.sock') })
       .strict()

@@ -295,7 +295,9 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
           const st = await lstat(path);
           if (st.dev === ours.dev && st.ino === ours.ino) await unlink(path);
         } catch (e) {
-          if (errno(e) !== 'ENOENT') log.warn({ err: e, path }, 'could not remove the control socket');
+          // A tunroute that gave up root may not remove a file of root's dir: the next start does.
+          if (errno(e) === 'EACCES' || errno(e) === 'EPERM') log.debug({ path }, 'the control socket stays (no permission to remove it); the next tunroute replaces it');
+          else if (errno(e) !== 'ENOENT') log.warn({ err: e, path }, 'could not remove the control socket');
         }
       })();
       return closing;

@@ -15,4 +15,5 @@ export {
 } from './addon.js';
 export { loadNativeUdp, tryLoadNativeUdp, type NativeUdpAddon, type NativeUdpReceiverHandle, type NativeUdpSocket } from './udp.js';
 export { loadNativeAead, tryLoadNativeAead, type NativeAeadAddon } from './aead.js';
+export { loadNativePrivileges, type NativePrivilegesAddon } from './privileges.js';
 export { watchdogHelper, type WatchdogHelper } from './watchdog-helper.js';

@@ -17,7 +17,7 @@ export type { Journal } from './journal.js';
 export { cleanupJournals, describeCleanup } from './teardown.js';
 export type { CleanupEntry, CleanupOptions } from './teardown.js';
 export { RouteManager, ipMonitorWatcher } from './manager.js';
-export type { RouteManagerOptions, RouteWatcher } from './manager.js';
+export type { RouteManagerOptions, RouteWatcher, RunAs } from './manager.js';
 export { parseDestination, explainDestination, whyFromConfig, whyFromJournal } from './why.js';
 export type { WhyAnswer, Destination, OutboundDecider } from './why.js';
 // measureRouteApply lives in ./measure.js (it needs the lab, so it is not re-exported here).

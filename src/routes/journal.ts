@@ -18,7 +18,7 @@
  * user can write (state-dir.ts), and journal files are opened with O_NOFOLLOW (a temp file also
  * O_CREAT|O_EXCL), so a planted symlink never makes root write or read another file.
  */
-import { closeSync, constants, fstatSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchownSync, fstatSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { TunrouteError, shown } from '../errors.js';
@@ -26,7 +26,7 @@ import { parseCidr } from '../net/ipv4.js';
 import { IFNAME_RE } from '../config/fields.js';
 import type { Change, ExplainData } from './plan.js';
 import { ownerAlive as ownerRunsTunroute, processStartTime } from './owner.js';
-import { checkStateDir } from './state-dir.js';
+import { INSTANCE_DIR_PREFIX, checkInstanceDir, checkStateDir, instanceDirOf, isInstanceDir, ownerOfFilesIn } from './state-dir.js';
 
 export { processStartTime };
 
@@ -126,8 +126,21 @@ export function resolveStateDir(given: string | undefined): string {
   return given ?? defaultStateDir();
 }
 
-/** Remove a per-namespace state dir once it is empty (never the host's dir, never a user's). */
-export function pruneStateDir(stateDir: string): void {
+/**
+ * Remove an instance dir once it is empty, and a per-namespace state dir once that is empty
+ * (never the host's dir, never a user's). A tunroute that gave up root cannot remove its
+ * instance dir (the state dir is root's): the next `up` or `down` as root does.
+ */
+export function pruneStateDir(dir: string): void {
+  let stateDir = dir;
+  if (isInstanceDir(dir)) {
+    try {
+      rmdirSync(dir);
+    } catch {
+      return; // not empty, or not ours to remove: leave it
+    }
+    stateDir = dirname(dir);
+  }
   const netnsRoot = join(HOST_STATE_DIR, 'netns');
   if (dirname(stateDir) !== netnsRoot) return;
   for (const d of [stateDir, netnsRoot]) {
@@ -139,8 +152,32 @@ export function pruneStateDir(stateDir: string): void {
   }
 }
 
+/** Remove the empty device dirs (of `dev`, or all) of a state dir; a full one, or one we may not remove, stays. */
+export function pruneInstanceDirs(stateDir: string, dev?: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(stateDir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(INSTANCE_DIR_PREFIX) || (dev !== undefined && name !== `${INSTANCE_DIR_PREFIX}${dev}`)) continue;
+    try {
+      rmdirSync(join(stateDir, name));
+    } catch {
+      // not empty, not a dir, or not ours to remove
+    }
+  }
+}
+
+/** `<stateDir>/dev-<dev>/routes-<dev>.json` (see instanceDirOf for why a dir of its own). */
 export function journalPath(stateDir: string, dev: string): string {
-  return join(stateDir, `routes-${dev}.json`);
+  return join(instanceDirOf(stateDir, dev), `routes-${dev}.json`);
+}
+
+/** Check (with `create`, make) the dir a state file lives in: an instance dir, or a state dir (older journals). */
+function checkDirOf(dir: string, create: boolean): boolean {
+  return isInstanceDir(dir) ? checkInstanceDir(dir, { create }) : checkStateDir(dir, { create });
 }
 
 /** A journal as read: one written by an older tunroute may lack `pidStart`. */
@@ -165,6 +202,9 @@ function writeDurably(path: string, data: string): void {
     fd = openSync(path, CREATE_FLAGS, 0o600);
   }
   try {
+    // Root writing into the dir of the user tunroute will run as: the file is that user's too.
+    const owner = ownerOfFilesIn(dirname(path));
+    if (owner !== undefined) fchownSync(fd, owner.uid, owner.gid);
     writeSync(fd, data);
     fsyncSync(fd);
   } finally {
@@ -192,7 +232,7 @@ function errCode(e: unknown): string | undefined {
 /** Create the journal; fails if one exists already (another tunroute got there first). */
 export function createJournal(path: string, j: Journal): void {
   const dir = dirname(path);
-  checkStateDir(dir, { create: true });
+  checkDirOf(dir, true);
   const tmp = `${path}.tmp-${process.pid}`;
   try {
     writeDurably(tmp, JSON.stringify(j));
@@ -231,7 +271,7 @@ function replaceFile(path: string, text: string): void {
  * missing).
  */
 export function writeStateFile(path: string, text: string): void {
-  checkStateDir(dirname(path), { create: true });
+  checkDirOf(dirname(path), true);
   replaceFile(path, text);
 }
 
@@ -240,7 +280,7 @@ export function writeStateFile(path: string, text: string): void {
  * a regular file only, and at most `maxBytes` (a bigger one is refused, not read).
  */
 export function readStateFile(path: string, maxBytes: number): string | undefined {
-  if (!checkStateDir(dirname(path))) return undefined;
+  if (!checkDirOf(dirname(path), false)) return undefined;
   let fd: number;
   try {
     fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
@@ -321,28 +361,44 @@ export interface StateFiles {
   temps: Array<{ path: string; pid: number }>;
 }
 
-/** What the state dir holds (for one device, or all). A missing dir holds nothing. */
+/**
+ * What the state dir holds (for one device, or all): the files in each instance dir
+ * (dev-<dev>/), and those of older versions in the state dir itself. A missing dir holds nothing.
+ */
 export function listStateFiles(stateDir: string, dev?: string): StateFiles {
   const out: StateFiles = { journals: [], claims: [], temps: [] };
   if (!checkStateDir(stateDir)) return out;
-  let names: string[];
-  try {
-    names = readdirSync(stateDir);
-  } catch (e) {
-    if (errCode(e) === 'ENOENT') return out;
-    throw new TunrouteError('TR_ROUTE_APPLY', `Cannot read the state directory ${stateDir} (${errCode(e) ?? String(e)}): run tunroute as root.`, e);
+  const names = namesIn(stateDir);
+  addStateFiles(out, stateDir, names, dev);
+  for (const name of names) {
+    const d = /^dev-([A-Za-z0-9_.-]{1,15})$/.exec(name)?.[1];
+    if (d === undefined || (dev !== undefined && d !== dev)) continue;
+    const dir = join(stateDir, name);
+    if (checkInstanceDir(dir)) addStateFiles(out, dir, namesIn(dir), dev);
   }
-  for (const name of names.sort()) {
+  return out;
+}
+
+function namesIn(dir: string): string[] {
+  try {
+    return readdirSync(dir).sort();
+  } catch (e) {
+    if (errCode(e) === 'ENOENT') return [];
+    throw new TunrouteError('TR_ROUTE_APPLY', `Cannot read the state directory ${dir} (${errCode(e) ?? String(e)}): run tunroute as root.`, e);
+  }
+}
+
+function addStateFiles(out: StateFiles, dir: string, names: string[], dev: string | undefined): void {
+  for (const name of names) {
     const m = /^routes-([A-Za-z0-9_.-]{1,15})\.json(?:\.(cleanup|tmp)-(\d+))?$/.exec(name);
     if (!m) continue;
     const d = m[1];
     if (dev !== undefined && d !== dev) continue;
-    const path = join(stateDir, name);
+    const path = join(dir, name);
     if (m[2] === undefined) out.journals.push({ path, dev: d });
     else if (m[2] === 'cleanup') out.claims.push({ path, dev: d, pid: Number(m[3]) });
     else out.temps.push({ path, pid: Number(m[3]) });
   }
-  return out;
 }
 
 /** The journal path a claim or temp file belongs to. */

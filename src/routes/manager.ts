@@ -23,6 +23,7 @@ import { hostProbe, probeRouteEnv, type HostProbe, type NetworkView, type RouteE
 import { createJournal, journalPath, processStartTime, pruneStateDir, removeFile, replaceJournal, resolveStateDir, type Journal } from './journal.js';
 import { batchesOf, invert, planRoutes, toIpLine, type Change, type RoutePlan } from './plan.js';
 import { cleanupJournals } from './teardown.js';
+import { checkInstanceDir } from './state-dir.js';
 import { pinUpstreams, upstreamsOf } from './upstreams.js';
 
 /** Watches the routing table; calls back on any change not made by tunroute. Returns a stop function. */
@@ -39,6 +40,18 @@ export interface RouteManagerOptions {
   watchRoutes?: RouteWatcher | false;
   /** Wait this long after a route change before re-reading the host (default 300 ms). */
   followDebounceMs?: number;
+  /**
+   * The user `up` will carry packets as once started (src/privileges.ts): the device's dir of
+   * the state dir is handed to it, and the watchdog and the route monitor run as it from the start.
+   */
+  runAs?: RunAs;
+}
+
+/** An unprivileged user to run as: uid ≠ 0, its primary gid. */
+export interface RunAs {
+  readonly user: string;
+  readonly uid: number;
+  readonly gid: number;
 }
 
 /**
@@ -46,10 +59,12 @@ export interface RouteManagerOptions {
  * shell that holds a pipe from us: when tunroute exits in any way (kill -9 included) the pipe
  * closes and the shell stops the monitor, so it never outlives tunroute.
  */
-export function ipMonitorWatcher(netns?: string): RouteWatcher {
+export function ipMonitorWatcher(netns?: string, runAs?: RunAs): RouteWatcher {
   return (onChange) => {
     const args = [...(netns === undefined ? [] : ['-n', netns]), '-4', 'monitor', 'route'];
-    const child = spawn('sh', ['-c', 'ip "$@" & m=$!; cat >/dev/null; kill $m', 'tunroute-monitor', ...args], { stdio: ['pipe', 'pipe', 'ignore'] });
+    // Listening needs no privilege: with runAs, the monitor never runs as root.
+    const ids = runAs === undefined ? {} : { uid: runAs.uid, gid: runAs.gid };
+    const child = spawn('sh', ['-c', 'ip "$@" & m=$!; cat >/dev/null; kill $m', 'tunroute-monitor', ...args], { stdio: ['pipe', 'pipe', 'ignore'], ...ids });
     child.on('error', () => undefined);
     child.stdin.on('error', () => undefined);
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
@@ -164,6 +179,9 @@ export class RouteManager {
       explain: plan.explain,
     };
     const t0 = performance.now();
+    // The device's dir, handed to the user `up` will run as before the first file goes in.
+    const runAs = this.opts.runAs;
+    checkInstanceDir(dirname(this.journalFile), { create: true, owner: runAs === undefined ? undefined : { uid: runAs.uid, gid: runAs.gid } });
     // A journal left with adopted changes is taken over; otherwise ours must be the only one.
     if (this.adopted.length > 0) replaceJournal(this.journalFile, this.journal);
     else createJournal(this.journalFile, this.journal);
@@ -203,7 +221,7 @@ export class RouteManager {
       'routes applied',
     );
     if (plan.mode !== 'none' && this.opts.config.routes.lan === 'auto' && this.opts.watchRoutes !== false) {
-      const watch = this.opts.watchRoutes ?? ipMonitorWatcher();
+      const watch = this.opts.watchRoutes ?? ipMonitorWatcher(undefined, this.opts.runAs);
       this.stopWatching = watch(() => this.scheduleFollow());
     }
   }
@@ -284,10 +302,14 @@ export class RouteManager {
     // The native helper (native/watchdog.c) only waits, at ~1 MB instead of a second idle
     // Node.js at ~44 MB; when tunroute is gone and left its journal, it execs the Node watchdog
     // with --now, so the undoing is written once. Without the helper, the Node watchdog waits.
+    // With runAs, the helper becomes that user at once, keeping CAP_NET_ADMIN for the undoing;
+    // the Node watchdog (no helper built) stays root: it cannot drop before it loads.
     const helper = watchdogHelper();
+    const runAs = this.opts.runAs;
+    const drop = runAs === undefined ? [] : ['-u', `${runAs.uid}:${runAs.gid}`];
     const [command, args] =
       'path' in helper
-        ? [helper.path, [this.journalFile, daemon, process.execPath, script, '--now', this.journalFile, daemon, level]]
+        ? [helper.path, [...drop, this.journalFile, daemon, process.execPath, script, '--now', this.journalFile, daemon, level]]
         : [process.execPath, [script, this.journalFile, daemon, level]];
     // Detached: its own session, so a Ctrl-C meant for tunroute does not reach it. It waits for
     // EOF on the pipe, which comes when tunroute exits in any way, kill -9 included.

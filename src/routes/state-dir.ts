@@ -12,8 +12,8 @@
  *
  * The check runs on the real path (symlinks resolved), so every dir it relies on is checked.
  */
-import { lstatSync, mkdirSync, realpathSync, type Stats } from 'node:fs';
-import { dirname } from 'node:path';
+import { chownSync, lstatSync, mkdirSync, realpathSync, type Stats } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { TunrouteError, shown } from '../errors.js';
 
 const S_ISVTX = 0o1000;
@@ -85,5 +85,80 @@ function check(stateDir: string, dir: string, create: boolean): boolean {
     const up = dirname(cur);
     if (up === cur) return true;
     cur = up;
+  }
+}
+
+/** The prefix of an instance dir (see instanceDirOf). */
+export const INSTANCE_DIR_PREFIX = 'dev-';
+
+/**
+ * The dir of one device's files (its journal, its fake-IP table) inside the state dir:
+ * `<stateDir>/dev-<dev>`. It exists so that a `tunroute up` that gives up root after start (see
+ * src/privileges.ts) can still write its own files: root makes this dir and hands it to that
+ * user, while the state dir itself stays root's.
+ *
+ * Why root may trust a dir here that another user owns: only root can add or rename entries of
+ * the state dir (checked above), so a `dev-*` dir in it owned by someone else was given to that
+ * user by root, which `up` does for the user it runs as. What that user can plant in it is a
+ * journal, and a journal asks for nothing that user could not do already with CAP_NET_ADMIN
+ * (remove routes and rules tunroute made; the pid it names is signalled only when it is a
+ * tunroute of this install, owner.ts).
+ */
+export function instanceDirOf(stateDir: string, dev: string): string {
+  return join(stateDir, `${INSTANCE_DIR_PREFIX}${dev}`);
+}
+
+/** Is `dir` an instance dir (by its name), as opposed to a state dir? */
+export function isInstanceDir(dir: string): boolean {
+  return basename(dir).startsWith(INSTANCE_DIR_PREFIX);
+}
+
+/**
+ * Check (and with `create`, make) an instance dir: its state dir passes checkStateDir; the dir
+ * itself is a real dir (never a symlink), writable by its owner only. With `owner`, a new or
+ * root-owned dir is handed to that user (the files in it follow: see ownerOfFilesIn).
+ * A missing dir without `create` holds nothing: false.
+ */
+export function checkInstanceDir(dir: string, opts: { create?: boolean; owner?: { uid: number; gid: number } } = {}): boolean {
+  const stateDir = dirname(dir);
+  if (!checkStateDir(stateDir, { create: opts.create }) && opts.create !== true) return false;
+  let st: Stats;
+  try {
+    st = lstatSync(dir);
+  } catch (e) {
+    if (errCode(e) !== 'ENOENT') throw new TunrouteError('TR_STATE_DIR', `Cannot inspect ${shown(dir)} (${errCode(e) ?? String(e)}): run tunroute as root, or pass another --state-dir.`, e);
+    if (opts.create !== true) return false;
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+    } catch (err) {
+      if (errCode(err) !== 'EEXIST') throw new TunrouteError('TR_ROUTE_APPLY', `Cannot create ${shown(dir)} (${errCode(err) ?? String(err)}): pass a writable state directory with --state-dir.`, err);
+    }
+    st = lstatSync(dir);
+  }
+  if (!st.isDirectory() || (st.mode & 0o022) !== 0) {
+    const what = st.isDirectory() ? `is writable by others than its owner (mode ${(st.mode & 0o7777).toString(8).padStart(4, '0')})` : 'is not a directory';
+    throw new TunrouteError('TR_STATE_DIR', `${shown(dir)} ${what}, so another user could plant the files root acts on: remove it (tunroute makes it anew).`);
+  }
+  if (opts.owner !== undefined && (st.uid !== opts.owner.uid || st.gid !== opts.owner.gid)) {
+    if (st.uid !== 0 && st.uid !== (process.geteuid?.() ?? 0)) {
+      throw new TunrouteError('TR_STATE_DIR', `${shown(dir)} belongs to uid ${st.uid}, not to the user tunroute runs as: remove it (tunroute makes it anew).`);
+    }
+    chownSync(dir, opts.owner.uid, opts.owner.gid); // a real dir (lstat above), in a dir only root writes
+  }
+  return true;
+}
+
+/**
+ * Who a new file in `dir` should belong to: the dir's owner when that is not us and we are root
+ * (root writes the first journal into the dir it handed to the user it will run as; that user
+ * reads and replaces it later). Undefined: leave the file ours.
+ */
+export function ownerOfFilesIn(dir: string): { uid: number; gid: number } | undefined {
+  if ((process.geteuid?.() ?? -1) !== 0 || !isInstanceDir(dir)) return undefined;
+  try {
+    const st = lstatSync(dir);
+    return st.uid === 0 ? undefined : { uid: st.uid, gid: st.gid };
+  } catch {
+    return undefined;
   }
 }

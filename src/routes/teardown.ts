@@ -8,7 +8,7 @@ import type { Logger } from '../logger.js';
 import { TunrouteError } from '../errors.js';
 import { removeChanges, type IpRunner } from './apply.js';
 import { invert, type Change } from './plan.js';
-import { claimJournal, listStateFiles, ownerAlive, pruneStateDir, readJournal, removeFile, replaceJournal, journalOf, type StoredJournal } from './journal.js';
+import { claimJournal, listStateFiles, ownerAlive, pruneInstanceDirs, pruneStateDir, readJournal, removeFile, replaceJournal, journalOf, type StoredJournal } from './journal.js';
 import { renameSync } from 'node:fs';
 
 export interface CleanupOptions {
@@ -162,7 +162,10 @@ export async function cleanupJournals(opts: CleanupOptions): Promise<CleanupEntr
     const jc = readJournal(claimed) ?? j;
     out.push(await undoClaimed(claimed, jc, opts));
   }
-  if (out.some((e) => e.outcome === 'removed')) pruneStateDir(opts.stateDir);
+  // Device dirs left empty (a tunroute that gave up root cannot remove its own; a fake-IP table
+  // keeps its dir, for the next `up`), then a namespace's state dir once empty.
+  pruneInstanceDirs(opts.stateDir, opts.dev);
+  pruneStateDir(opts.stateDir);
   return out;
 }
 

@@ -62,7 +62,7 @@ describe.skipIf(!run)('split tunnel (lab)', () => {
     const nsDir = `/run/tunroute/netns/${l.c.name}`;
     const proc = l.c.spawn(['node', `${ROOT}dist/cli/main.js`, 'up', '--proxy', PROXY, '--no-watchdog', '--control', join(l.lab.tmpDir, 'ctl.sock')], { name: 'tunroute-default-dir' });
     await proc.waitForLine(/"msg":"tunroute is up"/, 20_000);
-    expect(existsSync(join(nsDir, 'routes-tun0.json'))).toBe(true);
+    expect(existsSync(join(nsDir, 'dev-tun0', 'routes-tun0.json'))).toBe(true);
     expect(existsSync('/run/tunroute/routes-tun0.json')).toBe(false);
     await proc.stop('SIGKILL');
     const down = await cli(l, ['down']);

@@ -1,6 +1,6 @@
-import { mkdtempSync, rmSync, writeFileSync, symlinkSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, symlinkSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { FakeIpSaver, fakeIpStatePath, loadFakeIpPool } from '../../src/fake-ip-state.js';
 import { silentLogger } from '../../src/logger.js';
@@ -45,6 +45,7 @@ describe('the fake-IP table across restarts', () => {
     const path = fakeIpStatePath(dir, 'tun0');
     const log = silentLogger();
     expect(loadFakeIpPool(path, RANGE, [DEVICE], log).stats.entries).toBe(0);
+    mkdirSync(dirname(path), { mode: 0o700 });
     writeFileSync(path, '{ not json');
     expect(loadFakeIpPool(path, RANGE, [DEVICE], log).stats.entries).toBe(0);
     rmSync(path);

@@ -5,13 +5,14 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { applyOps, applyPlan, removeChanges, removePlan, type BatchResult, type IpRunner } from '../../src/routes/apply.js';
 import { planRoutes, toIpLine, type RoutePlan } from '../../src/routes/plan.js';
 import type { HostProbe, NetworkView, RouteEnv } from '../../src/routes/host.js';
-import { claimJournal, createJournal, journalPath, processStartTime, readJournal, type Journal } from '../../src/routes/journal.js';
+import { claimJournal, createJournal, journalPath, listStateFiles, processStartTime, readJournal, type Journal } from '../../src/routes/journal.js';
+import { checkInstanceDir } from '../../src/routes/state-dir.js';
 import { CLI_ENTRY, ownerAlive } from '../../src/routes/owner.js';
 import { cleanupJournals, describeCleanup } from '../../src/routes/teardown.js';
 import { RouteManager } from '../../src/routes/manager.js';
@@ -160,11 +161,12 @@ describe('journal', () => {
     const claimed = claimJournal(path);
     expect(claimed).toBe(`${path}.cleanup-${process.pid}`);
     expect(claimJournal(path)).toBeUndefined();
-    expect(readdirSync(dir)).toEqual([`routes-tun0.json.cleanup-${process.pid}`]);
+    expect(readdirSync(dirname(path))).toEqual([`routes-tun0.json.cleanup-${process.pid}`]);
   });
 
   it('a damaged journal is an error that says what to do, never a guess', () => {
     const path = journalPath(dir, 'tun0');
+    mkdirSync(dirname(path), { mode: 0o700 });
     writeFileSync(path, JSON.stringify({ version: 1, tool: 'tunroute', dev: 'tun0', pid: 1, startedAt: 'x', killSwitch: false, changes: [{ op: 'route', family: 4, type: 'unicast', cidr: '10.0.0.0/8; reboot', table: 'main' }] }));
     expect(() => readJournal(path)).toThrow(/is damaged.*proto 211/);
   });
@@ -417,6 +419,7 @@ describe('a state dir and journals no one else can steer (issue 13)', () => {
     const p = fullPlan();
     const daemon = await standIn();
     const { pidStart: _dropped, ...old } = { ...staleJournal(p), pid: daemon.pid! };
+    mkdirSync(dirname(journalPath(dir, 'tun0')), { mode: 0o700 });
     writeFileSync(journalPath(dir, 'tun0'), JSON.stringify(old));
     const signalled: number[] = [];
     const r = new RecordingRunner();
@@ -432,6 +435,7 @@ describe('a state dir and journals no one else can steer (issue 13)', () => {
     const victim = join(dir, 'victim');
     writeFileSync(victim, 'precious\n');
     const path = journalPath(dir, 'tun0');
+    mkdirSync(dirname(path), { mode: 0o700 });
     symlinkSync(victim, `${path}.tmp-${process.pid}`);
     createJournal(path, staleJournal(p));
     expect(readFileSync(victim, 'utf8')).toBe('precious\n');
@@ -471,6 +475,33 @@ describe('a state dir and journals no one else can steer (issue 13)', () => {
     expect(await cleanup()).toEqual([]);
     // A missing state dir under a safe parent is created when a journal is written.
     createJournal(journalPath(join(dir, 'new', 'state'), 'tun0'), staleJournal(fullPlan()));
-    expect(readdirSync(join(dir, 'new', 'state'))).toEqual(['routes-tun0.json']);
+    expect(readdirSync(join(dir, 'new', 'state'))).toEqual(['dev-tun0']);
+    expect(readdirSync(join(dir, 'new', 'state', 'dev-tun0'))).toEqual(['routes-tun0.json']);
+  });
+
+  it.skipIf(!root)('a device dir handed to the user tunroute runs as: root writes files that user owns, trusts them back, and refuses a dir anyone else could write', async () => {
+    const state = join(dir, 'state');
+    mkdirSync(state, { mode: 0o755 });
+    const path = journalPath(state, 'tun0');
+    const devDir = dirname(path);
+    expect(devDir).toBe(join(state, 'dev-tun0'));
+    // `up` as root: the dir made and handed over, then the first journal written by root.
+    checkInstanceDir(devDir, { create: true, owner: { uid: 65534, gid: 65534 } });
+    createJournal(path, staleJournal(fullPlan()));
+    expect(statSync(devDir)).toMatchObject({ uid: 65534, gid: 65534 });
+    expect(statSync(devDir).mode & 0o777).toBe(0o700);
+    expect(statSync(path)).toMatchObject({ uid: 65534, gid: 65534 });
+    // `down` as root trusts it (only root could have put a dir owned by someone else there).
+    expect(listStateFiles(state).journals).toEqual([{ path, dev: 'tun0' }]);
+    // A device dir its group or others may write is refused, as is a link in its place.
+    chmodSync(devDir, 0o770);
+    expect(() => listStateFiles(state)).toThrow(/dev-tun0" is writable by others than its owner \(mode 0770\)/);
+    chmodSync(devDir, 0o700);
+    rmSync(devDir, { recursive: true });
+    mkdirSync(join(dir, 'elsewhere'), { mode: 0o700 });
+    symlinkSync(join(dir, 'elsewhere'), devDir);
+    expect(() => listStateFiles(state)).toThrow(/dev-tun0" is not a directory/);
+    expect(() => createJournal(path, staleJournal(fullPlan()))).toThrow(/dev-tun0" is not a directory/);
+    expect(readdirSync(join(dir, 'elsewhere'))).toEqual([]);
   });
 });

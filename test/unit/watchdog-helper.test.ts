@@ -78,7 +78,7 @@ describe.skipIf(!('path' in helper))('native watchdog helper (skipped when it is
       const r = runHelper(args);
       const { code, stderr } = await r.exit;
       expect(code).toBe(2);
-      expect(stderr).toMatch(/^usage: tunroute_watchdog JOURNAL_PATH DAEMON_PID PROGRAM/);
+      expect(stderr).toMatch(/^usage: tunroute_watchdog \[-u UID:GID\] JOURNAL_PATH DAEMON_PID PROGRAM/);
     }
   });
 

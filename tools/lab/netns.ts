@@ -109,6 +109,19 @@ function sleep(ms: number): Promise<void> {
 }
 
 /** One network namespace of a lab. Everything it runs goes through `ip netns exec NAME`. */
+/**
+ * A deleted namespace's tunroute state dir (/run/tunroute/netns/NAME: journals, the fake-IP
+ * table, the device dir a tunroute that gave up root could not remove): nothing in it can be
+ * undone any more, since the routes went with the namespace.
+ */
+function forgetTunrouteState(ns: string): void {
+  try {
+    rmSync(join('/run/tunroute/netns', ns), { recursive: true, force: true });
+  } catch {
+    // Best effort: a leftover dir here is harmless.
+  }
+}
+
 export class Namespace {
   /** Addresses given to this namespace by `Lab.link`, like '10.99.0.2'. */
   readonly addresses: string[] = [];
@@ -313,7 +326,7 @@ export class Lab {
         );
         if (r.code !== 0 && existsSync(`/run/netns/${ns.name}`)) {
           this.log(`could not delete namespace ${ns.name}: ${r.stderr.trim()}`);
-        }
+        } else forgetTunrouteState(ns.name);
       }
       this.removeFiles();
     } catch (e) {
@@ -391,7 +404,7 @@ export class Lab {
         const r = spawnSync('ip', ['netns', 'del', ns.name], { encoding: 'utf8', timeout: 5000 });
         if (r.status !== 0 && existsSync(`/run/netns/${ns.name}`)) {
           this.log(`could not delete namespace ${ns.name}: ${(r.stderr ?? '').trim()}`);
-        }
+        } else forgetTunrouteState(ns.name);
       }
       this.removeFiles();
     } catch (e) {
