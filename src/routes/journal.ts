@@ -374,16 +374,18 @@ export function listStateFiles(stateDir: string, dev?: string): StateFiles {
     const d = /^dev-([A-Za-z0-9_.-]{1,15})$/.exec(name)?.[1];
     if (d === undefined || (dev !== undefined && d !== dev)) continue;
     const dir = join(stateDir, name);
-    if (checkInstanceDir(dir)) addStateFiles(out, dir, namesIn(dir), dev);
+    // A device dir handed to the user tunroute runs as is closed to other users: one who is
+    // not root could not undo what it lists anyway (and learns that from the device step).
+    if (checkInstanceDir(dir)) addStateFiles(out, dir, namesIn(dir, (process.geteuid?.() ?? 0) !== 0), dev);
   }
   return out;
 }
 
-function namesIn(dir: string): string[] {
+function namesIn(dir: string, closedIsEmpty = false): string[] {
   try {
     return readdirSync(dir).sort();
   } catch (e) {
-    if (errCode(e) === 'ENOENT') return [];
+    if (errCode(e) === 'ENOENT' || (closedIsEmpty && errCode(e) === 'EACCES')) return [];
     throw new TunrouteError('TR_ROUTE_APPLY', `Cannot read the state directory ${dir} (${errCode(e) ?? String(e)}): run tunroute as root.`, e);
   }
 }

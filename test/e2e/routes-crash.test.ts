@@ -20,7 +20,7 @@ describe.skipIf(!run)('crash-safe teardown (lab)', () => {
     await l?.lab.destroy();
   });
 
-  const journal = (): string => join(l.stateDir, 'routes-tun0.json');
+  const journal = (): string => join(l.stateDir, 'dev-tun0', 'routes-tun0.json');
   /** The watchdog of this lab's tunroute: the process in c whose command line names the lab's journal. */
   const watchdogOf = async (lab: RoutesLab): Promise<{ pid: number; exe: string; rssKiB: number } | undefined> => {
     const pids = (await lab.c.sh(`ip netns pids ${lab.c.name}`)).stdout.split(/\s+/).filter((p) => p !== '').map(Number);
