@@ -34,6 +34,8 @@ export const ROUTE_FLAGS = [
   { flag: '--route-file', arg: '<file>', field: 'routes.includeFiles', kind: 'list', help: 'a file of CIDRs to route, one per line, # comments (repeatable)' },
   { flag: '--exclude-file', arg: '<file>', field: 'routes.excludeFiles', kind: 'list', help: 'a file of CIDRs to keep out (repeatable)' },
   { flag: '--exclude-uid', arg: '<uid>', field: 'routes.excludeUids', kind: 'uids', help: "this user's traffic never enters the device, e.g. a local ssh -D or shadowsocks client (uid or range, repeatable)" },
+  { flag: '--exclude-interface', arg: '<name>', field: 'routes.excludeInterfaces', kind: 'list', help: 'keep this interface (name or glob, e.g. br-*) out of the device both ways, as container bridges are by default (repeatable)' },
+  { flag: '--from-interface', arg: '<name>', field: 'routes.fromInterfaces', kind: 'list', help: 'gateway mode: traffic forwarded from this interface (name or glob) enters the device too (repeatable)' },
   { flag: '--lan', arg: '<mode>', field: 'routes.lan', kind: 'text', help: "auto: keep the default interface's subnets direct (default); off: tunnel them too" },
   { flag: '--table', arg: '<table>', field: 'routes.table', kind: 'table', help: 'auto (default), main, or a routing table number for policy routing (default table 7300)' },
   { flag: '--state-dir', arg: '<dir>', field: 'stateDir', kind: 'text', help: 'where the route journal lives (default /run/tunroute, per network namespace; env TUNROUTE_STATE_DIR)' },

@@ -69,6 +69,9 @@ const tableId = z
   .max(4_294_967_295)
   .refine((n) => n < 253 || n > 255, { message: 'is a table the kernel reserves (253 default, 254 main, 255 local); pick another number' });
 
+/** An interface name, or a glob of one (`*`, `?`): br-*, veth?. */
+const ifGlob = z.string().regex(/^(?!-)[A-Za-z0-9_.*?-]{1,15}$/, 'is not an interface name or glob (1–15 letters, digits, "_", "-", ".", "*" or "?")');
+
 /** The first of the two `ip rule` priorities tunroute uses (P: excluded users, P+1: lookup its table). */
 export const DEFAULT_RULE_PRIORITY = 7300;
 /** The routing table tunroute fills in policy-routing mode. */
@@ -83,6 +86,21 @@ export const routesSchema = z
     excludeFiles: z.array(z.string().min(1)).default([]),
     /** Keep the subnets of the default route's interface out of the tunnel ("auto"), or not ("off"). */
     lan: z.enum(['auto', 'off']).default('auto'),
+    /**
+     * "auto": local container and VM bridges (any bridge; docker0, br-*, virbr*, podman*, cni*,
+     * lxcbr*, lxdbr* and host-side veths by name) stay out of the tunnel both ways: their
+     * subnets are not routed into the device, and what is forwarded from them keeps the main
+     * table (so published container ports answer). "off": treat them like any interface.
+     */
+    containers: z.enum(['auto', 'off']).default('auto'),
+    /** Interfaces (names or globs like br-*) kept out as containers are: their subnets and what they forward. */
+    excludeInterfaces: z.array(ifGlob).default([]),
+    /**
+     * Gateway mode: what is forwarded from these interfaces (names or globs) enters the tunnel
+     * like this host's own traffic, also from a container bridge that would be kept out.
+     * Needs net.ipv4.ip_forward=1.
+     */
+    fromInterfaces: z.array(ifGlob).default([]),
     /**
      * "auto": a full tunnel (or excluded users) uses a table of its own and `ip rule`s; a plain
      * split tunnel adds its routes to the main table (as wg-quick does). "main" or a number

@@ -5,11 +5,13 @@
  * it at a network namespace (`ip -n NS`), and tests replace the whole HostProbe.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { TunrouteError, isTunrouteError, shownPath } from '../errors.js';
 import { LIST_FILE_MAX_BYTES, readInputFile } from '../config/input-file.js';
 import type { Config } from '../config/schema.js';
-import { parseCidr, parseCidrOrAddress, ipToU32, cidrContains } from '../net/ipv4.js';
+import { parseCidr, parseCidrOrAddress, ipToU32, cidrContains, cidrToString, normalizeCidr } from '../net/ipv4.js';
+import { IFNAME_RE } from '../config/fields.js';
 import { resolveUpstreams, systemResolver, upstreamsOf, type ResolvedUpstream, type Resolver } from './upstreams.js';
 
 export interface CommandResult {
@@ -47,6 +49,19 @@ export interface NetworkView {
   readonly lan: readonly string[];
   /** Whether this kernel has IPv6 (so IPv6 can leak, and `ip -6 rule` works). */
   readonly ipv6: boolean;
+  /** The interfaces with IPv4 addresses (absent: not read, as none). */
+  readonly interfaces?: readonly LocalInterface[];
+  /** net.ipv4.ip_forward of this network namespace (absent: not read). */
+  readonly forwarding?: boolean;
+}
+
+/** A local interface as the planner sees it: its name, its kind (`ip -d`), its IPv4 subnets. */
+export interface LocalInterface {
+  readonly name: string;
+  /** linkinfo's info_kind: bridge, veth, vxlan…; undefined for a plain device. */
+  readonly kind?: string;
+  /** Its connected IPv4 subnets, normalized (10.0.0.0/24), never host routes of /32 peers. */
+  readonly subnets: readonly string[];
 }
 
 /** Everything the planner reads from outside the config; see planRoutes. */
@@ -112,6 +127,43 @@ export function parseNetworkView(mainTableJson: string, ipv6: boolean): NetworkV
   return { defaultRoute, lan, ipv6 };
 }
 
+const addrJson = z.array(
+  z
+    .object({
+      ifname: z.string(),
+      linkinfo: z.object({ info_kind: z.string().optional() }).loose().optional(),
+      addr_info: z.array(z.object({ family: z.string().optional(), local: z.string().optional(), prefixlen: z.number().optional() }).loose()).optional(),
+    })
+    .loose(),
+);
+
+/** The interfaces and their IPv4 subnets from `ip -j -d -4 addr show` output (bad input: none). */
+export function parseInterfaces(addrJsonText: string): LocalInterface[] {
+  let data: unknown;
+  try {
+    data = JSON.parse(addrJsonText === '' ? '[]' : addrJsonText);
+  } catch {
+    return [];
+  }
+  const parsed = addrJson.safeParse(data);
+  if (!parsed.success) return [];
+  const out: LocalInterface[] = [];
+  for (const l of parsed.data) {
+    if (!IFNAME_RE.test(l.ifname)) continue; // never a name `ip -batch` could misread
+    const subnets: string[] = [];
+    for (const a of l.addr_info ?? []) {
+      if (a.family !== undefined && a.family !== 'inet') continue;
+      const c = a.local === undefined || a.prefixlen === undefined ? undefined : parseCidr(`${a.local}/${a.prefixlen}`);
+      if (c === undefined) continue;
+      const net = cidrToString(normalizeCidr(c));
+      if (!subnets.includes(net)) subnets.push(net);
+    }
+    const kind = l.linkinfo?.info_kind;
+    out.push(kind === undefined ? { name: l.ifname, subnets } : { name: l.ifname, kind, subnets });
+  }
+  return out;
+}
+
 /** The real host (or one namespace of it, with netns). */
 export function hostProbe(opts: { netns?: string; resolve?: Resolver } = {}): HostProbe {
   const ip = ipCommand(opts);
@@ -122,7 +174,9 @@ export function hostProbe(opts: { netns?: string; resolve?: Resolver } = {}): Ho
       if (r.code !== 0) {
         throw new TunrouteError('TR_ROUTE_APPLY', `Cannot read the routing table (ip route: ${r.stderr.trim()}): is iproute2 installed?`);
       }
-      return parseNetworkView(r.stdout.trim(), await hasIpv6());
+      const view = parseNetworkView(r.stdout.trim(), await hasIpv6());
+      const a = await ip(['-j', '-d', '-4', 'addr', 'show']);
+      return { ...view, interfaces: a.code === 0 ? parseInterfaces(a.stdout.trim()) : [], forwarding: opts.netns === undefined ? readForwarding() : undefined };
     },
     resolve: opts.resolve ?? systemResolver,
     // A bounded regular file (not /dev/zero, not a FIFO): see config/input-file.ts.
@@ -143,6 +197,15 @@ export function hostProbe(opts: { netns?: string; resolve?: Resolver } = {}): Ho
       return r.code === 0 ? firstLine(r.stdout) : `error: ${r.stderr.trim()}`;
     },
   };
+}
+
+/** This namespace's net.ipv4.ip_forward (only meaningful for the namespace this process is in). */
+function readForwarding(): boolean | undefined {
+  try {
+    return readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim() === '1';
+  } catch {
+    return undefined;
+  }
 }
 
 function firstLine(s: string): string {

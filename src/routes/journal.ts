@@ -76,6 +76,7 @@ const ruleChange = z
     priority: z.number().int().min(1).max(32_765),
     table,
     uids: z.tuple([z.number().int().min(0), z.number().int().min(0)]).optional(),
+    iif: ifName.optional(),
   })
   .strict();
 

@@ -30,7 +30,7 @@ import { TunrouteError } from '../errors.js';
 import { BLOCK_OUTBOUND, DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from '../config/schema.js';
 import { cidrToString, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../net/ipv4.js';
 import { overlapsRanges, PrefixBag, routeSetOfRanges } from '../net/cidr-set.js';
-import type { RouteEnv } from './host.js';
+import type { NetworkView, RouteEnv } from './host.js';
 import { parseCidrFile, type CidrFileEntries, type LabeledPrefix } from './sources.js';
 
 /** The `proto` (routes) and `protocol` (rules) number that marks tunroute's changes. */
@@ -62,6 +62,8 @@ export type RuleChange = {
   table: Table;
   /** uidrange first-last */
   uids?: [number, number];
+  /** iif NAME: packets forwarded from this interface (a container bridge kept out). */
+  iif?: string;
 };
 
 /** A change to the host's routing state: these are journaled and undone by `down`. */
@@ -119,6 +121,10 @@ export interface RoutePlan {
   /** What stays direct, and why (only entries that cut into an include are listed). */
   direct: Array<{ cidr: string; source: string }>;
   excludeUids: Array<[number, number]>;
+  /** Interfaces kept out both ways (container bridges, routes.excludeInterfaces), and why. */
+  keptOut: Array<{ name: string; why: string }>;
+  /** Gateway mode: interfaces whose forwarded traffic enters the device (routes.fromInterfaces). */
+  gateway: string[];
   ipv6: Ipv6Handling;
   killSwitch: boolean;
   /** Things a user should know (no default route found, …). */
@@ -203,6 +209,54 @@ export function prefixesContain(prefixes: readonly Cidr[], addr: number): Cidr |
   return undefined;
 }
 
+/**
+ * Interfaces `routes.containers: auto` keeps out by name (any bridge is kept out by its kind):
+ * Docker (docker0, br-<id>, its host-side veth<id>), Podman and CNI, libvirt, LXC and LXD.
+ */
+const CONTAINER_IFNAME = /^(docker\d*|br-[0-9a-f]{6,}|virbr\d+|podman\d+|cni\d+|cni-podman\d+|lxcbr\d+|lxdbr\d+|veth[0-9a-f]{4,})$/;
+
+/** An interface glob (`*`, `?`) as a regular expression over the whole name. */
+function globRe(glob: string): RegExp {
+  return new RegExp(`^${glob.replace(/[.+^${}()|[\]\\-]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
+}
+
+/** An interface kept out of the device both ways, and why. */
+export interface KeptOutInterface {
+  name: string;
+  subnets: readonly string[];
+  why: string;
+}
+
+/**
+ * Which local interfaces stay out of the device both ways (their subnets are not routed into
+ * it; what they forward keeps the main table), and which forward into it (gateway mode).
+ * Never the device itself or loopback; the default route's interface only when named.
+ */
+export function interfacesOf(config: Config, net: NetworkView): { keptOut: KeptOutInterface[]; gateway: KeptOutInterface[] } {
+  const r = config.routes;
+  const excl = r.excludeInterfaces.map(globRe);
+  const from = r.fromInterfaces.map(globRe);
+  const keptOut: KeptOutInterface[] = [];
+  const gateway: KeptOutInterface[] = [];
+  for (const i of net.interfaces ?? []) {
+    if (i.name === config.tun.name || i.name === 'lo') continue;
+    const fromAt = from.findIndex((re) => re.test(i.name));
+    if (fromAt >= 0) {
+      gateway.push({ name: i.name, subnets: i.subnets, why: `routes.fromInterfaces[${fromAt}]` });
+      continue;
+    }
+    const named = excl.findIndex((re) => re.test(i.name));
+    if (named >= 0) {
+      keptOut.push({ name: i.name, subnets: i.subnets, why: `routes.excludeInterfaces[${named}]` });
+      continue;
+    }
+    if (r.containers !== 'auto' || i.name === net.defaultRoute?.dev) continue;
+    if (i.kind === 'bridge') keptOut.push({ name: i.name, subnets: i.subnets, why: 'a bridge (routes.containers: auto)' });
+    else if (CONTAINER_IFNAME.test(i.name)) keptOut.push({ name: i.name, subnets: i.subnets, why: 'a container interface by its name (routes.containers: auto)' });
+  }
+  return { keptOut, gateway };
+}
+
 export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   const dev = config.tun.name;
   const r = config.routes;
@@ -230,6 +284,15 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
     }
   } else if (r.lan === 'auto' && mode === 'full') {
     notes.push('no IPv4 default route: there is no LAN to keep direct.');
+  }
+  const { keptOut, gateway } = interfacesOf(config, net);
+  for (const k of keptOut) {
+    for (const sub of k.subnets) exclude.push({ prefix: mustParse(sub), source: `interface ${k.name}, ${k.why}` });
+  }
+  // A gateway interface's own subnet stays direct too: the replies to what it forwards (and
+  // this host's own traffic to it) must reach it, not loop back into the device.
+  for (const g of gateway) {
+    for (const sub of g.subnets) exclude.push({ prefix: mustParse(sub), source: `interface ${g.name}, gateway mode (${g.why}): its own subnet` });
   }
   r.exclude.forEach((c, i) => exclude.push({ prefix: normalizeCidr(c), source: `routes.exclude[${i}]` }));
   const excludeFiles = r.excludeFiles.map((f, i) => parseCidrFile(fileText(env, f), f, `routes.excludeFiles[${i}]`));
@@ -273,7 +336,17 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
     }
     if (table !== 'main') {
       for (const u of uids) changes.push({ op: 'rule', family: 4, priority, table: 'main', uids: u });
+      // What a kept-out interface forwards (a container's traffic, replies from a published
+      // port) keeps the main table, before our table's rule.
+      for (const k of keptOut) changes.push({ op: 'rule', family: 4, priority, table: 'main', iif: k.name });
       changes.push({ op: 'rule', family: 4, priority: priority + 1, table });
+    } else if (keptOut.length > 0) {
+      notes.push(
+        `routes are in the main table, so what ${keptOut.map((k) => k.name).join(', ')} forward${keptOut.length === 1 ? 's' : ''} to the routed CIDRs enters ${dev} as well: set routes.table to a number to keep it out.`,
+      );
+    }
+    if (gateway.length > 0 && net.forwarding === false) {
+      notes.push(`gateway mode (${gateway.map((g) => g.name).join(', ')}): this host does not forward IPv4 (net.ipv4.ip_forward=0), so nothing arrives to carry: sysctl -w net.ipv4.ip_forward=1.`);
     }
     if (ipv6 === 'guarded') {
       if (table === 'main') {
@@ -285,6 +358,7 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
         changes.push({ op: 'route', family: 6, type: 'throw', cidr: 'fe80::/10', table });
         changes.push({ op: 'route', family: 6, type: 'throw', cidr: 'ff00::/8', table });
         for (const u of uids) changes.push({ op: 'rule', family: 6, priority, table: 'main', uids: u });
+        for (const k of keptOut) changes.push({ op: 'rule', family: 6, priority, table: 'main', iif: k.name });
         changes.push({ op: 'rule', family: 6, priority: priority + 1, table });
       }
     } else if (ipv6 === 'unavailable') {
@@ -327,7 +401,8 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
     defaultOutbound: defaultOutboundOf(config),
   };
 
-  return { dev, mode, table, priority, up, down: invert(up), changes, prefixes, direct, excludeUids: uids, ipv6, killSwitch, notes, explain };
+  const keptOutOfPlan = mode === 'none' ? [] : keptOut.map((k) => ({ name: k.name, why: k.why }));
+  return { dev, mode, table, priority, up, down: invert(up), changes, prefixes, direct, excludeUids: uids, keptOut: keptOutOfPlan, gateway: mode === 'none' ? [] : gateway.map((g) => g.name), ipv6, killSwitch, notes, explain };
 }
 
 /**
@@ -363,7 +438,8 @@ export function toIpLine(o: RouteOp, mode: 'apply' | 'undo'): string {
     }
     case 'rule': {
       const uids = o.uids === undefined ? '' : ` uidrange ${o.uids[0]}-${o.uids[1]}`;
-      return `rule ${add ? 'add' : 'del'}${uids} lookup ${o.table} priority ${o.priority} protocol ${ROUTE_PROTO}`;
+      const iif = o.iif === undefined ? '' : ` iif ${o.iif}`;
+      return `rule ${add ? 'add' : 'del'}${uids}${iif} lookup ${o.table} priority ${o.priority} protocol ${ROUTE_PROTO}`;
     }
   }
 }
@@ -448,6 +524,11 @@ export function* describePlanLines(plan: RoutePlan, opts: DescribeOptions = {}):
       for (let i = 0; i < plan.direct.length && i < shown; i++) yield `  - ${plan.direct[i].cidr.padEnd(w)}  ${plan.direct[i].source}`;
       if (plan.direct.length > shown) yield `  … and ${plan.direct.length - shown} more`;
     }
+    if (plan.keptOut.length > 0) {
+      const rules = plan.table === 'main' ? '' : ` (ip rule priority ${plan.priority} iif → main table)`;
+      yield `interfaces kept out both ways${rules}: ${plan.keptOut.map((k) => `${k.name} (${k.why})`).join(', ')}`;
+    }
+    if (plan.gateway.length > 0) yield `gateway mode: what ${plan.gateway.join(', ')} forward${plan.gateway.length === 1 ? 's' : ''} enters ${plan.dev} too (routes.fromInterfaces)`;
     if (plan.excludeUids.length > 0) {
       yield `users whose traffic never enters ${plan.dev}: ${plan.excludeUids.map(([a, b]) => (a === b ? `uid ${a}` : `uids ${a}-${b}`)).join(', ')} (ip rule priority ${plan.priority} → main table)`;
     }
