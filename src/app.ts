@@ -19,6 +19,7 @@ import type { UdpStackStats } from './stack/udp/index.js';
 import type { UdpFlowInfo, UdpRelayStats } from './relay/udp-relay.js';
 import type { ReassemblyStats } from './stack/ip-reassembly.js';
 import { TerminatingEngine } from './relay/engine.js';
+import type { ProbeBook } from './relay/probes.js';
 import { Router } from './router/router.js';
 import { BlockOutbound } from './outbound/block.js';
 import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
@@ -78,6 +79,8 @@ export interface RunningTunroute {
   udpFlows(): UdpFlowInfo[];
   /** The WireGuard tunnels as `status` lists them. */
   tunnels(): TunnelStatus[];
+  /** `tunroute verify`'s marked probes (the control socket's `probe`). */
+  readonly probes: ProbeBook;
   /** Removes the routes this instance added, then closes the device. Idempotent. */
   stop(): Promise<void>;
 }
@@ -220,6 +223,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     stats,
     flows: () => engine.flows(),
     udpFlows: () => engine.udpFlows(),
+    probes: engine.probes,
     tunnels: () => [...tunnels.values()].map((t) => tunnelStatusOf(t.stats())),
     stop() {
       stopping ??= (async () => {
@@ -267,6 +271,7 @@ export async function runUp(config: Config): Promise<void> {
       logger: log,
       snapshot: () => statusSnapshotOf(up, { version: TUNROUTE_VERSION, address: cidrToString(config.tun.address), startedAt }),
       flows: () => up.flows(),
+      probes: up.probes,
     });
   } catch (e) {
     await up.stop();

@@ -130,6 +130,23 @@ program
     process.stdout.write(describeCleanup(entries, stateDir) + '\n');
   });
 
+program
+  .command('verify')
+  .description('probe from this host that TCP, DNS and IPv6 take the paths the running tunroute plans (marked probes it counts); one line per leak')
+  .option('--control <path>', 'the running tunroute\'s control socket (default /run/tunroute/tunroute.sock)')
+  .option('--state-dir <dir>', 'where its route journal lives (default /run/tunroute, per network namespace)')
+  .action(async (o: { control?: string; stateDir?: string }) => {
+    const { verifyRunning, describeVerify } = await import('../verify.js');
+    const { resolveStateDir } = await import('../routes/index.js');
+    const checks = await verifyRunning({ control: o.control ?? DEFAULT_CONTROL_PATH, stateDir: resolveStateDir(stateDirOf(o.stateDir)) });
+    process.stdout.write(describeVerify(checks) + '\n');
+    const leaks = checks.filter((c) => !c.ok).length;
+    if (leaks > 0) {
+      process.stderr.write(`tunroute: ${leaks} of ${checks.length} probes did not take the planned path (lines marked FAIL): fix what each names, then run verify again.\n`);
+      process.exitCode = 1;
+    }
+  });
+
 addFlags(
   addFlags(
     program

@@ -6,6 +6,7 @@
 import { createConnection } from 'node:net';
 import { TunrouteError } from '../errors.js';
 import { MAX_RESPONSE_BYTES, encodeRequest, parseResponse, type ControlCommand, type ControlReplies } from './protocol.js';
+import type { ProbeArm } from '../relay/probes.js';
 
 export interface QueryOptions {
   /** Deadline for connect + reply. Default 3 s. */
@@ -35,7 +36,7 @@ export function connectError(path: string, e: unknown): TunrouteError {
 }
 
 /** Ask the daemon listening on `path`; resolves with the reply's data, checked against the protocol. */
-export function queryControl<C extends ControlCommand>(path: string, cmd: C, opts: QueryOptions = {}): Promise<ControlReplies[C]> {
+export function queryControl<C extends ControlCommand>(path: string, cmd: C, opts: QueryOptions & { arm?: ProbeArm } = {}): Promise<ControlReplies[C]> {
   const timeoutMs = opts.timeoutMs ?? 3000;
   return new Promise((resolve, reject) => {
     const sock = createConnection(path);
@@ -63,7 +64,7 @@ export function queryControl<C extends ControlCommand>(path: string, cmd: C, opt
 
     sock.once('connect', () => {
       connected = true;
-      sock.write(encodeRequest(cmd));
+      sock.write(encodeRequest(cmd, opts.arm));
     });
     sock.on('data', (chunk: Buffer) => {
       const nl = chunk.indexOf(0x0a);

@@ -24,9 +24,10 @@ import type { TcpFlowInfo, TcpRelayStats } from '../relay/tcp-relay.js';
 import type { UdpFlowInfo } from '../relay/udp-relay.js';
 import { UPSTREAM_REASONS, type OutboundStats } from '../outbound/outbound.js';
 import { DROP_REASONS } from '../wire/drop.js';
+import type { ProbeArm, ProbeSeen } from '../relay/probes.js';
 
 export const CONTROL_PROTOCOL_VERSION = 1;
-export const CONTROL_COMMANDS = ['status', 'flows', 'ping'] as const;
+export const CONTROL_COMMANDS = ['status', 'flows', 'ping', 'probe'] as const;
 export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
 
 /** Where `up` listens and `status` asks unless `--control` says otherwise. */
@@ -39,6 +40,8 @@ export const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 export interface ControlRequest {
   v: typeof CONTROL_PROTOCOL_VERSION;
   cmd: ControlCommand;
+  /** `probe` only: arm these probes (absent: read what arrived, and disarm). See relay/probes.ts. */
+  arm?: ProbeArm;
 }
 
 export type ControlResponse =
@@ -143,6 +146,7 @@ export interface ControlReplies {
   status: StatusSnapshot;
   flows: TcpFlowInfo[];
   ping: PingReply;
+  probe: ProbeSeen;
 }
 
 // ------------------------------------------------------------------ requests
@@ -166,6 +170,13 @@ const requestSchema = z.object(
           ? `the request has no "cmd": use one of ${CONTROL_COMMANDS.join(', ')}`
           : `unknown command ${preview(iss.input)}: use one of ${CONTROL_COMMANDS.join(', ')}`,
     }),
+    arm: z
+      .object({
+        tcpSrcPorts: z.array(z.number().int().min(1).max(65_535)).max(16),
+        dnsName: z.string().regex(/^[a-z0-9.-]{1,253}$/).optional(),
+        ttlMs: z.number().int().min(0).max(30_000),
+      })
+      .optional(),
   },
   { error: `a request is one JSON object per line, like {"v":${CONTROL_PROTOCOL_VERSION},"cmd":"status"}` },
 );
@@ -185,8 +196,8 @@ export function parseRequest(line: string): ParsedRequest {
   return { ok: false, error: r.error.issues[0]?.message ?? 'invalid request' };
 }
 
-export function encodeRequest(cmd: ControlCommand): string {
-  const req: ControlRequest = { v: CONTROL_PROTOCOL_VERSION, cmd };
+export function encodeRequest(cmd: ControlCommand, arm?: ProbeArm): string {
+  const req: ControlRequest = arm === undefined ? { v: CONTROL_PROTOCOL_VERSION, cmd } : { v: CONTROL_PROTOCOL_VERSION, cmd, arm };
   return JSON.stringify(req) + '\n';
 }
 
@@ -345,6 +356,7 @@ const replySchemas: { [K in ControlCommand]: z.ZodType<ControlReplies[K]> } = {
   status: statusSnapshotSchema,
   flows: z.array(flowInfoSchema),
   ping: pingReplySchema,
+  probe: z.object({ armed: z.boolean(), tcp: z.array(z.number()), dns: z.number() }),
 };
 
 export type ParsedResponse<C extends ControlCommand> =

@@ -22,6 +22,7 @@ import { TunrouteError } from '../errors.js';
 import type { Link } from '../link/link.js';
 import type { Logger } from '../logger.js';
 import type { TcpFlowInfo } from '../relay/tcp-relay.js';
+import type { ProbeBook, ProbeSeen } from '../relay/probes.js';
 import {
   MAX_REQUEST_BYTES,
   encodeResponse,
@@ -47,6 +48,8 @@ export interface ControlServerOptions {
   snapshot: () => StatusSnapshot;
   /** For `flows`; the default takes them from `snapshot()`. */
   flows?: () => TcpFlowInfo[];
+  /** For `probe` (`tunroute verify`): absent, the command is refused. */
+  probes?: ProbeBook;
   logger: Logger;
   /** Close a connection after this long without a byte either way. Default 30 s. */
   idleTimeoutMs?: number;
@@ -190,6 +193,13 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
         return flows();
       case 'ping': {
         const r: PingReply = { pid: process.pid };
+        return r;
+      }
+      case 'probe': {
+        if (opts.probes === undefined) throw new Error('this daemon carries no flows to probe');
+        if (req.arm === undefined) return opts.probes.read();
+        opts.probes.arm(req.arm);
+        const r: ProbeSeen = { armed: true, tcp: [], dns: 0 };
         return r;
       }
     }

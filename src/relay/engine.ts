@@ -25,6 +25,7 @@ import { PacketDispatcher, type DispatcherStats, type ForwardHandler } from '../
 import { Ipv4Reassembler, type ReassemblyOptions, type ReassemblyStats } from '../stack/ip-reassembly.js';
 import { TcpStack } from '../stack/tcp-stack.js';
 import { UdpStack, type UdpStackOptions, type UdpStackStats } from '../stack/udp/udp-stack.js';
+import { ProbeBook } from './probes.js';
 import { TcpRelay, type TcpFlowInfo, type TcpRelayStats } from './tcp-relay.js';
 import { UdpRelay, type UdpFlowInfo, type UdpRelayStats } from './udp-relay.js';
 
@@ -75,6 +76,8 @@ export class TerminatingEngine {
   readonly udp: UdpRelay;
   readonly reassembler: Ipv4Reassembler;
   readonly dispatcher: PacketDispatcher;
+  /** `tunroute verify`'s marked probes (control command "probe"). */
+  readonly probes: ProbeBook;
   private readonly outbounds: ReadonlyMap<string, Outbound>;
   private readonly dns: DnsResolver | undefined;
   private readonly fakeIp: EngineOptions['fakeIp'];
@@ -86,11 +89,12 @@ export class TerminatingEngine {
     this.outbounds = outbounds;
     this.dns = o.dns;
     this.fakeIp = o.fakeIp;
+    this.probes = new ProbeBook(clock);
     this.tcpStack = new TcpStack({ link, clock, logger, maxConnections: o.tcp.maxFlows + TIME_WAIT_HEADROOM });
-    this.tcp = new TcpRelay({ stack: this.tcpStack, router, outbounds, clock, logger, maxFlows: o.tcp.maxFlows, bufferBytes: o.tcp.bufferBytes, memoryBytes: o.tcp.memoryBytes, names: o.fakeIp?.pool });
+    this.tcp = new TcpRelay({ stack: this.tcpStack, router, outbounds, clock, logger, maxFlows: o.tcp.maxFlows, bufferBytes: o.tcp.bufferBytes, memoryBytes: o.tcp.memoryBytes, names: o.fakeIp?.pool, probes: this.probes });
     this.tcpStack.setSynHandler(this.tcp.onSyn);
     this.udpStack = new UdpStack({ link, clock, logger, table: o.udp });
-    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.fakeIp?.resolver ?? o.dns, names: o.fakeIp?.pool });
+    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.fakeIp?.resolver ?? o.dns, names: o.fakeIp?.pool, probes: this.probes });
     this.udpStack.setFlowHandler(this.udp.onFlow);
     this.reassembler = new Ipv4Reassembler({ clock, ...o.fragments });
     this.dispatcher = new PacketDispatcher({ link, icmp: o.icmp, logger, tcp: this.tcpStack.input, udp: this.udpStack.input, reassembler: this.reassembler, forward: o.forward });

@@ -32,6 +32,7 @@ import type { Router } from '../router/router.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
 import { TrimAfterBurst } from './trim-after-burst.js';
 import { routeFlow } from './flow-route.js';
+import type { ProbeBook } from './probes.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
 
 /**
@@ -76,6 +77,8 @@ export interface TcpRelayOptions {
    * lives. A pool address with no name (forgotten) gets RST.
    */
   names?: FakeIpPool;
+  /** `tunroute verify`'s marked probes: a probe's SYN is counted and answered RST. */
+  probes?: ProbeBook;
 }
 
 export interface TcpFlowInfo {
@@ -122,7 +125,7 @@ export class TcpRelay {
     bytesUp: 0,
     bytesDown: 0,
   };
-  readonly opts: Required<Omit<TcpRelayOptions, 'connection' | 'names'>> & { connection: Partial<TcpConnectionOptions>; names: FakeIpPool | undefined };
+  readonly opts: Required<Omit<TcpRelayOptions, 'connection' | 'names' | 'probes'>> & { connection: Partial<TcpConnectionOptions>; names: FakeIpPool | undefined; probes: ProbeBook | undefined };
 
   constructor(opts: TcpRelayOptions) {
     this.opts = {
@@ -133,6 +136,7 @@ export class TcpRelay {
       connection: {},
       ...opts,
       names: opts.names,
+      probes: opts.probes,
     };
     this.trimmer.settle(STARTUP_SETTLE_MS);
   }
@@ -140,6 +144,10 @@ export class TcpRelay {
   /** The stack's SYN hook. Synchronous: it must accept or reject before returning. */
   readonly onSyn = (req: TcpSynRequest): void => {
     const o = this.opts;
+    if (o.probes?.claimSyn(req.srcPort) === true) {
+      req.reject();
+      return;
+    }
     if (this.flows.size >= o.maxFlows) {
       this.stats.refusedLimit++;
       if (this.stats.refusedLimit === 1 || this.stats.refusedLimit % 1000 === 0) {

@@ -22,7 +22,8 @@
  */
 import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
-import { DNS_RCODE_SERVFAIL, DnsMessage, errorResponse } from '../dns/message.js';
+import { DNS_RCODE_NXDOMAIN, DNS_RCODE_SERVFAIL, DnsMessage, errorResponse } from '../dns/message.js';
+import type { ProbeBook } from './probes.js';
 import type { DnsAnswerer } from '../dns/resolver.js';
 import { destinationText, isUpstreamError, UPSTREAM_REASONS, type Destination, type Outbound, type UdpUpstream, type UpstreamReason } from '../outbound/outbound.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
@@ -52,6 +53,8 @@ export interface UdpRelayOptions {
    * (routed by the domain rules first); a pool address with no name is refused by ICMP.
    */
   names?: FakeIpPool;
+  /** `tunroute verify`'s marked probes: its DNS probe is answered NXDOMAIN here. */
+  probes?: ProbeBook;
   /** Deadline for opening a flow's association. Default 10 s. */
   openTimeoutMs?: number;
   /** Datagrams a flow holds while its association opens. Default 64. */
@@ -110,7 +113,7 @@ const ICMP_INTERVAL_MS = 1000;
 
 export class UdpRelay {
   readonly stats: UdpRelayStats;
-  /** @internal */ readonly o: Required<Omit<UdpRelayOptions, 'dns' | 'names'>> & { dns: DnsAnswerer | undefined; names: FakeIpPool | undefined };
+  /** @internal */ readonly o: Required<Omit<UdpRelayOptions, 'dns' | 'names' | 'probes'>> & { dns: DnsAnswerer | undefined; names: FakeIpPool | undefined; probes: ProbeBook | undefined };
   private readonly flows = new Set<RelayFlow>();
 
   constructor(opts: UdpRelayOptions) {
@@ -122,6 +125,7 @@ export class UdpRelay {
       ...opts,
       dns: opts.dns,
       names: opts.names,
+      probes: opts.probes,
     };
     const errors = {} as Record<UpstreamReason, number>;
     for (const r of UPSTREAM_REASONS) errors[r] = 0;
@@ -160,6 +164,20 @@ export class UdpRelay {
     f.open();
     return f;
   };
+
+  /**
+   * A query for `tunroute verify`'s probe name, whichever way this flow goes (hijacked or to the
+   * resolver through an outbound): counted and answered NXDOMAIN here, never sent on.
+   * @internal
+   */
+  answeredProbe(flow: UdpFlow, payload: Uint8Array): boolean {
+    const probes = this.o.probes;
+    if (probes === undefined || !probes.dnsArmed) return false;
+    const query = DnsMessage.parse(payload);
+    if (query === undefined || !probes.claimDns(query)) return false;
+    this.o.stack.sendDatagram(flow.dstIp, flow.dstPort, flow.srcIp, flow.srcPort, errorResponse(query, DNS_RCODE_NXDOMAIN));
+    return true;
+  }
 
   private track<F extends RelayFlow>(f: F): F {
     this.flows.add(f);
@@ -320,6 +338,7 @@ class ProxiedUdpFlow implements RelayFlow {
   }
 
   onDatagram(payload: Uint8Array): void {
+    if (this.flow.dstPort === 53 && this.relay.answeredProbe(this.flow, payload)) return;
     const s = this.relay.stats;
     switch (this.state) {
       case 'open':
@@ -387,6 +406,7 @@ class DnsHijackFlow implements RelayFlow {
   ) {}
 
   onDatagram(payload: Uint8Array): void {
+    if (this.relay.answeredProbe(this.flow, payload)) return;
     const stats = this.relay.stats;
     stats.dnsQueries++;
     stats.datagramsUp++;
