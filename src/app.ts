@@ -144,7 +144,7 @@ function withFakeIpRoutes(config: Config): Config {
 }
 
 export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Promise<RunningTunroute> {
-  const log = deps.logger ?? createLogger(config.log.level);
+  const log = deps.logger ?? createLogger(config.log.level, config.log.format);
   const runner = deps.ipRunner ?? ipBatchRunner;
   const clock = deps.clock ?? monotonicClock;
   // Tunnels first: their AllowedIPs become routes and rules, their endpoints stay out of the
@@ -247,7 +247,7 @@ function tunnelStatusOf(t: TunnelStats): TunnelStatus {
 
 /** `tunroute up`: run until SIGINT or SIGTERM, then give the host back as it was. */
 export async function runUp(config: Config): Promise<void> {
-  const log = createLogger(config.log.level);
+  const log = createLogger(config.log.level, config.log.format);
   const startedAt = new Date();
   // The device first: its errors (not root, no /dev/net/tun, name taken) are the ones a user
   // needs to see. A control socket already served by another tunroute then undoes this one.

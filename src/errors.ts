@@ -81,6 +81,13 @@ export function escapeTerminal(text: string): string {
   return out;
 }
 
+/** Text as one terminal line: every control character escaped as in escapeInput, line breaks too, nothing cut. */
+export function escapeLine(text: string): string {
+  let out = '';
+  for (const ch of text) out += escapeControl(ch);
+  return out;
+}
+
 /** Quoted input: `"…"`, escaped and cut (see escapeInput). */
 export function shown(text: string, max: number = SHOWN_MAX_CHARS): string {
   return `"${escapeInput(text, max)}"`;

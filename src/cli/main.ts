@@ -12,10 +12,14 @@ import { IFNAME_RE } from '../config/fields.js';
 import type { ServerFlagValues } from '../config/server-schema.js';
 import { addFlags, intArg } from './flags.js';
 import { DEFAULT_CONTROL_PATH } from '../control/protocol.js';
-import { createLogger } from '../logger.js';
+import { createLogger, LOG_FORMATS, type LogFormat } from '../logger.js';
 
-/** Loading's warnings (a file with a private key that others may read), before the daemon's own logger exists. */
-const loadLog = (): ReturnType<typeof createLogger> => createLogger('warn');
+/**
+ * Loading's warnings (a file with a private key that others may read), before the daemon's own
+ * logger exists; in the --log-format asked for (a bad one is refused by loading right after).
+ */
+const loadLog = (format?: string): ReturnType<typeof createLogger> =>
+  createLogger('warn', LOG_FORMATS.find((f): f is LogFormat => f === format) ?? 'auto');
 
 /** The journal directory: --state-dir, else $TUNROUTE_STATE_DIR, else the config's (default: see resolveStateDir). */
 function stateDirOf(flag: string | undefined): string | undefined {
@@ -46,7 +50,7 @@ addFlags(
 )
   .option('--dry-run', 'print the plan and change nothing')
   .action(async (o: UpOptions) => {
-    const config = loadConfig({ file: o.config, flags: flagsOf(o), log: loadLog() });
+    const config = loadConfig({ file: o.config, flags: flagsOf(o), log: loadLog(o.logFormat) });
     if (o.dryRun) {
       const { planForHost, describePlanLines, journalPath, resolveStateDir } = await import('../routes/index.js');
       const { expandTunnels } = await import('../config/tunnels.js');
@@ -64,7 +68,7 @@ addFlags(program.command('server'), SERVER_FLAGS)
   .requiredOption('-c, --config <file>', 'server config file (YAML or JSON; see config/server.example.yaml)')
   .action(async (o: ServerFlagValues & { config: string }) => {
     const { loadServerConfig } = await import('../config/server-schema.js');
-    const config = loadServerConfig({ file: o.config, flags: o, log: loadLog() });
+    const config = loadServerConfig({ file: o.config, flags: o, log: loadLog(o.logFormat) });
     const { runServer } = await import('../server/run.js');
     await runServer(config, { file: o.config });
   });
