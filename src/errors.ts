@@ -18,6 +18,7 @@ export const ERROR_CODES = {
   TR_CONTROL: 'the control socket of a running daemon cannot be reached',
   TR_LISTEN: 'the tunnel server cannot listen on its UDP address',
   TR_BAD_KEY: 'a WireGuard key is not in wg\'s base64 format',
+  TR_NOTHING_TO_DO: '`up` was given no upstream and no route, so it would route nothing',
   TR_INTERNAL: 'an internal invariant was broken',
 } as const;
 

@@ -51,6 +51,8 @@ addFlags(
   .option('--dry-run', 'print the plan and change nothing')
   .action(async (o: UpOptions) => {
     const config = loadConfig({ file: o.config, flags: flagsOf(o), log: loadLog(o.logFormat) });
+    const { refuseNothingToDo } = await import('../config/work.js');
+    refuseNothingToDo(config);
     if (o.dryRun) {
       const { planForHost, describePlanLines, journalPath, resolveStateDir } = await import('../routes/index.js');
       const { expandTunnels } = await import('../config/tunnels.js');
@@ -207,7 +209,8 @@ async function main(argv: string[]): Promise<number> {
     }
     if (isTunrouteError(e)) {
       process.stderr.write(`tunroute: ${escapeTerminal(e.message)}\n`);
-      return 1;
+      // Nothing to do is a usage mistake (like a missing argument), not a failure to run.
+      return e.code === 'TR_NOTHING_TO_DO' ? 2 : 1;
     }
     process.stderr.write(`tunroute: unexpected error: ${escapeTerminal(e instanceof Error ? (e.stack ?? e.message) : String(e))}\n`);
     return 70;
