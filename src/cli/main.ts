@@ -99,7 +99,13 @@ program
   .option('--json', 'print the full status snapshot as JSON')
   .option('--control <path>', `control socket of the running tunroute (default ${DEFAULT_CONTROL_PATH})`)
   .option('--flows <n>', 'most flows to list (default 20)', intArg('--flows'))
-  .action(async (o: { json?: boolean; control?: string; flows?: number }) => {
+  .option('--watch', 'a live view, refreshed every second: rates both ways, busiest flows, drops, tunnels (q quits)')
+  .action(async (o: { json?: boolean; control?: string; flows?: number; watch?: boolean }) => {
+    if (o.watch) {
+      if (o.json) throw new TunrouteError('TR_BAD_FLAG', 'The flags --watch and --json do not go together: use --json alone from scripts (once per call), --watch alone at a terminal.');
+      const { watchStatus } = await import('./watch.js');
+      return watchStatus({ control: o.control ?? DEFAULT_CONTROL_PATH });
+    }
     const { queryControl, formatStatus } = await import('../control/index.js');
     const s = await queryControl(o.control ?? DEFAULT_CONTROL_PATH, 'status');
     process.stdout.write((o.json ? JSON.stringify(s, null, 2) : formatStatus(s, { maxFlows: o.flows })) + '\n');
