@@ -16,6 +16,9 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
 export type LogFormat = (typeof LOG_FORMATS)[number];
 
+/** How `up` tells its watchdog process (which shares its stderr) the format it resolved. */
+export const LOG_FORMAT_ENV = 'TUNROUTE_LOG_FORMAT';
+
 /** What `auto` means for this process: pretty on a terminal, JSON for everything else. */
 export function resolveLogFormat(format: LogFormat = 'auto', stderr: { isTTY?: boolean } = process.stderr): 'json' | 'pretty' {
   if (format !== 'auto') return format;
