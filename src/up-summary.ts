@@ -71,7 +71,11 @@ export function upSummary(config: Config, plan: RoutePlan): UpSummary {
     }
   }
   if (defaultOutbound === BLOCK_OUTBOUND) lines.push(`no upstream for the rest: flows that no rule sends elsewhere are refused (outbound ${BLOCK_OUTBOUND})`);
-  if (config.dns.mode !== 'off') lines.push(`dns ${config.dns.mode}: queries routed into ${plan.dev} are answered through ${config.dns.outbound ?? 'the outbound that routes ' + formatEndpoint(config.dns.upstream)}`);
+  const via = config.dns.outbound ?? `the outbound that routes ${formatEndpoint(config.dns.upstream)}`;
+  if (config.dns.mode === 'hijack') lines.push(`dns hijack: queries routed into ${plan.dev} are answered from ${formatEndpoint(config.dns.upstream)} through ${via}`);
+  if (config.dns.mode === 'fakeip') {
+    lines.push(`dns fakeip: names get addresses from ${cidrToString(config.dns.fakeIpRange)} and their flows go out by name; other queries through ${via}`);
+  }
   if (plan.excludeUids.length > 0) lines.push(`never enters ${plan.dev}: ${plan.excludeUids.map(([a, b]) => (a === b ? `uid ${a}` : `uids ${a}-${b}`)).join(', ')}`);
   return { mode: plan.mode, defaultOutbound, outbounds, lines };
 }

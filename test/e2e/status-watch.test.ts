@@ -25,6 +25,18 @@ describe.skipIf(!run)('status --watch and the terminal logs, under tmux (lab)', 
   let sock: string;
   const tmux = async (...args: string[]): Promise<string> => (await execFileP('tmux', ['-S', sock, ...args], { encoding: 'utf8' })).stdout;
   const capture = (target: string): Promise<string> => tmux('capture-pane', '-p', '-t', target);
+  /** Poll a pane until `pred` holds for its screen; a timeout shows the last screen (what went wrong is on it). */
+  const screenWhere = async (target: string, what: string, pred: (screen: string) => boolean, timeoutMs = 15_000): Promise<string> => {
+    let last = '';
+    try {
+      return await waitFor(what, async () => {
+        last = await capture(target);
+        return pred(last) ? last : undefined;
+      }, timeoutMs, 100);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}; the pane showed:\n${last}`, { cause: e });
+    }
+  };
   const altScreen = async (target: string): Promise<string> => (await tmux('display-message', '-p', '-t', target, '#{alternate_on}')).trim();
   /** A pane of a fixed size running `cmd`, kept open after it exits so its last screen can be read. */
   const pane = async (name: string, cmd: string, cols = 100, rows = 30): Promise<void> => {
@@ -44,10 +56,7 @@ describe.skipIf(!run)('status --watch and the terminal logs, under tmux (lab)', 
   it('up on a terminal: readable log lines and a summary of what it routes where; Ctrl-C stops it cleanly', async () => {
     const control = join(t.lab.tmpDir, 'pretty.sock');
     await pane('up', `ip netns exec ${t.c.name} node ${CLI} up --route ${ROUTE} --proxy ${PROXY} --tun trpretty0 --control ${control} --no-watchdog`, 160, 40);
-    const screen = await waitFor('the summary', async () => {
-      const s = await capture('up');
-      return s.includes('watch it:') ? s : undefined;
-    }, 15_000, 100);
+    const screen = await screenWhere('up', 'the summary', (s) => s.includes('watch it:'));
     process.stdout.write(`[status-watch] up on a terminal:\n${screen.trimEnd()}\n`);
     expect(screen).not.toContain('{"level"');
     expect(screen).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: tunroute is up {2}dev=trpretty0 mtu=1500 .*mode=split outbounds=proxy defaultOutbound=proxy/m);
@@ -55,10 +64,7 @@ describe.skipIf(!run)('status --watch and the terminal logs, under tmux (lab)', 
     expect(screen).toMatch(/INFO: {3}outbound proxy: SOCKS5 proxy 10\.99\.0\.2:1080 \(the default\)$/m);
     expect(screen).toContain(`watch it: tunroute status --watch --control ${control}`);
     await tmux('send-keys', '-t', 'up', 'C-c');
-    const after = await waitFor('up to stop', async () => {
-      const s = await capture('up');
-      return s.includes('EXIT=') ? s : undefined;
-    }, 15_000, 100);
+    const after = await screenWhere('up', 'up to stop', (s) => s.includes('EXIT='));
     expect(after).toContain('EXIT=0');
     expect(after).toMatch(/INFO: stopping {2}signal=SIGINT/);
     expect(after).toMatch(/INFO: tunroute stopped; packet counters {2}rxPackets=\d+/);
@@ -67,27 +73,22 @@ describe.skipIf(!run)('status --watch and the terminal logs, under tmux (lab)', 
   describe('status --watch', () => {
     let up: LabProcess;
     let control: string;
-    let curl: Promise<unknown>;
+    let curl: LabProcess;
 
     beforeAll(async () => {
       ({ proc: up, control } = await startTunroute(t.c, ['--route', ROUTE, '--proxy', PROXY]));
-      // A steady download through tunroute for the view to show: 4 MB at 200 KB/s, bounded.
-      curl = t.c.exec(['curl', '-sS', '-o', '/dev/null', '--limit-rate', '200k', '--max-time', '40', `http://${DEST}:${HTTP_PORT}/bytes/${4 * 1024 * 1024}`], {
-        allowFail: true,
-        timeoutMs: 45_000,
-      });
+      // A steady download through tunroute for the view to show: 12 MB at 200 KB/s (~60 s, more
+      // than the tests need), ended by --max-time at the latest.
+      curl = t.c.spawn(['curl', '-sS', '-o', '/dev/null', '--limit-rate', '200k', '--max-time', '60', `http://${DEST}:${HTTP_PORT}/bytes/${12 * 1024 * 1024}`], { name: 'curl' });
     });
     afterAll(async () => {
+      await curl?.stop();
       await up?.stop();
-      await curl;
     });
 
     it('shows the download with its rate, fits a narrower window, and gives the terminal back on q', async () => {
       await pane('w', `node ${CLI} status --watch --control ${control}`, 100, 30);
-      const screen = await waitFor('the flow with a rate', async () => {
-        const s = await capture('w');
-        return /^tcp .*10\.66\.1\.7:8080 .*proxy .*(KiB|MiB)\/s/m.test(s) ? s : undefined;
-      }, 15_000, 200);
+      const screen = await screenWhere('w', 'the flow with a rate', (s) => /^tcp .*10\.66\.1\.7:8080 .*proxy .*(KiB|MiB)\/s/m.test(s), 20_000);
       process.stdout.write(`[status-watch] 100x30:\n${screen.trimEnd()}\n`);
       expect(await altScreen('w')).toBe('1');
       const lines = screen.split('\n');
@@ -97,19 +98,13 @@ describe.skipIf(!run)('status --watch and the terminal logs, under tmux (lab)', 
       expect(screen).toMatch(/^q quit {2}· {2}every 1s {2}· {2}\d+ flows? {2}· {2}\d\d:\d\d:\d\d$/m);
 
       await tmux('resize-window', '-t', 'w', '-x', '48', '-y', '16');
-      const narrow = await waitFor('the view redrawn at 48 columns', async () => {
-        const s = await capture('w');
-        return /^(PROTO|DESTINATION)\b(?!.*SOURCE)/m.test(s) ? s : undefined;
-      }, 10_000, 200);
+      const narrow = await screenWhere('w', 'the view redrawn at 48 columns', (s) => /^(PROTO|DESTINATION)\b(?!.*SOURCE)/m.test(s), 10_000);
       process.stdout.write(`[status-watch] 48x16:\n${narrow.trimEnd()}\n`);
       for (const l of narrow.split('\n')) expect([...l].length).toBeLessThanOrEqual(48);
       expect(narrow).toMatch(/10\.66\.1\.7:8080/);
 
       await tmux('send-keys', '-t', 'w', 'q');
-      const after = await waitFor('the view to quit', async () => {
-        const s = await capture('w');
-        return s.includes('EXIT=') ? s : undefined;
-      }, 10_000, 100);
+      const after = await screenWhere('w', 'the view to quit', (s) => s.includes('EXIT='), 10_000);
       expect(after).toContain('EXIT=0');
       expect(after).not.toContain('PROTO');
       expect(await altScreen('w')).toBe('0');
@@ -117,13 +112,10 @@ describe.skipIf(!run)('status --watch and the terminal logs, under tmux (lab)', 
 
     it('quits on Ctrl-C as well, with the terminal restored', async () => {
       await pane('w2', `node ${CLI} status --watch --control ${control}`, 80, 24);
-      await waitFor('the view', async () => ((await capture('w2')).includes('q quit') ? true : undefined), 15_000, 200);
+      await screenWhere('w2', 'the view', (s) => s.includes('q quit'));
       expect(await altScreen('w2')).toBe('1');
       await tmux('send-keys', '-t', 'w2', 'C-c');
-      const after = await waitFor('the view to quit', async () => {
-        const s = await capture('w2');
-        return s.includes('EXIT=') ? s : undefined;
-      }, 10_000, 100);
+      const after = await screenWhere('w2', 'the view to quit', (s) => s.includes('EXIT='), 10_000);
       expect(after).toContain('EXIT=0');
       expect(await altScreen('w2')).toBe('0');
     });

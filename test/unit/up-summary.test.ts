@@ -58,6 +58,8 @@ describe('the summary once up', () => {
     expect(s.lines[1]).toBe('outbound proxy: SOCKS5 proxy 203.0.113.5:1080 (the default)');
     expect(s.lines.join('\n')).not.toContain('s3cret');
     expect(s.lines.join('\n')).not.toContain('alice');
+    const f = summaryOf({ proxy: 'socks5://203.0.113.5:1080', dns: 'fakeip' });
+    expect(f.lines[2]).toBe('dns fakeip: names get addresses from 198.18.0.0/15 and their flows go out by name; other queries through the outbound that routes 1.1.1.1:53');
   });
 
   it('split tunnel with no upstream: the routed prefixes, and that the rest is refused', () => {
@@ -87,7 +89,7 @@ describe('the summary once up', () => {
       'split tunnel: 1 prefix enters tun0: 10.9.0.0/16',
       'outbound proxy: SOCKS5 proxy 203.0.113.5:1080 (the default)',
       'outbound wg: WireGuard tunnel to 198.51.100.1:51820 (1 rule)',
-      'dns hijack: queries routed into tun0 are answered through the outbound that routes 1.1.1.1:53',
+      'dns hijack: queries routed into tun0 are answered from 1.1.1.1:53 through the outbound that routes 1.1.1.1:53',
     ]);
   });
 });
