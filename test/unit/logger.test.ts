@@ -102,6 +102,17 @@ describe('the command line', () => {
     expect(piped).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] WARN: .*world accessible.* {2}file=.* mode=0644\n$/);
   });
 
+  it.skipIf(!existsSync(CLI))('loads pino-pretty only for a pretty logger: JSON costs nothing more than before', () => {
+    const logger = fileURLToPath(new URL('../../dist/logger.js', import.meta.url));
+    const probe = `import(${JSON.stringify(logger)}).then((m) => {
+      const loaded = () => Object.keys(require.cache).some((k) => k.includes('pino-pretty'));
+      m.createLogger('info', 'json'); const json = loaded();
+      m.createLogger('info', 'pretty'); process.stdout.write(JSON.stringify([json, loaded()]));
+    })`;
+    const r = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8' });
+    expect(JSON.parse(r.stdout)).toEqual([false, true]);
+  });
+
   it.skipIf(!existsSync(CLI))('refuses an unknown format in one sentence', () => {
     const r = spawnSync(process.execPath, [CLI, 'up', '--dry-run', '--route', '10.9.0.0/16', '--log-format', 'xml'], { encoding: 'utf8' });
     expect(r.status).toBe(1);
