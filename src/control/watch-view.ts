@@ -123,7 +123,8 @@ function countersWithDelta(cur: Record<string, number>, prev: Record<string, num
   const parts: string[] = [];
   for (const [k, n] of Object.entries(cur)) {
     if (n === 0) continue;
-    const before = prev?.[k];
+    // A reason the previous snapshot did not list had not happened yet (absent non-zero counters).
+    const before = prev === undefined ? undefined : (prev[k] ?? 0);
     const d = before === undefined || n <= before ? '' : ` (+${formatCount(n - before)})`;
     parts.push(`${escapeLine(k)} ${formatCount(n)}${d}`);
   }
@@ -137,7 +138,9 @@ function peerLine(p: TunnelPeerInfo): string {
 }
 
 /** The lines above the flow table. */
-function summaryLines(s: StatusSnapshot, prev: StatusSnapshot | undefined, dt: number | undefined): string[] {
+function summaryLines(s: StatusSnapshot, last: StatusSnapshot | undefined, dt: number | undefined): string[] {
+  // Growth is told only against a snapshot of this same daemon (dt: see interval).
+  const prev = dt === undefined ? undefined : last;
   const out: string[] = [];
   out.push(`tunroute ${s.version}  pid ${s.pid}  up ${formatDuration(s.uptimeMs)}  ${s.device.name} ${s.device.address}  mtu ${s.device.mtu}  routes ${formatCount(s.routes)}`);
   // Read from the device = sent by the apps (up); written to it = their downloads (down).

@@ -111,6 +111,23 @@ describe('renderWatch', () => {
     expect(lines.join('').includes('\x1b')).toBe(false);
   });
 
+  it('shows each WireGuard tunnel with its rates and drops, and its peers', () => {
+    const tunnel = (k: number): NonNullable<StatusSnapshot['tunnels']>[number] => ({
+      name: 'wg0',
+      listenPort: 51820,
+      mtu: 1420,
+      txPackets: 100 * k,
+      txBytes: 2048 * k,
+      rxPackets: 200 * k,
+      rxBytes: 4096 * k,
+      drops: k === 0 ? {} : { replayed: 3 * k },
+      peers: [{ publicKey: 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=', allowedIPs: ['10.9.0.0/16'], endpoint: '203.0.113.1:51820', lastHandshakeAgoMs: 12_000, rxBytes: 4096 * k, txBytes: 2048 * k, drops: {} }],
+    });
+    const lines = renderWatch({ ...B, tunnels: [tunnel(2)] }, { ...A, tunnels: [tunnel(0)] }, { width: 120, height: 20 });
+    expect(lines).toContain('tunnel    wg0  up 2.0 KiB/s  down 4.0 KiB/s  drops replayed 6 (+6)');
+    expect(lines).toContain('  peer    xTIBA5rb…  203.0.113.1:51820  handshake 12s ago  rx 8.0 KiB  tx 4.0 KiB');
+  });
+
   it('says so when there are no flows', () => {
     const lines = renderWatch({ ...B, flows: [], udpFlows: [] }, A, { width: 100, height: 16 });
     expect(lines).toContain('no flows');
