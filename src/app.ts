@@ -5,7 +5,7 @@
  */
 import type { Config } from './config/schema.js';
 import { TunrouteError } from './errors.js';
-import { createLogger, type Logger } from './logger.js';
+import { createLogger, resolveLogFormat, type Logger } from './logger.js';
 import type { Link } from './link/link.js';
 import type { RoutePlan } from './routes/plan.js';
 import { ipBatchRunner, type IpRunner } from './routes/apply.js';
@@ -33,7 +33,8 @@ import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
 import { monotonicClock, type Clock } from './clock.js';
 import { runUntilSignal } from './run-until-signal.js';
 import { TUNROUTE_VERSION } from './version.js';
-import { startControlServer, statusSnapshotOf, type TunnelStatus } from './control/index.js';
+import { upSummary } from './up-summary.js';
+import { DEFAULT_CONTROL_PATH, startControlServer, statusSnapshotOf, type TunnelStatus } from './control/index.js';
 import { nonZeroCounts, peerInfoOf } from './control/peer-info.js';
 import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
 import { openWireguardTunnels, tunnelForwardHook } from './outbound/wireguard.js';
@@ -74,6 +75,8 @@ export interface TunrouteStats {
 export interface RunningTunroute {
   readonly link: Link;
   readonly plan: RoutePlan;
+  /** The config as it runs: the tunnels' routes and rules folded in, the fake-IP range routed. */
+  readonly config: Config;
   stats(): TunrouteStats;
   flows(): TcpFlowInfo[];
   udpFlows(): UdpFlowInfo[];
@@ -154,7 +157,7 @@ function withFakeIpRoutes(config: Config): Config {
 }
 
 export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Promise<RunningTunroute> {
-  const log = deps.logger ?? createLogger(config.log.level);
+  const log = deps.logger ?? createLogger(config.log.level, config.log.format);
   const runner = deps.ipRunner ?? ipBatchRunner;
   const clock = deps.clock ?? monotonicClock;
   // Tunnels first: their AllowedIPs become routes and rules, their endpoints stay out of the
@@ -217,6 +220,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   let stopping: Promise<void> | undefined;
   return {
     link,
+    config,
     get plan() {
       return routes.plan;
     },
@@ -258,7 +262,7 @@ function tunnelStatusOf(t: TunnelStats): TunnelStatus {
 
 /** `tunroute up`: run until SIGINT or SIGTERM, then give the host back as it was. */
 export async function runUp(config: Config): Promise<void> {
-  const log = createLogger(config.log.level);
+  const log = createLogger(config.log.level, config.log.format);
   const startedAt = new Date();
   // The device first: its errors (not root, no /dev/net/tun, name taken) are the ones a user
   // needs to see. A control socket already served by another tunroute then undoes this one.
@@ -288,6 +292,15 @@ export async function runUp(config: Config): Promise<void> {
       throw e;
     }
   }
-  log.info({ dev: up.link.name, mtu: up.link.mtu, address: cidrToString(config.tun.address), routes: up.plan.prefixes.length, control: config.control.socket }, 'tunroute is up');
+  const summary = upSummary(up.config, up.plan);
+  log.info(
+    { dev: up.link.name, mtu: up.link.mtu, address: cidrToString(config.tun.address), routes: up.plan.prefixes.length, mode: summary.mode, outbounds: summary.outbounds, defaultOutbound: summary.defaultOutbound, control: config.control.socket },
+    'tunroute is up',
+  );
+  // For a person at the terminal, the same in words; JSON lines carry it as the fields above.
+  if (resolveLogFormat(config.log.format) === 'pretty') {
+    for (const l of summary.lines) log.info(`  ${l}`);
+    log.info(`  watch it: tunroute status --watch${config.control.socket === DEFAULT_CONTROL_PATH ? '' : ` --control ${config.control.socket}`}`);
+  }
   await runUntilSignal({ logger: log, failure: 'teardown failed', stop: () => control.close().then(() => up.stop()) });
 }

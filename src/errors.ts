@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   TR_LISTEN: 'the tunnel server cannot listen on its UDP address',
   TR_BAD_KEY: 'a WireGuard key is not in wg\'s base64 format',
   TR_PRIVILEGES: 'tunroute could not give up root after start',
+  TR_NOTHING_TO_DO: '`up` was given no upstream and no route, so it would route nothing',
   TR_INTERNAL: 'an internal invariant was broken',
 } as const;
 
@@ -79,6 +80,13 @@ function escapeControl(ch: string): string {
 export function escapeTerminal(text: string): string {
   let out = '';
   for (const ch of text) out += ch === '\n' ? ch : escapeControl(ch);
+  return out;
+}
+
+/** Text as one terminal line: every control character escaped as in escapeInput, line breaks too, nothing cut. */
+export function escapeLine(text: string): string {
+  let out = '';
+  for (const ch of text) out += escapeControl(ch);
   return out;
 }
 

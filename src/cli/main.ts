@@ -12,10 +12,14 @@ import { IFNAME_RE } from '../config/fields.js';
 import type { ServerFlagValues } from '../config/server-schema.js';
 import { addFlags, intArg } from './flags.js';
 import { DEFAULT_CONTROL_PATH } from '../control/protocol.js';
-import { createLogger } from '../logger.js';
+import { createLogger, LOG_FORMATS, type LogFormat } from '../logger.js';
 
-/** Loading's warnings (a file with a private key that others may read), before the daemon's own logger exists. */
-const loadLog = (): ReturnType<typeof createLogger> => createLogger('warn');
+/**
+ * Loading's warnings (a file with a private key that others may read), before the daemon's own
+ * logger exists; in the --log-format asked for (a bad one is refused by loading right after).
+ */
+const loadLog = (format?: string): ReturnType<typeof createLogger> =>
+  createLogger('warn', LOG_FORMATS.find((f): f is LogFormat => f === format) ?? 'auto');
 
 /** The journal directory: --state-dir, else $TUNROUTE_STATE_DIR, else the config's (default: see resolveStateDir). */
 function stateDirOf(flag: string | undefined): string | undefined {
@@ -46,7 +50,9 @@ addFlags(
 )
   .option('--dry-run', 'print the plan and change nothing')
   .action(async (o: UpOptions) => {
-    const config = loadConfig({ file: o.config, flags: flagsOf(o), log: loadLog() });
+    const config = loadConfig({ file: o.config, flags: flagsOf(o), log: loadLog(o.logFormat) });
+    const { refuseNothingToDo } = await import('../config/work.js');
+    refuseNothingToDo(config);
     if (o.dryRun) {
       const { planForHost, describePlanLines, journalPath, resolveStateDir } = await import('../routes/index.js');
       const { expandTunnels } = await import('../config/tunnels.js');
@@ -64,7 +70,7 @@ addFlags(program.command('server'), SERVER_FLAGS)
   .requiredOption('-c, --config <file>', 'server config file (YAML or JSON; see config/server.example.yaml)')
   .action(async (o: ServerFlagValues & { config: string }) => {
     const { loadServerConfig } = await import('../config/server-schema.js');
-    const config = loadServerConfig({ file: o.config, flags: o, log: loadLog() });
+    const config = loadServerConfig({ file: o.config, flags: o, log: loadLog(o.logFormat) });
     const { runServer } = await import('../server/run.js');
     await runServer(config, { file: o.config });
   });
@@ -93,7 +99,13 @@ program
   .option('--json', 'print the full status snapshot as JSON')
   .option('--control <path>', `control socket of the running tunroute (default ${DEFAULT_CONTROL_PATH})`)
   .option('--flows <n>', 'most flows to list (default 20)', intArg('--flows'))
-  .action(async (o: { json?: boolean; control?: string; flows?: number }) => {
+  .option('--watch', 'a live view, refreshed every second: rates both ways, busiest flows, drops, tunnels (q quits)')
+  .action(async (o: { json?: boolean; control?: string; flows?: number; watch?: boolean }) => {
+    if (o.watch) {
+      if (o.json) throw new TunrouteError('TR_BAD_FLAG', 'The flags --watch and --json do not go together: use --json alone from scripts (once per call), --watch alone at a terminal.');
+      const { watchStatus } = await import('./watch.js');
+      return watchStatus({ control: o.control ?? DEFAULT_CONTROL_PATH });
+    }
     const { queryControl, formatStatus } = await import('../control/index.js');
     const s = await queryControl(o.control ?? DEFAULT_CONTROL_PATH, 'status');
     process.stdout.write((o.json ? JSON.stringify(s, null, 2) : formatStatus(s, { maxFlows: o.flows })) + '\n');
@@ -220,7 +232,8 @@ async function main(argv: string[]): Promise<number> {
     }
     if (isTunrouteError(e)) {
       process.stderr.write(`tunroute: ${escapeTerminal(e.message)}\n`);
-      return 1;
+      // Nothing to do is a usage mistake (like a missing argument), not a failure to run.
+      return e.code === 'TR_NOTHING_TO_DO' ? 2 : 1;
     }
     process.stderr.write(`tunroute: unexpected error: ${escapeTerminal(e instanceof Error ? (e.stack ?? e.message) : String(e))}\n`);
     return 70;

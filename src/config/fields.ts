@@ -3,7 +3,7 @@
  * value means, and is refused with, the same words in both.
  */
 import { z } from 'zod';
-import { LOG_LEVELS } from '../logger.js';
+import { LOG_FORMATS, LOG_LEVELS } from '../logger.js';
 import { parseKey } from '../wireguard/keys.js';
 
 /**
@@ -50,9 +50,13 @@ export const ifName = z
 export const mtu = z.number().int().min(576, 'must be at least 576 (the IPv4 minimum)').max(65535, 'must be at most 65535');
 
 export const logSchema = z
-  .object({ level: z.enum(LOG_LEVELS).default('info') })
+  .object({
+    level: z.enum(LOG_LEVELS).default('info'),
+    /** auto: readable lines on a terminal, JSON lines otherwise (see logger.ts). */
+    format: z.enum(LOG_FORMATS).default('auto'),
+  })
   .strict()
-  .default({ level: 'info' });
+  .default({ level: 'info', format: 'auto' });
 
 /** The terminating TCP stack's limits. */
 export const tcpLimitsSchema = z

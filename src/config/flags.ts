@@ -54,6 +54,7 @@ export const DEVICE_FLAGS = [
   { flag: '--mtu', arg: '<n>', field: 'tun.mtu', kind: 'int', help: 'device MTU', defaultText: '1500' },
   { flag: '--icmp', arg: '<mode>', field: 'icmp', kind: 'text', help: 'answer echo requests routed into the device: reply|drop', defaultText: 'reply' },
   { flag: '--log-level', arg: '<level>', field: 'log.level', kind: 'text', help: 'fatal|error|warn|info|debug|trace|silent', defaultText: 'info' },
+  { flag: '--log-format', arg: '<format>', field: 'log.format', kind: 'text', help: 'auto: readable lines when stderr is a terminal, else JSON lines; json; pretty', defaultText: 'auto' },
   { flag: '--dns', arg: '<mode>', field: 'dns.mode', kind: 'text', help: 'hijack: answer every DNS query routed into the device through the proxy; fakeip: answer names with addresses from dns.fakeIpRange and carry their flows by name (the proxy resolves); off (default)' },
   { flag: '--no-offload', field: 'tun.offload', kind: 'off', help: 'plain MTU-sized packets instead of 64 KiB TSO super-packets (slower; for debugging)' },
   { flag: '--no-ipv6-guard', field: 'routes.ipv6Guard', kind: 'off', help: 'full tunnel: let IPv6 bypass the tunnel instead of blocking it' },
@@ -77,6 +78,7 @@ export const SERVER_FLAGS = [
     defaultText: '/run/tunroute/server.sock as root, else $XDG_RUNTIME_DIR/tunroute/server.sock',
   },
   { flag: '--log-level', arg: '<level>', field: 'log.level', kind: 'text', help: 'fatal|error|warn|info|debug|trace|silent', defaultText: 'info' },
+  { flag: '--log-format', arg: '<format>', field: 'log.format', kind: 'text', help: 'auto: readable lines when stderr is a terminal, else JSON lines; json; pretty', defaultText: 'auto' },
 ] as const satisfies readonly FlagSpec[];
 
 type Camel<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;

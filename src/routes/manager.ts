@@ -16,7 +16,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { TunrouteError } from '../errors.js';
-import type { Logger } from '../logger.js';
+import { LOG_FORMAT_ENV, resolveLogFormat, type Logger } from '../logger.js';
 import { watchdogHelper } from '../native/watchdog-helper.js';
 import { applyOps, ipBatchRunner, removeChanges, type IpRunner } from './apply.js';
 import { hostProbe, probeRouteEnv, type HostProbe, type NetworkView, type RouteEnv } from './host.js';
@@ -316,6 +316,8 @@ export class RouteManager {
     const child = spawn(command, args, {
       detached: true,
       stdio: ['pipe', 'ignore', 'inherit'],
+      // It shares our stderr: its lines in our format, also when --log-format overrides the terminal's.
+      env: { ...process.env, [LOG_FORMAT_ENV]: resolveLogFormat(this.opts.config.log.format) },
     });
     child.on('error', (e) => this.opts.log.warn({ err: e }, 'watchdog failed to start'));
     child.stdin?.on('error', () => undefined);

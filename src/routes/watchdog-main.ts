@@ -40,8 +40,9 @@ if (journal === undefined || !Number.isInteger(daemonPid) || daemonPid <= 0) {
 const dev = /^routes-(.+)\.json$/.exec(basename(journal))?.[1];
 
 async function watchdogLogger(): Promise<Logger> {
-  const { createLogger } = await import('../logger.js');
-  return createLogger(level).child({ role: 'watchdog', daemon: daemonPid });
+  const { createLogger, LOG_FORMAT_ENV, LOG_FORMATS } = await import('../logger.js');
+  const format = LOG_FORMATS.find((f) => f === process.env[LOG_FORMAT_ENV]) ?? 'auto';
+  return createLogger(level, format).child({ role: 'watchdog', daemon: daemonPid });
 }
 
 let done = false;

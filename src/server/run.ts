@@ -14,7 +14,7 @@ import { formatEndpoint } from '../net/endpoint.js';
 import { cidrToString } from '../net/ipv4.js';
 
 export async function runServer(config: ServerConfig, opts: { file?: string } = {}): Promise<void> {
-  const log = createLogger(config.log.level);
+  const log = createLogger(config.log.level, config.log.format);
   const startedAt = new Date();
   const controlPath = serverControlPath(config, { uid: process.getuid?.(), xdgRuntimeDir: process.env.XDG_RUNTIME_DIR, file: opts.file });
   const srv = await startServer(config, { logger: log, file: opts.file });

@@ -254,7 +254,7 @@ async function tunBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: Ser
 }
 
 export async function startServer(config: ServerConfig, deps: ServerDeps = {}): Promise<RunningServer> {
-  const log = deps.logger ?? createLogger(config.log.level);
+  const log = deps.logger ?? createLogger(config.log.level, config.log.format);
   const clock = deps.clock ?? monotonicClock;
   // Everything a bad config can break is checked before the socket is bound.
   const privateKey = serverPrivateKey(config, deps.file, log);

@@ -97,9 +97,9 @@ describe.skipIf(!run)('tunroute up (lab)', () => {
   });
 
   it('says in one sentence that the device name is taken', async () => {
-    const first = await startTunrouteIn(ns, ['--tun', 'trbusy0'], 'first');
+    const first = await startTunrouteIn(ns, ['--tun', 'trbusy0', '--route', '10.66.9.0/24'], 'first');
     try {
-      const second = await ns.exec(['node', CLI, 'up', '--tun', 'trbusy0'], { allowFail: true });
+      const second = await ns.exec(['node', CLI, 'up', '--tun', 'trbusy0', '--route', '10.66.9.0/24'], { allowFail: true });
       expect(second.code).toBe(1);
       expect(second.stderr).toContain('trbusy0 is already in use');
     } finally {
@@ -108,18 +108,26 @@ describe.skipIf(!run)('tunroute up (lab)', () => {
   });
 
   it('says that root is needed', async () => {
-    const r = await ns.exec(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'node', CLI, 'up'], { allowFail: true });
+    const r = await ns.exec(['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', 'node', CLI, 'up', '--route', '10.66.9.0/24'], { allowFail: true });
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^tunroute: .*needs root.*sudo\.\n$/);
   });
 
   it('says that /dev/net/tun is missing', async () => {
     // A private mount namespace hides the device node from this one command only.
-    const r = await ns.exec(['unshare', '--mount', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs none /dev/net && exec node ${CLI} up`], {
+    const r = await ns.exec(['unshare', '--mount', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs none /dev/net && exec node ${CLI} up --route 10.66.9.0/24`], {
       allowFail: true,
     });
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('/dev/net/tun does not exist');
+  });
+
+  it('refuses to start with nothing to route, naming the flags that would give it work (exit 2)', async () => {
+    const before = await routingSnapshot(ns);
+    const r = await ns.exec(['node', CLI, 'up', '--tun', 'trnone0'], { allowFail: true });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/^tunroute: Nothing to route: .*--proxy .*--tunnel .*--route .*\.\n$/);
+    expect(await routingSnapshot(ns)).toBe(before);
   });
 
   it('rejects a bad CIDR before touching anything', async () => {
