@@ -13,7 +13,7 @@ import { RouteManager, type RouteWatcher } from './routes/manager.js';
 import type { HostProbe } from './routes/host.js';
 import { resolveStateDir } from './routes/journal.js';
 import type { DispatcherStats } from './stack/dispatcher.js';
-import type { TcpFlowInfo, TcpRelayStats } from './relay/tcp-relay.js';
+import type { TcpFlowInfo, TcpRelayOptions, TcpRelayStats } from './relay/tcp-relay.js';
 import type { UdpStackStats } from './stack/udp/index.js';
 import type { UdpFlowInfo, UdpRelayStats } from './relay/udp-relay.js';
 import type { ReassemblyStats } from './stack/ip-reassembly.js';
@@ -36,6 +36,8 @@ import { nonZeroCounts, peerInfoOf } from './control/peer-info.js';
 import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
 import { openWireguardTunnels, tunnelForwardHook } from './outbound/wireguard.js';
 import type { TunnelStats, WireguardTunnel } from './wireguard/client-tunnel.js';
+import { raiseNofile, socketOwnerLookup, type NofileLimits } from './native/limits.js';
+import { deriveFlowLimits, type FlowLimits } from './relay/flow-limits.js';
 
 export { TUNROUTE_VERSION };
 
@@ -51,6 +53,10 @@ export interface TunrouteDeps {
   /** Follow default-route changes (default `ip monitor`; false: do not). */
   watchRoutes?: RouteWatcher | false;
   clock?: Clock;
+  /** Raises the open-file limit and reports it (default: the addon's; undefined: unknown). */
+  raiseNofile?: () => NofileLimits | undefined;
+  /** The uid owning an app's socket (default: the addon's sock_diag lookup). */
+  socketOwner?: TcpRelayOptions['socketOwner'];
 }
 
 /** Everything a running instance counts, for logs and `status`. */
@@ -143,10 +149,28 @@ function withFakeIpRoutes(config: Config): Config {
   return { ...config, routes: { ...config.routes, include: [...config.routes.include, config.dns.fakeIpRange] } };
 }
 
+/** The one line that says which flow limits this run has, and why. */
+function logFlowLimits(log: Logger, l: FlowLimits, nofile: NofileLimits | undefined, config: Config): void {
+  const files =
+    nofile === undefined
+      ? 'open-file limit unknown (no native addon)'
+      : `open-file limit ${nofile.soft}${nofile.soft > nofile.before ? ` (raised from ${nofile.before})` : ''}, hard ${nofile.hard}`;
+  const lowered = l.lowered ? `; lowered from ${config.tcp.maxFlows} TCP / ${config.udp.maxFlows} UDP to fit the open-file limit` : '';
+  const perUid = l.perUid > 0 ? `, ${l.perUid} TCP per user` : ', no per-user share';
+  log.info(
+    { tcpFlows: l.tcp, udpFlows: l.udp, perUidFlows: l.perUid, nofile: nofile?.soft, nofileHard: nofile?.hard, nofileBefore: nofile?.before, memoryBytes: config.tcp.memoryBytes },
+    `flow limits: ${l.tcp} TCP and ${l.udp} UDP flows${perUid}, buffers ${Math.round(config.tcp.memoryBytes / 1048576)} MiB (${files}${lowered})`,
+  );
+}
+
 export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Promise<RunningTunroute> {
   const log = deps.logger ?? createLogger(config.log.level);
   const runner = deps.ipRunner ?? ipBatchRunner;
   const clock = deps.clock ?? monotonicClock;
+  // Descriptors before anything opens one: the flow limits follow from them.
+  const nofile = (deps.raiseNofile ?? raiseNofile)();
+  const limits = deriveFlowLimits({ nofile: nofile?.soft, tcpMaxFlows: config.tcp.maxFlows, udpMaxFlows: config.udp.maxFlows, perUidFlows: config.tcp.perUidFlows });
+  logFlowLimits(log, limits, nofile, config);
   // Tunnels first: their AllowedIPs become routes and rules, their endpoints stay out of the
   // device (resolved and pinned now), before anything is planned (see config/tunnels.ts).
   const expanded = await expandTunnels(config, deps.routeHost?.resolve);
@@ -182,8 +206,9 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     clock,
     logger: log,
     icmp: config.icmp,
-    tcp: config.tcp,
-    udp: config.udp,
+    tcp: { ...config.tcp, maxFlows: limits.tcp, perUidFlows: limits.perUid },
+    udp: { ...config.udp, maxFlows: limits.udp },
+    socketOwner: limits.perUid > 0 ? (deps.socketOwner ?? socketOwnerLookup()) : undefined,
     fragments: config.fragments,
     dns,
     fakeIp,
