@@ -309,6 +309,7 @@ class ProxiedUdpFlow implements RelayFlow {
     this.relay.stats.dropped += this.pending.length;
     this.dropPending();
     this.state = 'failed';
+    this.failedAt = this.now;
     if (isFdExhaustion(e)) {
       const st = this.relay.stats;
       st.refusedFds = (st.refusedFds ?? 0) + 1;
@@ -316,7 +317,6 @@ class ProxiedUdpFlow implements RelayFlow {
       this.icmp(ICMP_UNREACH_HOST);
       return;
     }
-    this.failedAt = this.now;
     this.log('association failed', e instanceof Error ? e.message : String(e));
     const code = icmpCodeFor(reason);
     if (code !== undefined) this.icmp(code);
