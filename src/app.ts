@@ -37,7 +37,7 @@ import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
 import { openWireguardTunnels, tunnelForwardHook } from './outbound/wireguard.js';
 import type { TunnelStats, WireguardTunnel } from './wireguard/client-tunnel.js';
 import { raiseNofile, socketOwnerLookup, type NofileLimits } from './native/limits.js';
-import { deriveFlowLimits, type FlowLimits } from './relay/flow-limits.js';
+import { deriveFlowLimits, flowLimitsFields, flowLimitsMessage } from './relay/flow-limits.js';
 
 export { TUNROUTE_VERSION };
 
@@ -149,20 +149,6 @@ function withFakeIpRoutes(config: Config): Config {
   return { ...config, routes: { ...config.routes, include: [...config.routes.include, config.dns.fakeIpRange] } };
 }
 
-/** The one line that says which flow limits this run has, and why. */
-function logFlowLimits(log: Logger, l: FlowLimits, nofile: NofileLimits | undefined, config: Config): void {
-  const files =
-    nofile === undefined
-      ? 'open-file limit unknown (no native addon)'
-      : `open-file limit ${nofile.soft}${nofile.soft > nofile.before ? ` (raised from ${nofile.before})` : ''}, hard ${nofile.hard}`;
-  const lowered = l.lowered ? `; lowered from ${config.tcp.maxFlows} TCP / ${config.udp.maxFlows} UDP to fit the open-file limit` : '';
-  const perUid = l.perUid > 0 ? `, ${l.perUid} TCP per user` : ', no per-user share';
-  log.info(
-    { tcpFlows: l.tcp, udpFlows: l.udp, perUidFlows: l.perUid, nofile: nofile?.soft, nofileHard: nofile?.hard, nofileBefore: nofile?.before, memoryBytes: config.tcp.memoryBytes },
-    `flow limits: ${l.tcp} TCP and ${l.udp} UDP flows${perUid}, buffers ${Math.round(config.tcp.memoryBytes / 1048576)} MiB (${files}${lowered})`,
-  );
-}
-
 export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Promise<RunningTunroute> {
   const log = deps.logger ?? createLogger(config.log.level);
   const runner = deps.ipRunner ?? ipBatchRunner;
@@ -170,7 +156,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   // Descriptors before anything opens one: the flow limits follow from them.
   const nofile = (deps.raiseNofile ?? raiseNofile)();
   const limits = deriveFlowLimits({ nofile: nofile?.soft, tcpMaxFlows: config.tcp.maxFlows, udpMaxFlows: config.udp.maxFlows, perUidFlows: config.tcp.perUidFlows });
-  logFlowLimits(log, limits, nofile, config);
+  log.info(flowLimitsFields(limits, nofile, config.tcp.memoryBytes), flowLimitsMessage(limits, nofile, config.tcp.maxFlows, config.udp.maxFlows, config.tcp.memoryBytes));
   // Tunnels first: their AllowedIPs become routes and rules, their endpoints stay out of the
   // device (resolved and pinned now), before anything is planned (see config/tunnels.ts).
   const expanded = await expandTunnels(config, deps.routeHost?.resolve);

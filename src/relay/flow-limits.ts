@@ -53,3 +53,26 @@ export function deriveFlowLimits(i: FlowLimitInput): FlowLimits {
   const perUid = i.perUidFlows === undefined ? Math.max(1, Math.floor(tcp / 2)) : Math.min(i.perUidFlows, tcp);
   return { tcp, udp, perUid, nofile: n, lowered };
 }
+
+/** The open-file limit as raised at start (src/native/limits.ts). */
+export interface NofileReading {
+  before: number;
+  soft: number;
+  hard: number;
+}
+
+/** The one log line that says which flow limits this run has, and why. */
+export function flowLimitsMessage(l: FlowLimits, nofile: NofileReading | undefined, tcpConfigured: number, udpConfigured: number, memoryBytes: number): string {
+  const files =
+    nofile === undefined
+      ? 'open-file limit unknown (no native addon)'
+      : `open-file limit ${nofile.soft}${nofile.soft > nofile.before ? ` (raised from ${nofile.before})` : ''}, hard ${nofile.hard}`;
+  const lowered = l.lowered ? `; lowered from ${tcpConfigured} TCP / ${udpConfigured} UDP to fit the open-file limit` : '';
+  const perUid = l.perUid > 0 ? `, ${l.perUid} TCP per user` : ', no per-user share';
+  return `flow limits: ${l.tcp} TCP and ${l.udp} UDP flows${perUid}, buffers ${Math.round(memoryBytes / 1048576)} MiB (${files}${lowered})`;
+}
+
+/** The same as fields of the log line. */
+export function flowLimitsFields(l: FlowLimits, nofile: NofileReading | undefined, memoryBytes: number): Record<string, number | undefined> {
+  return { tcpFlows: l.tcp, udpFlows: l.udp, perUidFlows: l.perUid, nofile: nofile?.soft, nofileHard: nofile?.hard, nofileBefore: nofile?.before, memoryBytes };
+}

@@ -161,9 +161,9 @@ export class TcpRelay {
       bufferBytes: 1024 * 1024,
       memoryBytes: 256 * 1024 * 1024,
       maxFlows: 16_000,
-      perUidFlows: 0,
       connection: {},
       ...opts,
+      perUidFlows: opts.perUidFlows ?? 0,
       names: opts.names,
       socketOwner: opts.socketOwner,
     };

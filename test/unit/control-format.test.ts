@@ -88,6 +88,17 @@ describe('formatStatus', () => {
     expect(text).toContain('tcp       3 open / 57 total  up 1.2 MiB  down 45.6 MiB  refused at flow limit 1,500\n');
   });
 
+  it('shows the limit refusals and the buffer budget when the daemon reports them', () => {
+    const s = snapshot();
+    s.tcp.refusedMemory = 2;
+    s.tcp.refusedFds = 3;
+    s.tcp.refusedUid = 4;
+    s.tcp.memory = { budgetBytes: 256 * 1024 * 1024, floorBytes: 4096, heldBytes: 3 * 1024 * 1024, peakHeldBytes: 12 * 1024 * 1024, committedBytes: 0, overBudgetBytes: 0, refusedFlows: 2, shortGrants: 9 };
+    const text = formatStatus(s);
+    expect(text).toContain('refused: buffer budget full 2  refused: no file descriptor 3  refused: user\'s share used up 4\n');
+    expect(text).toMatch(/buffers +3\.0 MiB held of 256(\.0)? MiB \(peak 12(\.0)? MiB, floor 4(\.0)? KiB per direction\)/);
+  });
+
   it('shows UDP totals and UDP flows when the daemon reports them', () => {
     const s = snapshot();
     s.udp = { flowsOpen: 1, flowsTotal: 9, datagramsUp: 4, datagramsDown: 4, bytesUp: 2048, bytesDown: 4096, dropped: 0, dnsQueries: 3, dnsAnswered: 3, dnsFailed: 0 };
