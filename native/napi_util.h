@@ -256,5 +256,6 @@ TR_UNUSED static bool get_bool_prop(napi_env env, napi_value obj, const char *ke
 napi_status tr_register_aead(napi_env env, napi_value exports);
 napi_status tr_register_udp(napi_env env, napi_value exports);
 napi_status tr_register_privileges(napi_env env, napi_value exports);
+napi_status tr_register_limits(napi_env env, napi_value exports);
 
 #endif

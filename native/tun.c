@@ -459,7 +459,10 @@ NAPI_MODULE_INIT() {
   };
   if (!instance_ready(env)) return NULL;
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
-  if (tr_register_aead(env, exports) != napi_ok || tr_register_udp(env, exports) != napi_ok || tr_register_privileges(env, exports) != napi_ok) return NULL;
+  if (tr_register_aead(env, exports) != napi_ok || tr_register_udp(env, exports) != napi_ok ||
+      tr_register_privileges(env, exports) != napi_ok || tr_register_limits(env, exports) != napi_ok) {
+    return NULL;
+  }
   for (size_t i = 0; i < sizeof consts / sizeof consts[0]; i++) {
     napi_value v;
     napi_property_descriptor d = {consts[i].name, NULL, NULL, NULL, NULL, NULL, napi_enumerable, NULL};

@@ -14,7 +14,7 @@ import { dropPrivileges, resolveRunAs } from './privileges.js';
 import type { HostProbe } from './routes/host.js';
 import { resolveStateDir } from './routes/journal.js';
 import type { DispatcherStats } from './stack/dispatcher.js';
-import type { TcpFlowInfo, TcpRelayStats } from './relay/tcp-relay.js';
+import type { TcpFlowInfo, TcpRelayOptions, TcpRelayStats } from './relay/tcp-relay.js';
 import type { UdpStackStats } from './stack/udp/index.js';
 import type { UdpFlowInfo, UdpRelayStats } from './relay/udp-relay.js';
 import type { ReassemblyStats } from './stack/ip-reassembly.js';
@@ -39,6 +39,8 @@ import { nonZeroCounts, peerInfoOf } from './control/peer-info.js';
 import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
 import { openWireguardTunnels, tunnelForwardHook } from './outbound/wireguard.js';
 import type { TunnelStats, WireguardTunnel } from './wireguard/client-tunnel.js';
+import { raiseNofile, socketOwnerLookup, type NofileLimits } from './native/limits.js';
+import { deriveFlowLimits, flowLimitsFields, flowLimitsMessage } from './relay/flow-limits.js';
 
 export { TUNROUTE_VERSION };
 
@@ -60,6 +62,10 @@ export interface TunrouteDeps {
    * it is the caller's step (`runUp`): an embedding program decides about its own process.
    */
   runAs?: RunAs;
+  /** Raises the open-file limit and reports it (default: the addon's; undefined: unknown). */
+  raiseNofile?: () => NofileLimits | undefined;
+  /** The uid owning an app's socket (default: the addon's sock_diag lookup). */
+  socketOwner?: TcpRelayOptions['socketOwner'];
 }
 
 /** Everything a running instance counts, for logs and `status`. */
@@ -160,6 +166,10 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const log = deps.logger ?? createLogger(config.log.level, config.log.format);
   const runner = deps.ipRunner ?? ipBatchRunner;
   const clock = deps.clock ?? monotonicClock;
+  // Descriptors before anything opens one: the flow limits follow from them.
+  const nofile = (deps.raiseNofile ?? raiseNofile)();
+  const limits = deriveFlowLimits({ nofile: nofile?.soft, tcpMaxFlows: config.tcp.maxFlows, udpMaxFlows: config.udp.maxFlows, perUidFlows: config.tcp.perUidFlows });
+  log.info(flowLimitsFields(limits, nofile, config.tcp.memoryBytes), flowLimitsMessage(limits, nofile, config.tcp.maxFlows, config.udp.maxFlows, config.tcp.memoryBytes));
   // Tunnels first: their AllowedIPs become routes and rules, their endpoints stay out of the
   // device (resolved and pinned now), before anything is planned (see config/tunnels.ts).
   const expanded = await expandTunnels(config, deps.routeHost?.resolve);
@@ -195,8 +205,9 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     clock,
     logger: log,
     icmp: config.icmp,
-    tcp: config.tcp,
-    udp: config.udp,
+    tcp: { ...config.tcp, maxFlows: limits.tcp, perUidFlows: limits.perUid },
+    udp: { ...config.udp, maxFlows: limits.udp },
+    socketOwner: limits.perUid > 0 ? (deps.socketOwner ?? socketOwnerLookup()) : undefined,
     fragments: config.fragments,
     dns,
     fakeIp,

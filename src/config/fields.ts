@@ -67,6 +67,11 @@ export const tcpLimitsSchema = z
     bufferBytes: z.number().int().min(16 * 1024).max(64 * 1024 * 1024).default(1024 * 1024),
     /** What all flows' buffers may add up to: many flows share it, a few get bufferBytes each. */
     memoryBytes: z.number().int().min(1024 * 1024).max(64 * 1024 * 1024 * 1024).default(256 * 1024 * 1024),
+    /**
+     * Most TCP flows one local user (the uid owning the app's socket) may hold; 0: no share.
+     * Default: half of maxFlows (as derived from the open-file limit).
+     */
+    perUidFlows: z.number().int().min(0).max(1_000_000).optional(),
   })
   .strict()
   .default({ maxFlows: 16_000, bufferBytes: 1024 * 1024, memoryBytes: 256 * 1024 * 1024 });

@@ -157,7 +157,14 @@ export function formatStatus(s: StatusSnapshot, opts: FormatOptions = {}): strin
   const tcp = [`${formatCount(t.flowsOpen)} open / ${formatCount(t.flowsTotal)} total`, `up ${formatBytes(t.bytesUp)}`, `down ${formatBytes(t.bytesDown)}`];
   if (t.refusedLimit > 0) tcp.push(`refused at flow limit ${formatCount(t.refusedLimit)}`);
   if (t.refusedNoName > 0) tcp.push(`refused: fake address with no name ${formatCount(t.refusedNoName)}`);
+  if (t.refusedMemory > 0) tcp.push(`refused: buffer budget full ${formatCount(t.refusedMemory)}`);
+  if (t.refusedFds > 0) tcp.push(`refused: no file descriptor ${formatCount(t.refusedFds)}`);
+  if (t.refusedUid > 0) tcp.push(`refused: user's share used up ${formatCount(t.refusedUid)}`);
   out.push(line('tcp', tcp.join('  ')));
+  if (t.memory !== undefined) {
+    const m = t.memory;
+    out.push(line('buffers', `${formatBytes(m.heldBytes)} held of ${formatBytes(m.budgetBytes)} (peak ${formatBytes(m.peakHeldBytes)}, floor ${formatBytes(m.floorBytes)} per direction)`));
+  }
   out.push(line('upstream', nonZero(t.upstreamErrors) ?? 'no errors'));
   if (s.udp !== undefined) {
     const u = s.udp;

@@ -250,10 +250,26 @@ const dispatcherStatsSchema = z.object({
 
 const upstreamErrors = reasonCounters(UPSTREAM_REASONS);
 
+/** The buffer budget (relay/buffer-budget.ts); an older daemon leaves it out. */
+const bufferBudgetSchema = z.object({
+  budgetBytes: count,
+  floorBytes: count,
+  heldBytes: count,
+  peakHeldBytes: count,
+  committedBytes: count,
+  overBudgetBytes: count,
+  refusedFlows: count,
+  shortGrants: count,
+});
+
 const tcpRelayStatsSchema = z.object({
   flowsOpen: count,
   flowsTotal: count,
   refusedLimit: count,
+  refusedMemory: count,
+  refusedFds: count,
+  refusedUid: count,
+  memory: bufferBudgetSchema.optional(),
   refusedNoName: count,
   upstreamErrors: upstreamErrors.default(() => upstreamErrors.parse({})),
   bytesUp: count,

@@ -65,6 +65,15 @@ export interface NativeTunAddon {
   checksum(buf: Uint8Array, offset: number, length: number, initial: number): number;
   /** malloc_trim: give the allocator's free pages back to the kernel; true when some were. Absent in older builds. */
   trimMemory?(): boolean;
+  /** RLIMIT_NOFILE as [soft, hard] (Infinity: unlimited). Absent in older builds (native/limits.c). */
+  getNofile?(): [number, number];
+  /** Sets the soft RLIMIT_NOFILE (≤ the hard one). Throws NativeErrnoError. */
+  setNofile?(soft: number): void;
+  /**
+   * The uid owning the local TCP socket srcIp:srcPort → dstIp:dstPort (host-order u32
+   * addresses), by sock_diag in this network namespace; -1 when there is none. Never blocks.
+   */
+  socketOwner?(srcIp: number, srcPort: number, dstIp: number, dstPort: number): number;
   readonly TUN_F_CSUM: number;
   readonly TUN_F_TSO4: number;
   readonly TUN_F_TSO6: number;

@@ -26,13 +26,16 @@ import { Ipv4Reassembler, type ReassemblyOptions, type ReassemblyStats } from '.
 import { TcpStack } from '../stack/tcp-stack.js';
 import { UdpStack, type UdpStackOptions, type UdpStackStats } from '../stack/udp/udp-stack.js';
 import { ProbeBook } from './probes.js';
-import { TcpRelay, type TcpFlowInfo, type TcpRelayStats } from './tcp-relay.js';
+import { TcpRelay, type TcpFlowInfo, type TcpRelayOptions, type TcpRelayStats } from './tcp-relay.js';
+import { BufferBudget } from './buffer-budget.js';
 import { UdpRelay, type UdpFlowInfo, type UdpRelayStats } from './udp-relay.js';
 
 /** How often idle UDP flows and stale fragments are looked for. */
 const SWEEP_INTERVAL_MS = 1000;
 /** TIME-WAIT connections the TCP table holds beyond the live flows the relay counts. */
 const TIME_WAIT_HEADROOM = 1024;
+/** limits.tcp.memoryBytes's default (config/fields.ts). */
+const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
 
 export interface EngineOptions {
   link: Link;
@@ -44,7 +47,9 @@ export interface EngineOptions {
   logger: Logger;
   /** Echo requests to any address: answered, or dropped silently. */
   icmp: 'reply' | 'drop';
-  tcp: { maxFlows: number; bufferBytes?: number; memoryBytes?: number };
+  tcp: { maxFlows: number; bufferBytes?: number; memoryBytes?: number; perUidFlows?: number };
+  /** The uid owning an app's socket (sock_diag), for limits.tcp.perUidFlows. */
+  socketOwner?: TcpRelayOptions['socketOwner'];
   /** UDP flow table limits and timeouts. */
   udp?: UdpStackOptions['table'];
   /** Fragment reassembly limits (defaults: ip-reassembly.ts). */
@@ -72,6 +77,7 @@ export interface EngineStats {
 export class TerminatingEngine {
   readonly tcpStack: TcpStack;
   readonly tcp: TcpRelay;
+  readonly budget: BufferBudget;
   readonly udpStack: UdpStack;
   readonly udp: UdpRelay;
   readonly reassembler: Ipv4Reassembler;
@@ -91,10 +97,25 @@ export class TerminatingEngine {
     this.fakeIp = o.fakeIp;
     this.probes = new ProbeBook(clock);
     this.tcpStack = new TcpStack({ link, clock, logger, maxConnections: o.tcp.maxFlows + TIME_WAIT_HEADROOM });
-    this.tcp = new TcpRelay({ stack: this.tcpStack, router, outbounds, clock, logger, maxFlows: o.tcp.maxFlows, bufferBytes: o.tcp.bufferBytes, memoryBytes: o.tcp.memoryBytes, names: o.fakeIp?.pool, probes: this.probes });
+    // One budget for the buffers of every flow, TCP and UDP (buffer-budget.ts).
+    this.budget = new BufferBudget(o.tcp.memoryBytes ?? DEFAULT_MEMORY_BYTES, o.tcp.maxFlows);
+    this.tcp = new TcpRelay({
+      stack: this.tcpStack,
+      router,
+      outbounds,
+      clock,
+      logger,
+      maxFlows: o.tcp.maxFlows,
+      bufferBytes: o.tcp.bufferBytes,
+      budget: this.budget,
+      perUidFlows: o.tcp.perUidFlows,
+      socketOwner: o.socketOwner,
+      names: o.fakeIp?.pool,
+      probes: this.probes,
+    });
     this.tcpStack.setSynHandler(this.tcp.onSyn);
     this.udpStack = new UdpStack({ link, clock, logger, table: o.udp });
-    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.fakeIp?.resolver ?? o.dns, names: o.fakeIp?.pool, probes: this.probes });
+    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.fakeIp?.resolver ?? o.dns, names: o.fakeIp?.pool, budget: this.budget, probes: this.probes });
     this.udpStack.setFlowHandler(this.udp.onFlow);
     this.reassembler = new Ipv4Reassembler({ clock, ...o.fragments });
     this.dispatcher = new PacketDispatcher({ link, icmp: o.icmp, logger, tcp: this.tcpStack.input, udp: this.udpStack.input, reassembler: this.reassembler, forward: o.forward });
@@ -110,7 +131,7 @@ export class TerminatingEngine {
   stats(): EngineStats {
     return {
       packets: this.dispatcher.stats(),
-      tcp: { ...this.tcp.stats, upstreamErrors: { ...this.tcp.stats.upstreamErrors } },
+      tcp: { ...this.tcp.stats, upstreamErrors: { ...this.tcp.stats.upstreamErrors }, memory: this.tcp.budget.stats() },
       udpStack: this.udpStack.stats(),
       udp: { ...this.udp.stats, upstreamErrors: { ...this.udp.stats.upstreamErrors } },
       fragments: { ...this.reassembler.stats },

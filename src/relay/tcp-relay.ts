@@ -31,6 +31,8 @@ import {
 import type { Router } from '../router/router.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
 import { TrimAfterBurst } from './trim-after-burst.js';
+import { BufferBudget, type BufferBudgetStats } from './buffer-budget.js';
+import { isFdExhaustion, LimitLog } from './limit-log.js';
 import { routeFlow } from './flow-route.js';
 import type { ProbeBook } from './probes.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
@@ -42,8 +44,6 @@ import type { FakeIpPool } from '../dns/fake-ip.js';
  */
 const STARTUP_SETTLE_MS = 15_000;
 
-/** The smallest buffer a flow gets however many share the budget: a few segments in flight. */
-const MIN_FLOW_BUFFER = 64 * 1024;
 
 export interface TcpRelayOptions {
   stack: TcpStack;
@@ -62,11 +62,19 @@ export interface TcpRelayOptions {
    */
   bufferBytes?: number;
   /**
-   * What all flows' buffers may add up to (both directions). A new flow gets
-   * min(bufferBytes, max(64 KiB, memoryBytes / 2 / flows)): many flows share the budget,
-   * a few bulk flows get the full window. Default 256 MiB.
+   * What all flows' buffers may add up to (both directions), when no `budget` is given: a
+   * budget of its own (buffer-budget.ts). Default 256 MiB.
    */
   memoryBytes?: number;
+  /** The byte budget shared with the UDP relay (the engine's); it enforces memoryBytes. */
+  budget?: BufferBudget;
+  /**
+   * Most flows one local user (the uid owning the app's socket) may hold at once; 0: no share.
+   * Needs `socketOwner`.
+   */
+  perUidFlows?: number;
+  /** The uid owning the app's socket of a SYN (sock_diag), or undefined when unknown. */
+  socketOwner?: (srcIp: number, srcPort: number, dstIp: number, dstPort: number) => number | undefined;
   /** Most flows at once; beyond it SYNs get RST (each flow holds one socket). Default 16,000. */
   maxFlows?: number;
   /** Extra connection options (timestamps, keep-alive, maxSegmentPayload…). */
@@ -98,6 +106,14 @@ export interface TcpRelayStats {
   flowsOpen: number;
   flowsTotal: number;
   refusedLimit: number;
+  /** SYNs refused because the buffer budget could not promise a new flow its floors. */
+  refusedMemory: number;
+  /** Flows refused because a socket could not be opened: no file descriptor left (EMFILE/ENFILE). */
+  refusedFds: number;
+  /** SYNs refused because their user already held perUidFlows flows. */
+  refusedUid: number;
+  /** The buffer budget (filled in by the engine's stats()). */
+  memory?: BufferBudgetStats;
   /** SYNs to a fake-IP address the table has no name for (RST). */
   refusedNoName: number;
   upstreamErrors: Record<UpstreamReason, number>;
@@ -120,12 +136,28 @@ export class TcpRelay {
     flowsOpen: 0,
     flowsTotal: 0,
     refusedLimit: 0,
+    refusedMemory: 0,
+    refusedFds: 0,
+    refusedUid: 0,
     refusedNoName: 0,
     upstreamErrors: newUpstreamErrors(),
     bytesUp: 0,
     bytesDown: 0,
   };
-  readonly opts: Required<Omit<TcpRelayOptions, 'connection' | 'names' | 'probes'>> & { connection: Partial<TcpConnectionOptions>; names: FakeIpPool | undefined; probes: ProbeBook | undefined };
+  readonly opts: Required<Omit<TcpRelayOptions, 'connection' | 'names' | 'budget' | 'socketOwner' | 'probes'>> & {
+    connection: Partial<TcpConnectionOptions>;
+    names: FakeIpPool | undefined;
+    socketOwner: TcpRelayOptions['socketOwner'];
+    probes: ProbeBook | undefined;
+  };
+  readonly budget: BufferBudget;
+  /** Open flows by the uid that owns the app's socket (only with perUidFlows). */
+  private readonly uidFlows = new Map<number, number>();
+  private readonly limitLog: LimitLog;
+  private readonly memoryLog: LimitLog;
+  private readonly uidLog: LimitLog;
+  /** @internal The fd-exhaustion warning (TcpFlow). */
+  readonly fdLog: LimitLog;
 
   constructor(opts: TcpRelayOptions) {
     this.opts = {
@@ -135,9 +167,17 @@ export class TcpRelay {
       maxFlows: 16_000,
       connection: {},
       ...opts,
+      perUidFlows: opts.perUidFlows ?? 0,
       names: opts.names,
+      socketOwner: opts.socketOwner,
       probes: opts.probes,
     };
+    const o = this.opts;
+    this.budget = opts.budget ?? new BufferBudget(o.memoryBytes, o.maxFlows);
+    this.limitLog = new LimitLog(o.clock, o.logger, 'flow limit reached: new TCP connections get RST (each flow holds a socket; raise limits.tcp.maxFlows only with the open-file limit)');
+    this.memoryLog = new LimitLog(o.clock, o.logger, 'buffer budget full: new TCP connections get RST until flows drain (raise limits.tcp.memoryBytes, or lower maxFlows)');
+    this.uidLog = new LimitLog(o.clock, o.logger, "a user's share of TCP flows is used up: its new connections get RST (limits.tcp.perUidFlows)");
+    this.fdLog = new LimitLog(o.clock, o.logger, 'no file descriptor left for an upstream socket: the flow gets RST (raise LimitNOFILE, or lower limits.tcp.maxFlows)');
     this.trimmer.settle(STARTUP_SETTLE_MS);
   }
 
@@ -150,11 +190,19 @@ export class TcpRelay {
     }
     if (this.flows.size >= o.maxFlows) {
       this.stats.refusedLimit++;
-      if (this.stats.refusedLimit === 1 || this.stats.refusedLimit % 1000 === 0) {
-        o.logger.warn({ maxFlows: o.maxFlows, refused: this.stats.refusedLimit }, 'flow limit reached: new TCP connections get RST (each flow holds a socket; raise maxFlows only with the open-file limit)');
-      }
+      this.limitLog.hit(() => ({ maxFlows: o.maxFlows, refused: this.stats.refusedLimit }));
       req.reject();
       return;
+    }
+    let uid: number | undefined;
+    if (o.perUidFlows > 0 && o.socketOwner !== undefined) {
+      uid = o.socketOwner(req.srcIp, req.srcPort, req.dstIp, req.dstPort);
+      if (uid !== undefined && (this.uidFlows.get(uid) ?? 0) >= o.perUidFlows) {
+        this.stats.refusedUid++;
+        this.uidLog.hit(() => ({ uid, perUidFlows: o.perUidFlows, refused: this.stats.refusedUid }));
+        req.reject();
+        return;
+      }
     }
     const route = routeFlow(o.router, o.names, req.dstIp, IP_PROTO_TCP, req.dstPort);
     if (route === undefined) {
@@ -168,9 +216,18 @@ export class TcpRelay {
       req.reject();
       return;
     }
+    if (!this.budget.openFlow()) {
+      this.stats.refusedMemory++;
+      this.memoryLog.hit(() => ({ memoryBytes: this.budget.totalBytes, flowsOpen: this.flows.size, refused: this.stats.refusedMemory }));
+      req.reject();
+      return;
+    }
     if (host !== undefined) o.names?.pin(req.dstIp);
     const flow = new TcpFlow(this, this.nextId++, req, outbound, host);
-    const buffer = this.flowBufferBytes();
+    if (uid !== undefined) {
+      flow.uid = uid;
+      this.uidFlows.set(uid, (this.uidFlows.get(uid) ?? 0) + 1);
+    }
     flow.conn = req.accept({
       ...o.connection,
       iss: o.stack.random32(),
@@ -178,8 +235,10 @@ export class TcpRelay {
       mss: o.stack.mss,
       maxSegmentPayload: o.stack.maxSegmentPayload,
       output: o.stack.outputMode,
-      rcvBufSize: buffer,
-      sndBufSize: buffer,
+      rcvBufSize: o.bufferBytes,
+      sndBufSize: o.bufferBytes,
+      memory: this.budget,
+      memoryFloor: this.budget.floorBytes,
       listener: flow,
     });
     this.flows.add(flow);
@@ -189,16 +248,16 @@ export class TcpRelay {
     flow.start();
   };
 
-  /** The buffer (each direction) of a flow accepted now: its share of the memory budget. */
-  flowBufferBytes(): number {
-    const o = this.opts;
-    const share = Math.floor(o.memoryBytes / 2 / (this.flows.size + 1));
-    return Math.min(o.bufferBytes, Math.max(MIN_FLOW_BUFFER, share));
-  }
-
   /** @internal */
   flowEnded(flow: TcpFlow): void {
     if (this.flows.delete(flow)) {
+      this.budget.closeFlow();
+      const uid = flow.uid;
+      if (uid !== undefined) {
+        const n = (this.uidFlows.get(uid) ?? 1) - 1;
+        if (n > 0) this.uidFlows.set(uid, n);
+        else this.uidFlows.delete(uid);
+      }
       if (flow.host !== undefined) this.opts.names?.unpin(flow.dstIp);
       this.stats.flowsOpen--;
       this.trimmer.closed(this.flows.size);
@@ -261,6 +320,8 @@ class TcpFlow implements TcpListener, ConnectCancel {
   private inFlightHead = 0;
   private upstreamEnded = false;
   private done = false;
+  /** The uid owning the app's socket, when the relay keeps per-uid shares. */
+  uid: number | undefined = undefined;
   bytesUp = 0;
   bytesDown = 0;
 
@@ -316,6 +377,11 @@ class TcpFlow implements TcpListener, ConnectCancel {
   private upstreamFailed(e: unknown): void {
     const reason: UpstreamReason = isUpstreamError(e) ? e.reason : 'protocol';
     if (reason !== 'aborted') this.relay.stats.upstreamErrors[reason]++;
+    if (isFdExhaustion(e)) {
+      const st = this.relay.stats;
+      st.refusedFds++;
+      this.relay.fdLog.hit(() => ({ flowsOpen: st.flowsOpen, refused: st.refusedFds }));
+    }
     if (this.log.isLevelEnabled('debug')) {
       this.log.debug({ flow: this.id, dst: `${this.host ?? this.dst}:${this.dstPort}`, reason, err: e instanceof Error ? e.message : String(e) }, 'upstream failed: RST to the app');
     }
@@ -391,6 +457,10 @@ class TcpFlow implements TcpListener, ConnectCancel {
   onClosed(reason: CloseReason): void {
     if (this.done) return;
     this.done = true;
+    if (this.held !== undefined) {
+      this.relay.budget.unforce(this.held.length);
+      this.held = undefined;
+    }
     this.relay.flowEnded(this);
     const socket = this.socket;
     if (socket === undefined) {
@@ -411,16 +481,20 @@ class TcpFlow implements TcpListener, ConnectCancel {
 
   /** @internal The upstream socket's 'data' (onSocketData). */
   upstreamData(data: Buffer): void {
+    if (this.done) return; // a read that raced the close: nowhere to deliver
     this.bytesDown += data.length;
     this.relay.stats.bytesDown += data.length;
     if (this.held !== undefined) {
       // Should not happen (paused), but never lose bytes.
+      this.relay.budget.force(data.length);
       this.held = Buffer.concat([this.held, data]);
       return;
     }
     const n = this.conn.write(data);
     if (n < data.length) {
+      // Already in memory: charged to the budget, beyond it if it must (buffer-budget.ts).
       this.held = data.subarray(n);
+      this.relay.budget.force(this.held.length);
       this.socket?.pause();
     }
     this.relay.opts.stack.schedule();
@@ -430,6 +504,7 @@ class TcpFlow implements TcpListener, ConnectCancel {
     const h = this.held;
     if (h === undefined) return;
     const n = this.conn.write(h);
+    this.relay.budget.unforce(n);
     if (n < h.length) {
       this.held = h.subarray(n);
     } else {

@@ -28,6 +28,8 @@ import type { DnsAnswerer } from '../dns/resolver.js';
 import { destinationText, isUpstreamError, UPSTREAM_REASONS, type Destination, type Outbound, type UdpUpstream, type UpstreamReason } from '../outbound/outbound.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
 import { routeFlow } from './flow-route.js';
+import type { BufferBudget } from './buffer-budget.js';
+import { isFdExhaustion, LimitLog } from './limit-log.js';
 import type { UdpCloseReason, UdpFlow, UdpFlowListener } from '../stack/udp/flow-table.js';
 import type { UdpStack } from '../stack/udp/udp-stack.js';
 import type { TcpFlowInfo } from './tcp-relay.js';
@@ -61,6 +63,8 @@ export interface UdpRelayOptions {
   maxPendingDatagrams?: number;
   /** …and bytes. Default 256 KiB. */
   maxPendingBytes?: number;
+  /** The byte budget shared with the TCP relay: datagrams queued while opening are charged to it. */
+  budget?: BufferBudget;
   /** After a failed open, datagrams are dropped this long before the next try. Default 5 s. */
   retryAfterMs?: number;
 }
@@ -76,6 +80,8 @@ export interface UdpRelayStats {
   bytesDown: number;
   /** Datagrams dropped: queue full while opening, after a failed open, association refused. */
   dropped: number;
+  /** Flows whose upstream socket could not be opened: no file descriptor left (ICMP to the app). */
+  refusedFds?: number;
   icmpSent: number;
   dnsQueries: number;
   dnsAnswered: number;
@@ -113,7 +119,14 @@ const ICMP_INTERVAL_MS = 1000;
 
 export class UdpRelay {
   readonly stats: UdpRelayStats;
-  /** @internal */ readonly o: Required<Omit<UdpRelayOptions, 'dns' | 'names' | 'probes'>> & { dns: DnsAnswerer | undefined; names: FakeIpPool | undefined; probes: ProbeBook | undefined };
+  /** @internal */ readonly o: Required<Omit<UdpRelayOptions, 'dns' | 'names' | 'budget' | 'probes'>> & {
+    dns: DnsAnswerer | undefined;
+    names: FakeIpPool | undefined;
+    budget: BufferBudget | undefined;
+    probes: ProbeBook | undefined;
+  };
+  /** @internal The fd-exhaustion warning (ProxiedUdpFlow). */
+  readonly fdLog: LimitLog;
   private readonly flows = new Set<RelayFlow>();
 
   constructor(opts: UdpRelayOptions) {
@@ -125,8 +138,10 @@ export class UdpRelay {
       ...opts,
       dns: opts.dns,
       names: opts.names,
+      budget: opts.budget,
       probes: opts.probes,
     };
+    this.fdLog = new LimitLog(opts.clock, opts.logger, 'no file descriptor left for an upstream UDP socket: the app gets ICMP unreachable (raise LimitNOFILE, or lower limits.udp.maxFlows)');
     const errors = {} as Record<UpstreamReason, number>;
     for (const r of UPSTREAM_REASONS) errors[r] = 0;
     this.stats = {
@@ -304,8 +319,7 @@ class ProxiedUdpFlow implements RelayFlow {
       },
     });
     const queued = this.pending;
-    this.pending = [];
-    this.pendingBytes = 0;
+    this.dropPending();
     for (const d of queued) this.forward(d);
   }
 
@@ -316,13 +330,30 @@ class ProxiedUdpFlow implements RelayFlow {
     if (reason === 'aborted') return;
     this.relay.stats.upstreamErrors[reason]++;
     this.relay.stats.dropped += this.pending.length;
-    this.pending = [];
-    this.pendingBytes = 0;
+    this.dropPending();
     this.state = 'failed';
     this.failedAt = this.now;
+    if (isFdExhaustion(e)) {
+      const st = this.relay.stats;
+      st.refusedFds = (st.refusedFds ?? 0) + 1;
+      this.relay.fdLog.hit(() => ({ flowsOpen: st.flowsOpen, refused: st.refusedFds }));
+      this.icmp(ICMP_UNREACH_HOST);
+      return;
+    }
     this.log('association failed', e instanceof Error ? e.message : String(e));
     const code = icmpCodeFor(reason);
     if (code !== undefined) this.icmp(code);
+  }
+
+  /** Empty the queue of datagrams waiting for the association; its bytes go back to the budget. */
+  private dropPending(): void {
+    const b = this.relay.o.budget;
+    if (b !== undefined && this.pendingBytes > 0) {
+      b.give(this.pendingBytes);
+      b.held(-this.pendingBytes);
+    }
+    this.pending = [];
+    this.pendingBytes = 0;
   }
 
   private icmp(code: number): void {
@@ -349,6 +380,17 @@ class ProxiedUdpFlow implements RelayFlow {
         if (this.pending.length >= o.maxPendingDatagrams || this.pendingBytes + payload.length > o.maxPendingBytes) {
           s.dropped++;
           return;
+        }
+        const b = o.budget;
+        if (b !== undefined) {
+          // Queued bytes come out of the shared budget; a datagram it cannot cover is dropped.
+          const got = b.take(payload.length);
+          if (got < payload.length) {
+            b.give(got);
+            s.dropped++;
+            return;
+          }
+          b.held(payload.length);
         }
         this.pending.push(payload.slice());
         this.pendingBytes += payload.length;
@@ -385,7 +427,7 @@ class ProxiedUdpFlow implements RelayFlow {
     this.abort = undefined;
     this.assoc?.close();
     this.assoc = undefined;
-    this.pending = [];
+    this.dropPending();
     this.relay.ended(this);
   }
 

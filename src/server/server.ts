@@ -41,6 +41,8 @@ import type { Outbound, OutboundStats } from '../outbound/outbound.js';
 import type { DeviceDropReason } from '../wireguard/device.js';
 import { parseKey, type RandomSource } from '../wireguard/keys.js';
 import { TerminatingEngine } from '../relay/engine.js';
+import { deriveFlowLimits, flowLimitsFields, flowLimitsMessage } from '../relay/flow-limits.js';
+import { raiseNofile } from '../native/limits.js';
 import type { TcpFlowInfo, TcpRelayStats } from '../relay/tcp-relay.js';
 import type { UdpFlowInfo, UdpRelayStats } from '../relay/udp-relay.js';
 import { Router } from '../router/router.js';
@@ -221,7 +223,21 @@ function userspaceBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: Ser
   tunnel.onPacket(gate.input);
 
   // A peer's UDP datagram larger than its tunnel MTU arrives in fragments: the engine reassembles.
-  const engine = new TerminatingEngine({ link, router, outbounds, clock, logger: log, icmp: config.icmp, tcp: config.tcp, udp: { maxFlows: config.udp.maxFlows } });
+  // The flow limits follow from the open-file limit (raised to the hard one); peers' flows have
+  // no local uid, so no per-user share here.
+  const nofile = raiseNofile();
+  const limits = deriveFlowLimits({ nofile: nofile?.soft, tcpMaxFlows: config.tcp.maxFlows, udpMaxFlows: config.udp.maxFlows, perUidFlows: 0 });
+  log.info(flowLimitsFields(limits, nofile, config.tcp.memoryBytes), flowLimitsMessage(limits, nofile, config.tcp.maxFlows, config.udp.maxFlows, config.tcp.memoryBytes));
+  const engine = new TerminatingEngine({
+    link,
+    router,
+    outbounds,
+    clock,
+    logger: log,
+    icmp: config.icmp,
+    tcp: { ...config.tcp, maxFlows: limits.tcp, perUidFlows: 0 },
+    udp: { maxFlows: limits.udp },
+  });
   return {
     link,
     stats: () => {

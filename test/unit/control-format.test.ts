@@ -22,6 +22,9 @@ function snapshot(): StatusSnapshot {
     flowsOpen: 3,
     flowsTotal: 57,
     refusedLimit: 0,
+    refusedMemory: 0,
+    refusedFds: 0,
+    refusedUid: 0,
     refusedNoName: 0,
     upstreamErrors: { ...newOutboundStats().tcpFailures, timeout: 2, refused: 1 },
     bytesUp: 1_258_291,
@@ -83,6 +86,17 @@ describe('formatStatus', () => {
     const text = formatStatus(s);
     expect(text).toContain('icmp echo 3  icmp echo dropped 2  tx errors 4\n');
     expect(text).toContain('tcp       3 open / 57 total  up 1.2 MiB  down 45.6 MiB  refused at flow limit 1,500\n');
+  });
+
+  it('shows the limit refusals and the buffer budget when the daemon reports them', () => {
+    const s = snapshot();
+    s.tcp.refusedMemory = 2;
+    s.tcp.refusedFds = 3;
+    s.tcp.refusedUid = 4;
+    s.tcp.memory = { budgetBytes: 256 * 1024 * 1024, floorBytes: 4096, heldBytes: 3 * 1024 * 1024, peakHeldBytes: 12 * 1024 * 1024, committedBytes: 0, overBudgetBytes: 0, refusedFlows: 2, shortGrants: 9 };
+    const text = formatStatus(s);
+    expect(text).toContain('refused: buffer budget full 2  refused: no file descriptor 3  refused: user\'s share used up 4\n');
+    expect(text).toMatch(/buffers +3\.0 MiB held of 256(\.0)? MiB \(peak 12(\.0)? MiB, floor 4(\.0)? KiB per direction\)/);
   });
 
   it('shows UDP totals and UDP flows when the daemon reports them', () => {

@@ -13,7 +13,7 @@ function snapshot(): StatusSnapshot {
     routes: 1,
     link: { rxPackets: 1, rxBytes: 2, txPackets: 3, txBytes: 4, txErrors: 0 },
     packets: { rxPackets: 1, tcpPackets: 1, udpPackets: 0, icmpEchoReplied: 0, icmpEchoDropped: 0, fragments: 0, dropped: 0, drops: newDropCounters() },
-    tcp: { flowsOpen: 1, flowsTotal: 1, refusedLimit: 0, refusedNoName: 0, upstreamErrors: newOutboundStats().tcpFailures, bytesUp: 10, bytesDown: 20 },
+    tcp: { flowsOpen: 1, flowsTotal: 1, refusedLimit: 0, refusedMemory: 0, refusedFds: 0, refusedUid: 0, refusedNoName: 0, upstreamErrors: newOutboundStats().tcpFailures, bytesUp: 10, bytesDown: 20 },
     outbounds: { proxy: newOutboundStats() },
     flows: [{ id: 1, src: '198.18.0.1:1000', dst: '10.0.0.1:80', outbound: 'proxy', state: 'ESTABLISHED', bytesUp: 10, bytesDown: 20, ageMs: 5 }],
   };

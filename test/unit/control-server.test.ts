@@ -45,7 +45,7 @@ function snapshot(): StatusSnapshot {
       plan: { prefixes: [1, 2, 3] },
       stats: () => ({
         packets: { rxPackets: 7, tcpPackets: 5, udpPackets: 0, icmpEchoReplied: 2, icmpEchoDropped: 0, fragments: 0, dropped: 0, drops: newDropCounters() },
-        tcp: { flowsOpen: 1, flowsTotal: 1, refusedLimit: 0, refusedNoName: 0, upstreamErrors: newOutboundStats().tcpFailures, bytesUp: 100, bytesDown: 200 },
+        tcp: { flowsOpen: 1, flowsTotal: 1, refusedLimit: 0, refusedMemory: 0, refusedFds: 0, refusedUid: 0, refusedNoName: 0, upstreamErrors: newOutboundStats().tcpFailures, bytesUp: 100, bytesDown: 200 },
         outbounds: { proxy: newOutboundStats() },
       }),
       flows: () => [{ id: 1, src: '198.18.0.1:5000', dst: '10.0.0.1:80', outbound: 'proxy', state: 'ESTABLISHED', bytesUp: 100, bytesDown: 200, ageMs: 1500 }],

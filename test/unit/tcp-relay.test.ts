@@ -10,7 +10,8 @@ import { createHash } from 'node:crypto';
 import { createMemoryLinkPair, type MemoryLink } from '../../src/link/memory.js';
 import { PacketDispatcher } from '../../src/stack/dispatcher.js';
 import { TcpStack } from '../../src/stack/tcp-stack.js';
-import { TcpRelay } from '../../src/relay/tcp-relay.js';
+import { TcpRelay, type TcpRelayOptions } from '../../src/relay/tcp-relay.js';
+import { BufferBudget } from '../../src/relay/buffer-budget.js';
 import { Router } from '../../src/router/router.js';
 import { UpstreamError, newOutboundStats, type Outbound } from '../../src/outbound/outbound.js';
 import { monotonicClock } from '../../src/clock.js';
@@ -51,7 +52,7 @@ interface Rig {
   close(): void;
 }
 
-function rig(port: () => number, faults?: { loss?: number; reorder?: number; seed: number }, maxFlows = 100): Rig {
+function rig(port: () => number, faults?: { loss?: number; reorder?: number; seed: number }, maxFlows = 100, extra: Partial<TcpRelayOptions> = {}): Rig {
   const [appLink, tunLink] = createMemoryLinkPair({ mtu: 1500, faults });
   const log = silentLogger();
   const stack = new TcpStack({ link: tunLink, clock: monotonicClock, logger: log });
@@ -63,6 +64,7 @@ function rig(port: () => number, faults?: { loss?: number; reorder?: number; see
     logger: log,
     bufferBytes: 128 * 1024,
     maxFlows,
+    ...extra,
   });
   stack.setSynHandler(relay.onSyn);
   const d = new PacketDispatcher({ link: tunLink, icmp: 'reply', logger: log, tcp: stack.input });
@@ -185,21 +187,47 @@ describe('TCP relay over an in-memory link', () => {
   });
 });
 
-describe('TcpRelay flow buffers', () => {
-  function relayWith(bufferBytes: number, memoryBytes: number): TcpRelay {
-    const log = silentLogger();
-    const [, tunLink] = createMemoryLinkPair({ mtu: 1500 });
-    const stack = new TcpStack({ link: tunLink, clock: monotonicClock, logger: log });
-    return new TcpRelay({ stack, router: new Router({ rules: [], defaultOutbound: 'loop' }), outbounds: new Map(), clock: monotonicClock, logger: log, bufferBytes, memoryBytes });
+describe('TcpRelay limits', () => {
+  function refusedSecond(r: Rig): Promise<string> {
+    return new Promise<void>((resolve) => appConnect(r, 7, { onEstablished: () => resolve() })).then(
+      () => new Promise<string>((resolve) => appConnect(r, 7, { onClosed: (why: CloseReason) => resolve(why) })),
+    );
   }
 
-  it('gives a flow the full buffer while the budget allows, a share of it when many flows open, never below 64 KiB', () => {
-    expect(relayWith(1 << 20, 256 << 20).flowBufferBytes()).toBe(1 << 20);
-    // 3 MiB for both directions of one flow: 1.5 MiB each way is more than bufferBytes.
-    expect(relayWith(1 << 20, 3 << 20).flowBufferBytes()).toBe(1 << 20);
-    expect(relayWith(1 << 20, 1 << 20).flowBufferBytes()).toBe(512 << 10);
-    expect(relayWith(1 << 20, 64 << 10).flowBufferBytes()).toBe(64 << 10);
-    // a bufferBytes below the floor wins over the floor
-    expect(relayWith(16 << 10, 1 << 20).flowBufferBytes()).toBe(16 << 10);
+  it('refuses a flow with RST when the buffer budget cannot promise it its floors', async () => {
+    const port = await echoServer();
+    // Room for one flow's two floors and a little pool: the second flow does not fit.
+    const r = rig(() => port, undefined, 100, { budget: new BufferBudget(2 * 4096 + 1000, 100, 4096) });
+    rigs.push(r);
+    expect(await refusedSecond(r)).toBe('refused');
+    expect(r.relay.stats.refusedMemory).toBe(1);
+    expect(r.relay.stats.flowsOpen).toBe(1);
+  });
+
+  it("refuses a user's flows with RST beyond its share, and counts them", async () => {
+    const port = await echoServer();
+    const owners: Array<[number, number]> = [];
+    const r = rig(() => port, undefined, 100, {
+      perUidFlows: 1,
+      socketOwner: (_s, srcPort) => {
+        owners.push([srcPort, 1000]);
+        return 1000;
+      },
+    });
+    rigs.push(r);
+    expect(await refusedSecond(r)).toBe('refused');
+    expect(r.relay.stats.refusedUid).toBe(1);
+    expect(owners).toHaveLength(2);
+  });
+
+  it('gives RST, a counter and no crash when the upstream socket finds no file descriptor (EMFILE)', async () => {
+    const r = rig(() => 1, undefined, 100);
+    rigs.push(r);
+    const emfile = Object.assign(new Error('connect EMFILE'), { code: 'EMFILE' });
+    (r.relay.opts.outbounds.get('loop') as { connectTcp: Outbound['connectTcp'] }).connectTcp = () =>
+      Promise.reject(new UpstreamError('proxy_down', 'loop', 'cannot reach the proxy: EMFILE', emfile));
+    const why = await new Promise<string>((resolve) => appConnect(r, 7, { onClosed: (w: CloseReason) => resolve(w) }));
+    expect(why).toBe('refused');
+    expect(r.relay.stats.refusedFds).toBe(1);
   });
 });

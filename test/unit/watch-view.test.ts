@@ -31,7 +31,7 @@ function snapshot(t: number, k: number): StatusSnapshot {
     routes: 3,
     link: { rxPackets: 10_000 + 800 * k, rxBytes: 4_000_000 + 100_000 * k, txPackets: 11_000 + 3_200 * k, txBytes: 3_000_000 + 4_718_592 * k, txErrors: 0 },
     packets: { rxPackets: 10_000, tcpPackets: 10_000, udpPackets: 0, icmpEchoReplied: 3, icmpEchoDropped: 0, fragments: 0, dropped: drops.ipv6, drops },
-    tcp: { flowsOpen: 3, flowsTotal: 57 + k, refusedLimit: 0, refusedNoName: 0, upstreamErrors: { ...newOutboundStats().tcpFailures, timeout: 2 }, bytesUp: 0, bytesDown: 0 },
+    tcp: { flowsOpen: 3, flowsTotal: 57 + k, refusedLimit: 0, refusedMemory: 0, refusedFds: 0, refusedUid: 0, refusedNoName: 0, upstreamErrors: { ...newOutboundStats().tcpFailures, timeout: 2 }, bytesUp: 0, bytesDown: 0 },
     outbounds: { proxy, block: newOutboundStats() },
     flows: [flow(7, 300, 900, 4_000 + t), flow(12, 1_000 * k, 47_000_000 + 4_718_592 * k, 123_000 + t), flow(9, 5_000, 9_000_000, 800 + t)],
     udp: { flowsOpen: 1, flowsTotal: 4, datagramsUp: 8, datagramsDown: 8, bytesUp: 500, bytesDown: 900, dropped: 0, dnsQueries: 0, dnsAnswered: 0, dnsFailed: 0 },

@@ -40,6 +40,7 @@
 
 import { ACK_OK, Sender, type SegmentSink } from './sender.js';
 import { Receiver } from './receiver.js';
+import { BufferAccount } from './buffer-account.js';
 import {
   ACK,
   EMPTY_PAYLOAD,
@@ -73,6 +74,8 @@ import type {
 
 /** TSval ticks a segment may lag TS.Recent before PAWS drops it. */
 const PAWS_WINDOW = 1;
+/** Bytes each direction holds without asking a shared budget (TcpConnectionOptions.memoryFloor). */
+const DEFAULT_MEMORY_FLOOR = 4 * 1024;
 /** Out-of-window segments without data are answered at most this often. */
 const OOW_ACK_INTERVAL_MS = 500;
 
@@ -123,6 +126,8 @@ export class TcpConnection implements SegmentSink {
   private timeWaitAt = Infinity;
   private reported = false;
   private writeBlocked = false;
+  /** A blocked writer hears onWritable once this much is free (a quarter, or half the floor under a budget). */
+  private readonly writeWakeAt: number;
   private challengeStart = -Infinity;
   private oowAckAt = -Infinity;
   private challengeCount = 0;
@@ -142,8 +147,11 @@ export class TcpConnection implements SegmentSink {
     this.listener = opts.listener;
     this.lastNow = now;
     this.st = passive ? 'SYN-RECEIVED' : 'SYN-SENT';
-    this.snd = new Sender(opts.iss >>> 0, own.sndBufSize, this.cfg.rtt, this.cfg.initialWindow, this.cfg.output);
-    this.rcv = new Receiver(own.rcvBufSize, this.cfg.delayedAckMs, this.cfg.copyInput);
+    const pool = opts.memory;
+    const floor = opts.memoryFloor ?? DEFAULT_MEMORY_FLOOR;
+    this.snd = new Sender(opts.iss >>> 0, own.sndBufSize, this.cfg.rtt, this.cfg.initialWindow, this.cfg.output, pool && new BufferAccount(pool, floor));
+    this.rcv = new Receiver(own.rcvBufSize, this.cfg.delayedAckMs, this.cfg.copyInput, pool && new BufferAccount(pool, floor));
+    this.writeWakeAt = pool === undefined ? own.sndBufSize / 4 : Math.min(own.sndBufSize / 4, Math.max(1, floor >>> 1));
     this.rcv.mssCap = this.cfg.mss;
     this.ourWscale = this.cfg.windowScaling ? chooseWindowScale(own.rcvBufSize) : 0;
     // Until the SYN exchange says otherwise: the peer's default MSS.
@@ -186,6 +194,11 @@ export class TcpConnection implements SegmentSink {
   /** Payload bytes per full-sized segment we send (the GSO segment size). */
   get sendMss(): number {
     return this.snd.mss;
+  }
+
+  /** Bytes the connection's buffers hold now (received and not consumed, out of order, unacknowledged and unsent). */
+  get bufferedBytes(): number {
+    return this.rcv.held + this.snd.buf.length;
   }
 
   /** Bytes write() would accept now. */
@@ -456,7 +469,7 @@ export class TcpConnection implements SegmentSink {
       rcv.ackNow = true;
       return;
     }
-    if (this.writeBlocked && snd.buf.free >= snd.buf.capacity / 4) {
+    if (this.writeBlocked && snd.buf.free >= this.writeWakeAt) {
       this.writeBlocked = false;
       if (this.canWrite()) {
         this.listener?.onWritable?.(snd.buf.free);
@@ -823,6 +836,9 @@ export class TcpConnection implements SegmentSink {
   private report(reason: CloseReason): void {
     if (this.reported) return;
     this.reported = true;
+    // The flow is over for its user: its buffers' share of a shared budget goes back.
+    this.rcv.release();
+    this.snd.buf.release();
     this.listener?.onClosed?.(reason);
   }
 }

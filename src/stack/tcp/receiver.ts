@@ -21,8 +21,16 @@
  * `delayedAckMs`; out-of-order data, data that fills a gap, duplicates, and FIN are
  * acknowledged at once (RFC 5681 §4.2). An "immediate" ACK is still sent from `poll()`, so a
  * batch of segments processed together is acknowledged once.
+ *
+ * With a shared budget (`account`), `bufSize` is a ceiling: the buffer is what the account can
+ * hold now (its floor plus what the pool gives). In-window bytes the pool cannot cover are
+ * dropped as if beyond the window (the peer sends them again), and the next ACK advertises
+ * the smaller window, moving the right edge left if it must (RFC 9293 §3.8.6.2.2 lets a
+ * receiver shrink the window; the sender "MUST be robust" against it). Memory is then
+ * bounded by the budget, not by bufSize times the flows.
  */
 
+import type { BufferAccount } from './buffer-account.js';
 import { copyBytes } from './bytes.js';
 import { Reassembly } from './reassembly.js';
 import { EMPTY_PAYLOAD } from './segment.js';
@@ -58,6 +66,8 @@ export class Receiver {
   bytesIn = 0;
   outOfOrderIn = 0;
   duplicateIn = 0;
+  /** Segments (or parts) dropped because the shared budget could not hold them. */
+  pressured = 0;
 
   readonly ooo: Reassembly;
   private bytesSinceAck = 0;
@@ -67,13 +77,38 @@ export class Receiver {
     readonly bufSize: number,
     private readonly delayedAckMs: number,
     private readonly copyInput: boolean,
+    /** The share of a shared budget this buffer draws from, or undefined: bufSize is its own. */
+    private readonly account: BufferAccount | undefined = undefined,
   ) {
     this.ooo = new Reassembly(bufSize);
   }
 
+  /** The buffer's size now: bufSize, or less when the shared budget cannot cover it. */
+  private size(): number {
+    const a = this.account;
+    if (a === undefined) return this.bufSize;
+    const l = a.limit();
+    return l < this.bufSize ? l : this.bufSize;
+  }
+
+  /** Bytes held: delivered and not consumed, and out of order. */
+  get held(): number {
+    return this.unconsumed + this.ooo.byteCount;
+  }
+
+  /** Report what is held to the budget and give back what is no longer needed. */
+  private settle(): void {
+    this.account?.settle(this.unconsumed + this.ooo.byteCount);
+  }
+
+  /** The connection closed: its share of the budget goes back. */
+  release(): void {
+    this.account?.release();
+  }
+
   /** The window field of our SYN / SYN-ACK (never scaled, RFC 7323 §2.2). */
   synWindow(): number {
-    const w = this.bufSize - this.unconsumed;
+    const w = this.size() - this.unconsumed;
     return w > 65535 ? 65535 : w < 0 ? 0 : w;
   }
 
@@ -131,6 +166,20 @@ export class Receiver {
       }
     } else if (start === this.nxt) {
       if (data.length > this.mss && data.length <= this.mssCap) this.mss = data.length;
+      if (this.account !== undefined) {
+        const n = this.account.room(this.unconsumed + this.ooo.byteCount, data.length);
+        if (n < data.length) {
+          // The budget is spent: hold what it covers, the peer resends the rest.
+          data = data.subarray(0, n);
+          fin = false;
+          this.ackNow = true;
+          this.pressured++;
+          if (n === 0) {
+            this.settle();
+            return false;
+          }
+        }
+      }
       this.deliver(this.copyInput ? copyBytes(data) : data, listener);
       if (!this.ooo.isEmpty) {
         // Filled (part of) a gap: acknowledge at once, with what is still missing.
@@ -145,9 +194,18 @@ export class Receiver {
       }
     } else {
       this.outOfOrderIn++;
+      const a = this.account;
+      if (a !== undefined) {
+        // Out-of-order bytes are held too: the queue takes only what the budget covers.
+        const held = this.unconsumed + this.ooo.byteCount;
+        const n = a.room(held, data.length);
+        if (n < data.length) this.pressured++;
+        this.ooo.capacity = this.ooo.byteCount + n;
+      }
       if (this.ooo.insert(start, data, this.copyInput) === 0) this.duplicateIn++;
       this.ackNow = true;
     }
+    this.settle();
     if (fin) {
       if (finPos === this.nxt) return this.consumeFin();
       if (finPos > this.nxt) this.finAt = finPos;
@@ -161,17 +219,25 @@ export class Receiver {
    * ACK state (every segment we send carries the ACK).
    */
   advertise(): number {
-    let avail = this.bufSize - this.unconsumed;
+    let avail = this.size() - this.unconsumed;
     if (avail < 0) avail = 0;
     const cur = this.window;
-    const wnd = avail > cur && avail - cur >= this.swsThreshold() ? avail : cur;
     const scale = this.scale;
-    let field = Math.floor(wnd / scale);
-    const keep = Math.ceil(cur / scale);
-    if (field < keep) field = keep;
-    if (field > 65535) field = 65535;
-    const right = this.nxt + field * scale;
-    if (right > this.advRight) this.advRight = right;
+    let field: number;
+    if (this.account !== undefined && avail < cur) {
+      // The budget no longer covers the window we offered: offer what it covers (shrink).
+      field = Math.floor(avail / scale);
+      if (field > 65535) field = 65535;
+      this.advRight = this.nxt + field * scale;
+    } else {
+      const wnd = avail > cur && avail - cur >= this.swsThreshold() ? avail : cur;
+      field = Math.floor(wnd / scale);
+      const keep = Math.ceil(cur / scale);
+      if (field < keep) field = keep;
+      if (field > 65535) field = 65535;
+      const right = this.nxt + field * scale;
+      if (right > this.advRight) this.advRight = right;
+    }
     this.lastAckSent = this.nxt;
     this.ackNow = false;
     this.delAckAt = Infinity;
@@ -187,8 +253,9 @@ export class Receiver {
   consumed(n: number): boolean {
     this.unconsumed -= n;
     if (this.unconsumed < 0) this.unconsumed = 0;
+    this.settle();
     if (this.finReceived) return false;
-    const avail = this.bufSize - this.unconsumed;
+    const avail = this.size() - this.unconsumed;
     const cur = this.window;
     if (avail - cur >= this.swsThreshold() && (cur < this.mss || avail >= 2 * cur)) {
       this.ackNow = true;

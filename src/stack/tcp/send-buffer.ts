@@ -20,9 +20,11 @@
  * has filled a small one. `slice()` returns a view when the range lies in one chunk; one that spans
  * chunks is a copy, or two views (see the slice modes at the constructor). Finding a chunk is
  * a hint check, then a binary search: no scan of the buffer per segment. The capacity bounds memory: `write()` accepts what fits and returns the
- * count — that is the backpressure signal.
+ * count — that is the backpressure signal. With a shared budget (`account`) the capacity is a
+ * ceiling: what fits is also what the budget still covers.
  */
 
+import type { BufferAccount } from './buffer-account.js';
 import { allocBytes } from './bytes.js';
 
 /** Writes shorter than this are copied into the staging block. */
@@ -69,7 +71,14 @@ export class SendBuffer {
   constructor(
     public capacity: number,
     private readonly slices: SliceMode = 'keep',
+    /** The share of a shared budget this buffer draws from, or undefined: capacity is its own. */
+    private readonly account: BufferAccount | undefined = undefined,
   ) {}
+
+  /** The connection closed: its share of the budget goes back. */
+  release(): void {
+    this.account?.release();
+  }
 
   /** Stream offset of the first unacknowledged byte. */
   get start(): number {
@@ -88,14 +97,25 @@ export class SendBuffer {
 
   /** Bytes `write()` would accept now. */
   get free(): number {
-    const f = this.capacity - (this.endOff - this.startOff);
+    const a = this.account;
+    const held = this.endOff - this.startOff;
+    let f = this.capacity - held;
+    if (a !== undefined) {
+      const b = a.limit() - held;
+      if (b < f) f = b;
+    }
     return f > 0 ? f : 0;
   }
 
   /** Append as much of `data` as fits; returns the number of bytes accepted. */
   write(data: Uint8Array): number {
-    const n = Math.min(data.length, this.free);
+    let n = Math.min(data.length, this.free);
     if (n === 0) return 0;
+    const a = this.account;
+    if (a !== undefined) {
+      n = a.room(this.endOff - this.startOff, n);
+      if (n === 0) return 0;
+    }
     if (n < SMALL_WRITE) this.writeSmall(n === data.length ? data : data.subarray(0, n));
     else {
       this.chunks.push(n === data.length ? data : data.subarray(0, n));
@@ -103,6 +123,7 @@ export class SendBuffer {
       this.stageChunk = -1;
     }
     this.endOff += n;
+    a?.settle(this.endOff - this.startOff);
     return n;
   }
 
@@ -118,6 +139,7 @@ export class SendBuffer {
     if (offset <= this.startOff) return;
     if (offset > this.endOff) offset = this.endOff;
     this.startOff = offset;
+    this.account?.settle(this.endOff - offset);
     const chunks = this.chunks;
     const offs = this.offs;
     let head = this.head;

@@ -25,6 +25,7 @@ import { Congestion } from './congestion.js';
 import { RttEstimator, type RttConfig } from './rtt.js';
 import { SackScoreboard } from './sack-scoreboard.js';
 import { ACK, EMPTY_PAYLOAD, FIN, PSH, SYN, type TcpSegment } from './segment.js';
+import type { BufferAccount } from './buffer-account.js';
 import { SendBuffer, type SliceMode } from './send-buffer.js';
 import { seqUnwrap } from './seq.js';
 
@@ -94,8 +95,9 @@ export class Sender {
     rttCfg: RttConfig,
     iwSegments: number,
     slices: SliceMode = 'keep',
+    account: BufferAccount | undefined = undefined,
   ) {
-    this.buf = new SendBuffer(bufSize, slices);
+    this.buf = new SendBuffer(bufSize, slices, account);
     this.rtt = new RttEstimator(rttCfg);
     this.cc = new Congestion(this.mss, iwSegments);
     this.maxRtoMs = rttCfg.maxRtoMs;

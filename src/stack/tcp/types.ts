@@ -55,6 +55,18 @@ export interface KeepAliveOptions {
   count: number;
 }
 
+/** A byte budget shared by many buffers: the part of each buffer above its floor comes from it. */
+export interface MemoryPool {
+  /** Bytes a buffer could take now (take() grants at least this much of a request). */
+  readonly available: number;
+  /** Take up to `n` bytes; returns how many were granted (0..n). */
+  take(n: number): number;
+  /** Give back `n` bytes taken before. */
+  give(n: number): void;
+  /** The bytes buffers actually hold (floor parts included) changed by `delta`: the usage figure. */
+  held(delta: number): void;
+}
+
 export interface TcpConnectionOptions {
   /** Initial send sequence number; the caller draws it from its random source. */
   iss: number;
@@ -71,6 +83,15 @@ export interface TcpConnectionOptions {
   rcvBufSize?: number;
   /** Send buffer: unacknowledged + unsent bytes. Default 256 KiB. */
   sndBufSize?: number;
+  /**
+   * A byte budget shared by many connections (relay/buffer-budget.ts). With it, the buffers
+   * above are ceilings, not promises: each direction holds up to `memoryFloor` bytes on its
+   * own and takes anything beyond from the pool as data arrives (giving it back as the data
+   * leaves); what the pool cannot give is not taken (a smaller window, a shorter write).
+   */
+  memory?: MemoryPool;
+  /** Bytes each direction may hold without asking `memory` (default 4 KiB). */
+  memoryFloor?: number;
   /** RFC 7323 window scaling. Default on. */
   windowScaling?: boolean;
   /** RFC 2018 SACK. Default on. */
