@@ -21,6 +21,8 @@ import { TerminatingEngine } from './relay/engine.js';
 import { Router } from './router/router.js';
 import { BlockOutbound } from './outbound/block.js';
 import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
+import { HttpOutbound } from './outbound/http.js';
+import type { ProxyUrl } from './outbound/proxy-url.js';
 import { DnsResolver, DnsCache, FakeIpResolver, type FakeIpPool, type DnsResolverStats } from './dns/index.js';
 import { FakeIpSaver, fakeIpStatePath, loadFakeIpPool } from './fake-ip-state.js';
 import { IP_PROTO_UDP } from './wire/ipv4.js';
@@ -83,15 +85,15 @@ async function openTunLink(config: Config, logger: Logger): Promise<Link> {
 /** The outbounds a config names, keyed by name; `block` always exists. */
 export function buildOutbounds(config: Config, log: Logger, clock: Clock): Map<string, Outbound> {
   const out = new Map<string, Outbound>([[BLOCK_OUTBOUND, new BlockOutbound(BLOCK_OUTBOUND)]]);
-  if (config.proxy !== undefined) {
-    out.set(PROXY_OUTBOUND, new Socks5UdpOutbound({ name: PROXY_OUTBOUND, proxy: config.proxy, logger: log, clock }));
-  }
+  const proxy = (name: string, url: ProxyUrl, connectTimeoutMs?: number): Outbound => {
+    const t = connectTimeoutMs === undefined ? {} : { connectTimeoutMs };
+    return url.scheme === 'http' ? new HttpOutbound({ name, proxy: url, ...t, logger: log, clock }) : new Socks5UdpOutbound({ name, proxy: url, ...t, logger: log, clock });
+  };
+  if (config.proxy !== undefined) out.set(PROXY_OUTBOUND, proxy(PROXY_OUTBOUND, config.proxy));
   for (const o of config.outbounds) {
     if (o.type === 'block') out.set(o.name, new BlockOutbound(o.name));
-    else if (o.type === 'socks5') {
-      // (wireguard outbounds forward packets instead of flows: see openWireguardTunnels below)
-      out.set(o.name, new Socks5UdpOutbound({ name: o.name, proxy: o.url, connectTimeoutMs: o.connectTimeoutMs, logger: log, clock }));
-    }
+    // (wireguard outbounds forward packets instead of flows: see openWireguardTunnels below)
+    else if (o.type === 'socks5' || o.type === 'http') out.set(o.name, proxy(o.name, o.url, o.connectTimeoutMs));
   }
   return out;
 }

@@ -176,7 +176,7 @@ function bagOf(inline: readonly LabeledPrefix[], files: readonly CidrFileEntries
 }
 
 function hasUpstream(config: Config): boolean {
-  return config.proxy !== undefined || config.outbounds.some((o) => o.type === 'socks5');
+  return config.proxy !== undefined || config.outbounds.some((o) => o.type === 'socks5' || o.type === 'http');
 }
 
 /** Same choice as app.ts buildRouter: the outbound for flows no rule matches. */
