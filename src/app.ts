@@ -3,7 +3,9 @@
  * logger and the clock. Everything below receives them, so tests pass fakes. `startTunroute`
  * is also the embedding API for other Node programs.
  */
+import { writeFileSync } from 'node:fs';
 import type { Config } from './config/schema.js';
+import { appSources } from './routes/apps.js';
 import { TunrouteError } from './errors.js';
 import { createLogger, type Logger } from './logger.js';
 import type { Link } from './link/link.js';
@@ -124,12 +126,12 @@ function buildDnsResolver(config: Config, router: Router, outbounds: ReadonlyMap
  * With `dns: fakeip`, names are answered from the pool (every name: a full tunnel by name) and
  * the other queries by the hijack resolver; the pool's range is routed into the device.
  */
-function buildFakeIp(config: Config, upstream: DnsResolver | undefined, log: Logger): { resolver: FakeIpResolver; pool: FakeIpPool; saver: FakeIpSaver } | undefined {
+function buildFakeIp(config: Config, upstream: DnsResolver | undefined, log: Logger, reserved: readonly number[]): { resolver: FakeIpResolver; pool: FakeIpPool; saver: FakeIpSaver } | undefined {
   if (config.dns.mode !== 'fakeip') return undefined;
   // The table of the last run, so that cached answers still reach their names (fake-ip-state.ts).
   // The device's own address may lie in the pool (by default tun0 is 198.18.0.1/15): never hand it out.
   const path = fakeIpStatePath(resolveStateDir(config.stateDir), config.tun.name);
-  const pool = loadFakeIpPool(path, config.dns.fakeIpRange, [config.tun.address.addr], log);
+  const pool = loadFakeIpPool(path, config.dns.fakeIpRange, [config.tun.address.addr, ...reserved], log);
   return { pool, saver: new FakeIpSaver(pool, path, log), resolver: new FakeIpResolver({ pool, tunneled: () => true, upstream, logger: log }) };
 }
 
@@ -161,7 +163,9 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const outbounds = buildOutbounds(routes.config, log, clock);
   const router = buildRouter(config);
   const dns = buildDnsResolver(config, router, outbounds, clock, log);
-  const fakeIp = buildFakeIp(config, dns, log);
+  // Per-app routing's source addresses (routes/apps.ts): never handed out as fake addresses.
+  const apps = routes.plan.apps;
+  const fakeIp = buildFakeIp(config, dns, log, apps?.outbounds.map((o) => o.addr) ?? []);
   // A start that fails from here on must not leave the table's save timer behind (an embedder's process lives on).
   const link = await (deps.openLink ?? openTunLink)(config, log).catch((e: unknown) => {
     fakeIp?.saver.stop();
@@ -170,6 +174,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   let tunnels = new Map<string, WireguardTunnel>();
   try {
     tunnels = await openWireguardTunnels(tunnelSpecsOf(config), { link, clock, logger: log, deviceAddress: config.tun.address.addr });
+    if (apps !== undefined && apps.outbounds.length > 0) looseReversePath(link.name, log);
     await routes.apply();
   } catch (e) {
     for (const t of tunnels.values()) t.close();
@@ -177,9 +182,10 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     fakeIp?.saver.stop();
     throw e;
   }
+  const sources = apps === undefined ? undefined : appSources(apps);
   const engine = new TerminatingEngine({
     link,
-    router,
+    router: sources === undefined ? router : { route: (d, p, port) => router.route(d, p, port), routeName: (n, p, port) => router.routeName(n, p, port), routeSource: (src) => sources.get(src) },
     outbounds,
     clock,
     logger: log,
@@ -230,6 +236,20 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
       return stopping;
     },
   };
+}
+
+/**
+ * Replies to a program sent through `exec --outbound` come back on the device from addresses
+ * the main table routes elsewhere (its socket took its source address from the main table's
+ * route): loose reverse-path filtering on the device lets them in. The setting lives and dies
+ * with the device.
+ */
+function looseReversePath(dev: string, log: Logger): void {
+  try {
+    writeFileSync(`/proc/sys/net/ipv4/conf/${dev}/rp_filter`, '2');
+  } catch (e) {
+    log.warn({ dev, err: e }, 'cannot set loose reverse-path filtering on the device: replies to tunroute exec --outbound may be dropped');
+  }
 }
 
 /** A tunnel's counters, cut to what `status` shows (the full set is in the final log line). */

@@ -104,6 +104,26 @@ export const routesSchema = z
     excludeUids: z
       .array(z.union([uid, z.tuple([uid, uid]).refine(([a, b]) => a <= b, { message: 'is a range whose first uid is above its last' })]))
       .default([]),
+    /**
+     * cgroup v2 paths (relative to the cgroup2 root, e.g. system.slice/sshd.service) whose
+     * sockets never enter the tunnel: a service's traffic, children included (see routes/apps.ts).
+     */
+    excludeCgroups: z
+      .array(
+        z
+          .string()
+          .transform((s) => s.replace(/^\/+|\/+$/g, ''))
+          .refine((s) => /^[A-Za-z0-9_.@:-]+(\/[A-Za-z0-9_.@:-]+)*$/.test(s) && !s.split('/').some((p) => p === '.' || p === '..'), {
+            message: 'is not a cgroup path like system.slice/sshd.service (relative to the cgroup2 root, no "." or "..")',
+          }),
+      )
+      .default([]),
+    /**
+     * Per-app routing (`tunroute exec`, routes/apps.ts) where policy routing, cgroup v2 and
+     * nftables allow it: "on"; "off": none of it (its nat rules turn on connection tracking
+     * in the namespace, which a host without a stateful firewall may not want).
+     */
+    perApp: z.enum(['on', 'off']).default('on'),
     /** Full tunnel only: IPv6 is made unreachable (except link-local and multicast) so it cannot leak. */
     ipv6Guard: z.boolean().default(true),
     /** If tunroute dies, tunneled destinations stay unreachable (fail closed) until `tunroute down`. */

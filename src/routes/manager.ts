@@ -24,6 +24,8 @@ import { createJournal, journalPath, processStartTime, pruneStateDir, removeFile
 import { batchesOf, invert, planRoutes, toIpLine, type Change, type RoutePlan } from './plan.js';
 import { cleanupJournals } from './teardown.js';
 import { pinUpstreams, upstreamsOf } from './upstreams.js';
+import { appCgroups, journalApps, nftRuleset } from './apps.js';
+import { createCgroups, loadNft, tearDownApps } from './cgroup.js';
 
 /** Watches the routing table; calls back on any change not made by tunroute. Returns a stop function. */
 export type RouteWatcher = (onChange: () => void) => () => void;
@@ -103,7 +105,7 @@ export class RouteManager {
   /** Read the host, plan, clean up after a dead tunroute. Changes nothing of a running system. */
   static async prepare(opts: RouteManagerOptions): Promise<RouteManager> {
     const { config, log } = opts;
-    const host = opts.host ?? hostProbe();
+    const host = opts.host ?? hostProbe({ stateDir: resolveStateDir(config.stateDir) });
     const runner = opts.runner ?? ipBatchRunner;
     const refs = upstreamsOf(config);
     const env = await probeRouteEnv(config, host);
@@ -132,12 +134,14 @@ export class RouteManager {
       );
     }
     // (A table that holds what we kept from the dead tunroute is ours: its journal says so.)
-    if (plan.table !== 'main' && plan.changes.length > 0 && !adopted.some((c) => c.table === plan.table)) {
-      const used = await host.tableInUse(plan.table, plan.ipv6 === 'guarded');
+    const tables = plan.table === 'main' ? [] : plan.apps === undefined ? [plan.table] : [plan.table, plan.apps.table];
+    for (const t of tables) {
+      if (plan.changes.length === 0 || adopted.some((c) => c.table === t)) continue;
+      const used = await host.tableInUse(t, plan.ipv6 === 'guarded' && t === plan.table);
       if (used !== undefined) {
         throw new TunrouteError(
           'TR_ROUTE_APPLY',
-          `Routing table ${plan.table} is already in use (${used}): another program owns it; give tunroute another one with --table N (routes.table).`,
+          `Routing table ${t} is already in use (${used}): another program owns it; give tunroute another one with --table N (routes.table${t === plan.table ? '' : `; per-app routing uses N+1 too`}).`,
         );
       }
     }
@@ -162,6 +166,7 @@ export class RouteManager {
       killSwitch: plan.killSwitch,
       changes: plan.changes,
       explain: plan.explain,
+      ...(plan.apps === undefined ? { appsOff: plan.appsOff ?? 'off' } : { apps: journalApps(plan.apps) }),
     };
     const t0 = performance.now();
     // A journal left with adopted changes is taken over; otherwise ours must be the only one.
@@ -172,6 +177,14 @@ export class RouteManager {
     const adoptedKeys = new Set(this.adopted.map(changeKey));
     try {
       if (this.adopted.length > 0) await this.ensureAdopted();
+      if (plan.apps !== undefined) {
+        // cgroups first: nft resolves each cgroup path when it loads the rule.
+        createCgroups(appCgroups(plan.apps));
+        const nft = await loadNft(nftRuleset(plan.apps));
+        if (!nft.ok) {
+          throw new TunrouteError('TR_ROUTE_APPLY', `Loading the nftables rules of per-app routing failed (${nft.stderr.split('\n')[0] ?? ''}): check that every routes.excludeCgroups path exists under ${plan.apps.env.mount}.`);
+        }
+      }
       await applyOps(
         plan.up.filter((o) => !((o.op === 'route' || o.op === 'rule') && adoptedKeys.has(changeKey(o)))),
         plan.dev,
@@ -180,6 +193,7 @@ export class RouteManager {
       );
     } catch (e) {
       if (this.adopted.length > 0) await removeChanges(invert(this.adopted), this.runner, log);
+      if (this.journal.apps !== undefined) await tearDownApps(this.journal.apps, log);
       removeFile(this.journalFile);
       pruneStateDir(dirname(this.journalFile));
       this.journal = undefined;
@@ -329,6 +343,7 @@ export class RouteManager {
       if (this.journal !== undefined) {
         const t0 = performance.now();
         const r = await removeChanges(invert(this.changes), this.runner, this.opts.log);
+        if (this.journal.apps !== undefined) await tearDownApps(this.journal.apps, this.opts.log);
         removeFile(this.journalFile);
         pruneStateDir(dirname(this.journalFile));
         const removeMs = Math.round((performance.now() - t0) * 10) / 10;

@@ -10,6 +10,7 @@ import { removeChanges, type IpRunner } from './apply.js';
 import { invert, type Change } from './plan.js';
 import { claimJournal, listStateFiles, ownerAlive, pruneStateDir, readJournal, removeFile, replaceJournal, journalOf, type StoredJournal } from './journal.js';
 import { renameSync } from 'node:fs';
+import { tearDownApps } from './cgroup.js';
 
 export interface CleanupOptions {
   stateDir: string;
@@ -90,11 +91,15 @@ async function undoClaimed(claimed: string, j: StoredJournal, opts: CleanupOptio
   const kept = j.changes.filter((c) => keep(c));
   const undo = j.changes.filter((c) => !keep(c));
   const r = await removeChanges(invert(undo), opts.runner, opts.log);
+  // Per-app routing (nft table, cgroups) never stays: a new `up` makes its own.
+  if (j.apps !== undefined) await tearDownApps(j.apps, opts.log);
   if (kept.length === 0) removeFile(claimed);
   else {
     // Back under its own name, listing only what is left: if the new tunroute dies before it
     // takes the journal over, the next down still finds these.
-    replaceJournal(claimed, { ...j, changes: kept });
+    const rest: StoredJournal = { ...j, changes: kept };
+    delete rest.apps;
+    replaceJournal(claimed, rest);
     renameSync(claimed, journalOf(claimed));
   }
   const entry: CleanupEntry = { dev: j.dev, pid: j.pid, startedAt: j.startedAt, outcome: 'removed', changes: undo.length, alreadyGone: r.failed };

@@ -205,6 +205,8 @@ export interface TinyproxyOptions {
   port?: number;
   /** Require Basic authentication with this user and password (tinyproxy's BasicAuth). */
   auth?: { user: string; pass: string };
+  /** Source address of its outgoing connections (tinyproxy's Bind), so a server can tell it apart. */
+  bind?: string;
 }
 
 /** What a tinyproxy.conf says; shared by the lab and the loopback test of the outbound. */
@@ -213,6 +215,7 @@ export interface TinyproxyConfig {
   port: number;
   logFile: string;
   auth?: { user: string; pass: string };
+  bind?: string;
   /** Drop to nobody after binding (tinyproxy started as root). */
   dropPrivileges: boolean;
 }
@@ -234,6 +237,7 @@ export function tinyproxyConfigText(c: TinyproxyConfig): string {
     `LogFile "${c.logFile}"`,
     'LogLevel Connect',
     ...(c.auth === undefined ? [] : [`BasicAuth ${c.auth.user} ${c.auth.pass}`]),
+    ...(c.bind === undefined ? [] : [`Bind ${c.bind}`]),
     '',
   ].join('\n');
 }
@@ -244,12 +248,13 @@ export async function startTinyproxy(ns: Namespace, opts: TinyproxyOptions): Pro
   const port = opts.port ?? 8888;
   checkListen('startTinyproxy', opts.listen);
   checkPort('startTinyproxy', port);
+  if (opts.bind !== undefined) checkListen('startTinyproxy bind', opts.bind);
   const tag = `tinyproxy-${ns.role}-${port}`;
   const logFile = join(ns.lab.tmpDir, `${tag}.log`);
   const confFile = join(ns.lab.tmpDir, `${tag}.conf`);
   // As root without User, tinyproxy keeps root; the log file is ours either way (written
   // before any drop), so it stays root and readable by the test.
-  writeFileSync(confFile, tinyproxyConfigText({ listen: opts.listen, port, logFile, auth: opts.auth, dropPrivileges: false }));
+  writeFileSync(confFile, tinyproxyConfigText({ listen: opts.listen, port, logFile, auth: opts.auth, bind: opts.bind, dropPrivileges: false }));
   const proc = ns.spawn([bin, '-d', '-c', confFile], { name: tag });
   return readyOrDie(proc, waitForPort(ns, opts.listen, port, 10_000), `tinyproxy on ${opts.listen}:${port}`, logFile);
 }
