@@ -54,6 +54,8 @@ export interface Journal {
   apps?: JournalApps;
   /** Why per-app routing is off, for `exec`'s message. */
   appsOff?: string;
+  /** The device NetworkManager was told to leave alone (network-manager.ts), to hand back. */
+  nmUnmanaged?: string;
 }
 
 const ifName = z.string().regex(IFNAME_RE);
@@ -109,6 +111,7 @@ const journalSchema = z
     explain: z.custom<ExplainData>((v) => typeof v === 'object' && v !== null && 'include' in v && 'exclude' in v).optional(),
     apps: appsSchema.optional(),
     appsOff: z.string().max(500).optional(),
+    nmUnmanaged: ifName.optional(),
   })
   .strict();
 

@@ -26,6 +26,7 @@ import { cleanupJournals } from './teardown.js';
 import { pinUpstreams, upstreamsOf } from './upstreams.js';
 import { appCgroups, journalApps, nftRuleset } from './apps.js';
 import { createCgroups, loadNft, tearDownApps } from './cgroup.js';
+import { manageDevice, networkManagerRunning, unmanageDevice, type NmOptions } from './network-manager.js';
 
 /** Watches the routing table; calls back on any change not made by tunroute. Returns a stop function. */
 export type RouteWatcher = (onChange: () => void) => () => void;
@@ -41,6 +42,8 @@ export interface RouteManagerOptions {
   watchRoutes?: RouteWatcher | false;
   /** Wait this long after a route change before re-reading the host (default 300 ms). */
   followDebounceMs?: number;
+  /** How nmcli is found (tests); false: leave NetworkManager alone (the lab's namespaces). */
+  networkManager?: NmOptions | false;
 }
 
 /**
@@ -174,6 +177,7 @@ export class RouteManager {
     else createJournal(this.journalFile, this.journal);
     const t1 = performance.now();
     if (this.opts.watchdog ?? this.opts.config.routes.watchdog) this.startWatchdog();
+    await this.unmanage();
     const adoptedKeys = new Set(this.adopted.map(changeKey));
     try {
       if (this.adopted.length > 0) await this.ensureAdopted();
@@ -194,6 +198,7 @@ export class RouteManager {
     } catch (e) {
       if (this.adopted.length > 0) await removeChanges(invert(this.adopted), this.runner, log);
       if (this.journal.apps !== undefined) await tearDownApps(this.journal.apps, log);
+      if (this.journal.nmUnmanaged !== undefined) await manageDevice(this.journal.nmUnmanaged, log, this.opts.networkManager === false ? {} : this.opts.networkManager);
       removeFile(this.journalFile);
       pruneStateDir(dirname(this.journalFile));
       this.journal = undefined;
@@ -220,6 +225,24 @@ export class RouteManager {
       const watch = this.opts.watchRoutes ?? ipMonitorWatcher();
       this.stopWatching = watch(() => this.scheduleFollow());
     }
+  }
+
+  /**
+   * Tell NetworkManager to leave the device alone, journaled first (so a crash between the two
+   * only costs a harmless `managed yes` on the way down).
+   */
+  private async unmanage(): Promise<void> {
+    const nm = this.opts.networkManager;
+    if (nm === false || this.journal === undefined) return;
+    const dev = this.plan_.dev;
+    const running = await networkManagerRunning(nm);
+    if (!running.running) {
+      this.opts.log.debug({ dev, why: running.why }, 'no NetworkManager: nothing to tell it about the device');
+      return;
+    }
+    this.journal = { ...this.journal, nmUnmanaged: dev };
+    replaceJournal(this.journalFile, this.journal);
+    await unmanageDevice(dev, this.opts.log, nm);
   }
 
   /** Add the adopted changes again where they went missing meanwhile ("File exists" = still there). */
@@ -344,6 +367,7 @@ export class RouteManager {
         const t0 = performance.now();
         const r = await removeChanges(invert(this.changes), this.runner, this.opts.log);
         if (this.journal.apps !== undefined) await tearDownApps(this.journal.apps, this.opts.log);
+        if (this.journal.nmUnmanaged !== undefined) await manageDevice(this.journal.nmUnmanaged, this.opts.log, this.opts.networkManager === false ? {} : this.opts.networkManager);
         removeFile(this.journalFile);
         pruneStateDir(dirname(this.journalFile));
         const removeMs = Math.round((performance.now() - t0) * 10) / 10;
