@@ -10,7 +10,7 @@
  * untouched). cgroups are global: tunroute's subtree is named after the lab's namespace
  * (tunroute-netns-NAME-tun0), and the test removes it afterwards, also after a failure.
  */
-import { readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startTinyproxy, type LabProcess } from '../../tools/lab/index.js';
@@ -42,20 +42,26 @@ describe.skipIf(!run)('tunroute exec (lab)', () => {
   let l: RoutesLab;
   let config: string;
   let subtree: string;
+  /** A cgroup of the test's own, named in routes.excludeCgroups: a stand-in for a service. */
+  let service: string;
 
   beforeEach(async () => {
     l = await createRoutesLab();
     await l.g.exec(['ip', 'addr', 'add', `${OFFICE}/32`, 'dev', 'lo']);
     await startTinyproxy(l.g, { listen: OFFICE, port: 8888, bind: OFFICE });
+    const mount = cgroup2Mount(readFileSync('/proc/self/mountinfo', 'utf8')) ?? '/sys/fs/cgroup';
+    subtree = `${mount}/tunroute-netns-${l.c.name}-tun0`;
+    service = `tr-svc-${l.c.name}`;
+    mkdirSync(`${mount}/${service}`);
     config = join(l.lab.tmpDir, 'exec.json');
-    writeFileSync(config, JSON.stringify({ outbounds: [{ name: 'office', type: 'http', url: `http://${OFFICE}:8888` }] }));
-    subtree = `${cgroup2Mount(readFileSync('/proc/self/mountinfo', 'utf8')) ?? '/sys/fs/cgroup'}/tunroute-netns-${l.c.name}-tun0`;
+    writeFileSync(config, JSON.stringify({ routes: { excludeCgroups: [service] }, outbounds: [{ name: 'office', type: 'http', url: `http://${OFFICE}:8888` }] }));
   }, 60_000);
   afterEach(async () => {
     const c = l?.c.name;
     await l?.lab.destroy();
     if (c !== undefined) {
       removeTree(subtree);
+      removeTree(`${cgroup2Mount(readFileSync('/proc/self/mountinfo', 'utf8')) ?? '/sys/fs/cgroup'}/${service}`);
       rmSync(`/run/tunroute/netns/${c}`, { recursive: true, force: true });
     }
   });
@@ -80,6 +86,9 @@ describe.skipIf(!run)('tunroute exec (lab)', () => {
       // A child of a child: sh runs curl.
       const office = await tr(['exec', '--outbound', 'office', '--', 'sh', '-c', `curl -sS --max-time 5 http://${REMOTES[1]}:8080/ip && curl -sS --max-time 5 http://${REMOTES[2]}:8080/ip`]);
       expect(office.stdout.trim().split('\n'), `${office.stderr}\n${ctx()}`).toEqual([OFFICE, OFFICE]);
+      // A process of an excluded cgroup (a service) goes direct too.
+      const svc = await l.c.exec([...WITH_CGROUP, 'sh', '-c', `echo $$ > /sys/fs/cgroup/${service}/cgroup.procs && exec curl -sS --max-time 5 http://${REMOTES[2]}:8080/ip`], { allowFail: true, timeoutMs: 20_000 });
+      expect(svc.stdout.trim(), `${svc.stderr}\n${ctx()}`).toBe(CLIENT);
       // The exit code is the command's; outside exec, nothing changed.
       expect((await tr(['exec', '--direct', '--', 'sh', '-c', 'exit 7'])).code).toBe(7);
       expect(await seenAs(l, REMOTES[1])).toBe(SOCKS);
