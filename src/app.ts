@@ -3,7 +3,9 @@
  * logger and the clock. Everything below receives them, so tests pass fakes. `startTunroute`
  * is also the embedding API for other Node programs.
  */
+import { writeFileSync } from 'node:fs';
 import type { Config } from './config/schema.js';
+import { appSources } from './routes/apps.js';
 import { TunrouteError } from './errors.js';
 import { createLogger, resolveLogFormat, type Logger } from './logger.js';
 import type { Link } from './link/link.js';
@@ -23,6 +25,8 @@ import type { ProbeBook } from './relay/probes.js';
 import { Router } from './router/router.js';
 import { BlockOutbound } from './outbound/block.js';
 import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
+import { HttpOutbound } from './outbound/http.js';
+import type { ProxyUrl } from './outbound/proxy-url.js';
 import { DnsResolver, DnsCache, FakeIpResolver, type FakeIpPool, type DnsResolverStats } from './dns/index.js';
 import { FakeIpSaver, fakeIpStatePath, loadFakeIpPool } from './fake-ip-state.js';
 import { IP_PROTO_UDP } from './wire/ipv4.js';
@@ -102,15 +106,15 @@ async function openTunLink(config: Config, logger: Logger): Promise<Link> {
 /** The outbounds a config names, keyed by name; `block` always exists. */
 export function buildOutbounds(config: Config, log: Logger, clock: Clock): Map<string, Outbound> {
   const out = new Map<string, Outbound>([[BLOCK_OUTBOUND, new BlockOutbound(BLOCK_OUTBOUND)]]);
-  if (config.proxy !== undefined) {
-    out.set(PROXY_OUTBOUND, new Socks5UdpOutbound({ name: PROXY_OUTBOUND, proxy: config.proxy, logger: log, clock }));
-  }
+  const proxy = (name: string, url: ProxyUrl, connectTimeoutMs?: number): Outbound => {
+    const t = connectTimeoutMs === undefined ? {} : { connectTimeoutMs };
+    return url.scheme === 'http' ? new HttpOutbound({ name, proxy: url, ...t, logger: log, clock }) : new Socks5UdpOutbound({ name, proxy: url, ...t, logger: log, clock });
+  };
+  if (config.proxy !== undefined) out.set(PROXY_OUTBOUND, proxy(PROXY_OUTBOUND, config.proxy));
   for (const o of config.outbounds) {
     if (o.type === 'block') out.set(o.name, new BlockOutbound(o.name));
-    else if (o.type === 'socks5') {
-      // (wireguard outbounds forward packets instead of flows: see openWireguardTunnels below)
-      out.set(o.name, new Socks5UdpOutbound({ name: o.name, proxy: o.url, connectTimeoutMs: o.connectTimeoutMs, logger: log, clock }));
-    }
+    // (wireguard outbounds forward packets instead of flows: see openWireguardTunnels below)
+    else if (o.type === 'socks5' || o.type === 'http') out.set(o.name, proxy(o.name, o.url, o.connectTimeoutMs));
   }
   return out;
 }
@@ -141,12 +145,12 @@ function buildDnsResolver(config: Config, router: Router, outbounds: ReadonlyMap
  * With `dns: fakeip`, names are answered from the pool (every name: a full tunnel by name) and
  * the other queries by the hijack resolver; the pool's range is routed into the device.
  */
-function buildFakeIp(config: Config, upstream: DnsResolver | undefined, log: Logger): { resolver: FakeIpResolver; pool: FakeIpPool; saver: FakeIpSaver } | undefined {
+function buildFakeIp(config: Config, upstream: DnsResolver | undefined, log: Logger, reserved: readonly number[]): { resolver: FakeIpResolver; pool: FakeIpPool; saver: FakeIpSaver } | undefined {
   if (config.dns.mode !== 'fakeip') return undefined;
   // The table of the last run, so that cached answers still reach their names (fake-ip-state.ts).
   // The device's own address may lie in the pool (by default tun0 is 198.18.0.1/15): never hand it out.
   const path = fakeIpStatePath(resolveStateDir(config.stateDir), config.tun.name);
-  const pool = loadFakeIpPool(path, config.dns.fakeIpRange, [config.tun.address.addr], log);
+  const pool = loadFakeIpPool(path, config.dns.fakeIpRange, [config.tun.address.addr, ...reserved], log);
   return { pool, saver: new FakeIpSaver(pool, path, log), resolver: new FakeIpResolver({ pool, tunneled: () => true, upstream, logger: log }) };
 }
 
@@ -182,7 +186,9 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const outbounds = buildOutbounds(routes.config, log, clock);
   const router = buildRouter(config);
   const dns = buildDnsResolver(config, router, outbounds, clock, log);
-  const fakeIp = buildFakeIp(config, dns, log);
+  // Per-app routing's source addresses (routes/apps.ts): never handed out as fake addresses.
+  const apps = routes.plan.apps;
+  const fakeIp = buildFakeIp(config, dns, log, apps?.outbounds.map((o) => o.addr) ?? []);
   // A start that fails from here on must not leave the table's save timer behind (an embedder's process lives on).
   const link = await (deps.openLink ?? openTunLink)(config, log).catch((e: unknown) => {
     fakeIp?.saver.stop();
@@ -191,6 +197,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   let tunnels = new Map<string, WireguardTunnel>();
   try {
     tunnels = await openWireguardTunnels(tunnelSpecsOf(config), { link, clock, logger: log, deviceAddress: config.tun.address.addr });
+    if (apps !== undefined && apps.outbounds.length > 0) looseReversePath(link.name, log);
     await routes.apply();
   } catch (e) {
     for (const t of tunnels.values()) t.close();
@@ -198,9 +205,10 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     fakeIp?.saver.stop();
     throw e;
   }
+  const sources = apps === undefined ? undefined : appSources(apps);
   const engine = new TerminatingEngine({
     link,
-    router,
+    router: sources === undefined ? router : { route: (d, p, port) => router.route(d, p, port), routeName: (n, p, port) => router.routeName(n, p, port), routeSource: (src) => sources.get(src) },
     outbounds,
     clock,
     logger: log,
@@ -254,6 +262,20 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
       return stopping;
     },
   };
+}
+
+/**
+ * Replies to a program sent through `exec --outbound` come back on the device from addresses
+ * the main table routes elsewhere (its socket took its source address from the main table's
+ * route): loose reverse-path filtering on the device lets them in. The setting lives and dies
+ * with the device.
+ */
+function looseReversePath(dev: string, log: Logger): void {
+  try {
+    writeFileSync(`/proc/sys/net/ipv4/conf/${dev}/rp_filter`, '2');
+  } catch (e) {
+    log.warn({ dev, err: e }, 'cannot set loose reverse-path filtering on the device: replies to tunroute exec --outbound may be dropped');
+  }
 }
 
 /** A tunnel's counters, cut to what `status` shows (the full set is in the final log line). */

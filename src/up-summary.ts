@@ -8,7 +8,7 @@ import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
 import type { RoutePlan } from './routes/plan.js';
 import { cidrToString } from './net/ipv4.js';
 import { formatEndpoint } from './net/endpoint.js';
-import type { Socks5Url } from './outbound/socks5-url.js';
+import type { ProxyUrl } from './outbound/proxy-url.js';
 
 /** How many of the routed prefixes the summary names before "… and N more". */
 const SHOWN_PREFIXES = 3;
@@ -24,9 +24,9 @@ export interface UpSummary {
   lines: string[];
 }
 
-function socksText(u: Socks5Url): string {
+function socksText(u: ProxyUrl): string {
   // host:port only: the URL's user:pass is a secret.
-  return `SOCKS5 proxy ${u.host}:${u.port}`;
+  return `${u.scheme === 'http' ? 'HTTP CONNECT' : 'SOCKS5'} proxy ${u.host}:${u.port}`;
 }
 
 function plural(n: number, one: string, many: string): string {
@@ -64,7 +64,7 @@ export function upSummary(config: Config, plan: RoutePlan): UpSummary {
   for (const o of config.outbounds) {
     if (o.type === 'block') continue;
     outbounds.push(o.name);
-    if (o.type === 'socks5') lines.push(`outbound ${o.name}: ${socksText(o.url)}${role(o.name)}`);
+    if (o.type === 'socks5' || o.type === 'http') lines.push(`outbound ${o.name}: ${socksText(o.url)}${role(o.name)}`);
     else {
       const peers = o.peers.map((p) => (p.endpoint === undefined ? 'a peer with no endpoint' : formatEndpoint(p.endpoint))).join(', ');
       lines.push(`outbound ${o.name}: WireGuard tunnel to ${peers}${role(o.name)}`);

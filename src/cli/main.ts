@@ -159,6 +159,23 @@ program
     }
   });
 
+program
+  .command('exec')
+  .description('run a command whose every socket (children included) bypasses the tunnel (--direct) or takes one outbound (--outbound NAME); needs root and a running tunroute')
+  .option('--direct', 'bypass the device: the main table\'s routes, as without tunroute')
+  .option('--outbound <name>', 'everything through this outbound (a SOCKS5 or HTTP proxy of the running config), whatever the rules say')
+  .option('--tun <name>', 'the running tunroute\'s device', 'tun0')
+  .option('--state-dir <dir>', 'where the route journal lives (default /run/tunroute, per network namespace; env TUNROUTE_STATE_DIR)')
+  .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent', 'warn')
+  .argument('<command...>', 'the command and its arguments (put -- before it)')
+  .action(async (argv: string[], o: { direct?: boolean; outbound?: string; tun: string; stateDir?: string; logLevel: string }) => {
+    if (!IFNAME_RE.test(o.tun)) throw new TunrouteError('TR_BAD_FLAG', `The flag --tun ${shown(o.tun)} is not a valid interface name: use 1–15 letters, digits, "_", "-" or ".".`);
+    const { resolveStateDir } = await import('../routes/index.js');
+    const { runExec } = await import('../run-exec.js');
+    const level = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(o.logLevel) ? (o.logLevel as 'warn') : 'warn';
+    process.exitCode = await runExec({ stateDir: resolveStateDir(stateDirOf(o.stateDir)), dev: o.tun, outbound: o.outbound, direct: o.direct === true, argv, log: createLogger(level) });
+  });
+
 addFlags(
   addFlags(
     program

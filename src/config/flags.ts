@@ -43,7 +43,7 @@ export const ROUTE_FLAGS = [
 
 /** The upstream flags `up` and `why` share. */
 export const UPSTREAM_FLAGS = [
-  { flag: '--proxy', arg: '<url>', field: 'proxy', kind: 'text', help: 'carry TCP through this SOCKS5 proxy: socks5://[user:pass@]host:port' },
+  { flag: '--proxy', arg: '<url>', field: 'proxy', kind: 'text', help: 'carry TCP through this proxy: socks5://[user:pass@]host:port, or http://[user:pass@]host:port (HTTP CONNECT, TCP only)' },
   { flag: '--tunnel', arg: '<file>', kind: 'list', help: 'a wg-quick file (wg0.conf): its AllowedIPs go through this WireGuard tunnel (repeatable)' },
 ] as const satisfies readonly FlagSpec[];
 

@@ -8,7 +8,7 @@ import { parseAnyCidr, parseCidr } from '../net/ipv4.js';
 import { parseDomainPattern } from '../net/domain-set.js';
 import { ifName, logSchema, mtu, parsedText, tcpLimitsSchema, wgKey } from './fields.js';
 import { parseEndpoint, parseIpv4Endpoint, type Endpoint } from '../net/endpoint.js';
-import { parseSocks5Url, Socks5UrlError, type Socks5Url } from '../outbound/socks5-url.js';
+import { ProxyUrlError, parseWith, type HttpProxyUrl, type ProxyScheme, type ProxyUrl, type Socks5Url } from '../outbound/proxy-url.js';
 import { OWN_TEXT } from './issues.js';
 
 /** An IPv4 CIDR, parsed; host bits kept as written (the planner merges, the router refuses them in rules). */
@@ -18,21 +18,31 @@ const cidr = parsedText(parseCidr, 'is not an IPv4 CIDR like 10.0.0.0/8');
 const interfaceAddress = cidr.refine((c) => c.prefix < 31, { message: 'needs a prefix of /30 or shorter so the device has room for peers' });
 
 /**
- * `socks5://[user:pass@]host:port`, parsed once here. A bad URL is described by the URL parser
+ * A proxy URL of the given schemes, parsed once here. A bad URL is described by the URL parser
  * (the value with its password hidden, the problem and the fix); the error names the flag or field.
  */
-const socks5Url = z
-  .string()
-  .min(1)
-  .transform((s, ctx): Socks5Url => {
-    try {
-      return parseSocks5Url(s);
-    } catch (e) {
-      if (!(e instanceof Socks5UrlError)) throw e;
-      ctx.addIssue({ code: 'custom', message: e.detail, params: { [OWN_TEXT]: true } });
-      return z.NEVER;
-    }
-  });
+function proxyUrlOf<S extends ProxyScheme>(accept: readonly S[]) {
+  return z
+    .string()
+    .min(1)
+    .transform((s, ctx): Extract<ProxyUrl, { scheme: S }> => {
+      try {
+        return parseWith(s, {}, accept);
+      } catch (e) {
+        if (!(e instanceof ProxyUrlError)) throw e;
+        ctx.addIssue({ code: 'custom', message: e.detail, params: { [OWN_TEXT]: true } });
+        return z.NEVER;
+      }
+    });
+}
+
+/** `socks5://[user:pass@]host:port` */
+const socks5Url = proxyUrlOf(['socks5', 'socks5h']);
+/** `http://[user:pass@]host:port`: an HTTP proxy reached by CONNECT. */
+const httpProxyUrl = proxyUrlOf(['http']);
+/** `--proxy` and `proxy:`: either kind. */
+const anyProxyUrl = proxyUrlOf(['socks5', 'socks5h', 'http']);
+export type { HttpProxyUrl, ProxyUrl, Socks5Url };
 
 /** A WireGuard peer's `HOST:PORT`: an IPv4 address or a name (resolved and pinned by tunnels.ts). */
 const peerEndpoint = parsedText((s): Endpoint | undefined => {
@@ -112,6 +122,26 @@ export const routesSchema = z
     excludeUids: z
       .array(z.union([uid, z.tuple([uid, uid]).refine(([a, b]) => a <= b, { message: 'is a range whose first uid is above its last' })]))
       .default([]),
+    /**
+     * cgroup v2 paths (relative to the cgroup2 root, e.g. system.slice/sshd.service) whose
+     * sockets never enter the tunnel: a service's traffic, children included (see routes/apps.ts).
+     */
+    excludeCgroups: z
+      .array(
+        z
+          .string()
+          .transform((s) => s.replace(/^\/+|\/+$/g, ''))
+          .refine((s) => /^[A-Za-z0-9_.@:-]+(\/[A-Za-z0-9_.@:-]+)*$/.test(s) && !s.split('/').some((p) => p === '.' || p === '..'), {
+            message: 'is not a cgroup path like system.slice/sshd.service (relative to the cgroup2 root, no "." or "..")',
+          }),
+      )
+      .default([]),
+    /**
+     * Per-app routing (`tunroute exec`, routes/apps.ts) where policy routing, cgroup v2 and
+     * nftables allow it: "on"; "off": none of it (its nat rules turn on connection tracking
+     * in the namespace, which a host without a stateful firewall may not want).
+     */
+    perApp: z.enum(['on', 'off']).default('on'),
     /** Full tunnel only: IPv6 is made unreachable (except link-local and multicast) so it cannot leak. */
     ipv6Guard: z.boolean().default(true),
     /** If tunroute dies, tunneled destinations stay unreachable (fail closed) until `tunroute down`. */
@@ -132,6 +162,18 @@ export const socks5OutboundSchema = z
     /** socks5://[user:pass@]host:port */
     url: socks5Url,
     /** Deadline for proxy connect + SOCKS handshake + CONNECT reply. */
+    connectTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+  })
+  .strict();
+
+/** An HTTP proxy reached by CONNECT: TCP only (UDP is refused with ICMP, DNS goes over TCP). */
+export const httpOutboundSchema = z
+  .object({
+    name: outboundName,
+    type: z.literal('http'),
+    /** http://[user:pass@]host:port (Basic authentication) */
+    url: httpProxyUrl,
+    /** Deadline for proxy connect + CONNECT reply. */
     connectTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
   })
   .strict();
@@ -170,7 +212,7 @@ export const wireguardOutboundSchema = z
   })
   .strict();
 
-export const outboundSchema = z.discriminatedUnion('type', [socks5OutboundSchema, blockOutboundSchema, wireguardOutboundSchema]);
+export const outboundSchema = z.discriminatedUnion('type', [socks5OutboundSchema, httpOutboundSchema, blockOutboundSchema, wireguardOutboundSchema]);
 
 const port = z.number().int().min(0).max(65535);
 
@@ -216,8 +258,8 @@ export const configSchema = z
       .object({ socket: z.string().min(1).default('/run/tunroute/tunroute.sock') })
       .strict()
       .default({ socket: '/run/tunroute/tunroute.sock' }),
-    /** Shorthand for one socks5 outbound named "proxy" that is also the default. */
-    proxy: socks5Url.optional(),
+    /** Shorthand for one outbound named "proxy" (socks5:// or http://) that is also the default. */
+    proxy: anyProxyUrl.optional(),
     outbounds: z.array(outboundSchema).default([]),
     /** Most specific CIDR wins, then file order; see src/router/router.ts. */
     rules: z.array(ruleSchema).default([]),

@@ -43,7 +43,7 @@ function isWireguard(o: Config['outbounds'][number]): o is WireguardOutbound {
 /** Whether planRoutes will make a full tunnel of this config (its own rule, kept in one place here). */
 function isFullTunnel(config: Config): boolean {
   const r = config.routes;
-  return r.include.length === 0 && r.includeFiles.length === 0 && (config.proxy !== undefined || config.outbounds.some((o) => o.type === 'socks5'));
+  return r.include.length === 0 && r.includeFiles.length === 0 && (config.proxy !== undefined || config.outbounds.some((o) => o.type === 'socks5' || o.type === 'http'));
 }
 
 /** What the expansion collects while it walks the outbounds in order. */

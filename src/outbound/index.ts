@@ -30,3 +30,11 @@ export {
   type Socks5Auth,
   type Socks5Url,
 } from './socks5-url.js';
+export { HTTP_DEFAULT_CONNECT_TIMEOUT_MS, HttpOutbound, type HttpOutboundOptions } from './http.js';
+export {
+  HTTP_PROXY_DEFAULT_PORT,
+  formatProxyUrl,
+  parseProxyUrl,
+  type HttpProxyUrl,
+  type ProxyUrl,
+} from './proxy-url.js';

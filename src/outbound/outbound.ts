@@ -77,7 +77,7 @@ export interface ConnectOptions {
   readonly timeoutMs?: number;
 }
 
-export const OUTBOUND_KINDS = ['socks5', 'block', 'direct'] as const;
+export const OUTBOUND_KINDS = ['socks5', 'http', 'block', 'direct'] as const;
 export type OutboundKind = (typeof OUTBOUND_KINDS)[number];
 
 /**

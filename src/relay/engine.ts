@@ -20,7 +20,7 @@ import type { FakeIpResolver, FakeIpResolverStats } from '../dns/fake-ip-resolve
 import type { Link } from '../link/link.js';
 import type { Logger } from '../logger.js';
 import type { Outbound, OutboundStats } from '../outbound/outbound.js';
-import type { Router } from '../router/router.js';
+import type { FlowRouter } from './flow-route.js';
 import { PacketDispatcher, type DispatcherStats, type ForwardHandler } from '../stack/dispatcher.js';
 import { Ipv4Reassembler, type ReassemblyOptions, type ReassemblyStats } from '../stack/ip-reassembly.js';
 import { TcpStack } from '../stack/tcp-stack.js';
@@ -40,7 +40,7 @@ const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
 export interface EngineOptions {
   link: Link;
   /** The outbound for each new flow (a Router, or the server's guard around one). */
-  router: Pick<Router, 'route'> & Partial<Pick<Router, 'routeName'>>;
+  router: FlowRouter;
   /** By name; every name the router can answer must be here. Closed by stop(). */
   outbounds: ReadonlyMap<string, Outbound>;
   clock: Clock;

@@ -28,12 +28,11 @@ import {
   type PendingConnect,
   type UpstreamReason,
 } from '../outbound/outbound.js';
-import type { Router } from '../router/router.js';
 import { IP_PROTO_TCP } from '../wire/ipv4.js';
 import { TrimAfterBurst } from './trim-after-burst.js';
 import { BufferBudget, type BufferBudgetStats } from './buffer-budget.js';
 import { isFdExhaustion, LimitLog } from './limit-log.js';
-import { routeFlow } from './flow-route.js';
+import { routeFlow, type FlowRouter } from './flow-route.js';
 import type { ProbeBook } from './probes.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
 
@@ -49,7 +48,7 @@ export interface TcpRelayOptions {
   stack: TcpStack;
   /** The outbound for each new flow (a Router, or the server's guard around one). */
   /** What picks an outbound: an address (route), and a name when it has domain rules (routeName). */
-  router: Pick<Router, 'route'> & Partial<Pick<Router, 'routeName'>>;
+  router: FlowRouter;
   outbounds: ReadonlyMap<string, Outbound>;
   clock: Clock;
   logger: Logger;
@@ -204,7 +203,7 @@ export class TcpRelay {
         return;
       }
     }
-    const route = routeFlow(o.router, o.names, req.dstIp, IP_PROTO_TCP, req.dstPort);
+    const route = routeFlow(o.router, o.names, req.dstIp, IP_PROTO_TCP, req.dstPort, req.srcIp);
     if (route === undefined) {
       this.stats.refusedNoName++;
       req.reject();

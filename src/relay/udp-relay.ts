@@ -27,7 +27,7 @@ import type { ProbeBook } from './probes.js';
 import type { DnsAnswerer } from '../dns/resolver.js';
 import { destinationText, isUpstreamError, UPSTREAM_REASONS, type Destination, type Outbound, type UdpUpstream, type UpstreamReason } from '../outbound/outbound.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
-import { routeFlow } from './flow-route.js';
+import { routeFlow, type FlowRouter } from './flow-route.js';
 import type { BufferBudget } from './buffer-budget.js';
 import { isFdExhaustion, LimitLog } from './limit-log.js';
 import type { UdpCloseReason, UdpFlow, UdpFlowListener } from '../stack/udp/flow-table.js';
@@ -44,7 +44,7 @@ import { ipToU32, u32ToIp } from '../net/ipv4.js';
 export interface UdpRelayOptions {
   stack: UdpStack;
   /** Picks the outbound by name for a destination (the Router). */
-  router: { route(dstIp: number, protocol: number, dstPort: number): string; routeName?(name: string, protocol: number, dstPort: number): string | undefined };
+  router: FlowRouter;
   outbounds: ReadonlyMap<string, Outbound>;
   clock: Clock;
   logger: Logger;
@@ -165,7 +165,7 @@ export class UdpRelay {
   readonly onFlow = (flow: UdpFlow): UdpFlowListener | undefined => {
     const o = this.o;
     if (o.dns !== undefined && flow.dstPort === 53) return this.track(new DnsHijackFlow(this, flow, o.dns));
-    const route = routeFlow(o.router, o.names, flow.dstIp, IP_PROTO_UDP, flow.dstPort);
+    const route = routeFlow(o.router, o.names, flow.dstIp, IP_PROTO_UDP, flow.dstPort, flow.srcIp);
     const outbound = route === undefined ? undefined : o.outbounds.get(route.outbound);
     if (route === undefined || outbound?.openUdp === undefined) {
       // A pool address with no name, blocked, or an upstream that never carries UDP.

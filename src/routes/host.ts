@@ -13,6 +13,9 @@ import type { Config } from '../config/schema.js';
 import { parseCidr, parseCidrOrAddress, ipToU32, cidrContains, cidrToString, normalizeCidr } from '../net/ipv4.js';
 import { IFNAME_RE } from '../config/fields.js';
 import { resolveUpstreams, systemResolver, upstreamsOf, type ResolvedUpstream, type Resolver } from './upstreams.js';
+import type { AppsEnv } from './apps.js';
+import { probeApps } from './cgroup.js';
+import { defaultStateDir } from './state-dir.js';
 
 export interface CommandResult {
   code: number;
@@ -67,6 +70,9 @@ export interface LocalInterface {
 /** Everything the planner reads from outside the config; see planRoutes. */
 export interface RouteEnv {
   readonly network: NetworkView;
+  /** Where cgroup v2 is, for per-app routing; undefined (and `appsOff` says why) when it cannot be had. */
+  readonly apps?: AppsEnv;
+  readonly appsOff?: string;
   readonly upstreams: readonly ResolvedUpstream[];
   /** Contents of routes.includeFiles / excludeFiles, by path as written in the config. */
   readonly files: ReadonlyMap<string, string>;
@@ -83,6 +89,8 @@ export interface HostProbe {
   tableInUse(table: number, ipv6: boolean): Promise<string | undefined>;
   /** The kernel's answer to `ip route get ADDR` (first line), or the error. */
   routeGet(addr: string): Promise<string>;
+  /** Where cgroup v2 and nft are for per-app routing, or why not (absent: off, as in tests). */
+  apps?(): Promise<{ env: AppsEnv } | { off: string }>;
 }
 
 const routeJson = z.array(
@@ -165,7 +173,7 @@ export function parseInterfaces(addrJsonText: string): LocalInterface[] {
 }
 
 /** The real host (or one namespace of it, with netns). */
-export function hostProbe(opts: { netns?: string; resolve?: Resolver } = {}): HostProbe {
+export function hostProbe(opts: { netns?: string; resolve?: Resolver; stateDir?: string } = {}): HostProbe {
   const ip = ipCommand(opts);
   const hasIpv6 = async (): Promise<boolean> => (await ip(['-6', 'rule', 'show'])).code === 0;
   return {
@@ -192,6 +200,8 @@ export function hostProbe(opts: { netns?: string; resolve?: Resolver } = {}): Ho
       }
       return found.length === 0 ? undefined : found.join('; ');
     },
+    // Per-app routing works on this process's own namespace only (nft and cgroups are not `ip -n`).
+    ...(opts.netns === undefined ? { apps: () => probeApps(opts.stateDir ?? defaultStateDir()) } : {}),
     async routeGet(addr) {
       const r = await ip(['route', 'get', addr]);
       return r.code === 0 ? firstLine(r.stdout) : `error: ${r.stderr.trim()}`;
@@ -237,5 +247,6 @@ export async function probeRouteEnv(config: Config, host: HostProbe): Promise<Ro
   }
   const upstreams = await resolveUpstreams(upstreamsOf(config), host.resolve);
   const network = await host.network();
-  return { network, upstreams, files };
+  const apps = host.apps === undefined ? { off: 'not probed' } : await host.apps();
+  return 'env' in apps ? { network, upstreams, files, apps: apps.env } : { network, upstreams, files, appsOff: apps.off };
 }

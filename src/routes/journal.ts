@@ -18,7 +18,7 @@
  * user can write (state-dir.ts), and journal files are opened with O_NOFOLLOW (a temp file also
  * O_CREAT|O_EXCL), so a planted symlink never makes root write or read another file.
  */
-import { closeSync, constants, fchownSync, fstatSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchownSync, fstatSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { TunrouteError, shown } from '../errors.js';
@@ -26,7 +26,8 @@ import { parseCidr } from '../net/ipv4.js';
 import { IFNAME_RE } from '../config/fields.js';
 import type { Change, ExplainData } from './plan.js';
 import { ownerAlive as ownerRunsTunroute, processStartTime } from './owner.js';
-import { INSTANCE_DIR_PREFIX, checkInstanceDir, checkStateDir, instanceDirOf, isInstanceDir, ownerOfFilesIn } from './state-dir.js';
+import { HOST_STATE_DIR, INSTANCE_DIR_PREFIX, checkInstanceDir, checkStateDir, defaultStateDir, instanceDirOf, isInstanceDir, ownerOfFilesIn } from './state-dir.js';
+import { APPS_CGROUP_RE as APPS_CGROUP, APPS_NFT_TABLE_RE as APPS_NFT_TABLE, type JournalApps } from './apps.js';
 
 export { processStartTime };
 
@@ -49,6 +50,12 @@ export interface Journal {
   changes: Change[];
   /** For `tunroute why` against the running daemon. */
   explain?: ExplainData;
+  /** Per-app routing's cgroups and nft table (undone with the changes), for `exec` to find. */
+  apps?: JournalApps;
+  /** Why per-app routing is off, for `exec`'s message. */
+  appsOff?: string;
+  /** The device NetworkManager was told to leave alone (network-manager.ts), to hand back. */
+  nmUnmanaged?: string;
 }
 
 const ifName = z.string().regex(IFNAME_RE);
@@ -77,6 +84,16 @@ const ruleChange = z
     table,
     uids: z.tuple([z.number().int().min(0), z.number().int().min(0)]).optional(),
     iif: ifName.optional(),
+    fwmark: z.number().int().min(1).max(4_294_967_295).optional(),
+  })
+  .strict();
+
+const appsSchema = z
+  .object({
+    nftTable: z.string().regex(APPS_NFT_TABLE),
+    cgroups: z.array(z.string().regex(APPS_CGROUP)),
+    direct: z.string().regex(APPS_CGROUP),
+    outbounds: z.record(z.string().regex(/^[A-Za-z0-9_.-]{1,32}$/), z.string().regex(APPS_CGROUP)),
   })
   .strict();
 
@@ -93,34 +110,13 @@ const journalSchema = z
     changes: z.array(z.union([routeChange, ruleChange])),
     // Only read by `why`, which checks what it uses; never turned into commands.
     explain: z.custom<ExplainData>((v) => typeof v === 'object' && v !== null && 'include' in v && 'exclude' in v).optional(),
+    apps: appsSchema.optional(),
+    appsOff: z.string().max(500).optional(),
+    nmUnmanaged: ifName.optional(),
   })
   .strict();
 
-/** The state dir of a tunroute in the host's network namespace. */
-export const HOST_STATE_DIR = '/run/tunroute';
-
-/**
- * Where journals live unless --state-dir says otherwise. Routes belong to a network namespace,
- * and so do journals: inside a named namespace (`ip netns exec NAME`, as the lab runs
- * tunroute) it is /run/tunroute/netns/NAME, so a `down` on the host never sees, let alone
- * undoes, a namespace's journal (and /run is shared between namespaces).
- */
-export function defaultStateDir(): string {
-  try {
-    const self = statSync('/proc/self/ns/net');
-    for (const name of readdirSync('/run/netns')) {
-      try {
-        const s = statSync(join('/run/netns', name));
-        if (s.dev === self.dev && s.ino === self.ino) return join(HOST_STATE_DIR, 'netns', name);
-      } catch {
-        // A namespace being deleted.
-      }
-    }
-  } catch {
-    // No named namespaces here.
-  }
-  return HOST_STATE_DIR;
-}
+export { HOST_STATE_DIR, defaultStateDir } from './state-dir.js';
 
 /** --state-dir (or the config's stateDir) if given, else the default for this namespace. */
 export function resolveStateDir(given: string | undefined): string {

@@ -25,6 +25,9 @@ import { batchesOf, invert, planRoutes, toIpLine, type Change, type RoutePlan } 
 import { cleanupJournals } from './teardown.js';
 import { checkInstanceDir } from './state-dir.js';
 import { pinUpstreams, upstreamsOf } from './upstreams.js';
+import { appCgroups, journalApps, nftRuleset } from './apps.js';
+import { createCgroups, loadNft, tearDownApps } from './cgroup.js';
+import { manageDevice, networkManagerRunning, unmanageDevice, type NmOptions } from './network-manager.js';
 
 /** Watches the routing table; calls back on any change not made by tunroute. Returns a stop function. */
 export type RouteWatcher = (onChange: () => void) => () => void;
@@ -40,6 +43,8 @@ export interface RouteManagerOptions {
   watchRoutes?: RouteWatcher | false;
   /** Wait this long after a route change before re-reading the host (default 300 ms). */
   followDebounceMs?: number;
+  /** How nmcli is found (tests); false: leave NetworkManager alone (the lab's namespaces). */
+  networkManager?: NmOptions | false;
   /**
    * The user `up` will carry packets as once started (src/privileges.ts): the device's dir of
    * the state dir is handed to it, and the watchdog and the route monitor run as it from the start.
@@ -118,7 +123,7 @@ export class RouteManager {
   /** Read the host, plan, clean up after a dead tunroute. Changes nothing of a running system. */
   static async prepare(opts: RouteManagerOptions): Promise<RouteManager> {
     const { config, log } = opts;
-    const host = opts.host ?? hostProbe();
+    const host = opts.host ?? hostProbe({ stateDir: resolveStateDir(config.stateDir) });
     const runner = opts.runner ?? ipBatchRunner;
     const refs = upstreamsOf(config);
     const env = await probeRouteEnv(config, host);
@@ -147,12 +152,14 @@ export class RouteManager {
       );
     }
     // (A table that holds what we kept from the dead tunroute is ours: its journal says so.)
-    if (plan.table !== 'main' && plan.changes.length > 0 && !adopted.some((c) => c.table === plan.table)) {
-      const used = await host.tableInUse(plan.table, plan.ipv6 === 'guarded');
+    const tables = plan.table === 'main' ? [] : plan.apps === undefined ? [plan.table] : [plan.table, plan.apps.table];
+    for (const t of tables) {
+      if (plan.changes.length === 0 || adopted.some((c) => c.table === t)) continue;
+      const used = await host.tableInUse(t, plan.ipv6 === 'guarded' && t === plan.table);
       if (used !== undefined) {
         throw new TunrouteError(
           'TR_ROUTE_APPLY',
-          `Routing table ${plan.table} is already in use (${used}): another program owns it; give tunroute another one with --table N (routes.table).`,
+          `Routing table ${t} is already in use (${used}): another program owns it; give tunroute another one with --table N (routes.table${t === plan.table ? '' : `; per-app routing uses N+1 too`}).`,
         );
       }
     }
@@ -177,6 +184,7 @@ export class RouteManager {
       killSwitch: plan.killSwitch,
       changes: plan.changes,
       explain: plan.explain,
+      ...(plan.apps === undefined ? { appsOff: plan.appsOff ?? 'off' } : { apps: journalApps(plan.apps) }),
     };
     const t0 = performance.now();
     // The device's dir, handed to the user `up` will run as before the first file goes in.
@@ -187,9 +195,18 @@ export class RouteManager {
     else createJournal(this.journalFile, this.journal);
     const t1 = performance.now();
     if (this.opts.watchdog ?? this.opts.config.routes.watchdog) this.startWatchdog();
+    await this.unmanage();
     const adoptedKeys = new Set(this.adopted.map(changeKey));
     try {
       if (this.adopted.length > 0) await this.ensureAdopted();
+      if (plan.apps !== undefined) {
+        // cgroups first: nft resolves each cgroup path when it loads the rule.
+        createCgroups(appCgroups(plan.apps));
+        const nft = await loadNft(nftRuleset(plan.apps));
+        if (!nft.ok) {
+          throw new TunrouteError('TR_ROUTE_APPLY', `Loading the nftables rules of per-app routing failed (${nft.stderr.split('\n')[0] ?? ''}): check that every routes.excludeCgroups path exists under ${plan.apps.env.mount}.`);
+        }
+      }
       await applyOps(
         plan.up.filter((o) => !((o.op === 'route' || o.op === 'rule') && adoptedKeys.has(changeKey(o)))),
         plan.dev,
@@ -198,6 +215,8 @@ export class RouteManager {
       );
     } catch (e) {
       if (this.adopted.length > 0) await removeChanges(invert(this.adopted), this.runner, log);
+      if (this.journal.apps !== undefined) await tearDownApps(this.journal.apps, log);
+      if (this.journal.nmUnmanaged !== undefined) await manageDevice(this.journal.nmUnmanaged, log, this.opts.networkManager === false ? {} : this.opts.networkManager);
       removeFile(this.journalFile);
       pruneStateDir(dirname(this.journalFile));
       this.journal = undefined;
@@ -224,6 +243,24 @@ export class RouteManager {
       const watch = this.opts.watchRoutes ?? ipMonitorWatcher(undefined, this.opts.runAs);
       this.stopWatching = watch(() => this.scheduleFollow());
     }
+  }
+
+  /**
+   * Tell NetworkManager to leave the device alone, journaled first (so a crash between the two
+   * only costs a harmless `managed yes` on the way down).
+   */
+  private async unmanage(): Promise<void> {
+    const nm = this.opts.networkManager;
+    if (nm === false || this.journal === undefined) return;
+    const dev = this.plan_.dev;
+    const running = await networkManagerRunning(nm);
+    if (!running.running) {
+      this.opts.log.debug({ dev, why: running.why }, 'no NetworkManager: nothing to tell it about the device');
+      return;
+    }
+    this.journal = { ...this.journal, nmUnmanaged: dev };
+    replaceJournal(this.journalFile, this.journal);
+    await unmanageDevice(dev, this.opts.log, nm);
   }
 
   /** Add the adopted changes again where they went missing meanwhile ("File exists" = still there). */
@@ -353,6 +390,8 @@ export class RouteManager {
       if (this.journal !== undefined) {
         const t0 = performance.now();
         const r = await removeChanges(invert(this.changes), this.runner, this.opts.log);
+        if (this.journal.apps !== undefined) await tearDownApps(this.journal.apps, this.opts.log);
+        if (this.journal.nmUnmanaged !== undefined) await manageDevice(this.journal.nmUnmanaged, this.opts.log, this.opts.networkManager === false ? {} : this.opts.networkManager);
         removeFile(this.journalFile);
         pruneStateDir(dirname(this.journalFile));
         const removeMs = Math.round((performance.now() - t0) * 10) / 10;

@@ -31,6 +31,7 @@ import { BLOCK_OUTBOUND, DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from
 import { cidrToString, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../net/ipv4.js';
 import { overlapsRanges, PrefixBag, routeSetOfRanges } from '../net/cidr-set.js';
 import type { NetworkView, RouteEnv } from './host.js';
+import { planApps, type AppsPlan } from './apps.js';
 import { parseCidrFile, type CidrFileEntries, type LabeledPrefix } from './sources.js';
 
 /** The `proto` (routes) and `protocol` (rules) number that marks tunroute's changes. */
@@ -64,6 +65,8 @@ export type RuleChange = {
   uids?: [number, number];
   /** iif NAME: packets forwarded from this interface (a container bridge kept out). */
   iif?: string;
+  /** fwmark (per-app routing, see apps.ts) */
+  fwmark?: number;
 };
 
 /** A change to the host's routing state: these are journaled and undone by `down`. */
@@ -130,6 +133,10 @@ export interface RoutePlan {
   /** Things a user should know (no default route found, …). */
   notes: string[];
   explain: ExplainData;
+  /** Per-app routing (cgroups, nft table), when it is on; see apps.ts. */
+  apps?: AppsPlan;
+  /** Why per-app routing is off, when it is (for `tunroute exec`'s message). */
+  appsOff?: string;
 }
 
 /** Always kept out of the tunnel: routing these into a TUN device makes no sense. */
@@ -182,7 +189,7 @@ function bagOf(inline: readonly LabeledPrefix[], files: readonly CidrFileEntries
 }
 
 function hasUpstream(config: Config): boolean {
-  return config.proxy !== undefined || config.outbounds.some((o) => o.type === 'socks5');
+  return config.proxy !== undefined || config.outbounds.some((o) => o.type === 'socks5' || o.type === 'http');
 }
 
 /** Same choice as app.ts buildRouter: the outbound for flows no rule matches. */
@@ -310,17 +317,29 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   }
 
   const uids = r.excludeUids.map((u): [number, number] => (typeof u === 'number' ? [u, u] : [u[0], u[1]]));
+  const cgroups = r.excludeCgroups;
   let table: Table;
   if (r.table === 'main') {
-    if (uids.length > 0) {
-      throw new TunrouteError(
-        'TR_BAD_CONFIG',
-        'Excluding users (--exclude-uid, routes.excludeUids) needs policy routing, but routes.table is "main": set routes.table to auto or a table number.',
-      );
+    if (uids.length > 0 || cgroups.length > 0) {
+      const what = uids.length > 0 ? 'Excluding users (--exclude-uid, routes.excludeUids)' : 'Excluding cgroups (routes.excludeCgroups)';
+      throw new TunrouteError('TR_BAD_CONFIG', `${what} needs policy routing, but routes.table is "main": set routes.table to auto or a table number.`);
     }
     table = 'main';
   } else if (typeof r.table === 'number') table = r.table;
-  else table = mode === 'full' || uids.length > 0 ? DEFAULT_ROUTE_TABLE : 'main';
+  else table = mode === 'full' || uids.length > 0 || cgroups.length > 0 ? DEFAULT_ROUTE_TABLE : 'main';
+
+  // Per-app routing: on wherever it can be (see apps.ts); excludeCgroups insists on it.
+  let apps: AppsPlan | undefined;
+  let appsOff: string | undefined;
+  if (r.perApp === 'off') appsOff = 'routes.perApp is off';
+  else if (mode === 'none') appsOff = 'nothing is routed into the device';
+  else if (table === 'main') appsOff = 'the routes are in the main table (a split tunnel): start tunroute up with --table 7300 to give it a table of its own';
+  else if (env.apps === undefined) appsOff = env.appsOff ?? 'cgroup v2 or nftables is missing';
+  else if (table + 1 >= 253 && table + 1 <= 255) appsOff = `table ${table + 1}, which per-app routing needs beside table ${table}, is reserved by the kernel: pick another routes.table`;
+  else apps = planApps(config, env.apps, table + 1, dev);
+  if (cgroups.length > 0 && apps === undefined) {
+    throw new TunrouteError('TR_BAD_CONFIG', `Excluding cgroups (routes.excludeCgroups) needs per-app routing, which is off: ${appsOff ?? ''}.`);
+  }
 
   const ipv6: Ipv6Handling = mode === 'full' && r.ipv6Guard ? (net.ipv6 ? 'guarded' : 'unavailable') : 'untouched';
   const killSwitch = r.killSwitch && mode !== 'none';
@@ -339,6 +358,11 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
       // What a kept-out interface forwards (a container's traffic, replies from a published
       // port) keeps the main table, before our table's rule.
       for (const k of keptOut) changes.push({ op: 'rule', family: 4, priority, table: 'main', iif: k.name });
+      if (apps !== undefined) {
+        changes.push({ op: 'route', family: 4, type: 'unicast', cidr: '0.0.0.0/0', dev, table: apps.table });
+        changes.push({ op: 'rule', family: 4, priority, table: 'main', fwmark: apps.direct.mark });
+        for (const o of apps.outbounds) changes.push({ op: 'rule', family: 4, priority, table: apps.table, fwmark: o.mark });
+      }
       changes.push({ op: 'rule', family: 4, priority: priority + 1, table });
     } else if (keptOut.length > 0) {
       notes.push(
@@ -359,6 +383,7 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
         changes.push({ op: 'route', family: 6, type: 'throw', cidr: 'ff00::/8', table });
         for (const u of uids) changes.push({ op: 'rule', family: 6, priority, table: 'main', uids: u });
         for (const k of keptOut) changes.push({ op: 'rule', family: 6, priority, table: 'main', iif: k.name });
+        if (apps !== undefined) changes.push({ op: 'rule', family: 6, priority, table: 'main', fwmark: apps.direct.mark });
         changes.push({ op: 'rule', family: 6, priority: priority + 1, table });
       }
     } else if (ipv6 === 'unavailable') {
@@ -401,8 +426,15 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
     defaultOutbound: defaultOutboundOf(config),
   };
 
-  const keptOutOfPlan = mode === 'none' ? [] : keptOut.map((k) => ({ name: k.name, why: k.why }));
-  return { dev, mode, table, priority, up, down: invert(up), changes, prefixes, direct, excludeUids: uids, keptOut: keptOutOfPlan, gateway: mode === 'none' ? [] : gateway.map((g) => g.name), ipv6, killSwitch, notes, explain };
+  const plan: RoutePlan = {
+    dev, mode, table, priority, up, down: invert(up), changes, prefixes, direct, excludeUids: uids,
+    keptOut: mode === 'none' ? [] : keptOut.map((k) => ({ name: k.name, why: k.why })),
+    gateway: mode === 'none' ? [] : gateway.map((g) => g.name),
+    ipv6, killSwitch, notes, explain,
+  };
+  if (apps !== undefined) plan.apps = apps;
+  else plan.appsOff = appsOff;
+  return plan;
 }
 
 /**
@@ -439,7 +471,8 @@ export function toIpLine(o: RouteOp, mode: 'apply' | 'undo'): string {
     case 'rule': {
       const uids = o.uids === undefined ? '' : ` uidrange ${o.uids[0]}-${o.uids[1]}`;
       const iif = o.iif === undefined ? '' : ` iif ${o.iif}`;
-      return `rule ${add ? 'add' : 'del'}${uids}${iif} lookup ${o.table} priority ${o.priority} protocol ${ROUTE_PROTO}`;
+      const mark = o.fwmark === undefined ? '' : ` fwmark 0x${o.fwmark.toString(16)}`;
+      return `rule ${add ? 'add' : 'del'}${uids}${iif}${mark} lookup ${o.table} priority ${o.priority} protocol ${ROUTE_PROTO}`;
     }
   }
 }
@@ -529,6 +562,11 @@ export function* describePlanLines(plan: RoutePlan, opts: DescribeOptions = {}):
       yield `interfaces kept out both ways${rules}: ${plan.keptOut.map((k) => `${k.name} (${k.why})`).join(', ')}`;
     }
     if (plan.gateway.length > 0) yield `gateway mode: what ${plan.gateway.join(', ')} forward${plan.gateway.length === 1 ? 's' : ''} enters ${plan.dev} too (routes.fromInterfaces)`;
+    if (plan.apps !== undefined) {
+      const a = plan.apps;
+      yield `per-app routing (tunroute exec): cgroups under ${a.root}, nft table inet ${a.nftTable}; --direct → main table, --outbound NAME → table ${a.table} (everything into ${plan.dev}) for ${a.outbounds.map((o) => o.name).join(', ') || 'no outbound'}`;
+      for (const e of a.excluded) yield `  cgroup ${e.path}: never enters ${plan.dev} (routes.excludeCgroups)`;
+    }
     if (plan.excludeUids.length > 0) {
       yield `users whose traffic never enters ${plan.dev}: ${plan.excludeUids.map(([a, b]) => (a === b ? `uid ${a}` : `uids ${a}-${b}`)).join(', ')} (ip rule priority ${plan.priority} → main table)`;
     }

@@ -12,7 +12,7 @@
  *
  * The check runs on the real path (symlinks resolved), so every dir it relies on is checked.
  */
-import { chownSync, lstatSync, mkdirSync, realpathSync, type Stats } from 'node:fs';
+import { chownSync, lstatSync, mkdirSync, readdirSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { TunrouteError, shown } from '../errors.js';
 
@@ -162,3 +162,29 @@ export function ownerOfFilesIn(dir: string): { uid: number; gid: number } | unde
     return undefined;
   }
 }
+/** The state dir of a tunroute in the host's network namespace. */
+export const HOST_STATE_DIR = '/run/tunroute';
+
+/**
+ * Where journals live unless --state-dir says otherwise. Routes belong to a network namespace,
+ * and so do journals: inside a named namespace (`ip netns exec NAME`, as the lab runs
+ * tunroute) it is /run/tunroute/netns/NAME, so a `down` on the host never sees, let alone
+ * undoes, a namespace's journal (and /run is shared between namespaces).
+ */
+export function defaultStateDir(): string {
+  try {
+    const self = statSync('/proc/self/ns/net');
+    for (const name of readdirSync('/run/netns')) {
+      try {
+        const s = statSync(join('/run/netns', name));
+        if (s.dev === self.dev && s.ino === self.ino) return join(HOST_STATE_DIR, 'netns', name);
+      } catch {
+        // A namespace being deleted.
+      }
+    }
+  } catch {
+    // No named namespaces here.
+  }
+  return HOST_STATE_DIR;
+}
+

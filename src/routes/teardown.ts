@@ -10,6 +10,8 @@ import { removeChanges, type IpRunner } from './apply.js';
 import { invert, type Change } from './plan.js';
 import { claimJournal, listStateFiles, ownerAlive, pruneInstanceDirs, pruneStateDir, readJournal, removeFile, replaceJournal, journalOf, type StoredJournal } from './journal.js';
 import { renameSync } from 'node:fs';
+import { tearDownApps } from './cgroup.js';
+import { manageDevice, type NmOptions } from './network-manager.js';
 
 export interface CleanupOptions {
   stateDir: string;
@@ -30,6 +32,8 @@ export interface CleanupOptions {
   onlyPid?: number;
   /** How long `down` waits for a running tunroute to stop (default 10 s). */
   stopTimeoutMs?: number;
+  /** How nmcli is found (tests; see network-manager.ts). */
+  networkManager?: NmOptions;
   /** Injected for tests. */
   kill?: (pid: number, signal: NodeJS.Signals) => void;
   /** Injected for tests: whether the journal's writer still runs as tunroute (default owner.ts). */
@@ -90,11 +94,17 @@ async function undoClaimed(claimed: string, j: StoredJournal, opts: CleanupOptio
   const kept = j.changes.filter((c) => keep(c));
   const undo = j.changes.filter((c) => !keep(c));
   const r = await removeChanges(invert(undo), opts.runner, opts.log);
+  // Per-app routing (nft table, cgroups) never stays: a new `up` makes its own.
+  if (j.apps !== undefined) await tearDownApps(j.apps, opts.log);
+  if (j.nmUnmanaged !== undefined) await manageDevice(j.nmUnmanaged, opts.log, opts.networkManager);
   if (kept.length === 0) removeFile(claimed);
   else {
     // Back under its own name, listing only what is left: if the new tunroute dies before it
     // takes the journal over, the next down still finds these.
-    replaceJournal(claimed, { ...j, changes: kept });
+    const rest: StoredJournal = { ...j, changes: kept };
+    delete rest.apps;
+    delete rest.nmUnmanaged;
+    replaceJournal(claimed, rest);
     renameSync(claimed, journalOf(claimed));
   }
   const entry: CleanupEntry = { dev: j.dev, pid: j.pid, startedAt: j.startedAt, outcome: 'removed', changes: undo.length, alreadyGone: r.failed };

@@ -1,5 +1,5 @@
 /**
- * The upstreams' own addresses: tunroute's sockets to its SOCKS5 servers and its tunnels' UDP
+ * The upstreams' own addresses: tunroute's sockets to its SOCKS5 and HTTP proxies and its tunnels' UDP
  * to their WireGuard endpoints must never be routed into tun0, or every flow (every sealed
  * datagram) would loop back into tunroute.
  *
@@ -13,7 +13,7 @@ import { lookup } from 'node:dns/promises';
 import { TunrouteError } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import { PROXY_OUTBOUND } from '../config/schema.js';
-import type { Socks5Url } from '../outbound/socks5-url.js';
+import type { ProxyUrl } from '../outbound/proxy-url.js';
 
 interface UpstreamBase {
   /** The outbound's name ("proxy" for --proxy). */
@@ -25,8 +25,8 @@ interface UpstreamBase {
   readonly port: number;
 }
 
-/** A SOCKS5 server, or a WireGuard peer's endpoint (pinned to an address by expandTunnels). */
-export type UpstreamRef = (UpstreamBase & { readonly kind: 'socks5'; readonly url: Socks5Url }) | (UpstreamBase & { readonly kind: 'wireguard' });
+/** A SOCKS5 or HTTP proxy, or a WireGuard peer's endpoint (pinned to an address by expandTunnels). */
+export type UpstreamRef = (UpstreamBase & { readonly kind: 'socks5' | 'http'; readonly url: ProxyUrl }) | (UpstreamBase & { readonly kind: 'wireguard' });
 
 export interface ResolvedUpstream {
   readonly name: string;
@@ -41,11 +41,19 @@ export interface ResolvedUpstream {
 /** Every upstream a config names (the schema parsed their URLs and endpoints). */
 export function upstreamsOf(config: Config): UpstreamRef[] {
   const out: UpstreamRef[] = [];
-  const socks = (name: string, url: Socks5Url, field: string): UpstreamRef => ({ name, kind: 'socks5', url, field, host: url.host, hostKind: url.hostKind === 'ipv4' ? 'ipv4' : 'name', port: url.port });
-  if (config.proxy !== undefined) out.push(socks(PROXY_OUTBOUND, config.proxy, 'proxy'));
+  const proxy = (name: string, url: ProxyUrl, field: string): UpstreamRef => ({
+    name,
+    kind: url.scheme === 'http' ? 'http' : 'socks5',
+    url,
+    field,
+    host: url.host,
+    hostKind: url.hostKind === 'ipv4' ? 'ipv4' : 'name',
+    port: url.port,
+  });
+  if (config.proxy !== undefined) out.push(proxy(PROXY_OUTBOUND, config.proxy, 'proxy'));
   config.outbounds.forEach((o, i) => {
-    if (o.type === 'socks5') {
-      out.push(socks(o.name, o.url, `outbounds[${i}].url`));
+    if (o.type === 'socks5' || o.type === 'http') {
+      out.push(proxy(o.name, o.url, `outbounds[${i}].url`));
     } else if (o.type === 'wireguard') {
       o.peers.forEach((p, j) => {
         // The schema admits IPv4 and host names only; anything else never reaches here.
@@ -93,18 +101,23 @@ export async function resolveUpstreams(refs: readonly UpstreamRef[], resolve: Re
  * so the outbounds connect exactly there.
  */
 export function pinUpstreams(config: Config, refs: readonly UpstreamRef[], resolved: readonly ResolvedUpstream[]): Config {
-  const pinned = (url: Socks5Url, i: number): Socks5Url => ({ ...url, host: resolved[i].addrs[0], hostKind: 'ipv4' });
+  const pinned = <U extends ProxyUrl>(url: U, i: number): U => ({ ...url, host: resolved[i].addrs[0], hostKind: 'ipv4' });
   let next: Config = config;
   refs.forEach((ref, i) => {
     // Tunnel endpoints are pinned earlier, by expandTunnels, which also resolves them.
-    if (ref.kind !== 'socks5' || ref.hostKind === 'ipv4') return;
+    if (ref.kind === 'wireguard' || ref.hostKind === 'ipv4') return;
     const url = ref.url;
     if (ref.field === 'proxy') next = { ...next, proxy: pinned(url, i) };
     else {
       const idx = Number(/^outbounds\[(\d+)\]/.exec(ref.field)![1]);
       next = {
         ...next,
-        outbounds: next.outbounds.map((o, j) => (j === idx && o.type === 'socks5' ? { ...o, url: pinned(url, i) } : o)),
+        outbounds: next.outbounds.map((o, j) => {
+          if (j !== idx) return o;
+          if (o.type === 'socks5') return { ...o, url: pinned(o.url, i) };
+          if (o.type === 'http') return { ...o, url: pinned(o.url, i) };
+          return o;
+        }),
       };
     }
   });

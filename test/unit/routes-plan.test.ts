@@ -7,7 +7,8 @@ import { resolveUpstreams, upstreamsOf, pinUpstreams, type ResolvedUpstream } fr
 import { loadConfig, type FlagValues } from '../../src/config/load.js';
 import { cidrToString, parseCidr, u32ToIp, ipToU32, type Cidr } from '../../src/net/ipv4.js';
 import { isTunrouteError, TunrouteError } from '../../src/errors.js';
-import { formatSocks5Url, parseSocks5Url } from '../../src/outbound/socks5-url.js';
+import { parseSocks5Url } from '../../src/outbound/socks5-url.js';
+import { formatProxyUrl, parseProxyUrl, type HttpProxyUrl } from '../../src/outbound/proxy-url.js';
 import type { Config } from '../../src/config/schema.js';
 
 const P = (s: string): Cidr => parseCidr(s)!;
@@ -285,7 +286,7 @@ describe('upstreams', () => {
       "upstream 'proxy' (socks5 proxy.example → 198.51.100.7:1080): tunroute's own connections",
       "upstream 'proxy' (socks5 proxy.example → 198.51.100.8:1080): tunroute's own connections",
     ]);
-    expect(formatSocks5Url(pinUpstreams(c, refs, ups).proxy!, { redact: false })).toBe('socks5://bob:s%40cret@198.51.100.7:1080');
+    expect(formatProxyUrl(pinUpstreams(c, refs, ups).proxy!, { redact: false })).toBe('socks5://bob:s%40cret@198.51.100.7:1080');
   });
   it('covers every socks5 outbound, not only --proxy', async () => {
     const c = { ...loadConfig({}), outbounds: [{ name: 'office', type: 'socks5' as const, url: parseSocks5Url('socks5://192.0.2.10:1080'), connectTimeoutMs: 1000 }] };
@@ -293,6 +294,19 @@ describe('upstreams', () => {
     const p = planRoutes(c, env({ upstreams: ups }));
     expect(p.mode).toBe('full');
     expect(prefixesContain(p.prefixes, ipToU32('192.0.2.10')!)).toBeUndefined();
+  });
+  it('covers HTTP CONNECT proxies too: a full tunnel, their address kept out, their name pinned', async () => {
+    const c = { ...loadConfig({ flags: { proxy: 'http://u:pw@proxy.corp:3128' } }), outbounds: [{ name: 'office', type: 'http' as const, url: parseProxyUrl('http://192.0.2.11:8080') as HttpProxyUrl, connectTimeoutMs: 1000 }] };
+    const refs = upstreamsOf(c);
+    const ups = await resolveUpstreams(refs, async () => ['198.51.100.9']);
+    expect(ups.map((u) => [u.name, u.kind, u.addrs[0]])).toEqual([
+      ['proxy', 'http', '198.51.100.9'],
+      ['office', 'http', '192.0.2.11'],
+    ]);
+    const p = planRoutes(c, env({ upstreams: ups }));
+    expect(p.mode).toBe('full');
+    for (const a of ['198.51.100.9', '192.0.2.11']) expect(prefixesContain(p.prefixes, ipToU32(a)!)).toBeUndefined();
+    expect(formatProxyUrl(pinUpstreams(c, refs, ups).proxy!, { redact: false })).toBe('http://u:pw@198.51.100.9:3128');
   });
   it('a name that does not resolve stops up before anything changes, in one sentence', async () => {
     const c = loadConfig({ flags: { proxy: 'socks5://nowhere.invalid:1080' } });

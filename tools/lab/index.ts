@@ -11,6 +11,8 @@ export {
   danteConfigText,
   startDante,
   startMicrosocks,
+  startTinyproxy,
+  tinyproxyConfigText,
   startHttpServer,
   startDelayRelay,
   startIperf3,
@@ -18,6 +20,6 @@ export {
   labBytes,
   labBytesSha256,
 } from './servers.js';
-export type { DanteConfig, DanteOptions, MicrosocksOptions, HttpServerOptions, DelayRelayOptions, Iperf3Options, DnsmasqOptions } from './servers.js';
+export type { DanteConfig, DanteOptions, MicrosocksOptions, TinyproxyOptions, TinyproxyConfig, HttpServerOptions, DelayRelayOptions, Iperf3Options, DnsmasqOptions } from './servers.js';
 export { startWireguardGo } from './wireguard.js';
 export type { WireguardGoOptions, WireguardGoPeer } from './wireguard.js';

@@ -197,6 +197,69 @@ export async function startMicrosocks(ns: Namespace, opts: MicrosocksOptions): P
 }
 
 // ---------------------------------------------------------------------------------------------
+// tinyproxy
+
+export interface TinyproxyOptions {
+  listen: string;
+  /** Default 8888. */
+  port?: number;
+  /** Require Basic authentication with this user and password (tinyproxy's BasicAuth). */
+  auth?: { user: string; pass: string };
+  /** Source address of its outgoing connections (tinyproxy's Bind), so a server can tell it apart. */
+  bind?: string;
+}
+
+/** What a tinyproxy.conf says; shared by the lab and the loopback test of the outbound. */
+export interface TinyproxyConfig {
+  listen: string;
+  port: number;
+  logFile: string;
+  auth?: { user: string; pass: string };
+  bind?: string;
+  /** Drop to nobody after binding (tinyproxy started as root). */
+  dropPrivileges: boolean;
+}
+
+/**
+ * The config text for `tinyproxy -d -c`: CONNECT to any port (no ConnectPort line means all
+ * ports are allowed), from anyone, with Basic auth when `auth` is given.
+ */
+export function tinyproxyConfigText(c: TinyproxyConfig): string {
+  if (c.auth !== undefined && (!/^[A-Za-z0-9_-]{1,32}$/.test(c.auth.user) || !/^[\x21-\x7e]{1,64}$/.test(c.auth.pass) || c.auth.pass.includes('"'))) {
+    throw new LabError('tinyproxy auth: the user must be 1-32 letters, digits, "_" or "-", the password printable ASCII without spaces or quotes');
+  }
+  return [
+    `Port ${c.port}`,
+    `Listen ${c.listen}`,
+    ...(c.dropPrivileges ? ['User nobody', 'Group nogroup'] : []),
+    'Timeout 60',
+    'MaxClients 200',
+    `LogFile "${c.logFile}"`,
+    'LogLevel Connect',
+    ...(c.auth === undefined ? [] : [`BasicAuth ${c.auth.user} ${c.auth.pass}`]),
+    ...(c.bind === undefined ? [] : [`Bind ${c.bind}`]),
+    '',
+  ].join('\n');
+}
+
+/** Debian's tinyproxy, an HTTP proxy with CONNECT (and Basic auth), in the foreground. */
+export async function startTinyproxy(ns: Namespace, opts: TinyproxyOptions): Promise<LabProcess> {
+  const bin = requireBinary('tinyproxy', 'tinyproxy');
+  const port = opts.port ?? 8888;
+  checkListen('startTinyproxy', opts.listen);
+  checkPort('startTinyproxy', port);
+  if (opts.bind !== undefined) checkListen('startTinyproxy bind', opts.bind);
+  const tag = `tinyproxy-${ns.role}-${port}`;
+  const logFile = join(ns.lab.tmpDir, `${tag}.log`);
+  const confFile = join(ns.lab.tmpDir, `${tag}.conf`);
+  // As root without User, tinyproxy keeps root; the log file is ours either way (written
+  // before any drop), so it stays root and readable by the test.
+  writeFileSync(confFile, tinyproxyConfigText({ listen: opts.listen, port, logFile, auth: opts.auth, bind: opts.bind, dropPrivileges: false }));
+  const proc = ns.spawn([bin, '-d', '-c', confFile], { name: tag });
+  return readyOrDie(proc, waitForPort(ns, opts.listen, port, 10_000), `tinyproxy on ${opts.listen}:${port}`, logFile);
+}
+
+// ---------------------------------------------------------------------------------------------
 // HTTP server
 
 /**
