@@ -4,14 +4,12 @@
  * is also the embedding API for other Node programs.
  */
 import type { Config } from './config/schema.js';
-import { TunrouteError } from './errors.js';
 import { createLogger, type Logger } from './logger.js';
 import type { Link } from './link/link.js';
 import type { RoutePlan } from './routes/plan.js';
 import { ipBatchRunner, type IpRunner } from './routes/apply.js';
 import { RouteManager, type RouteWatcher } from './routes/manager.js';
 import type { HostProbe } from './routes/host.js';
-import { resolveStateDir } from './routes/journal.js';
 import type { DispatcherStats } from './stack/dispatcher.js';
 import type { TcpFlowInfo, TcpRelayStats } from './relay/tcp-relay.js';
 import type { UdpStackStats } from './stack/udp/index.js';
@@ -21,11 +19,9 @@ import { TerminatingEngine } from './relay/engine.js';
 import { Router } from './router/router.js';
 import { BlockOutbound } from './outbound/block.js';
 import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
-import { DnsResolver, DnsCache, FakeIpResolver, type FakeIpPool, type DnsResolverStats } from './dns/index.js';
-import { FakeIpSaver, fakeIpStatePath, loadFakeIpPool } from './fake-ip-state.js';
-import { IP_PROTO_UDP } from './wire/ipv4.js';
+import type { DnsResolverStats } from './dns/index.js';
+import { buildDns } from './dns-setup.js';
 import { cidrContains, cidrToString, normalizeCidr } from './net/ipv4.js';
-import { formatEndpoint } from './net/endpoint.js';
 import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
 import { monotonicClock, type Clock } from './clock.js';
@@ -102,36 +98,6 @@ export function buildRouter(config: Config): Router {
 }
 
 /**
- * With `dns: hijack`, every UDP query to port 53 routed into the device is answered from the
- * configured upstream resolver, reached through the outbound that routes the resolver's
- * address (or `dns.outbound`): the query never leaves the machine any other way.
- */
-function buildDnsResolver(config: Config, router: Router, outbounds: ReadonlyMap<string, Outbound>, clock: Clock, log: Logger): DnsResolver | undefined {
-  if (config.dns.mode === 'off') return undefined;
-  const upstream = config.dns.upstream;
-  const name = config.dns.outbound ?? router.route(upstream.addr, IP_PROTO_UDP, upstream.port);
-  const outbound = outbounds.get(name);
-  if (outbound === undefined || outbound.kind === 'block') {
-    throw new TunrouteError('TR_BAD_CONFIG', `DNS ${config.dns.mode} needs a proxy to reach ${formatEndpoint(upstream)}, but it routes to "${name}": set --proxy or dns.outbound.`);
-  }
-  const cache = new DnsCache({ clock, maxEntries: config.dns.cacheMaxEntries, maxTtlSec: config.dns.cacheMaxTtlSec });
-  return new DnsResolver({ upstream: { ip: upstream.host, port: upstream.port }, outbound, clock, logger: log, cache });
-}
-
-/**
- * With `dns: fakeip`, names are answered from the pool (every name: a full tunnel by name) and
- * the other queries by the hijack resolver; the pool's range is routed into the device.
- */
-function buildFakeIp(config: Config, upstream: DnsResolver | undefined, log: Logger): { resolver: FakeIpResolver; pool: FakeIpPool; saver: FakeIpSaver } | undefined {
-  if (config.dns.mode !== 'fakeip') return undefined;
-  // The table of the last run, so that cached answers still reach their names (fake-ip-state.ts).
-  // The device's own address may lie in the pool (by default tun0 is 198.18.0.1/15): never hand it out.
-  const path = fakeIpStatePath(resolveStateDir(config.stateDir), config.tun.name);
-  const pool = loadFakeIpPool(path, config.dns.fakeIpRange, [config.tun.address.addr], log);
-  return { pool, saver: new FakeIpSaver(pool, path, log), resolver: new FakeIpResolver({ pool, tunneled: () => true, upstream, logger: log }) };
-}
-
-/**
  * The config with the fake-IP range among the routed CIDRs (dns.mode fakeip), unless the
  * device's own subnet holds it already (the default: tun0 198.18.0.1/15, pool 198.18.0.0/15).
  */
@@ -158,11 +124,13 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const routes = await RouteManager.prepare({ config, log, runner, host: deps.routeHost, watchdog: deps.watchdog, watchRoutes: deps.watchRoutes });
   const outbounds = buildOutbounds(routes.config, log, clock);
   const router = buildRouter(config);
-  const dns = buildDnsResolver(config, router, outbounds, clock, log);
-  const fakeIp = buildFakeIp(config, dns, log);
+  const dnsSetup = buildDns({ config, dnsPlan: routes.plan.dns, router, outbounds, defaultDevice: () => routes.defaultDevice, clock, log });
+  const fakeIp = dnsSetup?.fakeIp;
+  for (const r of routes.plan.dns.resolvers) if (r.routed) log.info({ resolver: r.ip }, 'system resolver routed into the device: its queries are answered by tunroute');
+  if (dnsSetup?.direct !== undefined) log.info({ resolver: dnsSetup.direct.upstream }, 'split tunnel by domain: names that go direct are asked of the system resolver, out of the default route\'s device');
   // A start that fails from here on must not leave the table's save timer behind (an embedder's process lives on).
   const link = await (deps.openLink ?? openTunLink)(config, log).catch((e: unknown) => {
-    fakeIp?.saver.stop();
+    dnsSetup?.close();
     throw e;
   });
   let tunnels = new Map<string, WireguardTunnel>();
@@ -172,7 +140,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   } catch (e) {
     for (const t of tunnels.values()) t.close();
     link.close();
-    fakeIp?.saver.stop();
+    dnsSetup?.close();
     throw e;
   }
   const engine = new TerminatingEngine({
@@ -185,7 +153,8 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     tcp: config.tcp,
     udp: config.udp,
     fragments: config.fragments,
-    dns,
+    dns: dnsSetup?.upstream,
+    answerer: dnsSetup?.answerer,
     fakeIp,
     forward: tunnelForwardHook((dst, proto, port) => router.route(dst, proto, port), tunnels),
   });
@@ -217,7 +186,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     stop() {
       stopping ??= (async () => {
         await engine.stop(); // the RSTs go out before the tunnels and the device close
-        fakeIp?.saver.stop(); // after the flows let go of their addresses
+        dnsSetup?.close(); // after the flows let go of their addresses (the table is saved)
         const tunnelStats = Object.fromEntries([...tunnels].map(([n, t]) => [n, t.stats()]));
         for (const t of tunnels.values()) t.close();
         await routes.stop();

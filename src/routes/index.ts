@@ -18,6 +18,9 @@ export { cleanupJournals, describeCleanup } from './teardown.js';
 export type { CleanupEntry, CleanupOptions } from './teardown.js';
 export { RouteManager, ipMonitorWatcher } from './manager.js';
 export type { RouteManagerOptions, RouteWatcher } from './manager.js';
+export { DomainRoutes, domainRoutesOf, domainRoutesOfPlan } from './domain-routes.js';
+export type { DomainRouteAnswer } from './domain-routes.js';
+export type { DnsPlan } from './plan.js';
 export { parseDestination, explainDestination, whyFromConfig, whyFromJournal } from './why.js';
 export type { WhyAnswer, Destination, OutboundDecider } from './why.js';
 // measureRouteApply lives in ./measure.js (it needs the lab, so it is not re-exported here).

@@ -32,6 +32,7 @@ import { cidrToString, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../n
 import { overlapsRanges, PrefixBag, routeSetOfRanges } from '../net/cidr-set.js';
 import type { RouteEnv } from './host.js';
 import { parseCidrFile, type CidrFileEntries, type LabeledPrefix } from './sources.js';
+import { domainRoutesOf } from './domain-routes.js';
 
 /** The `proto` (routes) and `protocol` (rules) number that marks tunroute's changes. */
 export const ROUTE_PROTO = 211;
@@ -88,6 +89,21 @@ export interface ExplainData {
   killSwitch: boolean;
   rules: Config['rules'];
   defaultOutbound: string;
+  /** The system's resolvers routed into the device whatever the excludes say: [cidr, source]. */
+  resolverRoutes?: Array<[string, string]>;
+  /** DNS as planned (absent in journals of older versions). */
+  dns?: DnsPlan;
+}
+
+/** What the plan does about DNS, for `--dry-run`, `check` and `why NAME`. */
+export interface DnsPlan {
+  mode: Config['dns']['mode'];
+  /** The system's IPv4 resolvers: routed into the device, or why not. */
+  resolvers: Array<{ ip: string; routed: boolean; why: string }>;
+  /** Domain routes (config order, excludes first): pattern, include, source. */
+  domains: Array<{ pattern: string; include: boolean; source: string }>;
+  /** Whether names no domain route covers go direct (a split tunnel by domain). */
+  splitByDomain: boolean;
 }
 
 /**
@@ -124,6 +140,7 @@ export interface RoutePlan {
   /** Things a user should know (no default route found, …). */
   notes: string[];
   explain: ExplainData;
+  dns: DnsPlan;
 }
 
 /** Always kept out of the tunnel: routing these into a TUN device makes no sense. */
@@ -211,7 +228,10 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   const include: LabeledPrefix[] = r.include.map((c, i) => ({ prefix: normalizeCidr(c), source: `routes.include[${i}]` }));
   // File entries stay in columns (CidrFileEntries): a million LabeledPrefix objects would not.
   const includeFiles = r.includeFiles.map((f, i) => parseCidrFile(fileText(env, f), f, `routes.includeFiles[${i}]`));
-  const mode: PlanMode = r.include.length > 0 || r.includeFiles.length > 0 ? 'split' : hasUpstream(config) ? 'full' : 'none';
+  // Names routed by domain make a split tunnel too: only their fake addresses (and the resolvers) enter.
+  const domains = domainRoutesOf(config, env.files);
+  const splitByDomain = config.dns.mode === 'fakeip' && domains.split;
+  const mode: PlanMode = r.include.length > 0 || r.includeFiles.length > 0 || splitByDomain ? 'split' : hasUpstream(config) ? 'full' : 'none';
   if (mode === 'full') include.push({ prefix: { addr: 0, prefix: 0 }, source: FULL_TUNNEL_SOURCE });
 
   const exclude: LabeledPrefix[] = ALWAYS_DIRECT.map(([c, source]) => ({ prefix: mustParse(c), source }));
@@ -236,6 +256,15 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
 
   const included = bagOf(include, includeFiles).mergedRanges();
   const prefixes = mode === 'none' ? [] : routeSetOfRanges(included, bagOf(exclude, excludeFiles).mergedRanges());
+  const dns = planResolverRoutes(config, env, mode, prefixes, domains.entries(), splitByDomain);
+  const resolverRoutes: Array<[string, string]> = [];
+  for (const res of dns.resolvers) {
+    if (!res.routed) continue;
+    const p = mustParse(`${res.ip}/32`);
+    if (prefixesContain(prefixes, p.addr) !== undefined) continue;
+    insertPrefix(prefixes, p);
+    resolverRoutes.push([`${res.ip}/32`, res.why]);
+  }
 
   // The loop guard, checked rather than assumed: no upstream address may enter the device.
   for (const u of env.upstreams) {
@@ -325,9 +354,54 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
     killSwitch,
     rules: config.rules,
     defaultOutbound: defaultOutboundOf(config),
+    resolverRoutes,
+    dns,
   };
 
-  return { dev, mode, table, priority, up, down: invert(up), changes, prefixes, direct, excludeUids: uids, ipv6, killSwitch, notes, explain };
+  return { dev, mode, table, priority, up, down: invert(up), changes, prefixes, direct, excludeUids: uids, ipv6, killSwitch, notes, explain, dns };
+}
+
+/** Insert a /32 into sorted, disjoint prefixes that do not contain it. */
+function insertPrefix(prefixes: Cidr[], p: Cidr): void {
+  let lo = 0;
+  let hi = prefixes.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (prefixes[mid].addr < p.addr) lo = mid + 1;
+    else hi = mid;
+  }
+  prefixes.splice(lo, 0, p);
+}
+
+const LOOPBACK = mustParse('127.0.0.0/8');
+
+/**
+ * Which of the system's resolvers are routed into the device (dns.mode hijack or fakeip, and
+ * dns.routeSystemResolvers): each IPv4 nameserver of /etc/resolv.conf gets a /32, even inside
+ * the LAN or an exclude, so the system's queries reach tunroute whatever the split. Not a
+ * loopback stub (systemd-resolved's 127.0.0.53 answers on this host: its own upstreams would
+ * need resolvectl, which tunroute does not drive yet) and never an upstream's own address.
+ */
+function planResolverRoutes(
+  config: Config,
+  env: RouteEnv,
+  mode: PlanMode,
+  prefixes: readonly Cidr[],
+  domains: DnsPlan['domains'],
+  splitByDomain: boolean,
+): DnsPlan {
+  const resolvers: DnsPlan['resolvers'] = [];
+  const dnsOn = config.dns.mode !== 'off' && mode !== 'none';
+  for (const ip of env.resolvers?.ipv4 ?? []) {
+    const addr = mustParse(`${ip}/32`).addr;
+    const upstream = env.upstreams.find((u) => u.addrs.includes(ip));
+    if (!dnsOn || !config.dns.routeSystemResolvers) resolvers.push({ ip, routed: false, why: 'dns.mode off or dns.routeSystemResolvers false: its queries go the host\'s way' });
+    else if (prefixContains(LOOPBACK, addr)) resolvers.push({ ip, routed: false, why: 'a local stub (systemd-resolved?): not routable into a device; point resolv.conf at a real resolver to catch its queries' });
+    else if (upstream !== undefined) resolvers.push({ ip, routed: false, why: `the address of upstream '${upstream.name}': it cannot enter the device (tunroute's own connections go there), so queries to it leave directly` });
+    else if (prefixesContain(prefixes, addr) !== undefined) resolvers.push({ ip, routed: true, why: 'system resolver (/etc/resolv.conf), inside the routes already' });
+    else resolvers.push({ ip, routed: true, why: 'system resolver (/etc/resolv.conf): its queries are answered by tunroute' });
+  }
+  return { mode: config.dns.mode, resolvers, domains, splitByDomain };
 }
 
 /**
@@ -399,6 +473,24 @@ export function batchesOf(ops: readonly RouteOp[]): Batch[] {
   return out;
 }
 
+/** The DNS part of the plan: which mode, which resolvers are routed into the device, which names. */
+function* describeDns(plan: RoutePlan): Generator<string> {
+  const d = plan.dns;
+  if (d.mode === 'off') return; // DNS goes the host's way: nothing to change or list
+  const how =
+    d.mode === 'hijack'
+      ? 'hijack: every query routed into the device is answered by dns.upstream through the proxy'
+      : d.splitByDomain
+        ? 'fakeip, split by domain: names below get fake addresses and enter the device; every other name is answered by the system\'s resolver and goes direct'
+        : 'fakeip: every name gets a fake address and its flows go by name (the proxy resolves)';
+  yield `DNS: ${how}`;
+  if (d.resolvers.length === 0) yield '  system resolvers: none found in /etc/resolv.conf (or not read)';
+  for (const r of d.resolvers) yield `  ${r.routed ? '+' : '-'} resolver ${r.ip}: ${r.routed ? 'routed into ' + plan.dev : 'not routed'} — ${r.why}`;
+  if (d.mode === 'fakeip') {
+    for (const e of d.domains) yield `  ${e.include ? '+' : '-'} names ${e.pattern}  ${e.include ? 'enter' : 'stay direct'} (${e.source})`;
+  }
+}
+
 function tableText(t: Table): string {
   return t === 'main' ? 'the main table' : `table ${t}`;
 }
@@ -462,6 +554,7 @@ export function* describePlanLines(plan: RoutePlan, opts: DescribeOptions = {}):
       ? `kill switch: on — if tunroute dies, the ${plan.prefixes.length} tunneled prefixes stay unreachable until \`tunroute down\``
       : 'kill switch: off — if tunroute dies, tunneled traffic goes direct again (the watchdog removes the rest)';
   }
+  yield* describeDns(plan);
   for (const n of plan.notes) yield `note: ${n}`;
   if (plan.changes.length === 0) {
     yield 'changes: none besides the device.';

@@ -138,7 +138,9 @@ export function explainDestination(e: ExplainData, d: Destination, decider?: Out
   const include = mostSpecific(e.include, e.includeFiles, addr);
   const exclude = mostSpecific(e.exclude, e.excludeFiles, addr);
   const routes = prefixes ?? (e.mode === 'none' ? [] : computeRouteSetOf(bagOf(e.include, e.includeFiles), bagOf(e.exclude, e.excludeFiles)));
-  const route = prefixesContain(routes, addr);
+  // A system resolver routed in whatever the excludes say (plan.ts planResolverRoutes).
+  const resolver = mostSpecific(e.resolverRoutes ?? [], undefined, addr);
+  const route = prefixesContain(routes, addr) ?? (resolver === undefined ? undefined : parseNetwork(resolver[0]));
   const uidNote =
     e.excludeUids.length === 0
       ? ''
@@ -158,7 +160,13 @@ export function explainDestination(e: ExplainData, d: Destination, decider?: Out
     };
   }
   const routeText = cidrToString(route);
-  let text = `${destText(d)} enters ${e.dev}: route ${routeText} dev ${e.dev} (${where(e)}), because ${include![0]} (${include![1]}) includes it and no exclusion covers it.${uidNote}`;
+  const because =
+    resolver !== undefined && (include === undefined || exclude !== undefined)
+      ? `${resolver[0]} is a ${resolver[1]}`
+      : include !== undefined
+        ? `${include[0]} (${include[1]}) includes it and no exclusion covers it`
+        : 'it lies in the device\'s routes';
+  let text = `${destText(d)} enters ${e.dev}: route ${routeText} dev ${e.dev} (${where(e)}), because ${because}.${uidNote}`;
   let outbound: OutboundDecision | undefined;
   if (decider !== undefined) {
     outbound = decider.why(addr, PROTO_NUMBER[d.proto], d.port ?? 0);
