@@ -62,7 +62,7 @@ describe('SplitDnsAnswerer', () => {
 describe('FakeIpResolver with a direct answerer (split tunnel by domain)', () => {
   const upstream = new Recorder('upstream');
   const direct = new Recorder('direct');
-  const pool = new FakeIpPool(parseCidr('198.18.0.0/24')!, []);
+  const pool = new FakeIpPool(parseCidr('198.18.0.0/24'), []);
   const r = new FakeIpResolver({ pool, tunneled: (n) => n.endsWith('corp.test'), upstream, direct });
 
   it('tunneled names: A is fake, AAAA empty, MX through the upstream; other names go to the direct answerer', async () => {
