@@ -19,9 +19,11 @@ import { TerminatingEngine } from './relay/engine.js';
 import { Router } from './router/router.js';
 import { BlockOutbound } from './outbound/block.js';
 import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
-import type { DnsResolverStats } from './dns/index.js';
+import type { DnsResolverStats, FakeIpPool } from './dns/index.js';
+import { canonicalDomain } from './net/domain.js';
+import type { FakeIpReply } from './control/protocol.js';
 import { buildDns } from './dns-setup.js';
-import { cidrContains, cidrToString, normalizeCidr } from './net/ipv4.js';
+import { cidrToString, ipToU32, u32ToIp } from './net/ipv4.js';
 import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
 import { monotonicClock, type Clock } from './clock.js';
@@ -67,6 +69,8 @@ export interface RunningTunroute {
   udpFlows(): UdpFlowInfo[];
   /** The WireGuard tunnels as `status` lists them. */
   tunnels(): TunnelStatus[];
+  /** What the fake-IP table holds for a name or an address (`tunroute why`); dns.mode fakeip only. */
+  fakeIpEntry(nameOrAddress: string): FakeIpReply;
   /** Removes the routes this instance added, then closes the device. Idempotent. */
   stop(): Promise<void>;
 }
@@ -97,18 +101,6 @@ export function buildRouter(config: Config): Router {
   return new Router({ rules: config.rules, defaultOutbound, source: 'rules' });
 }
 
-/**
- * The config with the fake-IP range among the routed CIDRs (dns.mode fakeip), unless the
- * device's own subnet holds it already (the default: tun0 198.18.0.1/15, pool 198.18.0.0/15).
- */
-function withFakeIpRoutes(config: Config): Config {
-  if (config.dns.mode !== 'fakeip') return config;
-  const range = config.dns.fakeIpRange;
-  const device = normalizeCidr(config.tun.address);
-  if (device.prefix <= range.prefix && cidrContains(device, range.addr)) return config;
-  return { ...config, routes: { ...config.routes, include: [...config.routes.include, config.dns.fakeIpRange] } };
-}
-
 export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Promise<RunningTunroute> {
   const log = deps.logger ?? createLogger(config.log.level);
   const runner = deps.ipRunner ?? ipBatchRunner;
@@ -116,7 +108,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   // Tunnels first: their AllowedIPs become routes and rules, their endpoints stay out of the
   // device (resolved and pinned now), before anything is planned (see config/tunnels.ts).
   const expanded = await expandTunnels(config, deps.routeHost?.resolve);
-  config = withFakeIpRoutes(expanded.config);
+  config = expanded.config;
   for (const note of expanded.notes) log.warn(note);
   // Everything that can fail on a bad config is built before the device exists. The route
   // manager reads the host, plans, and undoes a stale journal of a dead tunroute; the outbounds
@@ -183,6 +175,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     flows: () => engine.flows(),
     udpFlows: () => engine.udpFlows(),
     tunnels: () => [...tunnels.values()].map((t) => tunnelStatusOf(t.stats())),
+    fakeIpEntry: (arg) => fakeIpEntryOf(fakeIp?.pool, arg),
     stop() {
       stopping ??= (async () => {
         await engine.stop(); // the RSTs go out before the tunnels and the device close
@@ -197,6 +190,21 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
       return stopping;
     },
   };
+}
+
+/** The pool's entry for a name or an address, as the control socket's `fakeip` answers it. */
+function fakeIpEntryOf(pool: FakeIpPool | undefined, arg: string): FakeIpReply {
+  if (pool === undefined) return { enabled: false };
+  const range = cidrToString(pool.cidr);
+  const ip = ipToU32(arg);
+  if (ip !== undefined) {
+    const name = pool.contains(ip) ? pool.nameOf(ip) : undefined;
+    return name === undefined ? { enabled: true, range, ip: arg } : { enabled: true, range, ip: arg, name, inUse: pool.pinned(ip) };
+  }
+  const name = canonicalDomain(arg);
+  const held = name === undefined ? undefined : pool.peek(name);
+  if (name === undefined || held === undefined) return { enabled: true, range, ...(name === undefined ? {} : { name }) };
+  return { enabled: true, range, name, ip: u32ToIp(held), inUse: pool.pinned(held) };
 }
 
 /** A tunnel's counters, cut to what `status` shows (the full set is in the final log line). */
@@ -228,6 +236,7 @@ export async function runUp(config: Config): Promise<void> {
       logger: log,
       snapshot: () => statusSnapshotOf(up, { version: TUNROUTE_VERSION, address: cidrToString(config.tun.address), startedAt }),
       flows: () => up.flows(),
+      fakeIp: (arg) => up.fakeIpEntry(arg),
     });
   } catch (e) {
     await up.stop();

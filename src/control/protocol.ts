@@ -26,7 +26,7 @@ import { UPSTREAM_REASONS, type OutboundStats } from '../outbound/outbound.js';
 import { DROP_REASONS } from '../wire/drop.js';
 
 export const CONTROL_PROTOCOL_VERSION = 1;
-export const CONTROL_COMMANDS = ['status', 'flows', 'ping'] as const;
+export const CONTROL_COMMANDS = ['status', 'flows', 'ping', 'fakeip'] as const;
 export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
 
 /** Where `up` listens and `status` asks unless `--control` says otherwise. */
@@ -39,6 +39,8 @@ export const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 export interface ControlRequest {
   v: typeof CONTROL_PROTOCOL_VERSION;
   cmd: ControlCommand;
+  /** `fakeip`: the name or the address asked about. */
+  arg?: string;
 }
 
 export type ControlResponse =
@@ -138,11 +140,27 @@ export interface PingReply {
   pid: number;
 }
 
+/**
+ * `fakeip NAME|ADDR`: what the running instance's fake-IP table holds for a name or an address.
+ * `enabled` false: not in dns.mode fakeip. `name`/`ip` absent: no entry (a name not asked yet,
+ * an address outside the pool or forgotten).
+ */
+export interface FakeIpReply {
+  enabled: boolean;
+  /** The pool's range. */
+  range?: string;
+  name?: string;
+  ip?: string;
+  /** Whether a live flow holds the address. */
+  inUse?: boolean;
+}
+
 /** The `data` of a successful reply, per command. */
 export interface ControlReplies {
   status: StatusSnapshot;
   flows: TcpFlowInfo[];
   ping: PingReply;
+  fakeip: FakeIpReply;
 }
 
 // ------------------------------------------------------------------ requests
@@ -166,6 +184,7 @@ const requestSchema = z.object(
           ? `the request has no "cmd": use one of ${CONTROL_COMMANDS.join(', ')}`
           : `unknown command ${preview(iss.input)}: use one of ${CONTROL_COMMANDS.join(', ')}`,
     }),
+    arg: z.string().max(300).optional(),
   },
   { error: `a request is one JSON object per line, like {"v":${CONTROL_PROTOCOL_VERSION},"cmd":"status"}` },
 );
@@ -185,8 +204,8 @@ export function parseRequest(line: string): ParsedRequest {
   return { ok: false, error: r.error.issues[0]?.message ?? 'invalid request' };
 }
 
-export function encodeRequest(cmd: ControlCommand): string {
-  const req: ControlRequest = { v: CONTROL_PROTOCOL_VERSION, cmd };
+export function encodeRequest(cmd: ControlCommand, arg?: string): string {
+  const req: ControlRequest = arg === undefined ? { v: CONTROL_PROTOCOL_VERSION, cmd } : { v: CONTROL_PROTOCOL_VERSION, cmd, arg };
   return JSON.stringify(req) + '\n';
 }
 
@@ -345,6 +364,7 @@ const replySchemas: { [K in ControlCommand]: z.ZodType<ControlReplies[K]> } = {
   status: statusSnapshotSchema,
   flows: z.array(flowInfoSchema),
   ping: pingReplySchema,
+  fakeip: z.object({ enabled: z.boolean(), range: z.string().optional(), name: z.string().optional(), ip: z.string().optional(), inUse: z.boolean().optional() }),
 };
 
 export type ParsedResponse<C extends ControlCommand> =

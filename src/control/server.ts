@@ -30,6 +30,7 @@ import {
   parseRequest,
   type ControlRequest,
   type PingReply,
+  type FakeIpReply,
   type StatusSnapshot,
   type UdpFlowInfo,
   type TunnelStatus,
@@ -47,6 +48,8 @@ export interface ControlServerOptions {
   snapshot: () => StatusSnapshot;
   /** For `flows`; the default takes them from `snapshot()`. */
   flows?: () => TcpFlowInfo[];
+  /** For `fakeip NAME|ADDR`; absent: not in fake-IP mode. */
+  fakeIp?: (arg: string) => FakeIpReply;
   logger: Logger;
   /** Close a connection after this long without a byte either way. Default 30 s. */
   idleTimeoutMs?: number;
@@ -190,6 +193,10 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
         return flows();
       case 'ping': {
         const r: PingReply = { pid: process.pid };
+        return r;
+      }
+      case 'fakeip': {
+        const r: FakeIpReply = opts.fakeIp?.(req.arg ?? '') ?? { enabled: false };
         return r;
       }
     }

@@ -21,7 +21,9 @@ export type { RouteManagerOptions, RouteWatcher } from './manager.js';
 export { DomainRoutes, domainRoutesOf, domainRoutesOfPlan } from './domain-routes.js';
 export type { DomainRouteAnswer } from './domain-routes.js';
 export type { DnsPlan } from './plan.js';
-export { parseDestination, explainDestination, whyFromConfig, whyFromJournal } from './why.js';
+export { parseDestination, explainDestination, explainDataFromJournal, whyFromConfig, whyFromJournal } from './why.js';
+export { explainName, parseNameDestination } from './why-name.js';
+export type { WhyNameAnswer, NameDestination, NameDecider, FakeIpEntry } from './why-name.js';
 export type { WhyAnswer, Destination, OutboundDecider } from './why.js';
 // measureRouteApply lives in ./measure.js (it needs the lab, so it is not re-exported here).
 

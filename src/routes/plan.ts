@@ -28,7 +28,7 @@
  */
 import { TunrouteError } from '../errors.js';
 import { BLOCK_OUTBOUND, DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from '../config/schema.js';
-import { cidrToString, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../net/ipv4.js';
+import { cidrContains, cidrToString, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../net/ipv4.js';
 import { overlapsRanges, PrefixBag, routeSetOfRanges } from '../net/cidr-set.js';
 import type { RouteEnv } from './host.js';
 import { parseCidrFile, type CidrFileEntries, type LabeledPrefix } from './sources.js';
@@ -89,6 +89,8 @@ export interface ExplainData {
   killSwitch: boolean;
   rules: Config['rules'];
   defaultOutbound: string;
+  /** The device's own subnet (the kernel routes it into the device by itself). */
+  deviceSubnet?: string;
   /** The system's resolvers routed into the device whatever the excludes say: [cidr, source]. */
   resolverRoutes?: Array<[string, string]>;
   /** DNS as planned (absent in journals of older versions). */
@@ -104,6 +106,15 @@ export interface DnsPlan {
   domains: Array<{ pattern: string; include: boolean; source: string }>;
   /** Whether names no domain route covers go direct (a split tunnel by domain). */
   splitByDomain: boolean;
+  /** The fake-IP pool (fakeip mode). */
+  fakeIpRange?: string;
+  /** dns.upstream and the outbound named for it (else the one that routes it). */
+  upstream?: string;
+  upstreamOutbound?: string;
+  /** dns.directUpstream, when set. */
+  directUpstream?: string;
+  /** Split DNS entries. */
+  servers?: Array<{ domains: string[]; server: string; outbound?: string }>;
 }
 
 /**
@@ -233,6 +244,13 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   const splitByDomain = config.dns.mode === 'fakeip' && domains.split;
   const mode: PlanMode = r.include.length > 0 || r.includeFiles.length > 0 || splitByDomain ? 'split' : hasUpstream(config) ? 'full' : 'none';
   if (mode === 'full') include.push({ prefix: { addr: 0, prefix: 0 }, source: FULL_TUNNEL_SOURCE });
+  // The fake-IP pool enters the device: by the device's own subnet when it holds the pool (the
+  // default: tun0 198.18.0.1/15, pool 198.18.0.0/15), else by a route of its own.
+  const deviceSubnet = normalizeCidr(config.tun.address);
+  const pool = normalizeCidr(config.dns.fakeIpRange);
+  if (config.dns.mode === 'fakeip' && mode !== 'none' && !(deviceSubnet.prefix <= pool.prefix && cidrContains(deviceSubnet, pool.addr))) {
+    include.push({ prefix: pool, source: 'fake-IP pool (dns.fakeIpRange)' });
+  }
 
   const exclude: LabeledPrefix[] = ALWAYS_DIRECT.map(([c, source]) => ({ prefix: mustParse(c), source }));
   for (const u of env.upstreams) {
@@ -354,6 +372,7 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
     killSwitch,
     rules: config.rules,
     defaultOutbound: defaultOutboundOf(config),
+    deviceSubnet: cidrToString(deviceSubnet),
     resolverRoutes,
     dns,
   };
@@ -401,7 +420,19 @@ function planResolverRoutes(
     else if (prefixesContain(prefixes, addr) !== undefined) resolvers.push({ ip, routed: true, why: 'system resolver (/etc/resolv.conf), inside the routes already' });
     else resolvers.push({ ip, routed: true, why: 'system resolver (/etc/resolv.conf): its queries are answered by tunroute' });
   }
-  return { mode: config.dns.mode, resolvers, domains, splitByDomain };
+  const d = config.dns;
+  const ep = (e: { host: string; port: number }): string => `${e.host}:${e.port}`;
+  return {
+    mode: d.mode,
+    resolvers,
+    domains,
+    splitByDomain,
+    fakeIpRange: d.mode === 'fakeip' ? cidrToString(normalizeCidr(d.fakeIpRange)) : undefined,
+    upstream: ep(d.upstream),
+    upstreamOutbound: d.outbound,
+    directUpstream: d.directUpstream === undefined ? undefined : ep(d.directUpstream),
+    servers: d.servers.map((x) => ({ domains: x.domains, server: ep(x.server), outbound: x.outbound })),
+  };
 }
 
 /**

@@ -145,6 +145,10 @@ export function explainDestination(e: ExplainData, d: Destination, decider?: Out
     e.excludeUids.length === 0
       ? ''
       : ` Except traffic of ${e.excludeUids.map(([a, b]) => (a === b ? `uid ${a}` : `uids ${a}-${b}`)).join(', ')}: it never enters ${e.dev} (ip rule priority ${e.priority}).`;
+  const subnet = e.deviceSubnet === undefined ? undefined : parseNetwork(e.deviceSubnet);
+  if (route === undefined && subnet !== undefined && addr >= subnet.addr && addr < subnet.addr + 2 ** (32 - subnet.prefix)) {
+    return { ...base, enters: true, route: e.deviceSubnet, include, exclude, text: `${destText(d)} enters ${e.dev}: it lies in the device's own subnet ${e.deviceSubnet} (the kernel's route for the device's address).${kernelLine}` };
+  }
   if (route === undefined) {
     let why: string;
     if (e.mode === 'none') why = 'there are no routes into it (no proxy and no --route)';
@@ -187,14 +191,8 @@ export async function whyFromConfig(
   return explainDestination(plan.explain, d, makeDecider(plan.explain), undefined, plan.prefixes);
 }
 
-/** `why` against the running tunroute: its journal's plan data, and the kernel's answer. */
-export async function whyFromJournal(
-  stateDir: string,
-  dev: string | undefined,
-  d: Destination,
-  makeDecider: (e: ExplainData) => OutboundDecider,
-  host: HostProbe = hostProbe(),
-): Promise<WhyAnswer> {
+/** The running tunroute's plan data from its journal, and a note when its owner is gone. */
+export function explainDataFromJournal(stateDir: string, dev: string | undefined): { explain: ExplainData; note?: string } {
   const { journals } = listStateFiles(stateDir, dev);
   if (journals.length === 0) {
     throw new TunrouteError('TR_CONTROL', `No running tunroute${dev === undefined ? '' : ` on ${dev}`} (no journal in ${stateDir}): ask about a config with -c FILE.`);
@@ -206,10 +204,21 @@ export async function whyFromJournal(
   if (j === undefined || j.explain === undefined) {
     throw new TunrouteError('TR_CONTROL', `The journal ${journals[0].path} holds no plan to explain: ask about a config with -c FILE.`);
   }
+  const note = ownerAlive(j.pid, j.pidStart) ? undefined : `note: tunroute (pid ${j.pid}) no longer runs; its journal remains: run tunroute down.`;
+  return { explain: j.explain, note };
+}
+
+/** `why` against the running tunroute: its journal's plan data, and the kernel's answer. */
+export async function whyFromJournal(
+  stateDir: string,
+  dev: string | undefined,
+  d: Destination,
+  makeDecider: (e: ExplainData) => OutboundDecider,
+  host: HostProbe = hostProbe(),
+): Promise<WhyAnswer> {
+  const { explain, note } = explainDataFromJournal(stateDir, dev);
   const kernel = await host.routeGet(d.ip);
-  const a = explainDestination(j.explain, d, makeDecider(j.explain), kernel);
-  if (!ownerAlive(j.pid, j.pidStart)) {
-    a.text += `\nnote: tunroute (pid ${j.pid}) no longer runs; its journal remains: run tunroute down.`;
-  }
+  const a = explainDestination(explain, d, makeDecider(explain), kernel);
+  if (note !== undefined) a.text += `\n${note}`;
   return a;
 }

@@ -22,7 +22,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, startDante, startDnsmasq, startHttpServer, type LabProcess, type Namespace } from '../../tools/lab/index.js';
-import { e2eAvailable, startTunrouteIn } from '../helpers/e2e.js';
+import { CLI, controlPathFor, e2eAvailable, startTunrouteIn } from '../helpers/e2e.js';
 
 const run = e2eAvailable('names: split tunnel by domain, split DNS, no DNS leak (lab)');
 
@@ -78,7 +78,8 @@ describe.skipIf(!run)('names (lab)', () => {
   const askers = (p: LabProcess, name: string): string[] => [...p.output().stderr.matchAll(new RegExp(`query\\[A\\] ${name.replace(/\./g, '\\.')} from (\\S+)`, 'g'))].map((m) => m[1]);
 
   it('split tunnel by domain: *.corp.test through the proxy by name, other.test resolved by the system and direct', async () => {
-    const up = await startTunrouteIn(c, ['--dns', 'fakeip', '--route-domain', 'corp.test', '--proxy', `socks5://${PROXY}:1080`]);
+    const control = controlPathFor(c);
+    const up = await startTunrouteIn(c, ['--control', control, '--dns', 'fakeip', '--route-domain', 'corp.test', '--proxy', `socks5://${PROXY}:1080`]);
     try {
       const routes = await c.exec(['ip', 'route', 'show', 'proto', '211']);
       const corp = await dig('web.corp.test');
@@ -99,6 +100,17 @@ describe.skipIf(!run)('names (lab)', () => {
       const corpAskers = askers(systemDns, 'web.corp.test');
       expect(corpAskers.length, ctx).toBeGreaterThan(0);
       expect(corpAskers, ctx).not.toContain(CLIENT);
+      // `why` asks the running tunroute: the name's way and its fake address, and the fake address's name.
+      const fake = answerOf(corp.stdout, 'web.corp.test')!;
+      const whyName = await c.exec(['node', CLI, 'why', 'web.corp.test:8080', '--control', control], { allowFail: true });
+      const whyFake = await c.exec(['node', CLI, 'why', `${fake}:8080`, '--control', control], { allowFail: true });
+      const whyOther = await c.exec(['node', CLI, 'why', 'other.test', '--control', control], { allowFail: true });
+      const whyCtx = `${whyName.stdout}${whyName.stderr}\n${whyFake.stdout}${whyFake.stderr}\n${whyOther.stdout}${whyOther.stderr}`;
+      expect(whyName.stdout, whyCtx).toMatch(/enters tun0 by name: corp\.test \(--route-domain\) covers it|enters tun0 by name: corp\.test \(routes\.includeDomains\[0\]\) covers it/);
+      expect(whyName.stdout, whyCtx).toContain(`Now it holds ${fake}`);
+      expect(whyName.stdout, whyCtx).toMatch(/goes to the default outbound 'proxy'/);
+      expect(whyFake.stdout, whyCtx).toContain(`${fake} is the fake address of web.corp.test`);
+      expect(whyOther.stdout, whyCtx).toMatch(new RegExp(`does not enter tun0 by name: .*real address by the system's resolver ${SYSTEM_DNS.replace(/\./g, '\\.')}`));
     } finally {
       expect(await up.stop('SIGTERM', 5000)).toEqual({ code: 0, signal: null });
     }
