@@ -90,6 +90,18 @@ describe('domain routes', () => {
   });
 });
 
+describe('config/example.yaml', () => {
+  it('loads, and splits by domain with split DNS', () => {
+    const c = loadConfig({ file: new URL('../../config/example.yaml', import.meta.url).pathname });
+    expect(c.dns.mode).toBe('fakeip');
+    expect(c.dns.servers).toHaveLength(1);
+    const p = planRoutes(c, env({ resolvers: { ipv4: ['192.168.1.1'], ipv6: [] } }));
+    expect(p.dns.splitByDomain).toBe(true);
+    expect(domainRoutesOfPlan(p.dns.domains).tunneled('mail.corp.example')).toBe(true);
+    expect(domainRoutesOfPlan(p.dns.domains).tunneled('www.corp.example')).toBe(false);
+  });
+});
+
 describe('resolv.conf', () => {
   it('reads IPv4 and IPv6 nameservers once each, skipping comments and other lines', () => {
     const r = parseResolvConf('# generated\nsearch lan\nnameserver 192.168.1.1\nnameserver 192.168.1.1\n; x\nnameserver fe80::1%eth0\noptions edns0\nnameserver 10.0.0.53 # office\n');
