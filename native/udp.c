@@ -2,8 +2,10 @@
  * Batched UDP/IPv4 for the WireGuard tunnel: one system call per batch of datagrams instead of
  * one node:dgram send() (and one 'message' event, Buffer and rinfo) per datagram.
  *
- *   udpOpen(address, port, bufferBytes)   -> {fd, port, sndbuf, rcvbuf, gso}
- *       socket (non-blocking, close-on-exec), bind, SO_SNDBUF/SO_RCVBUF (the *FORCE variants
+ *   udpOpen(address, port, bufferBytes[, device]) -> {fd, port, sndbuf, rcvbuf, gso}
+ *       socket (non-blocking, close-on-exec), SO_BINDTODEVICE when a device is named (its
+ *       route lookups skip routes through other devices: tunroute's own DNS to a resolver that
+ *       the plan routes into tun0 for the apps), bind, SO_SNDBUF/SO_RCVBUF (the *FORCE variants
  *       first, which root may raise beyond wmem_max/rmem_max), the bound port, and whether
  *       the kernel knows UDP_SEGMENT (GSO)
  *   udpStartReceiver(fd, buffer, maxDatagrams, slotSize, cb) -> handle
@@ -28,6 +30,8 @@
  * first datagram returns -errno (the caller drops that one and goes on with the next).
  */
 #include <arpa/inet.h>
+#include <net/if.h>
+#include <string.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <stdlib.h>
@@ -70,8 +74,8 @@ static int get_int_opt(int fd, int level, int opt) {
 }
 
 static napi_value js_udp_open(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (argc < 3) {
     napi_throw_type_error(env, NULL, "udpOpen(address, port, bufferBytes) needs three arguments");
@@ -104,9 +108,32 @@ static napi_value js_udp_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
 
+  char device[IFNAMSIZ];
+  device[0] = '\0';
+  if (argc >= 4) {
+    NAPI_CALL(env, napi_typeof(env, argv[3], &t));
+    if (t == napi_string) {
+      size_t device_len = 0;
+      NAPI_CALL(env, napi_get_value_string_utf8(env, argv[3], device, sizeof device, &device_len));
+      if (device_len == 0 || device_len >= sizeof device - 1) {
+        napi_throw_range_error(env, NULL, "device must be an interface name of 1..15 characters");
+        return NULL;
+      }
+    } else if (t != napi_undefined) {
+      napi_throw_type_error(env, NULL, "device must be a string");
+      return NULL;
+    }
+  }
+
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     throw_errno(env, errno, "socket", NULL);
+    return NULL;
+  }
+  if (device[0] != '\0' && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, device, (socklen_t)strlen(device)) < 0) {
+    int err = errno;
+    close(fd);
+    throw_errno(env, err, "SO_BINDTODEVICE", device);
     return NULL;
   }
   /* No SO_REUSEADDR/SO_REUSEPORT: a port in use must fail (node:dgram's exclusive bind). */

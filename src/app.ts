@@ -6,7 +6,6 @@
 import { writeFileSync } from 'node:fs';
 import type { Config } from './config/schema.js';
 import { appSources } from './routes/apps.js';
-import { TunrouteError } from './errors.js';
 import { createLogger, resolveLogFormat, type Logger } from './logger.js';
 import type { Link } from './link/link.js';
 import type { RoutePlan } from './routes/plan.js';
@@ -14,7 +13,6 @@ import { ipBatchRunner, type IpRunner } from './routes/apply.js';
 import { RouteManager, type RouteWatcher, type RunAs } from './routes/manager.js';
 import { dropPrivileges, resolveRunAs } from './privileges.js';
 import type { HostProbe } from './routes/host.js';
-import { resolveStateDir } from './routes/journal.js';
 import type { DispatcherStats } from './stack/dispatcher.js';
 import type { TcpFlowInfo, TcpRelayOptions, TcpRelayStats } from './relay/tcp-relay.js';
 import type { UdpStackStats } from './stack/udp/index.js';
@@ -27,11 +25,11 @@ import { BlockOutbound } from './outbound/block.js';
 import { Socks5UdpOutbound } from './outbound/socks5-udp.js';
 import { HttpOutbound } from './outbound/http.js';
 import type { ProxyUrl } from './outbound/proxy-url.js';
-import { DnsResolver, DnsCache, FakeIpResolver, type FakeIpPool, type DnsResolverStats } from './dns/index.js';
-import { FakeIpSaver, fakeIpStatePath, loadFakeIpPool } from './fake-ip-state.js';
-import { IP_PROTO_UDP } from './wire/ipv4.js';
-import { cidrContains, cidrToString, normalizeCidr } from './net/ipv4.js';
-import { formatEndpoint } from './net/endpoint.js';
+import type { DnsResolverStats, FakeIpPool } from './dns/index.js';
+import { canonicalDomain } from './net/domain.js';
+import type { FakeIpReply } from './control/protocol.js';
+import { buildDns } from './dns-setup.js';
+import { cidrToString, ipToU32, u32ToIp } from './net/ipv4.js';
 import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
 import { monotonicClock, type Clock } from './clock.js';
@@ -94,6 +92,8 @@ export interface RunningTunroute {
   tunnels(): TunnelStatus[];
   /** `tunroute verify`'s marked probes (the control socket's `probe`). */
   readonly probes: ProbeBook;
+  /** What the fake-IP table holds for a name or an address (`tunroute why`); dns.mode fakeip only. */
+  fakeIpEntry(nameOrAddress: string): FakeIpReply;
   /** Removes the routes this instance added, then closes the device. Idempotent. */
   stop(): Promise<void>;
 }
@@ -124,48 +124,6 @@ export function buildRouter(config: Config): Router {
   return new Router({ rules: config.rules, defaultOutbound, source: 'rules' });
 }
 
-/**
- * With `dns: hijack`, every UDP query to port 53 routed into the device is answered from the
- * configured upstream resolver, reached through the outbound that routes the resolver's
- * address (or `dns.outbound`): the query never leaves the machine any other way.
- */
-function buildDnsResolver(config: Config, router: Router, outbounds: ReadonlyMap<string, Outbound>, clock: Clock, log: Logger): DnsResolver | undefined {
-  if (config.dns.mode === 'off') return undefined;
-  const upstream = config.dns.upstream;
-  const name = config.dns.outbound ?? router.route(upstream.addr, IP_PROTO_UDP, upstream.port);
-  const outbound = outbounds.get(name);
-  if (outbound === undefined || outbound.kind === 'block') {
-    throw new TunrouteError('TR_BAD_CONFIG', `DNS ${config.dns.mode} needs a proxy to reach ${formatEndpoint(upstream)}, but it routes to "${name}": set --proxy or dns.outbound.`);
-  }
-  const cache = new DnsCache({ clock, maxEntries: config.dns.cacheMaxEntries, maxTtlSec: config.dns.cacheMaxTtlSec });
-  return new DnsResolver({ upstream: { ip: upstream.host, port: upstream.port }, outbound, clock, logger: log, cache });
-}
-
-/**
- * With `dns: fakeip`, names are answered from the pool (every name: a full tunnel by name) and
- * the other queries by the hijack resolver; the pool's range is routed into the device.
- */
-function buildFakeIp(config: Config, upstream: DnsResolver | undefined, log: Logger, reserved: readonly number[]): { resolver: FakeIpResolver; pool: FakeIpPool; saver: FakeIpSaver } | undefined {
-  if (config.dns.mode !== 'fakeip') return undefined;
-  // The table of the last run, so that cached answers still reach their names (fake-ip-state.ts).
-  // The device's own address may lie in the pool (by default tun0 is 198.18.0.1/15): never hand it out.
-  const path = fakeIpStatePath(resolveStateDir(config.stateDir), config.tun.name);
-  const pool = loadFakeIpPool(path, config.dns.fakeIpRange, [config.tun.address.addr, ...reserved], log);
-  return { pool, saver: new FakeIpSaver(pool, path, log), resolver: new FakeIpResolver({ pool, tunneled: () => true, upstream, logger: log }) };
-}
-
-/**
- * The config with the fake-IP range among the routed CIDRs (dns.mode fakeip), unless the
- * device's own subnet holds it already (the default: tun0 198.18.0.1/15, pool 198.18.0.0/15).
- */
-function withFakeIpRoutes(config: Config): Config {
-  if (config.dns.mode !== 'fakeip') return config;
-  const range = config.dns.fakeIpRange;
-  const device = normalizeCidr(config.tun.address);
-  if (device.prefix <= range.prefix && cidrContains(device, range.addr)) return config;
-  return { ...config, routes: { ...config.routes, include: [...config.routes.include, config.dns.fakeIpRange] } };
-}
-
 export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Promise<RunningTunroute> {
   const log = deps.logger ?? createLogger(config.log.level, config.log.format);
   const runner = deps.ipRunner ?? ipBatchRunner;
@@ -177,7 +135,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   // Tunnels first: their AllowedIPs become routes and rules, their endpoints stay out of the
   // device (resolved and pinned now), before anything is planned (see config/tunnels.ts).
   const expanded = await expandTunnels(config, deps.routeHost?.resolve);
-  config = withFakeIpRoutes(expanded.config);
+  config = expanded.config;
   for (const note of expanded.notes) log.warn(note);
   // Everything that can fail on a bad config is built before the device exists. The route
   // manager reads the host, plans, and undoes a stale journal of a dead tunroute; the outbounds
@@ -185,13 +143,15 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const routes = await RouteManager.prepare({ config, log, runner, host: deps.routeHost, watchdog: deps.watchdog, watchRoutes: deps.watchRoutes, runAs: deps.runAs });
   const outbounds = buildOutbounds(routes.config, log, clock);
   const router = buildRouter(config);
-  const dns = buildDnsResolver(config, router, outbounds, clock, log);
   // Per-app routing's source addresses (routes/apps.ts): never handed out as fake addresses.
   const apps = routes.plan.apps;
-  const fakeIp = buildFakeIp(config, dns, log, apps?.outbounds.map((o) => o.addr) ?? []);
+  const dnsSetup = buildDns({ reserved: apps?.outbounds.map((o) => o.addr) ?? [], config, dnsPlan: routes.plan.dns, router, outbounds, defaultDevice: () => routes.defaultDevice, clock, log });
+  const fakeIp = dnsSetup?.fakeIp;
+  for (const r of routes.plan.dns.resolvers) if (r.routed) log.info({ resolver: r.ip }, 'system resolver routed into the device: its queries are answered by tunroute');
+  if (dnsSetup?.direct !== undefined) log.info({ resolver: dnsSetup.direct.upstream }, 'split tunnel by domain: names that go direct are asked of the system resolver, out of the default route\'s device');
   // A start that fails from here on must not leave the table's save timer behind (an embedder's process lives on).
   const link = await (deps.openLink ?? openTunLink)(config, log).catch((e: unknown) => {
-    fakeIp?.saver.stop();
+    dnsSetup?.close();
     throw e;
   });
   let tunnels = new Map<string, WireguardTunnel>();
@@ -202,7 +162,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   } catch (e) {
     for (const t of tunnels.values()) t.close();
     link.close();
-    fakeIp?.saver.stop();
+    dnsSetup?.close();
     throw e;
   }
   const sources = apps === undefined ? undefined : appSources(apps);
@@ -217,7 +177,8 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     udp: { ...config.udp, maxFlows: limits.udp },
     socketOwner: limits.perUid > 0 ? (deps.socketOwner ?? socketOwnerLookup()) : undefined,
     fragments: config.fragments,
-    dns,
+    dns: dnsSetup?.upstream,
+    answerer: dnsSetup?.answerer,
     fakeIp,
     forward: tunnelForwardHook((dst, proto, port) => router.route(dst, proto, port), tunnels),
   });
@@ -248,10 +209,11 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     udpFlows: () => engine.udpFlows(),
     probes: engine.probes,
     tunnels: () => [...tunnels.values()].map((t) => tunnelStatusOf(t.stats())),
+    fakeIpEntry: (arg) => fakeIpEntryOf(fakeIp?.pool, arg),
     stop() {
       stopping ??= (async () => {
         await engine.stop(); // the RSTs go out before the tunnels and the device close
-        fakeIp?.saver.stop(); // after the flows let go of their addresses
+        dnsSetup?.close(); // after the flows let go of their addresses (the table is saved)
         const tunnelStats = Object.fromEntries([...tunnels].map(([n, t]) => [n, t.stats()]));
         for (const t of tunnels.values()) t.close();
         await routes.stop();
@@ -276,6 +238,21 @@ function looseReversePath(dev: string, log: Logger): void {
   } catch (e) {
     log.warn({ dev, err: e }, 'cannot set loose reverse-path filtering on the device: replies to tunroute exec --outbound may be dropped');
   }
+}
+
+/** The pool's entry for a name or an address, as the control socket's `fakeip` answers it. */
+function fakeIpEntryOf(pool: FakeIpPool | undefined, arg: string): FakeIpReply {
+  if (pool === undefined) return { enabled: false };
+  const range = cidrToString(pool.cidr);
+  const ip = ipToU32(arg);
+  if (ip !== undefined) {
+    const name = pool.contains(ip) ? pool.nameOf(ip) : undefined;
+    return name === undefined ? { enabled: true, range, ip: arg } : { enabled: true, range, ip: arg, name, inUse: pool.pinned(ip) };
+  }
+  const name = canonicalDomain(arg);
+  const held = name === undefined ? undefined : pool.peek(name);
+  if (name === undefined || held === undefined) return { enabled: true, range, ...(name === undefined ? {} : { name }) };
+  return { enabled: true, range, name, ip: u32ToIp(held), inUse: pool.pinned(held) };
 }
 
 /** A tunnel's counters, cut to what `status` shows (the full set is in the final log line). */
@@ -309,6 +286,7 @@ export async function runUp(config: Config): Promise<void> {
       snapshot: () => statusSnapshotOf(up, { version: TUNROUTE_VERSION, address: cidrToString(config.tun.address), startedAt }),
       flows: () => up.flows(),
       probes: up.probes,
+      fakeIp: (arg) => up.fakeIpEntry(arg),
     });
   } catch (e) {
     await up.stop();

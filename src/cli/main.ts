@@ -183,29 +183,70 @@ addFlags(
       .description('does a destination enter the device, by which route, to which outbound (against -c FILE / flags, or the running tunroute)'),
     ROUTE_FLAGS,
   )
-    .argument('<destination>', 'ADDR or ADDR:PORT (IPv6 as [ADDR]:PORT)')
+    .argument('<destination>', 'ADDR or ADDR:PORT (IPv6 as [ADDR]:PORT), or NAME or NAME:PORT (with dns.mode fakeip: by name)')
     .option('-c, --config <file>', 'explain against this config (with the flags below) instead of the running tunroute'),
-  [...UPSTREAM_FLAGS, DEVICE_FLAGS[0]],
-  { '--proxy': 'as for up', '--tunnel': 'as for up', '--tun': 'the device (default tun0, or the only running one)' },
+  [...UPSTREAM_FLAGS, DEVICE_FLAGS[0], DEVICE_FLAGS.find((f) => f.flag === '--dns')!],
+  { '--proxy': 'as for up', '--tunnel': 'as for up', '--tun': 'the device (default tun0, or the only running one)', '--dns': 'as for up' },
 )
   .option('--proto <proto>', 'tcp|udp|icmp (default tcp)')
+  .option('--control <path>', `control socket of the running tunroute, asked for its fake-IP table (default ${DEFAULT_CONTROL_PATH})`)
   .option('--json', 'print the answer as JSON')
-  .action(async (dest: string, o: UpOptions & { proto?: string; json?: boolean }) => {
+  .action(async (dest: string, o: UpOptions & { proto?: string; json?: boolean; control?: string }) => {
   if (o.proto !== undefined && o.proto !== 'tcp' && o.proto !== 'udp' && o.proto !== 'icmp') {
     // (An InvalidArgumentError thrown here, after parsing, was printed by no one.)
     throw new TunrouteError('TR_BAD_FLAG', `The flag --proto needs tcp, udp or icmp, got ${shown(o.proto)}.`);
   }
-  const { parseDestination, whyFromConfig, whyFromJournal, resolveStateDir } = await import('../routes/index.js');
+  const r = await import('../routes/index.js');
   const { Router } = await import('../router/router.js');
-  const d = parseDestination(dest, o.proto);
+  const { queryControl } = await import('../control/index.js');
   const decider = (e: { rules: ConstructorParameters<typeof Router>[0]['rules']; defaultOutbound: string }): InstanceType<typeof Router> =>
     new Router({ rules: e.rules, defaultOutbound: e.defaultOutbound, source: 'rules' });
-  const againstConfig = o.config !== undefined || o.proxy !== undefined || o.tunnel !== undefined || o.route !== undefined || o.routeFile !== undefined;
+  const againstConfig =
+    o.config !== undefined || o.proxy !== undefined || o.tunnel !== undefined || o.route !== undefined || o.routeFile !== undefined || o.routeDomain !== undefined || o.dns !== undefined;
   const { expandTunnels } = await import('../config/tunnels.js');
-  const answer = againstConfig
-    ? await whyFromConfig((await expandTunnels(loadConfig({ file: o.config, flags: flagsOf(o), log: loadLog() }))).config, d, decider)
-    : await whyFromJournal(resolveStateDir(stateDirOf(o.stateDir)), o.tun, d, decider);
-  process.stdout.write((o.json ? JSON.stringify(answer, null, 2) : answer.text) + '\n');
+  // The running tunroute's fake-IP table, if one answers (a config may describe another one: still the best guess).
+  const fakeIpEntry = (arg: string): Promise<{ ip?: string; name?: string; inUse?: boolean } | undefined> =>
+    queryControl(o.control ?? DEFAULT_CONTROL_PATH, 'fakeip', { arg, timeoutMs: 1000 }).then(
+      (x) => (x.enabled ? x : undefined),
+      () => undefined,
+    );
+  // The plan data, once: planned for this host from the config, or the running one's journal.
+  const explainData = async (): Promise<{ explain: import('../routes/index.js').ExplainData; prefixes?: import('../net/ipv4.js').Cidr[]; note?: string }> => {
+    if (!againstConfig) return r.explainDataFromJournal(r.resolveStateDir(stateDirOf(o.stateDir)), o.tun);
+    const plan = await r.planForHost((await expandTunnels(loadConfig({ file: o.config, flags: flagsOf(o), log: loadLog() }))).config);
+    return { explain: plan.explain, prefixes: plan.prefixes };
+  };
+  const byName = r.parseNameDestination(dest, o.proto);
+  if (byName !== undefined) {
+    const { explain, note } = await explainData();
+    if (explain.dns === undefined) throw new TunrouteError('TR_CONTROL', 'The running tunroute is of an older version and keeps no DNS plan: ask about a config with -c FILE.');
+    const entry = explain.dns.mode === 'fakeip' ? await fakeIpEntry(byName.name) : undefined;
+    const a = r.explainName(explain.dev, explain.dns, byName, decider(explain), entry);
+    if (note !== undefined) a.text += `\n${note}`;
+    process.stdout.write((o.json ? JSON.stringify(a, null, 2) : a.text) + '\n');
+    return;
+  }
+  const d = r.parseDestination(dest, o.proto);
+  const { explain, prefixes, note } = await explainData();
+  const kernel = againstConfig ? undefined : await r.hostProbe().routeGet(d.ip);
+  const answer = r.explainDestination(explain, d, decider(explain), kernel, prefixes);
+  if (note !== undefined) answer.text += `\n${note}`;
+  // A fake address: which name it stands for (the running tunroute knows), and that name's way.
+  let named: import('../routes/index.js').WhyNameAnswer | undefined;
+  const dnsPlan = explain.dns;
+  const { parseCidr, ipToU32, cidrContains } = await import('../net/ipv4.js');
+  const range = dnsPlan?.fakeIpRange === undefined ? undefined : parseCidr(dnsPlan.fakeIpRange);
+  const addr = ipToU32(d.ip);
+  if (dnsPlan !== undefined && range !== undefined && addr !== undefined && cidrContains(range, addr)) {
+    const entry = await fakeIpEntry(d.ip);
+    if (entry?.name === undefined) {
+      answer.text += `\n${d.ip} is a fake-IP address (${dnsPlan.fakeIpRange}): ${entry === undefined ? 'no running tunroute answered for the name it stands for' : 'the running tunroute holds no name for it (a flow to it is refused)'}.`;
+    } else {
+      named = r.explainName(answer.dev, dnsPlan, { name: entry.name, port: d.port, proto: d.proto }, decider(explain), { ip: d.ip, inUse: entry.inUse });
+      answer.text += `\n${d.ip} is the fake address of ${entry.name}:\n${named.text}`;
+    }
+  }
+  process.stdout.write((o.json ? JSON.stringify(named === undefined ? answer : { ...answer, name: named }, null, 2) : answer.text) + '\n');
 });
 
 /**

@@ -87,6 +87,9 @@ export const DEFAULT_RULE_PRIORITY = 7300;
 /** The routing table tunroute fills in policy-routing mode. */
 export const DEFAULT_ROUTE_TABLE = 7300;
 
+/** A domain pattern (net/domain-set.ts), kept as written: the router parses and explains it. */
+const domainPattern = z.string().refine((t) => parseDomainPattern(t).ok, { message: 'is not a domain pattern like corp.example, *.corp.example or =www.corp.example' });
+
 export const routesSchema = z
   .object({
     include: z.array(cidr).default([]),
@@ -94,6 +97,16 @@ export const routesSchema = z
     /** Files of one CIDR per line (`#` comments); relative paths start from the working directory. */
     includeFiles: z.array(z.string().min(1)).default([]),
     excludeFiles: z.array(z.string().min(1)).default([]),
+    /**
+     * A split tunnel by domain (dns.mode fakeip): only names these patterns cover (and no
+     * exclude covers more specifically) get fake addresses and enter the device; every other
+     * name is answered by the system's resolver and goes direct. Without any: every name.
+     */
+    includeDomains: z.array(domainPattern).default([]),
+    excludeDomains: z.array(domainPattern).default([]),
+    /** Files of one domain pattern per line (`#` comments). */
+    domainFiles: z.array(z.string().min(1)).default([]),
+    excludeDomainFiles: z.array(z.string().min(1)).default([]),
     /** Keep the subnets of the default route's interface out of the tunnel ("auto"), or not ("off"). */
     lan: z.enum(['auto', 'off']).default('auto'),
     /**
@@ -216,8 +229,6 @@ export const outboundSchema = z.discriminatedUnion('type', [socks5OutboundSchema
 
 const port = z.number().int().min(0).max(65535);
 
-/** A domain pattern (net/domain-set.ts), kept as written: the router parses and explains it. */
-const domainPattern = z.string().refine((t) => parseDomainPattern(t).ok, { message: 'is not a domain pattern like corp.example, *.corp.example or =www.corp.example' });
 
 export const ruleSchema = z
   .object({
@@ -296,6 +307,28 @@ export const configSchema = z
         fakeIpRange: cidr.prefault('198.18.0.0/15').refine((c) => c.prefix <= 30, { message: 'needs a prefix of /30 or shorter' }),
         upstream: dnsUpstream.prefault('1.1.1.1:53'),
         outbound: outboundName.optional(),
+        /**
+         * Route the nameservers of /etc/resolv.conf into the device (a /32 each, even inside
+         * the LAN), so the system's queries reach tunroute in a split tunnel too.
+         */
+        routeSystemResolvers: z.boolean().default(true),
+        /**
+         * Where names that go direct (a split tunnel by domain) are asked, out of the default
+         * route's device; default the first nameserver of /etc/resolv.conf.
+         */
+        directUpstream: dnsUpstream.optional(),
+        /** Split DNS: names of these domains are asked of `server` through `outbound` (default: the one that routes it). */
+        servers: z
+          .array(
+            z
+              .object({
+                domains: z.array(domainPattern).min(1),
+                server: dnsUpstream,
+                outbound: outboundName.optional(),
+              })
+              .strict(),
+          )
+          .default([]),
         cacheMaxEntries: z.number().int().min(0).max(1_000_000).default(1024),
         cacheMaxTtlSec: z.number().int().min(0).max(86_400).default(3600),
       })
@@ -321,6 +354,16 @@ export const configSchema = z
     if (c.dns.outbound !== undefined && !names.has(c.dns.outbound)) {
       ctx.addIssue({ code: 'custom', path: ['dns', 'outbound'], message: `names no outbound (known: ${[...names].join(', ')})` });
     }
+    const r = c.routes;
+    if (c.dns.mode !== 'fakeip' && r.includeDomains.length + r.domainFiles.length + r.excludeDomains.length + r.excludeDomainFiles.length > 0) {
+      const field = r.includeDomains.length > 0 ? 'includeDomains' : r.domainFiles.length > 0 ? 'domainFiles' : r.excludeDomains.length > 0 ? 'excludeDomains' : 'excludeDomainFiles';
+      ctx.addIssue({ code: 'custom', path: ['routes', field], message: 'routes by domain need dns.mode fakeip (--dns fakeip): only names tunroute answers can be routed by name' });
+    }
+    c.dns.servers.forEach((srv, i) => {
+      if (srv.outbound !== undefined && !names.has(srv.outbound)) {
+        ctx.addIssue({ code: 'custom', path: ['dns', 'servers', i, 'outbound'], message: `names no outbound (known: ${[...names].join(', ')})` });
+      }
+    });
     if (c.defaultOutbound !== undefined && !names.has(c.defaultOutbound)) {
       ctx.addIssue({ code: 'custom', path: ['defaultOutbound'], message: `names no outbound (known: ${[...names].join(', ')})` });
     }

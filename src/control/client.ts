@@ -36,7 +36,7 @@ export function connectError(path: string, e: unknown): TunrouteError {
 }
 
 /** Ask the daemon listening on `path`; resolves with the reply's data, checked against the protocol. */
-export function queryControl<C extends ControlCommand>(path: string, cmd: C, opts: QueryOptions & { arm?: ProbeArm } = {}): Promise<ControlReplies[C]> {
+export function queryControl<C extends ControlCommand>(path: string, cmd: C, opts: QueryOptions & { arm?: ProbeArm; arg?: string } = {}): Promise<ControlReplies[C]> {
   const timeoutMs = opts.timeoutMs ?? 3000;
   return new Promise((resolve, reject) => {
     const sock = createConnection(path);
@@ -64,7 +64,7 @@ export function queryControl<C extends ControlCommand>(path: string, cmd: C, opt
 
     sock.once('connect', () => {
       connected = true;
-      sock.write(encodeRequest(cmd, opts.arm));
+      sock.write(encodeRequest(cmd, { arm: opts.arm, arg: opts.arg }));
     });
     sock.on('data', (chunk: Buffer) => {
       const nl = chunk.indexOf(0x0a);

@@ -1,5 +1,5 @@
 /**
- * The control socket: a running daemon answers `status`, `flows` and `ping` on a unix socket
+ * The control socket: a running daemon answers `status`, `flows`, `ping` and `fakeip` on a unix socket
  * (newline-delimited JSON, see ./protocol.ts); `tunroute status` asks and prints.
  */
 export {

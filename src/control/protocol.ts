@@ -27,7 +27,7 @@ import { DROP_REASONS } from '../wire/drop.js';
 import type { ProbeArm, ProbeSeen } from '../relay/probes.js';
 
 export const CONTROL_PROTOCOL_VERSION = 1;
-export const CONTROL_COMMANDS = ['status', 'flows', 'ping', 'probe'] as const;
+export const CONTROL_COMMANDS = ['status', 'flows', 'ping', 'probe', 'fakeip'] as const;
 export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
 
 /** Where `up` listens and `status` asks unless `--control` says otherwise. */
@@ -42,6 +42,8 @@ export interface ControlRequest {
   cmd: ControlCommand;
   /** `probe` only: arm these probes (absent: read what arrived, and disarm). See relay/probes.ts. */
   arm?: ProbeArm;
+  /** `fakeip`: the name or the address asked about. */
+  arg?: string;
 }
 
 export type ControlResponse =
@@ -141,12 +143,28 @@ export interface PingReply {
   pid: number;
 }
 
+/**
+ * `fakeip NAME|ADDR`: what the running instance's fake-IP table holds for a name or an address.
+ * `enabled` false: not in dns.mode fakeip. `name`/`ip` absent: no entry (a name not asked yet,
+ * an address outside the pool or forgotten).
+ */
+export interface FakeIpReply {
+  enabled: boolean;
+  /** The pool's range. */
+  range?: string;
+  name?: string;
+  ip?: string;
+  /** Whether a live flow holds the address. */
+  inUse?: boolean;
+}
+
 /** The `data` of a successful reply, per command. */
 export interface ControlReplies {
   status: StatusSnapshot;
   flows: TcpFlowInfo[];
   ping: PingReply;
   probe: ProbeSeen;
+  fakeip: FakeIpReply;
 }
 
 // ------------------------------------------------------------------ requests
@@ -177,6 +195,7 @@ const requestSchema = z.object(
         ttlMs: z.number().int().min(0).max(30_000),
       })
       .optional(),
+    arg: z.string().max(300).optional(),
   },
   { error: `a request is one JSON object per line, like {"v":${CONTROL_PROTOCOL_VERSION},"cmd":"status"}` },
 );
@@ -196,8 +215,10 @@ export function parseRequest(line: string): ParsedRequest {
   return { ok: false, error: r.error.issues[0]?.message ?? 'invalid request' };
 }
 
-export function encodeRequest(cmd: ControlCommand, arm?: ProbeArm): string {
-  const req: ControlRequest = arm === undefined ? { v: CONTROL_PROTOCOL_VERSION, cmd } : { v: CONTROL_PROTOCOL_VERSION, cmd, arm };
+export function encodeRequest(cmd: ControlCommand, extra: { arm?: ProbeArm; arg?: string } = {}): string {
+  const req: ControlRequest = { v: CONTROL_PROTOCOL_VERSION, cmd };
+  if (extra.arm !== undefined) req.arm = extra.arm;
+  if (extra.arg !== undefined) req.arg = extra.arg;
   return JSON.stringify(req) + '\n';
 }
 
@@ -373,6 +394,7 @@ const replySchemas: { [K in ControlCommand]: z.ZodType<ControlReplies[K]> } = {
   flows: z.array(flowInfoSchema),
   ping: pingReplySchema,
   probe: z.object({ armed: z.boolean(), tcp: z.array(z.number()), dns: z.number() }),
+  fakeip: z.object({ enabled: z.boolean(), range: z.string().optional(), name: z.string().optional(), ip: z.string().optional(), inUse: z.boolean().optional() }),
 };
 
 export type ParsedResponse<C extends ControlCommand> =

@@ -31,6 +31,7 @@ import {
   parseRequest,
   type ControlRequest,
   type PingReply,
+  type FakeIpReply,
   type StatusSnapshot,
   type UdpFlowInfo,
   type TunnelStatus,
@@ -50,6 +51,8 @@ export interface ControlServerOptions {
   flows?: () => TcpFlowInfo[];
   /** For `probe` (`tunroute verify`): absent, the command is refused. */
   probes?: ProbeBook;
+  /** For `fakeip NAME|ADDR`; absent: not in fake-IP mode. */
+  fakeIp?: (arg: string) => FakeIpReply;
   logger: Logger;
   /** Close a connection after this long without a byte either way. Default 30 s. */
   idleTimeoutMs?: number;
@@ -200,6 +203,10 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
         if (req.arm === undefined) return opts.probes.read();
         opts.probes.arm(req.arm);
         const r: ProbeSeen = { armed: true, tcp: [], dns: 0 };
+        return r;
+      }
+      case 'fakeip': {
+        const r: FakeIpReply = opts.fakeIp?.(req.arg ?? '') ?? { enabled: false };
         return r;
       }
     }

@@ -10,7 +10,9 @@
  *                                                    asked through the proxy, as hijack does)
  *
  * "Tunneled" is the caller's predicate: every name in a full tunnel, the names of the domain
- * routes in a split tunnel by domain. A flow to a fake address is later carried to N by name
+ * routes in a split tunnel by domain. In a split tunnel by domain, a name that is not tunneled
+ * is asked of `direct` (the system's resolver, out of the host's own interface) with every
+ * type: it gets its real address and its flows go the host's way. A flow to a fake address is later carried to N by name
  * (the pool answers nameOf), so the client never resolves N itself and no query for N leaves.
  *
  * The fake answers carry a short TTL (1 s by default, as Clash's fake-ip-ttl): apps ask again
@@ -41,6 +43,8 @@ export interface FakeIpResolverOptions {
   tunneled: (name: string) => boolean;
   /** Who answers everything else; undefined: those queries get SERVFAIL. */
   upstream: DnsAnswerer | undefined;
+  /** Who answers names that are not tunneled; default `upstream`. */
+  direct?: DnsAnswerer;
   ttl?: number;
   logger?: Logger;
 }
@@ -52,6 +56,8 @@ export interface FakeIpResolverStats {
   empty: number;
   /** Queries passed to the upstream answerer. */
   forwarded: number;
+  /** Queries for names that go direct, passed to the direct answerer. */
+  direct: number;
   /** A queries refused (SERVFAIL) because every pool address was busy. */
   exhausted: number;
   /** Not a standard query with one question. */
@@ -59,10 +65,11 @@ export interface FakeIpResolverStats {
 }
 
 export class FakeIpResolver implements DnsAnswerer {
-  readonly stats: FakeIpResolverStats = { fake: 0, empty: 0, forwarded: 0, exhausted: 0, malformed: 0 };
+  readonly stats: FakeIpResolverStats = { fake: 0, empty: 0, forwarded: 0, direct: 0, exhausted: 0, malformed: 0 };
   private readonly pool: FakeIpPool;
   private readonly tunneled: (name: string) => boolean;
   private readonly upstream: DnsAnswerer | undefined;
+  private readonly direct: DnsAnswerer | undefined;
   private readonly ttl: number;
   private readonly log: Logger | undefined;
   private readonly one = [0];
@@ -71,6 +78,7 @@ export class FakeIpResolver implements DnsAnswerer {
     this.pool = o.pool;
     this.tunneled = o.tunneled;
     this.upstream = o.upstream;
+    this.direct = o.direct;
     this.ttl = o.ttl ?? FAKE_IP_TTL_S;
     this.log = o.logger;
   }
@@ -89,6 +97,9 @@ export class FakeIpResolver implements DnsAnswerer {
         this.stats.empty++;
         return Promise.resolve({ kind: 'answer', answer: addressAnswer(q, [], this.ttl), via: 'local' });
       }
+    } else if (name !== undefined && this.direct !== undefined) {
+      this.stats.direct++;
+      return this.direct.resolve(queryBytes);
     }
     return this.forward(q, queryBytes);
   }

@@ -119,6 +119,16 @@ export class FakeIpPool {
     return ip;
   }
 
+  /** The address canonical `name` holds now, without using it (for `why`); undefined: none. */
+  peek(name: string): number | undefined {
+    return this.ipOf.get(name);
+  }
+
+  /** Whether a live flow holds `ip`. */
+  pinned(ip: number): boolean {
+    return this.pins.has(ip);
+  }
+
   /** The name `ip` stands for, or undefined (not from this pool, or not handed out). */
   nameOf(ip: number): string | undefined {
     return this.nameOfIp.get(ip);

@@ -42,9 +42,11 @@ export interface NativeUdpAddon {
   /**
    * A non-blocking IPv4 UDP socket bound to address:port (no SO_REUSEADDR: a port in use fails),
    * with SO_SNDBUF/SO_RCVBUF of bufferBytes (forced beyond the sysctl cap when privileged; 0
-   * leaves the defaults). Throws NativeErrnoError (code EADDRINUSE, EACCES, EADDRNOTAVAIL, ...).
+   * leaves the defaults); with `device`, bound to that interface (SO_BINDTODEVICE: its route
+   * lookups see only routes through it; needs CAP_NET_RAW). Throws NativeErrnoError (code
+   * EADDRINUSE, EACCES, EADDRNOTAVAIL, ENODEV, EPERM, ...).
    */
-  udpOpen(address: string, port: number, bufferBytes: number): NativeUdpSocket;
+  udpOpen(address: string, port: number, bufferBytes: number, device?: string): NativeUdpSocket;
   /** Starts polling fd; receives up to maxDatagrams per wake-up into slot i = buffer[i * slotSize ..]. */
   udpStartReceiver(
     fd: NativeFd,

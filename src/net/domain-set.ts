@@ -163,8 +163,10 @@ export interface DomainListProblem {
  * skipped. Problems name the line and the reason, never the line's text (the file may be
  * anything the user pointed at).
  */
-export function parseDomainList(text: string): { patterns: DomainPattern[]; problems: DomainListProblem[] } {
+export function parseDomainList(text: string): { patterns: DomainPattern[]; lines: number[]; problems: DomainListProblem[] } {
   const patterns: DomainPattern[] = [];
+  /** The 1-based line of each pattern. */
+  const lines: number[] = [];
   const problems: DomainListProblem[] = [];
   let line = 0;
   let start = 0;
@@ -178,10 +180,12 @@ export function parseDomainList(text: string): { patterns: DomainPattern[]; prob
     s = s.trim();
     if (s.length > 0) {
       const r = parseDomainPattern(s);
-      if (r.ok) patterns.push(r.pattern);
-      else problems.push({ line, problem: r.problem });
+      if (r.ok) {
+        patterns.push(r.pattern);
+        lines.push(line);
+      } else problems.push({ line, problem: r.problem });
     }
     start = end + 1;
   }
-  return { patterns, problems };
+  return { patterns, lines, problems };
 }

@@ -14,7 +14,7 @@
  * closes the link: the caller does, after what must still go out through it.
  */
 import type { Clock } from '../clock.js';
-import type { DnsResolver, DnsResolverStats } from '../dns/index.js';
+import type { DnsAnswerer, DnsResolver, DnsResolverStats } from '../dns/index.js';
 import type { FakeIpPool, FakeIpStats } from '../dns/fake-ip.js';
 import type { FakeIpResolver, FakeIpResolverStats } from '../dns/fake-ip-resolver.js';
 import type { Link } from '../link/link.js';
@@ -56,6 +56,8 @@ export interface EngineOptions {
   fragments?: Omit<ReassemblyOptions, 'clock' | 'onTimeout'>;
   /** DNS hijack: queries to port 53 answered by this resolver. Closed by stop(). */
   dns?: DnsResolver;
+  /** What answers caught queries when it is not `dns` alone (split DNS in front of it); default `dns`. */
+  answerer?: DnsAnswerer;
   /** dns.mode fakeip: queries answered by this (in front of `dns`), flows to its pool carried by name. */
   fakeIp?: { resolver: FakeIpResolver; pool: FakeIpPool };
   /** Packets taken before anything is terminated (WireGuard tunnels of `up`). */
@@ -115,7 +117,7 @@ export class TerminatingEngine {
     });
     this.tcpStack.setSynHandler(this.tcp.onSyn);
     this.udpStack = new UdpStack({ link, clock, logger, table: o.udp });
-    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.fakeIp?.resolver ?? o.dns, names: o.fakeIp?.pool, budget: this.budget, probes: this.probes });
+    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.fakeIp?.resolver ?? o.answerer ?? o.dns, names: o.fakeIp?.pool, budget: this.budget, probes: this.probes });
     this.udpStack.setFlowHandler(this.udp.onFlow);
     this.reassembler = new Ipv4Reassembler({ clock, ...o.fragments });
     this.dispatcher = new PacketDispatcher({ link, icmp: o.icmp, logger, tcp: this.tcpStack.input, udp: this.udpStack.input, reassembler: this.reassembler, forward: o.forward });

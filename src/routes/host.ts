@@ -12,6 +12,7 @@ import { LIST_FILE_MAX_BYTES, readInputFile } from '../config/input-file.js';
 import type { Config } from '../config/schema.js';
 import { parseCidr, parseCidrOrAddress, ipToU32, cidrContains, cidrToString, normalizeCidr } from '../net/ipv4.js';
 import { IFNAME_RE } from '../config/fields.js';
+import { parseResolvConf, RESOLV_CONF, RESOLV_CONF_MAX_BYTES, type ResolvConf } from './resolv-conf.js';
 import { resolveUpstreams, systemResolver, upstreamsOf, type ResolvedUpstream, type Resolver } from './upstreams.js';
 import type { AppsEnv } from './apps.js';
 import { probeApps } from './cgroup.js';
@@ -74,8 +75,10 @@ export interface RouteEnv {
   readonly apps?: AppsEnv;
   readonly appsOff?: string;
   readonly upstreams: readonly ResolvedUpstream[];
-  /** Contents of routes.includeFiles / excludeFiles, by path as written in the config. */
+  /** Contents of routes.includeFiles / excludeFiles (and the domain files), by path as written in the config. */
   readonly files: ReadonlyMap<string, string>;
+  /** The system's resolvers (read when dns.mode is not off); absent: none known. */
+  readonly resolvers?: ResolvConf;
 }
 
 export const NO_NETWORK: NetworkView = { lan: [], ipv6: false };
@@ -83,8 +86,10 @@ export const NO_NETWORK: NetworkView = { lan: [], ipv6: false };
 export interface HostProbe {
   network(): Promise<NetworkView>;
   resolve: Resolver;
-  /** A CIDR file's text; `field` (routes.includeFiles[0]) names it in errors. */
+  /** A CIDR (or domain) file's text; `field` (routes.includeFiles[0]) names it in errors. */
   readFile(path: string, field: string): Promise<string>;
+  /** The nameservers of /etc/resolv.conf; absent on probes that know none (tests). */
+  systemResolvers?(): Promise<ResolvConf>;
   /** A description of what already uses routing table `table` (routes or rules), or undefined if it is free. */
   tableInUse(table: number, ipv6: boolean): Promise<string | undefined>;
   /** The kernel's answer to `ip route get ADDR` (first line), or the error. */
@@ -188,7 +193,17 @@ export function hostProbe(opts: { netns?: string; resolve?: Resolver; stateDir?:
     },
     resolve: opts.resolve ?? systemResolver,
     // A bounded regular file (not /dev/zero, not a FIFO): see config/input-file.ts.
-    readFile: (path, field) => Promise.resolve().then(() => readInputFile(path, { what: 'The CIDR file', via: field, maxBytes: LIST_FILE_MAX_BYTES, cannot: (code) => cannotRead(path, field, code) }).text),
+    readFile: (path, field) =>
+      Promise.resolve().then(() => readInputFile(path, { what: `The ${fileKind(field)}`, via: field, maxBytes: LIST_FILE_MAX_BYTES, cannot: (code) => cannotRead(path, field, code) }).text),
+    systemResolvers() {
+      try {
+        const f = readInputFile(RESOLV_CONF, { what: 'The resolver list', via: 'dns.routeSystemResolvers', maxBytes: RESOLV_CONF_MAX_BYTES, cannot: (code) => code });
+        return Promise.resolve(parseResolvConf(f.text));
+      } catch {
+        // No resolv.conf (or not a regular file): nothing to route; the plan says so.
+        return Promise.resolve({ ipv4: [], ipv6: [] });
+      }
+    },
     async tableInUse(table, ipv6) {
       const found: string[] = [];
       for (const fam of ipv6 ? ['-4', '-6'] : ['-4']) {
@@ -222,8 +237,12 @@ function firstLine(s: string): string {
   return s.trim().split('\n')[0].trim();
 }
 
+function fileKind(field: string): string {
+  return /Domain/.test(field) ? 'domain file' : 'CIDR file';
+}
+
 function cannotRead(path: string, field: string, code: string): string {
-  return `Cannot read the CIDR file ${shownPath(path)} (${field}, ${code}): check the path (relative paths start from the working directory).`;
+  return `Cannot read the ${fileKind(field)} ${shownPath(path)} (${field}, ${code}): check the path (relative paths start from the working directory).`;
 }
 
 /** Read what the plan depends on: CIDR files, the upstreams' addresses, the default route and LAN. */
@@ -232,6 +251,8 @@ export async function probeRouteEnv(config: Config, host: HostProbe): Promise<Ro
   const lists: Array<[string, readonly string[]]> = [
     ['routes.includeFiles', config.routes.includeFiles],
     ['routes.excludeFiles', config.routes.excludeFiles],
+    ['routes.domainFiles', config.routes.domainFiles],
+    ['routes.excludeDomainFiles', config.routes.excludeDomainFiles],
   ];
   for (const [field, paths] of lists) {
     for (let i = 0; i < paths.length; i++) {
@@ -248,5 +269,6 @@ export async function probeRouteEnv(config: Config, host: HostProbe): Promise<Ro
   const upstreams = await resolveUpstreams(upstreamsOf(config), host.resolve);
   const network = await host.network();
   const apps = host.apps === undefined ? { off: 'not probed' } : await host.apps();
-  return 'env' in apps ? { network, upstreams, files, apps: apps.env } : { network, upstreams, files, appsOff: apps.off };
+  const resolvers = config.dns.mode !== 'off' && config.dns.routeSystemResolvers ? await host.systemResolvers?.() : undefined;
+  return 'env' in apps ? { network, upstreams, files, resolvers, apps: apps.env } : { network, upstreams, files, resolvers, appsOff: apps.off };
 }

@@ -18,7 +18,12 @@ export { cleanupJournals, describeCleanup } from './teardown.js';
 export type { CleanupEntry, CleanupOptions } from './teardown.js';
 export { RouteManager, ipMonitorWatcher } from './manager.js';
 export type { RouteManagerOptions, RouteWatcher, RunAs } from './manager.js';
-export { parseDestination, explainDestination, whyFromConfig, whyFromJournal } from './why.js';
+export { DomainRoutes, domainRoutesOf, domainRoutesOfPlan } from './domain-routes.js';
+export type { DomainRouteAnswer } from './domain-routes.js';
+export type { DnsPlan } from './plan.js';
+export { parseDestination, explainDestination, explainDataFromJournal, whyFromConfig, whyFromJournal } from './why.js';
+export { explainName, parseNameDestination } from './why-name.js';
+export type { WhyNameAnswer, NameDestination, NameDecider, FakeIpEntry } from './why-name.js';
 export type { WhyAnswer, Destination, OutboundDecider } from './why.js';
 // measureRouteApply lives in ./measure.js (it needs the lab, so it is not re-exported here).
 

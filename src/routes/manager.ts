@@ -120,6 +120,11 @@ export class RouteManager {
     return this.plan_;
   }
 
+  /** The device of the host's default route as last read (it follows route changes). */
+  get defaultDevice(): string | undefined {
+    return this.env.network.defaultRoute?.dev;
+  }
+
   /** Read the host, plan, clean up after a dead tunroute. Changes nothing of a running system. */
   static async prepare(opts: RouteManagerOptions): Promise<RouteManager> {
     const { config, log } = opts;

@@ -28,11 +28,12 @@
  */
 import { TunrouteError } from '../errors.js';
 import { BLOCK_OUTBOUND, DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from '../config/schema.js';
-import { cidrToString, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../net/ipv4.js';
+import { cidrContains, cidrToString, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../net/ipv4.js';
 import { overlapsRanges, PrefixBag, routeSetOfRanges } from '../net/cidr-set.js';
 import type { NetworkView, RouteEnv } from './host.js';
 import { planApps, type AppsPlan } from './apps.js';
 import { parseCidrFile, type CidrFileEntries, type LabeledPrefix } from './sources.js';
+import { domainRoutesOf } from './domain-routes.js';
 
 /** The `proto` (routes) and `protocol` (rules) number that marks tunroute's changes. */
 export const ROUTE_PROTO = 211;
@@ -93,6 +94,32 @@ export interface ExplainData {
   killSwitch: boolean;
   rules: Config['rules'];
   defaultOutbound: string;
+  /** The device's own subnet (the kernel routes it into the device by itself). */
+  deviceSubnet?: string;
+  /** The system's resolvers routed into the device whatever the excludes say: [cidr, source]. */
+  resolverRoutes?: Array<[string, string]>;
+  /** DNS as planned (absent in journals of older versions). */
+  dns?: DnsPlan;
+}
+
+/** What the plan does about DNS, for `--dry-run`, `check` and `why NAME`. */
+export interface DnsPlan {
+  mode: Config['dns']['mode'];
+  /** The system's IPv4 resolvers: routed into the device, or why not. */
+  resolvers: Array<{ ip: string; routed: boolean; why: string }>;
+  /** Domain routes (config order, excludes first): pattern, include, source. */
+  domains: Array<{ pattern: string; include: boolean; source: string }>;
+  /** Whether names no domain route covers go direct (a split tunnel by domain). */
+  splitByDomain: boolean;
+  /** The fake-IP pool (fakeip mode). */
+  fakeIpRange?: string;
+  /** dns.upstream and the outbound named for it (else the one that routes it). */
+  upstream?: string;
+  upstreamOutbound?: string;
+  /** dns.directUpstream, when set. */
+  directUpstream?: string;
+  /** Split DNS entries. */
+  servers?: Array<{ domains: string[]; server: string; outbound?: string }>;
 }
 
 /**
@@ -137,6 +164,7 @@ export interface RoutePlan {
   apps?: AppsPlan;
   /** Why per-app routing is off, when it is (for `tunroute exec`'s message). */
   appsOff?: string;
+  dns: DnsPlan;
 }
 
 /** Always kept out of the tunnel: routing these into a TUN device makes no sense. */
@@ -272,8 +300,18 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   const include: LabeledPrefix[] = r.include.map((c, i) => ({ prefix: normalizeCidr(c), source: `routes.include[${i}]` }));
   // File entries stay in columns (CidrFileEntries): a million LabeledPrefix objects would not.
   const includeFiles = r.includeFiles.map((f, i) => parseCidrFile(fileText(env, f), f, `routes.includeFiles[${i}]`));
-  const mode: PlanMode = r.include.length > 0 || r.includeFiles.length > 0 ? 'split' : hasUpstream(config) ? 'full' : 'none';
+  // Names routed by domain make a split tunnel too: only their fake addresses (and the resolvers) enter.
+  const domains = domainRoutesOf(config, env.files);
+  const splitByDomain = config.dns.mode === 'fakeip' && domains.split;
+  const mode: PlanMode = r.include.length > 0 || r.includeFiles.length > 0 || splitByDomain ? 'split' : hasUpstream(config) ? 'full' : 'none';
   if (mode === 'full') include.push({ prefix: { addr: 0, prefix: 0 }, source: FULL_TUNNEL_SOURCE });
+  // The fake-IP pool enters the device: by the device's own subnet when it holds the pool (the
+  // default: tun0 198.18.0.1/15, pool 198.18.0.0/15), else by a route of its own.
+  const deviceSubnet = normalizeCidr(config.tun.address);
+  const pool = normalizeCidr(config.dns.fakeIpRange);
+  if (config.dns.mode === 'fakeip' && mode !== 'none' && !(deviceSubnet.prefix <= pool.prefix && cidrContains(deviceSubnet, pool.addr))) {
+    include.push({ prefix: pool, source: 'fake-IP pool (dns.fakeIpRange)' });
+  }
 
   const exclude: LabeledPrefix[] = ALWAYS_DIRECT.map(([c, source]) => ({ prefix: mustParse(c), source }));
   for (const u of env.upstreams) {
@@ -306,6 +344,15 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
 
   const included = bagOf(include, includeFiles).mergedRanges();
   const prefixes = mode === 'none' ? [] : routeSetOfRanges(included, bagOf(exclude, excludeFiles).mergedRanges());
+  const dns = planResolverRoutes(config, env, mode, prefixes, domains.entries(), splitByDomain);
+  const resolverRoutes: Array<[string, string]> = [];
+  for (const res of dns.resolvers) {
+    if (!res.routed) continue;
+    const p = mustParse(`${res.ip}/32`);
+    if (prefixesContain(prefixes, p.addr) !== undefined) continue;
+    insertPrefix(prefixes, p);
+    resolverRoutes.push([`${res.ip}/32`, res.why]);
+  }
 
   // The loop guard, checked rather than assumed: no upstream address may enter the device.
   for (const u of env.upstreams) {
@@ -424,17 +471,75 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
     killSwitch,
     rules: config.rules,
     defaultOutbound: defaultOutboundOf(config),
+    deviceSubnet: cidrToString(deviceSubnet),
+    resolverRoutes,
+    dns,
   };
 
   const plan: RoutePlan = {
     dev, mode, table, priority, up, down: invert(up), changes, prefixes, direct, excludeUids: uids,
     keptOut: mode === 'none' ? [] : keptOut.map((k) => ({ name: k.name, why: k.why })),
     gateway: mode === 'none' ? [] : gateway.map((g) => g.name),
-    ipv6, killSwitch, notes, explain,
+    ipv6, killSwitch, notes, explain, dns,
   };
   if (apps !== undefined) plan.apps = apps;
   else plan.appsOff = appsOff;
   return plan;
+}
+
+/** Insert a /32 into sorted, disjoint prefixes that do not contain it. */
+function insertPrefix(prefixes: Cidr[], p: Cidr): void {
+  let lo = 0;
+  let hi = prefixes.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (prefixes[mid].addr < p.addr) lo = mid + 1;
+    else hi = mid;
+  }
+  prefixes.splice(lo, 0, p);
+}
+
+const LOOPBACK = mustParse('127.0.0.0/8');
+
+/**
+ * Which of the system's resolvers are routed into the device (dns.mode hijack or fakeip, and
+ * dns.routeSystemResolvers): each IPv4 nameserver of /etc/resolv.conf gets a /32, even inside
+ * the LAN or an exclude, so the system's queries reach tunroute whatever the split. Not a
+ * loopback stub (systemd-resolved's 127.0.0.53 answers on this host: its own upstreams would
+ * need resolvectl, which tunroute does not drive yet) and never an upstream's own address.
+ */
+function planResolverRoutes(
+  config: Config,
+  env: RouteEnv,
+  mode: PlanMode,
+  prefixes: readonly Cidr[],
+  domains: DnsPlan['domains'],
+  splitByDomain: boolean,
+): DnsPlan {
+  const resolvers: DnsPlan['resolvers'] = [];
+  const dnsOn = config.dns.mode !== 'off' && mode !== 'none';
+  for (const ip of env.resolvers?.ipv4 ?? []) {
+    const addr = mustParse(`${ip}/32`).addr;
+    const upstream = env.upstreams.find((u) => u.addrs.includes(ip));
+    if (!dnsOn || !config.dns.routeSystemResolvers) resolvers.push({ ip, routed: false, why: 'dns.mode off or dns.routeSystemResolvers false: its queries go the host\'s way' });
+    else if (prefixContains(LOOPBACK, addr)) resolvers.push({ ip, routed: false, why: 'a local stub (systemd-resolved?): not routable into a device; point resolv.conf at a real resolver to catch its queries' });
+    else if (upstream !== undefined) resolvers.push({ ip, routed: false, why: `the address of upstream '${upstream.name}': it cannot enter the device (tunroute's own connections go there), so queries to it leave directly` });
+    else if (prefixesContain(prefixes, addr) !== undefined) resolvers.push({ ip, routed: true, why: 'system resolver (/etc/resolv.conf), inside the routes already' });
+    else resolvers.push({ ip, routed: true, why: 'system resolver (/etc/resolv.conf): its queries are answered by tunroute' });
+  }
+  const d = config.dns;
+  const ep = (e: { host: string; port: number }): string => `${e.host}:${e.port}`;
+  return {
+    mode: d.mode,
+    resolvers,
+    domains,
+    splitByDomain,
+    fakeIpRange: d.mode === 'fakeip' ? cidrToString(normalizeCidr(d.fakeIpRange)) : undefined,
+    upstream: ep(d.upstream),
+    upstreamOutbound: d.outbound,
+    directUpstream: d.directUpstream === undefined ? undefined : ep(d.directUpstream),
+    servers: d.servers.map((x) => ({ domains: x.domains, server: ep(x.server), outbound: x.outbound })),
+  };
 }
 
 /**
@@ -506,6 +611,24 @@ export function batchesOf(ops: readonly RouteOp[]): Batch[] {
     else out.push({ family: fam, ops: [o] });
   }
   return out;
+}
+
+/** The DNS part of the plan: which mode, which resolvers are routed into the device, which names. */
+function* describeDns(plan: RoutePlan): Generator<string> {
+  const d = plan.dns;
+  if (d.mode === 'off') return; // DNS goes the host's way: nothing to change or list
+  const how =
+    d.mode === 'hijack'
+      ? 'hijack: every query routed into the device is answered by dns.upstream through the proxy'
+      : d.splitByDomain
+        ? 'fakeip, split by domain: names below get fake addresses and enter the device; every other name is answered by the system\'s resolver and goes direct'
+        : 'fakeip: every name gets a fake address and its flows go by name (the proxy resolves)';
+  yield `DNS: ${how}`;
+  if (d.resolvers.length === 0) yield '  system resolvers: none found in /etc/resolv.conf (or not read)';
+  for (const r of d.resolvers) yield `  ${r.routed ? '+' : '-'} resolver ${r.ip}: ${r.routed ? 'routed into ' + plan.dev : 'not routed'} — ${r.why}`;
+  if (d.mode === 'fakeip') {
+    for (const e of d.domains) yield `  ${e.include ? '+' : '-'} names ${e.pattern}  ${e.include ? 'enter' : 'stay direct'} (${e.source})`;
+  }
 }
 
 function tableText(t: Table): string {
@@ -581,6 +704,7 @@ export function* describePlanLines(plan: RoutePlan, opts: DescribeOptions = {}):
       ? `kill switch: on — if tunroute dies, the ${plan.prefixes.length} tunneled prefixes stay unreachable until \`tunroute down\``
       : 'kill switch: off — if tunroute dies, tunneled traffic goes direct again (the watchdog removes the rest)';
   }
+  yield* describeDns(plan);
   for (const n of plan.notes) yield `note: ${n}`;
   if (plan.changes.length === 0) {
     yield 'changes: none besides the device.';

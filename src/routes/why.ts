@@ -138,11 +138,17 @@ export function explainDestination(e: ExplainData, d: Destination, decider?: Out
   const include = mostSpecific(e.include, e.includeFiles, addr);
   const exclude = mostSpecific(e.exclude, e.excludeFiles, addr);
   const routes = prefixes ?? (e.mode === 'none' ? [] : computeRouteSetOf(bagOf(e.include, e.includeFiles), bagOf(e.exclude, e.excludeFiles)));
-  const route = prefixesContain(routes, addr);
+  // A system resolver routed in whatever the excludes say (plan.ts planResolverRoutes).
+  const resolver = mostSpecific(e.resolverRoutes ?? [], undefined, addr);
+  const route = prefixesContain(routes, addr) ?? (resolver === undefined ? undefined : parseNetwork(resolver[0]));
   const uidNote =
     e.excludeUids.length === 0
       ? ''
       : ` Except traffic of ${e.excludeUids.map(([a, b]) => (a === b ? `uid ${a}` : `uids ${a}-${b}`)).join(', ')}: it never enters ${e.dev} (ip rule priority ${e.priority}).`;
+  const subnet = e.deviceSubnet === undefined ? undefined : parseNetwork(e.deviceSubnet);
+  if (route === undefined && subnet !== undefined && addr >= subnet.addr && addr < subnet.addr + 2 ** (32 - subnet.prefix)) {
+    return { ...base, enters: true, route: e.deviceSubnet, include, exclude, text: `${destText(d)} enters ${e.dev}: it lies in the device's own subnet ${e.deviceSubnet} (the kernel's route for the device's address).${kernelLine}` };
+  }
   if (route === undefined) {
     let why: string;
     if (e.mode === 'none') why = 'there are no routes into it (no proxy and no --route)';
@@ -158,7 +164,13 @@ export function explainDestination(e: ExplainData, d: Destination, decider?: Out
     };
   }
   const routeText = cidrToString(route);
-  let text = `${destText(d)} enters ${e.dev}: route ${routeText} dev ${e.dev} (${where(e)}), because ${include![0]} (${include![1]}) includes it and no exclusion covers it.${uidNote}`;
+  const because =
+    resolver !== undefined && (include === undefined || exclude !== undefined)
+      ? `${resolver[0]} is a ${resolver[1]}`
+      : include !== undefined
+        ? `${include[0]} (${include[1]}) includes it and no exclusion covers it`
+        : 'it lies in the device\'s routes';
+  let text = `${destText(d)} enters ${e.dev}: route ${routeText} dev ${e.dev} (${where(e)}), because ${because}.${uidNote}`;
   let outbound: OutboundDecision | undefined;
   if (decider !== undefined) {
     outbound = decider.why(addr, PROTO_NUMBER[d.proto], d.port ?? 0);
@@ -179,14 +191,8 @@ export async function whyFromConfig(
   return explainDestination(plan.explain, d, makeDecider(plan.explain), undefined, plan.prefixes);
 }
 
-/** `why` against the running tunroute: its journal's plan data, and the kernel's answer. */
-export async function whyFromJournal(
-  stateDir: string,
-  dev: string | undefined,
-  d: Destination,
-  makeDecider: (e: ExplainData) => OutboundDecider,
-  host: HostProbe = hostProbe(),
-): Promise<WhyAnswer> {
+/** The running tunroute's plan data from its journal, and a note when its owner is gone. */
+export function explainDataFromJournal(stateDir: string, dev: string | undefined): { explain: ExplainData; note?: string } {
   const { journals } = listStateFiles(stateDir, dev);
   if (journals.length === 0) {
     throw new TunrouteError('TR_CONTROL', `No running tunroute${dev === undefined ? '' : ` on ${dev}`} (no journal in ${stateDir}): ask about a config with -c FILE.`);
@@ -198,10 +204,21 @@ export async function whyFromJournal(
   if (j === undefined || j.explain === undefined) {
     throw new TunrouteError('TR_CONTROL', `The journal ${journals[0].path} holds no plan to explain: ask about a config with -c FILE.`);
   }
+  const note = ownerAlive(j.pid, j.pidStart) ? undefined : `note: tunroute (pid ${j.pid}) no longer runs; its journal remains: run tunroute down.`;
+  return { explain: j.explain, note };
+}
+
+/** `why` against the running tunroute: its journal's plan data, and the kernel's answer. */
+export async function whyFromJournal(
+  stateDir: string,
+  dev: string | undefined,
+  d: Destination,
+  makeDecider: (e: ExplainData) => OutboundDecider,
+  host: HostProbe = hostProbe(),
+): Promise<WhyAnswer> {
+  const { explain, note } = explainDataFromJournal(stateDir, dev);
   const kernel = await host.routeGet(d.ip);
-  const a = explainDestination(j.explain, d, makeDecider(j.explain), kernel);
-  if (!ownerAlive(j.pid, j.pidStart)) {
-    a.text += `\nnote: tunroute (pid ${j.pid}) no longer runs; its journal remains: run tunroute down.`;
-  }
+  const a = explainDestination(explain, d, makeDecider(explain), kernel);
+  if (note !== undefined) a.text += `\n${note}`;
   return a;
 }

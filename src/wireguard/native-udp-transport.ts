@@ -38,6 +38,8 @@ export interface NativeUdpTransportOptions extends DgramTransportOptions {
    * +15–40 % upload through wireguard-go on a quiet lab).
    */
   gso?: boolean;
+  /** Bind the socket to this interface (SO_BINDTODEVICE): see native/udp.c. */
+  device?: string;
 }
 
 /** The default slot: a WireGuard message for a tunnel MTU up to 2,000 bytes. */
@@ -151,7 +153,7 @@ export class NativeUdpTransport implements UdpTransport {
     const wanted = opts.port ?? 0;
     let sock;
     try {
-      sock = native.udpOpen(opts.address ?? '0.0.0.0', wanted, opts.bufferBytes ?? 4 * 1024 * 1024);
+      sock = native.udpOpen(opts.address ?? '0.0.0.0', wanted, opts.bufferBytes ?? 4 * 1024 * 1024, opts.device);
     } catch (e) {
       const err: NodeJS.ErrnoException = e instanceof Error ? e : new Error(String(e));
       if (opts.bindError !== undefined) throw opts.bindError(err);

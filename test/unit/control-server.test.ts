@@ -102,6 +102,15 @@ async function errorOf(p: Promise<unknown>): Promise<Error> {
 }
 
 describe('control server and client', () => {
+  it('answers fakeip with the entry for a name or an address, and enabled false without a table', async () => {
+    await start({ fakeIp: (arg) => (arg === 'web.lab' ? { enabled: true, range: '198.18.0.0/15', name: 'web.lab', ip: '198.18.0.2', inUse: true } : { enabled: true, range: '198.18.0.0/15' }) });
+    expect(await queryControl(sockPath, 'fakeip', { arg: 'web.lab' })).toEqual({ enabled: true, range: '198.18.0.0/15', name: 'web.lab', ip: '198.18.0.2', inUse: true });
+    expect(await queryControl(sockPath, 'fakeip', { arg: '198.18.0.9' })).toEqual({ enabled: true, range: '198.18.0.0/15' });
+    for (const s of servers.splice(0)) await s.close();
+    await start();
+    expect(await queryControl(sockPath, 'fakeip', { arg: 'web.lab' })).toEqual({ enabled: false });
+  });
+
   it('answers status, flows and ping', async () => {
     await start();
     const s = await queryControl(sockPath, 'status');

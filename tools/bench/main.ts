@@ -48,6 +48,7 @@ import {
 import { CLI_PATH, REPO_ROOT } from '../repo-root.js';
 import { clockTicksPerSecond, CpuWatch } from './cpu.js';
 import { benchFlows, benchTtfb } from './perflow.js';
+import { benchNames } from './names.js';
 import { benchReliability, RELIABILITY_DEFAULTS } from './reliability.js';
 import { benchWg } from './wg.js';
 import {
@@ -111,7 +112,7 @@ const DNS_DOMAIN = 'bench.lab';
 const DNS_MAX = 500_000;
 /** Host load (busy cores) from other work under which the machine counts as quiet. */
 const QUIET_CORES = 0.3;
-const TESTS = ['iperf', 'rr', 'cps', 'ceiling', 'udp', 'dns', 'ttfb', 'flows', 'wg', 'routes', 'reliability'] as const;
+const TESTS = ['iperf', 'rr', 'cps', 'ceiling', 'udp', 'dns', 'ttfb', 'flows', 'names', 'wg', 'routes', 'reliability'] as const;
 type Test = (typeof TESTS)[number];
 
 interface Options {
@@ -147,7 +148,7 @@ const USAGE = `usage: node dist-tools/tools/bench/main.js [options]     (npm run
   --mtu N            passed to tunroute up --mtu
   --repeat N         run each pair N times, alternating, and show the median run (default 1)
   --only T[,T]       run only these tests (repeatable): iperf, rr, cps, ceiling, udp, dns, ttfb,
-                     flows, wg, routes;
+                     flows, names, wg, routes;
                      ceiling: connections/s of a SOCKS5 client straight to the proxy, no tunroute
                      (greeting + CONNECT pipelined); with cps, tunroute's ratio to it (dante only:
                      microsocks hangs on a pipelined greeting);
@@ -155,6 +156,8 @@ const USAGE = `usage: node dist-tools/tools/bench/main.js [options]     (npm run
                      10 ms each way in front of the server and of the proxy alike (own lab);
                      flows: tunroute's RSS at 10,000 idle flows, 10 s after they closed, and its
                      watchdog's; the time to open them (own lab; needs ulimit -n > 11,000);
+                     names: fake-IP DNS queries/s (answered by tunroute) against dnsmasq over the
+                     veth, and connect by name → first byte through the proxy (own lab);
                      wg: iperf3 through a WireGuard tunnel, tunroute ↔ wireguard-go against
                      wireguard-go ↔ wireguard-go, in a lab of its own (needs wireguard-go, wg);
                      reliability: faults, each in a lab of its own: malformed packets into tun0
@@ -318,12 +321,12 @@ function environment(opts: Options): BenchEnv {
   };
   if (opts.tests.some((t) => t === 'iperf' || t === 'udp' || t === 'wg')) ver('iperf3', firstLine('iperf3', ['--version']), /iperf ([\d.]+)/);
   if (opts.tests.includes('wg') || opts.tests.includes('reliability')) ver('wireguard-go', firstLine('wireguard-go', ['--version']), /wireguard-go v?([\w.-]+)/);
-  if (opts.tests.includes('dns')) ver('dnsmasq', firstLine('dnsmasq', ['--version']), /version ([\d.]+)/i);
+  if (opts.tests.includes('dns') || opts.tests.includes('names')) ver('dnsmasq', firstLine('dnsmasq', ['--version']), /version ([\d.]+)/i);
   if (opts.tests.includes('rr') && opts.rrTool !== 'node') ver('sockperf', firstLine('sockperf', ['--version']), /version ([\w.-]+)/);
   // The proxy serves every test but wg (which has a lab of its own).
   const proxied = opts.tests.some((t) => !OWN_LAB_TESTS.includes(t));
   // ttfb and flows have labs of their own, always with dante.
-  if ((proxied && opts.proxy === 'dante') || opts.tests.includes('ttfb') || opts.tests.includes('flows') || opts.tests.includes('reliability')) ver('dante', firstLine('danted', ['-v']), /Dante v(\d+(?:\.\d+)*)/);
+  if ((proxied && opts.proxy === 'dante') || opts.tests.includes('ttfb') || opts.tests.includes('flows') || opts.tests.includes('names') || opts.tests.includes('reliability')) ver('dante', firstLine('danted', ['-v']), /Dante v(\d+(?:\.\d+)*)/);
   if (proxied && opts.proxy === 'microsocks') {
     const r = spawnSync('dpkg-query', ['-W', '-f', '${Version}', 'microsocks'], { encoding: 'utf8', timeout: 5000 });
     if (r.status === 0 && r.stdout.trim()) tools.microsocks = r.stdout.trim();
@@ -518,6 +521,7 @@ async function bench(opts: Options): Promise<BenchReport> {
   const perFlow = { cli: CLI, netcli: NETCLI, seconds: opts.seconds, repeat: opts.repeat, tunrouteArgs, progress };
   if (opts.tests.includes('ttfb')) await benchTtfb(report, perFlow);
   if (opts.tests.includes('flows')) await benchFlows(report, perFlow);
+  if (opts.tests.includes('names')) await benchNames(report, perFlow);
   if (opts.tests.includes('wg')) {
     await benchWg(report, { cli: CLI, seconds: opts.seconds, repeat: opts.repeat, tunrouteArgs, progress });
   }

@@ -493,7 +493,8 @@ function num(v: string | undefined, what: string, min: number): number {
 
 async function main(argv: string[]): Promise<number> {
   const [mode, host, portArg, secondsArg, maxArg, sizeArg] = argv;
-  if (host === undefined || !/^[0-9.]+$/.test(host)) {
+  // ttfb may name its server (connect by name: each request resolves it, as through fake-IP DNS).
+  if (host === undefined || !(/^[0-9.]+$/.test(host) || (mode === 'ttfb' && /^[a-z0-9][a-z0-9.-]{0,252}$/i.test(host)))) {
     throw new Error(
       'usage: netcli serve|rr|cps HOST PORT [SECONDS MAX SIZE] | dns HOST PORT SECONDS MAX DOMAIN | ' +
         'socks-cps HOST PORT SECONDS MAX SIZE PROXY_HOST PROXY_PORT | ttfb HOST PORT SECONDS MAX PATH | hold HOST PORT COUNT SECONDS CONCURRENCY',

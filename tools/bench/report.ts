@@ -70,6 +70,8 @@ export interface BenchSettings {
   wg?: WgSettings;
   /** The ttfb test's own lab: a relay holds every chunk `delayMs` each way. */
   ttfb?: { delayMs: number; path: string; maxRequests: number; tunrouteArgs: string[] };
+  /** The names test's own lab (fake-IP DNS, connect by name). */
+  names?: { domain: string; maxQueries: number; maxRequests: number; tunrouteArgs: string[] };
   /** The flows test's own lab. */
   flows?: { flows: number; concurrency: number; openLimitS: number; settleS: number; tunrouteArgs: string[] };
   /** The reliability test's labs. */
@@ -304,6 +306,15 @@ export interface BenchReport {
   ttfbTunrouteExit?: string;
   /** Memory per idle flow (own lab). */
   flows?: Outcome<FlowsResult>;
+  /**
+   * The names test (own lab): sequential DNS queries answered by tunroute's fake-IP DNS (tunroute)
+   * vs the same queries to dnsmasq straight over the veth (direct), in the same run.
+   */
+  fakeIpDns?: Pair<DnsResult>;
+  /** Connect → first byte of an HTTP GET by name: direct by the name dnsmasq answers, tunroute by a fake address through the proxy. */
+  ttfbByName?: Pair<TtfbResult>;
+  /** Set when the names test's tunroute died during the run. */
+  namesTunrouteExit?: string;
   /** iperf3 -u at a fixed offered rate. */
   udp?: Pair<UdpResult>;
   /** Sequential DNS queries (tunroute: dns hijack, upstream through the proxy). */
@@ -444,7 +455,7 @@ function marked(windows: readonly { direct: WindowView; tunroute: WindowView }[]
 }
 
 /** Tests that run in labs of their own, not in the main SOCKS5 lab. */
-export const OWN_LAB_TESTS: readonly string[] = ['wg', 'ttfb', 'flows', 'reliability'];
+export const OWN_LAB_TESTS: readonly string[] = ['wg', 'ttfb', 'flows', 'names', 'reliability'];
 
 /** Whether the main SOCKS5 lab ran; a report of only wg, ttfb or flows has none of it. */
 function socksLabRan(r: BenchReport): boolean {
@@ -556,8 +567,27 @@ export function summaryTable(r: BenchReport): Table {
  * Memory figures have no direct path: their direct column is empty.
  */
 export function perFlowTable(r: BenchReport): Table | undefined {
-  if (!r.ttfb && !r.flows) return undefined;
+  if (!r.ttfb && !r.flows && !r.fakeIpDns && !r.ttfbByName) return undefined;
   const rows: Row[] = [];
+  if (r.fakeIpDns) {
+    const p = r.fakeIpDns;
+    rows.push([
+      'DNS queries/s, sequential (A, a new name each query; tunroute: fake-IP answers, direct: dnsmasq over the veth)',
+      cell(p.direct, (x) => x.rate),
+      cell(p.tunroute, (x) => x.rate),
+      ratio(value(p.tunroute, (x) => x.rate), value(p.direct, (x) => x.rate)),
+    ]);
+    rows.push(['  query → answer, p50, µs', cell(p.direct, (x) => x.p50Us), cell(p.tunroute, (x) => x.p50Us), ratio(value(p.direct, (x) => x.p50Us), value(p.tunroute, (x) => x.p50Us))]);
+    rows.push(['  query → answer, p99, µs', cell(p.direct, (x) => x.p99Us), cell(p.tunroute, (x) => x.p99Us), ratio(value(p.direct, (x) => x.p99Us), value(p.tunroute, (x) => x.p99Us))]);
+  }
+  if (r.ttfbByName) {
+    const p = r.ttfbByName;
+    const ms = (f: (v: TtfbResult) => number) => (v: TtfbResult): number => f(v) / 1000;
+    const p50 = ms((v) => v.p50Us);
+    const p99 = ms((v) => v.p99Us);
+    rows.push(['connect by name → first byte, median, ms (lookup + HTTP GET; tunroute: fake IP, through the proxy)', cell(p.direct, p50), cell(p.tunroute, p50), ratio(value(p.direct, p50), value(p.tunroute, p50))]);
+    rows.push(['connect by name → first byte, p99, ms', cell(p.direct, p99), cell(p.tunroute, p99), ratio(value(p.direct, p99), value(p.tunroute, p99))]);
+  }
   if (r.ttfb) {
     const p = r.ttfb;
     const d = r.settings.ttfb?.delayMs ?? 10;
@@ -901,6 +931,9 @@ function failures(r: BenchReport): string[] {
   if (r.ceiling && !r.ceiling.ok) out.push(`connections, ceiling (SOCKS5 client straight to the proxy): ${r.ceiling.error}`);
   add('time to first byte', r.ttfb);
   if (r.flows && !r.flows.ok) out.push(`idle flows: ${r.flows.error}`);
+  add('fake-IP DNS queries', r.fakeIpDns);
+  add('connect by name', r.ttfbByName);
+  if (r.namesTunrouteExit) out.push(`tunroute (names test) exited during the run: ${r.namesTunrouteExit}`);
   add('UDP', r.udp);
   add('DNS', r.dns);
   add('WireGuard upload', r.wgUp, WG_PATHS);
@@ -1027,7 +1060,7 @@ export function renderReadme(r: BenchReport): string {
     '',
     socks
       ? "### Benchmark: tunroute vs the kernel's direct path"
-      : r.ttfb || r.flows
+      : r.ttfb || r.flows || r.fakeIpDns || r.ttfbByName
         ? '### Benchmark: the cost of a flow, tunroute vs the kernel'
         : r.wgUp || r.wgDown
           ? '### Benchmark: WireGuard tunnel, tunroute vs wireguard-go'
