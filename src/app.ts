@@ -36,6 +36,9 @@ import { nonZeroCounts, peerInfoOf } from './control/peer-info.js';
 import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
 import { openWireguardTunnels, tunnelForwardHook } from './outbound/wireguard.js';
 import type { TunnelStats, WireguardTunnel } from './wireguard/client-tunnel.js';
+import { explainDestination, parseDestination, type WhyAnswer } from './routes/why.js';
+import { describePlanLines } from './routes/plan.js';
+import type { ApiSource, LogTap } from './api/index.js';
 
 export { TUNROUTE_VERSION };
 
@@ -65,12 +68,24 @@ export interface TunrouteStats {
 
 export interface RunningTunroute {
   readonly link: Link;
+  /** The config as it runs: tunnels expanded into outbounds and rules, the fake-IP range routed. */
+  readonly config: Config;
   readonly plan: RoutePlan;
   stats(): TunrouteStats;
   flows(): TcpFlowInfo[];
   udpFlows(): UdpFlowInfo[];
   /** The WireGuard tunnels as `status` lists them. */
   tunnels(): TunnelStatus[];
+  /** Close a flow by the id `flows()` / `udpFlows()` give it: TCP gets RST, UDP ends. False: none open. */
+  closeFlow(proto: 'tcp' | 'udp', id: number): boolean;
+  /** The outbounds by name and kind (WireGuard tunnels included), and whether they carry UDP. */
+  outbounds(): Array<{ name: string; kind: string; udp: boolean }>;
+  /** Route plans re-applied since start (a new default route) and the route changes they made. */
+  routeFollows(): { replans: number; added: number; removed: number };
+  /** `tunroute why` against the running plan and rules. */
+  why(addr: string, proto: 'tcp' | 'udp' | 'icmp'): WhyAnswer;
+  /** The fake-IP table: [name, address], least recently used first (empty without dns.mode fakeip). */
+  dnsAnswers(): Array<[string, string]>;
   /** Removes the routes this instance added, then closes the device. Idempotent. */
   stop(): Promise<void>;
 }
@@ -207,6 +222,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   let stopping: Promise<void> | undefined;
   return {
     link,
+    config,
     get plan() {
       return routes.plan;
     },
@@ -214,6 +230,17 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     flows: () => engine.flows(),
     udpFlows: () => engine.udpFlows(),
     tunnels: () => [...tunnels.values()].map((t) => tunnelStatusOf(t.stats())),
+    closeFlow: (proto, id) => engine.closeFlow(proto, id),
+    outbounds: () => [
+      ...[...outbounds.values()].map((o) => ({ name: o.name, kind: o.kind, udp: o.openUdp !== undefined })),
+      ...[...tunnels.keys()].map((name) => ({ name, kind: 'wireguard', udp: true })),
+    ],
+    routeFollows: () => ({ ...routes.followStats }),
+    why: (addr, proto) => {
+      const plan = routes.plan;
+      return explainDestination(plan.explain, parseDestination(addr, proto), router, undefined, plan.prefixes);
+    },
+    dnsAnswers: () => (fakeIp === undefined ? [] : fakeIp.pool.toJSON().entries.map(([ip, name]): [string, string] => [name, ip])),
     stop() {
       stopping ??= (async () => {
         await engine.stop(); // the RSTs go out before the tunnels and the device close
@@ -245,10 +272,48 @@ function tunnelStatusOf(t: TunnelStats): TunnelStatus {
   };
 }
 
+/** What the dashboard and the Clash API read from a running `up` (src/api/source.ts). */
+export function upApiSource(up: RunningTunroute, config: Config, info: { startedAt: Date }): ApiSource {
+  const snapshot = (): ReturnType<ApiSource['snapshot']> =>
+    statusSnapshotOf(up, { version: TUNROUTE_VERSION, address: cidrToString(config.tun.address), startedAt: info.startedAt });
+  const defaultOutbound = buildRouter(up.config).defaultOutbound;
+  return {
+    role: 'up',
+    version: TUNROUTE_VERSION,
+    startedAt: info.startedAt,
+    logLevel: config.log.level,
+    snapshot,
+    flows: () => up.flows(),
+    udpFlows: () => up.udpFlows(),
+    counters: () => {
+      const s = up.stats();
+      const tunnels = Object.values(s.tunnels);
+      const f = up.routeFollows();
+      return {
+        bytesUp: s.tcp.bytesUp + s.udp.relay.bytesUp + tunnels.reduce((n, t) => n + t.txBytes, 0),
+        bytesDown: s.tcp.bytesDown + s.udp.relay.bytesDown + tunnels.reduce((n, t) => n + t.rxBytes, 0),
+        routeReplans: f.replans,
+        routeChanges: f.added + f.removed,
+        handshakes: tunnels.reduce((n, t) => n + t.peers.reduce((m, p) => m + p.counters.handshakesCompleted, 0), 0),
+      };
+    },
+    outbounds: () => up.outbounds(),
+    outboundStats: () => up.stats().outbounds,
+    rules: () => ({ rules: up.config.rules, defaultOutbound }),
+    closeFlow: (proto, id) => up.closeFlow(proto, id),
+    planLines: () => [...describePlanLines(up.plan)],
+    why: (addr, proto) => up.why(addr, proto),
+    dnsAnswers: () => up.dnsAnswers(),
+  };
+}
+
 /** `tunroute up`: run until SIGINT or SIGTERM, then give the host back as it was. */
 export async function runUp(config: Config): Promise<void> {
   const log = createLogger(config.log.level);
   const startedAt = new Date();
+  // The dashboard's module is loaded only when it is enabled; its log tap sees the start lines.
+  const api = config.ui.listen === undefined ? undefined : await import('./api/index.js');
+  const logTap: LogTap | undefined = api?.startLogTap(log);
   // The device first: its errors (not root, no /dev/net/tun, name taken) are the ones a user
   // needs to see. A control socket already served by another tunroute then undoes this one.
   const up = await startTunroute(config, { logger: log });
@@ -264,6 +329,22 @@ export async function runUp(config: Config): Promise<void> {
     await up.stop();
     throw e;
   }
-  log.info({ dev: up.link.name, mtu: up.link.mtu, address: cidrToString(config.tun.address), routes: up.plan.prefixes.length, control: config.control.socket }, 'tunroute is up');
-  await runUntilSignal({ logger: log, failure: 'teardown failed', stop: () => control.close().then(() => up.stop()) });
+  let ui: Awaited<ReturnType<NonNullable<typeof api>['startUi']>> | undefined;
+  try {
+    ui = await api?.startUi({ ui: config.ui, stateDir: resolveStateDir(config.stateDir), source: upApiSource(up, config, { startedAt }), logger: log, logs: logTap });
+  } catch (e) {
+    await control.close();
+    await up.stop();
+    throw e;
+  }
+  log.info({ dev: up.link.name, mtu: up.link.mtu, address: cidrToString(config.tun.address), routes: up.plan.prefixes.length, control: config.control.socket, ...(ui === undefined ? {} : { ui: `${ui.url}/ui/` }) }, 'tunroute is up');
+  await runUntilSignal({
+    logger: log,
+    failure: 'teardown failed',
+    stop: async () => {
+      await ui?.close();
+      await control.close();
+      await up.stop();
+    },
+  });
 }
