@@ -69,6 +69,7 @@ function onTraffic(t) {
   plot.setData(series);
   $('#rate').textContent = `↑ ${rate(t.up)}  ↓ ${rate(t.down)}`;
   document.body.dataset.trafficSamples = String(series[0].length);
+  document.body.dataset.trafficDownMax = String(Math.max(...series[2]));
 }
 
 // ---- flows

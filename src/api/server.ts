@@ -83,11 +83,16 @@ class Ticker {
   private readonly subs = new Set<() => void>();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly beforeTick: () => void) {}
+  constructor(
+    private readonly beforeTick: () => void,
+    /** When the timer starts: the first tick measures from here, not from the last time it ran. */
+    private readonly onStart: () => void,
+  ) {}
 
   add(fn: () => void): () => void {
     this.subs.add(fn);
     if (this.timer === undefined) {
+      this.onStart();
       this.timer = setInterval(() => {
         this.beforeTick();
         for (const s of this.subs) s();
@@ -155,11 +160,16 @@ export async function startApiServer(o: ApiServerOptions): Promise<ApiServer> {
   // Traffic: bytes each way in the last second, from the growing totals.
   let prev = src.counters();
   let traffic: ClashTraffic = { up: 0, down: 0 };
-  const ticker = new Ticker(() => {
-    const c = src.counters();
-    traffic = { up: Math.max(0, c.bytesUp - prev.bytesUp), down: Math.max(0, c.bytesDown - prev.bytesDown) };
-    prev = c;
-  });
+  const ticker = new Ticker(
+    () => {
+      const c = src.counters();
+      traffic = { up: Math.max(0, c.bytesUp - prev.bytesUp), down: Math.max(0, c.bytesDown - prev.bytesDown) };
+      prev = c;
+    },
+    () => {
+      prev = src.counters();
+    },
+  );
   const memory = (): ClashMemory => ({ inuse: process.memoryUsage.rss(), oslimit: 0 });
   const defaultOutbound = (): string => src.rules().defaultOutbound;
   const connections = (): ReturnType<typeof clashConnections> => {
@@ -178,7 +188,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<ApiServer> {
     secretMatches(bearer(req), o.secret) || secretMatches(url.searchParams.get('token') ?? undefined, o.secret) || secretMatches(cookieSecret(req), o.secret);
 
   const baseHeaders = (req: IncomingMessage): Record<string, string> => {
-    const h: Record<string, string> = { 'x-content-type-options': 'nosniff', 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' };
+    const h: Record<string, string> = { 'x-content-type-options': 'nosniff', 'cache-control': 'no-store', 'referrer-policy': 'same-origin' };
     const origin = req.headers.origin;
     if (origin !== undefined && allowOrigins.has(origin)) {
       h['access-control-allow-origin'] = origin;
