@@ -280,6 +280,8 @@ export async function startApiServer(o: ApiServerOptions): Promise<ApiServer> {
       return;
     }
     if (method === 'POST' && path === '/ui/login') return login(req, res);
+    // Browsers ask for it on their own; there is none (and nothing to authorize).
+    if (path === '/favicon.ico') return noContent(req, res);
     // The login form's stylesheet: the one file served without the secret (it holds nothing).
     if (method === 'GET' && path === '/ui/style.css') return page(req, res, 200, 'style.css');
     if (!authorized(req, url)) return unauthorized(req, res, url);
