@@ -16,6 +16,7 @@
  * second (per `?interval=` ms for /connections), as chunked JSON lines over plain HTTP or as
  * WebSocket text messages. A client that does not read has its samples skipped, never queued.
  */
+import { createHmac } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -24,7 +25,7 @@ import type { Logger } from '../logger.js';
 import type { Ipv4Endpoint } from '../net/endpoint.js';
 import { clashConfigs, clashConnections, clashProxies, clashRules, clashVersion, parseConnectionId, type ClashMemory, type ClashTraffic } from './clash.js';
 import { parseClashLevel, type LogTap } from './log-tap.js';
-import { ApiMetrics } from './metrics.js';
+import type { ApiMetrics } from './metrics.js';
 import { secretMatches } from './secret.js';
 import type { ApiSource } from './source.js';
 import { StaticFiles } from './static-files.js';
@@ -61,12 +62,12 @@ function isLoopback(host: string): boolean {
   return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
-function cookieSecret(req: IncomingMessage): string | undefined {
+function cookieSession(req: IncomingMessage): string | undefined {
   const h = req.headers.cookie;
   if (h === undefined) return undefined;
   for (const part of h.split(';')) {
     const [k, ...v] = part.trim().split('=');
-    if (k === COOKIE) return decodeURIComponent(v.join('='));
+    if (k === COOKIE) return v.join('=');
   }
   return undefined;
 }
@@ -154,6 +155,8 @@ export async function startApiServer(o: ApiServerOptions): Promise<ApiServer> {
   }
   const src = o.source;
   const files = new StaticFiles();
+  // The login cookie carries a value derived from the secret, never the secret itself.
+  const session = createHmac('sha256', o.secret).update('tunroute ui session').digest('base64url');
   let metrics: ApiMetrics | undefined;
   const allowOrigins = new Set(o.allowOrigins);
 
@@ -185,7 +188,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<ApiServer> {
     return allowOrigins.has(origin);
   };
   const authorized = (req: IncomingMessage, url: URL): boolean =>
-    secretMatches(bearer(req), o.secret) || secretMatches(url.searchParams.get('token') ?? undefined, o.secret) || secretMatches(cookieSecret(req), o.secret);
+    secretMatches(bearer(req), o.secret) || secretMatches(url.searchParams.get('token') ?? undefined, o.secret) || secretMatches(cookieSession(req), session);
 
   const baseHeaders = (req: IncomingMessage): Record<string, string> => {
     const h: Record<string, string> = { 'x-content-type-options': 'nosniff', 'cache-control': 'no-store', 'referrer-policy': 'same-origin' };
@@ -243,7 +246,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<ApiServer> {
     res.writeHead(303, {
       ...baseHeaders(req),
       location: '/ui/',
-      'set-cookie': `${COOKIE}=${encodeURIComponent(o.secret)}; Path=/; HttpOnly; SameSite=Strict`,
+      'set-cookie': `${COOKIE}=${session}; Path=/; HttpOnly; SameSite=Strict`,
     });
     res.end();
   };
@@ -305,7 +308,7 @@ export async function startApiServer(o: ApiServerOptions): Promise<ApiServer> {
 
     const id = /^\/connections\/([^/]+)$/.exec(path)?.[1];
     if (id !== undefined && method === 'DELETE') {
-      const parsed = parseConnectionId(decodeURIComponent(id));
+      const parsed = parseConnectionId(id);
       if (parsed === undefined || !src.closeFlow(parsed[0], parsed[1])) return json(req, res, 404, { message: 'no such connection' });
       log.info({ flow: id }, 'flow closed from the API');
       return noContent(req, res);
@@ -343,7 +346,8 @@ export async function startApiServer(o: ApiServerOptions): Promise<ApiServer> {
         return subscribeLogs(httpSink(res), url);
       }
       case '/metrics': {
-        metrics ??= new ApiMetrics(src);
+        // prom-client (and its event-loop sampler) is loaded on the first scrape, not at start.
+        metrics ??= new (await import('./metrics.js')).ApiMetrics(src);
         const text = await metrics.render();
         res.writeHead(200, { ...baseHeaders(req), 'content-type': metrics.contentType });
         res.end(text);

@@ -234,6 +234,7 @@ describe('access', () => {
     const cookie = ok.headers.get('set-cookie') ?? '';
     expect(cookie).toMatch(/HttpOnly/);
     expect(cookie).toMatch(/SameSite=Strict/);
+    expect(cookie).not.toContain(SECRET);
     const jar = { cookie: cookie.split(';')[0] };
     expect((await get('/ui/', jar)).status).toBe(200);
     expect((await get('/version', jar)).status).toBe(200);
