@@ -52,6 +52,20 @@ module.exports = {
       to: { path: '^src/(?:router|relay|routes|cli|server)/' },
     },
     {
+      name: 'api-is-started-by-the-roots',
+      comment: 'api/ (dashboard, Clash API, /metrics) is loaded only by the composition roots (app.ts, server/run.ts) when --ui is given; nothing else imports it.',
+      severity: 'error',
+      from: { path: '^src/', pathNot: '^src/(?:api/|app\\.ts$|server/run\\.ts$|index\\.ts$)' },
+      to: { path: '^src/api/' },
+    },
+    {
+      name: 'api-reads-no-roots',
+      comment: 'api/ reads what a running daemon gives it (ApiSource); it never builds one (app.ts, server/, cli/).',
+      severity: 'error',
+      from: { path: '^src/api/' },
+      to: { path: '^src/(?:app\\.ts$|server/|cli/)' },
+    },
+    {
       name: 'cli-is-the-top',
       comment: 'cli/ parses and prints; nothing in src/ below it imports it.',
       severity: 'error',

@@ -13,6 +13,7 @@ import { ipBatchRunner, type IpRunner } from './routes/apply.js';
 import { RouteManager, type RouteWatcher, type RunAs } from './routes/manager.js';
 import { dropPrivileges, resolveRunAs } from './privileges.js';
 import type { HostProbe } from './routes/host.js';
+import { resolveStateDir } from './routes/journal.js';
 import type { DispatcherStats } from './stack/dispatcher.js';
 import type { TcpFlowInfo, TcpRelayOptions, TcpRelayStats } from './relay/tcp-relay.js';
 import type { UdpStackStats } from './stack/udp/index.js';
@@ -43,6 +44,9 @@ import { openWireguardTunnels, tunnelForwardHook } from './outbound/wireguard.js
 import type { TunnelStats, WireguardTunnel } from './wireguard/client-tunnel.js';
 import { raiseNofile, socketOwnerLookup, type NofileLimits } from './native/limits.js';
 import { deriveFlowLimits, flowLimitsFields, flowLimitsMessage } from './relay/flow-limits.js';
+import { explainDestination, parseDestination, type WhyAnswer } from './routes/why.js';
+import { describePlanLines } from './routes/plan.js';
+import type { ApiSource, LogTap } from './api/index.js';
 
 export { TUNROUTE_VERSION };
 
@@ -82,9 +86,9 @@ export interface TunrouteStats {
 
 export interface RunningTunroute {
   readonly link: Link;
-  readonly plan: RoutePlan;
-  /** The config as it runs: the tunnels' routes and rules folded in, the fake-IP range routed. */
+  /** The config as it runs: tunnels expanded into outbounds and rules, the fake-IP range routed. */
   readonly config: Config;
+  readonly plan: RoutePlan;
   stats(): TunrouteStats;
   flows(): TcpFlowInfo[];
   udpFlows(): UdpFlowInfo[];
@@ -94,6 +98,16 @@ export interface RunningTunroute {
   readonly probes: ProbeBook;
   /** What the fake-IP table holds for a name or an address (`tunroute why`); dns.mode fakeip only. */
   fakeIpEntry(nameOrAddress: string): FakeIpReply;
+  /** Close a flow by the id `flows()` / `udpFlows()` give it: TCP gets RST, UDP ends. False: none open. */
+  closeFlow(proto: 'tcp' | 'udp', id: number): boolean;
+  /** The outbounds by name and kind (WireGuard tunnels included), and whether they carry UDP. */
+  outbounds(): Array<{ name: string; kind: string; udp: boolean }>;
+  /** Route plans re-applied since start (a new default route) and the route changes they made. */
+  routeFollows(): { replans: number; added: number; removed: number };
+  /** `tunroute why` against the running plan and rules. */
+  why(addr: string, proto: 'tcp' | 'udp' | 'icmp'): WhyAnswer;
+  /** The fake-IP table: [name, address], least recently used first (empty without dns.mode fakeip). */
+  dnsAnswers(): Array<[string, string]>;
   /** Removes the routes this instance added, then closes the device. Idempotent. */
   stop(): Promise<void>;
 }
@@ -210,6 +224,17 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     probes: engine.probes,
     tunnels: () => [...tunnels.values()].map((t) => tunnelStatusOf(t.stats())),
     fakeIpEntry: (arg) => fakeIpEntryOf(fakeIp?.pool, arg),
+    closeFlow: (proto, id) => engine.closeFlow(proto, id),
+    outbounds: () => [
+      ...[...outbounds.values()].map((o) => ({ name: o.name, kind: o.kind, udp: o.openUdp !== undefined })),
+      ...[...tunnels.keys()].map((name) => ({ name, kind: 'wireguard', udp: true })),
+    ],
+    routeFollows: () => ({ ...routes.followStats }),
+    why: (addr, proto) => {
+      const plan = routes.plan;
+      return explainDestination(plan.explain, parseDestination(addr, proto), router, undefined, plan.prefixes);
+    },
+    dnsAnswers: () => (fakeIp === undefined ? [] : fakeIp.pool.toJSON().entries.map(([ip, name]): [string, string] => [name, ip])),
     stop() {
       stopping ??= (async () => {
         await engine.stop(); // the RSTs go out before the tunnels and the device close
@@ -270,10 +295,48 @@ function tunnelStatusOf(t: TunnelStats): TunnelStatus {
   };
 }
 
+/** What the dashboard and the Clash API read from a running `up` (src/api/source.ts). */
+export function upApiSource(up: RunningTunroute, config: Config, info: { startedAt: Date }): ApiSource {
+  const snapshot = (): ReturnType<ApiSource['snapshot']> =>
+    statusSnapshotOf(up, { version: TUNROUTE_VERSION, address: cidrToString(config.tun.address), startedAt: info.startedAt });
+  const defaultOutbound = buildRouter(up.config).defaultOutbound;
+  return {
+    role: 'up',
+    version: TUNROUTE_VERSION,
+    startedAt: info.startedAt,
+    logLevel: config.log.level,
+    snapshot,
+    flows: () => up.flows(),
+    udpFlows: () => up.udpFlows(),
+    counters: () => {
+      const s = up.stats();
+      const tunnels = Object.values(s.tunnels);
+      const f = up.routeFollows();
+      return {
+        bytesUp: s.tcp.bytesUp + s.udp.relay.bytesUp + tunnels.reduce((n, t) => n + t.txBytes, 0),
+        bytesDown: s.tcp.bytesDown + s.udp.relay.bytesDown + tunnels.reduce((n, t) => n + t.rxBytes, 0),
+        routeReplans: f.replans,
+        routeChanges: f.added + f.removed,
+        handshakes: tunnels.reduce((n, t) => n + t.peers.reduce((m, p) => m + p.counters.handshakesCompleted, 0), 0),
+      };
+    },
+    outbounds: () => up.outbounds(),
+    outboundStats: () => up.stats().outbounds,
+    rules: () => ({ rules: up.config.rules, defaultOutbound }),
+    closeFlow: (proto, id) => up.closeFlow(proto, id),
+    planLines: () => [...describePlanLines(up.plan)],
+    why: (addr, proto) => up.why(addr, proto),
+    dnsAnswers: () => up.dnsAnswers(),
+  };
+}
+
 /** `tunroute up`: run until SIGINT or SIGTERM, then give the host back as it was. */
 export async function runUp(config: Config): Promise<void> {
   const log = createLogger(config.log.level, config.log.format);
   const startedAt = new Date();
+  // The dashboard's module is loaded only when it is enabled; its log tap sees the start lines.
+  const api = config.ui.listen === undefined ? undefined : await import('./api/index.js');
+  const logTap: LogTap | undefined = api?.startLogTap(log);
   // The device first: its errors (not root, no /dev/net/tun, name taken) are the ones a user
   // needs to see. A control socket already served by another tunroute then undoes this one.
   const runAs = resolveRunAs(config, log);
@@ -292,12 +355,22 @@ export async function runUp(config: Config): Promise<void> {
     await up.stop();
     throw e;
   }
+  // The dashboard and API (off unless ui.listen): its secret file is written now, as root.
+  let ui: Awaited<ReturnType<NonNullable<typeof api>['startUi']>> | undefined;
+  try {
+    ui = await api?.startUi({ ui: config.ui, stateDir: resolveStateDir(config.stateDir), source: upApiSource(up, config, { startedAt }), logger: log, logs: logTap });
+  } catch (e) {
+    await control.close();
+    await up.stop();
+    throw e;
+  }
   // Everything that needs root is done: the device is open, the routes are in, the control
-  // socket listens. From here on, packets are carried without root.
+  // socket and the dashboard listen. From here on, packets are carried without root.
   if (runAs !== undefined) {
     try {
       dropPrivileges(runAs, log);
     } catch (e) {
+      await ui?.close();
       await control.close();
       await up.stop();
       throw e;
@@ -305,13 +378,32 @@ export async function runUp(config: Config): Promise<void> {
   }
   const summary = upSummary(up.config, up.plan);
   log.info(
-    { dev: up.link.name, mtu: up.link.mtu, address: cidrToString(config.tun.address), routes: up.plan.prefixes.length, mode: summary.mode, outbounds: summary.outbounds, defaultOutbound: summary.defaultOutbound, control: config.control.socket },
+    {
+      dev: up.link.name,
+      mtu: up.link.mtu,
+      address: cidrToString(config.tun.address),
+      routes: up.plan.prefixes.length,
+      mode: summary.mode,
+      outbounds: summary.outbounds,
+      defaultOutbound: summary.defaultOutbound,
+      control: config.control.socket,
+      ...(ui === undefined ? {} : { ui: `${ui.url}/ui/` }),
+    },
     'tunroute is up',
   );
   // For a person at the terminal, the same in words; JSON lines carry it as the fields above.
   if (resolveLogFormat(config.log.format) === 'pretty') {
     for (const l of summary.lines) log.info(`  ${l}`);
+    if (ui !== undefined) log.info(`  dashboard: ${ui.url}/ui/`);
     log.info(`  watch it: tunroute status --watch${config.control.socket === DEFAULT_CONTROL_PATH ? '' : ` --control ${config.control.socket}`}`);
   }
-  await runUntilSignal({ logger: log, failure: 'teardown failed', stop: () => control.close().then(() => up.stop()) });
+  await runUntilSignal({
+    logger: log,
+    failure: 'teardown failed',
+    stop: async () => {
+      await ui?.close();
+      await control.close();
+      await up.stop();
+    },
+  });
 }

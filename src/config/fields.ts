@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { LOG_FORMATS, LOG_LEVELS } from '../logger.js';
 import { parseKey } from '../wireguard/keys.js';
+import { parseIpv4Endpoint } from '../net/endpoint.js';
 
 /**
  * A text field that the schema parses into a value, so nothing after loading parses it again;
@@ -75,3 +76,34 @@ export const tcpLimitsSchema = z
   })
   .strict()
   .default({ maxFlows: 16_000, bufferBytes: 1024 * 1024, memoryBytes: 256 * 1024 * 1024 });
+
+/** Where `--ui` with no address listens: loopback only, the port Clash dashboards expect. */
+export const DEFAULT_UI_LISTEN = '127.0.0.1:9090';
+
+/** 127.0.0.0/8: the only addresses the dashboard listens on unless ui.allowRemote says otherwise. */
+function isLoopbackIpv4(addr: number): boolean {
+  return addr >>> 24 === 127;
+}
+
+/**
+ * The dashboard, Clash API and /metrics listener (src/api/). Absent `listen`: off, and nothing
+ * of it is loaded. Everything it serves needs the secret; a non-loopback address needs
+ * `allowRemote: true` too, since the page lists every flow of the host.
+ */
+export const uiSchema = z
+  .object({
+    listen: parsedText((s) => parseIpv4Endpoint(s), `is not an IPv4 address and port like ${DEFAULT_UI_LISTEN}`).optional(),
+    allowRemote: z.boolean().default(false),
+    /** Absent: one is generated on first use and kept (0600) in the state dir. */
+    secret: z.string().min(8, 'is too short: use at least 8 characters (or leave it out and let tunroute generate one)').optional(),
+    /** Origins allowed to call the API from a browser page they serve (CORS); none by default. */
+    allowOrigins: z.array(z.string().regex(/^https?:\/\/[^/\s]+$/, 'is not an origin like http://127.0.0.1:9090')).default([]),
+  })
+  .strict()
+  .refine((u) => u.listen === undefined || u.allowRemote || isLoopbackIpv4(u.listen.addr), {
+    message: 'listens on a non-loopback address, which would show every flow of this host to the network: set ui.allowRemote: true to mean it, or listen on 127.0.0.1',
+    path: ['listen'],
+  })
+  .prefault({});
+
+export type UiConfig = z.infer<typeof uiSchema>;

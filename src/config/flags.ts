@@ -5,14 +5,16 @@
  *
  * A flag's value key is commander's: `--route-file` → `routeFile`, `--no-watchdog` → `watchdog`.
  */
+import { DEFAULT_UI_LISTEN } from './fields.js';
 
 /**
  * How a flag's text becomes a value:
  * - `text`: as typed; `int`: a whole number; `list`: repeatable, collected in order;
  * - `uids`: repeatable uid or uid range (1000 or 1000-1999); `table`: auto, main or a number;
- * - `on`: a switch that sets true; `off`: a `--no-…` switch that sets false (absent: the file decides).
+ * - `on`: a switch that sets true; `off`: a `--no-…` switch that sets false (absent: the file decides);
+ * - `opt`: a switch with an optional value (`--ui` or `--ui 127.0.0.1:9091`): bare, it sets `bare`.
  */
-export type FlagKind = 'text' | 'int' | 'list' | 'uids' | 'table' | 'on' | 'off';
+export type FlagKind = 'text' | 'int' | 'list' | 'uids' | 'table' | 'on' | 'off' | 'opt';
 
 export interface FlagSpec {
   /** `--route`, `--no-offload`. */
@@ -25,7 +27,20 @@ export interface FlagSpec {
   readonly help: string;
   /** Appended to the help as "(default …)". */
   readonly defaultText?: string;
+  /** kind `opt`: the value a bare flag sets. */
+  readonly bare?: string;
 }
+
+/** The dashboard flag `up` and `server` share (src/api/). */
+export const UI_FLAG = {
+  flag: '--ui',
+  arg: '[addr]',
+  field: 'ui.listen',
+  kind: 'opt',
+  bare: DEFAULT_UI_LISTEN,
+  help: 'serve the dashboard, the Clash API and /metrics on this address (loopback unless ui.allowRemote; secret: ui.secret or generated into the state dir)',
+  defaultText: '127.0.0.1:9090 when given bare; off without it',
+} as const satisfies FlagSpec;
 
 /** The route flags `up` and `why` share. */
 export const ROUTE_FLAGS = [
@@ -66,6 +81,7 @@ export const DEVICE_FLAGS = [
   { flag: '--no-watchdog', field: 'routes.watchdog', kind: 'off', help: 'no watchdog process (it restores the routes if tunroute dies; use ExecStopPost under systemd)' },
   { flag: '--control', arg: '<path>', field: 'control.socket', kind: 'text', help: 'control socket for `tunroute status`', defaultText: '/run/tunroute/tunroute.sock' },
   { flag: '--user', arg: '<name>', field: 'user', kind: 'text', help: 'once the device is open and the routes are applied, handle packets as this user with CAP_NET_ADMIN only; root: keep root', defaultText: 'tunroute' },
+  UI_FLAG,
 ] as const satisfies readonly FlagSpec[];
 
 /** Every flag of `up` that sets the config. */
@@ -83,6 +99,7 @@ export const SERVER_FLAGS = [
   },
   { flag: '--log-level', arg: '<level>', field: 'log.level', kind: 'text', help: 'fatal|error|warn|info|debug|trace|silent', defaultText: 'info' },
   { flag: '--log-format', arg: '<format>', field: 'log.format', kind: 'text', help: 'auto: readable lines when stderr is a terminal, else JSON lines; json; pretty', defaultText: 'auto' },
+  UI_FLAG,
 ] as const satisfies readonly FlagSpec[];
 
 type Camel<S extends string> = S extends `${infer H}-${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
@@ -100,7 +117,9 @@ type ValueOfKind<K extends FlagKind> = K extends 'int'
         ? 'auto' | 'main' | number
         : K extends 'on' | 'off'
           ? boolean
-          : string;
+          : K extends 'opt'
+            ? string | boolean
+            : string;
 
 /** The values of a flag table, keyed as commander keys them. */
 export type FlagValuesOf<T extends readonly FlagSpec[]> = { [S in T[number] as FlagKey<S['flag']>]?: ValueOfKind<S['kind']> };
@@ -142,7 +161,7 @@ export function flagsToInput(table: readonly FlagSpec[], values: object): { inpu
     if (spec.field === undefined) continue;
     const value = v[flagKey(spec.flag)];
     if (value === undefined || (spec.kind === 'off' && value !== false)) continue;
-    setPath(input, spec.field, value);
+    setPath(input, spec.field, spec.kind === 'opt' && value === true ? spec.bare : value);
     given.set(spec.field, spec.flag);
   }
   return { input, flagOf: (field) => given.get(field) };

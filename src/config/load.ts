@@ -33,11 +33,11 @@ function overlay(base: JsonObject, top: JsonObject): JsonObject {
   return out;
 }
 
-/** Whether a config tree holds a private (or preshared) key anywhere. */
+/** Whether a config tree holds a private (or preshared) key, or the dashboard's secret, anywhere. */
 function holdsKey(v: unknown): boolean {
   if (Array.isArray(v)) return v.some(holdsKey);
   if (!isObject(v)) return false;
-  return Object.entries(v).some(([k, x]) => (/^(?:privateKey|presharedKey)$/.test(k) && typeof x === 'string') || holdsKey(x));
+  return Object.entries(v).some(([k, x]) => (/^(?:privateKey|presharedKey|secret)$/.test(k) && typeof x === 'string') || holdsKey(x));
 }
 
 /** Read a YAML/JSON config file; with `log`, warn if it holds a key and others may read it. */

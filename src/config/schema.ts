@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { parseAnyCidr, parseCidr } from '../net/ipv4.js';
 import { parseDomainPattern } from '../net/domain-set.js';
-import { ifName, logSchema, mtu, parsedText, tcpLimitsSchema, wgKey } from './fields.js';
+import { ifName, logSchema, mtu, parsedText, tcpLimitsSchema, uiSchema, wgKey } from './fields.js';
 import { parseEndpoint, parseIpv4Endpoint, type Endpoint } from '../net/endpoint.js';
 import { ProxyUrlError, parseWith, type HttpProxyUrl, type ProxyScheme, type ProxyUrl, type Socks5Url } from '../outbound/proxy-url.js';
 import { OWN_TEXT } from './issues.js';
@@ -335,6 +335,8 @@ export const configSchema = z
       .strict()
       .prefault({}),
     tcp: tcpLimitsSchema,
+    /** The dashboard, Clash API and /metrics (off unless ui.listen or --ui). */
+    ui: uiSchema,
   })
   .strict()
   .superRefine((c, ctx) => {

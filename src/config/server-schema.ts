@@ -20,7 +20,7 @@ import { TunrouteError } from '../errors.js';
 import { parseKey } from '../wireguard/keys.js';
 import { cidrToString, normalizeCidr, parseCidr } from '../net/ipv4.js';
 import { parseIpv4Endpoint } from '../net/endpoint.js';
-import { ifName, logSchema, mtu, parsedText, tcpLimitsSchema, wgKey, WG_KEY_HINT } from './fields.js';
+import { ifName, logSchema, mtu, parsedText, tcpLimitsSchema, uiSchema, wgKey, WG_KEY_HINT } from './fields.js';
 import { flagsToInput, SERVER_FLAGS, type ConfigTree, type FlagValuesOf } from './flags.js';
 import { configError } from './issues.js';
 import { readInputFile, SMALL_FILE_MAX_BYTES, warnIfShared } from './input-file.js';
@@ -85,6 +85,8 @@ export const serverConfigSchema = z
       .default({}),
     log: logSchema,
     tcp: tcpLimitsSchema,
+    /** The dashboard, Clash API and /metrics (off unless ui.listen or --ui). */
+    ui: uiSchema,
     udp: z
       .object({
         /** Most concurrent UDP flows; each holds one socket; the least recently active is closed beyond. */

@@ -151,6 +151,11 @@ export class TerminatingEngine {
     return this.udp.flowInfo();
   }
 
+  /** Close one flow by its id as `flows()` / `udpFlows()` list it: TCP gets RST, UDP ends. */
+  closeFlow(proto: 'tcp' | 'udp', id: number): boolean {
+    return proto === 'tcp' ? this.tcp.close(id) : this.udp.close(id);
+  }
+
   /**
    * Reset every TCP flow and end every UDP flow, then close the outbounds. The RSTs are written
    * to the link before this returns: the caller closes the link (and erases tunnel keys) after.

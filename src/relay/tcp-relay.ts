@@ -93,6 +93,8 @@ export interface TcpFlowInfo {
   src: string;
   dst: string;
   outbound: string;
+  /** The name a fake-IP destination stands for (dns.mode fakeip): `dst` shows it instead of the address. */
+  host?: string;
   state: string;
   /** App → upstream bytes. */
   bytesUp: number;
@@ -266,6 +268,20 @@ export class TcpRelay {
   flowInfo(): TcpFlowInfo[] {
     const now = this.opts.clock.now();
     return [...this.flows].map((f) => f.info(now));
+  }
+
+  /**
+   * Abort the flow with this id (RST to the app, its socket destroyed); false if none is open.
+   * A scan of the open flows: asked by a person (the dashboard), never per packet.
+   */
+  close(id: number): boolean {
+    for (const f of this.flows) {
+      if (f.id === id) {
+        f.abort();
+        return true;
+      }
+    }
+    return false;
   }
 
   /** Abort every flow (RST to the apps) and close their sockets. */
@@ -549,6 +565,7 @@ class TcpFlow implements TcpListener, ConnectCancel {
       src: this.src,
       dst: `${this.host ?? this.dst}:${this.dstPort}`,
       outbound: this.outbound.name,
+      ...(this.host === undefined ? {} : { host: this.host }),
       state: this.conn.state,
       bytesUp: this.bytesUp,
       bytesDown: this.bytesDown,

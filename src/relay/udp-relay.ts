@@ -219,6 +219,17 @@ export class UdpRelay {
     return [...this.flows].map((f) => f.info(now));
   }
 
+  /** End the flow with this id (its association closes); false if none is open. A scan, as TcpRelay.close. */
+  close(id: number): boolean {
+    for (const f of this.flows) {
+      if (f.flow.id === id) {
+        this.o.stack.closeFlow(f.flow);
+        return true;
+      }
+    }
+    return false;
+  }
+
   /** End every flow (their associations close). */
   closeAll(): void {
     for (const f of [...this.flows]) this.o.stack.closeFlow(f.flow);
@@ -230,12 +241,13 @@ interface RelayFlow extends UdpFlowListener {
   info(now: number): UdpFlowInfo;
 }
 
-function describe(flow: UdpFlow, outbound: string, state: string, now: number): UdpFlowInfo {
+function describe(flow: UdpFlow, outbound: string, state: string, now: number, host?: string): UdpFlowInfo {
   return {
     id: flow.id,
     src: `${u32ToIp(flow.srcIp)}:${flow.srcPort}`,
-    dst: `${u32ToIp(flow.dstIp)}:${flow.dstPort}`,
+    dst: `${host ?? u32ToIp(flow.dstIp)}:${flow.dstPort}`,
     outbound,
+    ...(host === undefined ? {} : { host }),
     state,
     bytesUp: flow.bytesUp,
     bytesDown: flow.bytesDown,
@@ -432,7 +444,7 @@ class ProxiedUdpFlow implements RelayFlow {
   }
 
   info(now: number): UdpFlowInfo {
-    return describe(this.flow, this.outbound.name, this.state, now);
+    return describe(this.flow, this.outbound.name, this.state, now, this.host);
   }
 }
 

@@ -293,6 +293,9 @@ export class RouteManager {
     this.followTimer.unref();
   }
 
+  /** Route changes after start: plans re-applied on a new default route, and the changes they made (for /metrics). */
+  readonly followStats = { replans: 0, added: 0, removed: 0 };
+
   /** Re-read the network; if the default route or LAN changed, apply the difference. */
   async follow(): Promise<{ added: number; removed: number } | undefined> {
     if (this.stopping || this.journal === undefined) return undefined;
@@ -315,6 +318,9 @@ export class RouteManager {
     const old = this.env.network;
     this.env = env;
     this.plan_ = next;
+    this.followStats.replans++;
+    this.followStats.added += added.length;
+    this.followStats.removed += removed.length;
     const upstreams = await Promise.all(
       env.upstreams.flatMap((u) => u.addrs.map(async (a) => ({ upstream: u.name, addr: a, path: await this.host.routeGet(a) }))),
     );

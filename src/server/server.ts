@@ -108,6 +108,8 @@ export interface RunningServer {
   peers(): TunnelPeerStatus[];
   flows(): TcpFlowInfo[];
   udpFlows(): UdpFlowInfo[];
+  /** Close one flow by its id (TCP: RST to the peer's app); false when none is open (or mode tun). */
+  closeFlow(proto: 'tcp' | 'udp', id: number): boolean;
   /** Reset every flow (RST to the peers), close the sockets, erase the keys. Idempotent. */
   stop(): Promise<void>;
 }
@@ -185,6 +187,7 @@ interface ModeBackend {
   stats(): Pick<ServerStats, 'packets' | 'tcp' | 'udp' | 'fragments' | 'gate' | 'outbounds'>;
   flows(): TcpFlowInfo[];
   udpFlows(): UdpFlowInfo[];
+  closeFlow(proto: 'tcp' | 'udp', id: number): boolean;
   /** Reset flows (their RSTs are sealed while the tunnel still has keys). */
   stop(): Promise<void>;
 }
@@ -246,6 +249,7 @@ function userspaceBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: Ser
     },
     flows: () => engine.flows(),
     udpFlows: () => engine.udpFlows(),
+    closeFlow: (proto, id) => engine.closeFlow(proto, id),
     async stop() {
       clearInterval(refresh);
       await engine.stop(); // the RSTs are sealed before the keys are erased
@@ -262,6 +266,7 @@ async function tunBackend(config: ServerConfig, tunnel: TunnelRuntime, deps: Ser
     stats: () => ({ outbounds: {} }),
     flows: () => [],
     udpFlows: () => [],
+    closeFlow: () => false,
     stop: () => {
       tun.close();
       return Promise.resolve();
@@ -317,6 +322,7 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     peers: () => tunnel.peerStatus(),
     flows: () => backend.flows(),
     udpFlows: () => backend.udpFlows(),
+    closeFlow: (proto, id) => backend.closeFlow(proto, id),
     stop() {
       stopping ??= (async () => {
         await backend.stop();

@@ -227,6 +227,20 @@ describe('UdpRelay: datagrams through an association', () => {
     ]);
   });
 
+  it('closes one flow by its id (the dashboard\'s close button): its association ends, the other flow stays', async () => {
+    const { feed, outbound, relay } = setup();
+    const ob = outbound as FakeOutbound;
+    feed(appDatagram(40000, DST, 9000, Buffer.from('a')));
+    feed(appDatagram(40001, DST, 9000, Buffer.from('b')));
+    await settle();
+    const [first, second] = relay.flowInfo();
+    expect(relay.close(first.id)).toBe(true);
+    expect(ob.associations[0].closed).toBe(true);
+    expect(ob.associations[1].closed).toBe(false);
+    expect(relay.flowInfo().map((f) => f.id)).toEqual([second.id]);
+    expect(relay.close(first.id)).toBe(false);
+  });
+
   it('holds datagrams while the association opens (bounded), then sends them in order', async () => {
     const ob = new FakeOutbound();
     ob.auto = 'hold';
