@@ -4,6 +4,8 @@
  * is also the embedding API for other Node programs.
  */
 import type { Config } from './config/schema.js';
+import { userInfo } from 'node:os';
+import { loadConfig, parseConfigInput, type FlagValues } from './config/load.js';
 import { TunrouteError } from './errors.js';
 import { createLogger, type Logger } from './logger.js';
 import type { Link } from './link/link.js';
@@ -33,10 +35,15 @@ import { monotonicClock, type Clock } from './clock.js';
 import { runUntilSignal } from './run-until-signal.js';
 import { TUNROUTE_VERSION } from './version.js';
 import { startControlServer, statusSnapshotOf, type TunnelStatus } from './control/index.js';
+import { MAX_RELOAD_REQUEST_BYTES } from './control/protocol.js';
 import { nonZeroCounts, peerInfoOf } from './control/peer-info.js';
 import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
 import { openWireguardTunnels, tunnelForwardHook } from './outbound/wireguard.js';
 import type { TunnelStats, WireguardTunnel } from './wireguard/client-tunnel.js';
+import { diffConfigs, type ReloadDiff } from './config/reload-diff.js';
+import type { FlowFacts } from './relay/tcp-relay.js';
+import type { NetEventRecord, UpstreamChange } from './routes/net-change.js';
+import { UpstreamError, type ConnectOptions, type Destination, type TcpUpstream, type UdpOpenOptions, type UdpUpstream } from './outbound/outbound.js';
 
 export { TUNROUTE_VERSION };
 
@@ -78,8 +85,63 @@ export interface RunningTunroute {
   udpFlows(): UdpFlowInfo[];
   /** The WireGuard tunnels as `status` lists them. */
   tunnels(): TunnelStatus[];
+  /** The last network events (links, addresses, routes, resumes, upstreams, reloads), oldest first. */
+  networkEvents(): NetEventRecord[];
+  /**
+   * Apply a new config without a restart: only the difference (routes through the journal,
+   * outbounds and rules in place); flows whose outbound stays keep running, the others are
+   * reset. Throws a TunrouteError with one sentence, and changes nothing, when the config is
+   * refused. `files`: CIDR files the caller read (`tunroute reload` reads them as root).
+   */
+  reload(next: Config, files?: ReadonlyMap<string, string>): Promise<ReloadSummary>;
   /** Removes the routes this instance added, then closes the device. Idempotent. */
   stop(): Promise<void>;
+}
+
+export interface ReloadSummary {
+  readonly diff: ReloadDiff;
+  readonly routes: { readonly added: number; readonly removed: number };
+  /** Flows reset because their outbound was removed or changed, or the rules now send them elsewhere. */
+  readonly reset: { readonly tcp: number; readonly udp: number };
+}
+
+/** One line for logs and for `tunroute reload`'s answer. */
+export function describeReload(r: ReloadSummary): string {
+  const o = r.diff.outbounds;
+  if (!r.diff.any) return 'config unchanged: nothing to do';
+  const parts = [
+    `routes +${r.routes.added} -${r.routes.removed}`,
+    ...(o.added.length > 0 ? [`outbounds added: ${o.added.join(', ')}`] : []),
+    ...(o.removed.length > 0 ? [`removed: ${o.removed.join(', ')}`] : []),
+    ...(o.changed.length > 0 ? [`changed: ${o.changed.join(', ')}`] : []),
+    ...(r.diff.rules ? ['rules replaced'] : []),
+    `${r.reset.tcp} TCP and ${r.reset.udp} UDP flows reset, the others kept`,
+  ];
+  return `reloaded: ${parts.join('; ')}`;
+}
+
+/**
+ * An outbound found by name at each use, for the one user built once that must follow a reload
+ * or a new upstream address: the DNS resolver (the relays look outbounds up per flow anyway).
+ */
+function outboundByName(name: string, outbounds: ReadonlyMap<string, Outbound>): Outbound {
+  const now = (): Outbound => outbounds.get(name) ?? outbounds.get(BLOCK_OUTBOUND)!;
+  return {
+    name,
+    get kind() {
+      return now().kind;
+    },
+    get stats() {
+      return now().stats;
+    },
+    connectTcp: (dst: Destination, opts?: ConnectOptions): Promise<TcpUpstream> => now().connectTcp(dst, opts),
+    openUdp: (opts?: UdpOpenOptions): Promise<UdpUpstream> => {
+      const o = now();
+      return o.openUdp === undefined ? Promise.reject(new UpstreamError('protocol', name, 'this outbound carries no UDP')) : o.openUdp(opts);
+    },
+    // The engine closes the outbounds themselves.
+    close: () => Promise.resolve(),
+  };
 }
 
 async function openTunLink(config: Config, logger: Logger): Promise<Link> {
@@ -122,7 +184,7 @@ function buildDnsResolver(config: Config, router: Router, outbounds: ReadonlyMap
     throw new TunrouteError('TR_BAD_CONFIG', `DNS ${config.dns.mode} needs a proxy to reach ${formatEndpoint(upstream)}, but it routes to "${name}": set --proxy or dns.outbound.`);
   }
   const cache = new DnsCache({ clock, maxEntries: config.dns.cacheMaxEntries, maxTtlSec: config.dns.cacheMaxTtlSec });
-  return new DnsResolver({ upstream: { ip: upstream.host, port: upstream.port }, outbound, clock, logger: log, cache });
+  return new DnsResolver({ upstream: { ip: upstream.host, port: upstream.port }, outbound: outboundByName(name, outbounds), clock, logger: log, cache });
 }
 
 /**
@@ -162,9 +224,26 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   // Everything that can fail on a bad config is built before the device exists. The route
   // manager reads the host, plans, and undoes a stale journal of a dead tunroute; the outbounds
   // then connect to the upstream addresses the plan keeps out of the tunnel (names pinned).
-  const routes = await RouteManager.prepare({ config, log, runner, host: deps.routeHost, watchdog: deps.watchdog, watchRoutes: deps.watchRoutes, runAs: deps.runAs });
+  // (The engine exists only later; a network change before it is followed by the routes alone.)
+  let upstreamsMoved: (changes: readonly UpstreamChange[], pinned: Config) => void = () => undefined;
+  const routes = await RouteManager.prepare({
+    config,
+    log,
+    runner,
+    host: deps.routeHost,
+    watchdog: deps.watchdog,
+    watchRoutes: deps.watchRoutes,
+    runAs: deps.runAs,
+    onUpstreams: (changes, pinned) => upstreamsMoved(changes, pinned),
+  });
+  // Both are replaced in place by a reload (and the outbounds by an upstream's new address):
+  // the relays look them up per new flow.
   const outbounds = buildOutbounds(routes.config, log, clock);
-  const router = buildRouter(config);
+  let router = buildRouter(config);
+  const routing = {
+    route: (dst: number, proto: number, port: number): string => router.route(dst, proto, port),
+    routeName: (name: string, proto: number, port: number): string | undefined => router.routeName(name, proto, port),
+  };
   const dns = buildDnsResolver(config, router, outbounds, clock, log);
   const fakeIp = buildFakeIp(config, dns, log);
   // A start that fails from here on must not leave the table's save timer behind (an embedder's process lives on).
@@ -184,7 +263,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   }
   const engine = new TerminatingEngine({
     link,
-    router,
+    router: routing,
     outbounds,
     clock,
     logger: log,
@@ -196,6 +275,77 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     fakeIp,
     forward: tunnelForwardHook((dst, proto, port) => router.route(dst, proto, port), tunnels),
   });
+
+  /** Put `fresh` in place of the outbounds named, reset the flows `dead` picks, then close what was replaced. */
+  const swap = (fresh: ReadonlyMap<string, Outbound | undefined>, dead: (f: FlowFacts) => boolean): { tcp: number; udp: number } => {
+    const old: Outbound[] = [];
+    for (const [name, o] of fresh) {
+      const was = outbounds.get(name);
+      if (was !== undefined) old.push(was);
+      if (o === undefined) outbounds.delete(name);
+      else outbounds.set(name, o);
+    }
+    const reset = engine.resetFlows((f) => old.includes(f.outbound) || dead(f));
+    for (const o of old) void o.close();
+    return reset;
+  };
+
+  // A network change: an upstream whose source address changed has dead connections (RST them,
+  // the apps reconnect at once instead of hanging); one whose name now resolves elsewhere is
+  // rebuilt to connect there.
+  upstreamsMoved = (changes, pinned) => {
+    const rebuilt = buildOutbounds(pinned, log, clock);
+    const fresh = new Map<string, Outbound | undefined>();
+    const movedOnly: Outbound[] = [];
+    for (const c of changes) {
+      const o = outbounds.get(c.upstream);
+      if (o === undefined) continue; // a WireGuard tunnel: it roams by itself
+      if (c.readdressed) fresh.set(c.upstream, rebuilt.get(c.upstream));
+      else movedOnly.push(o);
+    }
+    for (const [n, o] of rebuilt) if (!fresh.has(n)) void o.close();
+    const reset = swap(fresh, (f) => movedOnly.includes(f.outbound));
+    if (reset.tcp + reset.udp > 0) log.info({ upstreams: changes.map((c) => c.upstream), ...reset }, 'flows through a moved upstream reset');
+  };
+
+  let running = config;
+  let reloading: Promise<unknown> = Promise.resolve();
+  const reload = async (input: Config, files?: ReadonlyMap<string, string>): Promise<ReloadSummary> => {
+    const expandedNext = await expandTunnels(input, deps.routeHost?.resolve);
+    const next = withFakeIpRoutes(expandedNext.config);
+    const verdict = diffConfigs(running, next);
+    if (!verdict.ok) throw new TunrouteError('TR_BAD_CONFIG', `Reload refused: ${verdict.reason}.`);
+    const diff = verdict.diff;
+    // Everything that can fail first (rules that do not build, routes that do not plan or apply), then the swap.
+    const nextRouter = diff.rules ? buildRouter(next) : router;
+    let routeChange = { added: 0, removed: 0 };
+    let pinned = routes.config;
+    if (diff.routes || diff.outbounds.added.length + diff.outbounds.removed.length + diff.outbounds.changed.length > 0) {
+      const r = await routes.reconfigure(next, files);
+      pinned = r.config;
+      routeChange = { added: r.added, removed: r.removed };
+    }
+    const built = buildOutbounds(pinned, log, clock);
+    const fresh = new Map<string, Outbound | undefined>();
+    for (const n of [...diff.outbounds.added, ...diff.outbounds.changed]) fresh.set(n, built.get(n));
+    for (const n of diff.outbounds.removed) fresh.set(n, undefined);
+    for (const [n, o] of built) if (!fresh.has(n)) void o.close();
+    router = nextRouter;
+    const routedElsewhere = (f: FlowFacts): boolean => {
+      if (!diff.rules) return false;
+      const proto = f.protocol;
+      const now = (f.host === undefined ? undefined : router.routeName(f.host, proto, f.dstPort)) ?? router.route(f.dstIp, proto, f.dstPort);
+      return now !== f.outbound.name;
+    };
+    const reset = swap(fresh, routedElsewhere);
+    if (next.log.level !== running.log.level) log.level = next.log.level;
+    running = next;
+    for (const note of expandedNext.notes) log.warn(note);
+    const summary: ReloadSummary = { diff, routes: routeChange, reset };
+    routes.noteEvent('reload', describeReload(summary));
+    log.info({ routes: routeChange, outbounds: diff.outbounds, rules: diff.rules, reset }, describeReload(summary));
+    return summary;
+  };
   for (const t of tunnels.values()) {
     t.start();
     log.info({ tunnel: t.name, listenPort: t.listenPort, mtu: t.mtu, peers: t.stats().peers.map((p) => ({ publicKey: p.publicKey, endpoint: p.endpoint, allowedIPs: p.allowedIPs })) }, 'tunnel up');
@@ -221,6 +371,13 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     flows: () => engine.flows(),
     udpFlows: () => engine.udpFlows(),
     tunnels: () => [...tunnels.values()].map((t) => tunnelStatusOf(t.stats())),
+    networkEvents: () => routes.networkEvents(),
+    reload(next, files) {
+      // One reload at a time, in the order asked.
+      const r = reloading.then(() => reload(next, files));
+      reloading = r.catch(() => undefined);
+      return r;
+    },
     stop() {
       stopping ??= (async () => {
         await engine.stop(); // the RSTs go out before the tunnels and the device close
@@ -252,8 +409,47 @@ function tunnelStatusOf(t: TunnelStats): TunnelStatus {
   };
 }
 
-/** `tunroute up`: run until SIGINT or SIGTERM, then give the host back as it was. */
-export async function runUp(config: Config): Promise<void> {
+/** Where `up`'s config came from: what SIGHUP reads again, and what `tunroute reload` asks for. */
+export interface ConfigSource {
+  /** The config file, absolute. */
+  readonly file?: string;
+  readonly flags: FlagValues;
+}
+
+/**
+ * SIGHUP: read the config again and reload. After the start the process is no longer root and
+ * may not read root's files: then it says so in one sentence, and `tunroute reload` (run as
+ * root) is the way; the running config stays either way.
+ */
+async function reloadFromFiles(up: RunningTunroute, source: ConfigSource, log: Logger): Promise<void> {
+  let next: Config;
+  try {
+    next = loadConfig({ file: source.file, flags: source.flags, log });
+  } catch (e) {
+    const denied = e instanceof TunrouteError && /\((EACCES|EPERM)\)/.test(e.message);
+    if (denied) log.error({ file: source.file }, `SIGHUP: this process (user ${userName()}) may not read the config or a file it names, since it gave up root after start: run \`sudo tunroute reload\`, which reads them as root; the running config stays`);
+    else log.error({ err: e }, `SIGHUP: the new config is refused (${e instanceof Error ? e.message : String(e)}); the running config stays`);
+    return;
+  }
+  try {
+    await up.reload(next);
+  } catch (e) {
+    const denied = e instanceof TunrouteError && /\((EACCES|EPERM)\)/.test(e.message);
+    if (denied) log.error({ file: source.file }, `SIGHUP: this process (user ${userName()}) may not read a file the config names, since it gave up root after start: run \`sudo tunroute reload\`, which reads them as root; the running config stays`);
+    else log.error({ err: e }, `SIGHUP: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+function userName(): string {
+  try {
+    return userInfo().username;
+  } catch {
+    return String(process.getuid?.() ?? '?');
+  }
+}
+
+/** `tunroute up`: run until SIGINT or SIGTERM (SIGHUP reloads), then give the host back as it was. */
+export async function runUp(config: Config, source: ConfigSource = { flags: {} }): Promise<void> {
   const log = createLogger(config.log.level);
   const startedAt = new Date();
   // The device first: its errors (not root, no /dev/net/tun, name taken) are the ones a user
@@ -267,6 +463,9 @@ export async function runUp(config: Config): Promise<void> {
       logger: log,
       snapshot: () => statusSnapshotOf(up, { version: TUNROUTE_VERSION, address: cidrToString(config.tun.address), startedAt }),
       flows: () => up.flows(),
+      maxRequestBytes: MAX_RELOAD_REQUEST_BYTES,
+      source: () => ({ ...(source.file === undefined ? {} : { file: source.file }), flags: { ...source.flags }, cwd: process.cwd() }),
+      reload: async (input, files) => ({ summary: describeReload(await up.reload(parseConfigInput(input), files)) }),
     });
   } catch (e) {
     await up.stop();
@@ -284,5 +483,11 @@ export async function runUp(config: Config): Promise<void> {
     }
   }
   log.info({ dev: up.link.name, mtu: up.link.mtu, address: cidrToString(config.tun.address), routes: up.plan.prefixes.length, control: config.control.socket }, 'tunroute is up');
+  const onHup = (): void => {
+    log.info('SIGHUP: reloading the config');
+    void reloadFromFiles(up, source, log);
+  };
+  process.on('SIGHUP', onHup);
   await runUntilSignal({ logger: log, failure: 'teardown failed', stop: () => control.close().then(() => up.stop()) });
+  process.off('SIGHUP', onHup);
 }

@@ -5,11 +5,13 @@
  */
 import { createConnection } from 'node:net';
 import { TunrouteError } from '../errors.js';
-import { MAX_RESPONSE_BYTES, encodeRequest, parseResponse, type ControlCommand, type ControlReplies } from './protocol.js';
+import { MAX_RESPONSE_BYTES, encodeRequest, parseResponse, type ControlCommand, type ControlReplies, type ControlRequest } from './protocol.js';
 
 export interface QueryOptions {
   /** Deadline for connect + reply. Default 3 s. */
   timeoutMs?: number;
+  /** What a `reload` carries. */
+  payload?: Pick<ControlRequest, 'config' | 'files'>;
 }
 
 function errno(e: unknown): string | undefined {
@@ -63,7 +65,7 @@ export function queryControl<C extends ControlCommand>(path: string, cmd: C, opt
 
     sock.once('connect', () => {
       connected = true;
-      sock.write(encodeRequest(cmd));
+      sock.write(encodeRequest(cmd, opts.payload));
     });
     sock.on('data', (chunk: Buffer) => {
       const nl = chunk.indexOf(0x0a);

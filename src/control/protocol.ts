@@ -4,7 +4,8 @@
  * A unix stream socket carrying newline-delimited JSON, one request per line, one response
  * line per request, in order (a client may pipeline):
  *
- *   → {"v":1,"cmd":"status"}                       cmd: status | flows | ping
+ *   → {"v":1,"cmd":"status"}                       cmd: status | flows | ping | source | reload
+ *   → {"v":1,"cmd":"reload","config":{…},"files":{"PATH":"TEXT"}}
  *   ← {"v":1,"ok":true,"data":{…}}
  *   ← {"v":1,"ok":false,"error":"unknown command \"stats\": use one of status, flows, ping"}
  *
@@ -26,19 +27,28 @@ import { UPSTREAM_REASONS, type OutboundStats } from '../outbound/outbound.js';
 import { DROP_REASONS } from '../wire/drop.js';
 
 export const CONTROL_PROTOCOL_VERSION = 1;
-export const CONTROL_COMMANDS = ['status', 'flows', 'ping'] as const;
+export const CONTROL_COMMANDS = ['status', 'flows', 'ping', 'source', 'reload'] as const;
 export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
 
 /** Where `up` listens and `status` asks unless `--control` says otherwise. */
 export const DEFAULT_CONTROL_PATH = '/run/tunroute/tunroute.sock';
 /** Longest request line a daemon reads (a real request is ~25 bytes). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
+/**
+ * What `up` reads instead: a `reload` carries the config and the CIDR files it names (an
+ * operator's route list of thousands of lines). Its socket is root's (mode 0660).
+ */
+export const MAX_RELOAD_REQUEST_BYTES = 16 * 1024 * 1024;
 /** Longest response line a client reads (a status with 16,000 flows is ~3 MiB). */
 export const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
 export interface ControlRequest {
   v: typeof CONTROL_PROTOCOL_VERSION;
   cmd: ControlCommand;
+  /** reload: the merged config input (file and flags) that `tunroute reload` validated as root. */
+  config?: Record<string, unknown>;
+  /** reload: the CIDR files it names, by path as written, read as root. */
+  files?: Record<string, string>;
 }
 
 export type ControlResponse =
@@ -68,6 +78,31 @@ export interface StatusSnapshot {
   server?: ServerStatus;
   /** `tunroute up`'s WireGuard tunnels (absent: none configured, or an older daemon). */
   tunnels?: TunnelStatus[];
+  /** The last network events `up` saw and what it did (absent: an older daemon, or `server`). */
+  network?: NetworkEventInfo[];
+}
+
+/** A network event as `status` lists it (routes/net-change.ts). */
+export interface NetworkEventInfo {
+  at: string;
+  kind: string;
+  dev?: string;
+  detail: string;
+}
+
+/** Where the running `up` got its config: what `tunroute reload` reads again, as root. */
+export interface SourceReply {
+  /** The config file (absolute), if any. */
+  file?: string;
+  /** The flags it was started with, as the command line gave them. */
+  flags: Record<string, unknown>;
+  /** Its working directory (relative CIDR file paths start there). */
+  cwd: string;
+}
+
+/** What a reload did, in one sentence. */
+export interface ReloadReply {
+  summary: string;
 }
 
 /** One WireGuard tunnel of `tunroute up`: inner packets each way, drops, and its peers. */
@@ -143,6 +178,8 @@ export interface ControlReplies {
   status: StatusSnapshot;
   flows: TcpFlowInfo[];
   ping: PingReply;
+  source: SourceReply;
+  reload: ReloadReply;
 }
 
 // ------------------------------------------------------------------ requests
@@ -166,6 +203,8 @@ const requestSchema = z.object(
           ? `the request has no "cmd": use one of ${CONTROL_COMMANDS.join(', ')}`
           : `unknown command ${preview(iss.input)}: use one of ${CONTROL_COMMANDS.join(', ')}`,
     }),
+    config: z.record(z.string(), z.unknown()).optional(),
+    files: z.record(z.string(), z.string()).optional(),
   },
   { error: `a request is one JSON object per line, like {"v":${CONTROL_PROTOCOL_VERSION},"cmd":"status"}` },
 );
@@ -185,8 +224,8 @@ export function parseRequest(line: string): ParsedRequest {
   return { ok: false, error: r.error.issues[0]?.message ?? 'invalid request' };
 }
 
-export function encodeRequest(cmd: ControlCommand): string {
-  const req: ControlRequest = { v: CONTROL_PROTOCOL_VERSION, cmd };
+export function encodeRequest(cmd: ControlCommand, payload: Pick<ControlRequest, 'config' | 'files'> = {}): string {
+  const req: ControlRequest = { v: CONTROL_PROTOCOL_VERSION, cmd, ...payload };
   return JSON.stringify(req) + '\n';
 }
 
@@ -329,6 +368,7 @@ export const statusSnapshotSchema = z.object({
       }),
     )
     .optional(),
+  network: z.array(z.object({ at: z.string(), kind: z.string(), dev: z.string().optional(), detail: z.string() })).optional(),
 });
 
 export const pingReplySchema = z.object({ pid: z.number() });
@@ -345,6 +385,8 @@ const replySchemas: { [K in ControlCommand]: z.ZodType<ControlReplies[K]> } = {
   status: statusSnapshotSchema,
   flows: z.array(flowInfoSchema),
   ping: pingReplySchema,
+  source: z.object({ file: z.string().optional(), flags: z.record(z.string(), z.unknown()), cwd: z.string() }),
+  reload: z.object({ summary: z.string() }),
 };
 
 export type ParsedResponse<C extends ControlCommand> =

@@ -25,7 +25,7 @@ import { PacketDispatcher, type DispatcherStats, type ForwardHandler } from '../
 import { Ipv4Reassembler, type ReassemblyOptions, type ReassemblyStats } from '../stack/ip-reassembly.js';
 import { TcpStack } from '../stack/tcp-stack.js';
 import { UdpStack, type UdpStackOptions, type UdpStackStats } from '../stack/udp/udp-stack.js';
-import { TcpRelay, type TcpFlowInfo, type TcpRelayStats } from './tcp-relay.js';
+import { TcpRelay, type FlowFacts, type TcpFlowInfo, type TcpRelayStats } from './tcp-relay.js';
 import { UdpRelay, type UdpFlowInfo, type UdpRelayStats } from './udp-relay.js';
 
 /** How often idle UDP flows and stale fragments are looked for. */
@@ -122,6 +122,16 @@ export class TerminatingEngine {
 
   udpFlows(): UdpFlowInfo[] {
     return this.udp.flowInfo();
+  }
+
+  /**
+   * Reset the TCP flows and end the UDP flows `dead` picks (a path that died, an outbound a
+   * reload removed or changed); the others keep running.
+   */
+  resetFlows(dead: (f: FlowFacts) => boolean): { tcp: number; udp: number } {
+    const tcp = this.tcp.resetWhere(dead);
+    this.tcpStack.poll(); // the RSTs go out now, not at the next packet
+    return { tcp, udp: this.udp.resetWhere(dead) };
   }
 
   /**
