@@ -39,6 +39,7 @@ import { MAX_RELOAD_REQUEST_BYTES } from './control/protocol.js';
 import { nonZeroCounts, peerInfoOf } from './control/peer-info.js';
 import { expandTunnels, tunnelSpecsOf } from './config/tunnels.js';
 import { openWireguardTunnels, tunnelForwardHook } from './outbound/wireguard.js';
+import { formatKey } from './wireguard/keys.js';
 import type { TunnelStats, WireguardTunnel } from './wireguard/client-tunnel.js';
 import { diffConfigs, type ReloadDiff } from './config/reload-diff.js';
 import type { FlowFacts } from './relay/tcp-relay.js';
@@ -218,6 +219,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const clock = deps.clock ?? monotonicClock;
   // Tunnels first: their AllowedIPs become routes and rules, their endpoints stay out of the
   // device (resolved and pinned now), before anything is planned (see config/tunnels.ts).
+  const original = config;
   const expanded = await expandTunnels(config, deps.routeHost?.resolve);
   config = withFakeIpRoutes(expanded.config);
   for (const note of expanded.notes) log.warn(note);
@@ -226,6 +228,9 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   // then connect to the upstream addresses the plan keeps out of the tunnel (names pinned).
   // (The engine exists only later; a network change before it is followed by the routes alone.)
   let upstreamsMoved: (changes: readonly UpstreamChange[], pinned: Config) => void = () => undefined;
+  let resolveAgain: () => Promise<void> = () => Promise.resolve();
+  // The config as given (tunnel endpoints by name): what a network change resolves again.
+  let given = original;
   const routes = await RouteManager.prepare({
     config,
     log,
@@ -235,6 +240,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     watchRoutes: deps.watchRoutes,
     runAs: deps.runAs,
     onUpstreams: (changes, pinned) => upstreamsMoved(changes, pinned),
+    onResolveAgain: () => resolveAgain(),
   });
   // Both are replaced in place by a reload (and the outbounds by an upstream's new address):
   // the relays look them up per new flow.
@@ -310,6 +316,33 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
 
   let running = config;
   let reloading: Promise<unknown> = Promise.resolve();
+
+  // A WireGuard endpoint given by name that now resolves elsewhere: keep the new address out of
+  // the device instead of the old one (routes, journal first), then send the tunnel there.
+  resolveAgain = async () => {
+    const byName = given.outbounds.some((o) => o.type === 'wireguard' && o.peers.some((p) => p.endpoint?.kind === 'name'));
+    if (!byName) return;
+    const again = withFakeIpRoutes((await expandTunnels(given, deps.routeHost?.resolve)).config);
+    const endpointOf = (c: Config): Map<string, string> =>
+      new Map(tunnelSpecsOf(c).flatMap((t) => t.peers.map((p): [string, string] => [`${t.name} ${formatKey(p.publicKey)}`, p.endpoint === undefined ? '' : `${p.endpoint.address}:${p.endpoint.port}`])));
+    const was = endpointOf(running);
+    const now = endpointOf(again);
+    const moved = [...now].filter(([k, ep]) => was.get(k) !== ep && ep !== '');
+    if (moved.length === 0) return;
+    const run = reloading.then(async () => {
+      await routes.reconfigure(again);
+      running = again;
+      for (const [k, ep] of moved) {
+        const [tunnel, key] = k.split(' ');
+        const [address, port] = ep.split(':');
+        tunnels.get(tunnel)?.setPeerEndpoint(key, { address, port: Number(port) });
+        routes.noteEvent('upstream', `tunnel ${tunnel} peer ${key.slice(0, 8)}… is now ${ep}`);
+        log.info({ tunnel, peer: key, endpoint: ep }, `tunnel ${tunnel}: its endpoint name now resolves to ${ep}; the tunnel sends there, and that address is kept out of the device`);
+      }
+    });
+    reloading = run.catch(() => undefined);
+    await run;
+  };
   const reload = async (input: Config, files?: ReadonlyMap<string, string>): Promise<ReloadSummary> => {
     const expandedNext = await expandTunnels(input, deps.routeHost?.resolve);
     const next = withFakeIpRoutes(expandedNext.config);
@@ -340,6 +373,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     const reset = swap(fresh, routedElsewhere);
     if (next.log.level !== running.log.level) log.level = next.log.level;
     running = next;
+    given = input;
     for (const note of expandedNext.notes) log.warn(note);
     const summary: ReloadSummary = { diff, routes: routeChange, reset };
     routes.noteEvent('reload', describeReload(summary));

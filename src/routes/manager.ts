@@ -49,6 +49,12 @@ export interface RouteManagerOptions {
    * are dead) or gave its name another address (`config` then connects there).
    */
   onUpstreams?: (changes: readonly UpstreamChange[], config: Config) => void;
+  /**
+   * Called after a change that asks for names to be resolved again (a link came up, an address
+   * appeared, a resume), for what the manager does not resolve itself: WireGuard endpoints,
+   * which are pinned before the plan is made (config/tunnels.ts). It may call reconfigure.
+   */
+  onResolveAgain?: () => Promise<void>;
   /** The clocks whose gap tells a resume from suspend (default: performance.now and Date.now). */
   clocks?: NetClocks;
   /** How often to compare the clocks (default 1 s; 0: never). */
@@ -149,8 +155,8 @@ export class RouteManager {
     return this.detector.events();
   }
 
-  /** Put a note (a reload) among the network events. */
-  noteEvent(kind: 'reload', detail: string): void {
+  /** Put a note (a reload, a tunnel endpoint's new address) among the network events. */
+  noteEvent(kind: 'reload' | 'upstream', detail: string): void {
     this.detector.note({ kind, detail });
   }
 
@@ -354,6 +360,13 @@ export class RouteManager {
         },
         what,
       );
+    }
+    if (reresolve && this.opts.onResolveAgain !== undefined) {
+      // Not awaited: it may reconfigure, which waits for this follow to end.
+      const again = this.opts.onResolveAgain;
+      void Promise.resolve()
+        .then(again)
+        .catch((e: unknown) => log.warn({ err: e }, 'resolving the tunnel endpoints again failed: the tunnels keep the addresses they had'));
     }
     if (moved.length > 0) {
       if (moved.some((m) => m.readdressed)) this.config_ = pinUpstreams(this.source, refs, upstreams);
