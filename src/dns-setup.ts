@@ -20,6 +20,7 @@ import { TunrouteError } from './errors.js';
 import type { Logger } from './logger.js';
 import { DnsCache, DnsResolver, FakeIpResolver, type DnsAnswerer, type FakeIpPool } from './dns/index.js';
 import { SplitDnsAnswerer, type SplitDnsRoute } from './dns/split-dns.js';
+import { outboundByName } from './outbound/by-name.js';
 import { FakeIpSaver, fakeIpStatePath, loadFakeIpPool } from './fake-ip-state.js';
 import { parseDomainPattern, type DomainPattern } from './net/domain-set.js';
 import { formatEndpoint, parseIpv4Endpoint, type Ipv4Endpoint } from './net/endpoint.js';
@@ -49,7 +50,8 @@ export interface DnsSetup {
 export interface DnsSetupDeps {
   config: Config;
   dnsPlan: DnsPlan;
-  router: Router;
+  /** How a resolver's address is routed (the live router: a reload replaces it). */
+  router: Pick<Router, 'route'>;
   outbounds: ReadonlyMap<string, Outbound>;
   /** The default route's device now (it follows route changes). */
   defaultDevice: () => string | undefined;
@@ -61,12 +63,13 @@ export interface DnsSetupDeps {
 
 function resolverVia(d: DnsSetupDeps, server: Ipv4Endpoint, outboundName: string | undefined, field: string): DnsResolver {
   const name = outboundName ?? d.router.route(server.addr, IP_PROTO_UDP, server.port);
-  const outbound = d.outbounds.get(name);
-  if (outbound === undefined || outbound.kind === 'block') {
+  const found = d.outbounds.get(name);
+  if (found === undefined || found.kind === 'block') {
     throw new TunrouteError('TR_BAD_CONFIG', `DNS ${d.config.dns.mode} needs a proxy to reach ${formatEndpoint(server)} (${field}), but it routes to "${name}": set --proxy or ${field.replace(/upstream$|server$/, 'outbound')}.`);
   }
   const cache = new DnsCache({ clock: d.clock, maxEntries: d.config.dns.cacheMaxEntries, maxTtlSec: d.config.dns.cacheMaxTtlSec });
-  return new DnsResolver({ upstream: { ip: server.host, port: server.port }, outbound, clock: d.clock, logger: d.log, cache });
+  // By name at each query: a reload (or an upstream's new address) replaces the outbound itself.
+  return new DnsResolver({ upstream: { ip: server.host, port: server.port }, outbound: outboundByName(name, d.outbounds), clock: d.clock, logger: d.log, cache });
 }
 
 /** undefined when dns.mode is off. */

@@ -4,6 +4,7 @@
  */
 // First: V8 settings that must precede the allocations of everything below (see the module).
 import './v8-flags.js';
+import { resolve } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { escapeTerminal, isTunrouteError, shown, TunrouteError } from '../errors.js';
 import { loadConfig, type FlagValues } from '../config/load.js';
@@ -62,7 +63,7 @@ addFlags(
       return;
     }
     const { runUp } = await import('../app.js');
-    await runUp(config);
+    await runUp(config, { file: o.config === undefined ? undefined : resolve(o.config), flags: flagsOf(withoutCommandOptions(o)) });
   });
 
 addFlags(program.command('server'), SERVER_FLAGS)
@@ -109,6 +110,32 @@ program
     const { queryControl, formatStatus } = await import('../control/index.js');
     const s = await queryControl(o.control ?? DEFAULT_CONTROL_PATH, 'status');
     process.stdout.write((o.json ? JSON.stringify(s, null, 2) : formatStatus(s, { maxFlows: o.flows })) + '\n');
+  });
+
+/** The config flags alone: `-c` and `--dry-run` are the command's, not the config's. */
+function withoutCommandOptions(o: UpOptions): FlagValues {
+  const { config: _file, dryRun: _dry, ...flags } = o;
+  return flags;
+}
+
+program
+  .command('reload')
+  .description("apply a changed config to the running tunroute without a restart (only the difference; run as root: it reads the files)")
+  .option('-c, --config <file>', 'the new config file (default: the one the running tunroute was started with)')
+  .option('--control <path>', `control socket of the running tunroute (default ${DEFAULT_CONTROL_PATH})`)
+  .action(async (o: { config?: string; control?: string }) => {
+    const { queryControl } = await import('../control/index.js');
+    const { loadConfigInput } = await import('../config/load.js');
+    const { readCidrFiles } = await import('../routes/index.js');
+    const path = o.control ?? DEFAULT_CONTROL_PATH;
+    const source = await queryControl(path, 'source');
+    const file = o.config === undefined ? source.file : resolve(o.config);
+    // Relative CIDR file paths start from the running tunroute's directory, as they did at its start.
+    process.chdir(source.cwd);
+    const { config, input } = loadConfigInput({ file, flags: source.flags, log: loadLog() });
+    const files = await readCidrFiles(config);
+    const r = await queryControl(path, 'reload', { timeoutMs: 60_000, payload: { config: input, files: Object.fromEntries(files) } });
+    process.stdout.write(`${r.summary}\n`);
   });
 
 program

@@ -17,7 +17,7 @@ import { wgQuickOutbound } from './wg-quick.js';
 export type FlagValues = FlagValuesOf<typeof UP_FLAGS>;
 
 type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
-type JsonObject = { [k: string]: Json };
+export type JsonObject = { [k: string]: Json };
 
 function isObject(v: unknown): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -68,6 +68,15 @@ export function readConfigFile(file: string, log?: Pick<Logger, 'warn'>): JsonOb
  * `log`, a file that holds a private key and that others may read is warned about.
  */
 export function loadConfig(opts: { file?: string; flags?: FlagValues; log?: Pick<Logger, 'warn'> }): Config {
+  return loadConfigInput(opts).config;
+}
+
+/**
+ * loadConfig, also returning the merged input it validated: what `tunroute reload` (run as
+ * root, able to read every file) hands to the running instance, which has given up root and
+ * parses it again with the same schema (control/, app.ts).
+ */
+export function loadConfigInput(opts: { file?: string; flags?: FlagValues; log?: Pick<Logger, 'warn'> }): { config: Config; input: JsonObject } {
   const fromFile = opts.file ? readConfigFile(opts.file, opts.log) : {};
   const { input: fromFlags, flagOf } = flagsToInput(UP_FLAGS, opts.flags ?? {});
   const merged = overlay(fromFile, fromFlags as JsonObject);
@@ -78,5 +87,12 @@ export function loadConfig(opts: { file?: string; flags?: FlagValues; log?: Pick
   }
   const result = configSchema.safeParse(merged);
   if (!result.success) throw configError(result.error, merged, { file: opts.file, noFile: 'The configuration', flagOf });
+  return { config: result.data, input: merged };
+}
+
+/** A merged input received from `tunroute reload`, validated again here (the sender is trusted only as far as the schema). */
+export function parseConfigInput(input: unknown): Config {
+  const result = configSchema.safeParse(input);
+  if (!result.success) throw configError(result.error, isObject(input) ? input : {}, { noFile: 'The reloaded configuration', flagOf: () => undefined });
   return result.data;
 }

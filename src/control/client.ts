@@ -5,12 +5,14 @@
  */
 import { createConnection } from 'node:net';
 import { TunrouteError } from '../errors.js';
-import { MAX_RESPONSE_BYTES, encodeRequest, parseResponse, type ControlCommand, type ControlReplies } from './protocol.js';
+import { MAX_RESPONSE_BYTES, encodeRequest, parseResponse, type ControlCommand, type ControlReplies, type ControlRequest } from './protocol.js';
 import type { ProbeArm } from '../relay/probes.js';
 
 export interface QueryOptions {
   /** Deadline for connect + reply. Default 3 s. */
   timeoutMs?: number;
+  /** What a `reload` carries. */
+  payload?: Pick<ControlRequest, 'config' | 'files'>;
 }
 
 function errno(e: unknown): string | undefined {
@@ -64,7 +66,7 @@ export function queryControl<C extends ControlCommand>(path: string, cmd: C, opt
 
     sock.once('connect', () => {
       connected = true;
-      sock.write(encodeRequest(cmd, { arm: opts.arm, arg: opts.arg }));
+      sock.write(encodeRequest(cmd, { arm: opts.arm, arg: opts.arg, ...opts.payload }));
     });
     sock.on('data', (chunk: Buffer) => {
       const nl = chunk.indexOf(0x0a);

@@ -183,6 +183,10 @@ export function formatStatus(s: StatusSnapshot, opts: FormatOptions = {}): strin
     if (failed !== undefined) parts.push(`failed: ${failed}`);
     out.push(line('outbound', parts.join('  ')));
   }
+  if (s.network !== undefined && s.network.length > 0) {
+    // The last few only: the ring holds 16, a screen wants the recent ones.
+    for (const e of s.network.slice(-8)) out.push(line('network', `${e.at.slice(11, 19)}  ${e.kind}${e.dev === undefined ? '' : ` ${e.dev}`}  ${e.detail}`));
+  }
 
   out.push('');
   out.push(formatFlowTable(s.flows, opts));

@@ -4,7 +4,8 @@
  * A unix stream socket carrying newline-delimited JSON, one request per line, one response
  * line per request, in order (a client may pipeline):
  *
- *   → {"v":1,"cmd":"status"}                       cmd: status | flows | ping
+ *   → {"v":1,"cmd":"status"}                       cmd: status | flows | ping | source | reload
+ *   → {"v":1,"cmd":"reload","config":{…},"files":{"PATH":"TEXT"}}
  *   ← {"v":1,"ok":true,"data":{…}}
  *   ← {"v":1,"ok":false,"error":"unknown command \"stats\": use one of status, flows, ping"}
  *
@@ -27,13 +28,18 @@ import { DROP_REASONS } from '../wire/drop.js';
 import type { ProbeArm, ProbeSeen } from '../relay/probes.js';
 
 export const CONTROL_PROTOCOL_VERSION = 1;
-export const CONTROL_COMMANDS = ['status', 'flows', 'ping', 'probe', 'fakeip'] as const;
+export const CONTROL_COMMANDS = ['status', 'flows', 'ping', 'probe', 'fakeip', 'source', 'reload'] as const;
 export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
 
 /** Where `up` listens and `status` asks unless `--control` says otherwise. */
 export const DEFAULT_CONTROL_PATH = '/run/tunroute/tunroute.sock';
 /** Longest request line a daemon reads (a real request is ~25 bytes). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
+/**
+ * What `up` reads instead: a `reload` carries the config and the CIDR files it names (an
+ * operator's route list of thousands of lines). Its socket is root's (mode 0660).
+ */
+export const MAX_RELOAD_REQUEST_BYTES = 16 * 1024 * 1024;
 /** Longest response line a client reads (a status with 16,000 flows is ~3 MiB). */
 export const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
@@ -44,6 +50,10 @@ export interface ControlRequest {
   arm?: ProbeArm;
   /** `fakeip`: the name or the address asked about. */
   arg?: string;
+  /** reload: the merged config input (file and flags) that `tunroute reload` validated as root. */
+  config?: Record<string, unknown>;
+  /** reload: the CIDR files it names, by path as written, read as root. */
+  files?: Record<string, string>;
 }
 
 export type ControlResponse =
@@ -73,6 +83,31 @@ export interface StatusSnapshot {
   server?: ServerStatus;
   /** `tunroute up`'s WireGuard tunnels (absent: none configured, or an older daemon). */
   tunnels?: TunnelStatus[];
+  /** The last network events `up` saw and what it did (absent: an older daemon, or `server`). */
+  network?: NetworkEventInfo[];
+}
+
+/** A network event as `status` lists it (routes/net-change.ts). */
+export interface NetworkEventInfo {
+  at: string;
+  kind: string;
+  dev?: string;
+  detail: string;
+}
+
+/** Where the running `up` got its config: what `tunroute reload` reads again, as root. */
+export interface SourceReply {
+  /** The config file (absolute), if any. */
+  file?: string;
+  /** The flags it was started with, as the command line gave them. */
+  flags: Record<string, unknown>;
+  /** Its working directory (relative CIDR file paths start there). */
+  cwd: string;
+}
+
+/** What a reload did, in one sentence. */
+export interface ReloadReply {
+  summary: string;
 }
 
 /** One WireGuard tunnel of `tunroute up`: inner packets each way, drops, and its peers. */
@@ -165,6 +200,8 @@ export interface ControlReplies {
   ping: PingReply;
   probe: ProbeSeen;
   fakeip: FakeIpReply;
+  source: SourceReply;
+  reload: ReloadReply;
 }
 
 // ------------------------------------------------------------------ requests
@@ -196,6 +233,8 @@ const requestSchema = z.object(
       })
       .optional(),
     arg: z.string().max(300).optional(),
+    config: z.record(z.string(), z.unknown()).optional(),
+    files: z.record(z.string(), z.string()).optional(),
   },
   { error: `a request is one JSON object per line, like {"v":${CONTROL_PROTOCOL_VERSION},"cmd":"status"}` },
 );
@@ -215,10 +254,12 @@ export function parseRequest(line: string): ParsedRequest {
   return { ok: false, error: r.error.issues[0]?.message ?? 'invalid request' };
 }
 
-export function encodeRequest(cmd: ControlCommand, extra: { arm?: ProbeArm; arg?: string } = {}): string {
+export function encodeRequest(cmd: ControlCommand, extra: Pick<ControlRequest, 'arm' | 'arg' | 'config' | 'files'> = {}): string {
   const req: ControlRequest = { v: CONTROL_PROTOCOL_VERSION, cmd };
   if (extra.arm !== undefined) req.arm = extra.arm;
   if (extra.arg !== undefined) req.arg = extra.arg;
+  if (extra.config !== undefined) req.config = extra.config;
+  if (extra.files !== undefined) req.files = extra.files;
   return JSON.stringify(req) + '\n';
 }
 
@@ -377,6 +418,7 @@ export const statusSnapshotSchema = z.object({
       }),
     )
     .optional(),
+  network: z.array(z.object({ at: z.string(), kind: z.string(), dev: z.string().optional(), detail: z.string() })).optional(),
 });
 
 export const pingReplySchema = z.object({ pid: z.number() });
@@ -395,6 +437,8 @@ const replySchemas: { [K in ControlCommand]: z.ZodType<ControlReplies[K]> } = {
   ping: pingReplySchema,
   probe: z.object({ armed: z.boolean(), tcp: z.array(z.number()), dns: z.number() }),
   fakeip: z.object({ enabled: z.boolean(), range: z.string().optional(), name: z.string().optional(), ip: z.string().optional(), inUse: z.boolean().optional() }),
+  source: z.object({ file: z.string().optional(), flags: z.record(z.string(), z.unknown()), cwd: z.string() }),
+  reload: z.object({ summary: z.string() }),
 };
 
 export type ParsedResponse<C extends ControlCommand> =

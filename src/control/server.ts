@@ -30,8 +30,11 @@ import {
   okResponse,
   parseRequest,
   type ControlRequest,
+  type NetworkEventInfo,
   type PingReply,
   type FakeIpReply,
+  type ReloadReply,
+  type SourceReply,
   type StatusSnapshot,
   type UdpFlowInfo,
   type TunnelStatus,
@@ -53,7 +56,16 @@ export interface ControlServerOptions {
   probes?: ProbeBook;
   /** For `fakeip NAME|ADDR`; absent: not in fake-IP mode. */
   fakeIp?: (arg: string) => FakeIpReply;
+  /** For `source` (`up` only): where the config came from. */
+  source?: () => SourceReply;
+  /**
+   * For `reload` (`up` only): apply a config that `tunroute reload` read and validated as root.
+   * Rejects with a TunrouteError whose sentence the client prints; the running config stays.
+   */
+  reload?: (config: Record<string, unknown>, files: ReadonlyMap<string, string>) => Promise<ReloadReply>;
   logger: Logger;
+  /** Longest request line read (default MAX_REQUEST_BYTES; `up` takes reloads of MAX_RELOAD_REQUEST_BYTES). */
+  maxRequestBytes?: number;
   /** Close a connection after this long without a byte either way. Default 30 s. */
   idleTimeoutMs?: number;
   /** Most connections at once; more are refused by the kernel's accept. Default 64. */
@@ -180,6 +192,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   const { path, logger } = opts;
   const log = logger.child({ component: 'control' });
   const idleTimeoutMs = opts.idleTimeoutMs ?? 30_000;
+  const maxRequestBytes = opts.maxRequestBytes ?? MAX_REQUEST_BYTES;
   const flows = opts.flows ?? ((): TcpFlowInfo[] => opts.snapshot().flows);
 
   const pathBytes = Buffer.byteLength(path);
@@ -188,6 +201,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
   }
   await claimPath(path, log, opts.probeTimeoutMs ?? 1000);
 
+  const unsupported = (cmd: string): Error => new TunrouteError('TR_CONTROL', `this daemon does not take "${cmd}" (only tunroute up does)`);
   const answer = (req: ControlRequest): unknown => {
     switch (req.cmd) {
       case 'status':
@@ -209,21 +223,42 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
         const r: FakeIpReply = opts.fakeIp?.(req.arg ?? '') ?? { enabled: false };
         return r;
       }
+      case 'source':
+        if (opts.source === undefined) throw unsupported(req.cmd);
+        return opts.source();
+      case 'reload':
+        if (opts.reload === undefined) throw unsupported(req.cmd);
+        if (req.config === undefined) throw new TunrouteError('TR_CONTROL', 'a reload request carries the config: send it with tunroute reload');
+        return opts.reload(req.config, new Map(Object.entries(req.files ?? {})));
     }
   };
 
-  /** The response line for one request line; never throws. */
-  const respond = (line: string): string => {
+  const failed = (cmd: string, e: unknown): string => {
+    // A refusal (a bad config) is the daemon's answer, in its own sentence; anything else is a fault.
+    if (e instanceof TunrouteError) return encodeResponse(errorResponse(e.message.replace(/\.$/, '')));
+    log.error({ err: e, cmd }, 'control request failed');
+    return encodeResponse(errorResponse(`internal error while answering "${cmd}": ${e instanceof Error ? e.message : String(e)}`));
+  };
+
+  /** The response line for one request line (a promise for a reload); never throws or rejects. */
+  const respond = (line: string): string | Promise<string> => {
     const parsed = parseRequest(line);
     if (!parsed.ok) {
       log.debug({ error: parsed.error }, 'bad control request');
       return encodeResponse(errorResponse(parsed.error));
     }
+    const cmd = parsed.request.cmd;
     try {
-      return encodeResponse(okResponse(answer(parsed.request)));
+      const a = answer(parsed.request);
+      if (a instanceof Promise) {
+        return a.then(
+          (v) => encodeResponse(okResponse(v)),
+          (e: unknown) => failed(cmd, e),
+        );
+      }
+      return encodeResponse(okResponse(a));
     } catch (e) {
-      log.error({ err: e, cmd: parsed.request.cmd }, 'control request failed');
-      return encodeResponse(errorResponse(`internal error while answering "${parsed.request.cmd}": ${e instanceof Error ? e.message : String(e)}`));
+      return failed(cmd, e);
     }
   };
 
@@ -239,19 +274,31 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
     sock.on('error', (e) => log.debug({ err: e }, 'control connection error'));
     let pending: Buffer = Buffer.alloc(0);
     let done = false;
+    /** A reply still being made (a reload): the next request waits for it, replies stay in order. */
+    let busy = false;
 
     const pump = (): void => {
-      while (!done && !sock.destroyed && !sock.writableNeedDrain) {
+      while (!done && !busy && !sock.destroyed && !sock.writableNeedDrain) {
         const nl = pending.indexOf(0x0a);
         if (nl < 0) break;
-        if (nl > MAX_REQUEST_BYTES) return tooLong();
+        if (nl > maxRequestBytes) return tooLong();
         let line = pending.toString('utf8', 0, nl);
         pending = pending.subarray(nl + 1);
         if (line.endsWith('\r')) line = line.slice(0, -1);
         if (line.trim() === '') continue;
-        sock.write(respond(line));
+        const r = respond(line);
+        if (typeof r === 'string') sock.write(r);
+        else {
+          busy = true;
+          void r.then((out) => {
+            busy = false;
+            if (!sock.destroyed) sock.write(out);
+            pump();
+          });
+          return;
+        }
       }
-      if (!done && pending.length > MAX_REQUEST_BYTES) return tooLong();
+      if (!done && pending.length > maxRequestBytes) return tooLong();
       if (sock.writableNeedDrain) sock.pause();
     };
 
@@ -260,7 +307,7 @@ export async function startControlServer(opts: ControlServerOptions): Promise<Co
       done = true;
       pending = Buffer.alloc(0);
       log.debug('control request line too long; closing the connection');
-      sock.end(encodeResponse(errorResponse(`a request line is longer than ${MAX_REQUEST_BYTES} bytes: send one JSON object per line, like {"v":1,"cmd":"status"}`)));
+      sock.end(encodeResponse(errorResponse(`a request line is longer than ${maxRequestBytes} bytes: send one JSON object per line, like {"v":1,"cmd":"status"}`)));
     };
 
     sock.on('data', (chunk: Buffer) => {
@@ -330,6 +377,7 @@ export interface SnapshotSource {
   flows(): TcpFlowInfo[];
   udpFlows?(): UdpFlowInfo[];
   tunnels?(): TunnelStatus[];
+  networkEvents?(): NetworkEventInfo[];
 }
 
 export interface SnapshotInfo {
@@ -362,6 +410,7 @@ export function statusSnapshotOf(src: SnapshotSource, info: SnapshotInfo): Statu
     ...(s.udp === undefined ? {} : { udp: udpStatusOf(s.udp.relay) }),
     ...(src.udpFlows === undefined ? {} : { udpFlows: src.udpFlows() }),
     ...(tunnels === undefined || tunnels.length === 0 ? {} : { tunnels }),
+    ...(src.networkEvents === undefined ? {} : { network: src.networkEvents() }),
   };
 }
 

@@ -26,7 +26,7 @@ import { Ipv4Reassembler, type ReassemblyOptions, type ReassemblyStats } from '.
 import { TcpStack } from '../stack/tcp-stack.js';
 import { UdpStack, type UdpStackOptions, type UdpStackStats } from '../stack/udp/udp-stack.js';
 import { ProbeBook } from './probes.js';
-import { TcpRelay, type TcpFlowInfo, type TcpRelayOptions, type TcpRelayStats } from './tcp-relay.js';
+import { TcpRelay, type FlowFacts, type TcpFlowInfo, type TcpRelayOptions, type TcpRelayStats } from './tcp-relay.js';
 import { BufferBudget } from './buffer-budget.js';
 import { UdpRelay, type UdpFlowInfo, type UdpRelayStats } from './udp-relay.js';
 
@@ -154,6 +154,16 @@ export class TerminatingEngine {
   /** Close one flow by its id as `flows()` / `udpFlows()` list it: TCP gets RST, UDP ends. */
   closeFlow(proto: 'tcp' | 'udp', id: number): boolean {
     return proto === 'tcp' ? this.tcp.close(id) : this.udp.close(id);
+  }
+
+  /**
+   * Reset the TCP flows and end the UDP flows `dead` picks (a path that died, an outbound a
+   * reload removed or changed); the others keep running.
+   */
+  resetFlows(dead: (f: FlowFacts) => boolean): { tcp: number; udp: number } {
+    const tcp = this.tcp.resetWhere(dead);
+    this.tcpStack.poll(); // the RSTs go out now, not at the next packet
+    return { tcp, udp: this.udp.resetWhere(dead) };
   }
 
   /**

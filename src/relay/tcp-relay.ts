@@ -284,6 +284,21 @@ export class TcpRelay {
     return false;
   }
 
+  /**
+   * Abort the flows `dead` picks (RST to their apps; their sockets close): flows whose path
+   * died in a network change, or whose outbound a reload removed or changed. Returns how many.
+   */
+  resetWhere(dead: (f: FlowFacts) => boolean): number {
+    let n = 0;
+    for (const f of [...this.flows]) {
+      if (dead(f)) {
+        f.abort();
+        n++;
+      }
+    }
+    return n;
+  }
+
   /** Abort every flow (RST to the apps) and close their sockets. */
   closeAll(): void {
     for (const f of [...this.flows]) f.abort();
@@ -317,7 +332,18 @@ function uncorkFlow(flow: TcpFlow): void {
   flow.uncork();
 }
 
-class TcpFlow implements TcpListener, ConnectCancel {
+/** What a caller may ask of a flow when picking which to reset (TCP and UDP alike). */
+export interface FlowFacts {
+  readonly outbound: Outbound;
+  /** The app's destination (a fake address when `host` is set). */
+  readonly dstIp: number;
+  readonly dstPort: number;
+  readonly host: string | undefined;
+  /** IP protocol number (6 TCP, 17 UDP), for routing the flow again. */
+  readonly protocol: number;
+}
+
+class TcpFlow implements TcpListener, ConnectCancel, FlowFacts {
   conn!: TcpConnection;
   private socket: Socket | undefined;
   /** The outbound's connect while it is in flight (ConnectCancel: no AbortController per flow). */
@@ -327,7 +353,8 @@ class TcpFlow implements TcpListener, ConnectCancel {
   private readonly dst: string;
   /** The app's destination address (a fake one when `host` is set). */
   readonly dstIp: number;
-  private readonly dstPort: number;
+  readonly dstPort: number;
+  readonly protocol = IP_PROTO_TCP;
   /** Upstream bytes the connection's send buffer could not take yet. */
   private held: Uint8Array | undefined;
   /** Lengths of chunks written to the socket and not yet flushed to the kernel, in order. */
@@ -344,7 +371,7 @@ class TcpFlow implements TcpListener, ConnectCancel {
     private readonly relay: TcpRelay,
     readonly id: number,
     req: TcpSynRequest,
-    private readonly outbound: Outbound,
+    readonly outbound: Outbound,
     /** The name a fake-IP destination stands for; the flow goes to it. */
     readonly host: string | undefined,
   ) {

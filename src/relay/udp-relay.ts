@@ -32,7 +32,7 @@ import type { BufferBudget } from './buffer-budget.js';
 import { isFdExhaustion, LimitLog } from './limit-log.js';
 import type { UdpCloseReason, UdpFlow, UdpFlowListener } from '../stack/udp/flow-table.js';
 import type { UdpStack } from '../stack/udp/udp-stack.js';
-import type { TcpFlowInfo } from './tcp-relay.js';
+import type { FlowFacts, TcpFlowInfo } from './tcp-relay.js';
 import {
   ICMP_UNREACH_ADMIN_PROHIBITED,
   ICMP_UNREACH_HOST,
@@ -230,6 +230,18 @@ export class UdpRelay {
     return false;
   }
 
+  /** End the proxied flows `dead` picks (their associations close; the app's next datagram opens a new flow). */
+  resetWhere(dead: (f: FlowFacts) => boolean): number {
+    let n = 0;
+    for (const f of [...this.flows]) {
+      if (f instanceof ProxiedUdpFlow && dead(f)) {
+        this.o.stack.closeFlow(f.flow);
+        n++;
+      }
+    }
+    return n;
+  }
+
   /** End every flow (their associations close). */
   closeAll(): void {
     for (const f of [...this.flows]) this.o.stack.closeFlow(f.flow);
@@ -257,7 +269,7 @@ function describe(flow: UdpFlow, outbound: string, state: string, now: number, h
 }
 
 /** An ordinary flow through one association of its outbound. */
-class ProxiedUdpFlow implements RelayFlow {
+class ProxiedUdpFlow implements RelayFlow, FlowFacts {
   private state: 'opening' | 'open' | 'failed' | 'closed' = 'opening';
   private assoc: UdpUpstream | undefined;
   private abort: AbortController | undefined;
@@ -267,10 +279,20 @@ class ProxiedUdpFlow implements RelayFlow {
   private lastIcmpAt = -Infinity;
   private readonly dst: Destination;
 
+  readonly protocol = IP_PROTO_UDP;
+
+  get dstIp(): number {
+    return this.flow.dstIp;
+  }
+
+  get dstPort(): number {
+    return this.flow.dstPort;
+  }
+
   constructor(
     private readonly relay: UdpRelay,
     readonly flow: UdpFlow,
-    private readonly outbound: Outbound,
+    readonly outbound: Outbound,
     /** The name a fake-IP destination stands for: datagrams go to it. */
     readonly host: string | undefined,
   ) {

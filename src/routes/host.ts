@@ -247,6 +247,16 @@ function cannotRead(path: string, field: string, code: string): string {
 
 /** Read what the plan depends on: CIDR files, the upstreams' addresses, the default route and LAN. */
 export async function probeRouteEnv(config: Config, host: HostProbe): Promise<RouteEnv> {
+  const files = await readCidrFiles(config, host);
+  const upstreams = await resolveUpstreams(upstreamsOf(config), host.resolve);
+  const network = await host.network();
+  const apps = host.apps === undefined ? { off: 'not probed' } : await host.apps();
+  const resolvers = config.dns.mode !== 'off' && config.dns.routeSystemResolvers ? await host.systemResolvers?.() : undefined;
+  return 'env' in apps ? { network, upstreams, files, resolvers, apps: apps.env } : { network, upstreams, files, resolvers, appsOff: apps.off };
+}
+
+/** The texts of routes.includeFiles and excludeFiles, by path as written (`tunroute reload` reads them as root). */
+export async function readCidrFiles(config: Config, host: Pick<HostProbe, 'readFile'> = hostProbe()): Promise<Map<string, string>> {
   const files = new Map<string, string>();
   const lists: Array<[string, readonly string[]]> = [
     ['routes.includeFiles', config.routes.includeFiles],
@@ -266,9 +276,5 @@ export async function probeRouteEnv(config: Config, host: HostProbe): Promise<Ro
       }
     }
   }
-  const upstreams = await resolveUpstreams(upstreamsOf(config), host.resolve);
-  const network = await host.network();
-  const apps = host.apps === undefined ? { off: 'not probed' } : await host.apps();
-  const resolvers = config.dns.mode !== 'off' && config.dns.routeSystemResolvers ? await host.systemResolvers?.() : undefined;
-  return 'env' in apps ? { network, upstreams, files, resolvers, apps: apps.env } : { network, upstreams, files, resolvers, appsOff: apps.off };
+  return files;
 }

@@ -10,7 +10,7 @@ export { planRoutes, describePlan, describePlanLines, invert, toIpBatch, toIpCom
 export type { RoutePlan, RouteOp, Change, ExplainData, PlanMode, Table } from './plan.js';
 export { applyPlan, removePlan, createIpRunner, ipBatchRunner } from './apply.js';
 export type { IpRunner, BatchResult } from './apply.js';
-export { hostProbe, probeRouteEnv, parseNetworkView } from './host.js';
+export { hostProbe, probeRouteEnv, parseNetworkView, readCidrFiles } from './host.js';
 export type { HostProbe, RouteEnv, NetworkView } from './host.js';
 export { journalPath, readJournal, readStateFile, writeStateFile, defaultStateDir, resolveStateDir, HOST_STATE_DIR } from './journal.js';
 export type { Journal } from './journal.js';

@@ -24,13 +24,17 @@ import { createJournal, journalPath, processStartTime, pruneStateDir, removeFile
 import { batchesOf, invert, planRoutes, toIpLine, type Change, type RoutePlan } from './plan.js';
 import { cleanupJournals } from './teardown.js';
 import { checkInstanceDir } from './state-dir.js';
-import { pinUpstreams, upstreamsOf } from './upstreams.js';
+import { pinUpstreams, resolveUpstreams, upstreamsOf, type ResolvedUpstream } from './upstreams.js';
+import { NetChangeDetector, upstreamChanges, type NetClocks, type NetDecision, type NetEventRecord, type UpstreamChange, type UpstreamPath } from './net-change.js';
 import { appCgroups, journalApps, nftRuleset } from './apps.js';
 import { createCgroups, loadNft, tearDownApps } from './cgroup.js';
 import { manageDevice, networkManagerRunning, unmanageDevice, type NmOptions } from './network-manager.js';
 
-/** Watches the routing table; calls back on any change not made by tunroute. Returns a stop function. */
-export type RouteWatcher = (onChange: () => void) => () => void;
+/**
+ * Watches the network; calls back with each line `ip monitor` prints (undefined: "something
+ * changed", from watchers that cannot say what). Returns a stop function.
+ */
+export type RouteWatcher = (onChange: (line?: string) => void) => () => void;
 
 export interface RouteManagerOptions {
   config: Config;
@@ -41,10 +45,25 @@ export interface RouteManagerOptions {
   watchdog?: boolean;
   /** Follow default-route changes (default: `ip -4 monitor route`; false: do not). */
   watchRoutes?: RouteWatcher | false;
-  /** Wait this long after a route change before re-reading the host (default 300 ms). */
+  /** Wait this long after a network change before re-reading the host (default 200 ms). */
   followDebounceMs?: number;
   /** How nmcli is found (tests); false: leave NetworkManager alone (the lab's namespaces). */
   networkManager?: NmOptions | false;
+  /**
+   * Called after a network change moved an upstream (its path changed: connections through it
+   * are dead) or gave its name another address (`config` then connects there).
+   */
+  onUpstreams?: (changes: readonly UpstreamChange[], config: Config) => void;
+  /**
+   * Called after a change that asks for names to be resolved again (a link came up, an address
+   * appeared, a resume), for what the manager does not resolve itself: WireGuard endpoints,
+   * which are pinned before the plan is made (config/tunnels.ts). It may call reconfigure.
+   */
+  onResolveAgain?: () => Promise<void>;
+  /** The clocks whose gap tells a resume from suspend (default: performance.now and Date.now). */
+  clocks?: NetClocks;
+  /** How often to compare the clocks (default 1 s; 0: never). */
+  resumeCheckMs?: number;
   /**
    * The user `up` will carry packets as once started (src/privileges.ts): the device's dir of
    * the state dir is handed to it, and the watchdog and the route monitor run as it from the start.
@@ -60,20 +79,24 @@ export interface RunAs {
 }
 
 /**
- * `ip -4 monitor route`, ignoring tunroute's own changes (proto 211). It runs under a tiny
+ * `ip -4 -o monitor link address route`, one line per change (net-change.ts reads them and
+ * ignores tunroute's own, proto 211). It runs under a tiny
  * shell that holds a pipe from us: when tunroute exits in any way (kill -9 included) the pipe
  * closes and the shell stops the monitor, so it never outlives tunroute.
  */
 export function ipMonitorWatcher(netns?: string, runAs?: RunAs): RouteWatcher {
   return (onChange) => {
-    const args = [...(netns === undefined ? [] : ['-n', netns]), '-4', 'monitor', 'route'];
+    const args = [...(netns === undefined ? [] : ['-n', netns]), '-4', '-o', 'monitor', 'link', 'address', 'route'];
     // Listening needs no privilege: with runAs, the monitor never runs as root.
     const ids = runAs === undefined ? {} : { uid: runAs.uid, gid: runAs.gid };
     const child = spawn('sh', ['-c', 'ip "$@" & m=$!; cat >/dev/null; kill $m', 'tunroute-monitor', ...args], { stdio: ['pipe', 'pipe', 'ignore'], ...ids });
     child.on('error', () => undefined);
     child.stdin.on('error', () => undefined);
+    let partial = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      if (d.split('\n').some((l) => l.trim() !== '' && !l.includes('proto 211'))) onChange();
+      const lines = (partial + d).split('\n');
+      partial = lines.pop() ?? '';
+      for (const l of lines) if (l.trim() !== '' && !l.includes('proto 211')) onChange(l);
     });
     child.unref();
     for (const s of [child.stdin, child.stdout]) (s as unknown as { unref?: () => void }).unref?.();
@@ -98,6 +121,15 @@ export class RouteManager {
   private stopWatching: (() => void) | undefined;
   private followTimer: NodeJS.Timeout | undefined;
   private following: Promise<void> = Promise.resolve();
+  /** A change asked for the upstream names to be resolved again at the next follow. */
+  private reresolve = false;
+  private readonly detector: NetChangeDetector;
+  private resumeTicker: NodeJS.Timeout | undefined;
+  /** Where the kernel sent tunroute's own traffic to each upstream at the last look. */
+  private paths: UpstreamPath[] = [];
+  private config_: Config;
+  /** The config as given (names not pinned); a reload replaces it. */
+  private source: Config;
   private stopping: Promise<void> | undefined;
   /** Changes a dead tunroute left in place that this plan has too (see prepare). */
   private adopted: Change[] = [];
@@ -106,14 +138,31 @@ export class RouteManager {
     private readonly opts: RouteManagerOptions,
     private readonly host: HostProbe,
     private readonly runner: IpRunner,
-    /** The config with upstream host names pinned to the addresses kept out of the tunnel. */
-    readonly config: Config,
+    config: Config,
     plan: RoutePlan,
     env: RouteEnv,
     readonly journalFile: string,
   ) {
     this.plan_ = plan;
     this.env = env;
+    this.config_ = config;
+    this.source = opts.config;
+    this.detector = new NetChangeDetector({ ownDev: plan.dev }, opts.clocks ?? { mono: () => performance.now(), wall: () => Date.now() });
+  }
+
+  /** The config with upstream host names pinned to the addresses kept out of the tunnel (follows a name's new address). */
+  get config(): Config {
+    return this.config_;
+  }
+
+  /** The last network events, oldest first (for `status`). */
+  networkEvents(): NetEventRecord[] {
+    return this.detector.events();
+  }
+
+  /** Put a note (a reload, a tunnel endpoint's new address) among the network events. */
+  noteEvent(kind: 'reload' | 'upstream', detail: string): void {
+    this.detector.note({ kind, detail });
   }
 
   get plan(): RoutePlan {
@@ -199,7 +248,7 @@ export class RouteManager {
     if (this.adopted.length > 0) replaceJournal(this.journalFile, this.journal);
     else createJournal(this.journalFile, this.journal);
     const t1 = performance.now();
-    if (this.opts.watchdog ?? this.opts.config.routes.watchdog) this.startWatchdog();
+    if (this.opts.watchdog ?? this.source.routes.watchdog) this.startWatchdog();
     await this.unmanage();
     const adoptedKeys = new Set(this.adopted.map(changeKey));
     try {
@@ -244,9 +293,15 @@ export class RouteManager {
       },
       'routes applied',
     );
-    if (plan.mode !== 'none' && this.opts.config.routes.lan === 'auto' && this.opts.watchRoutes !== false) {
+    if (plan.mode !== 'none' && this.opts.watchRoutes !== false) {
+      this.paths = await this.upstreamPaths(this.env.upstreams);
       const watch = this.opts.watchRoutes ?? ipMonitorWatcher(undefined, this.opts.runAs);
-      this.stopWatching = watch(() => this.scheduleFollow());
+      this.stopWatching = watch((line) => this.scheduleFollow(this.detector.line(line)));
+      const every = this.opts.resumeCheckMs ?? 1000;
+      if (every > 0) {
+        this.resumeTicker = setInterval(() => this.scheduleFollow(this.detector.tick()), every);
+        this.resumeTicker.unref();
+      }
     }
   }
 
@@ -268,6 +323,10 @@ export class RouteManager {
     await unmanageDevice(dev, this.opts.log, nm);
   }
 
+  private upstreamPaths(upstreams: readonly ResolvedUpstream[]): Promise<UpstreamPath[]> {
+    return Promise.all(upstreams.flatMap((u) => u.addrs.map(async (a) => ({ upstream: u.name, addr: a, route: await this.host.routeGet(a) }))));
+  }
+
   /** Add the adopted changes again where they went missing meanwhile ("File exists" = still there). */
   private async ensureAdopted(): Promise<void> {
     for (const b of batchesOf(this.adopted)) {
@@ -283,60 +342,138 @@ export class RouteManager {
     }
   }
 
-  private scheduleFollow(): void {
-    if (this.stopping) return;
+  private scheduleFollow(d: NetDecision): void {
+    if (this.stopping || !d.resync) return;
+    if (d.reresolve) this.reresolve = true;
+    this.opts.log.debug({ event: d.event }, 'network event');
     if (this.followTimer) clearTimeout(this.followTimer);
     this.followTimer = setTimeout(() => {
       this.followTimer = undefined;
-      this.following = this.following.then(async () => void (await this.follow())).catch((e: unknown) => this.opts.log.error({ err: e }, 'following the default route failed'));
-    }, this.opts.followDebounceMs ?? 300);
+      this.following = this.following.then(async () => void (await this.follow())).catch((e: unknown) => this.opts.log.error({ err: e }, 'following the network failed'));
+    }, this.opts.followDebounceMs ?? 200);
     this.followTimer.unref();
   }
 
   /** Route changes after start: plans re-applied on a new default route, and the changes they made (for /metrics). */
   readonly followStats = { replans: 0, added: 0, removed: 0 };
 
-  /** Re-read the network; if the default route or LAN changed, apply the difference. */
+  /**
+   * Re-read the network (and, after a link came up, an address appeared or a resume, the
+   * upstreams' names); if the default route, the LAN or an upstream address changed, apply the
+   * difference, journal first. Then tell the owner which upstreams moved or were readdressed.
+   * Undefined when no route changed.
+   */
   async follow(): Promise<{ added: number; removed: number } | undefined> {
     if (this.stopping || this.journal === undefined) return undefined;
     const { log } = this.opts;
+    const reresolve = this.reresolve;
+    this.reresolve = false;
     const network = await this.host.network();
-    if (sameNetwork(network, this.env.network)) return undefined;
-    const env: RouteEnv = { ...this.env, network };
-    const next = planRoutes(this.opts.config, env);
+    const old = this.env;
+    let upstreams = old.upstreams;
+    const refs = upstreamsOf(this.source);
+    if (reresolve && refs.some((r) => r.hostKind === 'name')) {
+      try {
+        upstreams = await resolveUpstreams(refs, this.host.resolve);
+      } catch (e) {
+        log.warn({ err: e }, 'resolving the upstream names again failed: tunroute keeps the addresses it had');
+      }
+    }
+    const sameUpstreams = JSON.stringify(upstreams) === JSON.stringify(old.upstreams);
+    let result: { added: number; removed: number } | undefined;
+    if (!sameNetwork(network, old.network) || !sameUpstreams) {
+      const env: RouteEnv = { ...old, network, upstreams };
+      result = await this.applyDifference(planRoutes(this.source, env), env);
+    }
+    const paths = await this.upstreamPaths(upstreams);
+    const byName = (us: readonly ResolvedUpstream[]): Map<string, readonly string[]> => new Map(us.map((u) => [u.name, u.addrs]));
+    const moved = upstreamChanges({ addrs: byName(old.upstreams), paths: this.paths }, { addrs: byName(upstreams), paths });
+    this.paths = paths;
+    if (result !== undefined) {
+      const dr = network.defaultRoute;
+      const what = sameNetwork(network, old.network)
+        ? 'upstream addresses changed: their bypass routes follow'
+        : `default route changed (now ${dr === undefined ? 'none' : `via ${dr.via ?? '-'} dev ${dr.dev}`}): LAN bypass updated; upstream bypass follows the main table`;
+      log.info(
+        {
+          defaultRoute: dr ?? null,
+          was: old.network.defaultRoute ?? null,
+          lan: network.lan,
+          added: result.added,
+          removed: result.removed,
+          upstreams: paths.map((p) => ({ upstream: p.upstream, addr: p.addr, path: p.route })),
+        },
+        what,
+      );
+    }
+    if (reresolve && this.opts.onResolveAgain !== undefined) {
+      // Not awaited: it may reconfigure, which waits for this follow to end.
+      const again = this.opts.onResolveAgain;
+      void Promise.resolve()
+        .then(again)
+        .catch((e: unknown) => log.warn({ err: e }, 'resolving the tunnel endpoints again failed: the tunnels keep the addresses they had'));
+    }
+    if (moved.length > 0) {
+      if (moved.some((m) => m.readdressed)) this.config_ = pinUpstreams(this.source, refs, upstreams);
+      for (const m of moved) {
+        const addr = upstreams.find((u) => u.name === m.upstream)?.addrs[0] ?? '?';
+        const route = paths.find((p) => p.upstream === m.upstream && p.addr === addr)?.route ?? '?';
+        const detail = m.readdressed ? `${m.upstream} is now ${addr}` : `${m.upstream} (${addr}) now reached by ${route}`;
+        this.detector.note({ kind: 'upstream', detail });
+        log.info({ upstream: m.upstream, addr, route, readdressed: m.readdressed, moved: m.moved }, `upstream ${detail}: its open connections are reset, new ones go there`);
+      }
+      this.opts.onUpstreams?.(moved, this.config_);
+    }
+    return result;
+  }
+
+  /** Go from the applied plan to `next`: journal first (the union while both may exist), add, remove, journal. */
+  private async applyDifference(next: RoutePlan, env: RouteEnv): Promise<{ added: number; removed: number }> {
+    const journal = this.journal!;
     const have = new Set(this.changes.map(changeKey));
     const want = new Set(next.changes.map(changeKey));
     const added = next.changes.filter((c) => !have.has(changeKey(c)));
     const removed = this.changes.filter((c) => !want.has(changeKey(c)));
-    // Journal first: it lists the union while both old and new routes may exist.
-    replaceJournal(this.journalFile, { ...this.journal, changes: [...this.changes, ...added], explain: next.explain });
-    if (added.length > 0) await applyOps(added, next.dev, this.runner, log);
-    if (removed.length > 0) await removeChanges(invert(removed), this.runner, log);
+    replaceJournal(this.journalFile, { ...journal, changes: [...this.changes, ...added], explain: next.explain });
+    if (added.length > 0) await applyOps(added, next.dev, this.runner, this.opts.log);
+    if (removed.length > 0) await removeChanges(invert(removed), this.runner, this.opts.log);
     this.changes = next.changes.slice();
-    this.journal = { ...this.journal, changes: this.changes, explain: next.explain };
+    this.journal = { ...journal, changes: this.changes, explain: next.explain };
     replaceJournal(this.journalFile, this.journal);
-    const old = this.env.network;
     this.env = env;
     this.plan_ = next;
     this.followStats.replans++;
     this.followStats.added += added.length;
     this.followStats.removed += removed.length;
-    const upstreams = await Promise.all(
-      env.upstreams.flatMap((u) => u.addrs.map(async (a) => ({ upstream: u.name, addr: a, path: await this.host.routeGet(a) }))),
-    );
-    const dr = network.defaultRoute;
-    log.info(
-      {
-        defaultRoute: dr ?? null,
-        was: old.defaultRoute ?? null,
-        lan: network.lan,
-        added: added.length,
-        removed: removed.length,
-        upstreams,
-      },
-      `default route changed (now ${dr === undefined ? 'none' : `via ${dr.via ?? '-'} dev ${dr.dev}`}): LAN bypass updated; upstream bypass follows the main table`,
-    );
     return { added: added.length, removed: removed.length };
+  }
+
+  /**
+   * A reload: plan the new config against the host as it is now (its upstream names resolved
+   * again, its CIDR files taken from `files` when the caller read them, as `tunroute reload`
+   * does as root) and apply the difference. Nothing changes when planning fails. Returns the
+   * config with upstream names pinned, for the outbounds.
+   */
+  async reconfigure(config: Config, files?: ReadonlyMap<string, string>): Promise<{ config: Config; added: number; removed: number }> {
+    if (this.stopping || this.journal === undefined) throw new TunrouteError('TR_ROUTE_APPLY', 'tunroute is stopping: there is nothing to reload.');
+    const host: HostProbe = files === undefined ? this.host : { ...this.host, readFile: (path, field) => (files.has(path) ? Promise.resolve(files.get(path)!) : this.host.readFile(path, field)) };
+    const env = await probeRouteEnv(config, host);
+    const next = planRoutes(config, env);
+    if (next.dev !== this.plan_.dev || next.table !== this.plan_.table) {
+      throw new TunrouteError('TR_BAD_CONFIG', `The new config moves the routes to ${next.dev === this.plan_.dev ? `table ${String(next.table)}` : `device ${next.dev}`}, which only a restart applies; the running config stays.`);
+    }
+    const pinned = pinUpstreams(config, upstreamsOf(config), env.upstreams);
+    // Serialised with the network follower: one change of the routes at a time.
+    const run = this.following.then(() => this.applyDifference(next, env));
+    this.following = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    const r = await run;
+    this.source = config;
+    this.config_ = pinned;
+    this.paths = await this.upstreamPaths(env.upstreams);
+    return { config: pinned, ...r };
   }
 
   private startWatchdog(): void {
@@ -346,7 +483,7 @@ export class RouteManager {
       return;
     }
     const daemon = String(process.pid);
-    const level = this.opts.config.log.level;
+    const level = this.source.log.level;
     // The native helper (native/watchdog.c) only waits, at ~1 MB instead of a second idle
     // Node.js at ~44 MB; when tunroute is gone and left its journal, it execs the Node watchdog
     // with --now, so the undoing is written once. Without the helper, the Node watchdog waits.
@@ -397,6 +534,7 @@ export class RouteManager {
     this.stopping ??= (async () => {
       this.stopWatching?.();
       if (this.followTimer) clearTimeout(this.followTimer);
+      if (this.resumeTicker) clearInterval(this.resumeTicker);
       await this.following.catch(() => undefined);
       if (this.journal !== undefined) {
         const t0 = performance.now();

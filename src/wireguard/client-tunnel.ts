@@ -25,6 +25,7 @@ import { VNET_GSO_ECN, VNET_GSO_TCPV4, VNET_HDR_LEN, writeVnetNone } from '../wi
 import { DEVICE_DROP_REASONS, type DeviceDropReason } from './device.js';
 import type { RandomSource } from './keys.js';
 import { clampMss } from './mss.js';
+import type { Endpoint } from './endpoint.js';
 import { natInbound, natOutbound } from './nat.js';
 import { undoOffloads } from './offload.js';
 import { TcpCoalescer, type GroStats } from './gro.js';
@@ -173,6 +174,11 @@ export class WireguardTunnel {
   /** The UDP port the tunnel listens on. */
   get listenPort(): number {
     return this.runtime.port;
+  }
+
+  /** See TunnelRuntime.setEndpoint. */
+  setPeerEndpoint(publicKey: string, endpoint: Endpoint): boolean {
+    return this.runtime.setEndpoint(publicKey, endpoint);
   }
 
   /** Bring the peers up: those with a persistent keepalive start their handshake now. */

@@ -194,6 +194,18 @@ export class TunnelRuntime {
     this.packetHandler = handler;
   }
 
+  /**
+   * Send to a peer at another endpoint from now on (its configured name resolved elsewhere after
+   * a network change). The peer's next authenticated datagram may move it again (roaming).
+   * False if no peer has this public key (base64).
+   */
+  setEndpoint(publicKey: string, endpoint: Endpoint): boolean {
+    const entry = this.peers.find((p) => p.publicKey === publicKey);
+    if (entry === undefined) return false;
+    entry.peer.endpoint = endpoint;
+    return true;
+  }
+
   /** Bring the peers up: those with a persistent keepalive start their handshake now. */
   start(): void {
     const now = this.clock.now();

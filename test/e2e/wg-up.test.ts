@@ -11,7 +11,7 @@
  * wireguard-go over the same veth for comparison), UDP (DNS and an iperf3 -u run), a wrong key
  * (nothing passes, nothing crashes), and one `up` with both --proxy and --tunnel.
  */
-import { writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, labBytesSha256, startDante, startDnsmasq, startHttpServer, startIperf3, startWireguardGo, type Namespace } from '../../tools/lab/index.js';
@@ -52,7 +52,7 @@ describe.skipIf(!run)('tunroute up --tunnel with wireguard-go (lab)', () => {
   const cKey = generatePrivateKey();
   const figures: Record<string, number> = {};
 
-  function wgConf(name: string, opts: { serverKey?: Uint8Array; keepalive?: boolean } = {}): string {
+  function wgConf(name: string, opts: { serverKey?: Uint8Array; keepalive?: boolean; endpoint?: string } = {}): string {
     const file = join(lab.tmpDir, `${name}.conf`);
     writeFileSync(
       file,
@@ -64,7 +64,7 @@ describe.skipIf(!run)('tunroute up --tunnel with wireguard-go (lab)', () => {
         '',
         '[Peer]',
         `PublicKey = ${formatKey(publicKeyOf(opts.serverKey ?? sKey))}`,
-        `Endpoint = ${S_VETH}:51820`,
+        `Endpoint = ${opts.endpoint ?? S_VETH}:51820`,
         'AllowedIPs = 10.8.0.0/16, fd00:8::/64',
         ...(opts.keepalive === false ? [] : ['PersistentKeepalive = 25']),
         '',
@@ -173,6 +173,34 @@ describe.skipIf(!run)('tunroute up --tunnel with wireguard-go (lab)', () => {
     expect(wg.rxPackets).toBe(0);
     expect(wg.peers[0].counters.initiationsSent).toBeGreaterThanOrEqual(1);
     expect(wg.peers[0].counters.handshakesCompleted).toBe(0);
+  });
+
+  it('an endpoint given by name is resolved again after a network change, and the tunnel follows it (issue 14)', async () => {
+    const etc = lab.etcOverlayDir(c); // removed by lab.destroy()
+    mkdirSync(etc, { recursive: true });
+    const hosts = join(etc, 'hosts');
+    // At first the name points where no peer answers (a network whose DNS told something else).
+    writeFileSync(hosts, '127.0.0.1 localhost\n10.99.0.3 wg.lab\n');
+    const up = await startTunrouteIn(c, ['--tunnel', wgConf('named', { endpoint: 'wg.lab' })], 'tunroute-named');
+    const cIf = (await c.sh(`ip -o -4 addr show | awk '/ ${C_VETH}\\// {print $2}'`)).stdout.trim();
+    try {
+      const ping = await c.exec(['ping', '-c', '1', '-W', '1', S_TUN], { allowFail: true });
+      expect(ping.code).not.toBe(0);
+      writeFileSync(hosts, `127.0.0.1 localhost\n${S_VETH} wg.lab\n`);
+      // A new address on the uplink (a new network): tunroute asks for the name again.
+      await c.exec(['ip', 'addr', 'add', '10.99.0.5/24', 'dev', cIf]);
+      await up.waitForLine(/its endpoint name now resolves to 10\.99\.0\.2:51820/, 15_000);
+      const t0 = performance.now();
+      for (let i = 0; i < 30; i++) {
+        if ((await c.exec(['ping', '-c', '1', '-W', '1', S_TUN], { allowFail: true })).code === 0) break;
+      }
+      console.log(`[e2e/wg-up] tunnel working ${Math.round(performance.now() - t0)} ms after the endpoint was followed (the next handshake attempt; WireGuard retries every 5 s)`);
+      expect((await c.exec(['ping', '-c', '1', '-W', '2', S_TUN], { allowFail: true })).code).toBe(0);
+      expect((await c.exec(['ip', 'route', 'get', S_VETH])).stdout).not.toContain('tun0');
+    } finally {
+      await c.exec(['ip', 'addr', 'del', '10.99.0.5/24', 'dev', cIf], { allowFail: true });
+      expect(await up.stop('SIGTERM', 10_000)).toEqual({ code: 0, signal: null });
+    }
   });
 
   it('one up with --proxy and --tunnel: 10.8.0.0/16 through the tunnel, 10.66.1.0/24 through SOCKS5', async () => {

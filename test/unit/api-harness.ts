@@ -53,7 +53,7 @@ export function fakeDaemon(): FakeDaemon {
           plan: { prefixes: [1, 2, 3] },
           stats: () => ({
             packets: { rxPackets: 7, tcpPackets: 5, udpPackets: 2, icmpEchoReplied: 0, icmpEchoDropped: 0, fragments: 0, dropped: 0, drops: { ...d.drops } },
-            tcp: { flowsOpen: d.tcp.length, flowsTotal: 9, refusedLimit: 0, refusedNoName: 0, upstreamErrors: newOutboundStats().tcpFailures, bytesUp: d.bytes.up, bytesDown: d.bytes.down },
+            tcp: { flowsOpen: d.tcp.length, flowsTotal: 9, refusedLimit: 0, refusedMemory: 0, refusedFds: 0, refusedUid: 0, refusedNoName: 0, upstreamErrors: newOutboundStats().tcpFailures, bytesUp: d.bytes.up, bytesDown: d.bytes.down },
             outbounds: outboundStats,
           }),
           flows: () => d.tcp,

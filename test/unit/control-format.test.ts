@@ -131,6 +131,15 @@ describe('formatStatus', () => {
     expect(formatStatus(snapshot())).not.toContain('tunnel');
   });
 
+  it('lists the last network events, time of day first, at most eight', () => {
+    const s = snapshot();
+    s.network = Array.from({ length: 10 }, (_, i) => ({ at: `2026-12-02T01:0${i}:00.000Z`, kind: i === 9 ? 'upstream' : 'link-down', ...(i === 9 ? {} : { dev: 'wlan0' }), detail: i === 9 ? 'proxy is now 10.0.0.9' : 'down' }));
+    const lines = formatStatus(s).split('\n').filter((l) => l.startsWith('network'));
+    expect(lines).toHaveLength(8);
+    expect(lines[0]).toBe('network   01:02:00  link-down wlan0  down');
+    expect(lines[7]).toBe('network   01:09:00  upstream  proxy is now 10.0.0.9');
+  });
+
   it('keeps reasons a newer daemon counts', () => {
     const s = snapshot();
     (s.packets.drops as Record<string, number>).udp_fragment = 5;

@@ -33,8 +33,8 @@ describe('parseRequest', () => {
     ['null', 'null', /^a request is one JSON object per line/],
     ['no version', '{"cmd":"status"}', /^the request has no "v"/],
     ['another version', '{"v":2,"cmd":"status"}', /^protocol version 2 is not supported: this daemon speaks v1$/],
-    ['no command', '{"v":1}', /^the request has no "cmd": use one of status, flows, ping, fakeip$/],
-    ['an unknown command', '{"v":1,"cmd":"stats"}', /^unknown command "stats": use one of status, flows, ping, fakeip$/],
+    ['no command', '{"v":1}', /^the request has no "cmd": use one of status, flows, ping, probe, fakeip, source, reload$/],
+    ['an unknown command', '{"v":1,"cmd":"stats"}', /^unknown command "stats": use one of status, flows, ping, probe, fakeip, source, reload$/],
     ['a command of the wrong type', '{"v":1,"cmd":{"x":1}}', /^unknown command \{"x":1\}/],
   ])('refuses %s with a sentence', (_name, line, message) => {
     const r = parseRequest(line);

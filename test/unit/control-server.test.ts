@@ -14,7 +14,7 @@ import { startControlServer, statusSnapshotOf, type ControlServer } from '../../
 import { emptyLinkStats } from '../../src/link/link.js';
 import { silentLogger } from '../../src/logger.js';
 import { newOutboundStats } from '../../src/outbound/outbound.js';
-import { isTunrouteError } from '../../src/errors.js';
+import { isTunrouteError, TunrouteError } from '../../src/errors.js';
 import { newDropCounters } from '../../src/wire/drop.js';
 
 // Every chmod by path is recorded: the socket must be created with its mode, never chmod-ed
@@ -187,6 +187,36 @@ describe('control server and client', () => {
     await c.closed;
     expect(await c.lines()).toEqual([]);
     expect(await queryControl(sockPath, 'ping')).toEqual({ pid: process.pid });
+  });
+
+  it('reload: the config and files reach the daemon; its answer, or its refusal in one sentence, reaches the client, in order with other requests', async () => {
+    const got: Array<{ config: Record<string, unknown>; files: Record<string, string> }> = [];
+    await start({
+      source: () => ({ file: '/etc/tunroute/t.yaml', flags: { proxy: 'socks5://10.0.0.1:1080' }, cwd: '/' }),
+      reload: async (config, files) => {
+        got.push({ config, files: Object.fromEntries(files) });
+        await new Promise((r) => setTimeout(r, 20));
+        if (config.bad === true) throw new TunrouteError('TR_BAD_CONFIG', 'Reload refused: the new config changes "tun", which only a restart applies.');
+        return { summary: 'reloaded: routes +1 -0' };
+      },
+    });
+    expect(await queryControl(sockPath, 'source')).toEqual({ file: '/etc/tunroute/t.yaml', flags: { proxy: 'socks5://10.0.0.1:1080' }, cwd: '/' });
+    const ok = await queryControl(sockPath, 'reload', { payload: { config: { routes: { include: ['10.0.0.0/8'] } }, files: { 'list.txt': '10.1.0.0/16\n' } } });
+    expect(ok).toEqual({ summary: 'reloaded: routes +1 -0' });
+    expect(got[0]).toEqual({ config: { routes: { include: ['10.0.0.0/8'] } }, files: { 'list.txt': '10.1.0.0/16\n' } });
+    await expect(queryControl(sockPath, 'reload', { payload: { config: { bad: true } } })).rejects.toThrow(/refused "reload": Reload refused: the new config changes "tun", which only a restart applies\.$/);
+    // Pipelined: the reply to the slow reload comes before the ping's.
+    const c = rawClient(sockPath);
+    c.sock.write('{"v":1,"cmd":"reload","config":{}}\n{"v":1,"cmd":"ping"}\n');
+    const [first, second] = await c.next(2);
+    expect(JSON.parse(first)).toMatchObject({ ok: true, data: { summary: 'reloaded: routes +1 -0' } });
+    expect(JSON.parse(second)).toMatchObject({ ok: true, data: { pid: process.pid } });
+    c.sock.destroy();
+  });
+
+  it('a daemon without reload (tunroute server) says so', async () => {
+    await start();
+    await expect(queryControl(sockPath, 'reload', { payload: { config: {} } })).rejects.toThrow(/does not take "reload" \(only tunroute up does\)/);
   });
 
   it('stops reading requests while a client does not read its replies', async () => {

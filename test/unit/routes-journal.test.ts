@@ -377,6 +377,71 @@ describe('RouteManager', () => {
   });
 });
 
+describe('following the network (issue 14)', () => {
+  function manager(host: FakeHost, r: RecordingRunner, seen: Array<{ upstream: string; readdressed: boolean; moved: boolean; host: string | undefined }>) {
+    let fire: (line?: string) => void = () => undefined;
+    const m = RouteManager.prepare({
+      config: config({ proxy: 'socks5://proxy.example:1080' }),
+      log: silentLogger(),
+      runner: r,
+      host,
+      watchRoutes: (cb) => {
+        fire = cb;
+        return () => undefined;
+      },
+      followDebounceMs: 1,
+      resumeCheckMs: 0,
+      onUpstreams: (changes, pinned) => {
+        for (const c of changes) seen.push({ ...c, host: pinned.proxy?.host });
+      },
+    });
+    return { m, fire: (line?: string) => fire(line) };
+  }
+
+  it('a link that comes up makes a proxy name resolve again: its new address is kept out of the tunnel instead, journal first, and the outbound is told', async () => {
+    const host = new FakeHost();
+    const r = new RecordingRunner();
+    const seen: Array<{ upstream: string; readdressed: boolean; moved: boolean; host: string | undefined }> = [];
+    const { m: pending, fire } = manager(host, r, seen);
+    const m = await pending;
+    await m.apply();
+    expect(m.config.proxy?.host).toBe('203.0.113.5');
+    host.resolve = async () => ['203.0.113.77'];
+    // A route change alone does not resolve again (nothing moved: no call, no change).
+    expect(await m.follow()).toBeUndefined();
+    fire('3: wlan0@if2: <BROADCAST,MULTICAST> mtu 1500 state DOWN');
+    fire('3: wlan0@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 state UP');
+    await waitUntil(() => seen.length > 0);
+    expect(seen).toEqual([{ upstream: 'proxy', readdressed: true, moved: false, host: '203.0.113.77' }]);
+    expect(m.config.proxy?.host).toBe('203.0.113.77');
+    expect(m.plan.direct.map((d) => d.cidr)).toContain('203.0.113.77/32');
+    expect(m.plan.direct.map((d) => d.cidr)).not.toContain('203.0.113.5/32');
+    expect(readJournal(journalPath(dir, 'tun0'))!.changes).toEqual(m.plan.changes);
+    expect(m.networkEvents().map((e) => e.kind)).toEqual(['link-down', 'link-up', 'upstream']);
+    await m.stop();
+  });
+
+  it("an upstream whose source address changed is reported moved (its connections are dead); tunroute's own device is ignored", async () => {
+    const host = new FakeHost();
+    const r = new RecordingRunner();
+    const seen: Array<{ upstream: string; readdressed: boolean; moved: boolean; host: string | undefined }> = [];
+    const { m: pending, fire } = manager(host, r, seen);
+    const m = await pending;
+    await m.apply();
+    fire('5: tun0    inet 198.18.0.1/15 scope global tun0');
+    expect(m.networkEvents()).toEqual([]);
+    host.routeGet = async (addr: string) => `${addr} via 10.20.0.1 dev wlan0 src 10.20.0.9`;
+    fire('default via 10.20.0.1 dev wlan0');
+    await waitUntil(() => seen.length > 0);
+    expect(seen).toEqual([{ upstream: 'proxy', readdressed: false, moved: true, host: '203.0.113.5' }]);
+    await m.stop();
+  });
+});
+
+async function waitUntil(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !ok(); i++) await new Promise((res) => setTimeout(res, 10));
+}
+
 describe('removeChanges', () => {
   it('deletes nothing when nothing is listed', async () => {
     const r = new RecordingRunner();

@@ -187,6 +187,25 @@ describe('TCP relay over an in-memory link', () => {
   });
 });
 
+describe('TcpRelay.resetWhere (a path that died, an outbound a reload changed)', () => {
+  it('resets the flows picked (the app sees a reset, not a hang) and keeps the others', async () => {
+    const port = await echoServer();
+    const r = rig(() => port);
+    rigs.push(r);
+    const closed = new Map<number, string>();
+    const open = (dstPort: number) =>
+      new Promise<void>((resolve) => appConnect(r, dstPort, { onEstablished: () => resolve(), onClosed: (why: CloseReason) => void closed.set(dstPort, why) }));
+    await Promise.all([open(7), open(8)]);
+    // Wait until both flows have their upstream socket (then they carry bytes).
+    for (let i = 0; i < 100 && r.relay.flowInfo().some((f) => f.state !== 'ESTABLISHED'); i++) await new Promise((res) => setTimeout(res, 10));
+    expect(r.relay.resetWhere((f) => f.dstPort === 7 && f.outbound.name === 'loop' && f.protocol === 6)).toBe(1);
+    for (let i = 0; i < 100 && !closed.has(7); i++) await new Promise((res) => setTimeout(res, 10));
+    expect(closed.get(7)).toBe('reset');
+    expect(closed.has(8)).toBe(false);
+    expect(r.relay.stats.flowsOpen).toBe(1);
+  });
+});
+
 describe('TcpRelay limits', () => {
   function refusedSecond(r: Rig): Promise<string> {
     return new Promise<void>((resolve) => appConnect(r, 7, { onEstablished: () => resolve() })).then(
