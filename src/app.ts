@@ -181,10 +181,6 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
   const log = deps.logger ?? createLogger(config.log.level, config.log.format);
   const runner = deps.ipRunner ?? ipBatchRunner;
   const clock = deps.clock ?? monotonicClock;
-  // Descriptors before anything opens one: the flow limits follow from them.
-  const nofile = (deps.raiseNofile ?? raiseNofile)();
-  const limits = deriveFlowLimits({ nofile: nofile?.soft, tcpMaxFlows: config.tcp.maxFlows, udpMaxFlows: config.udp.maxFlows, perUidFlows: config.tcp.perUidFlows });
-  log.info(flowLimitsFields(limits, nofile, config.tcp.memoryBytes), flowLimitsMessage(limits, nofile, config.tcp.maxFlows, config.udp.maxFlows, config.tcp.memoryBytes));
   // Tunnels first: their AllowedIPs become routes and rules, their endpoints stay out of the
   // device (resolved and pinned now), before anything is planned (see config/tunnels.ts).
   const original = config;
@@ -232,6 +228,11 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     dnsSetup?.close();
     throw e;
   });
+  // Descriptors before the flows open any: the flow limits follow from them. (After the device:
+  // its errors — not root, no /dev/net/tun — are the ones a user needs to see first.)
+  const nofile = (deps.raiseNofile ?? raiseNofile)();
+  const limits = deriveFlowLimits({ nofile: nofile?.soft, tcpMaxFlows: config.tcp.maxFlows, udpMaxFlows: config.udp.maxFlows, perUidFlows: config.tcp.perUidFlows });
+  log.info(flowLimitsFields(limits, nofile, config.tcp.memoryBytes), flowLimitsMessage(limits, nofile, config.tcp.maxFlows, config.udp.maxFlows, config.tcp.memoryBytes));
   let tunnels = new Map<string, WireguardTunnel>();
   try {
     tunnels = await openWireguardTunnels(tunnelSpecsOf(config), { link, clock, logger: log, deviceAddress: config.tun.address.addr });

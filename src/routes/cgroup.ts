@@ -4,7 +4,7 @@
  * journal; `down`, the watchdog and `up`'s own stop undo it from what the journal lists.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
+import { lchownSync, mkdirSync, readdirSync, readFileSync, rmdirSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Logger } from '../logger.js';
 import { APPS_CGROUP_RE, APPS_NFT_TABLE_RE, type AppsEnv, type JournalApps } from './apps.js';
@@ -60,12 +60,25 @@ export async function probeApps(stateDir: string): Promise<{ env: AppsEnv } | { 
 }
 
 /** Create the cgroups (an existing one, left by a dead tunroute, is taken as it is). */
-export function createCgroups(paths: readonly string[]): void {
+export function createCgroups(paths: readonly string[], owner?: { uid: number; gid: number }): void {
   for (const p of paths) {
     try {
       mkdirSync(p, { mode: 0o755 });
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    // Delegated (cgroup v2's own way: the dir and its control files) to the user `up` runs as
+    // once it gave up root, so that its stop can remove them. Only the subtree's top stays
+    // root's to remove (its parent is the cgroup root): the next `up` reuses it.
+    if (owner !== undefined) {
+      lchownSync(p, owner.uid, owner.gid);
+      for (const f of ['cgroup.procs', 'cgroup.threads', 'cgroup.subtree_control']) {
+        try {
+          lchownSync(`${p}/${f}`, owner.uid, owner.gid);
+        } catch {
+          // not every kernel has every file
+        }
+      }
     }
   }
 }
@@ -91,7 +104,8 @@ export function removeCgroups(paths: readonly string[]): string[] {
       rmdirSync(p);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code !== 'ENOENT') busy.push(p);
+      // EACCES: the subtree's top, which a tunroute that gave up root may not remove (see createCgroups).
+      if (code !== 'ENOENT' && code !== 'EACCES' && code !== 'EPERM') busy.push(p);
     }
   }
   return busy;

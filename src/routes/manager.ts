@@ -255,7 +255,7 @@ export class RouteManager {
       if (this.adopted.length > 0) await this.ensureAdopted();
       if (plan.apps !== undefined) {
         // cgroups first: nft resolves each cgroup path when it loads the rule.
-        createCgroups(appCgroups(plan.apps));
+        createCgroups(appCgroups(plan.apps), this.opts.runAs === undefined ? undefined : { uid: this.opts.runAs.uid, gid: this.opts.runAs.gid });
         const nft = await loadNft(nftRuleset(plan.apps));
         if (!nft.ok) {
           throw new TunrouteError('TR_ROUTE_APPLY', `Loading the nftables rules of per-app routing failed (${nft.stderr.split('\n')[0] ?? ''}): check that every routes.excludeCgroups path exists under ${plan.apps.env.mount}.`);

@@ -101,10 +101,18 @@ describe.skipIf(!run)('tunroute exec (lab)', () => {
     } finally {
       expect(await proc.stop('SIGTERM', 10_000)).toEqual({ code: 0, signal: null });
     }
-    // Stopped: table, rules and cgroups are gone.
+    // Stopped: table, rules and cgroups are gone; of the subtree, at most its empty top stays
+    // (a tunroute that gave up root may not remove a dir of the cgroup root; the next up reuses it).
     expect((await l.c.exec(['nft', 'list', 'ruleset'])).stdout.trim()).toBe('');
     expect((await l.c.exec(['ip', 'rule'])).stdout).not.toContain('fwmark');
-    expect(() => readdirSync(subtree)).toThrow();
+    const left = (() => {
+      try {
+        return readdirSync(subtree, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
+      } catch {
+        return [];
+      }
+    })();
+    expect(left).toEqual([]);
   }, 120_000);
 
   it('down after kill -9 removes the nft table, the fwmark rules and the cgroups', async () => {

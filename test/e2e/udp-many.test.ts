@@ -91,8 +91,10 @@ describe.skipIf(!run)('20,000 short UDP flows through tunroute and dante (lab)',
     const config = writeConfig(t.lab, 'udp-many', { udp: { maxFlows: MAX_FLOWS, idleTimeoutMs: IDLE_MS, dnsIdleTimeoutMs: 1000 } });
     diagDir = t.lab.tmpDir;
     control = join(t.lab.tmpDir, 'tunroute-many.sock');
+    // --user root: the heap snapshot goes to the lab's temp dir, which only root may write (a
+    // tunroute that gave up root could not); least privilege has its own test (privileges.test.ts).
     up = t.c.spawn(
-      ['node', '--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${diagDir}`, CLI, 'up', ...upArgs(config, DANTE), '--control', control],
+      ['node', '--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${diagDir}`, CLI, 'up', ...upArgs(config, DANTE), '--control', control, '--user', 'root'],
       { name: 'tunroute' },
     );
     await up.waitForLine(/"msg":"tunroute is up"/, 15_000);
