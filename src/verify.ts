@@ -212,7 +212,7 @@ export async function verifyRunning(opts: VerifyOptions): Promise<VerifyCheck[]>
     out.push(refused ? { ok: true, what: 'ipv6', detail: `refused at once (${v6}): the IPv6 guard holds` } : { ok: false, what: 'ipv6', detail: `LEAK: IPv6 leaves directly (${v6}) although the plan guards it: is another rule ahead of tunroute's? (ip -6 rule)` });
   } else {
     // A split tunnel (or --no-ipv6-guard) leaves IPv6 alone on purpose: the path the plan says.
-    out.push({ ok: true, what: 'ipv6', detail: refused ? `this host has no IPv6 route (${v6})` : `leaves directly (${v6}), as this plan leaves IPv6 ${plan.ipv6} (only a full tunnel guards it)` });
+    out.push({ ok: true, what: 'ipv6', detail: `not carried by tunroute, as this plan leaves IPv6 ${plan.ipv6} (only a full tunnel guards it); the probe ended with ${v6}` });
   }
   return out;
 }

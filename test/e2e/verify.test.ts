@@ -57,6 +57,7 @@ describe.skipIf(!run)('tunroute verify (lab)', () => {
     try {
       const control = /"control":"([^"]+)"/.exec(`${proc.output().stdout}${proc.output().stderr}`)?.[1] ?? '';
       const r = await verify(control);
+      process.stdout.write(`\n[verify] split tunnel, resolver on the LAN:\n${r.stdout}`);
       expect(r.code).toBe(1);
       expect(r.stdout).toMatch(/ok {4}tcp 198\.51\.100\.1:9 \(tunneled\) +reached tunroute on tun0/);
       expect(r.stdout).toMatch(
