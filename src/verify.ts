@@ -14,10 +14,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { createSocket } from 'node:dgram';
-import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { queryControl } from './control/client.js';
-import { DnsMessage } from './dns/message.js';
+import { DNS_TYPE_A, DnsMessage, buildDnsQuery } from './dns/message.js';
 import { TunrouteError } from './errors.js';
 import { cidrContains, ipToU32, parseCidr, u32ToIp } from './net/ipv4.js';
 import { hostProbe, type HostProbe } from './routes/host.js';
@@ -26,8 +25,6 @@ import { listStateFiles, readJournal, type StoredJournal } from './routes/journa
 export interface VerifyOptions {
   control: string;
   stateDir: string;
-  /** Where the system's resolvers are listed (default /etc/resolv.conf). */
-  resolvConf?: string;
   /** How long one probe may take (default 1500 ms). */
   timeoutMs?: number;
   host?: HostProbe;
@@ -45,36 +42,6 @@ export interface VerifyCheck {
 const DOC_ADDRESSES = ['198.51.100.1', '203.0.113.1', '192.0.2.1'];
 const PROBE_PORT = 9; // discard
 const V6_DISCARD = '100::1'; // RFC 6666 discard-only prefix
-
-/** Resolvers from resolv.conf text: IPv4 nameserver lines, at most 3 (as the libc resolver uses). */
-export function nameserversOf(text: string): string[] {
-  const out: string[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^\s*nameserver\s+(\d{1,3}(?:\.\d{1,3}){3})\s*(?:#.*)?$/.exec(line);
-    if (m && ipToU32(m[1]) !== undefined && !out.includes(m[1])) out.push(m[1]);
-  }
-  return out.slice(0, 3);
-}
-
-/** One A query for `name`, as bytes. */
-export function queryBytes(name: string, id: number): Uint8Array {
-  const labels = name.split('.').filter(Boolean);
-  const len = 12 + labels.reduce((n, l) => n + 1 + l.length, 1) + 4;
-  const b = new Uint8Array(len);
-  b[0] = id >>> 8;
-  b[1] = id & 0xff;
-  b[2] = 0x01; // RD
-  b[5] = 1; // QDCOUNT
-  let o = 12;
-  for (const l of labels) {
-    b[o++] = l.length;
-    for (let i = 0; i < l.length; i++) b[o++] = l.charCodeAt(i);
-  }
-  b[o++] = 0;
-  b[o + 1] = 1; // QTYPE A
-  b[o + 3] = 1; // QCLASS IN
-  return b;
-}
 
 /** The routes the journal says enter the device, and what it keeps direct (with why). */
 function planOf(j: StoredJournal): { routes: Array<{ addr: number; prefix: number }>; direct: Array<[string, string]>; ipv6: string } {
@@ -124,7 +91,7 @@ function dnsProbe(server: string, name: string, timeoutMs: number): Promise<stri
       const r = DnsMessage.parse(new Uint8Array(m));
       done(r === undefined ? 'a malformed answer' : `rcode ${r.rcode}`);
     });
-    sock.send(queryBytes(name, randomBytes(2).readUInt16BE(0)), 53, server);
+    sock.send(buildDnsQuery(name, DNS_TYPE_A, randomBytes(2).readUInt16BE(0)), 53, server);
   });
 }
 
@@ -180,15 +147,9 @@ export async function verifyRunning(opts: VerifyOptions): Promise<VerifyCheck[]>
   }
   if (tunneled === undefined) out.push({ ok: true, what: 'tcp (tunneled)', detail: 'the plan routes nothing into the device' });
 
-  // DNS: every resolver the system uses.
-  let conf = '';
-  try {
-    conf = readFileSync(opts.resolvConf ?? '/etc/resolv.conf', 'utf8');
-  } catch {
-    // no resolv.conf: nothing to ask
-  }
-  const servers = nameserversOf(conf);
-  if (servers.length === 0) out.push({ ok: true, what: 'dns', detail: `no IPv4 nameserver in ${opts.resolvConf ?? '/etc/resolv.conf'}` });
+  // DNS: every resolver the system uses (the first three, as the libc resolver does).
+  const servers = ((await host.systemResolvers?.())?.ipv4 ?? []).slice(0, 3);
+  if (servers.length === 0) out.push({ ok: true, what: 'dns', detail: 'no IPv4 nameserver in /etc/resolv.conf' });
   for (const server of servers) {
     const name = `tr-verify-${randomBytes(6).toString('hex')}.tunroute.example`;
     await queryControl(opts.control, 'probe', { arm: { tcpSrcPorts: [], dnsName: name, ttlMs: 10_000 } });
