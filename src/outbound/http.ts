@@ -43,6 +43,7 @@ import {
   type PendingConnect,
   type TcpUpstream,
   type UpstreamReason,
+  PROXY_DOWN_CODES,
   connectProblem,
   destinationText,
 } from './outbound.js';
@@ -50,9 +51,6 @@ import { HttpWireError, basicAuthLine, emitConnectRequest, parseConnectResponse 
 import { formatProxyUrl, type HttpProxyUrl } from './proxy-url.js';
 
 export const HTTP_DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
-
-/** errno codes of a failed TCP connect that plainly mean "the proxy is not there". */
-const PROXY_DOWN_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
 
 export interface HttpOutboundOptions {
   /** The name rules refer to. */

@@ -38,6 +38,9 @@ export function destinationText(dst: Destination): string {
  */
 export type TcpUpstream = Socket;
 
+/** errno codes of a failed TCP connect to a proxy that plainly mean "the proxy is not there". */
+export const PROXY_DOWN_CODES: ReadonlySet<string> = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
+
 /**
  * The checks every `connectTcp` makes before it starts anything: the reason and message of
  * the failure, or undefined to go on. `minPort` 0 lets port 0 through (a SOCKS server is the

@@ -37,7 +37,7 @@
  * failure) proves the proxy reads pipelined requests: "works", and no more probing.
  */
 import { Socket } from 'node:net';
-import type { UpstreamReason } from './outbound.js';
+import { PROXY_DOWN_CODES, type UpstreamReason } from './outbound.js';
 import {
   SOCKS5_METHOD_NO_AUTH,
   SOCKS5_METHOD_NONE_ACCEPTABLE,
@@ -77,9 +77,6 @@ const SOCKS5_REPLY_TEXT: readonly string[] = [
   'command not supported',
   'address type not supported',
 ];
-
-/** errno codes of a failed TCP connect that plainly mean "the proxy is not there". */
-const PROXY_DOWN_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
 
 /**
  * How long a learning (pipelined, verdict unknown) attempt waits after the method reply for
