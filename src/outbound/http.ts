@@ -27,7 +27,7 @@
  *
  * Per connect: one socket (a subclass that carries its attempt, so the listeners are
  * module-level functions, not closures) and one attempt object; the deadlines of all attempts
- * of an outbound share one timer (the sweep), as the SOCKS5 connector's do.
+ * of an outbound share one timer (deadline-sweep.ts), as the SOCKS5 connector's do.
  */
 import { Socket } from 'node:net';
 import { monotonicClock, type Clock } from '../clock.js';
@@ -47,6 +47,7 @@ import {
   connectProblem,
   destinationText,
 } from './outbound.js';
+import { DeadlineSweep } from './deadline-sweep.js';
 import { HttpWireError, basicAuthLine, emitConnectRequest, parseConnectResponse } from './http-wire.js';
 import { formatProxyUrl, type HttpProxyUrl } from './proxy-url.js';
 
@@ -175,8 +176,13 @@ class HttpConnectAttempt implements PendingConnect {
     this.fail('proxy_down', 'the proxy closed the connection before it answered the CONNECT', cause);
   }
 
+  /** For the outbound's deadline sweep. */
+  wakeAt(): number {
+    return this.deadline;
+  }
+
   /** The deadline passed. */
-  expire(): void {
+  wake(): void {
     // A proxy that does not even complete the TCP handshake is down (or black-holed); once it
     // accepted, a slow answer is a timeout.
     if (this.step === 'connect') this.fail('proxy_down', `the proxy did not accept a TCP connection within ${this.timeoutMs} ms`);
@@ -218,7 +224,7 @@ class HttpConnectAttempt implements PendingConnect {
     this.cancelSlot = undefined;
     if (this.socket !== undefined) this.socket.attempt = undefined;
     this.socket = undefined;
-    this.outbound.pending.delete(this);
+    this.outbound.deadlines.pending.delete(this);
   }
 }
 
@@ -228,8 +234,8 @@ export class HttpOutbound implements Outbound {
   readonly stats: OutboundStats = newOutboundStats();
   /** Sum of setup times (proxy connect + CONNECT reply) of established connects, in ms. */
   tcpSetupMsTotal = 0;
-  /** @internal Attempts in flight. */
-  readonly pending = new Set<HttpConnectAttempt>();
+  /** @internal Attempts in flight, and the one timer of their deadlines. */
+  readonly deadlines = new DeadlineSweep<HttpConnectAttempt>();
 
   private readonly proxy: HttpProxyUrl;
   private readonly authLine: string;
@@ -237,8 +243,6 @@ export class HttpOutbound implements Outbound {
   private readonly logger: Logger | undefined;
   private readonly clock: Clock;
   private closed = false;
-  private timer: NodeJS.Timeout | undefined;
-  private timerAt = Infinity;
 
   constructor(opts: HttpOutboundOptions) {
     this.name = opts.name;
@@ -272,18 +276,15 @@ export class HttpOutbound implements Outbound {
         a.cancelSlot = opts.cancel;
         opts.cancel.pending = a;
       }
-      this.pending.add(a);
-      this.wakeBy(a.deadline);
+      this.deadlines.add(a);
       a.start(this.proxy.host, this.proxy.port);
     });
   }
 
   close(): Promise<void> {
     this.closed = true;
-    for (const a of [...this.pending]) a.fail('aborted', `outbound '${this.name}' was closed`);
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.timerAt = Infinity;
+    for (const a of [...this.deadlines.pending]) a.fail('aborted', `outbound '${this.name}' was closed`);
+    this.deadlines.stop();
     return Promise.resolve();
   }
 
@@ -321,28 +322,6 @@ export class HttpOutbound implements Outbound {
   private proxyAddr(): string {
     return `${this.proxy.host}:${this.proxy.port}`;
   }
-
-  /** Make sure the sweep runs by `at`. */
-  private wakeBy(at: number): void {
-    if (at >= this.timerAt) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timerAt = at;
-    // Never keeps the process alive: the attempt's socket does while it matters.
-    this.timer = setTimeout(this.sweep, Math.max(0, at - performance.now())).unref();
-  }
-
-  private readonly sweep = (): void => {
-    this.timer = undefined;
-    this.timerAt = Infinity;
-    // Timers may fire a fraction of a millisecond before performance.now() reaches `at`.
-    const now = performance.now() + 1;
-    let next = Infinity;
-    for (const a of [...this.pending]) {
-      if (a.deadline <= now) a.expire();
-      else next = Math.min(next, a.deadline);
-    }
-    if (next !== Infinity) this.wakeBy(next);
-  };
 
   /** An error for an attempt that never started (no socket): counted here. */
   private failed(reason: UpstreamReason, message: string): UpstreamError {

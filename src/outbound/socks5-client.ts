@@ -38,6 +38,7 @@
  */
 import { Socket } from 'node:net';
 import { PROXY_DOWN_CODES, type UpstreamReason } from './outbound.js';
+import { DeadlineSweep } from './deadline-sweep.js';
 import {
   SOCKS5_METHOD_NO_AUTH,
   SOCKS5_METHOD_NONE_ACCEPTABLE,
@@ -170,16 +171,14 @@ export class Socks5Connector {
   readonly stepwiseGreeting: Buffer;
   /** The RFC 1929 request, built once; undefined without credentials. */
   readonly authRequest: Buffer | undefined;
-  /** Handshakes in flight. */
-  readonly pending = new Set<Socks5Handshake>();
+  /** Handshakes in flight, and the one timer of their deadlines. */
+  readonly deadlines = new DeadlineSweep<Socks5Handshake>();
   /**
    * Whether a learning (pipelined, verdict unknown) handshake is in flight. One probe at a
    * time: the others go step by step meanwhile, so that a burst of connects to a new proxy
    * (1,000 at once) cannot turn into 1,000 probe timeouts and retries when it is slow.
    */
   probing = false;
-  private timer: NodeJS.Timeout | undefined;
-  private timerAt = Infinity;
 
   constructor(opts: Socks5ConnectorOptions) {
     this.host = opts.host;
@@ -213,36 +212,15 @@ export class Socks5Connector {
    */
   open(cmd: number, dst: Socks5Address, timeoutMs: number, owner: Socks5HandshakeOwner, wantBound = false): Socks5Handshake {
     const h = new Socks5Handshake(this, cmd, dst, performance.now() + timeoutMs, timeoutMs, owner, wantBound);
-    this.pending.add(h);
-    this.wakeBy(h.deadline);
+    this.deadlines.add(h);
     h.start();
     return h;
   }
 
   /** Fail every handshake in flight (the outbound is closing). */
   failAll(failure: Socks5Failure): void {
-    for (const h of [...this.pending]) h.fail(failure);
+    for (const h of [...this.deadlines.pending]) h.fail(failure);
   }
-
-  /** Make sure the sweep runs by `at` (a handshake's deadline or probe time). */
-  wakeBy(at: number): void {
-    if (at >= this.timerAt) return;
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timerAt = at;
-    // Never keeps the process alive: the handshake's socket does while it matters.
-    this.timer = setTimeout(this.sweep, Math.max(0, at - performance.now())).unref();
-  }
-
-  private readonly sweep = (): void => {
-    this.timer = undefined;
-    this.timerAt = Infinity;
-    // Timers may fire a fraction of a millisecond before performance.now() reaches `at`.
-    const now = performance.now() + 1;
-    for (const h of [...this.pending]) if (h.wakeAt() <= now) h.wake(now);
-    let next = Infinity;
-    for (const h of this.pending) next = Math.min(next, h.wakeAt());
-    if (next !== Infinity) this.wakeBy(next);
-  };
 }
 
 /** One handshake (and, after a fallback, its step-by-step retry on a fresh connection). */
@@ -384,7 +362,7 @@ export class Socks5Handshake {
       if (this.learning()) {
         this.probeWindowMs = Math.max(PIPELINE_PROBE_MIN_MS, 4 * (performance.now() - this.connectedAt));
         this.probeAt = performance.now() + this.probeWindowMs;
-        c.wakeBy(this.probeAt);
+        c.deadlines.wakeBy(this.probeAt);
       }
     } else if (this.authing) this.socket?.write(c.authRequest as Buffer);
     else this.sendRequest();
@@ -503,7 +481,7 @@ export class Socks5Handshake {
     this.step = 'done';
     this.probeAt = Infinity;
     this.buf = undefined;
-    this.connector.pending.delete(this);
+    this.connector.deadlines.pending.delete(this);
     if (this.socket !== undefined) this.socket.handshake = undefined;
   }
 
