@@ -65,7 +65,8 @@ describe('the command line', () => {
     return p;
   }
 
-  const env = { ...process.env, TERM: 'xterm-256color', NO_COLOR: undefined, FORCE_COLOR: undefined };
+  // CI=true (as CI runs us) makes Node report a 2-colour terminal, so it is cleared along with the colour switches.
+  const env = { ...process.env, TERM: 'xterm-256color', NO_COLOR: undefined, FORCE_COLOR: undefined, NODE_DISABLE_COLORS: undefined, CI: undefined };
   /** stderr of `up --dry-run` under a pseudo-terminal (script(1) merges it into its output). */
   function onTerminal(args: string): string {
     const r = spawnSync('script', ['-qec', `${process.execPath} ${CLI} up --dry-run ${args} >/dev/null`, '/dev/null'], { encoding: 'utf8', env });
