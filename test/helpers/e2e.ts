@@ -69,3 +69,11 @@ export async function routingSnapshot(ns: Namespace): Promise<string> {
   const r = await ns.sh('ip -4 route show table all; echo ---; ip -4 rule; echo ---; ip -o link show | cut -d: -f2');
   return r.stdout;
 }
+
+/**
+ * A client namespace's TCP receive-buffer limits (net.ipv4.tcp_rmem) for tests that reset a
+ * slow reader's flow: Linux returns the data already queued on a socket before it reports the
+ * reset, so with the default 32 MiB limit a rate-limited curl sees a reset only after draining up
+ * to tens of MB. 256 KiB keeps that under a second at the tests' rates.
+ */
+export const SMALL_TCP_RMEM = '4096 131072 262144';
