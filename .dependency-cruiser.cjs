@@ -53,17 +53,17 @@ module.exports = {
     },
     {
       name: 'api-is-started-by-the-roots',
-      comment: 'api/ (dashboard, Clash API, /metrics) is loaded only by the composition roots (app.ts, server/run.ts) when --ui is given; nothing else imports it.',
+      comment: 'api/ (dashboard, Clash API, /metrics) is loaded only by the composition roots (app.ts, run-up.ts, server/run.ts) when --ui is given; nothing else imports it.',
       severity: 'error',
-      from: { path: '^src/', pathNot: '^src/(?:api/|app\\.ts$|server/run\\.ts$|index\\.ts$)' },
+      from: { path: '^src/', pathNot: '^src/(?:api/|app\\.ts$|run-up\\.ts$|server/run\\.ts$|index\\.ts$)' },
       to: { path: '^src/api/' },
     },
     {
       name: 'api-reads-no-roots',
-      comment: 'api/ reads what a running daemon gives it (ApiSource); it never builds one (app.ts, server/, cli/).',
+      comment: 'api/ reads what a running daemon gives it (ApiSource); it never builds one (app.ts, run-up.ts, server/, cli/).',
       severity: 'error',
       from: { path: '^src/api/' },
-      to: { path: '^src/(?:app\\.ts$|server/|cli/)' },
+      to: { path: '^src/(?:app\\.ts$|run-up\\.ts$|server/|cli/)' },
     },
     {
       name: 'cli-is-the-top',

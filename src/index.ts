@@ -16,6 +16,7 @@
 
 // The client (`tunroute up`) as a library.
 export { startTunroute, type RunningTunroute, type TunrouteDeps, type TunrouteStats } from './app.js';
+export { describeReload, type ReloadSummary } from './reconfigure.js';
 import type { TunrouteStats } from './app.js';
 
 /** What one part of a running instance counts; the parts of `TunrouteStats`. */

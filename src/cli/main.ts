@@ -62,7 +62,7 @@ addFlags(
       process.stdout.write(t.notes.map((n) => `note: ${n}\n`).join(''));
       return;
     }
-    const { runUp } = await import('../app.js');
+    const { runUp } = await import('../run-up.js');
     await runUp(config, { file: o.config === undefined ? undefined : resolve(o.config), flags: flagsOf(withoutCommandOptions(o)) });
   });
 
