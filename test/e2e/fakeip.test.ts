@@ -10,7 +10,7 @@
  * Per-namespace resolv.conf: `ip netns exec NS` binds /etc/netns/NS/resolv.conf over
  * /etc/resolv.conf; the lab's overlay dirs hold them and are removed with the lab.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, startDante, startDnsmasq, startHttpServer, type Namespace } from '../../tools/lab/index.js';
@@ -39,11 +39,7 @@ describe.skipIf(!run)('dns fakeip (lab)', () => {
     s = await lab.addNamespace('s');
     await lab.link(c, s, { cidrA: `${CLIENT}/24`, cidrB: `${DIRECT}/24` });
     for (const ip of [WEB, DNS_IP]) await s.exec(['ip', 'addr', 'add', `${ip}/32`, 'dev', 'lo']);
-    for (const ns of [c, s]) {
-      const etc = lab.etcOverlayDir(ns); // removed by lab.destroy(), also on the exit hooks
-      mkdirSync(etc, { recursive: true });
-      writeFileSync(join(etc, 'resolv.conf'), `nameserver ${DNS_IP}\n`);
-    }
+    for (const ns of [c, s]) lab.setResolvConf(ns, [DNS_IP]); // removed by lab.destroy(), also on the exit hooks
     const dnsmasq = await startDnsmasq(s, { listen: DNS_IP, records: { [NAME]: WEB }, extraArgs: ['--log-queries'] });
     dnsmasqLog = () => dnsmasq.output().stderr;
     await startDante(s, { listen: DIRECT, port: 1080 });

@@ -8,7 +8,7 @@
  *   - wrong credentials: the app's connection is reset, and the log says why in one sentence
  *     without the password.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, labBytesSha256, startDnsmasq, startHttpServer, startTinyproxy, type Namespace } from '../../tools/lab/index.js';
@@ -39,11 +39,7 @@ describe.skipIf(!run)('HTTP CONNECT outbound (lab, tinyproxy)', () => {
     s = await lab.addNamespace('s');
     await lab.link(c, s, { cidrA: `${CLIENT}/24`, cidrB: `${DIRECT}/24` });
     for (const ip of [WEB, DNS_IP]) await s.exec(['ip', 'addr', 'add', `${ip}/32`, 'dev', 'lo']);
-    for (const ns of [c, s]) {
-      const etc = lab.etcOverlayDir(ns); // removed by lab.destroy()
-      mkdirSync(etc, { recursive: true });
-      writeFileSync(join(etc, 'resolv.conf'), `nameserver ${DNS_IP}\n`);
-    }
+    for (const ns of [c, s]) lab.setResolvConf(ns, [DNS_IP]);
     await startDnsmasq(s, { listen: DNS_IP, records: { [NAME]: WEB }, extraArgs: ['--log-queries'] });
     await startTinyproxy(s, { listen: DIRECT, port: 8888, auth: { user: USER, pass: PASS } });
     tinyLog = join(lab.tmpDir, 'tinyproxy-s-8888.log');

@@ -18,7 +18,7 @@
  * 3. A full fake-IP tunnel: tcpdump on the client's veth sees no DNS packet leave while names
  *    are looked up and fetched.
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, startDante, startDnsmasq, startHttpServer, type LabProcess, type Namespace } from '../../tools/lab/index.js';
@@ -55,11 +55,7 @@ describe.skipIf(!run)('names (lab)', () => {
     await o.exec(['ip', 'addr', 'add', `${OFFICE_DNS}/32`, 'dev', 'lo']);
     // The client's default route (the device its direct DNS socket is bound to) goes to s.
     await c.exec(['ip', 'route', 'add', 'default', 'via', PROXY, 'dev', cs.a.ifname]);
-    for (const ns of [c, s]) {
-      const etc = lab.etcOverlayDir(ns); // removed by lab.destroy(), also on the exit hooks
-      mkdirSync(etc, { recursive: true });
-      writeFileSync(join(etc, 'resolv.conf'), `nameserver ${SYSTEM_DNS}\n`);
-    }
+    for (const ns of [c, s]) lab.setResolvConf(ns, [SYSTEM_DNS]); // removed by lab.destroy(), also on the exit hooks
     systemDns = await startDnsmasq(s, { listen: SYSTEM_DNS, records: { 'web.corp.test': CORP_WEB, 'other.test': OTHER_WEB, 'www.other.test': OTHER_WEB }, extraArgs: ['--log-queries'] });
     officeDns = await startDnsmasq(o, { listen: OFFICE_DNS, records: { 'host.corp.test': OFFICE_HOST }, extraArgs: ['--log-queries'] });
     await startDante(s, { listen: PROXY, port: 1080 });

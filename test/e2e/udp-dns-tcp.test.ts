@@ -6,8 +6,6 @@
  * into tun0, so `curl http://web.lab:8080/` resolves web.lab through tunroute and fetches from
  * 10.66.1.7 through microsocks. Nothing but TCP to microsocks leaves c.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHttpServer, type LabProcess } from '../../tools/lab/index.js';
 import { e2eAvailable } from '../helpers/e2e.js';
@@ -46,9 +44,7 @@ describe.skipIf(!run)('DNS hijack through microsocks: DNS over TCP (lab)', () =>
     t = await createUdpLab({ dante: false, microsocks: true, dns: true });
     await startHttpServer(t.s, { port: HTTP_PORT });
     // The app's resolver: 8.8.8.8 (routed into tun0; the decoy there would answer 10.66.1.99).
-    const etc = t.lab.etcOverlayDir(t.c);
-    mkdirSync(etc, { recursive: true, mode: 0o755 });
-    writeFileSync(join(etc, 'resolv.conf'), `nameserver ${DECOY_DNS}\noptions timeout:3 attempts:2\n`, { mode: 0o644 });
+    t.lab.setResolvConf(t.c, [DECOY_DNS], 'timeout:3 attempts:2');
     const config = writeConfig(t.lab, 'udp-dns-tcp', { dns: { mode: 'hijack', upstream: DNS_UPSTREAM } });
     ({ proc: up } = await startTunroute(t.c, upArgs(config, MICROSOCKS)));
     capC = await capture(t.c, t.veth.a.ifname);

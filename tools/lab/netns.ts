@@ -16,7 +16,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -300,6 +300,17 @@ export class Lab {
     const dir = join('/etc/netns', ns.name);
     this.etcDirs.add(dir);
     return dir;
+  }
+
+  /**
+   * The resolver processes started in `ns` from now on see: /etc/netns/<ns>/resolv.conf with a
+   * `nameserver` line for each server, then `options` if given (removed with the lab).
+   */
+  setResolvConf(ns: Namespace, servers: readonly string[], options?: string): void {
+    const etc = this.etcOverlayDir(ns);
+    mkdirSync(etc, { recursive: true, mode: 0o755 });
+    const lines = [...servers.map((ip) => `nameserver ${ip}`), ...(options === undefined ? [] : [`options ${options}`])];
+    writeFileSync(join(etc, 'resolv.conf'), `${lines.join('\n')}\n`, { mode: 0o644 });
   }
 
   /**
