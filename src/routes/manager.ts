@@ -483,6 +483,11 @@ export class RouteManager {
       throw new TunrouteError('TR_BAD_CONFIG', `The new config moves the routes to ${next.dev === this.plan_.dev ? `table ${String(next.table)}` : `device ${next.dev}`}, which only a restart applies; the running config stays.`);
     }
     const pinned = pinUpstreams(config, upstreamsOf(config), env.upstreams);
+    const wasLink = JSON.stringify(this.journal.resolved ?? null);
+    if (JSON.stringify(next.dns.resolved?.link ?? null) !== wasLink) {
+      // resolved takes per-link DNS from root only, and `up` gave root up after it started.
+      this.opts.log.warn({ dev: next.dev, was: this.journal.resolved ?? null, now: next.dns.resolved?.link ?? null }, `the new config changes systemd-resolved's per-link DNS on ${next.dev}, which only a restart applies: restart tunroute`);
+    }
     // Serialised with the network follower: one change of the routes at a time.
     const run = this.following.then(() => this.applyDifference(next, env));
     this.following = run.then(

@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { loadConfig, type FlagValues } from '../../src/config/load.js';
-import type { RouteEnv } from '../../src/routes/host.js';
+import type { HostProbe, RouteEnv } from '../../src/routes/host.js';
+import { RouteManager } from '../../src/routes/manager.js';
 import { describePlan, planRoutes, toIpCommand, type RoutePlan } from '../../src/routes/plan.js';
 import {
   linkDnsAddress,
@@ -294,5 +295,67 @@ describe('systemd-resolved: resolvectl, the journal and down (fake resolvectl)',
     const { log } = memLog();
     await cleanupJournals({ stateDir, runner, log, live: 'stop', ownerAlive: () => false, resolvectl: { path, exists: () => Promise.resolve(false) } });
     expect(called()).toEqual([]);
+  });
+});
+
+describe('systemd-resolved: RouteManager (fake host, runner and resolvectl)', () => {
+  let dir: string;
+  let calls: string;
+  let path: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'tunroute-resolved-m-'));
+    calls = join(dir, 'calls');
+    path = `${dir}/bin:/usr/bin:/bin`;
+    mkdirSync(join(dir, 'bin'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** A resolvectl that records its arguments, and whether the journal named the link when it ran. */
+  function fakeResolvectl(journal: string): void {
+    const script = ['#!/bin/sh', `if grep -q '"resolved":{"dev":"tun0","dns":"198.18.0.2"}' "${journal}" 2>/dev/null; then j=journaled; else j=unjournaled; fi`, `echo "$* ($j)" >> "${calls}"`, 'exit 0', ''].join('\n');
+    writeFileSync(join(dir, 'bin', 'resolvectl'), script);
+    chmodSync(join(dir, 'bin', 'resolvectl'), 0o755);
+  }
+  const called = (): string[] => (existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n') : []);
+  const host = (resolvectl: boolean): HostProbe => ({
+    network: () => Promise.resolve({ defaultRoute: { dev: 'eth0', via: '192.168.1.1' }, lan: ['192.168.1.0/24'], ipv6: false }),
+    resolve: () => Promise.resolve(['203.0.113.5']),
+    readFile: () => Promise.reject(new Error('no files here')),
+    systemResolvers: () => Promise.resolve(STUB),
+    resolved: () => Promise.resolve({ upstreams: { ipv4: ['10.0.0.53'], ipv6: [] }, resolvectl }),
+    tableInUse: () => Promise.resolve(undefined),
+    routeGet: (a) => Promise.resolve(`${a} via 192.168.1.1 dev eth0`),
+  });
+  const runner: IpRunner = { batch: () => Promise.resolve({ ok: true, failures: 0, stderr: '' }) };
+
+  it('journals the link first, then points resolved at it; stop reverts it while it exists', async () => {
+    const file = journalPath(join(dir, 'state'), 'tun0');
+    fakeResolvectl(file);
+    const config = loadConfig({ flags: { proxy: PROXY, dns: 'hijack', route: ['10.1.0.0/16'], stateDir: join(dir, 'state'), watchdog: false } });
+    const { log, lines } = memLog();
+    const m = await RouteManager.prepare({ config, log, runner, host: host(true), watchRoutes: false, networkManager: false, resolvectl: { path, exists: () => Promise.resolve(true) } });
+    expect(m.plan.changes.map((c) => toIpCommand(c, 'apply'))).toContain('ip route add 10.0.0.53/32 dev tun0 proto 211');
+    await m.apply();
+    expect(called()).toEqual(['dns tun0 198.18.0.2 (journaled)', 'domain tun0 ~. (journaled)', 'default-route tun0 yes (journaled)']);
+    expect(readJournal(file)?.resolved).toEqual({ dev: 'tun0', dns: '198.18.0.2' });
+    // A reload cannot change resolved's settings (root is gone by then): it says so, and keeps them journaled.
+    await m.reconfigure(loadConfig({ flags: { proxy: PROXY, route: ['10.1.0.0/16'], stateDir: join(dir, 'state'), watchdog: false } }));
+    expect(lines().filter((l) => l.level === 40).map((l) => String(l.msg))).toEqual(["the new config changes systemd-resolved's per-link DNS on tun0, which only a restart applies: restart tunroute"]);
+    expect(readJournal(file)?.resolved).toEqual({ dev: 'tun0', dns: '198.18.0.2' });
+    await m.stop();
+    expect(called().slice(3)).toEqual(['revert tun0 (journaled)']);
+    expect(existsSync(file)).toBe(false);
+  });
+
+  it('no resolvectl: the warning is logged once at apply, nothing journaled for resolved', async () => {
+    const config = loadConfig({ flags: { proxy: PROXY, dns: 'hijack', route: ['10.1.0.0/16'], stateDir: join(dir, 'state'), watchdog: false } });
+    const { log, lines } = memLog();
+    const m = await RouteManager.prepare({ config, log, runner, host: host(false), watchRoutes: false, networkManager: false, resolvectl: { path: join(dir, 'empty') } });
+    await m.apply();
+    const warns = lines().filter((l) => l.level === 40).map((l) => String(l.msg));
+    expect(warns).toHaveLength(1);
+    expect(warns[0]).toContain('resolvectl is not on PATH');
+    expect(readJournal(journalPath(join(dir, 'state'), 'tun0'))?.resolved).toBeUndefined();
+    await m.stop();
   });
 });
