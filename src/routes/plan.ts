@@ -539,7 +539,10 @@ function planResolverRoutes(
   const stub = resolvedStubOf(env.resolvers);
   const rd = stub === undefined ? undefined : env.resolved;
   const candidates: Array<{ ip: string; source: string }> = (env.resolvers?.ipv4 ?? []).map((ip) => ({ ip, source: '/etc/resolv.conf' }));
+  // resolved lists the device's own DNS address too while tunroute runs (a reload reads it then): not an upstream.
+  const deviceSubnet = normalizeCidr(config.tun.address);
   for (const ip of rd?.upstreams.ipv4 ?? []) {
+    if (cidrContains(deviceSubnet, mustParse(`${ip}/32`).addr)) continue;
     if (!candidates.some((c) => c.ip === ip)) candidates.push({ ip, source: `an upstream of systemd-resolved, ${RESOLVED_UPSTREAMS_FILE}` });
   }
   for (const { ip, source } of candidates) {

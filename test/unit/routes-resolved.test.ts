@@ -172,6 +172,11 @@ describe('systemd-resolved in the plan', () => {
     expect(a.text).toContain('systemd-resolved: the system asks 127.0.0.53, which sends every query into tun0 (per-link DNS 198.18.0.2, routing domain ~.)');
   });
 
+  it('the device\'s own DNS address, which resolved lists while tunroute runs (a reload), is no upstream', () => {
+    const p = plan({ dns: 'hijack', route: ['10.1.0.0/16'] }, { resolvers: STUB, resolved: { ...resolved, upstreams: { ipv4: ['10.0.0.53', '198.18.0.2'], ipv6: [] } } });
+    expect(p.dns.resolvers.map((r) => r.ip)).toEqual(['127.0.0.53', '10.0.0.53']);
+  });
+
   it('a resolver in both lists is routed once; another tun address gives another DNS address', () => {
     const p = plan({ dns: 'fakeip', route: ['10.1.0.0/16'], address: '10.8.0.1/24' }, { resolvers: { ipv4: ['127.0.0.53', '10.0.0.53'], ipv6: [] }, resolved });
     expect(p.dns.resolvers.map((r) => r.ip)).toEqual(['127.0.0.53', '10.0.0.53', '192.168.1.1']);
