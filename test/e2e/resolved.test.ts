@@ -152,6 +152,26 @@ describe.skipIf(!run)('systemd-resolved (lab)', () => {
     expect((await ask()).askers).toEqual([CLIENT]);
   }, 120_000);
 
+  it('--dns fakeip: a name asked of the stub gets a fake address from tunroute, no query reaches dnsmasq; kill -9 + down restores all', async () => {
+    const before = { routes: await routesAndRules(), resolver: await resolverState() };
+    const up = resolved.spawn(['node', CLI, 'up', '-c', configFile, '--dns', 'fakeip', '--proxy', `socks5://${PROXY}:1080`, '--route', '10.66.1.0/24', '--state-dir', stateDir, '--control', controlPathFor(c), '--no-watchdog'], { name: 'tunroute-fakeip' });
+    await up.waitForLine(/"msg":"tunroute is up"/, 20_000);
+    const fake = await ask();
+    expect(fake.answer).toMatch(/^198\.(18|19)\.\d+\.\d+$/);
+    expect(fake.answer).not.toBe('198.18.0.2'); // the DNS address on tun0 is never handed out
+    expect(fake.askers).toEqual([]);
+    await up.stop('SIGKILL');
+    expect((await resolved.exec(['node', CLI, 'down', '--state-dir', stateDir])).code).toBe(0);
+    let after = { routes: '', resolver: '' };
+    for (let i = 0; i < 50; i++) {
+      after = { routes: await routesAndRules(), resolver: await resolverState() };
+      if (after.resolver === before.resolver && after.routes === before.routes) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(after.routes).toBe(before.routes);
+    expect(after.resolver).toBe(before.resolver);
+  }, 120_000);
+
   it('SIGTERM after the privilege drop: resolved refuses the unprivileged revert, the settings go with the device, all byte for byte', async () => {
     const before = { routes: await routesAndRules(), resolver: await resolverState() };
     const up = resolved.spawn(['node', CLI, 'up', '-c', configFile, '--proxy', `socks5://${PROXY}:1080`, '--route', '10.66.1.0/24', '--state-dir', stateDir, '--control', controlPathFor(c), '--no-watchdog', '--log-level', 'debug'], { name: 'tunroute-term' });
