@@ -28,6 +28,7 @@ import { createJournal, journalPath, readJournal } from '../../src/routes/journa
 import { cleanupJournals } from '../../src/routes/teardown.js';
 import type { IpRunner } from '../../src/routes/apply.js';
 import { explainName } from '../../src/routes/why-name.js';
+import { upSummary } from '../../src/up-summary.js';
 import { parseCidr, u32ToIp } from '../../src/net/ipv4.js';
 
 function memLog(): { log: pino.Logger; lines: () => Array<Record<string, unknown>> } {
@@ -164,6 +165,14 @@ describe('systemd-resolved in the plan', () => {
     expect(text).toContain('systemd-resolved (127.0.0.53): every query goes into tun0, per-link DNS 198.18.0.2 with routing domain ~.');
     expect(text).toContain("    resolvectl dns tun0 198.18.0.2\n    resolvectl domain tun0 '~.'\n    resolvectl default-route tun0 yes");
     expect(text).toContain('+ resolver 10.0.0.53: routed into tun0');
+  });
+
+  it('the start summary says it in one line', () => {
+    const c = loadConfig({ flags: { proxy: PROXY, dns: 'hijack', route: ['10.1.0.0/16'] } });
+    expect(upSummary(c, planRoutes(c, env({ resolvers: STUB, resolved }))).lines).toContain('systemd-resolved (127.0.0.53): every query goes into tun0 (per-link DNS 198.18.0.2, routing domain ~.)');
+    expect(upSummary(c, planRoutes(c, env({ resolvers: STUB, resolved: { ...resolved, resolvectl: false } }))).lines).toContain(
+      'systemd-resolved (127.0.0.53): no per-link DNS on tun0 (resolvectl is not on PATH); only its upstream servers are routed into it',
+    );
   });
 
   it('why NAME says how the system\'s queries reach tunroute', () => {
