@@ -39,6 +39,22 @@ for svc in danted shadowsocks-libev tinyproxy; do
   fi
 done
 
+# systemd-resolved for the lab's resolved test (test/e2e/resolved.test.ts), unpacked, NOT installed:
+# installing it would rewrite this host's /etc/resolv.conf. The test runs this copy inside a lab
+# namespace, with a private mount namespace and a D-Bus of its own.
+RESOLVED_DIR=/var/cache/tunroute-lab/systemd-resolved
+if [ ! -x "$RESOLVED_DIR/lib/systemd/systemd-resolved" ] && dpkg -s systemd >/dev/null 2>&1; then
+  dl=$(mktemp -d)
+  chmod 755 "$dl"
+  if (cd "$dl" && apt-get download -qq systemd-resolved 2>/dev/null || { apt-get update -qq && apt-get download -qq systemd-resolved; }); then
+    mkdir -p "$RESOLVED_DIR"
+    dpkg -x "$dl"/systemd-resolved_*.deb "$RESOLVED_DIR"
+  else
+    echo "install.sh: could not download systemd-resolved: the lab's resolved test will be skipped." >&2
+  fi
+  rm -rf "$dl"
+fi
+
 # The user `tunroute up` becomes once the device is open and the routes are applied (it keeps
 # CAP_NET_ADMIN only; see src/privileges.ts). A system user of its own, shared with no other daemon.
 if ! id -u tunroute >/dev/null 2>&1; then

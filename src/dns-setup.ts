@@ -24,6 +24,7 @@ import { outboundByName } from './outbound/by-name.js';
 import { FakeIpSaver, fakeIpStatePath, loadFakeIpPool } from './fake-ip-state.js';
 import { parseDomainPattern, type DomainPattern } from './net/domain-set.js';
 import { formatEndpoint, parseIpv4Endpoint, type Ipv4Endpoint } from './net/endpoint.js';
+import { ipToU32 } from './net/ipv4.js';
 import { DeviceBoundUdpOutbound } from './outbound/device-bound.js';
 import type { Outbound } from './outbound/outbound.js';
 import type { Router } from './router/router.js';
@@ -111,9 +112,11 @@ export function buildDns(d: DnsSetupDeps): DnsSetup | undefined {
     direct = { resolver, upstream: formatEndpoint(system) };
   }
   // The table of the last run, so that cached answers still reach their names (fake-ip-state.ts).
-  // The device's own address may lie in the pool (by default tun0 is 198.18.0.1/15): never hand it out.
+  // The device's own address may lie in the pool (by default tun0 is 198.18.0.1/15): never hand
+  // it out, nor the DNS address systemd-resolved is given on the device (routes/resolved.ts).
   const path = fakeIpStatePath(resolveStateDir(config.stateDir), config.tun.name);
-  const pool = loadFakeIpPool(path, config.dns.fakeIpRange, [config.tun.address.addr, ...(d.reserved ?? [])], log);
+  const linkDns = d.dnsPlan.resolved?.link === undefined ? [] : [ipToU32(d.dnsPlan.resolved.link.dns) ?? config.tun.address.addr];
+  const pool = loadFakeIpPool(path, config.dns.fakeIpRange, [config.tun.address.addr, ...linkDns, ...(d.reserved ?? [])], log);
   const saver = new FakeIpSaver(pool, path, log);
   const domains = domainRoutesOfPlan(d.dnsPlan.domains);
   const resolver = new FakeIpResolver({

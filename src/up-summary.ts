@@ -76,6 +76,9 @@ export function upSummary(config: Config, plan: RoutePlan): UpSummary {
   if (config.dns.mode === 'fakeip') {
     lines.push(`dns fakeip: names get addresses from ${cidrToString(config.dns.fakeIpRange)} and their flows go out by name; other queries through ${via}`);
   }
+  const rd = plan.dns.resolved;
+  if (rd?.link !== undefined) lines.push(`systemd-resolved (${rd.stub}): every query goes into ${rd.link.dev} (per-link DNS ${rd.link.dns}, routing domain ~.)`);
+  else if (rd !== undefined) lines.push(`systemd-resolved (${rd.stub}): no per-link DNS on ${plan.dev} (${rd.linkOff ?? 'not planned'}); only its upstream servers are routed into it`);
   if (plan.excludeUids.length > 0) lines.push(`never enters ${plan.dev}: ${plan.excludeUids.map(([a, b]) => (a === b ? `uid ${a}` : `uids ${a}-${b}`)).join(', ')}`);
   return { mode: plan.mode, defaultOutbound, outbounds, lines };
 }

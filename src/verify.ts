@@ -5,8 +5,11 @@
  *
  *   - TCP to an address the plan tunnels: must reach tunroute (it answers RST, nothing leaves);
  *   - TCP to addresses the plan keeps direct (an upstream, the default gateway): must not;
- *   - a DNS query for a unique name to each resolver of /etc/resolv.conf: must reach tunroute
- *     (answered NXDOMAIN there), or the names the system looks up leave outside the tunnel;
+ *   - a DNS query for a unique name to each resolver of /etc/resolv.conf (and, when that names
+ *     systemd-resolved's stub, to each upstream of resolved the plan routes): must reach
+ *     tunroute (answered NXDOMAIN there), or the names the system looks up leave outside the
+ *     tunnel; with the stub, resolved must also hold the device's per-link DNS the plan set
+ *     (`resolvectl dns/domain DEV`, routes/resolved.ts);
  *   - IPv6 to the discard-only prefix 100::/64 (RFC 6666): in a full tunnel the guard must refuse
  *     it at once; elsewhere the plan leaves IPv6 alone, and verify says so.
  *
@@ -21,6 +24,7 @@ import { TunrouteError } from './errors.js';
 import { cidrContains, ipToU32, parseCidr, u32ToIp } from './net/ipv4.js';
 import { hostProbe, type HostProbe } from './routes/host.js';
 import { listStateFiles, readJournal, type StoredJournal } from './routes/journal.js';
+import { parseResolvectlLinkLine, resolvectl, ROUTE_ALL_DOMAIN, type ResolvectlOptions } from './routes/resolved.js';
 
 export interface VerifyOptions {
   control: string;
@@ -28,6 +32,8 @@ export interface VerifyOptions {
   /** How long one probe may take (default 1500 ms). */
   timeoutMs?: number;
   host?: HostProbe;
+  /** How resolvectl is found (tests). */
+  resolvectl?: ResolvectlOptions;
 }
 
 export interface VerifyCheck {
@@ -147,8 +153,10 @@ export async function verifyRunning(opts: VerifyOptions): Promise<VerifyCheck[]>
   }
   if (tunneled === undefined) out.push({ ok: true, what: 'tcp (tunneled)', detail: 'the plan routes nothing into the device' });
 
-  // DNS: every resolver the system uses (the first three, as the libc resolver does).
-  const servers = ((await host.systemResolvers?.())?.ipv4 ?? []).slice(0, 3);
+  // DNS: every resolver the system uses (the first three, as the libc resolver does), and the
+  // upstreams of systemd-resolved that the plan routes (the first three).
+  const resolvedUpstreams = (journal.explain?.dns?.resolvers ?? []).filter((r) => r.routed && r.why.includes('systemd-resolved')).map((r) => r.ip);
+  const servers = [...((await host.systemResolvers?.())?.ipv4 ?? []).slice(0, 3), ...resolvedUpstreams.slice(0, 3)].filter((a, i, all) => all.indexOf(a) === i);
   if (servers.length === 0) out.push({ ok: true, what: 'dns', detail: 'no IPv4 nameserver in /etc/resolv.conf' });
   for (const server of servers) {
     const name = `tr-verify-${randomBytes(6).toString('hex')}.tunroute.example`;
@@ -166,6 +174,10 @@ export async function verifyRunning(opts: VerifyOptions): Promise<VerifyCheck[]>
     }
   }
 
+  // systemd-resolved: the device's per-link DNS, as the plan set it.
+  const link = journal.explain?.dns?.resolved?.link;
+  if (link !== undefined) out.push(await resolvedCheck(link, opts.resolvectl));
+
   // IPv6: refused at once by the guard in a full tunnel.
   const v6 = await tcpProbe(V6_DISCARD, PROBE_PORT, 0, timeoutMs);
   const refused = ['ENETUNREACH', 'EHOSTUNREACH', 'EACCES', 'EPERM', 'EADDRNOTAVAIL', 'EAFNOSUPPORT'].includes(v6);
@@ -176,6 +188,24 @@ export async function verifyRunning(opts: VerifyOptions): Promise<VerifyCheck[]>
     out.push({ ok: true, what: 'ipv6', detail: `not carried by tunroute, as this plan leaves IPv6 ${plan.ipv6} (only a full tunnel guards it); the probe ended with ${v6}` });
   }
   return out;
+}
+
+/** Whether resolved still holds the per-link DNS the plan gave the device. */
+async function resolvedCheck(link: { dev: string; dns: string }, opts: ResolvectlOptions | undefined): Promise<VerifyCheck> {
+  const what = `systemd-resolved ${link.dev}`;
+  const dns = await resolvectl(['dns', link.dev], opts);
+  const domain = await resolvectl(['domain', link.dev], opts);
+  if (dns.code !== 0 || domain.code !== 0) {
+    return { ok: false, what, detail: `LEAK: cannot read ${link.dev}'s per-link DNS (${(dns.code !== 0 ? dns : domain).stderr.split('\n')[0] || 'resolvectl failed'}), so resolved may send names over other links` };
+  }
+  const servers = parseResolvectlLinkLine(dns.stdout);
+  const domains = parseResolvectlLinkLine(domain.stdout);
+  if (servers.includes(link.dns) && domains.includes(ROUTE_ALL_DOMAIN)) return { ok: true, what, detail: `per-link DNS ${link.dns} with routing domain ~.: resolved sends every query into ${link.dev}` };
+  return {
+    ok: false,
+    what,
+    detail: `LEAK: ${link.dev} has DNS ${servers.join(' ') || 'none'} and domains ${domains.join(' ') || 'none'} in resolved, not ${link.dns} with ~. as the plan set: another program changed them; restart tunroute`,
+  };
 }
 
 /** The report as lines: one per check, "ok" or "LEAK". */

@@ -13,6 +13,7 @@ import type { Config } from '../config/schema.js';
 import { parseCidr, parseCidrOrAddress, ipToU32, cidrContains, cidrToString, normalizeCidr } from '../net/ipv4.js';
 import { IFNAME_RE } from '../config/fields.js';
 import { parseResolvConf, RESOLV_CONF, RESOLV_CONF_MAX_BYTES, type ResolvConf } from './resolv-conf.js';
+import { readResolvedUpstreams, resolvectlOnPath, resolvedStubOf, type ResolvedProbe } from './resolved.js';
 import { resolveUpstreams, systemResolver, upstreamsOf, type ResolvedUpstream, type Resolver } from './upstreams.js';
 import type { AppsEnv } from './apps.js';
 import { probeApps } from './cgroup.js';
@@ -79,6 +80,8 @@ export interface RouteEnv {
   readonly files: ReadonlyMap<string, string>;
   /** The system's resolvers (read when dns.mode is not off); absent: none known. */
   readonly resolvers?: ResolvConf;
+  /** systemd-resolved's upstreams and resolvectl, read when `resolvers` names its stub (resolved.ts). */
+  readonly resolved?: ResolvedProbe;
 }
 
 export const NO_NETWORK: NetworkView = { lan: [], ipv6: false };
@@ -90,6 +93,8 @@ export interface HostProbe {
   readFile(path: string, field: string): Promise<string>;
   /** The nameservers of /etc/resolv.conf; absent on probes that know none (tests). */
   systemResolvers?(): Promise<ResolvConf>;
+  /** systemd-resolved's upstream servers and whether resolvectl is there (asked when resolv.conf names its stub). */
+  resolved?(): Promise<ResolvedProbe>;
   /** A description of what already uses routing table `table` (routes or rules), or undefined if it is free. */
   tableInUse(table: number, ipv6: boolean): Promise<string | undefined>;
   /** The kernel's answer to `ip route get ADDR` (first line), or the error. */
@@ -204,6 +209,9 @@ export function hostProbe(opts: { netns?: string; resolve?: Resolver; stateDir?:
         return Promise.resolve({ ipv4: [], ipv6: [] });
       }
     },
+    resolved() {
+      return Promise.resolve({ ...readResolvedUpstreams(), resolvectl: resolvectlOnPath() });
+    },
     async tableInUse(table, ipv6) {
       const found: string[] = [];
       for (const fam of ipv6 ? ['-4', '-6'] : ['-4']) {
@@ -252,7 +260,9 @@ export async function probeRouteEnv(config: Config, host: HostProbe): Promise<Ro
   const network = await host.network();
   const apps = host.apps === undefined ? { off: 'not probed' } : await host.apps();
   const resolvers = config.dns.mode !== 'off' && config.dns.routeSystemResolvers ? await host.systemResolvers?.() : undefined;
-  return 'env' in apps ? { network, upstreams, files, resolvers, apps: apps.env } : { network, upstreams, files, resolvers, appsOff: apps.off };
+  const resolved = resolvedStubOf(resolvers) === undefined ? undefined : await host.resolved?.();
+  const common = resolved === undefined ? { network, upstreams, files, resolvers } : { network, upstreams, files, resolvers, resolved };
+  return 'env' in apps ? { ...common, apps: apps.env } : { ...common, appsOff: apps.off };
 }
 
 /** The texts of routes.includeFiles and excludeFiles, by path as written (`tunroute reload` reads them as root). */

@@ -22,7 +22,7 @@ import { closeSync, constants, fchownSync, fstatSync, fsyncSync, linkSync, openS
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { TunrouteError, shown } from '../errors.js';
-import { parseCidr } from '../net/ipv4.js';
+import { ipToU32, parseCidr } from '../net/ipv4.js';
 import { IFNAME_RE } from '../config/fields.js';
 import type { Change, ExplainData } from './plan.js';
 import { ownerAlive as ownerRunsTunroute, processStartTime } from './owner.js';
@@ -56,6 +56,8 @@ export interface Journal {
   appsOff?: string;
   /** The device NetworkManager was told to leave alone (network-manager.ts), to hand back. */
   nmUnmanaged?: string;
+  /** The device systemd-resolved was given per-link DNS on (resolved.ts), to revert while it exists. */
+  resolved?: { dev: string; dns: string };
 }
 
 const ifName = z.string().regex(IFNAME_RE);
@@ -113,6 +115,10 @@ const journalSchema = z
     apps: appsSchema.optional(),
     appsOff: z.string().max(500).optional(),
     nmUnmanaged: ifName.optional(),
+    resolved: z
+      .object({ dev: ifName, dns: z.string().refine((a) => ipToU32(a) !== undefined) })
+      .strict()
+      .optional(),
   })
   .strict();
 

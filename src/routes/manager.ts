@@ -29,6 +29,7 @@ import { NetChangeDetector, upstreamChanges, type NetClocks, type NetDecision, t
 import { appCgroups, journalApps, nftRuleset } from './apps.js';
 import { createCgroups, loadNft, tearDownApps } from './cgroup.js';
 import { manageDevice, networkManagerRunning, unmanageDevice, type NmOptions } from './network-manager.js';
+import { pointResolvedAtLink, revertResolvedLink, type ResolvectlOptions } from './resolved.js';
 
 /**
  * Watches the network; calls back with each line `ip monitor` prints (undefined: "something
@@ -49,6 +50,8 @@ export interface RouteManagerOptions {
   followDebounceMs?: number;
   /** How nmcli is found (tests); false: leave NetworkManager alone (the lab's namespaces). */
   networkManager?: NmOptions | false;
+  /** How resolvectl is found, and whether a link exists (tests; see resolved.ts). */
+  resolvectl?: ResolvectlOptions & { exists?: (dev: string) => Promise<boolean> };
   /**
    * Called after a network change moved an upstream (its path changed: connections through it
    * are dead) or gave its name another address (`config` then connects there).
@@ -194,7 +197,7 @@ export class RouteManager {
     // no gap while tunroute restarts after a crash.
     const planned = new Set(plan.changes.map(changeKey));
     const persists = (c: Change): boolean => (c.op === 'rule' || c.dev === undefined) && planned.has(changeKey(c));
-    const stale = await cleanupJournals({ stateDir, dev: plan.dev, runner, log, live: 'refuse', keep: persists });
+    const stale = await cleanupJournals({ stateDir, dev: plan.dev, runner, log, live: 'refuse', keep: persists, resolvectl: opts.resolvectl });
     const adopted: Change[] = [];
     for (const s of stale) {
       const kept = s.kept ?? [];
@@ -267,7 +270,10 @@ export class RouteManager {
         this.runner,
         log,
       );
+      // The device is up (its subnet carries the DNS address): now systemd-resolved may use it.
+      await this.pointResolved();
     } catch (e) {
+      if (this.journal.resolved !== undefined) await revertResolvedLink(this.journal.resolved.dev, log, this.opts.resolvectl);
       if (this.adopted.length > 0) await removeChanges(invert(this.adopted), this.runner, log);
       if (this.journal.apps !== undefined) await tearDownApps(this.journal.apps, log);
       if (this.journal.nmUnmanaged !== undefined) await manageDevice(this.journal.nmUnmanaged, log, this.opts.networkManager === false ? {} : this.opts.networkManager);
@@ -321,6 +327,20 @@ export class RouteManager {
     this.journal = { ...this.journal, nmUnmanaged: dev };
     replaceJournal(this.journalFile, this.journal);
     await unmanageDevice(dev, this.opts.log, nm);
+  }
+
+  /**
+   * Give the device per-link DNS in systemd-resolved (resolved.ts), journaled first: while
+   * `up` is still root, which resolved requires. Its warnings (no resolvectl, upstreams
+   * unknown) are logged whether or not there is a link to point.
+   */
+  private async pointResolved(): Promise<void> {
+    const rd = this.plan_.dns.resolved;
+    for (const w of rd?.warnings ?? []) this.opts.log.warn({ stub: rd?.stub }, w);
+    if (rd?.link === undefined || this.journal === undefined) return;
+    this.journal = { ...this.journal, resolved: rd.link };
+    replaceJournal(this.journalFile, this.journal);
+    await pointResolvedAtLink(rd.link.dev, rd.link.dns, this.opts.log, this.opts.resolvectl);
   }
 
   private upstreamPaths(upstreams: readonly ResolvedUpstream[]): Promise<UpstreamPath[]> {
@@ -463,6 +483,11 @@ export class RouteManager {
       throw new TunrouteError('TR_BAD_CONFIG', `The new config moves the routes to ${next.dev === this.plan_.dev ? `table ${String(next.table)}` : `device ${next.dev}`}, which only a restart applies; the running config stays.`);
     }
     const pinned = pinUpstreams(config, upstreamsOf(config), env.upstreams);
+    const wasLink = JSON.stringify(this.journal.resolved ?? null);
+    if (JSON.stringify(next.dns.resolved?.link ?? null) !== wasLink) {
+      // resolved takes per-link DNS from root only, and `up` gave root up after it started.
+      this.opts.log.warn({ dev: next.dev, was: this.journal.resolved ?? null, now: next.dns.resolved?.link ?? null }, `the new config changes systemd-resolved's per-link DNS on ${next.dev}, which only a restart applies: restart tunroute`);
+    }
     // Serialised with the network follower: one change of the routes at a time.
     const run = this.following.then(() => this.applyDifference(next, env));
     this.following = run.then(
@@ -538,6 +563,8 @@ export class RouteManager {
       await this.following.catch(() => undefined);
       if (this.journal !== undefined) {
         const t0 = performance.now();
+        // Usually refused once `up` gave up root; the device's settings go with it (resolved.ts).
+        if (this.journal.resolved !== undefined) await revertResolvedLink(this.journal.resolved.dev, this.opts.log, this.opts.resolvectl);
         const r = await removeChanges(invert(this.changes), this.runner, this.opts.log);
         if (this.journal.apps !== undefined) await tearDownApps(this.journal.apps, this.opts.log);
         if (this.journal.nmUnmanaged !== undefined) await manageDevice(this.journal.nmUnmanaged, this.opts.log, this.opts.networkManager === false ? {} : this.opts.networkManager);

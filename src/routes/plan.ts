@@ -34,6 +34,7 @@ import type { NetworkView, RouteEnv } from './host.js';
 import { planApps, type AppsPlan } from './apps.js';
 import { parseCidrFile, type CidrFileEntries, type LabeledPrefix } from './sources.js';
 import { domainRoutesOf } from './domain-routes.js';
+import { linkDnsCommands, linkDnsText, resolvectlCommandText, resolvedStubOf, RESOLVED_UPSTREAMS_FILE } from './resolved.js';
 
 /** The `proto` (routes) and `protocol` (rules) number that marks tunroute's changes. */
 export const ROUTE_PROTO = 211;
@@ -120,6 +121,20 @@ export interface DnsPlan {
   directUpstream?: string;
   /** Split DNS entries. */
   servers?: Array<{ domains: string[]; server: string; outbound?: string }>;
+  /** systemd-resolved, when /etc/resolv.conf names its stub (resolved.ts). */
+  resolved?: ResolvedPlan;
+}
+
+/** What the plan does about systemd-resolved (see resolved.ts). */
+export interface ResolvedPlan {
+  /** The stub /etc/resolv.conf names (127.0.0.53). */
+  stub: string;
+  /** Per-link DNS given to the device (`resolvectl dns DEV DNS`, `domain DEV ~.`, `default-route DEV yes`). */
+  link?: { dev: string; dns: string };
+  /** Why the device gets no per-link DNS. */
+  linkOff?: string;
+  /** Sentences a user must see (resolvectl missing, resolved's upstreams unknown); also in the plan's notes. */
+  warnings: string[];
 }
 
 /**
@@ -345,6 +360,7 @@ export function planRoutes(config: Config, env: RouteEnv): RoutePlan {
   const included = bagOf(include, includeFiles).mergedRanges();
   const prefixes = mode === 'none' ? [] : routeSetOfRanges(included, bagOf(exclude, excludeFiles).mergedRanges());
   const dns = planResolverRoutes(config, env, mode, prefixes, domains.entries(), splitByDomain);
+  for (const w of dns.resolved?.warnings ?? []) notes.push(w);
   const resolverRoutes: Array<[string, string]> = [];
   for (const res of dns.resolvers) {
     if (!res.routed) continue;
@@ -504,9 +520,11 @@ const LOOPBACK = mustParse('127.0.0.0/8');
 /**
  * Which of the system's resolvers are routed into the device (dns.mode hijack or fakeip, and
  * dns.routeSystemResolvers): each IPv4 nameserver of /etc/resolv.conf gets a /32, even inside
- * the LAN or an exclude, so the system's queries reach tunroute whatever the split. Not a
- * loopback stub (systemd-resolved's 127.0.0.53 answers on this host: its own upstreams would
- * need resolvectl, which tunroute does not drive yet) and never an upstream's own address.
+ * the LAN or an exclude, so the system's queries reach tunroute whatever the split. Never an
+ * upstream's own address, never a loopback stub: systemd-resolved's (127.0.0.53) answers on
+ * this host, so its upstream servers are routed instead, and the device gets per-link DNS with
+ * the routing domain `~.` (resolved.ts) for the queries resolved sends from sockets bound to
+ * another link, which no route catches.
  */
 function planResolverRoutes(
   config: Config,
@@ -518,15 +536,26 @@ function planResolverRoutes(
 ): DnsPlan {
   const resolvers: DnsPlan['resolvers'] = [];
   const dnsOn = config.dns.mode !== 'off' && mode !== 'none';
-  for (const ip of env.resolvers?.ipv4 ?? []) {
+  const stub = resolvedStubOf(env.resolvers);
+  const rd = stub === undefined ? undefined : env.resolved;
+  const candidates: Array<{ ip: string; source: string }> = (env.resolvers?.ipv4 ?? []).map((ip) => ({ ip, source: '/etc/resolv.conf' }));
+  // resolved lists the device's own DNS address too while tunroute runs (a reload reads it then): not an upstream.
+  const deviceSubnet = normalizeCidr(config.tun.address);
+  for (const ip of rd?.upstreams.ipv4 ?? []) {
+    if (cidrContains(deviceSubnet, mustParse(`${ip}/32`).addr)) continue;
+    if (!candidates.some((c) => c.ip === ip)) candidates.push({ ip, source: `an upstream of systemd-resolved, ${RESOLVED_UPSTREAMS_FILE}` });
+  }
+  for (const { ip, source } of candidates) {
     const addr = mustParse(`${ip}/32`).addr;
     const upstream = env.upstreams.find((u) => u.addrs.includes(ip));
     if (!dnsOn || !config.dns.routeSystemResolvers) resolvers.push({ ip, routed: false, why: 'dns.mode off or dns.routeSystemResolvers false: its queries go the host\'s way' });
+    else if (prefixContains(LOOPBACK, addr) && rd !== undefined && ip === stub) resolvers.push({ ip, routed: false, why: "systemd-resolved's stub, on this host: its upstreams are routed instead, and the device gets per-link DNS (below)" });
     else if (prefixContains(LOOPBACK, addr)) resolvers.push({ ip, routed: false, why: 'a local stub (systemd-resolved?): not routable into a device; point resolv.conf at a real resolver to catch its queries' });
     else if (upstream !== undefined) resolvers.push({ ip, routed: false, why: `the address of upstream '${upstream.name}': it cannot enter the device (tunroute's own connections go there), so queries to it leave directly` });
-    else if (prefixesContain(prefixes, addr) !== undefined) resolvers.push({ ip, routed: true, why: 'system resolver (/etc/resolv.conf), inside the routes already' });
-    else resolvers.push({ ip, routed: true, why: 'system resolver (/etc/resolv.conf): its queries are answered by tunroute' });
+    else if (prefixesContain(prefixes, addr) !== undefined) resolvers.push({ ip, routed: true, why: `system resolver (${source}), inside the routes already` });
+    else resolvers.push({ ip, routed: true, why: `system resolver (${source}): its queries are answered by tunroute` });
   }
+  const resolved = stub === undefined || rd === undefined || !dnsOn || !config.dns.routeSystemResolvers ? undefined : planResolved(config, stub, rd);
   const d = config.dns;
   const ep = (e: { host: string; port: number }): string => `${e.host}:${e.port}`;
   return {
@@ -539,7 +568,29 @@ function planResolverRoutes(
     upstreamOutbound: d.outbound,
     directUpstream: d.directUpstream === undefined ? undefined : ep(d.directUpstream),
     servers: d.servers.map((x) => ({ domains: x.domains, server: ep(x.server), outbound: x.outbound })),
+    ...(resolved === undefined ? {} : { resolved }),
   };
+}
+
+/** Per-link DNS on the device for systemd-resolved, or why not (with the sentence a user must see). */
+function planResolved(config: Config, stub: string, rd: NonNullable<RouteEnv['resolved']>): ResolvedPlan {
+  const dev = config.tun.name;
+  const warnings: string[] = [];
+  if (rd.why !== undefined) {
+    warnings.push(`/etc/resolv.conf names systemd-resolved's stub ${stub}, but its upstream servers are unknown (${rd.why}), so none is routed into ${dev}: check that systemd-resolved runs.`);
+  }
+  const dns = linkDnsText(config.tun.address);
+  if (!rd.resolvectl) {
+    warnings.push(
+      `/etc/resolv.conf names systemd-resolved's stub ${stub}, but resolvectl is not on PATH, so tunroute cannot send resolved's queries into ${dev} (only its upstream servers are routed there): install resolvectl (Debian: apt-get install systemd-resolved), or point /etc/resolv.conf at a real resolver.`,
+    );
+    return { stub, linkOff: 'resolvectl is not on PATH', warnings };
+  }
+  if (dns === undefined) {
+    warnings.push(`the device's address ${cidrToString(config.tun.address)} leaves no room in its subnet for the DNS address systemd-resolved would be given, so resolved's queries are not sent into ${dev}: give tun.address a /30 or shorter prefix.`);
+    return { stub, linkOff: `tun.address ${cidrToString(config.tun.address)} has no room for a DNS address`, warnings };
+  }
+  return { stub, link: { dev, dns }, warnings };
 }
 
 /**
@@ -626,6 +677,13 @@ function* describeDns(plan: RoutePlan): Generator<string> {
   yield `DNS: ${how}`;
   if (d.resolvers.length === 0) yield '  system resolvers: none found in /etc/resolv.conf (or not read)';
   for (const r of d.resolvers) yield `  ${r.routed ? '+' : '-'} resolver ${r.ip}: ${r.routed ? 'routed into ' + plan.dev : 'not routed'} — ${r.why}`;
+  const rd = d.resolved;
+  if (rd?.link !== undefined) {
+    yield `  systemd-resolved (${rd.stub}): every query goes into ${rd.link.dev}, per-link DNS ${rd.link.dns} with routing domain ~. (undone on exit; gone with the device after a crash):`;
+    for (const args of linkDnsCommands(rd.link.dev, rd.link.dns)) yield `    ${resolvectlCommandText(args)}`;
+  } else if (rd !== undefined) {
+    yield `  systemd-resolved (${rd.stub}): no per-link DNS on ${plan.dev} — ${rd.linkOff ?? 'not planned'}`;
+  }
   if (d.mode === 'fakeip') {
     for (const e of d.domains) yield `  ${e.include ? '+' : '-'} names ${e.pattern}  ${e.include ? 'enter' : 'stay direct'} (${e.source})`;
   }

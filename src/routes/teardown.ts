@@ -12,6 +12,7 @@ import { claimJournal, listStateFiles, ownerAlive, pruneInstanceDirs, pruneState
 import { renameSync } from 'node:fs';
 import { tearDownApps } from './cgroup.js';
 import { manageDevice, type NmOptions } from './network-manager.js';
+import { revertResolvedLink, type ResolvectlOptions } from './resolved.js';
 
 export interface CleanupOptions {
   stateDir: string;
@@ -34,6 +35,8 @@ export interface CleanupOptions {
   stopTimeoutMs?: number;
   /** How nmcli is found (tests; see network-manager.ts). */
   networkManager?: NmOptions;
+  /** How resolvectl is found, and whether a link exists (tests; see resolved.ts). */
+  resolvectl?: ResolvectlOptions & { exists?: (dev: string) => Promise<boolean> };
   /** Injected for tests. */
   kill?: (pid: number, signal: NodeJS.Signals) => void;
   /** Injected for tests: whether the journal's writer still runs as tunroute (default owner.ts). */
@@ -93,6 +96,9 @@ async function undoClaimed(claimed: string, j: StoredJournal, opts: CleanupOptio
   const keep = opts.keep ?? ((): boolean => false);
   const kept = j.changes.filter((c) => keep(c));
   const undo = j.changes.filter((c) => !keep(c));
+  // resolved first, while the routes its DNS address needs are still there (a device that is
+  // gone took its per-link DNS with it: see resolved.ts).
+  if (j.resolved !== undefined) await revertResolvedLink(j.resolved.dev, opts.log, opts.resolvectl);
   const r = await removeChanges(invert(undo), opts.runner, opts.log);
   // Per-app routing (nft table, cgroups) never stays: a new `up` makes its own.
   if (j.apps !== undefined) await tearDownApps(j.apps, opts.log);
@@ -104,6 +110,7 @@ async function undoClaimed(claimed: string, j: StoredJournal, opts: CleanupOptio
     const rest: StoredJournal = { ...j, changes: kept };
     delete rest.apps;
     delete rest.nmUnmanaged;
+    delete rest.resolved;
     replaceJournal(claimed, rest);
     renameSync(claimed, journalOf(claimed));
   }

@@ -86,6 +86,20 @@ function splitServerOf(dns: DnsPlan, name: string): string | undefined {
 }
 
 export function explainName(dev: string, dns: DnsPlan, d: NameDestination, decider?: NameDecider, entry?: FakeIpEntry): WhyNameAnswer {
+  const a = explainNameOnly(dev, dns, d, decider, entry);
+  const line = resolvedLine(dev, dns);
+  return line === undefined ? a : { ...a, text: `${a.text}\n${line}` };
+}
+
+/** How the system's queries reach tunroute when /etc/resolv.conf names systemd-resolved's stub (routes/resolved.ts). */
+function resolvedLine(dev: string, dns: DnsPlan): string | undefined {
+  const rd = dns.resolved;
+  if (rd === undefined || dns.mode === 'off') return undefined;
+  if (rd.link !== undefined) return `systemd-resolved: the system asks ${rd.stub}, which sends every query into ${rd.link.dev} (per-link DNS ${rd.link.dns}, routing domain ~.); its upstream servers are routed into ${dev} too.`;
+  return `systemd-resolved: the system asks ${rd.stub}; no per-link DNS on ${dev} (${rd.linkOff ?? 'not planned'}), so only the queries it sends to its upstream servers enter ${dev}.`;
+}
+
+function explainNameOnly(dev: string, dns: DnsPlan, d: NameDestination, decider?: NameDecider, entry?: FakeIpEntry): WhyNameAnswer {
   const split = splitServerOf(dns, d.name);
   const upstream = `${dns.upstream ?? '?'} through ${dns.upstreamOutbound === undefined ? 'the outbound that routes it' : `'${dns.upstreamOutbound}'`} (dns.upstream)`;
   const base = { destination: d, dev, mode: dns.mode };

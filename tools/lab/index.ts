@@ -23,3 +23,5 @@ export {
 export type { DanteConfig, DanteOptions, MicrosocksOptions, TinyproxyOptions, TinyproxyConfig, HttpServerOptions, DelayRelayOptions, Iperf3Options, DnsmasqOptions } from './servers.js';
 export { startWireguardGo } from './wireguard.js';
 export type { WireguardGoOptions, WireguardGoPeer } from './wireguard.js';
+export { startLabResolved, labResolvedMissing, LAB_RESOLVED_DIR } from './resolved.js';
+export type { LabResolved } from './resolved.js';
