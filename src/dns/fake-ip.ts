@@ -58,6 +58,19 @@ const PersistedSchema = z.object({
 });
 export type FakeIpPersisted = z.infer<typeof PersistedSchema>;
 
+/** A character JSON carries as it is, as canonical names have them: a-z 0-9 . _ - */
+function isPlainNameChar(c: number): boolean {
+  return (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2e || c === 0x5f || c === 0x2d;
+}
+
+/** `v` (0..255) in decimal at `out[o]`; returns the offset after it. */
+function writeDecimal(out: Uint8Array, o: number, v: number): number {
+  if (v >= 100) out[o++] = 0x30 + Math.floor(v / 100);
+  if (v >= 10) out[o++] = 0x30 + (Math.floor(v / 10) % 10);
+  out[o++] = 0x30 + (v % 10);
+  return o;
+}
+
 /** No slot (an end of the idle list). */
 const NONE = -1;
 /** Slots are grown by doubling from this many. */
@@ -256,6 +269,58 @@ export class FakeIpPool {
       for (let slot = 0; slot < this.names.length; slot++) if (this.pins[slot] > 0) entries.push([u32ToIp(this.first + slot), this.names[slot] ?? '']);
     }
     return { version: 1, cidr: cidrToString(this.cidr), entries };
+  }
+
+  /**
+   * `JSON.stringify(this.toJSON())` as bytes, written straight into one buffer: the saver calls
+   * this every few seconds while the table changes, and at 100,000 names the arrays and
+   * strings of toJSON cost ~1 us a name (the save blocked the event loop for a tenth of a
+   * second and more). Names are canonical (plain ASCII, nothing to escape); any other is
+   * escaped by JSON.stringify.
+   */
+  toJSONBytes(): Uint8Array {
+    const head = `{"version":1,"cidr":${JSON.stringify(cidrToString(this.cidr))},"entries":[`;
+    // Per entry at most: ["255.255.255.255",  "  name  "],
+    let room = head.length + 2;
+    for (let slot = this.head; slot !== NONE; slot = this.next[slot]) room += 24 + (this.names[slot]?.length ?? 0) * 6;
+    if (this.busyCount > 0) for (let slot = 0; slot < this.names.length; slot++) if (this.pins[slot] > 0) room += 24 + (this.names[slot]?.length ?? 0) * 6;
+    const out = Buffer.allocUnsafe(room);
+    let o = out.write(head, 0, 'latin1');
+    let firstEntry = true;
+    const entry = (slot: number): void => {
+      if (!firstEntry) out[o++] = 0x2c; // ,
+      firstEntry = false;
+      out[o++] = 0x5b; // [
+      out[o++] = 0x22; // "
+      const ip = this.first + slot;
+      o = writeDecimal(out, o, ip >>> 24);
+      out[o++] = 0x2e;
+      o = writeDecimal(out, o, (ip >>> 16) & 0xff);
+      out[o++] = 0x2e;
+      o = writeDecimal(out, o, (ip >>> 8) & 0xff);
+      out[o++] = 0x2e;
+      o = writeDecimal(out, o, ip & 0xff);
+      out[o++] = 0x22;
+      out[o++] = 0x2c;
+      const name = this.names[slot] ?? '';
+      const start = o;
+      out[o++] = 0x22;
+      for (let k = 0; k < name.length; k++) {
+        const c = name.charCodeAt(k);
+        if (!isPlainNameChar(c)) {
+          o = start + out.write(JSON.stringify(name), start, 'utf8') - 1;
+          break;
+        }
+        out[o++] = c;
+      }
+      out[o++] = 0x22;
+      out[o++] = 0x5d; // ]
+    };
+    for (let slot = this.head; slot !== NONE; slot = this.next[slot]) entry(slot);
+    if (this.busyCount > 0) for (let slot = 0; slot < this.names.length; slot++) if (this.pins[slot] > 0) entry(slot);
+    out[o++] = 0x5d;
+    out[o++] = 0x7d;
+    return out.subarray(0, o);
   }
 
   /**

@@ -208,9 +208,21 @@ describe('FakeIpPool under churn (against a plain model of its rules)', () => {
     const idleOrder = [...model.idle.keys()].map((ip) => [u32ToIp(ip), model.nameOf.get(ip)]);
     expect(saved.slice(0, idleOrder.length)).toEqual(idleOrder);
     expect(new Set(saved.slice(idleOrder.length).map(([ip]) => ip))).toEqual(new Set([...model.pins.keys()].map(u32ToIp)));
+    // The saver's bytes are the same text.
+    expect(Buffer.from(pool.toJSONBytes()).toString('utf8')).toBe(JSON.stringify(pool.toJSON()));
     // And back: the restored pool keeps every name where it was, in the saved use order.
     const { pool: again, restored } = FakeIpPool.fromJSON(JSON.parse(JSON.stringify(pool.toJSON())) as unknown, '10.1.0.0/23');
     expect(restored).toBe(saved.length);
     expect(again.toJSON().entries).toEqual(saved);
+  });
+});
+
+describe('FakeIpPool.toJSONBytes', () => {
+  it('is JSON.stringify(toJSON()), also for an empty table and a name with something to escape', () => {
+    const pool = new FakeIpPool('10.0.0.0/24');
+    expect(Buffer.from(pool.toJSONBytes()).toString('utf8')).toBe(JSON.stringify(pool.toJSON()));
+    for (const n of ['a.example', 'we"ird\\name', 'x.example']) pool.lookup(n);
+    pool.pin(ip('10.0.0.2'));
+    expect(Buffer.from(pool.toJSONBytes()).toString('utf8')).toBe(JSON.stringify(pool.toJSON()));
   });
 });
