@@ -317,7 +317,8 @@ export class UdpStack {
   /** Stage the packet at outBuf[start, end); on a vnet link its header ("nothing to do") goes at `start`. */
   private commit(start: number, end: number): void {
     if (this.link.vnetHdr) writeVnetNone(this.outBuf, start);
-    this.outViews.push(this.outBuf.subarray(start, end));
+    // A plain view: Buffer#subarray builds a FastBuffer, measurably slower per packet.
+    this.outViews.push(new Uint8Array(this.outBuf.buffer, this.outBuf.byteOffset + start, end - start));
     this.outUsed = end;
     if (this.immediate === undefined && !this.inBatch) this.immediate = setImmediate(this.runFlush);
   }
