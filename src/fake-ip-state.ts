@@ -63,7 +63,7 @@ export class FakeIpSaver {
     const now = this.pool.changes;
     if (now === this.saved) return;
     try {
-      writeStateFile(this.path, JSON.stringify(this.pool.toJSON()));
+      writeStateFile(this.path, this.pool.toJSONBytes());
       this.saved = now;
     } catch (e) {
       this.log.warn({ path: this.path, err: e instanceof Error ? e.message : String(e) }, 'the fake-IP table could not be saved (answers given now will not survive a restart)');

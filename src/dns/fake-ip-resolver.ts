@@ -22,10 +22,12 @@
 import type { Logger } from '../logger.js';
 import { canonicalDomain } from '../net/domain.js';
 import type { FakeIpPool } from './fake-ip.js';
+import { QueryQuestion, readQueryQuestion } from './question-key.js';
 import {
   DnsMessage,
   addressAnswer,
   errorResponse,
+  writeAddressAnswer,
   DNS_CLASS_IN,
   DNS_RCODE_SERVFAIL,
   DNS_TYPE_A,
@@ -36,6 +38,8 @@ import {
 import type { DnsAnswerer, DnsResolveResult } from './resolver.js';
 
 export const FAKE_IP_TTL_S = 1;
+
+const NO_ADDRESSES: readonly number[] = [];
 
 export interface FakeIpResolverOptions {
   pool: FakeIpPool;
@@ -73,6 +77,8 @@ export class FakeIpResolver implements DnsAnswerer {
   private readonly ttl: number;
   private readonly log: Logger | undefined;
   private readonly one = [0];
+  /** The fast path's question, reused. */
+  private readonly q = new QueryQuestion();
 
   constructor(o: FakeIpResolverOptions) {
     this.pool = o.pool;
@@ -104,18 +110,51 @@ export class FakeIpResolver implements DnsAnswerer {
     return this.forward(q, queryBytes);
   }
 
-  private fakeA(q: DnsMessage, name: string): DnsResolveResult {
-    const ip = this.pool.lookup(name);
+  /**
+   * The fast path (DnsAnswerer.answerNow): A, AAAA, HTTPS and SVCB of a tunneled name, read
+   * with readQueryQuestion and answered into `out` with no allocation but the name's string.
+   * Everything else (and whatever the fast reader leaves to the general parser) is 0: resolve()
+   * decides, with the same outcome for the names both accept.
+   */
+  answerNow(query: Uint8Array, out: Uint8Array): number {
+    const q = this.q;
+    if (!readQueryQuestion(query, q) || q.qclass !== DNS_CLASS_IN) return 0;
+    const qtype = q.qtype;
+    if (qtype !== DNS_TYPE_A && qtype !== DNS_TYPE_AAAA && qtype !== DNS_TYPE_HTTPS && qtype !== DNS_TYPE_SVCB) return 0;
+    if (!this.tunneled(q.name)) return 0;
+    if (qtype !== DNS_TYPE_A) {
+      this.stats.empty++;
+      return writeAddressAnswer(query, q.end, NO_ADDRESSES, this.ttl, out);
+    }
+    const ip = this.pool.lookup(q.name);
     if (ip === undefined) {
-      this.stats.exhausted++;
-      if (this.stats.exhausted === 1 || this.stats.exhausted % 1000 === 0) {
-        this.log?.warn({ capacity: this.pool.stats.capacity, refused: this.stats.exhausted }, 'fake-IP pool exhausted: every address is held by a live flow; new names get SERVFAIL (widen dns.fakeIpRange)');
-      }
-      return { kind: 'answer', answer: errorResponse(q, DNS_RCODE_SERVFAIL), via: 'local' };
+      // Rare: the general view builds the SERVFAIL (its question as asked).
+      const m = DnsMessage.parse(query);
+      if (m === undefined) return 0;
+      const answer = this.exhausted(m);
+      out.set(answer);
+      return answer.length;
     }
     this.stats.fake++;
     this.one[0] = ip;
+    return writeAddressAnswer(query, q.end, this.one, this.ttl, out);
+  }
+
+  private fakeA(q: DnsMessage, name: string): DnsResolveResult {
+    const ip = this.pool.lookup(name);
+    if (ip === undefined) return { kind: 'answer', answer: this.exhausted(q), via: 'local' };
+    this.stats.fake++;
+    this.one[0] = ip;
     return { kind: 'answer', answer: addressAnswer(q, this.one, this.ttl), via: 'local' };
+  }
+
+  /** SERVFAIL: every pool address is held by a live flow (counted, logged now and then). */
+  private exhausted(q: DnsMessage): Uint8Array {
+    this.stats.exhausted++;
+    if (this.stats.exhausted === 1 || this.stats.exhausted % 1000 === 0) {
+      this.log?.warn({ capacity: this.pool.stats.capacity, refused: this.stats.exhausted }, 'fake-IP pool exhausted: every address is held by a live flow; new names get SERVFAIL (widen dns.fakeIpRange)');
+    }
+    return errorResponse(q, DNS_RCODE_SERVFAIL);
   }
 
   private forward(q: DnsMessage, queryBytes: Uint8Array): Promise<DnsResolveResult> {

@@ -20,6 +20,15 @@
  *
  * The table survives a restart through toJSON()/fromJSON() (the owner keeps it in the state
  * dir), so an app holding an answer from before the restart still reaches its name.
+ *
+ * Storage, for an answer per query at the rate a sequential client asks (every new name is an
+ * insert): one Map name → address; everything per address lives in slots indexed by
+ * `address − first` (the name, the live-flow count, the links of the idle list), grown by
+ * doubling up to the highest slot used (names are handed out in address order, so that is
+ * about the number of names handed out; ~21 bytes a slot). The idle addresses form a doubly
+ * linked list over the slots, least recently used at its head: using, pinning, unpinning and
+ * taking back are O(1) with no hashing, where a Map as an ordered set pays a delete and an
+ * insert per use, and its iterator walks over the deleted entries at its front.
  */
 import { z } from 'zod';
 import { cidrToString, ipToU32, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../net/ipv4.js';
@@ -49,6 +58,24 @@ const PersistedSchema = z.object({
 });
 export type FakeIpPersisted = z.infer<typeof PersistedSchema>;
 
+/** A character JSON carries as it is, as canonical names have them: a-z 0-9 . _ - */
+function isPlainNameChar(c: number): boolean {
+  return (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2e || c === 0x5f || c === 0x2d;
+}
+
+/** `v` (0..255) in decimal at `out[o]`; returns the offset after it. */
+function writeDecimal(out: Uint8Array, o: number, v: number): number {
+  if (v >= 100) out[o++] = 0x30 + Math.floor(v / 100);
+  if (v >= 10) out[o++] = 0x30 + (Math.floor(v / 10) % 10);
+  out[o++] = 0x30 + (v % 10);
+  return o;
+}
+
+/** No slot (an end of the idle list). */
+const NONE = -1;
+/** Slots are grown by doubling from this many. */
+const MIN_SLOTS = 1024;
+
 export class FakeIpPool {
   readonly cidr: Cidr;
   private readonly first: number;
@@ -56,11 +83,18 @@ export class FakeIpPool {
   /** Next never-used address, until it passes `last`. */
   private cursor: number;
   private readonly ipOf = new Map<string, number>();
-  private readonly nameOfIp = new Map<number, string>();
-  /** Idle addresses in use order, least recent first (a Map keeps insertion order). */
-  private readonly idle = new Map<number, true>();
-  /** Live flows per busy address. */
-  private readonly pins = new Map<number, number>();
+  // Per slot (address − first); `names.length` slots exist so far.
+  private names: Array<string | undefined> = [];
+  /** Live flows per slot; > 0: busy (never in the idle list). */
+  private pins = new Uint32Array(0);
+  private prev = new Int32Array(0);
+  private next = new Int32Array(0);
+  /** 1 while the slot is in the idle list. */
+  private linked = new Uint8Array(0);
+  /** The idle list: least recently used at the head. */
+  private head = NONE;
+  private tail = NONE;
+  private busyCount = 0;
   private reusedCount = 0;
   private exhaustedCount = 0;
   private changeCount = 0;
@@ -93,29 +127,34 @@ export class FakeIpPool {
     this.changeCount++;
     const have = this.ipOf.get(name);
     if (have !== undefined) {
-      this.touch(have);
+      const slot = have - this.first;
+      if (this.linked[slot] === 1 && slot !== this.tail) {
+        this.unlink(slot);
+        this.append(slot);
+      }
       return have;
     }
-    let ip: number;
+    let slot: number;
     // Never-used addresses first (restored names may sit anywhere in the range: skip them).
-    while (this.cursor <= this.last && (this.nameOfIp.has(this.cursor) || this.reserved.has(this.cursor))) this.cursor++;
+    while (this.cursor <= this.last && (this.slotName(this.cursor - this.first) !== undefined || this.reserved.has(this.cursor))) this.cursor++;
     if (this.cursor <= this.last) {
-      ip = this.cursor++;
+      slot = this.cursor++ - this.first;
+      this.grow(slot);
     } else {
-      const oldest = this.idle.keys().next();
-      if (oldest.done === true) {
+      slot = this.head;
+      if (slot === NONE) {
         this.exhaustedCount++;
         return undefined;
       }
-      ip = oldest.value;
-      this.idle.delete(ip);
-      const old = this.nameOfIp.get(ip);
+      this.unlink(slot);
+      const old = this.names[slot];
       if (old !== undefined) this.ipOf.delete(old);
       this.reusedCount++;
     }
+    const ip = this.first + slot;
     this.ipOf.set(name, ip);
-    this.nameOfIp.set(ip, name);
-    this.idle.set(ip, true);
+    this.names[slot] = name;
+    this.append(slot);
     return ip;
   }
 
@@ -126,39 +165,36 @@ export class FakeIpPool {
 
   /** Whether a live flow holds `ip`. */
   pinned(ip: number): boolean {
-    return this.pins.has(ip);
+    const slot = this.slotOf(ip);
+    return slot !== NONE && this.pins[slot] > 0;
   }
 
   /** The name `ip` stands for, or undefined (not from this pool, or not handed out). */
   nameOf(ip: number): string | undefined {
-    return this.nameOfIp.get(ip);
+    const slot = this.slotOf(ip);
+    return slot === NONE ? undefined : this.names[slot];
   }
 
   /** A flow to `ip` starts: its name stays until unpin(). False when `ip` has no name. */
   pin(ip: number): boolean {
-    if (!this.nameOfIp.has(ip)) return false;
+    const slot = this.slotOf(ip);
+    if (slot === NONE || this.names[slot] === undefined) return false;
     this.changeCount++;
-    const n = this.pins.get(ip);
-    if (n === undefined) {
-      this.idle.delete(ip);
-      this.pins.set(ip, 1);
-    } else {
-      this.pins.set(ip, n + 1);
+    if (this.pins[slot]++ === 0) {
+      this.unlink(slot);
+      this.busyCount++;
     }
     return true;
   }
 
   /** A flow to `ip` ended. When it was the last, the address is idle again (most recently used). */
   unpin(ip: number): void {
-    const n = this.pins.get(ip);
-    if (n === undefined) return;
+    const slot = this.slotOf(ip);
+    if (slot === NONE || this.pins[slot] === 0) return;
     this.changeCount++;
-    if (n > 1) {
-      this.pins.set(ip, n - 1);
-      return;
-    }
-    this.pins.delete(ip);
-    if (this.nameOfIp.has(ip)) this.idle.set(ip, true);
+    if (--this.pins[slot] > 0) return;
+    this.busyCount--;
+    if (this.names[slot] !== undefined) this.append(slot);
   }
 
   /** Grows with every change of the table or its use order: a saver compares it with the last saved. */
@@ -168,24 +204,123 @@ export class FakeIpPool {
 
   get stats(): FakeIpStats {
     return {
-      entries: this.nameOfIp.size,
+      entries: this.ipOf.size,
       capacity: this.last - this.first + 1 - this.reserved.size,
-      busy: this.pins.size,
+      busy: this.busyCount,
       reused: this.reusedCount,
       exhausted: this.exhaustedCount,
     };
   }
 
-  private touch(ip: number): void {
-    if (this.idle.delete(ip)) this.idle.set(ip, true);
+  /** The slot of `ip`, or NONE when `ip` is outside the range or past the slots used so far. */
+  private slotOf(ip: number): number {
+    const slot = ip - this.first;
+    return ip >= this.first && ip <= this.last && slot < this.names.length ? slot : NONE;
+  }
+
+  private slotName(slot: number): string | undefined {
+    return slot < this.names.length ? this.names[slot] : undefined;
+  }
+
+  /** Make room for `slot` (doubling, at most the range's size). */
+  private grow(slot: number): void {
+    const have = this.names.length;
+    if (slot < have) return;
+    const size = Math.min(this.last - this.first + 1, Math.max(slot + 1, have * 2, MIN_SLOTS));
+    const widen = <A extends Uint32Array | Int32Array | Uint8Array>(a: A, make: (n: number) => A): A => {
+      const b = make(size);
+      b.set(a);
+      return b;
+    };
+    this.pins = widen(this.pins, (n) => new Uint32Array(n));
+    this.prev = widen(this.prev, (n) => new Int32Array(n));
+    this.next = widen(this.next, (n) => new Int32Array(n));
+    this.linked = widen(this.linked, (n) => new Uint8Array(n));
+    for (let i = have; i < size; i++) this.names.push(undefined);
+  }
+
+  /** Add `slot` at the idle list's tail (most recently used). */
+  private append(slot: number): void {
+    this.prev[slot] = this.tail;
+    this.next[slot] = NONE;
+    if (this.tail === NONE) this.head = slot;
+    else this.next[this.tail] = slot;
+    this.tail = slot;
+    this.linked[slot] = 1;
+  }
+
+  /** Take `slot` out of the idle list (if it is in it). */
+  private unlink(slot: number): void {
+    if (this.linked[slot] === 0) return;
+    const p = this.prev[slot];
+    const n = this.next[slot];
+    if (p === NONE) this.head = n;
+    else this.next[p] = n;
+    if (n === NONE) this.tail = p;
+    else this.prev[n] = p;
+    this.linked[slot] = 0;
   }
 
   /** The table, least recently used first (busy addresses last: they are in use now). */
   toJSON(): FakeIpPersisted {
     const entries: Array<[string, string]> = [];
-    for (const ip of this.idle.keys()) entries.push([u32ToIp(ip), this.nameOfIp.get(ip) ?? '']);
-    for (const ip of this.pins.keys()) entries.push([u32ToIp(ip), this.nameOfIp.get(ip) ?? '']);
+    for (let slot = this.head; slot !== NONE; slot = this.next[slot]) entries.push([u32ToIp(this.first + slot), this.names[slot] ?? '']);
+    if (this.busyCount > 0) {
+      for (let slot = 0; slot < this.names.length; slot++) if (this.pins[slot] > 0) entries.push([u32ToIp(this.first + slot), this.names[slot] ?? '']);
+    }
     return { version: 1, cidr: cidrToString(this.cidr), entries };
+  }
+
+  /**
+   * `JSON.stringify(this.toJSON())` as bytes, written straight into one buffer: the saver calls
+   * this every few seconds while the table changes, and at 100,000 names the arrays and
+   * strings of toJSON cost ~1 us a name (the save blocked the event loop for a tenth of a
+   * second and more). Names are canonical (plain ASCII, nothing to escape); any other is
+   * escaped by JSON.stringify.
+   */
+  toJSONBytes(): Uint8Array {
+    const head = `{"version":1,"cidr":${JSON.stringify(cidrToString(this.cidr))},"entries":[`;
+    // Per entry at most: ["255.255.255.255",  "  name  "],
+    let room = head.length + 2;
+    for (let slot = this.head; slot !== NONE; slot = this.next[slot]) room += 24 + (this.names[slot]?.length ?? 0) * 6;
+    if (this.busyCount > 0) for (let slot = 0; slot < this.names.length; slot++) if (this.pins[slot] > 0) room += 24 + (this.names[slot]?.length ?? 0) * 6;
+    const out = Buffer.allocUnsafe(room);
+    let o = out.write(head, 0, 'latin1');
+    let firstEntry = true;
+    const entry = (slot: number): void => {
+      if (!firstEntry) out[o++] = 0x2c; // ,
+      firstEntry = false;
+      out[o++] = 0x5b; // [
+      out[o++] = 0x22; // "
+      const ip = this.first + slot;
+      o = writeDecimal(out, o, ip >>> 24);
+      out[o++] = 0x2e;
+      o = writeDecimal(out, o, (ip >>> 16) & 0xff);
+      out[o++] = 0x2e;
+      o = writeDecimal(out, o, (ip >>> 8) & 0xff);
+      out[o++] = 0x2e;
+      o = writeDecimal(out, o, ip & 0xff);
+      out[o++] = 0x22;
+      out[o++] = 0x2c;
+      const name = this.names[slot] ?? '';
+      const start = o;
+      out[o++] = 0x22;
+      for (let k = 0; k < name.length; k++) {
+        const c = name.charCodeAt(k);
+        if (!isPlainNameChar(c)) {
+          o = start + out.write(JSON.stringify(name), start, 'utf8') - 1;
+          break;
+        }
+        out[o++] = c;
+      }
+      out[o++] = 0x22;
+      out[o++] = 0x5d; // ]
+    };
+    for (let slot = this.head; slot !== NONE; slot = this.next[slot]) entry(slot);
+    if (this.busyCount > 0) for (let slot = 0; slot < this.names.length; slot++) if (this.pins[slot] > 0) entry(slot);
+    out[o++] = 0x5d;
+    out[o++] = 0x7d;
+    return out.subarray(0, o);
   }
 
   /**
@@ -202,13 +337,15 @@ export class FakeIpPool {
     for (const [ipText, nameText] of parsed.data.entries) {
       const ip = ipToU32(ipText);
       const name = canonicalDomain(nameText);
-      if (ip === undefined || name === undefined || ip < pool.first || ip > pool.last || pool.reserved.has(ip) || pool.nameOfIp.has(ip) || pool.ipOf.has(name)) {
+      if (ip === undefined || name === undefined || ip < pool.first || ip > pool.last || pool.reserved.has(ip) || pool.slotName(ip - pool.first) !== undefined || pool.ipOf.has(name)) {
         skipped++;
         continue;
       }
+      const slot = ip - pool.first;
+      pool.grow(slot);
       pool.ipOf.set(name, ip);
-      pool.nameOfIp.set(ip, name);
-      pool.idle.set(ip, true);
+      pool.names[slot] = name;
+      pool.append(slot);
       restored++;
     }
     return { pool, restored, skipped };

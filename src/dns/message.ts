@@ -348,14 +348,27 @@ export function errorResponse(query: DnsMessage, rcode: number): Uint8Array {
  * one allocation: the fake-IP resolver answers every lookup of a tunneled name with this.
  */
 export function addressAnswer(query: DnsMessage, addresses: readonly number[], ttl: number): Uint8Array {
-  const q = query.bytes.subarray(DNS_HEADER_LEN, query.questionEnd);
-  const out = new Uint8Array(DNS_HEADER_LEN + q.length + addresses.length * 16);
-  wr16(out, 0, query.id);
-  wr16(out, 2, FLAG_QR | FLAG_RA | (query.flags & FLAG_RD) | (query.opcode << 11) | DNS_RCODE_NOERROR);
+  const out = new Uint8Array(query.questionEnd + addresses.length * 16);
+  writeAddressAnswer(query.bytes, query.questionEnd, addresses, ttl, out);
+  return out;
+}
+
+/**
+ * `addressAnswer` from the raw bytes of a query whose question ends at `questionEnd`, written
+ * at `out[0]` (room for `questionEnd + 16 × addresses` bytes: at most 287 with one address);
+ * returns its length. For the answers given at once with no allocation (fake-IP).
+ */
+export function writeAddressAnswer(query: Uint8Array, questionEnd: number, addresses: readonly number[], ttl: number, out: Uint8Array): number {
+  const flags = rd16(query, 2);
+  wr16(out, 0, rd16(query, 0));
+  wr16(out, 2, FLAG_QR | FLAG_RA | (flags & FLAG_RD) | (flags & 0x7800) | DNS_RCODE_NOERROR);
   wr16(out, 4, 1);
   wr16(out, 6, addresses.length);
-  out.set(q, DNS_HEADER_LEN);
-  let off = DNS_HEADER_LEN + q.length;
+  wr16(out, 8, 0);
+  wr16(out, 10, 0);
+  // The question as asked; a byte loop: a subarray would be an allocation per answer.
+  for (let k = DNS_HEADER_LEN; k < questionEnd; k++) out[k] = query[k];
+  let off = questionEnd;
   for (const a of addresses) {
     wr16(out, off, 0xc000 | DNS_HEADER_LEN); // the question's name
     wr16(out, off + 2, DNS_TYPE_A);
@@ -365,7 +378,7 @@ export function addressAnswer(query: DnsMessage, addresses: readonly number[], t
     wr32(out, off + 12, a);
     off += 16;
   }
-  return out;
+  return off;
 }
 
 // ---------------------------------------------------------------------------------------------

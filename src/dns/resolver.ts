@@ -83,6 +83,12 @@ export type DnsResolveResult =
 /** What answers a caught query: the hijack resolver, or the fake-IP one in front of it. */
 export interface DnsAnswerer {
   resolve(query: Uint8Array): Promise<DnsResolveResult>;
+  /**
+   * Optional fast path: the answer to `query` when it is known at once (the fake-IP answerer's
+   * own answers), written at `out[0]` (`out` holds DNS_UDP_DEFAULT_SIZE bytes); returns its
+   * length, or 0 when the query needs resolve(). Saves the promise and the copies per query.
+   */
+  answerNow?(query: Uint8Array, out: Uint8Array): number;
 }
 
 export interface DnsResolverStats {

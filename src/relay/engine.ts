@@ -121,7 +121,16 @@ export class TerminatingEngine {
     this.udpStack.setFlowHandler(this.udp.onFlow);
     this.reassembler = new Ipv4Reassembler({ clock, ...o.fragments });
     this.dispatcher = new PacketDispatcher({ link, icmp: o.icmp, logger, tcp: this.tcpStack.input, udp: this.udpStack.input, reassembler: this.reassembler, forward: o.forward });
-    link.onReceive((batch) => this.dispatcher.onBatch(batch));
+    link.onReceive((batch) => {
+      // UDP replies the batch produces at once (fake-IP DNS answers) leave right after it, in
+      // one write, not a loop turn later: a sequential client waits for exactly this.
+      this.udpStack.batchStart();
+      try {
+        this.dispatcher.onBatch(batch);
+      } finally {
+        this.udpStack.batchEnd();
+      }
+    });
     this.sweeper = setInterval(() => {
       this.udpStack.sweep();
       this.reassembler.sweep();

@@ -22,7 +22,7 @@
  */
 import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
-import { DNS_RCODE_NXDOMAIN, DNS_RCODE_SERVFAIL, DnsMessage, errorResponse } from '../dns/message.js';
+import { DNS_RCODE_NXDOMAIN, DNS_RCODE_SERVFAIL, DNS_UDP_DEFAULT_SIZE, DnsMessage, errorResponse } from '../dns/message.js';
 import type { ProbeBook } from './probes.js';
 import type { DnsAnswerer } from '../dns/resolver.js';
 import { destinationText, isUpstreamError, UPSTREAM_REASONS, type Destination, type Outbound, type UdpUpstream, type UpstreamReason } from '../outbound/outbound.js';
@@ -127,6 +127,8 @@ export class UdpRelay {
   };
   /** @internal The fd-exhaustion warning (ProxiedUdpFlow). */
   readonly fdLog: LimitLog;
+  /** @internal Where DnsAnswerer.answerNow writes an answer given at once (copied out by the stack before the next). */
+  readonly answerBuf = new Uint8Array(DNS_UDP_DEFAULT_SIZE);
   private readonly flows = new Set<RelayFlow>();
 
   constructor(opts: UdpRelayOptions) {
@@ -487,6 +489,18 @@ class DnsHijackFlow implements RelayFlow {
     stats.dnsQueries++;
     stats.datagramsUp++;
     stats.bytesUp += payload.length;
+    // An answer known at once (a fake address) is staged now, in this read batch: no promise, no
+    // copies. The flow was marked active by this very datagram.
+    const buf = this.relay.answerBuf;
+    const n = this.dns.answerNow?.(payload, buf) ?? 0;
+    if (n > 0) {
+      stats.dnsAnswered++;
+      stats.datagramsDown++;
+      stats.bytesDown += n;
+      const f = this.flow;
+      this.relay.o.stack.sendDatagram(f.dstIp, f.dstPort, f.srcIp, f.srcPort, buf.subarray(0, n));
+      return;
+    }
     const query = payload.slice();
     const quote = this.flow.copyQuote();
     this.inFlight++;

@@ -195,7 +195,7 @@ export function ownerAlive(pid: number, pidStart: string | undefined): boolean {
 const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
 /** Write a new file (O_EXCL: a leftover of a dead writer with our pid is removed first), fsync it. */
-function writeDurably(path: string, data: string): void {
+function writeDurably(path: string, data: string | Uint8Array): void {
   let fd: number;
   try {
     fd = openSync(path, CREATE_FLAGS, 0o600);
@@ -208,7 +208,8 @@ function writeDurably(path: string, data: string): void {
     // Root writing into the dir of the user tunroute will run as: the file is that user's too.
     const owner = ownerOfFilesIn(dirname(path));
     if (owner !== undefined) fchownSync(fd, owner.uid, owner.gid);
-    writeSync(fd, data);
+    if (typeof data === 'string') writeSync(fd, data);
+    else for (let off = 0; off < data.length; ) off += writeSync(fd, data, off, data.length - off);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
@@ -261,7 +262,7 @@ export function replaceJournal(path: string, j: StoredJournal): void {
 }
 
 /** Write `text` to `path` whole or not at all: a new temp file (never through a link), fsync, rename. */
-function replaceFile(path: string, text: string): void {
+function replaceFile(path: string, text: string | Uint8Array): void {
   const tmp = `${path}.tmp-${process.pid}`;
   writeDurably(tmp, text);
   renameSync(tmp, path);
@@ -273,7 +274,7 @@ function replaceFile(path: string, text: string): void {
  * as a journal is, whole or not at all, in a dir no one else can write (checked, made if
  * missing).
  */
-export function writeStateFile(path: string, text: string): void {
+export function writeStateFile(path: string, text: string | Uint8Array): void {
   checkDirOf(dirname(path), true);
   replaceFile(path, text);
 }

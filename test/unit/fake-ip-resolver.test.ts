@@ -135,3 +135,53 @@ describe('FakeIpResolver', () => {
     expect(r.stats.malformed).toBe(2);
   });
 });
+
+describe('FakeIpResolver.answerNow (the fast path)', () => {
+  it('gives the bytes resolve() gives, for A and AAAA of a tunneled name, and counts them once', async () => {
+    const mk = (): FakeIpResolver => new FakeIpResolver({ pool: new FakeIpPool(), tunneled: corpOnly(), upstream: new RecordingUpstream() });
+    const fast = mk();
+    const slow = mk();
+    const out = new Uint8Array(512);
+    for (const [name, type, id] of [
+      ['www.corp.test', DNS_TYPE_A, 1],
+      ['WWW.Corp.Test', DNS_TYPE_A, 2],
+      ['mail.corp.test', DNS_TYPE_A, 3],
+      ['www.corp.test', DNS_TYPE_AAAA, 4],
+      ['www.corp.test', DNS_TYPE_HTTPS, 5],
+    ] as const) {
+      const q = buildDnsQuery(name, type, id, id % 2 === 0 ? 1232 : undefined);
+      const n = fast.answerNow(q, out);
+      expect(n).toBeGreaterThan(0);
+      expect(out.subarray(0, n)).toEqual(answerOf(await slow.resolve(q)));
+    }
+    expect(fast.stats).toEqual(slow.stats);
+    expect(fast.stats.fake).toBe(3);
+    expect(fast.stats.empty).toBe(2);
+  });
+
+  it('leaves other types, names that are not tunneled and odd queries to resolve()', () => {
+    const upstream = new RecordingUpstream();
+    const r = new FakeIpResolver({ pool: new FakeIpPool(), tunneled: corpOnly(), upstream });
+    const out = new Uint8Array(512);
+    expect(r.answerNow(buildDnsQuery('www.corp.test', DNS_TYPE_MX, 1), out)).toBe(0);
+    expect(r.answerNow(buildDnsQuery('www.other.test', DNS_TYPE_A, 2), out)).toBe(0);
+    expect(r.answerNow(new Uint8Array(5), out)).toBe(0);
+    expect(r.stats).toEqual({ fake: 0, empty: 0, forwarded: 0, direct: 0, exhausted: 0, malformed: 0 });
+    expect(upstream.asked).toHaveLength(0);
+  });
+
+  it('answers SERVFAIL when every address is busy, as resolve() does', () => {
+    const pool = new FakeIpPool('10.0.0.0/30');
+    const r = new FakeIpResolver({ pool, tunneled: corpOnly(), upstream: undefined });
+    const out = new Uint8Array(512);
+    for (const [i, name] of ['a.corp.test', 'b.corp.test'].entries()) {
+      expect(r.answerNow(buildDnsQuery(name, DNS_TYPE_A, i), out)).toBeGreaterThan(0);
+      const ip = pool.peek(name);
+      if (ip === undefined) throw new Error('no address');
+      pool.pin(ip);
+    }
+    const n = r.answerNow(buildDnsQuery('c.corp.test', DNS_TYPE_A, 9), out);
+    expect(DnsMessage.parse(out.subarray(0, n))?.rcode).toBe(DNS_RCODE_SERVFAIL);
+    expect(r.stats.exhausted).toBe(1);
+  });
+});

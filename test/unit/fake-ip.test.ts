@@ -124,3 +124,105 @@ describe('FakeIpPool: reserved addresses', () => {
     expect(() => new FakeIpPool('10.0.0.0/30', [ip('10.0.0.1'), ip('10.0.0.2')])).toThrow(/not reserved/);
   });
 });
+
+describe('FakeIpPool under churn (against a plain model of its rules)', () => {
+  /** The rules as a Map-based model: in-order first, then the least recently used idle address. */
+  class Model {
+    readonly ipOf = new Map<string, number>();
+    readonly nameOf = new Map<number, string>();
+    readonly idle = new Map<number, true>();
+    readonly pins = new Map<number, number>();
+    private cursor: number;
+    constructor(
+      private readonly first: number,
+      private readonly last: number,
+    ) {
+      this.cursor = first;
+    }
+    lookup(name: string): number | undefined {
+      const have = this.ipOf.get(name);
+      if (have !== undefined) {
+        if (this.idle.delete(have)) this.idle.set(have, true);
+        return have;
+      }
+      let ip: number;
+      if (this.cursor <= this.last) ip = this.cursor++;
+      else {
+        const o = this.idle.keys().next();
+        if (o.done === true) return undefined;
+        ip = o.value;
+        this.idle.delete(ip);
+        this.ipOf.delete(this.nameOf.get(ip) ?? '');
+      }
+      this.ipOf.set(name, ip);
+      this.nameOf.set(ip, name);
+      this.idle.set(ip, true);
+      return ip;
+    }
+    pin(ip: number): boolean {
+      if (!this.nameOf.has(ip)) return false;
+      const n = this.pins.get(ip) ?? 0;
+      if (n === 0) this.idle.delete(ip);
+      this.pins.set(ip, n + 1);
+      return true;
+    }
+    unpin(ip: number): void {
+      const n = this.pins.get(ip);
+      if (n === undefined) return;
+      if (n > 1) this.pins.set(ip, n - 1);
+      else {
+        this.pins.delete(ip);
+        this.idle.set(ip, true);
+      }
+    }
+  }
+
+  it('hands out, reuses, pins and saves exactly as the model says', () => {
+    const pool = new FakeIpPool('10.1.0.0/23'); // 510 addresses
+    const model = new Model(ip('10.1.0.1'), ip('10.1.1.254'));
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const pinned: number[] = [];
+    for (let step = 0; step < 20_000; step++) {
+      const op = rand(10);
+      if (op < 7) {
+        const name = `n${rand(900)}.example`;
+        expect(pool.lookup(name)).toBe(model.lookup(name));
+      } else if (op < 9) {
+        const addr = ip('10.1.0.1') + rand(515) - 2;
+        const ok = pool.pin(addr);
+        expect(ok).toBe(model.pin(addr));
+        if (ok) pinned.push(addr);
+      } else if (pinned.length > 0) {
+        const addr = pinned.splice(rand(pinned.length), 1)[0];
+        pool.unpin(addr);
+        model.unpin(addr);
+      }
+    }
+    expect(pool.stats.entries).toBe(model.ipOf.size);
+    expect(pool.stats.busy).toBe(model.pins.size);
+    const saved = pool.toJSON().entries;
+    const idleOrder = [...model.idle.keys()].map((ip) => [u32ToIp(ip), model.nameOf.get(ip)]);
+    expect(saved.slice(0, idleOrder.length)).toEqual(idleOrder);
+    expect(new Set(saved.slice(idleOrder.length).map(([ip]) => ip))).toEqual(new Set([...model.pins.keys()].map(u32ToIp)));
+    // The saver's bytes are the same text.
+    expect(Buffer.from(pool.toJSONBytes()).toString('utf8')).toBe(JSON.stringify(pool.toJSON()));
+    // And back: the restored pool keeps every name where it was, in the saved use order.
+    const { pool: again, restored } = FakeIpPool.fromJSON(JSON.parse(JSON.stringify(pool.toJSON())) as unknown, '10.1.0.0/23');
+    expect(restored).toBe(saved.length);
+    expect(again.toJSON().entries).toEqual(saved);
+  });
+});
+
+describe('FakeIpPool.toJSONBytes', () => {
+  it('is JSON.stringify(toJSON()), also for an empty table and a name with something to escape', () => {
+    const pool = new FakeIpPool('10.0.0.0/24');
+    expect(Buffer.from(pool.toJSONBytes()).toString('utf8')).toBe(JSON.stringify(pool.toJSON()));
+    for (const n of ['a.example', 'we"ird\\name', 'x.example']) pool.lookup(n);
+    pool.pin(ip('10.0.0.2'));
+    expect(Buffer.from(pool.toJSONBytes()).toString('utf8')).toBe(JSON.stringify(pool.toJSON()));
+  });
+});

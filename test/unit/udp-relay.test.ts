@@ -7,7 +7,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../src/clock.js';
 import { MemoryLink } from '../../src/link/memory.js';
 import { silentLogger } from '../../src/logger.js';
-import { DnsResolver } from '../../src/dns/resolver.js';
+import { DnsResolver, type DnsAnswerer } from '../../src/dns/resolver.js';
+import { FakeIpPool } from '../../src/dns/fake-ip.js';
+import { FakeIpResolver } from '../../src/dns/fake-ip-resolver.js';
 import { DNS_RCODE_SERVFAIL, DNS_TYPE_A, DnsMessage, buildDnsQuery } from '../../src/dns/message.js';
 import {
   UpstreamError,
@@ -131,7 +133,7 @@ afterEach(async () => {
   for (const s of stopList.splice(0)) await s();
 });
 
-function setup(opts: { outbound?: Outbound; dns?: DnsResolver; retryAfterMs?: number; maxPendingDatagrams?: number } = {}) {
+function setup(opts: { outbound?: Outbound; dns?: DnsAnswerer; retryAfterMs?: number; maxPendingDatagrams?: number } = {}) {
   const clock = new ManualClock(1000);
   const link = new MemoryLink({ mtu: 1500 });
   const log = silentLogger();
@@ -378,6 +380,24 @@ describe('UdpRelay: DNS hijack', () => {
     expect([m.id, m.question?.name, m.ancount]).toEqual([0xabcd, 'hijacked.test.', 1]);
     expect(ob.associations).toHaveLength(0);
     expect(server.log).toEqual([{ transport: 'udp', name: 'hijacked.test.', id: expect.any(Number) as unknown }]);
+  });
+
+  it('stages an answer known at once (fake-IP) in the same call, with no promise and no upstream', () => {
+    const ob = new FakeOutbound();
+    const pool = new FakeIpPool();
+    const dns = new FakeIpResolver({ pool, tunneled: () => true, upstream: undefined });
+    const { feed, drain, relay } = setup({ outbound: ob, dns });
+    const anywhere = ipToU32('203.0.113.77')!;
+    feed(appDatagram(5353, anywhere, 53, buildDnsQuery('Fast.Test', DNS_TYPE_A, 0x4242)));
+    expect(relay.stats.dnsAnswered).toBe(1); // before any turn of the loop
+    const out = drain();
+    expect(out).toHaveLength(1);
+    expect(out[0]).toMatchObject({ kind: 'udp', src: anywhere, srcPort: 53, dst: APP, dstPort: 5353 });
+    const m = DnsMessage.parse(new Uint8Array(out[0].payload))!;
+    expect([m.id, m.question?.name, m.ancount]).toEqual([0x4242, 'Fast.Test.', 1]);
+    expect(pool.peek('fast.test')).toBeDefined();
+    expect(relay.stats).toMatchObject({ dnsQueries: 1, dnsAnswered: 1, datagramsUp: 1, datagramsDown: 1, bytesDown: out[0].payload.length });
+    expect(ob.associations).toHaveLength(0);
   });
 
   it('sends ICMP port unreachable when DNS over TCP is refused, SERVFAIL when the upstream times out', async () => {

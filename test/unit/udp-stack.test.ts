@@ -112,6 +112,22 @@ describe('UdpStack: replies to the app', () => {
     expect(link.drain()).toHaveLength(1);
   });
 
+  it('writes what a received batch staged at its end, together, and arms no timer for it', async () => {
+    const link = new MemoryLink({ mtu: 1500 });
+    const { stack, got, feed } = setup(link);
+    stack.batchStart();
+    feed(appDatagram(40000, DST, 9000, Buffer.from('q1')));
+    feed(appDatagram(40001, DST, 9000, Buffer.from('q2')));
+    for (const g of got) stack.sendToApp(g.flow, DST, 9000, Buffer.from(`a-${g.payload.toString()}`));
+    expect(link.drain()).toHaveLength(0);
+    stack.batchEnd();
+    expect(link.drain().map((p) => parseUdp(p).payload.toString())).toEqual(['a-q1', 'a-q2']);
+    // Outside a batch the timer is back: a reply staged now still leaves on its own.
+    stack.sendToApp(got[0].flow, DST, 9000, Buffer.from('late'));
+    await new Promise((r) => setImmediate(r));
+    expect(link.drain()).toHaveLength(1);
+  });
+
   it('fragments a reply larger than the MTU (20 KB), and the pieces reassemble to it', () => {
     const link = new MemoryLink({ mtu: 1500 });
     const { clock, stack, got, feed } = setup(link);

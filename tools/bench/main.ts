@@ -175,7 +175,7 @@ const USAGE = `usage: node dist-tools/tools/bench/main.js [options]     (npm run
   --wait-idle N      first wait up to N s (default 60; 0: no wait) for other work on the host
                      to drop under ${QUIET_CORES * 100} % of a core
   --tunroute-arg A   pass A to tunroute up as well, e.g. --tunroute-arg=--no-offload (repeatable)
-  --node-arg A       start the main lab's tunroute with node flag A, e.g. to profile it:
+  --node-arg A       start the main lab's (and the names lab's) tunroute with node flag A, e.g. to profile it:
                      --node-arg=--cpu-prof --node-arg=--cpu-prof-dir=/tmp/prof (repeatable)
   --json             print the report as JSON instead of tables
   --write-readme     write the tables into README.md between the bench markers
@@ -518,7 +518,7 @@ async function bench(opts: Options): Promise<BenchReport> {
   const env = environment(opts);
   const report = opts.tests.some((t) => !OWN_LAB_TESTS.includes(t)) ? await benchSocks(opts, env) : await ownLabsOnlyReport(opts, env);
   const tunrouteArgs = [...(opts.mtu === null ? [] : ['--mtu', String(opts.mtu)]), ...opts.tunrouteArgs];
-  const perFlow = { cli: CLI, netcli: NETCLI, seconds: opts.seconds, repeat: opts.repeat, tunrouteArgs, progress };
+  const perFlow = { cli: CLI, netcli: NETCLI, seconds: opts.seconds, repeat: opts.repeat, tunrouteArgs, nodeArgs: opts.nodeArgs, progress };
   if (opts.tests.includes('ttfb')) await benchTtfb(report, perFlow);
   if (opts.tests.includes('flows')) await benchFlows(report, perFlow);
   if (opts.tests.includes('names')) await benchNames(report, perFlow);

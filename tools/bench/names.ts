@@ -112,7 +112,7 @@ export async function benchNames(report: BenchReport, opts: PerFlowOptions): Pro
     let tunroute: LabProcess;
     try {
       progress(`starting tunroute ${args.join(' ')}`);
-      tunroute = l.c.spawn([process.execPath, opts.cli, ...args], { name: 'tunroute-names', logFile: join(l.lab.tmpDir, 'tunroute-names.log') });
+      tunroute = l.c.spawn([process.execPath, ...(opts.nodeArgs ?? []), opts.cli, ...args], { name: 'tunroute-names', logFile: join(l.lab.tmpDir, 'tunroute-names.log') });
       await tunroute.waitForLine(/"msg":"tunroute is up"/, 20_000);
       report.settings.names = { domain: DOMAIN, maxQueries: NAMES_DNS_MAX, maxRequests: NAMES_TTFB_MAX, tunrouteArgs: args.map((a) => a.replace(l.lab.tmpDir, '<lab tmp>')) };
       // Warm both paths once (ARP, the proxy's first connection).

@@ -60,6 +60,8 @@ export interface PerFlowOptions {
   seconds: number;
   repeat: number;
   tunrouteArgs: readonly string[];
+  /** Node's own flags for the lab's tunroute (e.g. --cpu-prof); only the names lab uses them so far. */
+  nodeArgs?: readonly string[];
   progress: (msg: string) => void;
 }
 

@@ -121,6 +121,14 @@ export class UdpFlowTable {
   /** The reason delete() passes to the dispose hook (lru-cache only says 'delete'). */
   private deleting: UdpCloseReason = 'closed';
   private readonly s: Omit<UdpFlowTableStats, 'open'> = { created: 0, expired: 0, evicted: 0, closed: 0 };
+  // The key of the 5-tuple asked for last: consecutive datagrams mostly belong to one flow (a
+  // sequential client, a burst), and the key is four numbers turned into text and then hashed
+  // by the Map, per datagram. Reusing the string reuses its hash too.
+  private memoSrcIp = -1;
+  private memoSrcPort = -1;
+  private memoDstIp = -1;
+  private memoDstPort = -1;
+  private memoKey = '';
 
   constructor(opts: UdpFlowTableOptions) {
     this.clock = opts.clock;
@@ -157,14 +165,25 @@ export class UdpFlowTable {
    * recently used). An idle-expired flow is closed here and not returned.
    */
   get(srcIp: number, srcPort: number, dstIp: number, dstPort: number): UdpFlow | undefined {
-    const f = this.cache.get(udpFlowKey(srcIp, srcPort, dstIp, dstPort));
+    const f = this.cache.get(this.keyOf(srcIp, srcPort, dstIp, dstPort));
     if (f !== undefined) f.lastActiveAt = this.clock.now();
     return f;
   }
 
+  private keyOf(srcIp: number, srcPort: number, dstIp: number, dstPort: number): string {
+    if (srcIp !== this.memoSrcIp || srcPort !== this.memoSrcPort || dstIp !== this.memoDstIp || dstPort !== this.memoDstPort) {
+      this.memoKey = udpFlowKey(srcIp, srcPort, dstIp, dstPort);
+      this.memoSrcIp = srcIp;
+      this.memoSrcPort = srcPort;
+      this.memoDstIp = dstIp;
+      this.memoDstPort = dstPort;
+    }
+    return this.memoKey;
+  }
+
   /** Without marking it active (for status and tests). */
   peek(srcIp: number, srcPort: number, dstIp: number, dstPort: number): UdpFlow | undefined {
-    return this.cache.peek(udpFlowKey(srcIp, srcPort, dstIp, dstPort));
+    return this.cache.peek(this.keyOf(srcIp, srcPort, dstIp, dstPort));
   }
 
   /**

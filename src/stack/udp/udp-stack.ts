@@ -13,7 +13,8 @@
  *
  * Replies are built as IPv4/UDP with both checksums (`emitUdpIpv4`) into one staging buffer
  * and written to the link together after the current batch of work (setImmediate), like the
- * TCP stack. A reply larger than the MTU is built with DF clear and cut into fragments
+ * TCP stack; those staged while a received batch is handed in (batchStart/batchEnd) leave
+ * right after that batch, in one write. A reply larger than the MTU is built with DF clear and cut into fragments
  * (`fragmentIpv4`), as the kernel does for a UDP socket's datagram larger than the path MTU;
  * one that fits keeps DF set.
  */
@@ -88,6 +89,8 @@ export class UdpStack {
   private readonly lengths: number[] = [];
   private ident = 1;
   private immediate: NodeJS.Immediate | undefined;
+  /** Inside a receive batch (batchStart..batchEnd): what is staged leaves at batchEnd, with no timer. */
+  private inBatch = false;
   private closed = false;
   private readonly s: Omit<UdpStackStats, 'flows'> = {
     datagramsIn: 0,
@@ -224,6 +227,21 @@ export class UdpStack {
     return this.table.sweep();
   }
 
+  /**
+   * A batch of received packets is about to be handed in: replies staged while it is (answers
+   * given at once, such as fake-IP DNS) are written together at batchEnd(), without arming a
+   * setImmediate per batch. Replies staged outside a batch still leave on the next turn.
+   */
+  batchStart(): void {
+    this.inBatch = true;
+  }
+
+  /** The batch is done: write what it staged. */
+  batchEnd(): void {
+    this.inBatch = false;
+    this.flush();
+  }
+
   /** Write everything staged to the link now. */
   flush(): void {
     if (this.immediate !== undefined) {
@@ -299,9 +317,10 @@ export class UdpStack {
   /** Stage the packet at outBuf[start, end); on a vnet link its header ("nothing to do") goes at `start`. */
   private commit(start: number, end: number): void {
     if (this.link.vnetHdr) writeVnetNone(this.outBuf, start);
-    this.outViews.push(this.outBuf.subarray(start, end));
+    // A plain view: Buffer#subarray builds a FastBuffer, measurably slower per packet.
+    this.outViews.push(new Uint8Array(this.outBuf.buffer, this.outBuf.byteOffset + start, end - start));
     this.outUsed = end;
-    if (this.immediate === undefined) this.immediate = setImmediate(this.runFlush);
+    if (this.immediate === undefined && !this.inBatch) this.immediate = setImmediate(this.runFlush);
   }
 
   private readonly runFlush = (): void => {
