@@ -21,6 +21,7 @@ import type { DispatcherStats } from './stack/dispatcher.js';
 import type { TcpFlowInfo, TcpRelayOptions, TcpRelayStats } from './relay/tcp-relay.js';
 import type { UdpStackStats } from './stack/udp/index.js';
 import type { UdpFlowInfo, UdpRelayStats } from './relay/udp-relay.js';
+import type { DnsOverTcpStats } from './relay/tcp-dns.js';
 import type { ReassemblyStats } from './stack/ip-reassembly.js';
 import { TerminatingEngine } from './relay/engine.js';
 import type { ProbeBook } from './relay/probes.js';
@@ -87,6 +88,8 @@ export interface TunrouteStats {
   packets: DispatcherStats;
   tcp: TcpRelayStats;
   udp: { stack: UdpStackStats; relay: UdpRelayStats; fragments: ReassemblyStats; dns?: DnsResolverStats };
+  /** DNS over TCP caught while hijacking (relay/tcp-dns.ts). */
+  dnsTcp?: DnsOverTcpStats;
   outbounds: Record<string, Outbound['stats']>;
   /** WireGuard tunnels by name (packets forwarded, peers, handshakes, drops). */
   tunnels: Record<string, TunnelStats>;
@@ -369,6 +372,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
       packets: e.packets,
       tcp: e.tcp,
       udp: { stack: e.udpStack, relay: e.udp, fragments: e.fragments, dns: e.dns },
+      dnsTcp: e.dnsTcp,
       outbounds: e.outbounds,
       tunnels: Object.fromEntries([...tunnels].map(([n, t]) => [n, t.stats()])),
     };
@@ -414,7 +418,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
         await routes.stop();
         link.close();
         const s = stats();
-        log.info({ link: link.stats, ...s.packets, tcp: s.tcp, udp: s.udp, tunnels: tunnelStats }, 'tunroute stopped; packet counters');
+        log.info({ link: link.stats, ...s.packets, tcp: s.tcp, udp: s.udp, ...(s.dnsTcp === undefined ? {} : { dnsTcp: s.dnsTcp }), tunnels: tunnelStats }, 'tunroute stopped; packet counters');
       })();
       return stopping;
     },
