@@ -57,7 +57,10 @@ export interface EngineOptions {
   fragments?: Omit<ReassemblyOptions, 'clock' | 'onTimeout'>;
   /** DNS hijack: queries to port 53 answered by this resolver. Closed by stop(). */
   dns?: DnsResolver;
-  /** What answers caught queries when it is not `dns` alone (split DNS in front of it); default `dns`. */
+  /**
+   * What answers caught queries when it is not `dns` alone: the outermost answerer (tunnels'
+   * names, the fake-IP resolver, split DNS in front of `dns`); default the fake-IP resolver, else `dns`.
+   */
   answerer?: DnsAnswerer;
   /** dns.mode fakeip: queries answered by this (in front of `dns`), flows to its pool carried by name. */
   fakeIp?: { resolver: FakeIpResolver; pool: FakeIpPool };
@@ -107,7 +110,7 @@ export class TerminatingEngine {
     // One budget for the buffers of every flow, TCP and UDP (buffer-budget.ts).
     this.budget = new BufferBudget(o.tcp.memoryBytes ?? DEFAULT_MEMORY_BYTES, o.tcp.maxFlows);
     // The answerer of caught queries, the same for UDP and TCP.
-    const answerer = o.fakeIp?.resolver ?? o.answerer ?? o.dns;
+    const answerer = o.answerer ?? o.fakeIp?.resolver ?? o.dns;
     this.dnsTcp = answerer === undefined ? undefined : new DnsOverTcp({ stack: this.tcpStack, dns: answerer, clock, logger });
     this.tcp = new TcpRelay({
       stack: this.tcpStack,

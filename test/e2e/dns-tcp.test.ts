@@ -43,7 +43,7 @@ describe.skipIf(!run)('DNS over TCP while hijacking (lab)', () => {
     for (const l of ip) {
       const e = endpoints(l);
       if (e === undefined) continue;
-      expect(e.sport === 53 || e.dport === 53, l).toBe(false);
+      expect(e.sport === 53 || e.dport === 53, `${l}\n${ctx}`).toBe(false);
       // Everything that left c went to dante (its TCP control port, or its UDP relay).
       const other = e.src === CLIENT ? e.dst : e.src;
       expect(other, l).toBe(DIRECT);
