@@ -301,7 +301,7 @@ export const configSchema = z
       .strict()
       .default({ maxBytes: 4 * 1024 * 1024, timeoutMs: 30_000, maxDatagrams: 256 }),
     /**
-     * DNS: `hijack` answers every UDP query to port 53 routed into the device from `upstream`,
+     * DNS: `hijack` answers every query to port 53 (UDP or TCP) routed into the device from `upstream`,
      * reached through the outbound that routes it (or `outbound`); `fakeip` answers A queries
      * at once with an address from `fakeIpRange` (routed into the device) and carries flows to
      * it by name, the rest as hijack; `off` passes DNS like any UDP.
