@@ -33,7 +33,7 @@ import type { ProxyUrl } from './outbound/proxy-url.js';
 import type { DnsResolverStats, FakeIpPool } from './dns/index.js';
 import { canonicalDomain } from './net/domain.js';
 import type { FakeIpReply } from './control/protocol.js';
-import { buildDns } from './dns-setup.js';
+import { buildDns, tunnelDnsServers } from './dns-setup.js';
 import { cidrToString, ipToU32, u32ToIp } from './net/ipv4.js';
 import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
@@ -261,7 +261,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     dns: dnsSetup?.upstream,
     answerer: dnsSetup?.answerer,
     fakeIp,
-    forward: tunnelForwardHook((dst, proto, port) => router.route(dst, proto, port), tunnels),
+    forward: tunnelForwardHook((dst, proto, port) => router.route(dst, proto, port), tunnels, tunnelDnsServers(config)),
   });
 
   /** Put `fresh` in place of the outbounds named, reset the flows `dead` picks, then close what was replaced. */

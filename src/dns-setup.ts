@@ -120,6 +120,26 @@ function tunnelAnswerers(d: DnsSetupDeps, closers: Array<() => void>): Map<strin
   return out;
 }
 
+/**
+ * Each WireGuard tunnel's IPv4 DNS servers (as numbers), for the forward hook while DNS is
+ * hijacked (outbound/wireguard.ts): queries to them go through the tunnel, any other query to
+ * port 53 is answered by tunroute. undefined with dns.mode off.
+ */
+export function tunnelDnsServers(config: Config): Map<string, number[]> | undefined {
+  if (config.dns.mode === 'off') return undefined;
+  const out = new Map<string, number[]>();
+  for (const o of config.outbounds) {
+    if (o.type !== 'wireguard') continue;
+    const addrs: number[] = [];
+    for (const entry of o.dns ?? []) {
+      const a = ipToU32(entry);
+      if (a !== undefined) addrs.push(a);
+    }
+    out.set(o.name, addrs);
+  }
+  return out;
+}
+
 /** The first IPv4 address of a tunnel's `dns` (wg-quick lists search domains there too), port 53. */
 function firstIpv4Server(o: WireguardOutbound): Ipv4Endpoint | undefined {
   for (const entry of o.dns ?? []) {

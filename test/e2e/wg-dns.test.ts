@@ -46,7 +46,7 @@ describe.skipIf(!run)('WireGuard outbound: names through the tunnel (lab)', () =
   const sKey = generatePrivateKey();
   const cKey = generatePrivateKey();
 
-  function config(name: string, dns: string[] | undefined): string {
+  function config(name: string, dns: string[] | undefined, full = false): string {
     const file = join(lab.tmpDir, `${name}.json`);
     const office = {
       name: 'office',
@@ -54,13 +54,13 @@ describe.skipIf(!run)('WireGuard outbound: names through the tunnel (lab)', () =
       privateKey: formatKey(cKey),
       address: `${C_TUN}/16`,
       ...(dns === undefined ? {} : { dns }),
-      peers: [{ publicKey: formatKey(publicKeyOf(sKey)), endpoint: `${S_VETH}:51820`, allowedIPs: ['10.8.0.0/16'], persistentKeepalive: 25 }],
+      peers: [{ publicKey: formatKey(publicKeyOf(sKey)), endpoint: `${S_VETH}:51820`, allowedIPs: [full ? '0.0.0.0/0' : '10.8.0.0/16'], persistentKeepalive: 25 }],
     };
-    writeFileSync(
-      file,
-      JSON.stringify({ proxy: `socks5://${S_VETH}:1080`, outbounds: [office], rules: [{ domains: ['wg.test'], outbound: 'office' }], dns: { mode: 'fakeip' } }),
-      { mode: 0o600 },
-    );
+    // Full: a wg-quick full tunnel (AllowedIPs 0.0.0.0/0, no proxy), every name through it.
+    const cfg = full
+      ? { outbounds: [office], dns: { mode: 'hijack' } }
+      : { proxy: `socks5://${S_VETH}:1080`, outbounds: [office], rules: [{ domains: ['wg.test'], outbound: 'office' }], dns: { mode: 'fakeip' } };
+    writeFileSync(file, JSON.stringify(cfg), { mode: 0o600 });
     return file;
   }
 
@@ -84,8 +84,12 @@ describe.skipIf(!run)('WireGuard outbound: names through the tunnel (lab)', () =
     await lab?.destroy();
   });
 
-  it('curl by name works: the query went through the tunnel to its DNS, the answer is real, no DNS left c', async () => {
-    const up = await startTunrouteIn(c, ['-c', config('wg-dns', [S_TUN, 'wg.test'])]);
+  it.each([
+    ['a domain rule sends the name to the tunnel (fakeip, the rest through dante)', false],
+    ['a full tunnel over WireGuard (hijack, AllowedIPs 0.0.0.0/0, no proxy)', true],
+  ])('curl by name works when %s: the query went through the tunnel to its DNS, the answer is real, no DNS left c', async (_what, full) => {
+    const before = [...dnsmasq.output().stderr.matchAll(/query\[A\] web\.wg\.test from/g)].length;
+    const up = await startTunrouteIn(c, ['-c', config(full ? 'wg-dns-full' : 'wg-dns', [S_TUN, 'wg.test'], full)]);
     const cap = await capture(c, veth);
     let ctx = '';
     try {
@@ -95,6 +99,9 @@ describe.skipIf(!run)('WireGuard outbound: names through the tunnel (lab)', () =
       process.stdout.write(`[wg-dns] dig ${NAME}: ${/^web\S+\s+\d+\s+IN\s+A\s+\S+$/m.exec(dig.stdout)?.[0] ?? 'no answer'}; curl: exit ${curl.code} ${JSON.stringify(curl.stdout)}\n`);
       expect(dig.stdout, ctx).toMatch(/status: NOERROR/);
       expect(dig.stdout, ctx).toMatch(new RegExp(`^web\\.wg\\.test\\.\\s+\\d+\\s+IN\\s+A\\s+${S_TUN.replace(/\./g, '\\.')}$`, 'm'));
+      // Over TCP too (caught by tunroute, asked through the tunnel all the same).
+      const tcp = await c.exec(['dig', '+tcp', '+time=3', '+tries=1', NAME, 'A'], { allowFail: true, timeoutMs: 20_000 });
+      expect(tcp.stdout, `${tcp.stdout}\n${ctx}`).toMatch(new RegExp(`^web\\.wg\\.test\\.\\s+\\d+\\s+IN\\s+A\\s+${S_TUN.replace(/\./g, '\\.')}$`, 'm'));
       expect(curl.code, ctx).toBe(0);
       expect(curl.stdout, ctx).toBe(`ok\n\n${S_TUN}`);
     } finally {
@@ -109,7 +116,7 @@ describe.skipIf(!run)('WireGuard outbound: names through the tunnel (lab)', () =
     }
     // dnsmasq (reachable only inside the tunnel) was asked by c's tunnel address.
     const asked = [...dnsmasq.output().stderr.matchAll(/query\[A\] web\.wg\.test from (\S+)/g)].map((m) => m[1]);
-    expect(asked.length, dnsmasq.output().stderr).toBeGreaterThan(0);
+    expect(asked.length, dnsmasq.output().stderr).toBeGreaterThan(before);
     for (const who of asked) expect(who).toBe(C_TUN);
   }, 90_000);
 
