@@ -26,6 +26,7 @@
  * Every route and rule carries `proto 211`, so `ip route`/`ip rule` show what is tunroute's
  * and `down` deletes only routes and rules with that mark.
  */
+import { isIPv4 } from 'node:net';
 import { TunrouteError } from '../errors.js';
 import { BLOCK_OUTBOUND, DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from '../config/schema.js';
 import { cidrContains, cidrToString, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../net/ipv4.js';
@@ -120,6 +121,8 @@ export interface DnsPlan {
   directUpstream?: string;
   /** Split DNS entries. */
   servers?: Array<{ domains: string[]; server: string; outbound?: string }>;
+  /** WireGuard outbounds and the DNS server their names are asked of (their first IPv4 `dns`; none: SERVFAIL). */
+  tunnels?: Array<{ outbound: string; server?: string }>;
 }
 
 /**
@@ -539,6 +542,7 @@ function planResolverRoutes(
     upstreamOutbound: d.outbound,
     directUpstream: d.directUpstream === undefined ? undefined : ep(d.directUpstream),
     servers: d.servers.map((x) => ({ domains: x.domains, server: ep(x.server), outbound: x.outbound })),
+    tunnels: config.outbounds.flatMap((o) => (o.type === 'wireguard' ? [{ outbound: o.name, server: o.dns?.find((x) => isIPv4(x)) }] : [])),
   };
 }
 

@@ -151,3 +151,21 @@ describe('buildDns with a WireGuard outbound', () => {
     await expect(setup({ outbounds: [wg({ dns: ['10.8.0.1:53 x'] })] })).rejects.toThrow(/outbounds\[0\]\.dns\[0\].*is not an IP address \(a DNS server\) or a domain name/);
   });
 });
+
+describe('why NAME for a name that goes through a WireGuard tunnel', () => {
+  it("names the tunnel's DNS server and says the answer is real; other names are unchanged", async () => {
+    const { explainName } = await import('../../src/routes/why-name.js');
+    const { Router } = await import('../../src/router/router.js');
+    const router = new Router({ rules: [{ domains: ['corp.test'], outbound: 'office' }], defaultOutbound: 'proxy' });
+    const plan: DnsPlan = { mode: 'fakeip', resolvers: [], domains: [], splitByDomain: false, fakeIpRange: '198.18.0.0/15', tunnels: [{ outbound: 'office', server: '10.8.0.1' }] };
+    const a = explainName('tun0', plan, { name: 'git.corp.test', port: 443, proto: 'tcp' }, router);
+    expect(a.byName).toBe(false);
+    expect(a.resolver).toBe("10.8.0.1:53 through tunnel 'office'");
+    expect(a.text).toMatch(/goes through WireGuard tunnel 'office'/);
+    expect(a.text).toMatch(/real address \(no fake address\)/);
+    const none = explainName('tun0', { ...plan, tunnels: [{ outbound: 'office' }] }, { name: 'corp.test', proto: 'tcp' }, router);
+    expect(none.resolver).toMatch(/has no IPv4 DNS server, so its names get SERVFAIL/);
+    const other = explainName('tun0', plan, { name: 'news.example', proto: 'tcp' }, router);
+    expect(other.byName).toBe(true);
+  });
+});
