@@ -16,6 +16,7 @@ import type { DispatcherStats } from './stack/dispatcher.js';
 import type { TcpFlowInfo, TcpRelayOptions, TcpRelayStats } from './relay/tcp-relay.js';
 import type { UdpStackStats } from './stack/udp/index.js';
 import type { UdpFlowInfo, UdpRelayStats } from './relay/udp-relay.js';
+import type { DnsOverTcpStats } from './relay/tcp-dns.js';
 import type { ReassemblyStats } from './stack/ip-reassembly.js';
 import { TerminatingEngine } from './relay/engine.js';
 import type { ProbeBook } from './relay/probes.js';
@@ -27,7 +28,7 @@ import type { ProxyUrl } from './outbound/proxy-url.js';
 import type { DnsResolverStats, FakeIpPool } from './dns/index.js';
 import { canonicalDomain } from './net/domain.js';
 import type { FakeIpReply } from './control/protocol.js';
-import { buildDns } from './dns-setup.js';
+import { buildDns, tunnelDnsServers } from './dns-setup.js';
 import { cidrToString, ipToU32, u32ToIp } from './net/ipv4.js';
 import type { Outbound } from './outbound/outbound.js';
 import { BLOCK_OUTBOUND, PROXY_OUTBOUND } from './config/schema.js';
@@ -75,6 +76,8 @@ export interface TunrouteStats {
   packets: DispatcherStats;
   tcp: TcpRelayStats;
   udp: { stack: UdpStackStats; relay: UdpRelayStats; fragments: ReassemblyStats; dns?: DnsResolverStats };
+  /** DNS over TCP caught while hijacking (relay/tcp-dns.ts). */
+  dnsTcp?: DnsOverTcpStats;
   outbounds: Record<string, Outbound['stats']>;
   /** WireGuard tunnels by name (packets forwarded, peers, handshakes, drops). */
   tunnels: Record<string, TunnelStats>;
@@ -223,7 +226,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
     dns: dnsSetup?.upstream,
     answerer: dnsSetup?.answerer,
     fakeIp,
-    forward: tunnelForwardHook(live.route, tunnels),
+    forward: tunnelForwardHook(live.route, tunnels, tunnelDnsServers(config)),
   });
   const reconf = new Reconfigurer({ routes, outbounds, engine, tunnels, build, log, resolve: deps.routeHost?.resolve }, live, config, original);
   later.reconf = reconf;
@@ -237,6 +240,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
       packets: e.packets,
       tcp: e.tcp,
       udp: { stack: e.udpStack, relay: e.udp, fragments: e.fragments, dns: e.dns },
+      dnsTcp: e.dnsTcp,
       outbounds: e.outbounds,
       tunnels: Object.fromEntries([...tunnels].map(([n, t]) => [n, t.stats()])),
     };
@@ -277,7 +281,7 @@ export async function startTunroute(config: Config, deps: TunrouteDeps = {}): Pr
         await routes.stop();
         link.close();
         const s = stats();
-        log.info({ link: link.stats, ...s.packets, tcp: s.tcp, udp: s.udp, tunnels: tunnelStats }, 'tunroute stopped; packet counters');
+        log.info({ link: link.stats, ...s.packets, tcp: s.tcp, udp: s.udp, ...(s.dnsTcp === undefined ? {} : { dnsTcp: s.dnsTcp }), tunnels: tunnelStats }, 'tunroute stopped; packet counters');
       })();
       return stopping;
     },

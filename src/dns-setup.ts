@@ -8,6 +8,13 @@
  *                     │                                                   route's device (direct)
  *                     └ hijack: split DNS ─► dns.servers entry / dns.upstream through the proxy
  *
+ * In front of both, a name that goes through a WireGuard tunnel (a domain rule naming it; every
+ * name when dns.upstream itself routes into a tunnel: a full tunnel over WireGuard) is asked of
+ * that tunnel's resolver (its `dns`, wg-quick's `DNS =`) through the tunnel, and gets the real
+ * answer (dns/tunnel-dns.ts). tunroute's socket for it is bound to the device: its query enters
+ * the device like an app's, where the forward hook hands it to the tunnel (its address must be
+ * in the tunnel's AllowedIPs), and the answer comes back the same way.
+ *
  * Each upstream resolver is reached through the outbound that routes its address, unless the
  * config names one (dns.outbound, dns.servers[i].outbound). The system's resolver that direct
  * names are asked of is the one the plan routes into the device for the apps; tunroute's own
@@ -31,15 +38,16 @@ import type { Router } from './router/router.js';
 import { domainRoutesOfPlan } from './routes/domain-routes.js';
 import { resolveStateDir } from './routes/journal.js';
 import type { DnsPlan } from './routes/plan.js';
-import { IP_PROTO_UDP } from './wire/ipv4.js';
+import { IP_PROTO_TCP, IP_PROTO_UDP } from './wire/ipv4.js';
+import { NoTunnelDnsAnswerer, TunnelDnsAnswerer } from './dns/tunnel-dns.js';
 
 /** The outbound name of tunroute's own queries to the system's resolver (names that go direct). */
 export const SYSTEM_DNS_OUTBOUND = 'system-dns';
 
 export interface DnsSetup {
-  /** The resolver of dns.upstream (its counters go to `status`). */
-  readonly upstream: DnsResolver;
-  /** What answers caught queries, when it is more than `upstream` (split DNS). */
+  /** The resolver of dns.upstream (its counters go to `status`); none when it routes into a WireGuard tunnel. */
+  readonly upstream: DnsResolver | undefined;
+  /** What answers caught queries: the outermost answerer (tunnels' names, fake IP, split DNS, upstream). */
   readonly answerer: DnsAnswerer;
   readonly fakeIp?: { resolver: FakeIpResolver; pool: FakeIpPool; saver: FakeIpSaver };
   /** The system's resolver asked for names that go direct (split tunnel by domain). */
@@ -51,8 +59,8 @@ export interface DnsSetup {
 export interface DnsSetupDeps {
   config: Config;
   dnsPlan: DnsPlan;
-  /** How a resolver's address is routed (the live router: a reload replaces it). */
-  router: Pick<Router, 'route'>;
+  /** How a resolver's address and a name are routed (the live router: a reload replaces it). */
+  router: Pick<Router, 'route'> & Partial<Pick<Router, 'routeName'>>;
   outbounds: ReadonlyMap<string, Outbound>;
   /** The default route's device now (it follows route changes). */
   defaultDevice: () => string | undefined;
@@ -73,12 +81,91 @@ function resolverVia(d: DnsSetupDeps, server: Ipv4Endpoint, outboundName: string
   return new DnsResolver({ upstream: { ip: server.host, port: server.port }, outbound: outboundByName(name, d.outbounds), clock: d.clock, logger: d.log, cache });
 }
 
+type WireguardOutbound = Extract<Config['outbounds'][number], { type: 'wireguard' }>;
+
+/** The outbound name of tunroute's own queries to a WireGuard tunnel's resolver. */
+export function tunnelDnsOutboundName(tunnel: string): string {
+  return `${tunnel}-dns`;
+}
+
+/**
+ * The answerer for the names of each WireGuard tunnel: a resolver of its first IPv4 `dns`
+ * server, reached by a socket bound to the device (so the query enters the device, and the
+ * tunnel); or SERVFAIL, with the one sentence that names the missing setting.
+ */
+function tunnelAnswerers(d: DnsSetupDeps, closers: Array<() => void>): Map<string, DnsAnswerer> {
+  const { config, log } = d;
+  const out = new Map<string, DnsAnswerer>();
+  for (const o of config.outbounds) {
+    if (o.type !== 'wireguard') continue;
+    const server = firstIpv4Server(o);
+    if (server === undefined) {
+      out.set(o.name, new NoTunnelDnsAnswerer(`tunnel '${o.name}' has no IPv4 DNS server: names that go through it get SERVFAIL (tunroute never asks the local network for them): set DNS = in its wg-quick file, or dns: [ADDRESS] on outbound '${o.name}'.`, log));
+      continue;
+    }
+    const routed = d.router.route(server.addr, IP_PROTO_UDP, server.port);
+    if (routed !== o.name) {
+      out.set(o.name, new NoTunnelDnsAnswerer(`tunnel '${o.name}': its DNS server ${formatEndpoint(server)} routes to '${routed}', not into the tunnel: names that go through it get SERVFAIL: put the server's address in the peer's AllowedIPs, or remove the rule that sends it elsewhere.`, log));
+      continue;
+    }
+    const outbound = new DeviceBoundUdpOutbound({ name: tunnelDnsOutboundName(o.name), device: () => config.tun.name, logger: log });
+    const cache = new DnsCache({ clock: d.clock, maxEntries: config.dns.cacheMaxEntries, maxTtlSec: config.dns.cacheMaxTtlSec });
+    const resolver = new DnsResolver({ upstream: { ip: server.host, port: server.port }, outbound, clock: d.clock, logger: log, cache, transport: 'udp' });
+    closers.push(() => {
+      resolver.close();
+      void outbound.close();
+    });
+    out.set(o.name, resolver);
+  }
+  return out;
+}
+
+/**
+ * Each WireGuard tunnel's IPv4 DNS servers (as numbers), for the forward hook while DNS is
+ * hijacked (outbound/wireguard.ts): queries to them go through the tunnel, any other query to
+ * port 53 is answered by tunroute. undefined with dns.mode off.
+ */
+export function tunnelDnsServers(config: Config): Map<string, number[]> | undefined {
+  if (config.dns.mode === 'off') return undefined;
+  const out = new Map<string, number[]>();
+  for (const o of config.outbounds) {
+    if (o.type !== 'wireguard') continue;
+    const addrs: number[] = [];
+    for (const entry of o.dns ?? []) {
+      const a = ipToU32(entry);
+      if (a !== undefined) addrs.push(a);
+    }
+    out.set(o.name, addrs);
+  }
+  return out;
+}
+
+/** The first IPv4 address of a tunnel's `dns` (wg-quick lists search domains there too), port 53. */
+function firstIpv4Server(o: WireguardOutbound): Ipv4Endpoint | undefined {
+  for (const entry of o.dns ?? []) {
+    const ep = ipToU32(entry) === undefined ? undefined : parseIpv4Endpoint(entry, 53);
+    if (ep !== undefined) return ep;
+  }
+  return undefined;
+}
+
 /** undefined when dns.mode is off. */
 export function buildDns(d: DnsSetupDeps): DnsSetup | undefined {
   const { config, log } = d;
   if (config.dns.mode === 'off') return undefined;
   const closers: Array<() => void> = [];
-  const upstream = resolverVia(d, config.dns.upstream, config.dns.outbound, 'dns.upstream');
+  const tunnels = tunnelAnswerers(d, closers);
+  // A full tunnel over WireGuard: dns.upstream routes into a tunnel, and so does every name.
+  const upstreamRoute = config.dns.outbound ?? d.router.route(config.dns.upstream.addr, IP_PROTO_UDP, config.dns.upstream.port);
+  const allNamesTunnel = tunnels.has(upstreamRoute) ? upstreamRoute : undefined;
+  const tunnelOf = (name: string): string | undefined => {
+    const byRule = d.router.routeName?.(name, IP_PROTO_TCP, 0) ?? d.router.routeName?.(name, IP_PROTO_UDP, 0);
+    if (byRule !== undefined) return tunnels.has(byRule) ? byRule : undefined;
+    return allNamesTunnel;
+  };
+  const inFront = (next: DnsAnswerer): DnsAnswerer => (tunnels.size === 0 ? next : new TunnelDnsAnswerer({ tunnelOf, tunnels, next }));
+  const upstream = allNamesTunnel === undefined ? resolverVia(d, config.dns.upstream, config.dns.outbound, 'dns.upstream') : undefined;
+  const fallback: DnsAnswerer = upstream ?? tunnels.get(allNamesTunnel!)!;
 
   // Split DNS: one resolver per dns.servers entry, through its outbound.
   const routes: SplitDnsRoute[] = config.dns.servers.map((srv, i) => {
@@ -88,9 +175,9 @@ export function buildDns(d: DnsSetupDeps): DnsSetup | undefined {
     return { patterns, answerer: r };
   });
   const split = (fallback: DnsAnswerer): DnsAnswerer => (routes.length === 0 ? fallback : new SplitDnsAnswerer(routes, fallback));
-  const answerer = split(upstream);
+  const answerer = split(fallback);
 
-  if (config.dns.mode !== 'fakeip') return { upstream, answerer, close: () => closers.forEach((c) => c()) };
+  if (config.dns.mode !== 'fakeip') return { upstream, answerer: inFront(answerer), close: () => closers.forEach((c) => c()) };
 
   let direct: DnsSetup['direct'];
   if (d.dnsPlan.splitByDomain) {
@@ -128,7 +215,7 @@ export function buildDns(d: DnsSetupDeps): DnsSetup | undefined {
   });
   return {
     upstream,
-    answerer,
+    answerer: inFront(resolver),
     fakeIp: { resolver, pool, saver },
     direct,
     close() {

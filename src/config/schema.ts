@@ -4,6 +4,8 @@
  * every error names the field that is wrong.
  */
 import { z } from 'zod';
+import { isIP } from 'node:net';
+import { canonicalDomain } from '../net/domain.js';
 import { parseAnyCidr, parseCidr } from '../net/ipv4.js';
 import { parseDomainPattern } from '../net/domain-set.js';
 import { ifName, logSchema, mtu, parsedText, tcpLimitsSchema, uiSchema, wgKey } from './fields.js';
@@ -204,8 +206,12 @@ export const wireguardOutboundSchema = z
     privateKey: wgKey,
     /** The tunnel address(es) of this machine; the first IPv4 one is the source its packets carry. */
     address: z.union([anyCidr, z.array(anyCidr)]).optional(),
-    /** wg-quick's DNS line: reported at start, not applied (tunroute leaves resolv.conf alone). */
-    dns: z.array(z.string()).optional(),
+    /**
+     * wg-quick's DNS line: with dns.mode hijack or fakeip, names that go through this tunnel are
+     * asked of its first IPv4 server, through the tunnel (dns/tunnel-dns.ts). Search domains
+     * (wg-quick lists them here too) and IPv6 servers are accepted and not used.
+     */
+    dns: z.array(z.string().refine((t) => isIP(t) !== 0 || canonicalDomain(t) !== undefined, { message: 'is not an IP address (a DNS server) or a domain name (a search domain)' })).optional(),
     mtu: mtu.default(1420),
     /** UDP port to listen on; absent or 0: any free port. */
     listenPort: z.number().int().min(0).max(65535).optional(),
@@ -295,7 +301,7 @@ export const configSchema = z
       .strict()
       .default({ maxBytes: 4 * 1024 * 1024, timeoutMs: 30_000, maxDatagrams: 256 }),
     /**
-     * DNS: `hijack` answers every UDP query to port 53 routed into the device from `upstream`,
+     * DNS: `hijack` answers every query to port 53 (UDP or TCP) routed into the device from `upstream`,
      * reached through the outbound that routes it (or `outbound`); `fakeip` answers A queries
      * at once with an address from `fakeIpRange` (routed into the device) and carries flows to
      * it by name, the rest as hijack; `off` passes DNS like any UDP.

@@ -12,7 +12,9 @@
  *   Endpoint           → resolved once (a host name to its IPv4 addresses), every address kept
  *                        out of the device (`routes.exclude`), so the tunnel's own UDP never loops
  *                        into tun0, and the peer pinned to the first address
- *   DNS                → a note: tunroute leaves resolv.conf alone
+ *   DNS                → with dns.mode hijack/fakeip: the resolver of the names that go through
+ *                        the tunnel, asked through it (dns-setup.ts); with dns.mode off: a note
+ *                        (tunroute leaves resolv.conf alone)
  */
 import { lookup } from 'node:dns/promises';
 import { TunrouteError } from '../errors.js';
@@ -55,6 +57,8 @@ interface Acc {
   table: Config['routes']['table'];
   notes: string[];
   resolve: TunnelResolver;
+  /** dns.mode off: a tunnel's DNS is not used (a note says so). */
+  dnsOff: boolean;
 }
 
 /** The tunnel outbounds' routes, rules and endpoint bypasses folded into the config (see above). */
@@ -68,6 +72,7 @@ export async function expandTunnels(config: Config, resolve: TunnelResolver = sy
     table: config.routes.table,
     notes: [],
     resolve,
+    dnsOff: config.dns.mode === 'off',
   };
   // One after the other, so that the lists come out in config order.
   const outbounds: Config['outbounds'] = [];
@@ -100,8 +105,8 @@ async function expandOutbound(o: WireguardOutbound, i: number, acc: Acc): Promis
   if (firstIpv4Address(o) === undefined) {
     acc.notes.push(`tunnel '${o.name}' has no IPv4 Address: packets enter it with the device's own address as source, which the peer must allow.`);
   }
-  if (o.dns !== undefined && o.dns.length > 0) {
-    acc.notes.push(`tunnel '${o.name}': DNS ${o.dns.join(', ')} not applied (tunroute leaves resolv.conf alone): point the resolver there yourself, or use dns.mode hijack with dns.upstream.`);
+  if (o.dns !== undefined && o.dns.length > 0 && acc.dnsOff) {
+    acc.notes.push(`tunnel '${o.name}': DNS ${o.dns.join(', ')} not applied (dns.mode off, and tunroute leaves resolv.conf alone): use --dns hijack or --dns fakeip, so names that go through the tunnel are asked of it.`);
   }
   return { ...o, peers };
 }

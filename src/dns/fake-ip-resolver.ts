@@ -89,7 +89,7 @@ export class FakeIpResolver implements DnsAnswerer {
     this.log = o.logger;
   }
 
-  resolve(queryBytes: Uint8Array): Promise<DnsResolveResult> {
+  resolve(queryBytes: Uint8Array, maxAnswerBytes?: number): Promise<DnsResolveResult> {
     const q = DnsMessage.parse(queryBytes);
     if (q === undefined || q.isResponse || q.opcode !== 0 || q.question === undefined) {
       this.stats.malformed++;
@@ -105,9 +105,9 @@ export class FakeIpResolver implements DnsAnswerer {
       }
     } else if (name !== undefined && this.direct !== undefined) {
       this.stats.direct++;
-      return this.direct.resolve(queryBytes);
+      return this.direct.resolve(queryBytes, maxAnswerBytes);
     }
-    return this.forward(q, queryBytes);
+    return this.forward(q, queryBytes, maxAnswerBytes);
   }
 
   /**
@@ -157,9 +157,9 @@ export class FakeIpResolver implements DnsAnswerer {
     return errorResponse(q, DNS_RCODE_SERVFAIL);
   }
 
-  private forward(q: DnsMessage, queryBytes: Uint8Array): Promise<DnsResolveResult> {
+  private forward(q: DnsMessage, queryBytes: Uint8Array, maxAnswerBytes: number | undefined): Promise<DnsResolveResult> {
     this.stats.forwarded++;
     if (this.upstream === undefined) return Promise.resolve({ kind: 'answer', answer: errorResponse(q, DNS_RCODE_SERVFAIL), via: 'local' });
-    return this.upstream.resolve(queryBytes);
+    return this.upstream.resolve(queryBytes, maxAnswerBytes);
   }
 }

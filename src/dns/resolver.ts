@@ -82,7 +82,11 @@ export type DnsResolveResult =
 
 /** What answers a caught query: the hijack resolver, or the fake-IP one in front of it. */
 export interface DnsAnswerer {
-  resolve(query: Uint8Array): Promise<DnsResolveResult>;
+  /**
+   * `maxAnswerBytes`: the largest answer the app takes; default its UDP limit (EDNS size, else
+   * 512). DNS over TCP passes 65,535: the whole answer, never TC=1.
+   */
+  resolve(query: Uint8Array, maxAnswerBytes?: number): Promise<DnsResolveResult>;
   /**
    * Optional fast path: the answer to `query` when it is known at once (the fake-IP answerer's
    * own answers), written at `out[0]` (`out` holds DNS_UDP_DEFAULT_SIZE bytes); returns its
@@ -163,7 +167,7 @@ export class DnsResolver implements DnsAnswerer {
    * Answer one query (the payload of an app's UDP datagram to port 53; copied, the caller may
    * reuse its buffer). Never rejects.
    */
-  async resolve(queryBytes: Uint8Array): Promise<DnsResolveResult> {
+  async resolve(queryBytes: Uint8Array, maxAnswerBytes?: number): Promise<DnsResolveResult> {
     if (this.closed) return { kind: 'drop', why: 'closed' };
     const query = DnsMessage.parse(new Uint8Array(queryBytes));
     if (query === undefined || query.isResponse || query.question === undefined || query.opcode !== 0) {
@@ -174,7 +178,7 @@ export class DnsResolver implements DnsAnswerer {
     const cached = this.cache?.get(query);
     if (cached !== undefined) {
       this.stats.cacheHits++;
-      return { kind: 'answer', answer: this.fitForApp(query, cached), via: 'cache' };
+      return { kind: 'answer', answer: this.fitForApp(query, cached, maxAnswerBytes), via: 'cache' };
     }
     if (this.inFlight >= this.maxInFlight) {
       this.stats.busy++;
@@ -187,7 +191,7 @@ export class DnsResolver implements DnsAnswerer {
       this.cache?.put(query, answer);
       const out = new Uint8Array(answer.bytes);
       setDnsId(out, query.id);
-      return { kind: 'answer', answer: this.fitForApp(query, out), via };
+      return { kind: 'answer', answer: this.fitForApp(query, out, maxAnswerBytes), via };
     } catch (e) {
       const err = isUpstreamError(e) ? e : new UpstreamError('protocol', this.outbound.name, `DNS: ${e instanceof Error ? e.message : String(e)}`, e);
       this.stats.failures[err.reason]++;
@@ -211,9 +215,9 @@ export class DnsResolver implements DnsAnswerer {
     this.tcpSockets.clear();
   }
 
-  /** An answer the app can take over UDP: TC=1 and no records if it is larger than its limit. */
-  private fitForApp(query: DnsMessage, answer: Uint8Array): Uint8Array {
-    if (answer.length <= query.udpPayloadSize) return answer;
+  /** An answer the app can take (over UDP: its limit): TC=1 and no records if it is larger. */
+  private fitForApp(query: DnsMessage, answer: Uint8Array, limit = query.udpPayloadSize): Uint8Array {
+    if (answer.length <= limit) return answer;
     this.stats.truncatedForApp++;
     return truncatedResponse(query, DnsMessage.parse(answer));
   }

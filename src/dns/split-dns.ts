@@ -33,10 +33,10 @@ export class SplitDnsAnswerer implements DnsAnswerer {
     return this.set.match(name)?.value ?? this.fallback;
   }
 
-  resolve(query: Uint8Array): Promise<DnsResolveResult> {
-    if (this.set.size === 0) return this.fallback.resolve(query);
+  resolve(query: Uint8Array, maxAnswerBytes?: number): Promise<DnsResolveResult> {
+    if (this.set.size === 0) return this.fallback.resolve(query, maxAnswerBytes);
     const q = DnsMessage.parse(query);
     const name = q?.question !== undefined && q.question.qclass === DNS_CLASS_IN ? canonicalDomain(q.question.key) : undefined;
-    return (name === undefined ? this.fallback : this.answererFor(name)).resolve(query);
+    return (name === undefined ? this.fallback : this.answererFor(name)).resolve(query, maxAnswerBytes);
   }
 }

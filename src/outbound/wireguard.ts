@@ -18,8 +18,16 @@ import type { UdpTransport } from '../wireguard/transport.js';
 /** The router's answer for a packet: the outbound's name (see Router.route). */
 export type RouteFn = (dstIp: number, protocol: number, dstPort: number) => string;
 
-/** The hook that hands tunnel-bound packets to their tunnel; undefined when there is no tunnel. */
-export function tunnelForwardHook(route: RouteFn, tunnels: ReadonlyMap<string, WireguardTunnel>): ForwardHandler | undefined {
+/**
+ * The hook that hands tunnel-bound packets to their tunnel; undefined when there is no tunnel.
+ *
+ * `dnsServers` (DNS hijacked: dns.mode hijack or fakeip): TCP and UDP to port 53 are left to the
+ * engine, which answers them (a name that goes through a tunnel is asked of the tunnel's
+ * resolver, dns/tunnel-dns.ts), except to the tunnel's own DNS servers listed here by tunnel:
+ * tunroute's queries to them, and an app's own, go through. Without this, a full tunnel over
+ * WireGuard would carry every app's query to the system's resolver into the tunnel unanswered.
+ */
+export function tunnelForwardHook(route: RouteFn, tunnels: ReadonlyMap<string, WireguardTunnel>, dnsServers?: ReadonlyMap<string, readonly number[]>): ForwardHandler | undefined {
   if (tunnels.size === 0) return undefined;
   return (ip, vnetOff) => {
     const proto = ip.protocol;
@@ -28,8 +36,10 @@ export function tunnelForwardHook(route: RouteFn, tunnels: ReadonlyMap<string, W
       (proto === IP_PROTO_TCP || proto === IP_PROTO_UDP) && ip.fragOffset === 0 && ip.payloadLen >= 4
         ? getU16(ip.buffer, ip.payloadOffset + 2)
         : 0;
-    const tunnel = tunnels.get(route(ip.dst, proto, port));
+    const name = route(ip.dst, proto, port);
+    const tunnel = tunnels.get(name);
     if (tunnel === undefined) return false;
+    if (port === 53 && dnsServers !== undefined && dnsServers.get(name)?.includes(ip.dst) !== true) return false;
     tunnel.sendPacket(ip, vnetOff);
     return true;
   };

@@ -6,7 +6,7 @@
  *   link ─► PacketDispatcher ─ forward hook (tunnels) ─► taken whole, nothing terminated
  *             │   │   └─ ICMP echo ─► reply or drop
  *             │   └─ fragments ─► Ipv4Reassembler ─► back into the dispatcher
- *          TcpStack ─► TcpRelay ─┐
+ *          TcpStack ─► TcpRelay ─┐     (TCP to :53 while hijacking: DnsOverTcp, answered here)
  *          UdpStack ─► UdpRelay ─┴─ Router ─► outbounds (DNS hijack: the resolver)
  *
  * A 1 s sweep expires idle UDP flows and stale fragments even when no packet touches them.
@@ -29,6 +29,7 @@ import { ProbeBook } from './probes.js';
 import { TcpRelay, type FlowFacts, type TcpFlowInfo, type TcpRelayOptions, type TcpRelayStats } from './tcp-relay.js';
 import { BufferBudget } from './buffer-budget.js';
 import { UdpRelay, type UdpFlowInfo, type UdpRelayStats } from './udp-relay.js';
+import { DnsOverTcp, type DnsOverTcpStats } from './tcp-dns.js';
 
 /** How often idle UDP flows and stale fragments are looked for. */
 const SWEEP_INTERVAL_MS = 1000;
@@ -56,7 +57,10 @@ export interface EngineOptions {
   fragments?: Omit<ReassemblyOptions, 'clock' | 'onTimeout'>;
   /** DNS hijack: queries to port 53 answered by this resolver. Closed by stop(). */
   dns?: DnsResolver;
-  /** What answers caught queries when it is not `dns` alone (split DNS in front of it); default `dns`. */
+  /**
+   * What answers caught queries when it is not `dns` alone: the outermost answerer (tunnels'
+   * names, the fake-IP resolver, split DNS in front of `dns`); default the fake-IP resolver, else `dns`.
+   */
   answerer?: DnsAnswerer;
   /** dns.mode fakeip: queries answered by this (in front of `dns`), flows to its pool carried by name. */
   fakeIp?: { resolver: FakeIpResolver; pool: FakeIpPool };
@@ -72,6 +76,8 @@ export interface EngineStats {
   udp: UdpRelayStats;
   fragments: ReassemblyStats;
   dns?: DnsResolverStats;
+  /** DNS over TCP caught while hijacking (tcp-dns.ts). */
+  dnsTcp?: DnsOverTcpStats;
   fakeIp?: FakeIpResolverStats & { pool: FakeIpStats };
   outbounds: Record<string, OutboundStats>;
 }
@@ -86,6 +92,8 @@ export class TerminatingEngine {
   readonly dispatcher: PacketDispatcher;
   /** `tunroute verify`'s marked probes (control command "probe"). */
   readonly probes: ProbeBook;
+  /** DNS over TCP while hijacking; undefined with DNS off. */
+  readonly dnsTcp: DnsOverTcp | undefined;
   private readonly outbounds: ReadonlyMap<string, Outbound>;
   private readonly dns: DnsResolver | undefined;
   private readonly fakeIp: EngineOptions['fakeIp'];
@@ -101,6 +109,9 @@ export class TerminatingEngine {
     this.tcpStack = new TcpStack({ link, clock, logger, maxConnections: o.tcp.maxFlows + TIME_WAIT_HEADROOM });
     // One budget for the buffers of every flow, TCP and UDP (buffer-budget.ts).
     this.budget = new BufferBudget(o.tcp.memoryBytes ?? DEFAULT_MEMORY_BYTES, o.tcp.maxFlows);
+    // The answerer of caught queries, the same for UDP and TCP.
+    const answerer = o.answerer ?? o.fakeIp?.resolver ?? o.dns;
+    this.dnsTcp = answerer === undefined ? undefined : new DnsOverTcp({ stack: this.tcpStack, dns: answerer, clock, logger });
     this.tcp = new TcpRelay({
       stack: this.tcpStack,
       router,
@@ -114,10 +125,11 @@ export class TerminatingEngine {
       socketOwner: o.socketOwner,
       names: o.fakeIp?.pool,
       probes: this.probes,
+      dnsTcp: this.dnsTcp,
     });
     this.tcpStack.setSynHandler(this.tcp.onSyn);
     this.udpStack = new UdpStack({ link, clock, logger, table: o.udp });
-    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: o.fakeIp?.resolver ?? o.answerer ?? o.dns, names: o.fakeIp?.pool, budget: this.budget, probes: this.probes });
+    this.udp = new UdpRelay({ stack: this.udpStack, router, outbounds, clock, logger, dns: answerer, names: o.fakeIp?.pool, budget: this.budget, probes: this.probes });
     this.udpStack.setFlowHandler(this.udp.onFlow);
     this.reassembler = new Ipv4Reassembler({ clock, ...o.fragments });
     this.dispatcher = new PacketDispatcher({ link, icmp: o.icmp, logger, tcp: this.tcpStack.input, udp: this.udpStack.input, reassembler: this.reassembler, forward: o.forward });
@@ -134,6 +146,7 @@ export class TerminatingEngine {
     this.sweeper = setInterval(() => {
       this.udpStack.sweep();
       this.reassembler.sweep();
+      this.dnsTcp?.sweep();
     }, SWEEP_INTERVAL_MS);
     // The link and the sockets keep the process alive, not the sweep.
     this.sweeper.unref();
@@ -147,13 +160,15 @@ export class TerminatingEngine {
       udp: { ...this.udp.stats, upstreamErrors: { ...this.udp.stats.upstreamErrors } },
       fragments: { ...this.reassembler.stats },
       dns: this.dns && { ...this.dns.stats },
+      dnsTcp: this.dnsTcp && { ...this.dnsTcp.stats },
       fakeIp: this.fakeIp && { ...this.fakeIp.resolver.stats, pool: this.fakeIp.pool.stats },
       outbounds: Object.fromEntries([...this.outbounds].map(([n, o]) => [n, structuredClone(o.stats)])),
     };
   }
 
   flows(): TcpFlowInfo[] {
-    return this.tcp.flowInfo();
+    const flows = this.tcp.flowInfo();
+    return this.dnsTcp === undefined ? flows : flows.concat(this.dnsTcp.flowInfo());
   }
 
   udpFlows(): UdpFlowInfo[] {
@@ -162,7 +177,8 @@ export class TerminatingEngine {
 
   /** Close one flow by its id as `flows()` / `udpFlows()` list it: TCP gets RST, UDP ends. */
   closeFlow(proto: 'tcp' | 'udp', id: number): boolean {
-    return proto === 'tcp' ? this.tcp.close(id) : this.udp.close(id);
+    if (proto === 'udp') return this.udp.close(id);
+    return this.tcp.close(id) || this.dnsTcp?.close(id) === true;
   }
 
   /**
@@ -184,6 +200,7 @@ export class TerminatingEngine {
     this.stopping ??= (async () => {
       clearInterval(this.sweeper);
       this.tcp.closeAll();
+      this.dnsTcp?.closeAll();
       this.tcpStack.poll();
       this.tcpStack.close();
       this.udp.closeAll();

@@ -86,6 +86,11 @@ export interface TcpRelayOptions {
   names?: FakeIpPool;
   /** `tunroute verify`'s marked probes: a probe's SYN is counted and answered RST. */
   probes?: ProbeBook;
+  /**
+   * DNS over TCP while hijacking (relay/tcp-dns.ts): offered each SYN first; true when it took
+   * the SYN (answered here, no upstream connection).
+   */
+  dnsTcp?: { take(req: TcpSynRequest): boolean };
 }
 
 export interface TcpFlowInfo {
@@ -145,7 +150,7 @@ export class TcpRelay {
     bytesUp: 0,
     bytesDown: 0,
   };
-  readonly opts: Required<Omit<TcpRelayOptions, 'connection' | 'names' | 'budget' | 'socketOwner' | 'probes'>> & {
+  readonly opts: Required<Omit<TcpRelayOptions, 'connection' | 'names' | 'budget' | 'socketOwner' | 'probes' | 'dnsTcp'>> & {
     connection: Partial<TcpConnectionOptions>;
     names: FakeIpPool | undefined;
     socketOwner: TcpRelayOptions['socketOwner'];
@@ -159,8 +164,10 @@ export class TcpRelay {
   private readonly uidLog: LimitLog;
   /** @internal The fd-exhaustion warning (TcpFlow). */
   readonly fdLog: LimitLog;
+  private readonly dnsTcp: TcpRelayOptions['dnsTcp'];
 
   constructor(opts: TcpRelayOptions) {
+    this.dnsTcp = opts.dnsTcp;
     this.opts = {
       connectTimeoutMs: 10_000,
       bufferBytes: 1024 * 1024,
@@ -189,6 +196,7 @@ export class TcpRelay {
       req.reject();
       return;
     }
+    if (req.dstPort === 53 && this.dnsTcp?.take(req) === true) return;
     if (this.flows.size >= o.maxFlows) {
       this.stats.refusedLimit++;
       this.limitLog.hit(() => ({ maxFlows: o.maxFlows, refused: this.stats.refusedLimit }));

@@ -26,6 +26,7 @@
  * Every route and rule carries `proto 211`, so `ip route`/`ip rule` show what is tunroute's
  * and `down` deletes only routes and rules with that mark.
  */
+import { isIPv4 } from 'node:net';
 import { TunrouteError } from '../errors.js';
 import { BLOCK_OUTBOUND, DEFAULT_ROUTE_TABLE, PROXY_OUTBOUND, type Config } from '../config/schema.js';
 import { cidrContains, cidrToString, normalizeCidr, parseCidr, u32ToIp, type Cidr } from '../net/ipv4.js';
@@ -123,6 +124,8 @@ export interface DnsPlan {
   servers?: Array<{ domains: string[]; server: string; outbound?: string }>;
   /** systemd-resolved, when /etc/resolv.conf names its stub (resolved.ts). */
   resolved?: ResolvedPlan;
+  /** WireGuard outbounds and the DNS server their names are asked of (their first IPv4 `dns`; none: SERVFAIL). */
+  tunnels?: Array<{ outbound: string; server?: string }>;
 }
 
 /** What the plan does about systemd-resolved (see resolved.ts). */
@@ -569,6 +572,7 @@ function planResolverRoutes(
     directUpstream: d.directUpstream === undefined ? undefined : ep(d.directUpstream),
     servers: d.servers.map((x) => ({ domains: x.domains, server: ep(x.server), outbound: x.outbound })),
     ...(resolved === undefined ? {} : { resolved }),
+    tunnels: config.outbounds.flatMap((o) => (o.type === 'wireguard' ? [{ outbound: o.name, server: o.dns?.find((x) => isIPv4(x)) }] : [])),
   };
 }
 

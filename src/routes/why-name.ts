@@ -40,7 +40,8 @@ export function parseNameDestination(text: string, proto: WhyProto = 'tcp'): Nam
 }
 
 export interface NameDecider {
-  whyName(name: string, dstIp: number, protocol: number, dstPort: number): OutboundDecision;
+  /** `domain`: the pattern of the domain rule that decided, when one did. */
+  whyName(name: string, dstIp: number, protocol: number, dstPort: number): OutboundDecision & { readonly domain?: string };
 }
 
 /** What the running tunroute's fake-IP table holds for the name (control socket `fakeip`). */
@@ -85,6 +86,23 @@ function splitServerOf(dns: DnsPlan, name: string): string | undefined {
   return `${s.server} through ${s.outbound === undefined ? 'the outbound that routes it' : `'${s.outbound}'`} (dns.servers[${m.value}])`;
 }
 
+/**
+ * A name a domain rule sends to a WireGuard tunnel (dns/tunnel-dns.ts): asked of the tunnel's
+ * DNS through it, real answer, never a fake address. undefined for any other name.
+ */
+function throughTunnel(dev: string, dns: DnsPlan, d: NameDestination, decider: NameDecider | undefined): WhyNameAnswer | undefined {
+  if (dns.mode === 'off' || decider === undefined || dns.tunnels === undefined || dns.tunnels.length === 0) return undefined;
+  // A decision by name only: the address given is none of the rules' (0.0.0.0 never matches a CIDR rule but /0).
+  const outbound = decider.whyName(d.name, 0, PROTO_NUMBER[d.proto], d.port ?? 0);
+  const tunnel = outbound.domain === undefined ? undefined : dns.tunnels.find((t) => t.outbound === outbound.outbound);
+  if (tunnel === undefined) return undefined;
+  const resolver = tunnel.server === undefined ? `nobody: tunnel '${tunnel.outbound}' has no IPv4 DNS server, so its names get SERVFAIL (set DNS = / dns on the outbound)` : `${tunnel.server}:53 through tunnel '${tunnel.outbound}'`;
+  const text =
+    `${destText(d)} goes through WireGuard tunnel '${tunnel.outbound}': ${outbound.reason}\n` +
+    `DNS: its queries are answered by ${resolver}, with the real address (no fake address), and its flows go where that address goes (the tunnel's AllowedIPs).`;
+  return { destination: d, dev, mode: dns.mode, byName: false, outbound, resolver, text };
+}
+
 export function explainName(dev: string, dns: DnsPlan, d: NameDestination, decider?: NameDecider, entry?: FakeIpEntry): WhyNameAnswer {
   const a = explainNameOnly(dev, dns, d, decider, entry);
   const line = resolvedLine(dev, dns);
@@ -100,6 +118,8 @@ function resolvedLine(dev: string, dns: DnsPlan): string | undefined {
 }
 
 function explainNameOnly(dev: string, dns: DnsPlan, d: NameDestination, decider?: NameDecider, entry?: FakeIpEntry): WhyNameAnswer {
+  const tunneled = throughTunnel(dev, dns, d, decider);
+  if (tunneled !== undefined) return tunneled;
   const split = splitServerOf(dns, d.name);
   const upstream = `${dns.upstream ?? '?'} through ${dns.upstreamOutbound === undefined ? 'the outbound that routes it' : `'${dns.upstreamOutbound}'`} (dns.upstream)`;
   const base = { destination: d, dev, mode: dns.mode };

@@ -247,6 +247,18 @@ describe('the forward hook and the dispatcher', () => {
     expect(tunnelForwardHook(() => 'wg0', new Map())).toBeUndefined();
   });
 
+  it('while DNS is hijacked, port 53 stays with the engine except to the tunnel\'s own DNS servers', () => {
+    const t = makeTunnelPair();
+    const dnsServer = ipToU32('10.8.0.53')!;
+    const hook = tunnelForwardHook(() => 'wg0', new Map([['wg0', t.client]]), new Map([['wg0', [dnsServer]]]))!;
+    expect(hook(wrapped(udpPacket(DEV, S_ADDR, new Uint8Array(12))), -1)).toBe(false);
+    expect(hook(wrapped(udpPacket(DEV, dnsServer, new Uint8Array(12))), -1)).toBe(true);
+    expect(hook(wrapped(udpPacket(DEV, S_ADDR, new Uint8Array(12), 5353)), -1)).toBe(true);
+    // A tunnel without DNS servers: every query is the engine's.
+    const none = tunnelForwardHook(() => 'wg0', new Map([['wg0', t.client]]), new Map([['wg0', []]]))!;
+    expect(none(wrapped(udpPacket(DEV, dnsServer, new Uint8Array(12))), -1)).toBe(false);
+  });
+
   it('an echo request to a tunnel destination goes through the tunnel instead of being answered locally; others are answered', () => {
     const t = makeTunnelPair();
     const link = new CaptureLink();
