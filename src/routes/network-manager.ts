@@ -6,7 +6,7 @@
  * went with tunroute). Without nmcli on PATH, or with NetworkManager not running, nothing is
  * done and one debug line says so.
  */
-import { spawn } from 'node:child_process';
+import { runTool, type ToolResult } from './run-tool.js';
 import { statSync } from 'node:fs';
 import type { Logger } from '../logger.js';
 
@@ -19,17 +19,8 @@ export interface NmOptions {
   readonly anyNetns?: boolean;
 }
 
-function nmcli(args: readonly string[], opts: NmOptions): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const env = opts.path === undefined ? process.env : { ...process.env, PATH: opts.path };
-    const child = spawn('nmcli', args, { stdio: ['ignore', 'pipe', 'pipe'], env, timeout: opts.timeoutMs ?? 5000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d.slice(0, 4096)));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d.slice(0, 4096)));
-    child.on('error', (e: NodeJS.ErrnoException) => resolve({ code: e.code === 'ENOENT' ? 127 : -1, stdout, stderr: e.message }));
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout: stdout.trim(), stderr: stderr.trim() }));
-  });
+function nmcli(args: readonly string[], opts: NmOptions): Promise<ToolResult> {
+  return runTool('nmcli', args, opts);
 }
 
 /**

@@ -29,6 +29,7 @@
  * exists.
  */
 import { spawn } from 'node:child_process';
+import { runTool, type ToolOptions, type ToolResult } from './run-tool.js';
 import { accessSync, closeSync, constants, fstatSync, lstatSync, openSync, readSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import type { Logger } from '../logger.js';
@@ -145,18 +146,9 @@ export function readResolvedUpstreams(path = RESOLVED_UPSTREAMS_FILE): { upstrea
   return { upstreams: { ipv4: parsed.ipv4.filter((a) => !a.startsWith('127.')), ipv6: parsed.ipv6 } };
 }
 
-export interface ResolvectlOptions {
-  /** PATH to find resolvectl on (tests put one first); default the process's. */
-  readonly path?: string;
-  /** Deadline for one call (it asks resolved over D-Bus). */
-  readonly timeoutMs?: number;
-}
-
-export interface ResolvectlResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+/** PATH to find resolvectl on (tests put one first; default the process's), and a deadline. */
+export type ResolvectlOptions = ToolOptions;
+export type ResolvectlResult = ToolResult;
 
 /** Whether an executable resolvectl is on PATH. */
 export function resolvectlOnPath(opts: ResolvectlOptions = {}): boolean {
@@ -175,16 +167,7 @@ export function resolvectlOnPath(opts: ResolvectlOptions = {}): boolean {
 
 /** Run `resolvectl ARGS`; never rejects (127: not installed). */
 export function resolvectl(args: readonly string[], opts: ResolvectlOptions = {}): Promise<ResolvectlResult> {
-  return new Promise((resolve) => {
-    const env = opts.path === undefined ? process.env : { ...process.env, PATH: opts.path };
-    const child = spawn('resolvectl', args, { stdio: ['ignore', 'pipe', 'pipe'], env, timeout: opts.timeoutMs ?? 5000 });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d.slice(0, 4096)));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d.slice(0, 4096)));
-    child.on('error', (e: NodeJS.ErrnoException) => resolve({ code: e.code === 'ENOENT' ? 127 : -1, stdout, stderr: e.message }));
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout: stdout.trim(), stderr: stderr.trim() }));
-  });
+  return runTool('resolvectl', args, opts);
 }
 
 /** The commands that point resolved at the device, in order (also what `--dry-run` shows). */

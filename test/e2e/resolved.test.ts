@@ -83,6 +83,21 @@ describe.skipIf(!run)('systemd-resolved (lab)', () => {
       )
     ).stdout;
 
+  /**
+   * Routes, rules and the resolver's state are `before` again, byte for byte: resolved forgets a
+   * vanished link at once but rewrites its files a moment later, so it is polled (5 s at most).
+   */
+  const expectRestored = async (before: { routes: string; resolver: string }): Promise<void> => {
+    let after = { routes: '', resolver: '' };
+    for (let i = 0; i < 50; i++) {
+      after = { routes: await routesAndRules(), resolver: await resolverState() };
+      if (after.resolver === before.resolver && after.routes === before.routes) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(after.routes).toBe(before.routes);
+    expect(after.resolver).toBe(before.resolver);
+  };
+
   it('up: per-link DNS with ~. on tun0, names asked of the stub answered through tunroute; kill -9 + down: all byte for byte as before', async () => {
     const before = { routes: await routesAndRules(), resolver: await resolverState() };
     expect(before.resolver).toContain(`nameserver ${DNS}`); // resolved's upstream file lists it
@@ -121,14 +136,7 @@ describe.skipIf(!run)('systemd-resolved (lab)', () => {
     const down = await resolved.exec(['node', CLI, 'down', '--state-dir', stateDir]);
     expect(down.stdout).toMatch(/^tun0: removed the \d+ route\/rule changes/);
     // resolved forgets a vanished link at once, but rewrites its files a moment later.
-    let after = { routes: '', resolver: '' };
-    for (let i = 0; i < 50; i++) {
-      after = { routes: await routesAndRules(), resolver: await resolverState() };
-      if (after.resolver === before.resolver && after.routes === before.routes) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(after.routes).toBe(before.routes);
-    expect(after.resolver).toBe(before.resolver);
+    await expectRestored(before);
     const again = await ask();
     expect(again.answer).toBe('10.66.1.7');
     expect(again.askers).toEqual([CLIENT]);
@@ -141,14 +149,7 @@ describe.skipIf(!run)('systemd-resolved (lab)', () => {
     expect((await resolved.exec(['resolvectl', 'domain', 'tun0'])).stdout).toContain('~.');
     await up.stop('SIGKILL');
     await outputMatches(up, /the watchdog restored the network/, 15_000); // the watchdog writes on tunroute's stderr
-    let after = { routes: '', resolver: '' };
-    for (let i = 0; i < 50; i++) {
-      after = { routes: await routesAndRules(), resolver: await resolverState() };
-      if (after.resolver === before.resolver && after.routes === before.routes) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(after.routes).toBe(before.routes);
-    expect(after.resolver).toBe(before.resolver);
+    await expectRestored(before);
     expect((await ask()).askers).toEqual([CLIENT]);
   }, 120_000);
 
@@ -162,14 +163,7 @@ describe.skipIf(!run)('systemd-resolved (lab)', () => {
     expect(fake.askers).toEqual([]);
     await up.stop('SIGKILL');
     expect((await resolved.exec(['node', CLI, 'down', '--state-dir', stateDir])).code).toBe(0);
-    let after = { routes: '', resolver: '' };
-    for (let i = 0; i < 50; i++) {
-      after = { routes: await routesAndRules(), resolver: await resolverState() };
-      if (after.resolver === before.resolver && after.routes === before.routes) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(after.routes).toBe(before.routes);
-    expect(after.resolver).toBe(before.resolver);
+    await expectRestored(before);
   }, 120_000);
 
   it('SIGTERM after the privilege drop: resolved refuses the unprivileged revert, the settings go with the device, all byte for byte', async () => {
@@ -180,14 +174,7 @@ describe.skipIf(!run)('systemd-resolved (lab)', () => {
     expect((await resolved.exec(['resolvectl', 'dns', 'tun0'])).stdout).toContain('198.18.0.2');
     expect(await up.stop('SIGTERM', 10_000)).toEqual({ code: 0, signal: null });
     expect(logLines(up).some((l) => typeof l.msg === 'string' && /^systemd-resolved did not revert tun0; its per-link DNS goes with the device$/.test(l.msg))).toBe(true);
-    let after = { routes: '', resolver: '' };
-    for (let i = 0; i < 50; i++) {
-      after = { routes: await routesAndRules(), resolver: await resolverState() };
-      if (after.resolver === before.resolver && after.routes === before.routes) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(after.routes).toBe(before.routes);
-    expect(after.resolver).toBe(before.resolver);
+    await expectRestored(before);
   }, 120_000);
 
   it('without resolvectl on PATH: one warning naming the fix, resolved\'s upstream still routed, and SIGTERM gives it all back', async () => {
@@ -204,13 +191,6 @@ describe.skipIf(!run)('systemd-resolved (lab)', () => {
     expect((await c.exec(['ip', 'route', 'get', DNS])).stdout).toContain('dev tun0');
     expect((await resolved.exec(['resolvectl', 'dns', 'tun0'], { allowFail: true })).stdout).not.toContain('198.18.0.2');
     expect(await up.stop('SIGTERM', 10_000)).toEqual({ code: 0, signal: null });
-    let after = { routes: '', resolver: '' };
-    for (let i = 0; i < 50; i++) {
-      after = { routes: await routesAndRules(), resolver: await resolverState() };
-      if (after.resolver === before.resolver && after.routes === before.routes) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    expect(after.routes).toBe(before.routes);
-    expect(after.resolver).toBe(before.resolver);
+    await expectRestored(before);
   }, 120_000);
 });
