@@ -4,8 +4,6 @@
  * relay's hook; the outbound is never asked for a connection.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { createMemoryLinkPair } from '../../src/link/memory.js';
-import { PacketDispatcher } from '../../src/stack/dispatcher.js';
 import { TcpStack } from '../../src/stack/tcp-stack.js';
 import { TcpRelay } from '../../src/relay/tcp-relay.js';
 import { DnsOverTcp } from '../../src/relay/tcp-dns.js';
@@ -21,6 +19,7 @@ import { silentLogger } from '../../src/logger.js';
 import { ipToU32, u32ToIp } from '../../src/net/ipv4.js';
 import type { CloseReason } from '../../src/stack/tcp/types.js';
 import type { TcpConnection } from '../../src/stack/tcp/connection.js';
+import { stackPair } from '../helpers/stack-pair.js';
 
 const APP_IP = ipToU32('10.0.0.2')!;
 const RESOLVER_IP = ipToU32('8.8.8.8')!;
@@ -40,14 +39,14 @@ class HeldAnswerer implements DnsAnswerer {
 }
 
 function rig(opts: { maxInFlight?: number; idleMs?: number } = {}) {
-  const [appLink, tunLink] = createMemoryLinkPair({ mtu: 1500 });
   const log = silentLogger();
+  const pair = stackPair(log);
+  const { stack, appStack } = pair;
   let skew = 0;
   const clock: Clock = { now: () => monotonicClock.now() + skew };
   const pool = new FakeIpPool();
   const upstream = new HeldAnswerer();
   const answerer = new FakeIpResolver({ pool, tunneled: () => true, upstream });
-  const stack = new TcpStack({ link: tunLink, clock: monotonicClock, logger: log });
   let connects = 0;
   const proxy: Outbound = {
     name: 'proxy',
@@ -62,17 +61,9 @@ function rig(opts: { maxInFlight?: number; idleMs?: number } = {}) {
   const dnsTcp = new DnsOverTcp({ stack, dns: answerer, clock, logger: log, ...opts });
   const relay = new TcpRelay({ stack, router: new Router({ rules: [], defaultOutbound: 'proxy' }), outbounds: new Map([['proxy', proxy]]), clock: monotonicClock, logger: log, dnsTcp });
   stack.setSynHandler(relay.onSyn);
-  const d = new PacketDispatcher({ link: tunLink, icmp: 'reply', logger: log, tcp: stack.input });
-  tunLink.onReceive((b) => d.onBatch(b));
-  const appStack = new TcpStack({ link: appLink, clock: monotonicClock, logger: log });
-  const ad = new PacketDispatcher({ link: appLink, icmp: 'drop', logger: log, tcp: appStack.input });
-  appLink.onReceive((b) => ad.onBatch(b));
   cleanups.push(() => {
     dnsTcp.closeAll();
-    stack.close();
-    appStack.close();
-    appLink.close();
-    tunLink.close();
+    pair.close();
   });
 
   /** An app connection to RESOLVER_IP:53: what it sent, the answers it read, how it ended. */

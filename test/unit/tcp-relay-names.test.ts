@@ -5,9 +5,6 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { createMemoryLinkPair } from '../../src/link/memory.js';
-import { PacketDispatcher } from '../../src/stack/dispatcher.js';
-import { TcpStack } from '../../src/stack/tcp-stack.js';
 import { TcpRelay } from '../../src/relay/tcp-relay.js';
 import { Router } from '../../src/router/router.js';
 import { FakeIpPool } from '../../src/dns/fake-ip.js';
@@ -16,6 +13,7 @@ import { monotonicClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/logger.js';
 import { ipToU32 } from '../../src/net/ipv4.js';
 import type { CloseReason } from '../../src/stack/tcp/types.js';
+import { stackPair } from '../helpers/stack-pair.js';
 
 const APP_IP = ipToU32('10.0.0.2')!;
 
@@ -54,8 +52,9 @@ async function echoPort(): Promise<number> {
 }
 
 function rig(port: number) {
-  const [appLink, tunLink] = createMemoryLinkPair({ mtu: 1500 });
   const log = silentLogger();
+  const pair = stackPair(log);
+  const { stack, appStack } = pair;
   const pool = new FakeIpPool();
   const office: Destination[] = [];
   const proxy: Destination[] = [];
@@ -64,7 +63,6 @@ function rig(port: number) {
   const sample = (): void => {
     busyAtConnect.push(pool.stats.busy);
   };
-  const stack = new TcpStack({ link: tunLink, clock: monotonicClock, logger: log });
   const relay = new TcpRelay({
     stack,
     router: new Router({ rules: [{ domains: ['corp.test'], outbound: 'office' }], defaultOutbound: 'proxy' }),
@@ -77,17 +75,7 @@ function rig(port: number) {
     names: pool,
   });
   stack.setSynHandler(relay.onSyn);
-  const d = new PacketDispatcher({ link: tunLink, icmp: 'reply', logger: log, tcp: stack.input });
-  tunLink.onReceive((b) => d.onBatch(b));
-  const appStack = new TcpStack({ link: appLink, clock: monotonicClock, logger: log });
-  const ad = new PacketDispatcher({ link: appLink, icmp: 'drop', logger: log, tcp: appStack.input });
-  appLink.onReceive((b) => ad.onBatch(b));
-  cleanups.push(() => {
-    stack.close();
-    appStack.close();
-    appLink.close();
-    tunLink.close();
-  });
+  cleanups.push(() => pair.close());
 
   /** Connect to `dst`, send `msg`, read it back, close; resolves the close reason. */
   function exchange(dst: number, msg: string): Promise<{ echoed: string; reason: CloseReason }> {

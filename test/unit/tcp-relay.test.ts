@@ -7,8 +7,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { createHash } from 'node:crypto';
-import { createMemoryLinkPair, type MemoryLink } from '../../src/link/memory.js';
-import { PacketDispatcher } from '../../src/stack/dispatcher.js';
+import { type MemoryLink } from '../../src/link/memory.js';
 import { TcpStack } from '../../src/stack/tcp-stack.js';
 import { TcpRelay, type TcpRelayOptions } from '../../src/relay/tcp-relay.js';
 import { BufferBudget } from '../../src/relay/buffer-budget.js';
@@ -19,6 +18,7 @@ import { silentLogger } from '../../src/logger.js';
 import { ipToU32 } from '../../src/net/ipv4.js';
 import type { TcpConnection } from '../../src/stack/tcp/connection.js';
 import type { CloseReason, TcpListener } from '../../src/stack/tcp/types.js';
+import { stackPair } from '../helpers/stack-pair.js';
 
 const APP_IP = ipToU32('198.18.0.1')!;
 const DST_IP = ipToU32('10.66.1.7')!;
@@ -53,9 +53,9 @@ interface Rig {
 }
 
 function rig(port: () => number, faults?: { loss?: number; reorder?: number; seed: number }, maxFlows = 100, extra: Partial<TcpRelayOptions> = {}): Rig {
-  const [appLink, tunLink] = createMemoryLinkPair({ mtu: 1500, faults });
   const log = silentLogger();
-  const stack = new TcpStack({ link: tunLink, clock: monotonicClock, logger: log });
+  const pair = stackPair(log, faults);
+  const { stack } = pair;
   const relay = new TcpRelay({
     stack,
     router: new Router({ rules: [], defaultOutbound: 'loop' }),
@@ -67,24 +67,7 @@ function rig(port: () => number, faults?: { loss?: number; reorder?: number; see
     ...extra,
   });
   stack.setSynHandler(relay.onSyn);
-  const d = new PacketDispatcher({ link: tunLink, icmp: 'reply', logger: log, tcp: stack.input });
-  tunLink.onReceive((b) => d.onBatch(b));
-  // The app side: a second stack whose table makes active opens.
-  const appStack = new TcpStack({ link: appLink, clock: monotonicClock, logger: log });
-  const ad = new PacketDispatcher({ link: appLink, icmp: 'drop', logger: log, tcp: appStack.input });
-  appLink.onReceive((b) => ad.onBatch(b));
-  return {
-    appLink,
-    tunLink,
-    appStack,
-    relay,
-    close() {
-      stack.close();
-      appStack.close();
-      appLink.close();
-      tunLink.close();
-    },
-  };
+  return { appLink: pair.appLink, tunLink: pair.tunLink, appStack: pair.appStack, relay, close: () => pair.close() };
 }
 
 function appConnect(r: Rig, port: number, listener: TcpListener): TcpConnection {
