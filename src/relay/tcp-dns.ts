@@ -31,6 +31,7 @@ import type { TcpSynRequest } from '../stack/tcp/table.js';
 import type { CloseReason, TcpListener } from '../stack/tcp/types.js';
 import type { TcpStack } from '../stack/tcp-stack.js';
 import type { TcpFlowInfo } from './tcp-relay.js';
+import { LimitLog } from './limit-log.js';
 
 export const DNS_TCP_DEFAULTS = {
   maxConnections: 256,
@@ -76,6 +77,7 @@ export class DnsOverTcp {
   private readonly sessions = new Set<DnsTcpSession>();
   /** Ids apart from the relay's flows (which count up from 1), so `status` never shows one twice. */
   private nextId = 0x4000_0000;
+  private readonly limitLog: LimitLog;
 
   constructor(opts: DnsOverTcpOptions) {
     this.o = {
@@ -85,6 +87,7 @@ export class DnsOverTcp {
       idleMs: DNS_TCP_DEFAULTS.idleMs,
       ...opts,
     };
+    this.limitLog = new LimitLog(this.o.clock, this.o.logger, `DNS-over-TCP connection limit (${this.o.maxConnections}) reached: new connections to port 53 get RST until some close`);
   }
 
   /**
@@ -96,6 +99,7 @@ export class DnsOverTcp {
     const o = this.o;
     if (this.sessions.size >= o.maxConnections) {
       this.stats.refusedLimit++;
+      this.limitLog.hit(() => ({ src: `${u32ToIp(req.srcIp)}:${req.srcPort}`, dst: u32ToIp(req.dstIp) }));
       req.reject();
       return true;
     }

@@ -4,7 +4,6 @@
  * relay's hook; the outbound is never asked for a connection.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { TcpStack } from '../../src/stack/tcp-stack.js';
 import { TcpRelay } from '../../src/relay/tcp-relay.js';
 import { DnsOverTcp } from '../../src/relay/tcp-dns.js';
 import { Router } from '../../src/router/router.js';
@@ -20,6 +19,7 @@ import { ipToU32, u32ToIp } from '../../src/net/ipv4.js';
 import type { CloseReason } from '../../src/stack/tcp/types.js';
 import type { TcpConnection } from '../../src/stack/tcp/connection.js';
 import { stackPair } from '../helpers/stack-pair.js';
+import { capturingLogger } from '../helpers/capture-log.js';
 
 const APP_IP = ipToU32('10.0.0.2')!;
 const RESOLVER_IP = ipToU32('8.8.8.8')!;
@@ -233,12 +233,17 @@ describe('DNS over TCP while hijacking', () => {
 
   it('refuses connections beyond maxConnections with RST', async () => {
     const r = rig();
-    const small = new DnsOverTcp({ stack: (r.dnsTcp as unknown as { o: { stack: TcpStack } }).o.stack, dns: r.upstream, clock: monotonicClock, logger: silentLogger(), maxConnections: 0 });
+    const { log, lines } = capturingLogger();
+    const small = new DnsOverTcp({ stack: r.dnsTcp.o.stack, dns: r.upstream, clock: monotonicClock, logger: log, maxConnections: 0 });
     let rejected = 0;
     const took = small.take({ srcIp: APP_IP, srcPort: 1, dstIp: RESOLVER_IP, dstPort: 53, syn: undefined as never, accept: () => { throw new Error('accepted'); }, reject: () => { rejected++; } });
     expect(took).toBe(true);
     expect(rejected).toBe(1);
     expect(small.stats.refusedLimit).toBe(1);
+    // At the limit: RST and one log line (not one per refused SYN).
+    small.take({ srcIp: APP_IP, srcPort: 2, dstIp: RESOLVER_IP, dstPort: 53, syn: undefined as never, accept: () => { throw new Error('accepted'); }, reject: () => { rejected++; } });
+    expect(rejected).toBe(2);
+    expect(lines().map((l) => l.msg)).toEqual(['DNS-over-TCP connection limit (0) reached: new connections to port 53 get RST until some close']);
     expect(small.take({ srcIp: APP_IP, srcPort: 1, dstIp: RESOLVER_IP, dstPort: 80, syn: undefined as never, accept: () => { throw new Error('accepted'); }, reject: () => {} })).toBe(false);
   });
 });

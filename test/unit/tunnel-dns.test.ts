@@ -4,11 +4,9 @@
  * tunnel without a usable DNS server answers SERVFAIL and says once which setting is missing.
  * No socket is opened here (the resolvers through the device are exercised by e2e/wg-dns).
  */
-import { Writable } from 'node:stream';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { NoTunnelDnsAnswerer, TunnelDnsAnswerer } from '../../src/dns/tunnel-dns.js';
 import { DnsMessage, DNS_RCODE_SERVFAIL, DNS_TYPE_A, buildDnsQuery } from '../../src/dns/message.js';
@@ -19,9 +17,10 @@ import { loadConfig } from '../../src/config/load.js';
 import { expandTunnels } from '../../src/config/tunnels.js';
 import { formatKey, generatePrivateKey } from '../../src/wireguard/keys.js';
 import { monotonicClock } from '../../src/clock.js';
-import { silentLogger, type Logger } from '../../src/logger.js';
+import { silentLogger } from '../../src/logger.js';
 import type { DnsPlan } from '../../src/routes/plan.js';
 import { TunrouteError } from '../../src/errors.js';
+import { capturingLogger } from '../helpers/capture-log.js';
 
 class Recording implements DnsAnswerer {
   readonly asked: Array<{ name: string | undefined; max: number | undefined }> = [];
@@ -30,17 +29,6 @@ class Recording implements DnsAnswerer {
     this.asked.push({ name: DnsMessage.parse(query)?.question?.name, max });
     return Promise.resolve({ kind: 'error', reason: 'timeout', message: this.label });
   }
-}
-
-function capturingLogger(): { log: Logger; lines: () => Array<{ msg: string }> } {
-  const out: string[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      out.push(chunk.toString());
-      done();
-    },
-  });
-  return { log: pino({ level: 'info' }, stream), lines: () => out.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { msg: string }) };
 }
 
 const query = (name: string): Uint8Array => buildDnsQuery(name, DNS_TYPE_A, 0x4242);
