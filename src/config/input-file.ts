@@ -46,6 +46,21 @@ function mib(n: number): string {
   return `${Math.round((n / (1024 * 1024)) * 10) / 10} MiB`;
 }
 
+/**
+ * An opened regular file's text (UTF-8), read to EOF but never past `size` (what fstat said)
+ * capped at `maxBytes`: undefined when it grew while it was read. Read errors are thrown.
+ */
+export function readToEnd(fd: number, size: number, maxBytes: number): string | undefined {
+  const buf = Buffer.allocUnsafe(Math.min(maxBytes, size) + 1);
+  let len = 0;
+  for (;;) {
+    if (len === buf.length) return undefined;
+    const n = readSync(fd, buf, len, buf.length - len, null);
+    if (n === 0) return buf.toString('utf8', 0, len);
+    len += n;
+  }
+}
+
 /** The file's text (UTF-8) and mode; every failure is one TunrouteError sentence (TR_CONFIG_READ). */
 export function readInputFile(path: string, spec: InputFileSpec): InputFile {
   let fd: number;
@@ -63,23 +78,16 @@ export function readInputFile(path: string, spec: InputFileSpec): InputFile {
     if (st.size > spec.maxBytes) {
       throw new TunrouteError('TR_CONFIG_READ', `${name} is ${mib(st.size)}, more than the ${mib(spec.maxBytes)} tunroute reads for it: split it or trim it.`);
     }
-    // Read to EOF, but never past the cap (a file may grow while it is read).
-    const buf = Buffer.allocUnsafe(Math.min(spec.maxBytes, st.size) + 1);
-    let len = 0;
-    for (;;) {
-      if (len === buf.length) {
-        throw new TunrouteError('TR_CONFIG_READ', `${name} grew while tunroute read it: read it again once it is complete.`);
-      }
-      let n: number;
-      try {
-        n = readSync(fd, buf, len, buf.length - len, null);
-      } catch (e) {
-        throw new TunrouteError('TR_CONFIG_READ', spec.cannot((e as NodeJS.ErrnoException).code ?? 'error'), e);
-      }
-      if (n === 0) break;
-      len += n;
+    let text: string | undefined;
+    try {
+      text = readToEnd(fd, st.size, spec.maxBytes);
+    } catch (e) {
+      throw new TunrouteError('TR_CONFIG_READ', spec.cannot((e as NodeJS.ErrnoException).code ?? 'error'), e);
     }
-    return { text: buf.toString('utf8', 0, len), mode: st.mode & 0o7777 };
+    if (text === undefined) {
+      throw new TunrouteError('TR_CONFIG_READ', `${name} grew while tunroute read it: read it again once it is complete.`);
+    }
+    return { text, mode: st.mode & 0o7777 };
   } finally {
     closeSync(fd);
   }

@@ -29,12 +29,13 @@
  * exists.
  */
 import { spawn } from 'node:child_process';
-import { runTool, type ToolOptions, type ToolResult } from './run-tool.js';
-import { accessSync, closeSync, constants, fstatSync, lstatSync, openSync, readSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, lstatSync, openSync } from 'node:fs';
+import { readToEnd } from '../config/input-file.js';
 import { delimiter, dirname, join } from 'node:path';
 import type { Logger } from '../logger.js';
 import { u32ToIp, type Cidr } from '../net/ipv4.js';
 import { parseResolvConf, RESOLV_CONF_MAX_BYTES, type ResolvConf } from './resolv-conf.js';
+import { runTool, type ToolOptions, type ToolResult } from './run-tool.js';
 
 /** The stub addresses resolved answers on (127.0.0.54 passes answers through unchanged). */
 export const RESOLVED_STUBS: readonly string[] = ['127.0.0.53', '127.0.0.54'];
@@ -121,15 +122,8 @@ export function readSystemFile(path: string, maxBytes: number): { text: string }
     if (!trusted(st.uid)) return { why: `${path} is owned by uid ${st.uid}, not by root or a system account` };
     if ((st.mode & 0o022) !== 0) return { why: `${path} is writable by group or others (mode ${modeText(st.mode)})` };
     if (st.size > maxBytes) return { why: `${path} is larger than ${maxBytes} bytes` };
-    const buf = Buffer.alloc(maxBytes + 1);
-    let len = 0;
-    for (;;) {
-      const n = readSync(fd, buf, len, buf.length - len, null);
-      if (n === 0) break;
-      len += n;
-      if (len > maxBytes) return { why: `${path} grew past ${maxBytes} bytes while it was read` };
-    }
-    return { text: buf.toString('utf8', 0, len) };
+    const text = readToEnd(fd, st.size, maxBytes);
+    return text === undefined ? { why: `${path} grew while it was read` } : { text };
   } catch (e) {
     return { why: `${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}` };
   } finally {
