@@ -29,7 +29,6 @@
  * module-level functions, not closures) and one attempt object; the deadlines of all attempts
  * of an outbound share one timer (deadline-sweep.ts), as the SOCKS5 connector's do.
  */
-import { Socket } from 'node:net';
 import { monotonicClock, type Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
 import {
@@ -47,6 +46,7 @@ import {
   connectProblem,
   destinationText,
 } from './outbound.js';
+import { discardSetupSocket, releaseSetupSocket, setupSocket, type SetupSocket, type SocketSetup } from './setup-socket.js';
 import { DeadlineSweep } from './deadline-sweep.js';
 import { HttpWireError, basicAuthLine, emitConnectRequest, parseConnectResponse } from './http-wire.js';
 import { formatProxyUrl, type HttpProxyUrl } from './proxy-url.js';
@@ -73,27 +73,9 @@ export function reasonOfStatus(status: number): UpstreamReason {
   return 'protocol';
 }
 
-class AttemptSocket extends Socket {
-  attempt: HttpConnectAttempt | undefined = undefined;
-}
-
-function onConnect(this: AttemptSocket): void {
-  this.attempt?.connected();
-}
-function onData(this: AttemptSocket, chunk: Buffer): void {
-  this.attempt?.received(chunk);
-}
-function onError(this: AttemptSocket, err: NodeJS.ErrnoException): void {
-  this.attempt?.socketError(err);
-}
-function onEnd(this: AttemptSocket): void {
-  this.attempt?.hungUp(undefined);
-}
-function ignore(): void {}
-
 /** One connectTcp in flight. */
-class HttpConnectAttempt implements PendingConnect {
-  socket: AttemptSocket | undefined;
+class HttpConnectAttempt implements PendingConnect, SocketSetup {
+  socket: SetupSocket | undefined;
   signal: AbortSignal | undefined;
   cancelSlot: ConnectCancel | undefined;
   private step: 'connect' | 'reply' | 'done' = 'connect';
@@ -111,15 +93,8 @@ class HttpConnectAttempt implements PendingConnect {
   ) {}
 
   start(host: string, port: number): void {
-    // allowHalfOpen: a destination that half-closes must still receive what the app sends.
-    const s = new AttemptSocket({ allowHalfOpen: true });
-    s.attempt = this;
+    const s = setupSocket(this);
     this.socket = s;
-    s.once('connect', onConnect);
-    s.on('data', onData);
-    s.on('error', onError);
-    s.on('end', onEnd);
-    s.setNoDelay(true);
     s.connect({ host, port });
   }
 
@@ -149,12 +124,9 @@ class HttpConnectAttempt implements PendingConnect {
       this.fail(reasonOfStatus(r.status), this.outbound.statusText(r.status, r.reason));
       return;
     }
-    const s = this.socket as AttemptSocket;
+    const s = this.socket as SetupSocket;
     this.finish();
-    s.removeListener('data', onData);
-    s.removeListener('error', onError);
-    s.removeListener('end', onEnd);
-    s.pause();
+    releaseSetupSocket(s);
     // Bytes the destination sent right behind the header block (an SSH or SMTP banner): back
     // in front of the read buffer, for the relay to read once it resumes the socket.
     if (b.length > r.length) s.unshift(Buffer.from(b.subarray(r.length)));
@@ -169,6 +141,10 @@ class HttpConnectAttempt implements PendingConnect {
       return;
     }
     this.hungUp(err);
+  }
+
+  socketEnd(): void {
+    this.hungUp(undefined);
   }
 
   hungUp(cause: unknown): void {
@@ -203,15 +179,7 @@ class HttpConnectAttempt implements PendingConnect {
     if (this.step === 'done') return;
     const s = this.socket;
     this.finish();
-    if (s !== undefined) {
-      s.removeListener('connect', onConnect);
-      s.removeListener('data', onData);
-      s.removeListener('end', onEnd);
-      // An error may still be on its way from the destroyed socket.
-      s.removeListener('error', onError);
-      s.on('error', ignore);
-      s.destroy();
-    }
+    if (s !== undefined) discardSetupSocket(s);
     this.reject(this.outbound.attemptFailed(this, reason, detail, cause));
   }
 
@@ -222,7 +190,7 @@ class HttpConnectAttempt implements PendingConnect {
     this.signal = undefined;
     if (this.cancelSlot?.pending === this) this.cancelSlot.pending = undefined;
     this.cancelSlot = undefined;
-    if (this.socket !== undefined) this.socket.attempt = undefined;
+    if (this.socket !== undefined) this.socket.setup = undefined;
     this.socket = undefined;
     this.outbound.deadlines.pending.delete(this);
   }

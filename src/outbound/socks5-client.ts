@@ -36,7 +36,8 @@
  * not teach us a wrong verdict). A pipelined attempt that gets any CONNECT reply (success or
  * failure) proves the proxy reads pipelined requests: "works", and no more probing.
  */
-import { Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { discardSetupSocket, releaseSetupSocket, setupSocket, type SetupSocket, type SocketSetup } from './setup-socket.js';
 import { PROXY_DOWN_CODES, type UpstreamReason } from './outbound.js';
 import { DeadlineSweep } from './deadline-sweep.js';
 import {
@@ -138,25 +139,6 @@ export interface Socks5ConnectorOptions {
 type Step = 'connect' | 'method' | 'auth' | 'reply' | 'done';
 type FallbackWhy = 'none' | 'closed' | 'silent' | 'method';
 
-/** The socket subclass lets module-level listeners find their handshake without a closure. */
-class HandshakeSocket extends Socket {
-  handshake: Socks5Handshake | undefined = undefined;
-}
-
-function onSocketConnect(this: HandshakeSocket): void {
-  this.handshake?.connected();
-}
-function onSocketData(this: HandshakeSocket, chunk: Buffer): void {
-  this.handshake?.received(chunk);
-}
-function onSocketError(this: HandshakeSocket, err: NodeJS.ErrnoException): void {
-  this.handshake?.socketError(err);
-}
-function onSocketEnd(this: HandshakeSocket): void {
-  this.handshake?.socketEnd();
-}
-function ignore(): void {}
-
 /** One proxy's settings and the deadline sweep shared by all its handshakes. */
 export class Socks5Connector {
   readonly host: string;
@@ -224,8 +206,8 @@ export class Socks5Connector {
 }
 
 /** One handshake (and, after a fallback, its step-by-step retry on a fresh connection). */
-export class Socks5Handshake {
-  private socket: HandshakeSocket | undefined;
+export class Socks5Handshake implements SocketSetup {
+  private socket: SetupSocket | undefined;
   private step: Step = 'connect';
   private pipelined = false;
   private fallbackWhy: FallbackWhy = 'none';
@@ -264,20 +246,11 @@ export class Socks5Handshake {
   }
 
   start(): void {
-    // allowHalfOpen: a destination that half-closes (shutdown(SHUT_WR)) must still receive
-    // what the app sends afterwards; Node would otherwise end our side on its FIN.
-    const s = new HandshakeSocket({ allowHalfOpen: true });
-    s.handshake = this;
+    // (Nagle is off before the first byte, no cork, no MSG_MORE: FACTS.md's 200 ms stall.)
+    const s = setupSocket(this);
     this.socket = s;
     this.step = 'connect';
     this.buf = undefined;
-    s.once('connect', onSocketConnect);
-    s.on('data', onSocketData);
-    s.on('error', onSocketError);
-    s.on('end', onSocketEnd);
-    // Nagle off before the first byte: every handshake message goes out at once (no cork, no
-    // MSG_MORE: FACTS.md's 200 ms stall).
-    s.setNoDelay(true);
     s.connect({ host: this.connector.host, port: this.connector.port });
   }
 
@@ -392,13 +365,10 @@ export class Socks5Handshake {
       return;
     }
     const bound = this.wantBound ? parseReply(b)?.bound : undefined;
-    const s = this.socket as HandshakeSocket;
+    const s = this.socket as SetupSocket;
     this.finish();
     this.socket = undefined;
-    s.removeListener('data', onSocketData);
-    s.removeListener('error', onSocketError);
-    s.removeListener('end', onSocketEnd);
-    s.pause();
+    releaseSetupSocket(s);
     // Bytes the destination sent right behind the reply (an SSH or SMTP banner): back to the
     // front of the read buffer, for the caller to read once it resumes the socket.
     if (b.length > n) s.unshift(Buffer.from(b.subarray(n)));
@@ -482,20 +452,13 @@ export class Socks5Handshake {
     this.probeAt = Infinity;
     this.buf = undefined;
     this.connector.deadlines.pending.delete(this);
-    if (this.socket !== undefined) this.socket.handshake = undefined;
+    if (this.socket !== undefined) this.socket.setup = undefined;
   }
 
   private dropSocket(): void {
     const s = this.socket;
     if (s === undefined) return;
     this.socket = undefined;
-    s.handshake = undefined;
-    s.removeListener('connect', onSocketConnect);
-    s.removeListener('data', onSocketData);
-    s.removeListener('end', onSocketEnd);
-    // An error may still be on its way from the destroyed socket.
-    s.removeListener('error', onSocketError);
-    s.on('error', ignore);
-    s.destroy();
+    discardSetupSocket(s);
   }
 }
