@@ -71,6 +71,9 @@ function writeDecimal(out: Uint8Array, o: number, v: number): number {
   return o;
 }
 
+/** What a saved table's bytes end with, after its entries. */
+export const FAKE_IP_JSON_TAIL: Uint8Array = Buffer.from(']}');
+
 /** No slot (an end of the idle list). */
 const NONE = -1;
 /** Slots are grown by doubling from this many. */
@@ -263,33 +266,47 @@ export class FakeIpPool {
 
   /** The table, least recently used first (busy addresses last: they are in use now). */
   toJSON(): FakeIpPersisted {
-    const entries: Array<[string, string]> = [];
-    for (let slot = this.head; slot !== NONE; slot = this.next[slot]) entries.push([u32ToIp(this.first + slot), this.names[slot] ?? '']);
-    if (this.busyCount > 0) {
-      for (let slot = 0; slot < this.names.length; slot++) if (this.pins[slot] > 0) entries.push([u32ToIp(this.first + slot), this.names[slot] ?? '']);
-    }
+    const entries = Array.from(this.saveOrder(), (slot): [string, string] => [u32ToIp(this.first + slot), this.names[slot] ?? '']);
     return { version: 1, cidr: cidrToString(this.cidr), entries };
   }
 
+
   /**
-   * `JSON.stringify(this.toJSON())` as bytes, written straight into one buffer: the saver calls
-   * this every few seconds while the table changes, and at 100,000 names the arrays and
-   * strings of toJSON cost ~1 us a name (the save blocked the event loop for a tenth of a
-   * second and more). Names are canonical (plain ASCII, nothing to escape); any other is
+   * The slots in the order a save lists them: the idle list, least recently used first, then
+   * the busy ones (in use now). A copy, cheap (4 bytes a name, no strings): the saver writes
+   * the entries from it over several turns of the event loop while the pool goes on changing
+   * (see entriesJSON).
+   */
+  saveOrder(): Int32Array {
+    const order = new Int32Array(this.ipOf.size);
+    let n = 0;
+    for (let slot = this.head; slot !== NONE && n < order.length; slot = this.next[slot]) order[n++] = slot;
+    if (this.busyCount > 0) for (let slot = 0; slot < this.names.length && n < order.length; slot++) if (this.pins[slot] > 0) order[n++] = slot;
+    return n === order.length ? order : order.subarray(0, n);
+  }
+
+  /** What a saved table's bytes start with, before its entries: `{"version":1,"cidr":"…","entries":[`. */
+  jsonHead(): string {
+    return `{"version":1,"cidr":${JSON.stringify(cidrToString(this.cidr))},"entries":[`;
+  }
+
+  /**
+   * Entries `order[from..to)` as JSON array elements, `["198.18.0.5","name"]`, comma-separated
+   * (and preceded by one when `afterOthers`), written straight into one buffer: at 100,000
+   * names the arrays and strings of toJSON cost ~1 us a name. Each slot's name is read now:
+   * a slot whose address went to a new name since saveOrder() is listed with the new name
+   * (what it means now). Names are canonical (plain ASCII, nothing to escape); any other is
    * escaped by JSON.stringify.
    */
-  toJSONBytes(): Uint8Array {
-    const head = `{"version":1,"cidr":${JSON.stringify(cidrToString(this.cidr))},"entries":[`;
-    // Per entry at most: ["255.255.255.255",  "  name  "],
-    let room = head.length + 2;
-    for (let slot = this.head; slot !== NONE; slot = this.next[slot]) room += 24 + (this.names[slot]?.length ?? 0) * 6;
-    if (this.busyCount > 0) for (let slot = 0; slot < this.names.length; slot++) if (this.pins[slot] > 0) room += 24 + (this.names[slot]?.length ?? 0) * 6;
+  entriesJSON(order: Int32Array, from: number, to: number, afterOthers: boolean): Buffer {
+    // Per entry at most: ,["255.255.255.255",  "  name  "]
+    let room = 0;
+    for (let i = from; i < to; i++) room += 24 + (this.names[order[i]]?.length ?? 0) * 6;
     const out = Buffer.allocUnsafe(room);
-    let o = out.write(head, 0, 'latin1');
-    let firstEntry = true;
-    const entry = (slot: number): void => {
-      if (!firstEntry) out[o++] = 0x2c; // ,
-      firstEntry = false;
+    let o = 0;
+    for (let i = from; i < to; i++) {
+      const slot = order[i];
+      if (i > from || afterOthers) out[o++] = 0x2c; // ,
       out[o++] = 0x5b; // [
       out[o++] = 0x22; // "
       const ip = this.first + slot;
@@ -315,12 +332,14 @@ export class FakeIpPool {
       }
       out[o++] = 0x22;
       out[o++] = 0x5d; // ]
-    };
-    for (let slot = this.head; slot !== NONE; slot = this.next[slot]) entry(slot);
-    if (this.busyCount > 0) for (let slot = 0; slot < this.names.length; slot++) if (this.pins[slot] > 0) entry(slot);
-    out[o++] = 0x5d;
-    out[o++] = 0x7d;
+    }
     return out.subarray(0, o);
+  }
+
+  /** `JSON.stringify(this.toJSON())` as bytes, at once (the saver's last save, at stop). */
+  toJSONBytes(): Uint8Array {
+    const order = this.saveOrder();
+    return Buffer.concat([Buffer.from(this.jsonHead(), 'latin1'), this.entriesJSON(order, 0, order.length, false), FAKE_IP_JSON_TAIL]);
   }
 
   /**

@@ -19,6 +19,7 @@
  * O_CREAT|O_EXCL), so a planted symlink never makes root write or read another file.
  */
 import { closeSync, constants, fchownSync, fstatSync, fsyncSync, linkSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
+import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { TunrouteError, shown } from '../errors.js';
@@ -277,6 +278,63 @@ function replaceFile(path: string, text: string | Uint8Array): void {
 export function writeStateFile(path: string, text: string | Uint8Array): void {
   checkDirOf(dirname(path), true);
   replaceFile(path, text);
+}
+
+/** The temp file writeStateFileInBackground writes before its rename (one per process and file). */
+export function backgroundTempOf(path: string): string {
+  return `${path}.tmp-${process.pid}-bg`;
+}
+
+/**
+ * writeStateFile for a big file written while traffic flows (the fake-IP table: 5 MB at 131,000
+ * names): the write and the fsync run in libuv's thread pool, so the event loop never waits for
+ * the disk. Only the rename runs here, on the event loop, and only if `wanted()` still says so
+ * once the data is on disk: a synchronous save made meanwhile (the last one, at stop) must not
+ * be replaced by this older one. Resolves to whether the file was replaced; the temp file is
+ * removed on every other way out.
+ */
+export async function writeStateFileInBackground(path: string, parts: readonly Uint8Array[], wanted: () => boolean): Promise<boolean> {
+  checkDirOf(dirname(path), true);
+  const tmp = backgroundTempOf(path);
+  let replaced = false;
+  try {
+    let fh: FileHandle;
+    try {
+      fh = await open(tmp, CREATE_FLAGS, 0o600);
+    } catch (e) {
+      if (errCode(e) !== 'EEXIST') throw e;
+      await unlink(tmp); // a leftover of ours; removes a symlink itself, never its target
+      fh = await open(tmp, CREATE_FLAGS, 0o600);
+    }
+    try {
+      const owner = ownerOfFilesIn(dirname(path));
+      if (owner !== undefined) await fh.chown(owner.uid, owner.gid);
+      for (const part of parts) for (let off = 0; off < part.length; ) off += (await fh.write(part, off, part.length - off)).bytesWritten;
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    if (!wanted()) return false;
+    renameSync(tmp, path);
+    replaced = true;
+  } finally {
+    if (!replaced) await unlink(tmp).catch(() => undefined);
+  }
+  await syncDirInBackground(dirname(path));
+  return true;
+}
+
+async function syncDirInBackground(dir: string): Promise<void> {
+  try {
+    const fh = await open(dir, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    // As syncDir: the rename is atomic either way.
+  }
 }
 
 /**

@@ -1,7 +1,8 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, symlinkSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, symlinkSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { FakeIpPool } from '../../src/dns/fake-ip.js';
 import { FakeIpSaver, fakeIpStatePath, loadFakeIpPool } from '../../src/fake-ip-state.js';
 import { silentLogger } from '../../src/logger.js';
 import { parseCidr, u32ToIp } from '../../src/net/ipv4.js';
@@ -60,5 +61,59 @@ describe('the fake-IP table across restarts', () => {
     saver.stop();
     expect(readFileSync(target, 'utf8')).toBe('precious');
     expect(loadFakeIpPool(path, RANGE, [DEVICE], log).stats.entries).toBe(1);
+  });
+});
+
+describe('the background save (what the timer runs while up runs)', () => {
+  /** A saver of a pool that has handed out `names` names since. */
+  function filled(path: string, names: number): { pool: FakeIpPool; saver: FakeIpSaver } {
+    const pool = loadFakeIpPool(path, RANGE, [DEVICE], silentLogger());
+    const saver = new FakeIpSaver(pool, path, silentLogger());
+    for (let i = 0; i < names; i++) pool.lookup(`n${i}.example`);
+    return { pool, saver };
+  }
+
+  it('writes the bytes a synchronous save writes, over several turns, and leaves no temp file', async () => {
+    const dir = stateDir();
+    const path = fakeIpStatePath(dir, 'tun0');
+    const { pool, saver } = filled(path, 10_000); // three slices
+    pool.pin(pool.peek('n5.example') ?? 0);
+    let turns = 0;
+    const counter = setInterval(() => turns++, 0);
+    await saver.saveInBackground();
+    clearInterval(counter);
+    expect(readFileSync(path)).toEqual(Buffer.from(pool.toJSONBytes()));
+    expect(readdirSync(dirname(path))).toEqual([`fakeip-tun0.json`]);
+    const before = readFileSync(path, 'utf8');
+    await saver.saveInBackground(); // nothing changed: not written again
+    expect(readFileSync(path, 'utf8')).toBe(before);
+    saver.stop();
+    expect(loadFakeIpPool(path, RANGE, [DEVICE], silentLogger()).stats.entries).toBe(10_000);
+    expect(turns).toBeGreaterThan(0);
+  });
+
+  it('never replaces a newer synchronous save: stop() during a background save leaves the table as it was at stop', async () => {
+    const dir = stateDir();
+    const path = fakeIpStatePath(dir, 'tun0');
+    const { pool, saver } = filled(path, 10_000);
+    const background = saver.saveInBackground();
+    const late = pool.lookup('late.example') ?? 0;
+    saver.stop(); // synchronous, while the background save is between slices
+    await background;
+    expect(loadFakeIpPool(path, RANGE, [DEVICE], silentLogger()).nameOf(late)).toBe('late.example');
+    expect(readdirSync(dirname(path))).toEqual([`fakeip-tun0.json`]);
+  });
+
+  it('and a synchronous save made meanwhile is not replaced by the older background one', async () => {
+    const dir = stateDir();
+    const path = fakeIpStatePath(dir, 'tun0');
+    const { pool, saver } = filled(path, 10_000);
+    const background = saver.saveInBackground();
+    const late = pool.lookup('late.example') ?? 0;
+    saver.save();
+    await background;
+    expect(loadFakeIpPool(path, RANGE, [DEVICE], silentLogger()).nameOf(late)).toBe('late.example');
+    expect(readdirSync(dirname(path))).toEqual([`fakeip-tun0.json`]);
+    saver.stop();
   });
 });

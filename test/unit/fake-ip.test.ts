@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FakeIpPool, FAKE_IP_DEFAULT_CIDR } from '../../src/dns/fake-ip.js';
+import { FakeIpPool, FAKE_IP_DEFAULT_CIDR, FAKE_IP_JSON_TAIL } from '../../src/dns/fake-ip.js';
 import { ipToU32, u32ToIp } from '../../src/net/ipv4.js';
 
 function ip(s: string): number {
@@ -224,5 +224,43 @@ describe('FakeIpPool.toJSONBytes', () => {
     for (const n of ['a.example', 'we"ird\\name', 'x.example']) pool.lookup(n);
     pool.pin(ip('10.0.0.2'));
     expect(Buffer.from(pool.toJSONBytes()).toString('utf8')).toBe(JSON.stringify(pool.toJSON()));
+  });
+});
+
+describe('FakeIpPool.saveOrder and entriesJSON (the saver writes in slices)', () => {
+  /** The table's bytes written as the background saver does: head, slices of `per` entries, tail. */
+  function inSlices(pool: FakeIpPool, order: Int32Array, per: number): string {
+    const parts: Uint8Array[] = [Buffer.from(pool.jsonHead(), 'latin1')];
+    for (let from = 0; from < order.length; from += per) parts.push(pool.entriesJSON(order, from, Math.min(order.length, from + per), from > 0));
+    parts.push(FAKE_IP_JSON_TAIL);
+    return Buffer.concat(parts).toString('utf8');
+  }
+
+  it('in any slicing, gives the bytes of toJSONBytes: idle entries by use, then the busy ones', () => {
+    const pool = new FakeIpPool('10.0.0.0/24');
+    expect(inSlices(pool, pool.saveOrder(), 3)).toBe(JSON.stringify(pool.toJSON()));
+    for (let i = 0; i < 40; i++) pool.lookup(`n${i}.example`);
+    pool.lookup('we"ird\\name');
+    pool.lookup('n3.example'); // used again: last of the idle ones
+    pool.pin(ip('10.0.0.7'));
+    pool.pin(ip('10.0.0.2'));
+    const order = pool.saveOrder();
+    expect(order.length).toBe(41);
+    for (const per of [1, 4, 40, 41, 1000]) expect(inSlices(pool, order, per)).toBe(JSON.stringify(pool.toJSON()));
+    expect(Buffer.from(pool.toJSONBytes()).toString('utf8')).toBe(JSON.stringify(pool.toJSON()));
+  });
+
+  it('lists a slot given to a new name since the order was taken with that name, what it means now', () => {
+    const pool = new FakeIpPool('10.0.0.0/29'); // 6 addresses
+    for (const n of ['a', 'b', 'c', 'd', 'e', 'f']) pool.lookup(`${n}.example`);
+    const order = pool.saveOrder();
+    const a = pool.peek('a.example');
+    pool.lookup('g.example'); // the pool is full: a's address, the least recently used, goes to g
+    expect(pool.peek('g.example')).toBe(a);
+    const saved = JSON.parse(inSlices(pool, order, 2)) as { entries: Array<[string, string]> };
+    expect(saved.entries[0]).toEqual([u32ToIp(a ?? 0), 'g.example']);
+    expect(saved.entries.map(([, n]) => n)).not.toContain('a.example');
+    const { restored, skipped } = FakeIpPool.fromJSON(saved, '10.0.0.0/29');
+    expect([restored, skipped]).toEqual([6, 0]);
   });
 });
