@@ -76,29 +76,28 @@ export class ApiMetrics {
     setTotal(m.packets, { proto: 'icmp' }, s.packets.icmpEchoReplied + s.packets.icmpEchoDropped);
     for (const [reason, n] of Object.entries(s.packets.drops)) if (n > 0) setTotal(m.drops, { reason }, n);
     if (s.udp !== undefined && s.udp.dropped > 0) setTotal(m.drops, { reason: 'udp_relay' }, s.udp.dropped);
-    setTotal(m.flowBytes, { proto: 'tcp', direction: 'up' }, s.tcp.bytesUp);
-    setTotal(m.flowBytes, { proto: 'tcp', direction: 'down' }, s.tcp.bytesDown);
-    m.flowsOpen.set({ proto: 'tcp' }, s.tcp.flowsOpen);
-    setTotal(m.flowsTotal, { proto: 'tcp' }, s.tcp.flowsTotal);
+    // TCP and UDP flows have the same rows (UDP only when the UDP relay runs).
+    for (const [proto, f] of [['tcp', s.tcp], ['udp', s.udp]] as const) {
+      if (f === undefined) continue;
+      setTotal(m.flowBytes, { proto, direction: 'up' }, f.bytesUp);
+      setTotal(m.flowBytes, { proto, direction: 'down' }, f.bytesDown);
+      m.flowsOpen.set({ proto }, f.flowsOpen);
+      setTotal(m.flowsTotal, { proto }, f.flowsTotal);
+    }
     setTotal(m.flowsRefused, { reason: 'limit' }, s.tcp.refusedLimit);
     setTotal(m.flowsRefused, { reason: 'no_name' }, s.tcp.refusedNoName);
     if (s.udp !== undefined) {
-      setTotal(m.flowBytes, { proto: 'udp', direction: 'up' }, s.udp.bytesUp);
-      setTotal(m.flowBytes, { proto: 'udp', direction: 'down' }, s.udp.bytesDown);
-      m.flowsOpen.set({ proto: 'udp' }, s.udp.flowsOpen);
-      setTotal(m.flowsTotal, { proto: 'udp' }, s.udp.flowsTotal);
       setTotal(m.dns, { result: 'queries' }, s.udp.dnsQueries);
       setTotal(m.dns, { result: 'answered' }, s.udp.dnsAnswered);
       setTotal(m.dns, { result: 'failed' }, s.udp.dnsFailed);
     }
     for (const [outbound, o] of Object.entries(this.source.outboundStats())) {
-      setTotal(m.attempts, { outbound, proto: 'tcp' }, o.tcpAttempts);
-      setTotal(m.established, { outbound, proto: 'tcp' }, o.tcpEstablished);
-      for (const [reason, n] of Object.entries(o.tcpFailures)) if (n > 0) setTotal(m.errors, { outbound, proto: 'tcp', reason }, n);
-      if (o.udp !== undefined) {
-        setTotal(m.attempts, { outbound, proto: 'udp' }, o.udp.attempts);
-        setTotal(m.established, { outbound, proto: 'udp' }, o.udp.established);
-        for (const [reason, n] of Object.entries(o.udp.failures)) if (n > 0) setTotal(m.errors, { outbound, proto: 'udp', reason }, n);
+      const tcp = { attempts: o.tcpAttempts, established: o.tcpEstablished, failures: o.tcpFailures };
+      for (const [proto, a] of [['tcp', tcp], ['udp', o.udp]] as const) {
+        if (a === undefined) continue;
+        setTotal(m.attempts, { outbound, proto }, a.attempts);
+        setTotal(m.established, { outbound, proto }, a.established);
+        for (const [reason, n] of Object.entries(a.failures)) if (n > 0) setTotal(m.errors, { outbound, proto, reason }, n);
       }
     }
     for (const t of s.tunnels ?? []) {

@@ -299,6 +299,14 @@ describe('/metrics', () => {
     expect(sampleValue(before, 'tunroute_flow_bytes_total', { proto: 'tcp', direction: 'down' })).toBe(5000);
     expect(sampleValue(before, 'tunroute_outbound_errors_total', { outbound: 'proxy', proto: 'tcp', reason: 'refused' })).toBe(1);
     expect(sampleValue(before, 'tunroute_flows_open', { proto: 'tcp' })).toBe(2);
+    // UDP has the same rows, from the UDP relay and the outbound's UDP counters.
+    expect(sampleValue(before, 'tunroute_flow_bytes_total', { proto: 'udp', direction: 'down' })).toBe(900);
+    expect(sampleValue(before, 'tunroute_flows_open', { proto: 'udp' })).toBe(1);
+    expect(sampleValue(before, 'tunroute_flows_total', { proto: 'udp' })).toBe(6);
+    expect(sampleValue(before, 'tunroute_dns_queries_total', { result: 'failed' })).toBe(1);
+    expect(sampleValue(before, 'tunroute_outbound_attempts_total', { outbound: 'proxy', proto: 'udp' })).toBe(4);
+    expect(sampleValue(before, 'tunroute_outbound_errors_total', { outbound: 'proxy', proto: 'udp', reason: 'timeout' })).toBe(1);
+    expect(sampleValue(before, 'tunroute_outbound_attempts_total', { outbound: 'block', proto: 'tcp' })).toBe(0);
 
     daemon.bytes.down += 12345;
     daemon.drops.bad_tcp_checksum += 3;

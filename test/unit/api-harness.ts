@@ -9,7 +9,7 @@ import type { TcpFlowInfo } from '../../src/relay/tcp-relay.js';
 import type { UdpFlowInfo } from '../../src/relay/udp-relay.js';
 import { statusSnapshotOf } from '../../src/control/server.js';
 import { emptyLinkStats } from '../../src/link/link.js';
-import { newOutboundStats } from '../../src/outbound/outbound.js';
+import { newOutboundStats, newUdpOutboundStats } from '../../src/outbound/outbound.js';
 import { newDropCounters } from '../../src/wire/drop.js';
 import { parseCidr } from '../../src/net/ipv4.js';
 
@@ -40,6 +40,8 @@ export function fakeDaemon(): FakeDaemon {
   outboundStats.proxy.tcpAttempts = 3;
   outboundStats.proxy.tcpEstablished = 2;
   outboundStats.proxy.tcpFailures.refused = 1;
+  outboundStats.proxy.udp = { ...newUdpOutboundStats(), attempts: 4, established: 3 };
+  outboundStats.proxy.udp.failures.timeout = 1;
   const startedAt = new Date(Date.now() - 60_000);
   d.source = {
     role: 'up',
@@ -54,6 +56,7 @@ export function fakeDaemon(): FakeDaemon {
           stats: () => ({
             packets: { rxPackets: 7, tcpPackets: 5, udpPackets: 2, icmpEchoReplied: 0, icmpEchoDropped: 0, fragments: 0, dropped: 0, drops: { ...d.drops } },
             tcp: { flowsOpen: d.tcp.length, flowsTotal: 9, refusedLimit: 0, refusedMemory: 0, refusedFds: 0, refusedUid: 0, refusedNoName: 0, upstreamErrors: newOutboundStats().tcpFailures, bytesUp: d.bytes.up, bytesDown: d.bytes.down },
+            udp: { relay: { flowsOpen: d.udp.length, flowsTotal: 6, datagramsUp: 10, bytesUp: 400, datagramsDown: 9, bytesDown: 900, dropped: 0, dnsQueries: 8, dnsAnswered: 7, dnsFailed: 1 } },
             outbounds: outboundStats,
           }),
           flows: () => d.tcp,
