@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { CpuTotals } from '../../tools/bench/cpu.js';
+import { mergeDnsWindows } from '../../tools/bench/names.js';
+import type { DnsResult } from '../../tools/bench/tools.js';
 import {
   anyFailed,
   medianRun,
@@ -300,5 +302,46 @@ describe('bench report: the reliability test', () => {
     const readme = renderReadme(rel());
     expect(readme).toContain('### Benchmark: reliability under faults');
     expect(readme).toContain('| reliability (labs of their own)');
+  });
+});
+
+describe('mergeDnsWindows (the names test: 1-s windows, direct and tunroute in turn)', () => {
+  const cpu = (s: number): CpuTotals => ({ wallS: 1, procs: { tunroute: s }, labS: 2 * s, hostBusyS: 3 * s });
+  const win = (queries: number, activeS: number, p50Us: number, maxUs: number): DnsResult => ({
+    query: 'A q<N>.bench.test',
+    queries,
+    errors: 0,
+    rate: queries / activeS,
+    meanUs: 1e6 / (queries / activeS),
+    p50Us,
+    p99Us: p50Us * 3,
+    maxUs,
+    stoppedBy: 'time',
+    activeS,
+  });
+
+  it('sums queries, time and CPU, weights the mean, takes the median p50/p99 and the largest maximum', () => {
+    const m = mergeDnsWindows([
+      { ok: true, value: win(20_000, 1, 40, 900), cpu: cpu(0.5) },
+      { ok: true, value: win(10_000, 1, 80, 5000), cpu: cpu(0.25) },
+      { ok: true, value: win(15_000, 1, 60, 700), cpu: cpu(0.25) },
+    ]);
+    expect(m.ok).toBe(true);
+    if (!m.ok) return;
+    expect(m.value.queries).toBe(45_000);
+    expect(m.value.rate).toBe(15_000);
+    expect(m.value.meanUs).toBeCloseTo(1e6 / 15_000, 6);
+    expect(m.value.p50Us).toBe(60);
+    expect(m.value.p99Us).toBe(180);
+    expect(m.value.maxUs).toBe(5000);
+    expect(m.cpu).toEqual({ wallS: 3, procs: { tunroute: 1 }, labS: 2, hostBusyS: 3 });
+  });
+
+  it('fails as a whole when a window failed, keeping the CPU of those that ran', () => {
+    const m = mergeDnsWindows([
+      { ok: true, value: win(20_000, 1, 40, 900), cpu: cpu(0.5) },
+      { ok: false, error: 'tunroute is not running' },
+    ]);
+    expect(m).toEqual({ ok: false, error: 'tunroute is not running', cpu: cpu(0.5) });
   });
 });

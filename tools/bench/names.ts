@@ -7,7 +7,7 @@
  *                                                    same answers, never routed: the direct path)
  *
  *   fake-IP DNS: sequential A queries for q<N>.bench.test, a new name each query (netcli dns, a
- *   bounded loop: --seconds and NAMES_DNS_MAX). tunroute: to 10.97.0.3, answered locally with a
+ *   bounded loop: NAMES_DNS_MAX), in 1-s windows, direct and tunroute in turn, --seconds pairs. tunroute: to 10.97.0.3, answered locally with a
  *   fake address; direct: to dnsmasq at 10.97.0.4 over the veth. The target is ≥ 1.0×: the fake
  *   answer never leaves the machine, so it should beat the network.
  *   connect by name → first byte: HTTP GET /health, a new connection each, the name resolved
@@ -21,7 +21,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Lab, startDante, startDnsmasq, startHttpServer, type LabProcess, type Namespace } from '../lab/index.js';
-import { CpuWatch } from './cpu.js';
+import { CpuWatch, type CpuTotals } from './cpu.js';
 import { errText, sleep } from './util.js';
 import { medianRun, type BenchReport, type Outcome, type Pair } from './report.js';
 import { runDns, runTtfb, type DnsResult, type TtfbResult } from './tools.js';
@@ -74,6 +74,54 @@ async function namesLab(): Promise<NamesLab> {
     await lab.destroy();
     throw e;
   }
+}
+
+/** The sum of CPU totals over several windows. */
+function sumCpu(list: readonly CpuTotals[]): CpuTotals {
+  const out: CpuTotals = { wallS: 0, procs: {}, labS: 0, hostBusyS: 0 };
+  for (const c of list) {
+    out.wallS += c.wallS;
+    out.labS += c.labS;
+    out.hostBusyS += c.hostBusyS;
+    for (const [k, v] of Object.entries(c.procs)) out.procs[k] = (out.procs[k] ?? 0) + v;
+  }
+  return out;
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? 0 : s[Math.floor(s.length / 2)];
+}
+
+/**
+ * Windows of one path as one result: queries, errors, time and CPU summed (so the rate is all
+ * queries over all active time), the mean weighted by queries, the largest maximum, and the
+ * median of the windows' p50 and p99 (the windows keep no latencies to merge exactly). A failed
+ * window fails the whole.
+ */
+export function mergeDnsWindows(windows: readonly Outcome<DnsResult>[]): Outcome<DnsResult> {
+  const cpu = sumCpu(windows.flatMap((w) => (w.cpu === undefined ? [] : [w.cpu])));
+  const failed = windows.find((w) => !w.ok);
+  if (failed !== undefined && !failed.ok) return { ok: false, error: failed.error, cpu };
+  const values = windows.flatMap((w) => (w.ok ? [w.value] : []));
+  if (values.length === 0) return { ok: false, error: 'no window ran', cpu };
+  const queries = values.reduce((n, v) => n + v.queries, 0);
+  const activeS = values.reduce((n, v) => n + v.activeS, 0);
+  const value: DnsResult = {
+    query: values[0].query,
+    queries,
+    errors: values.reduce((n, v) => n + v.errors, 0),
+    rate: activeS > 0 ? queries / activeS : 0,
+    meanUs: queries > 0 ? values.reduce((n, v) => n + v.meanUs * v.queries, 0) / queries : 0,
+    p50Us: median(values.map((v) => v.p50Us)),
+    p99Us: median(values.map((v) => v.p99Us)),
+    maxUs: Math.max(...values.map((v) => v.maxUs)),
+    stoppedBy: values[values.length - 1].stoppedBy,
+    activeS,
+  };
+  const firstError = values.find((v) => v.firstError !== undefined)?.firstError;
+  if (firstError !== undefined) value.firstError = firstError;
+  return { ok: true, value, cpu };
 }
 
 function failedPair<T>(error: string): Pair<T> {
@@ -129,7 +177,7 @@ export async function benchNames(report: BenchReport, opts: PerFlowOptions): Pro
       report.ttfbByName = failedPair(error);
       return;
     }
-    const window = async <T>(label: string, path: 'direct' | 'tunroute', run: () => Promise<T>): Promise<Outcome<T>> => {
+    const window = async <T>(label: string, path: 'direct' | 'tunroute', run: () => Promise<T>, settleMs = 500): Promise<Outcome<T>> => {
       if (path === 'tunroute' && tunroute.exited) return { ok: false, error: 'tunroute is not running' };
       progress(`${label}, ${path} ...`);
       const watch = new CpuWatch({ tunroute: tunroute.pid, proxy: l.proxy.pid }, l.lab.processes().map((p) => p.pid));
@@ -142,7 +190,7 @@ export async function benchNames(report: BenchReport, opts: PerFlowOptions): Pro
         progress(`${label}, ${path}: failed: ${errText(e)}`);
         return { ok: false, error: errText(e), cpu };
       } finally {
-        await sleep(500);
+        await sleep(settleMs);
       }
     };
     const what = `A q<N>.${DOMAIN}, a new name each query`;
@@ -150,9 +198,17 @@ export async function benchNames(report: BenchReport, opts: PerFlowOptions): Pro
     const ttfbRuns: { direct: Outcome<TtfbResult>[]; tunroute: Outcome<TtfbResult>[] } = { direct: [], tunroute: [] };
     for (let i = 0; i < opts.repeat; i++) {
       const suffix = opts.repeat > 1 ? ` [${i + 1}/${opts.repeat}]` : '';
-      for (const path of ['direct', 'tunroute'] as const) {
-        dnsRuns[path].push(await window(`fake-IP DNS queries${suffix}`, path, () => runDns(l.c, opts.netcli, path === 'direct' ? DIRECT_DNS : SYSTEM_DNS, 53, opts.seconds, NAMES_DNS_MAX, DOMAIN, what)));
+      // Interleaved 1-s windows, merged per path (see mergeDnsWindows): the host's speed drifts
+      // by tens of per cent between minutes here, and windows a second apart see the same host.
+      const slices = Math.max(1, Math.round(opts.seconds));
+      const parts: { direct: Outcome<DnsResult>[]; tunroute: Outcome<DnsResult>[] } = { direct: [], tunroute: [] };
+      for (let k = 0; k < slices; k++) {
+        for (const path of k % 2 === 0 ? (['direct', 'tunroute'] as const) : (['tunroute', 'direct'] as const)) {
+          const label = `fake-IP DNS queries${suffix} (${k + 1}/${slices})`;
+          parts[path].push(await window(label, path, () => runDns(l.c, opts.netcli, path === 'direct' ? DIRECT_DNS : SYSTEM_DNS, 53, 1, NAMES_DNS_MAX, DOMAIN, what), 100));
+        }
       }
+      for (const path of ['direct', 'tunroute'] as const) dnsRuns[path].push(mergeDnsWindows(parts[path]));
       for (const path of ['direct', 'tunroute'] as const) {
         const host = path === 'direct' ? 'direct.other.test' : `web.${DOMAIN}`;
         ttfbRuns[path].push(await window(`connect by name → first byte${suffix}`, path, () => runTtfb(l.c, opts.netcli, host, HTTP_PORT, opts.seconds, NAMES_TTFB_MAX, '/health')));
