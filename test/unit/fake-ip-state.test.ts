@@ -117,3 +117,22 @@ describe('the background save (what the timer runs while up runs)', () => {
     saver.stop();
   });
 });
+
+describe('the background save never writes through a link', () => {
+  it('replaces a link planted where its temp file goes, and leaves the link\'s target alone', async () => {
+    const dir = stateDir();
+    const path = fakeIpStatePath(dir, 'tun0');
+    const pool = loadFakeIpPool(path, RANGE, [DEVICE], silentLogger());
+    const saver = new FakeIpSaver(pool, path, silentLogger());
+    pool.lookup('a.example');
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    const target = join(dir, 'precious');
+    writeFileSync(target, 'precious');
+    symlinkSync(target, `${path}.tmp-${process.pid}-bg`);
+    await saver.saveInBackground();
+    expect(readFileSync(target, 'utf8')).toBe('precious');
+    expect(loadFakeIpPool(path, RANGE, [DEVICE], silentLogger()).stats.entries).toBe(1);
+    expect(readdirSync(dirname(path))).toEqual(['fakeip-tun0.json']);
+    saver.stop();
+  });
+});
