@@ -180,7 +180,8 @@ export async function benchNames(report: BenchReport, opts: PerFlowOptions): Pro
     const window = async <T>(label: string, path: 'direct' | 'tunroute', run: () => Promise<T>, settleMs = 500): Promise<Outcome<T>> => {
       if (path === 'tunroute' && tunroute.exited) return { ok: false, error: 'tunroute is not running' };
       progress(`${label}, ${path} ...`);
-      const watch = new CpuWatch({ tunroute: tunroute.pid, proxy: l.proxy.pid }, l.lab.processes().map((p) => p.pid));
+      // resolver: the dnsmasq that answers the direct path's queries.
+      const watch = new CpuWatch({ tunroute: tunroute.pid, proxy: l.proxy.pid, resolver: l.dns[1].pid }, l.lab.processes().map((p) => p.pid));
       watch.start();
       try {
         const value = await run();

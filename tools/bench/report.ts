@@ -579,6 +579,14 @@ export function perFlowTable(r: BenchReport): Table | undefined {
     ]);
     rows.push(['  query → answer, p50, µs (median of the windows)', cell(p.direct, (x) => x.p50Us), cell(p.tunroute, (x) => x.p50Us), ratio(value(p.direct, (x) => x.p50Us), value(p.tunroute, (x) => x.p50Us))]);
     rows.push(['  query → answer, p99, µs (median of the windows)', cell(p.direct, (x) => x.p99Us), cell(p.tunroute, (x) => x.p99Us), ratio(value(p.direct, (x) => x.p99Us), value(p.tunroute, (x) => x.p99Us))]);
+    // Who answers: dnsmasq (the `resolver` watched in the direct windows) or tunroute.
+    const perQuery = (o: Outcome<DnsResult>, who: string): number | undefined => {
+      const cpuS = o.cpu?.procs[who];
+      return o.ok && cpuS !== undefined && o.value.queries > 0 ? (cpuS * 1e6) / o.value.queries : undefined;
+    };
+    const cpuDirect = perQuery(p.direct, 'resolver');
+    const cpuTunroute = perQuery(p.tunroute, 'tunroute');
+    rows.push(['  CPU per query of the answering process, µs (tunroute; direct: dnsmasq)', fmt(cpuDirect), fmt(cpuTunroute), ratio(cpuDirect, cpuTunroute)]);
   }
   if (r.ttfbByName) {
     const p = r.ttfbByName;
