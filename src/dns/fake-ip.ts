@@ -270,7 +270,6 @@ export class FakeIpPool {
     return { version: 1, cidr: cidrToString(this.cidr), entries };
   }
 
-
   /**
    * The slots in the order a save lists them: the idle list, least recently used first, then
    * the busy ones (in use now). A copy, cheap (4 bytes a name, no strings): the saver writes
