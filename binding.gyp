@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "tunroute_native",
-      "sources": ["native/tun.c", "native/udp.c", "native/batch_reader.c", "native/aead.c", "native/privileges.c", "native/limits.c"],
+      "sources": ["native/tun.c", "native/fake_dns.c", "native/udp.c", "native/batch_reader.c", "native/aead.c", "native/privileges.c", "native/limits.c"],
       "libraries": ["-lcrypto"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
       "cflags_c": ["-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-O2"]

@@ -38,6 +38,7 @@ static void reader_release_js(batch_reader_t *r) {
   if (r->released) return;
   r->released = true;
   napi_env env = r->env;
+  if (r->spec->release_ext_js != NULL && r->ext != NULL) r->spec->release_ext_js(r);
   delete_ref(env, &r->callback_ref);
   delete_ref(env, &r->fd_ref);
   delete_ref(env, &r->buffer_ref);

@@ -39,6 +39,9 @@ typedef struct batch_reader_spec {
   /* Optional per-reader state, made after the arrays exist and freed with the reader. */
   bool (*init_ext)(batch_reader_t *r);
   void (*free_ext)(batch_reader_t *r);
+  /* Optional: release the JS references `ext` holds, while the environment is alive (with the
+   * reader's own, at stop). */
+  void (*release_ext_js)(batch_reader_t *r);
 } batch_reader_spec_t;
 
 struct batch_reader {

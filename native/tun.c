@@ -52,6 +52,7 @@
 #define VNET_HDR_LEN 10
 
 #include "batch_reader.h"
+#include "fake_dns.h"
 #include "napi_util.h"
 
 /* ---------------------------------------------------------------------------------------- */
@@ -369,6 +370,7 @@ static napi_value js_checksum(napi_env env, napi_callback_info info) {
 
 typedef struct {
   uint32_t single_reads; /* wake-ups left that read one packet without looking further */
+  fake_dns_t dns;        /* dns.decide set: plain A queries are answered here (fake_dns.c) */
 } tun_drain_state_t;
 
 static bool tun_init_ext(batch_reader_t *r) {
@@ -381,6 +383,14 @@ static void tun_free_ext(batch_reader_t *r) {
   r->ext = NULL;
 }
 
+static void tun_release_ext_js(batch_reader_t *r) {
+  tun_drain_state_t *st = r->ext;
+  if (st->dns.decide != NULL) {
+    napi_delete_reference(r->env, st->dns.decide);
+    st->dns.decide = NULL;
+  }
+}
+
 static uint32_t tun_drain(batch_reader_t *r, int *err) {
   tun_drain_state_t *st = r->ext;
   uint32_t limit = r->max;
@@ -388,9 +398,9 @@ static uint32_t tun_drain(batch_reader_t *r, int *err) {
     st->single_reads--;
     limit = 1;
   }
-  uint32_t count = 0;
+  uint32_t count = 0, answered = 0;
   uint32_t *lengths = r->arrays[1];
-  while (count < limit) {
+  while (count + answered < limit) {
     ssize_t n = read(r->fd, r->data + (size_t)count * r->slot_size, r->slot_size);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -401,9 +411,15 @@ static uint32_t tun_drain(batch_reader_t *r, int *err) {
     /* A packet larger than the slot arrives cut to the slot (its IP length field shows it);
      * never report more than was stored. */
     if ((size_t)n > r->slot_size) n = r->slot_size;
+    /* A query answered here takes no slot: the next packet is read into the same one. */
+    if (st->dns.decide != NULL && (size_t)n < r->slot_size && fake_dns_answer(r->env, &st->dns, r->fd, r->data + (size_t)count * r->slot_size, (size_t)n)) {
+      answered++;
+      if (r->stopped) break;
+      continue;
+    }
     lengths[count++] = (uint32_t)n;
   }
-  if (limit > 1 && count <= 1 && *err == 0) st->single_reads = TUN_SPARSE_WAKEUPS;
+  if (limit > 1 && count + answered <= 1 && *err == 0) st->single_reads = TUN_SPARSE_WAKEUPS;
   return count;
 }
 
@@ -421,6 +437,7 @@ static const batch_reader_spec_t TUN_READER = {
     .drain = tun_drain,
     .init_ext = tun_init_ext,
     .free_ext = tun_free_ext,
+    .release_ext_js = tun_release_ext_js,
 };
 
 static napi_value js_start_reader(napi_env env, napi_callback_info info) {
@@ -429,6 +446,45 @@ static napi_value js_start_reader(napi_env env, napi_callback_info info) {
 
 static napi_value js_stop_reader(napi_env env, napi_callback_info info) {
   return batch_reader_stop(env, info, &TUN_READER);
+}
+
+/*
+ * setDnsResponder(handle, decide | null, vnetLen, ttl): plain A queries read by this reader are
+ * answered here with the address decide(name, queryBytes, answerBytes) gives (0: read it in JS);
+ * null turns it off. vnetLen is the virtio-net header's size on this device (0 or 10).
+ */
+static napi_value js_set_dns_responder(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  bool tagged = false;
+  napi_valuetype t = napi_undefined;
+  if (argc >= 1) NAPI_CALL(env, napi_typeof(env, argv[0], &t));
+  if (t == napi_object) NAPI_CALL(env, napi_check_object_type_tag(env, argv[0], &READER_TAG, &tagged));
+  if (argc < 4 || !tagged) {
+    napi_throw_type_error(env, NULL, "setDnsResponder(handle, decide, vnetLen, ttl) needs a handle returned by startReader");
+    return NULL;
+  }
+  uint32_t vnet, ttl;
+  if (!arg_uint32(env, argv[2], "vnetLen", &vnet) || !arg_uint32(env, argv[3], "ttl", &ttl)) return NULL;
+  if (vnet != 0 && vnet != VNET_HDR_LEN) {
+    napi_throw_range_error(env, NULL, "vnetLen must be 0 or 10");
+    return NULL;
+  }
+  NAPI_CALL(env, napi_typeof(env, argv[1], &t));
+  if (t != napi_function && t != napi_null) {
+    napi_throw_type_error(env, NULL, "decide must be a function or null");
+    return NULL;
+  }
+  batch_reader_t *r = NULL;
+  NAPI_CALL(env, napi_unwrap(env, argv[0], (void **)&r));
+  if (r->stopped) return NULL;
+  tun_drain_state_t *st = r->ext;
+  tun_release_ext_js(r);
+  st->dns.vnet = vnet;
+  st->dns.ttl = ttl;
+  if (t == napi_function) NAPI_CALL(env, napi_create_reference(env, argv[1], 1, &st->dns.decide));
+  return NULL;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -485,6 +541,7 @@ NAPI_MODULE_INIT() {
       FN("setOffload", js_set_offload),
       FN("startReader", js_start_reader),
       FN("stopReader", js_stop_reader),
+      FN("setDnsResponder", js_set_dns_responder),
       FN("write", js_write),
       FN("writeMany", js_write_many),
       FN("writeParts", js_write_parts),

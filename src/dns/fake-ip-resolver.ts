@@ -74,7 +74,8 @@ export class FakeIpResolver implements DnsAnswerer {
   private readonly tunneled: (name: string) => boolean;
   private readonly upstream: DnsAnswerer | undefined;
   private readonly direct: DnsAnswerer | undefined;
-  private readonly ttl: number;
+  /** TTL of the fake answers, seconds. */
+  readonly ttl: number;
   private readonly log: Logger | undefined;
   private readonly one = [0];
   /** The fast path's question, reused. */
@@ -138,6 +139,18 @@ export class FakeIpResolver implements DnsAnswerer {
     this.stats.fake++;
     this.one[0] = ip;
     return writeAddressAnswer(query, q.end, this.one, this.ttl, out);
+  }
+
+  /**
+   * DnsAnswerer.addressNow: the fake address of a tunneled name, handed out now (as an A
+   * answer of answerNow); undefined for a name that goes direct and when every address is busy
+   * (the general path then answers SERVFAIL and logs it).
+   */
+  addressNow(name: string): number | undefined {
+    if (!this.tunneled(name)) return undefined;
+    const ip = this.pool.lookup(name);
+    if (ip !== undefined) this.stats.fake++;
+    return ip;
   }
 
   private fakeA(q: DnsMessage, name: string): DnsResolveResult {

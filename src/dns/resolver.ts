@@ -93,6 +93,13 @@ export interface DnsAnswerer {
    * length, or 0 when the query needs resolve(). Saves the promise and the copies per query.
    */
   answerNow?(query: Uint8Array, out: Uint8Array): number;
+  /**
+   * Optional, for the link's own answers to plain A queries (native/fake_dns.c): the address
+   * the answer to an A query for canonical `name` carries when this answerer gives it at once
+   * (a fake address, counted as answerNow counts it); undefined when the query needs the
+   * general path.
+   */
+  addressNow?(name: string): number | undefined;
 }
 
 export interface DnsResolverStats {

@@ -54,6 +54,13 @@ export class TunnelDnsAnswerer implements DnsAnswerer {
     return next.answerNow(query, out);
   }
 
+  /** The next answerer's addressNow, for names no tunnel takes (as answerNow). */
+  addressNow(name: string): number | undefined {
+    const next = this.o.next;
+    if (next.addressNow === undefined || this.o.tunnelOf(name) !== undefined) return undefined;
+    return next.addressNow(name);
+  }
+
   resolve(query: Uint8Array, maxAnswerBytes?: number): Promise<DnsResolveResult> {
     const q = DnsMessage.parse(query);
     const name = q?.question !== undefined && q.question.qclass === DNS_CLASS_IN ? canonicalDomain(q.question.key) : undefined;

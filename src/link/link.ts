@@ -50,9 +50,19 @@ export interface Link {
    * Links without it get one packet through `send`.
    */
   sendParts?(head: Uint8Array, body: Uint8Array, tail?: Uint8Array): boolean;
+  /**
+   * Optional: answer plain A queries to port 53 at the device, without handing them up as
+   * packets (the TUN link reads and writes them natively: native/fake_dns.c). `decide` gives
+   * the answer's address for a canonical name, or 0: then the query goes up as any packet.
+   * null turns it off. The link counts what it answers in its own stats.
+   */
+  answerQueries?(decide: LinkDnsDecide | null, ttl: number): void;
   /** Stop delivering and release the device; idempotent. */
   close(): void;
 }
+
+/** The address of an A answer for canonical `name` (0: not answered at the link); the sizes are of the DNS messages. */
+export type LinkDnsDecide = (name: string, queryBytes: number, answerBytes: number) => number;
 
 export function emptyLinkStats(): LinkStats {
   return { rxPackets: 0, rxBytes: 0, txPackets: 0, txBytes: 0, txErrors: 0 };

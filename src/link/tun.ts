@@ -13,8 +13,9 @@
 import { constants as osConstants } from 'node:os';
 import { TunrouteError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
-import { emptyLinkStats, type Link, type LinkStats, type PacketBatch, type ReceiveHandler } from './link.js';
+import { emptyLinkStats, type Link, type LinkDnsDecide, type LinkStats, type PacketBatch, type ReceiveHandler } from './link.js';
 import { ReusedBatch } from './reused-batch.js';
+import { VNET_HDR_LEN } from '../wire/virtio-net.js';
 import { isNativeErrnoError, loadNative, type NativeFd, type NativeReaderHandle, type NativeTunAddon } from '../native/addon.js';
 
 export interface TunLinkOptions {
@@ -43,6 +44,8 @@ const MAX_GSO_PACKET = 65535 + 10;
 const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 /** The empty tail of a packet written in two pieces. */
 const EMPTY = new Uint8Array(0);
+/** An IPv4 header without options and a UDP header: what surrounds a DNS message the reader answers. */
+const IPV4_UDP_HEADERS = 28;
 
 /** Turns an error of the addon's open() into a TunrouteError naming the cause and the fix. */
 export function tunOpenError(e: unknown, name: string): TunrouteError {
@@ -94,6 +97,8 @@ export class TunLink implements Link {
   private readonly batch: ReusedBatch;
   private handler: ReceiveHandler | undefined;
   private reader: NativeReaderHandle | undefined;
+  /** answerQueries' decide (counted in stats), kept until the reader starts. */
+  private dnsDecide: { decide: LinkDnsDecide; ttl: number } | undefined;
   private closed = false;
   // sendMany scratch: grown on demand, reused.
   private txOffsets = new Uint32Array(64);
@@ -167,7 +172,41 @@ export class TunLink implements Link {
     this.handler = handler;
     if (this.reader === undefined && !this.closed) {
       this.reader = this.native.startReader(this.fd, this.batch.buf, this.batchSize, this.slotSize, this.onRead);
+      this.applyDnsDecide();
     }
+  }
+
+  /**
+   * Link.answerQueries: plain A queries are answered by the native reader (native/fake_dns.c)
+   * with decide's address, and counted here as a packet read and one written. A build of the
+   * addon without it leaves every query to the stack, as before.
+   */
+  answerQueries(decide: LinkDnsDecide | null, ttl: number): void {
+    if (decide === null) {
+      this.dnsDecide = undefined;
+    } else {
+      // What the device carries: the virtio-net header, IPv4 and UDP around each DNS message.
+      const around = (this.vnetHdr ? VNET_HDR_LEN : 0) + IPV4_UDP_HEADERS;
+      const stats = this.stats;
+      const counted: LinkDnsDecide = (name, queryBytes, answerBytes) => {
+        const ip = decide(name, queryBytes, answerBytes);
+        if (ip !== 0) {
+          stats.rxPackets++;
+          stats.rxBytes += around + queryBytes;
+          stats.txPackets++;
+          stats.txBytes += around + answerBytes;
+        }
+        return ip;
+      };
+      this.dnsDecide = { decide: counted, ttl };
+    }
+    this.applyDnsDecide();
+  }
+
+  private applyDnsDecide(): void {
+    if (this.reader === undefined || this.native.setDnsResponder === undefined) return;
+    const d = this.dnsDecide;
+    this.native.setDnsResponder(this.reader, d?.decide ?? null, this.vnetHdr ? VNET_HDR_LEN : 0, d?.ttl ?? 0);
   }
 
   private readonly onRead = (count: number, offsets: Uint32Array, lengths: Uint32Array): void => {

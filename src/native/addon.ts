@@ -49,6 +49,12 @@ export interface NativeTunAddon {
   ): NativeReaderHandle;
   /** Stops and releases a reader; idempotent, safe inside the callback. */
   stopReader(handle: NativeReaderHandle): void;
+  /**
+   * Plain A queries this reader reads are answered in C with decide(name, queryBytes,
+   * answerBytes)'s address (0: handed to the callback as a packet); null turns it off.
+   * vnetLen: the device's virtio-net header size (0 or 10). Absent in older builds.
+   */
+  setDnsResponder?(handle: NativeReaderHandle, decide: ((name: string, queryBytes: number, answerBytes: number) => number) | null, vnetLen: number, ttl: number): void;
   /** write() of buf[offset .. offset + length): bytes written, or -errno. Never throws on I/O errors. */
   write(fd: NativeFd, buf: Uint8Array, offset: number, length: number): number;
   /**

@@ -133,6 +133,23 @@ export class TerminatingEngine {
     this.udpStack.setFlowHandler(this.udp.onFlow);
     this.reassembler = new Ipv4Reassembler({ clock, ...o.fragments });
     this.dispatcher = new PacketDispatcher({ link, icmp: o.icmp, logger, tcp: this.tcpStack.input, udp: this.udpStack.input, reassembler: this.reassembler, forward: o.forward });
+    // Plain A queries for names that get a fake address are answered at the device, with no
+    // packet handed up (native/fake_dns.c): the fake-IP answer of a sequential client's query
+    // costs a read and a write. Not while verify's DNS probe is armed (it is answered here),
+    // nor with WireGuard tunnels, which take packets before anything is answered.
+    const front: DnsAnswerer | undefined = o.fakeIp === undefined ? undefined : (o.answerer ?? o.fakeIp.resolver);
+    const addressNow = front?.addressNow?.bind(front);
+    if (addressNow !== undefined && o.fakeIp !== undefined && o.forward === undefined && link.answerQueries !== undefined) {
+      link.answerQueries((name, queryBytes, answerBytes) => {
+        if (this.probes.dnsArmed) return 0;
+        const ip = addressNow(name);
+        if (ip === undefined) return 0;
+        this.dispatcher.countAnsweredAtLink();
+        this.udpStack.countAnsweredAtLink(queryBytes, answerBytes);
+        this.udp.countAnsweredAtLink(queryBytes, answerBytes);
+        return ip;
+      }, o.fakeIp.resolver.ttl);
+    }
     link.onReceive((batch) => {
       // UDP replies the batch produces at once (fake-IP DNS answers) leave right after it, in
       // one write, not a loop turn later: a sequential client waits for exactly this.

@@ -182,6 +182,17 @@ export class UdpRelay {
     return f;
   };
 
+  /** A DNS query the link answered itself (Link.answerQueries), with its answer: counted as a hijacked one. */
+  countAnsweredAtLink(queryBytes: number, answerBytes: number): void {
+    const stats = this.stats;
+    stats.dnsQueries++;
+    stats.datagramsUp++;
+    stats.bytesUp += queryBytes;
+    stats.dnsAnswered++;
+    stats.datagramsDown++;
+    stats.bytesDown += answerBytes;
+  }
+
   /**
    * A query for `tunroute verify`'s probe name, whichever way this flow goes (hijacked or to the
    * resolver through an outbound): counted and answered NXDOMAIN here, never sent on.

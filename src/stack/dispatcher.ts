@@ -89,6 +89,12 @@ export class PacketDispatcher {
     this.udpHandler = h;
   }
 
+  /** A UDP packet the link answered itself (Link.answerQueries): counted as one this read. */
+  countAnsweredAtLink(): void {
+    this.s.rxPackets++;
+    this.s.udpPackets++;
+  }
+
   /** A snapshot; the live counters stay private. */
   stats(): DispatcherStats {
     return { ...this.s, drops: { ...this.s.drops } };

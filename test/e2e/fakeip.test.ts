@@ -6,7 +6,9 @@
  *   - `curl http://web.lab:8080/health` works: the A answer is a fake address from 198.18.0.0/15
  *     given locally, the flow to it goes to dante *by name*, and dante asks dnsmasq;
  *   - dnsmasq sees web.lab asked by dante (10.99.0.2), never by the client;
- *   - AAAA for a tunneled name is empty (no IPv6 leak); MX goes to the upstream through the proxy.
+ *   - AAAA for a tunneled name is empty (no IPv6 leak); MX goes to the upstream through the proxy;
+ *   - a plain A query is answered at the device (native/fake_dns.c) with the very bytes the
+ *     stack's answer has, counted, and leaves no DNS flow behind; AAAA still takes the stack.
  * Per-namespace resolv.conf: `ip netns exec NS` binds /etc/netns/NS/resolv.conf over
  * /etc/resolv.conf; the lab's overlay dirs hold them and are removed with the lab.
  */
@@ -14,7 +16,10 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, startDante, startDnsmasq, startHttpServer, type Namespace } from '../../tools/lab/index.js';
-import { e2eAvailable, startTunrouteIn } from '../helpers/e2e.js';
+import { CLI, e2eAvailable, startTunrouteIn } from '../helpers/e2e.js';
+import { FAKE_IP_TTL_S } from '../../src/dns/fake-ip-resolver.js';
+import { emitDnsMessage, writeAddressAnswer, DNS_TYPE_A, DNS_TYPE_AAAA } from '../../src/dns/message.js';
+import { QueryQuestion, readQueryQuestion } from '../../src/dns/question-key.js';
 import { fixture } from './tcp-lab.js';
 
 const run = e2eAvailable('fake-IP DNS through dante (names resolved by the proxy only)');
@@ -100,6 +105,49 @@ describe.skipIf(!run)('dns fakeip (lab)', () => {
       expect(curl.code, ctx).toBe(0);
       expect(curl.stdout, ctx).toBe('ok\n');
       expect(up.outputTail(20_000), ctx).toMatch(/fake-IP table restored/);
+    } finally {
+      expect(await up.stop('SIGTERM', 5000)).toEqual({ code: 0, signal: null });
+    }
+  }, 90_000);
+
+  it('answers a plain A query at the device: the bytes of the stack\'s answer, counted, no DNS flow', async () => {
+    const config = join(lab.tmpDir, 'fakeip.json');
+    const control = join(lab.tmpDir, 'fast-dns.sock');
+    const up = await startTunrouteIn(c, ['-c', config, '--route', '10.66.1.0/24', '--proxy', `socks5://${DIRECT}:1080`, '--control', control]);
+    try {
+      // Mixed case, RD, and an EDNS OPT record, as resolvers send them.
+      const query = (id: number, qtype: number): Buffer =>
+        Buffer.from(emitDnsMessage({ id, flags: 0x0100, question: { name: 'WeB.LaB', qtype }, additional: [{ name: '.', type: 41, rclass: 1232, ttl: 0, data: new Uint8Array(0) }] }));
+      // One socket per query: the one the device answers leaves no flow; the AAAA one does.
+      const ask = async (q: Buffer): Promise<{ port: number; answer: Buffer }> => {
+        const script = `const s=require('dgram').createSocket('udp4');s.on('message',(m)=>{console.log(s.address().port+' '+m.toString('hex'));process.exit(0)});s.send(Buffer.from(process.argv[1],'hex'),53,'${DNS_IP}');setTimeout(()=>process.exit(2),3000)`;
+        const r = await c.exec(['node', '-e', script, q.toString('hex')], { allowFail: true, timeoutMs: 10_000 });
+        const [port, hex] = r.stdout.trim().split(' ');
+        expect(r.code, `${r.stdout}${r.stderr}\n${up.outputTail(2000)}`).toBe(0);
+        return { port: Number(port), answer: Buffer.from(hex ?? '', 'hex') };
+      };
+      const qa = query(0x1234, DNS_TYPE_A);
+      const a = await ask(qa);
+      const aaaa = await ask(query(0x4321, DNS_TYPE_AAAA));
+      const status = JSON.parse((await c.exec(['node', CLI, 'status', '--json', '--control', control])).stdout) as {
+        udpFlows?: Array<{ src: string; dst: string; outbound: string }>;
+        udp?: { dnsQueries: number; dnsAnswered: number };
+      };
+      const ctx = `${JSON.stringify(status)}\n${up.outputTail(3000)}`;
+      // The answer's address is the pool's; every other byte is what the stack writes for it.
+      const ip = a.answer.readUInt32BE(a.answer.length - 4);
+      expect(ip >>> 17, ctx).toBe(0xc612 >>> 1); // 198.18.0.0/15
+      const q = new QueryQuestion();
+      expect(readQueryQuestion(qa, q)).toBe(true);
+      const expected = Buffer.alloc(512);
+      const n = writeAddressAnswer(qa, q.end, [ip], FAKE_IP_TTL_S, expected);
+      expect(a.answer.toString('hex'), ctx).toBe(expected.subarray(0, n).toString('hex'));
+      expect(aaaa.answer.readUInt16BE(6), ctx).toBe(0); // NODATA, from the stack
+      const flows = status.udpFlows ?? [];
+      expect(flows.some((f) => f.src.endsWith(`:${aaaa.port}`) && f.outbound === 'dns'), ctx).toBe(true);
+      expect(flows.some((f) => f.src.endsWith(`:${a.port}`)), ctx).toBe(false);
+      expect(status.udp?.dnsQueries, ctx).toBe(2);
+      expect(status.udp?.dnsAnswered, ctx).toBe(2);
     } finally {
       expect(await up.stop('SIGTERM', 5000)).toEqual({ code: 0, signal: null });
     }

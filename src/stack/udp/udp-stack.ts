@@ -121,6 +121,14 @@ export class UdpStack {
     return { ...this.s, flows: this.table.stats };
   }
 
+  /** A datagram the link answered itself (Link.answerQueries), with its reply: counted as ours. */
+  countAnsweredAtLink(bytesIn: number, bytesOut: number): void {
+    this.s.datagramsIn++;
+    this.s.bytesIn += bytesIn;
+    this.s.datagramsOut++;
+    this.s.bytesOut += bytesOut;
+  }
+
   /** The dispatcher's UDP handler: `ip` holds a validated IPv4 packet with a valid UDP header. */
   readonly input = (ip: Ipv4Packet): void => {
     if (this.closed) return;
