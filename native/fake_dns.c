@@ -123,33 +123,32 @@ static uint32_t call_decide(napi_env env, fake_dns_t *d, const char *name, size_
   return ip;
 }
 
-bool fake_dns_answer(napi_env env, fake_dns_t *d, int fd, const uint8_t *pkt, size_t n) {
+size_t fake_dns_build(napi_env env, fake_dns_t *d, const uint8_t *pkt, size_t n, uint8_t *out) {
   const size_t v = d->vnet;
-  if (n < v + IPV4_HDR + UDP_HDR + DNS_HDR + 5) return false;
+  if (n < v + IPV4_HDR + UDP_HDR + DNS_HDR + 5) return 0;
   bool partial = false;
   if (v > 0) {
-    if (pkt[1] != VNET_GSO_NONE) return false;
+    if (pkt[1] != VNET_GSO_NONE) return 0;
     partial = (pkt[0] & VNET_F_NEEDS_CSUM) != 0;
   }
   const uint8_t *ip = pkt + v;
   const size_t ip_len = n - v;
-  if (ip[0] != 0x45 || ip[9] != 17 || rd16(ip + 2) != ip_len) return false;
-  if ((rd16(ip + 6) & 0x3fff) != 0) return false; /* MF, or an offset: a fragment */
-  if (fold(sum16(ip, IPV4_HDR, 0)) != 0xffff) return false;
+  if (ip[0] != 0x45 || ip[9] != 17 || rd16(ip + 2) != ip_len) return 0;
+  if ((rd16(ip + 6) & 0x3fff) != 0) return 0; /* MF, or an offset: a fragment */
+  if (fold(sum16(ip, IPV4_HDR, 0)) != 0xffff) return 0;
   const uint8_t *udp = ip + IPV4_HDR;
   const size_t ulen = ip_len - IPV4_HDR;
-  if (rd16(udp + 2) != 53 || rd16(udp + 4) != ulen) return false;
-  if (!partial && rd16(udp + 6) != 0 && fold(sum16(udp, ulen, pseudo_sum(ip + 12, ip + 16, ulen))) != 0xffff) return false;
+  if (rd16(udp + 2) != 53 || rd16(udp + 4) != ulen) return 0;
+  if (!partial && rd16(udp + 6) != 0 && fold(sum16(udp, ulen, pseudo_sum(ip + 12, ip + 16, ulen))) != 0xffff) return 0;
   const uint8_t *dns = udp + UDP_HDR;
   char name[MAX_NAME_TEXT];
   size_t name_len, qend;
-  if (!read_question(dns, ulen - UDP_HDR, name, &name_len, &qend) || qend > MAX_QUESTION) return false;
+  if (!read_question(dns, ulen - UDP_HDR, name, &name_len, &qend) || qend > MAX_QUESTION) return 0;
 
   const size_t dns_out = qend + ANSWER_RR;
   const uint32_t addr = call_decide(env, d, name, name_len, ulen - UDP_HDR, dns_out);
-  if (addr == 0) return false;
+  if (addr == 0) return 0;
 
-  uint8_t out[10 + IPV4_HDR + UDP_HDR + MAX_QUESTION + ANSWER_RR];
   memset(out, 0, v); /* virtio-net header: no flags, no segmentation */
   uint8_t *oip = out + v, *oudp = oip + IPV4_HDR, *odns = oudp + UDP_HDR;
   /* DNS: the query's ID, RD and opcode; QR, RA, NOERROR; one question (as asked), one answer. */
@@ -187,10 +186,17 @@ bool fake_dns_answer(napi_env env, fake_dns_t *d, int fd, const uint8_t *pkt, si
   wr16(oip + 10, (uint16_t)~fold(sum16(oip, IPV4_HDR, 0)));
   uint16_t uc = (uint16_t)~fold(sum16(oudp, oulen, pseudo_sum(oip + 12, oip + 16, oulen)));
   wr16(oudp + 6, uc == 0 ? 0xffff : uc);
+  return v + tot;
+}
+
+bool fake_dns_answer(napi_env env, fake_dns_t *d, int fd, const uint8_t *pkt, size_t n) {
+  uint8_t out[FAKE_DNS_MAX_ANSWER];
+  size_t len = fake_dns_build(env, d, pkt, n, out);
+  if (len == 0) return false;
   /* A full queue drops the answer, as it would any reply: the client asks again. */
   ssize_t w;
   do {
-    w = write(fd, out, v + tot);
+    w = write(fd, out, len);
   } while (w < 0 && errno == EINTR);
   return true;
 }

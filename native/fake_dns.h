@@ -22,9 +22,16 @@ typedef struct {
   uint32_t ttl;
 } fake_dns_t;
 
-/* Answer the packet pkt[0..n) (as read from the device) if it is a plain A query and decide()
- * gives an address: true when it was answered (written to fd, or refused by a full queue, as
- * any reply may be) and must not reach JS as a packet. */
+/* The largest answer (virtio-net header, IPv4, UDP, the largest plain question, one record). */
+#define FAKE_DNS_MAX_ANSWER (10 + 20 + 8 + 12 + 255 + 4 + 16)
+
+/* The answer to the packet pkt[0..n) (as read from the device), written into out (room for
+ * FAKE_DNS_MAX_ANSWER bytes) if it is a plain A query and decide() gives an address: its
+ * length, or 0 (then the packet goes to JS as it is). */
+size_t fake_dns_build(napi_env env, fake_dns_t *d, const uint8_t *pkt, size_t n, uint8_t *out);
+
+/* fake_dns_build, then the answer written to fd: true when the packet was answered (written,
+ * or refused by a full queue, as any reply may be) and must not reach JS. */
 bool fake_dns_answer(napi_env env, fake_dns_t *d, int fd, const uint8_t *pkt, size_t n);
 
 #endif

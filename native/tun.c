@@ -5,6 +5,9 @@
  *   setOffload(fd, flags)                                             TUNSETOFFLOAD
  *   startReader(fd, buffer, maxPackets, slotSize, cb) -> handle       uv_poll, batched read()
  *   stopReader(handle)                                                idempotent, re-entrant
+ *   setDnsResponder(handle, decide|null, vnetLen, ttl)                plain A queries answered
+ *                                                     in the reader (fake_dns.c)
+ *   fakeDnsAnswer(packet, vnetLen, ttl, decide)    -> Buffer | null   that answer, for tests
  *   write(fd, buf, offset, length)                 -> bytes or -errno
  *   writeMany(fd, buf, offsets, lengths, count, errnoOut) -> packets written (stops at the first
  *                                                     error, whose errno goes to errnoOut[0])
@@ -449,6 +452,44 @@ static napi_value js_stop_reader(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * fakeDnsAnswer(packet, vnetLen, ttl, decide) -> Buffer | null: the answer the reader would
+ * write for `packet` (as read from a device opened with that virtio-net header size), or null
+ * when it would hand the packet to JS. For tests of the wire format without a device.
+ */
+static napi_value js_fake_dns_answer(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *data;
+  size_t len;
+  uint32_t vnet, ttl;
+  napi_valuetype t = napi_undefined;
+  if (argc < 4 || !arg_bytes(env, argv[0], "packet", &data, &len) || !arg_uint32(env, argv[1], "vnetLen", &vnet) ||
+      !arg_uint32(env, argv[2], "ttl", &ttl)) {
+    if (argc < 4) napi_throw_type_error(env, NULL, "fakeDnsAnswer(packet, vnetLen, ttl, decide) needs four arguments");
+    return NULL;
+  }
+  NAPI_CALL(env, napi_typeof(env, argv[3], &t));
+  if (t != napi_function || (vnet != 0 && vnet != VNET_HDR_LEN)) {
+    napi_throw_type_error(env, NULL, "decide must be a function and vnetLen 0 or 10");
+    return NULL;
+  }
+  fake_dns_t d = {.vnet = vnet, .ttl = ttl};
+  NAPI_CALL(env, napi_create_reference(env, argv[3], 1, &d.decide));
+  uint8_t out[FAKE_DNS_MAX_ANSWER];
+  size_t n = fake_dns_build(env, &d, data, len, out);
+  napi_delete_reference(env, d.decide);
+  napi_value result;
+  if (n == 0) {
+    NAPI_CALL(env, napi_get_null(env, &result));
+  } else {
+    void *copy;
+    NAPI_CALL(env, napi_create_buffer_copy(env, n, out, &copy, &result));
+  }
+  return result;
+}
+
+/*
  * setDnsResponder(handle, decide | null, vnetLen, ttl): plain A queries read by this reader are
  * answered here with the address decide(name, queryBytes, answerBytes) gives (0: read it in JS);
  * null turns it off. vnetLen is the virtio-net header's size on this device (0 or 10).
@@ -542,6 +583,7 @@ NAPI_MODULE_INIT() {
       FN("startReader", js_start_reader),
       FN("stopReader", js_stop_reader),
       FN("setDnsResponder", js_set_dns_responder),
+      FN("fakeDnsAnswer", js_fake_dns_answer),
       FN("write", js_write),
       FN("writeMany", js_write_many),
       FN("writeParts", js_write_parts),

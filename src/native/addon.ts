@@ -55,6 +55,8 @@ export interface NativeTunAddon {
    * vnetLen: the device's virtio-net header size (0 or 10). Absent in older builds.
    */
   setDnsResponder?(handle: NativeReaderHandle, decide: ((name: string, queryBytes: number, answerBytes: number) => number) | null, vnetLen: number, ttl: number): void;
+  /** The answer the reader would write for `packet` (setDnsResponder's), or null: it would go to JS. For tests. Absent in older builds. */
+  fakeDnsAnswer?(packet: Uint8Array, vnetLen: number, ttl: number, decide: (name: string, queryBytes: number, answerBytes: number) => number): Buffer | null;
   /** write() of buf[offset .. offset + length): bytes written, or -errno. Never throws on I/O errors. */
   write(fd: NativeFd, buf: Uint8Array, offset: number, length: number): number;
   /**

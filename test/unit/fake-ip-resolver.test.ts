@@ -185,3 +185,25 @@ describe('FakeIpResolver.answerNow (the fast path)', () => {
     expect(r.stats.exhausted).toBe(1);
   });
 });
+
+describe('FakeIpResolver.addressNow (the link\'s answers, native/fake_dns.c)', () => {
+  it('gives the address answerNow would give, counted once; undefined for a name that goes direct', () => {
+    const pool = new FakeIpPool();
+    const r = new FakeIpResolver({ pool, tunneled: corpOnly(), upstream: new RecordingUpstream() });
+    const ip = r.addressNow('www.corp.test');
+    expect(ip).toBe(pool.peek('www.corp.test'));
+    const out = new Uint8Array(512);
+    const n = r.answerNow(buildDnsQuery('www.corp.test', DNS_TYPE_A, 1), out);
+    expect(addresses(out.subarray(0, n))).toEqual([u32ToIp(ip ?? 0)]);
+    expect(r.addressNow('www.other.test')).toBeUndefined();
+    expect(r.stats.fake).toBe(2);
+  });
+
+  it('is undefined when every address is busy: the stack then answers SERVFAIL and logs it', () => {
+    const pool = new FakeIpPool('10.0.0.0/30');
+    const r = new FakeIpResolver({ pool, tunneled: corpOnly(), upstream: undefined });
+    for (const name of ['a.corp.test', 'b.corp.test']) pool.pin(r.addressNow(name) ?? 0);
+    expect(r.addressNow('c.corp.test')).toBeUndefined();
+    expect(r.stats).toMatchObject({ fake: 2, exhausted: 0 });
+  });
+});

@@ -62,6 +62,14 @@ describe('TunnelDnsAnswerer', () => {
     expect(slow.answerNow(query('example.test'), out)).toBe(0);
   });
 
+  it("passes the next answerer's addressNow through for names no tunnel takes, never for a tunnel's", () => {
+    const fast = Object.assign(new Recording('next'), { addressNow: (name: string): number => name.length });
+    const a = new TunnelDnsAnswerer({ tunnelOf: (n) => (n.endsWith('.corp.test') ? 'office' : undefined), tunnels: new Map([['office', new Recording('office')]]), next: fast });
+    expect(a.addressNow('www.corp.test')).toBeUndefined();
+    expect(a.addressNow('example.test')).toBe('example.test'.length);
+    expect(new TunnelDnsAnswerer({ tunnelOf: () => undefined, tunnels: new Map(), next: new Recording('next') }).addressNow('example.test')).toBeUndefined();
+  });
+
   it('NoTunnelDnsAnswerer answers SERVFAIL and logs its sentence once', async () => {
     const { log, lines } = capturingLogger();
     const a = new NoTunnelDnsAnswerer("tunnel 'wg' has no IPv4 DNS server: …", log);
