@@ -15,7 +15,7 @@ import { UdpPacket, emitUdpIpv4 } from '../../src/wire/udp.js';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_UDP_L4, VNET_HDR_LEN } from '../../src/wire/virtio-net.js';
 
 const native = tryLoadNative();
-const answer = native?.fakeDnsAnswer;
+const answer = native?.fakeDnsAnswer?.bind(native);
 if (answer === undefined) console.warn(`fake-dns-native: SKIPPED — the native addon is not built (${addonPath()}); run \`npm run build\`.`);
 
 const APP = ipToU32('198.18.0.1') ?? 0;
