@@ -415,10 +415,14 @@ static uint32_t tun_drain(batch_reader_t *r, int *err) {
      * never report more than was stored. */
     if ((size_t)n > r->slot_size) n = r->slot_size;
     /* A query answered here takes no slot: the next packet is read into the same one. */
-    if (st->dns.decide != NULL && (size_t)n < r->slot_size && fake_dns_answer(r->env, &st->dns, r->fd, r->data + (size_t)count * r->slot_size, (size_t)n)) {
-      answered++;
+    if (st->dns.decide != NULL && (size_t)n < r->slot_size) {
+      bool done = fake_dns_answer(r->env, &st->dns, r->fd, r->data + (size_t)count * r->slot_size, (size_t)n);
+      /* decide() is JS: should it have stopped the reader, read nothing more. */
       if (r->stopped) break;
-      continue;
+      if (done) {
+        answered++;
+        continue;
+      }
     }
     lengths[count++] = (uint32_t)n;
   }
