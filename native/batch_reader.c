@@ -240,22 +240,27 @@ napi_value batch_reader_start(napi_env env, napi_callback_info info, const batch
   return handle;
 }
 
+batch_reader_t *batch_reader_of(napi_env env, napi_value v, const batch_reader_spec_t *spec) {
+  napi_valuetype t = napi_undefined;
+  bool ok = false;
+  void *data = NULL;
+  if (v == NULL || napi_typeof(env, v, &t) != napi_ok || t != napi_object) return NULL;
+  if (napi_check_object_type_tag(env, v, spec->tag, &ok) != napi_ok || !ok) return NULL;
+  if (napi_unwrap(env, v, &data) != napi_ok) return NULL;
+  return data;
+}
+
 napi_value batch_reader_stop(napi_env env, napi_callback_info info, const batch_reader_spec_t *spec) {
   size_t argc = 1;
-  napi_value argv[1];
+  napi_value argv[1] = {NULL};
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  bool ok = false;
-  napi_valuetype t = napi_undefined;
-  if (argc >= 1) NAPI_CALL(env, napi_typeof(env, argv[0], &t));
-  if (t == napi_object) NAPI_CALL(env, napi_check_object_type_tag(env, argv[0], spec->tag, &ok));
-  if (!ok) {
+  batch_reader_t *r = batch_reader_of(env, argv[0], spec);
+  if (r == NULL) {
     char msg[128];
     snprintf(msg, sizeof msg, "%s needs a handle returned by %s", spec->stop_name, spec->start_name);
     napi_throw_type_error(env, NULL, msg);
     return NULL;
   }
-  void *data = NULL;
-  NAPI_CALL(env, napi_unwrap(env, argv[0], &data));
-  reader_stop(data);
+  reader_stop(r);
   return NULL;
 }

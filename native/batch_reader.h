@@ -68,6 +68,8 @@ struct batch_reader {
 
 /* start(fd, buffer, max, slotSize, callback) -> handle, checked against the spec. */
 napi_value batch_reader_start(napi_env env, napi_callback_info info, const batch_reader_spec_t *spec);
+/* The reader behind a handle start returned, or NULL (nothing thrown) for anything else. */
+batch_reader_t *batch_reader_of(napi_env env, napi_value v, const batch_reader_spec_t *spec);
 /* stop(handle): idempotent, safe inside the callback. */
 napi_value batch_reader_stop(napi_env env, napi_callback_info info, const batch_reader_spec_t *spec);
 

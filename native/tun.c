@@ -500,16 +500,14 @@ static napi_value js_fake_dns_answer(napi_env env, napi_callback_info info) {
  */
 static napi_value js_set_dns_responder(napi_env env, napi_callback_info info) {
   size_t argc = 4;
-  napi_value argv[4];
+  napi_value argv[4] = {NULL, NULL, NULL, NULL};
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  bool tagged = false;
-  napi_valuetype t = napi_undefined;
-  if (argc >= 1) NAPI_CALL(env, napi_typeof(env, argv[0], &t));
-  if (t == napi_object) NAPI_CALL(env, napi_check_object_type_tag(env, argv[0], &READER_TAG, &tagged));
-  if (argc < 4 || !tagged) {
+  batch_reader_t *r = batch_reader_of(env, argv[0], &TUN_READER);
+  if (argc < 4 || r == NULL) {
     napi_throw_type_error(env, NULL, "setDnsResponder(handle, decide, vnetLen, ttl) needs a handle returned by startReader");
     return NULL;
   }
+  napi_valuetype t = napi_undefined;
   uint32_t vnet, ttl;
   if (!arg_uint32(env, argv[2], "vnetLen", &vnet) || !arg_uint32(env, argv[3], "ttl", &ttl)) return NULL;
   if (vnet != 0 && vnet != VNET_HDR_LEN) {
@@ -521,8 +519,6 @@ static napi_value js_set_dns_responder(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "decide must be a function or null");
     return NULL;
   }
-  batch_reader_t *r = NULL;
-  NAPI_CALL(env, napi_unwrap(env, argv[0], (void **)&r));
   if (r->stopped) return NULL;
   tun_drain_state_t *st = r->ext;
   tun_release_ext_js(r);

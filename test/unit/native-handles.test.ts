@@ -37,6 +37,13 @@ describe.skipIf(tun === undefined || udp === undefined)('native fd handles (skip
   const offsets = Uint32Array.of(0);
   const lengths = Uint32Array.of(8);
 
+  it('takes only a reader handle where one is due (stopReader, setDnsResponder): anything else is a TypeError', () => {
+    for (const v of forged()) {
+      expect(() => t.stopReader(v as never), String(v)).toThrow(TypeError);
+      expect(() => t.setDnsResponder?.(v as never, null, 0, 1), String(v)).toThrow(TypeError);
+    }
+  });
+
   it('hands out an opaque object, not the descriptor number', () => {
     const fd: unknown = socket();
     expect(typeof fd).toBe('object');
