@@ -127,7 +127,7 @@ export class FakeIpResolver implements DnsAnswerer {
       this.stats.empty++;
       return writeAddressAnswer(query, q.end, NO_ADDRESSES, this.ttl, out);
     }
-    const ip = this.pool.lookup(q.name);
+    const ip = this.handOut(q.name);
     if (ip === undefined) {
       // Rare: the general view builds the SERVFAIL (its question as asked).
       const m = DnsMessage.parse(query);
@@ -136,7 +136,6 @@ export class FakeIpResolver implements DnsAnswerer {
       out.set(answer);
       return answer.length;
     }
-    this.stats.fake++;
     this.one[0] = ip;
     return writeAddressAnswer(query, q.end, this.one, this.ttl, out);
   }
@@ -147,16 +146,19 @@ export class FakeIpResolver implements DnsAnswerer {
    * (the general path then answers SERVFAIL and logs it).
    */
   addressNow(name: string): number | undefined {
-    if (!this.tunneled(name)) return undefined;
+    return this.tunneled(name) ? this.handOut(name) : undefined;
+  }
+
+  /** The pool's address for `name`, counted as a fake answer; undefined when every address is busy. */
+  private handOut(name: string): number | undefined {
     const ip = this.pool.lookup(name);
     if (ip !== undefined) this.stats.fake++;
     return ip;
   }
 
   private fakeA(q: DnsMessage, name: string): DnsResolveResult {
-    const ip = this.pool.lookup(name);
+    const ip = this.handOut(name);
     if (ip === undefined) return { kind: 'answer', answer: this.exhausted(q), via: 'local' };
-    this.stats.fake++;
     this.one[0] = ip;
     return { kind: 'answer', answer: addressAnswer(q, this.one, this.ttl), via: 'local' };
   }
