@@ -19,7 +19,7 @@ import type { Logger } from './logger.js';
 import { isNativeErrnoError, loadNativePrivileges } from './native/index.js';
 import { resolveStateDir } from './routes/journal.js';
 import type { RunAs } from './routes/manager.js';
-import { instanceDirOf } from './routes/state-dir.js';
+import { dirsFromRoot, instanceDirOf } from './routes/state-dir.js';
 
 /** CAP_NET_ADMIN (linux/capability.h): the one capability `up` keeps. */
 export const CAP_NET_ADMIN = 12;
@@ -71,12 +71,7 @@ export function resolveRunAs(config: Config, log: Logger): RunAs | undefined {
 
 /** The first dir from / down to `dir` that uid/gid may not search (x), or undefined. */
 function unreachableDir(dir: string, uid: number, gid: number): string | undefined {
-  const chain: string[] = [];
-  for (let d = dir; ; d = dirname(d)) {
-    chain.unshift(d);
-    if (dirname(d) === d) break;
-  }
-  for (const d of chain) {
+  for (const d of dirsFromRoot(dir)) {
     let st;
     try {
       st = statSync(d);

@@ -36,6 +36,7 @@ import type { Logger } from '../logger.js';
 import { u32ToIp, type Cidr } from '../net/ipv4.js';
 import { parseResolvConf, RESOLV_CONF_MAX_BYTES, type ResolvConf } from './resolv-conf.js';
 import { runTool, type ToolOptions, type ToolResult } from './run-tool.js';
+import { dirsFromRoot } from './state-dir.js';
 
 /** The stub addresses resolved answers on (127.0.0.54 passes answers through unchanged). */
 export const RESOLVED_STUBS: readonly string[] = ['127.0.0.53', '127.0.0.54'];
@@ -93,12 +94,7 @@ function modeText(mode: number): string {
  */
 export function readSystemFile(path: string, maxBytes: number): { text: string } | { why: string } {
   const trusted = (uid: number): boolean => uid === 0 || (uid > 0 && uid <= SYSTEM_UID_MAX);
-  const dirs: string[] = [];
-  for (let d = dirname(path); ; d = dirname(d)) {
-    dirs.unshift(d);
-    if (dirname(d) === d) break;
-  }
-  for (const d of dirs) {
+  for (const d of dirsFromRoot(dirname(path))) {
     let st;
     try {
       st = lstatSync(d);

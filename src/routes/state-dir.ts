@@ -48,6 +48,15 @@ function unsafe(stateDir: string, dir: string, problem: string): TunrouteError {
   );
 }
 
+/** `dir` and every dir above it, from / down to `dir` (for checks that walk the chain in that order). */
+export function dirsFromRoot(dir: string): string[] {
+  const chain: string[] = [];
+  for (let d = dir; ; d = dirname(d)) {
+    chain.unshift(d);
+    if (dirname(d) === d) return chain;
+  }
+}
+
 /**
  * Refuse a state dir that another user could write (see the module comment). With `create`, a
  * missing dir (and missing parents) is made, mode 0755, after the dirs above it pass; without,
