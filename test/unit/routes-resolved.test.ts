@@ -4,10 +4,10 @@
  * upstreams routed, per-link DNS with `~.`, one warning without resolvectl), the journal entry,
  * and its undo by `down` against a fake resolvectl on PATH that records its arguments.
  */
-import { accessSync, chmodSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import pino from 'pino';
 import { loadConfig, type FlagValues } from '../../src/config/load.js';
 import type { HostProbe, RouteEnv } from '../../src/routes/host.js';
@@ -28,6 +28,7 @@ import { createJournal, journalPath, readJournal } from '../../src/routes/journa
 import { cleanupJournals } from '../../src/routes/teardown.js';
 import type { IpRunner } from '../../src/routes/apply.js';
 import { explainName } from '../../src/routes/why-name.js';
+import { useFakeTools } from '../helpers/fake-tools.js';
 import { upSummary } from '../../src/up-summary.js';
 import { parseCidr, u32ToIp } from '../../src/net/ipv4.js';
 
@@ -229,68 +230,53 @@ describe('systemd-resolved in the plan', () => {
 });
 
 describe('systemd-resolved: resolvectl, the journal and down (fake resolvectl)', () => {
-  let dir: string;
-  let calls: string;
-  let path: string;
-
-  function fakeResolvectl(fail: boolean): void {
-    const script = ['#!/bin/sh', `echo "$*" >> "${calls}"`, fail ? 'echo "Failed to set DNS configuration: Access denied" >&2; exit 1' : 'exit 0', ''].join('\n');
-    writeFileSync(join(dir, 'resolvectl'), script);
-    chmodSync(join(dir, 'resolvectl'), 0o755);
-  }
-  const called = (): string[] => (existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n') : []);
-
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'tunroute-resolved-'));
-    calls = join(dir, 'calls');
-    path = `${dir}:/usr/bin:/bin`;
-  });
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const tools = useFakeTools('tunroute-resolved-');
+  const fakeResolvectl = (fail: boolean): void => tools.install('resolvectl', [fail ? 'echo "Failed to set DNS configuration: Access denied" >&2; exit 1' : 'exit 0']);
 
   it('points resolved at the device: dns, ~., default-route, in that order', async () => {
     fakeResolvectl(false);
     const { log, lines } = memLog();
-    expect(await pointResolvedAtLink('tun0', '198.18.0.2', log, { path })).toBe(true);
-    expect(called()).toEqual(['dns tun0 198.18.0.2', 'domain tun0 ~.', 'default-route tun0 yes']);
+    expect(await pointResolvedAtLink('tun0', '198.18.0.2', log, { path: tools.path })).toBe(true);
+    expect(tools.called()).toEqual(['dns tun0 198.18.0.2', 'domain tun0 ~.', 'default-route tun0 yes']);
     expect(lines().some((l) => l.level === 30 && String(l.msg).includes('every query goes into tun0'))).toBe(true);
   });
 
   it('a refusal (or no resolvectl) is one warning, not a crash', async () => {
     fakeResolvectl(true);
     const { log, lines } = memLog();
-    expect(await pointResolvedAtLink('tun0', '198.18.0.2', log, { path })).toBe(false);
-    expect(called()).toEqual(['dns tun0 198.18.0.2']);
+    expect(await pointResolvedAtLink('tun0', '198.18.0.2', log, { path: tools.path })).toBe(false);
+    expect(tools.called()).toEqual(['dns tun0 198.18.0.2']);
     const warns = lines().filter((l) => l.level === 40);
     expect(warns).toHaveLength(1);
     expect(warns[0].msg).toMatch(/^systemd-resolved did not take per-link DNS on tun0 \(Failed to set DNS configuration: Access denied\), .*: check that systemd-resolved runs, then restart tunroute$/);
     const none = memLog();
-    expect(await pointResolvedAtLink('tun0', '198.18.0.2', none.log, { path: `${dir}/empty` })).toBe(false);
+    expect(await pointResolvedAtLink('tun0', '198.18.0.2', none.log, { path: `${tools.dir}/empty` })).toBe(false);
     expect(String(none.lines().find((l) => l.level === 40)?.msg)).toContain('(resolvectl is not installed)');
   });
 
   it('revert only while the link exists (a device that is gone took its settings with it)', async () => {
     fakeResolvectl(false);
     const { log } = memLog();
-    expect(await revertResolvedLink('tun0', log, { path, exists: () => Promise.resolve(false) })).toBe('gone');
-    expect(called()).toEqual([]);
-    expect(await revertResolvedLink('tun0', log, { path, exists: () => Promise.resolve(true) })).toBe('reverted');
-    expect(called()).toEqual(['revert tun0']);
+    expect(await revertResolvedLink('tun0', log, { path: tools.path, exists: () => Promise.resolve(false) })).toBe('gone');
+    expect(tools.called()).toEqual([]);
+    expect(await revertResolvedLink('tun0', log, { path: tools.path, exists: () => Promise.resolve(true) })).toBe('reverted');
+    expect(tools.called()).toEqual(['revert tun0']);
     fakeResolvectl(true);
-    expect(await revertResolvedLink('tun0', log, { path, exists: () => Promise.resolve(true) })).toBe('failed');
+    expect(await revertResolvedLink('tun0', log, { path: tools.path, exists: () => Promise.resolve(true) })).toBe('failed');
   });
 
   it('the journal keeps the entry (checked: an interface name and an IPv4 address); down reverts a link that exists', async () => {
     fakeResolvectl(false);
-    const stateDir = join(dir, 'state');
+    const stateDir = join(tools.dir, 'state');
     const file = journalPath(stateDir, 'tun0');
     const base = { version: 1 as const, tool: 'tunroute' as const, dev: 'tun0', pid: 999_999_999 % 4_000_000, pidStart: '1', startedAt: 'x', killSwitch: false, changes: [] };
     createJournal(file, { ...base, resolved: { dev: 'tun0', dns: '198.18.0.2' } });
     expect(readJournal(file)?.resolved).toEqual({ dev: 'tun0', dns: '198.18.0.2' });
     const runner: IpRunner = { batch: () => Promise.resolve({ ok: true, stderr: '' }) };
     const { log } = memLog();
-    const out = await cleanupJournals({ stateDir, runner, log, live: 'stop', ownerAlive: () => false, resolvectl: { path, exists: () => Promise.resolve(true) } });
+    const out = await cleanupJournals({ stateDir, runner, log, live: 'stop', ownerAlive: () => false, resolvectl: { path: tools.path, exists: () => Promise.resolve(true) } });
     expect(out.map((e) => e.outcome)).toEqual(['removed']);
-    expect(called()).toEqual(['revert tun0']);
+    expect(tools.called()).toEqual(['revert tun0']);
     expect(existsSync(file)).toBe(false);
 
     mkdirSync(join(stateDir, 'dev-tun0'), { recursive: true, mode: 0o755 });
@@ -302,35 +288,23 @@ describe('systemd-resolved: resolvectl, the journal and down (fake resolvectl)',
 
   it('after kill -9 the device is gone: down reverts nothing, and says nothing of it', async () => {
     fakeResolvectl(false);
-    const stateDir = join(dir, 'state');
+    const stateDir = join(tools.dir, 'state');
     const file = journalPath(stateDir, 'tun0');
     createJournal(file, { version: 1, tool: 'tunroute', dev: 'tun0', pid: 999_999_999 % 4_000_000, pidStart: '1', startedAt: 'x', killSwitch: false, changes: [], resolved: { dev: 'tun0', dns: '198.18.0.2' } });
     const runner: IpRunner = { batch: () => Promise.resolve({ ok: true, stderr: '' }) };
     const { log } = memLog();
-    await cleanupJournals({ stateDir, runner, log, live: 'stop', ownerAlive: () => false, resolvectl: { path, exists: () => Promise.resolve(false) } });
-    expect(called()).toEqual([]);
+    await cleanupJournals({ stateDir, runner, log, live: 'stop', ownerAlive: () => false, resolvectl: { path: tools.path, exists: () => Promise.resolve(false) } });
+    expect(tools.called()).toEqual([]);
   });
 });
 
 describe('systemd-resolved: RouteManager (fake host, runner and resolvectl)', () => {
-  let dir: string;
-  let calls: string;
-  let path: string;
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'tunroute-resolved-m-'));
-    calls = join(dir, 'calls');
-    path = `${dir}/bin:/usr/bin:/bin`;
-    mkdirSync(join(dir, 'bin'));
-  });
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const tools = useFakeTools('tunroute-resolved-m-');
 
   /** A resolvectl that records its arguments, and whether the journal named the link when it ran. */
   function fakeResolvectl(journal: string): void {
-    const script = ['#!/bin/sh', `if grep -q '"resolved":{"dev":"tun0","dns":"198.18.0.2"}' "${journal}" 2>/dev/null; then j=journaled; else j=unjournaled; fi`, `echo "$* ($j)" >> "${calls}"`, 'exit 0', ''].join('\n');
-    writeFileSync(join(dir, 'bin', 'resolvectl'), script);
-    chmodSync(join(dir, 'bin', 'resolvectl'), 0o755);
+    tools.installScript('resolvectl', [`if grep -q '"resolved":{"dev":"tun0","dns":"198.18.0.2"}' "${journal}" 2>/dev/null; then j=journaled; else j=unjournaled; fi`, `echo "$* ($j)" >> "${tools.calls}"`, 'exit 0']);
   }
-  const called = (): string[] => (existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n') : []);
   const host = (resolvectl: boolean): HostProbe => ({
     network: () => Promise.resolve({ defaultRoute: { dev: 'eth0', via: '192.168.1.1' }, lan: ['192.168.1.0/24'], ipv6: false }),
     resolve: () => Promise.resolve(['203.0.113.5']),
@@ -343,33 +317,33 @@ describe('systemd-resolved: RouteManager (fake host, runner and resolvectl)', ()
   const runner: IpRunner = { batch: () => Promise.resolve({ ok: true, failures: 0, stderr: '' }) };
 
   it('journals the link first, then points resolved at it; stop reverts it while it exists', async () => {
-    const file = journalPath(join(dir, 'state'), 'tun0');
+    const file = journalPath(join(tools.dir, 'state'), 'tun0');
     fakeResolvectl(file);
-    const config = loadConfig({ flags: { proxy: PROXY, dns: 'hijack', route: ['10.1.0.0/16'], stateDir: join(dir, 'state'), watchdog: false } });
+    const config = loadConfig({ flags: { proxy: PROXY, dns: 'hijack', route: ['10.1.0.0/16'], stateDir: join(tools.dir, 'state'), watchdog: false } });
     const { log, lines } = memLog();
-    const m = await RouteManager.prepare({ config, log, runner, host: host(true), watchRoutes: false, networkManager: false, resolvectl: { path, exists: () => Promise.resolve(true) } });
+    const m = await RouteManager.prepare({ config, log, runner, host: host(true), watchRoutes: false, networkManager: false, resolvectl: { path: tools.path, exists: () => Promise.resolve(true) } });
     expect(m.plan.changes.map((c) => toIpCommand(c, 'apply'))).toContain('ip route add 10.0.0.53/32 dev tun0 proto 211');
     await m.apply();
-    expect(called()).toEqual(['dns tun0 198.18.0.2 (journaled)', 'domain tun0 ~. (journaled)', 'default-route tun0 yes (journaled)']);
+    expect(tools.called()).toEqual(['dns tun0 198.18.0.2 (journaled)', 'domain tun0 ~. (journaled)', 'default-route tun0 yes (journaled)']);
     expect(readJournal(file)?.resolved).toEqual({ dev: 'tun0', dns: '198.18.0.2' });
     // A reload cannot change resolved's settings (root is gone by then): it says so, and keeps them journaled.
-    await m.reconfigure(loadConfig({ flags: { proxy: PROXY, route: ['10.1.0.0/16'], stateDir: join(dir, 'state'), watchdog: false } }));
+    await m.reconfigure(loadConfig({ flags: { proxy: PROXY, route: ['10.1.0.0/16'], stateDir: join(tools.dir, 'state'), watchdog: false } }));
     expect(lines().filter((l) => l.level === 40).map((l) => String(l.msg))).toEqual(["the new config changes systemd-resolved's per-link DNS on tun0, which only a restart applies: restart tunroute"]);
     expect(readJournal(file)?.resolved).toEqual({ dev: 'tun0', dns: '198.18.0.2' });
     await m.stop();
-    expect(called().slice(3)).toEqual(['revert tun0 (journaled)']);
+    expect(tools.called().slice(3)).toEqual(['revert tun0 (journaled)']);
     expect(existsSync(file)).toBe(false);
   });
 
   it('no resolvectl: the warning is logged once at apply, nothing journaled for resolved', async () => {
-    const config = loadConfig({ flags: { proxy: PROXY, dns: 'hijack', route: ['10.1.0.0/16'], stateDir: join(dir, 'state'), watchdog: false } });
+    const config = loadConfig({ flags: { proxy: PROXY, dns: 'hijack', route: ['10.1.0.0/16'], stateDir: join(tools.dir, 'state'), watchdog: false } });
     const { log, lines } = memLog();
-    const m = await RouteManager.prepare({ config, log, runner, host: host(false), watchRoutes: false, networkManager: false, resolvectl: { path: join(dir, 'empty') } });
+    const m = await RouteManager.prepare({ config, log, runner, host: host(false), watchRoutes: false, networkManager: false, resolvectl: { path: join(tools.dir, 'empty') } });
     await m.apply();
     const warns = lines().filter((l) => l.level === 40).map((l) => String(l.msg));
     expect(warns).toHaveLength(1);
     expect(warns[0]).toContain('resolvectl is not on PATH');
-    expect(readJournal(journalPath(join(dir, 'state'), 'tun0'))?.resolved).toBeUndefined();
+    expect(readJournal(journalPath(join(tools.dir, 'state'), 'tun0'))?.resolved).toBeUndefined();
     await m.stop();
   });
 });
