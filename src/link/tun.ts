@@ -15,6 +15,8 @@ import { TunrouteError } from '../errors.js';
 import { silentLogger, type Logger } from '../logger.js';
 import { emptyLinkStats, type Link, type LinkDnsDecide, type LinkStats, type PacketBatch, type ReceiveHandler } from './link.js';
 import { ReusedBatch } from './reused-batch.js';
+import { IPV4_HEADER_LEN } from '../wire/ipv4.js';
+import { UDP_HEADER_LEN } from '../wire/udp.js';
 import { VNET_HDR_LEN } from '../wire/virtio-net.js';
 import { isNativeErrnoError, loadNative, type NativeFd, type NativeReaderHandle, type NativeTunAddon } from '../native/addon.js';
 
@@ -44,8 +46,6 @@ const MAX_GSO_PACKET = 65535 + 10;
 const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
 /** The empty tail of a packet written in two pieces. */
 const EMPTY = new Uint8Array(0);
-/** An IPv4 header without options and a UDP header: what surrounds a DNS message the reader answers. */
-const IPV4_UDP_HEADERS = 28;
 
 /** Turns an error of the addon's open() into a TunrouteError naming the cause and the fix. */
 export function tunOpenError(e: unknown, name: string): TunrouteError {
@@ -186,7 +186,7 @@ export class TunLink implements Link {
       this.dnsDecide = undefined;
     } else {
       // What the device carries: the virtio-net header, IPv4 and UDP around each DNS message.
-      const around = (this.vnetHdr ? VNET_HDR_LEN : 0) + IPV4_UDP_HEADERS;
+      const around = (this.vnetHdr ? VNET_HDR_LEN : 0) + IPV4_HEADER_LEN + UDP_HEADER_LEN;
       const stats = this.stats;
       const counted: LinkDnsDecide = (name, queryBytes, answerBytes) => {
         const ip = decide(name, queryBytes, answerBytes);
