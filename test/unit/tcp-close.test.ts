@@ -80,7 +80,9 @@ describe.each(ISS_FAMILIES)('the peer closes first ($name)', (iss) => {
     expect(c.state).toBe('CLOSE-WAIT');
     expect(ev.events).toEqual(['data:3', 'peer-fin']);
     expect(c.peerFinReceived).toBe(true);
-    expectSegments(c, 10, [{ flags: ACK, seq: L(1), ack: R(5) }]);
+    // The FIN's ACK waits for a FIN of ours to ride on; none comes: it goes alone after 40 ms.
+    expectNothing(c, 10);
+    expectSegments(c, 50, [{ flags: ACK, seq: L(1), ack: R(5) }]);
     expect(c.write(bytes('still here'))).toBe(10);
     expectSegments(c, 20, [{ flags: ACK | PSH, seq: L(1), ack: R(5), payload: 'still here' }]);
     send(c, 30, { seq: R(5), ack: L(11) });
@@ -95,10 +97,35 @@ describe.each(ISS_FAMILIES)('the peer closes first ($name)', (iss) => {
     expectNothing(c, 250);
   });
 
+  it('the ACK of the peer\'s FIN rides on our FIN when we close within the delayed-ACK time', () => {
+    const { c, ev, L, R } = established(iss);
+    send(c, 10, { flags: ACK | PSH, seq: R(1), ack: L(1), payload: 'ping' });
+    expect(c.write(bytes('pong'))).toBe(4);
+    expectSegments(c, 10, [{ flags: ACK | PSH, seq: L(1), ack: R(5), payload: 'pong' }]);
+    send(c, 11, { flags: ACK | FIN, seq: R(5), ack: L(5) });
+    expect(c.state).toBe('CLOSE-WAIT');
+    expectNothing(c, 11);
+    c.shutdownWrite();
+    expectSegments(c, 12, [{ flags: ACK | FIN, seq: L(5), ack: R(6) }]);
+    expectNothing(c, 100); // no ACK left over from the delayed one
+    send(c, 13, { seq: R(6), ack: L(6) });
+    expect(c.state).toBe('CLOSED');
+    expect(ev.events).toEqual(['data:4', 'peer-fin', 'closed:normal']);
+  });
+
+  it('a FIN that arrives after ours (FIN-WAIT) is acknowledged at once', () => {
+    const { c, L, R } = established(iss);
+    c.shutdownWrite();
+    expectSegments(c, 0, [{ flags: ACK | FIN, seq: L(1) }]);
+    send(c, 10, { flags: ACK | FIN, seq: R(1), ack: L(1) });
+    expect(c.state).toBe('CLOSING');
+    expectSegments(c, 10, [{ flags: ACK, ack: R(2) }]);
+  });
+
   it('a retransmitted FIN in CLOSE-WAIT is acknowledged again', () => {
     const { c, L, R } = established(iss);
     send(c, 10, { flags: ACK | FIN, seq: R(1), ack: L(1) });
-    expectSegments(c, 10, [{ flags: ACK, ack: R(2) }]);
+    expectSegments(c, 50, [{ flags: ACK, ack: R(2) }]);
     send(c, 300, { flags: ACK | FIN, seq: R(1), ack: L(1) });
     expectSegments(c, 300, [{ flags: ACK, ack: R(2) }]);
     expect(c.state).toBe('CLOSE-WAIT');

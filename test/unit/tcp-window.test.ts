@@ -147,6 +147,31 @@ describe.each(ISS_FAMILIES)('receive backpressure ($name)', (iss) => {
     expect(s.rcvUnconsumed + s.rcvOutOfOrder).toBeLessThanOrEqual(8000);
   });
 
+  it('the first bytes of a buffer larger than the SYN\'s 64 KiB cost no window update of their own', () => {
+    // The SYN-ACK offers 65535 (unscaled); the buffer is 256 KiB. Consuming 32 bytes opens the
+    // window fourfold, but the peer still has 65503 of what it was offered: the update rides on
+    // the next segment we send (here the reply), not on a pure ACK before it.
+    const { c, L, R } = established(iss, { opts: { rcvBufSize: 262144, windowScaling: true }, synOptions: { mss: 1000, wscale: 7 } });
+    send(c, 10, { flags: ACK | PSH, seq: R(1), ack: L(1), payload: pattern(32) });
+    c.consumed(32);
+    expectNothing(c, 10);
+    expect(c.write(pattern(32))).toBe(32);
+    const [reply] = expectSegments(c, 11, [{ flags: ACK | PSH, seq: L(1), ack: R(33) }]);
+    expect(reply.window).toBe(262144 >> 3);
+  });
+
+  it('a window update goes out once the peer has used half of the window offered', () => {
+    const { c, L, R } = established(iss);
+    for (let i = 0; i < 5; i++) send(c, 10, { seq: R(1 + 1000 * i), ack: L(1), payload: pattern(1000) });
+    expectSegments(c, 10, [{ flags: ACK, ack: R(5001), window: 3000 }]);
+    // 1500 of the 3000 offered arrive (one segment: its ACK may wait), then the app reads all.
+    send(c, 11, { seq: R(5001), ack: L(1), payload: pattern(1500) });
+    expectNothing(c, 11);
+    c.consumed(6500);
+    expect(c.pollAt()).toBe(11);
+    expectSegments(c, 11, [{ flags: ACK, ack: R(6501), window: 8000 }]);
+  });
+
   it('a window update is not sent while most of the window is still open', () => {
     const { c, L, R } = established(iss, { opts: { rcvBufSize: 64000 } });
     send(c, 10, { seq: R(1), ack: L(1), payload: pattern(1000) });

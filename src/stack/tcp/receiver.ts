@@ -20,7 +20,11 @@
  * ACK policy: in-order data is acknowledged at least every second full-sized segment or after
  * `delayedAckMs`; out-of-order data, data that fills a gap, duplicates, and FIN are
  * acknowledged at once (RFC 5681 §4.2). An "immediate" ACK is still sent from `poll()`, so a
- * batch of segments processed together is acknowledged once.
+ * batch of segments processed together is acknowledged once. One exception, as Linux makes it
+ * (its "pingpong" mode on a FIN in ESTABLISHED): while our own side is still open
+ * (`delayFinAck`), the peer's FIN is acknowledged after `delayedAckMs`, so that our FIN, which
+ * the relay sends as soon as the upstream closes too, carries that ACK: one segment into the
+ * device instead of two, for every connection an app closes first.
  *
  * With a shared budget (`account`), `bufSize` is a ceiling: the buffer is what the account can
  * hold now (its floor plus what the pool gives). In-window bytes the pool cannot cover are
@@ -68,6 +72,8 @@ export class Receiver {
   duplicateIn = 0;
   /** Segments (or parts) dropped because the shared budget could not hold them. */
   pressured = 0;
+  /** The peer's FIN gets a delayed ACK, not an immediate one (set while we have sent no FIN). */
+  delayFinAck = false;
 
   readonly ooo: Reassembly;
   private bytesSinceAck = 0;
@@ -207,10 +213,10 @@ export class Receiver {
     }
     this.settle();
     if (fin) {
-      if (finPos === this.nxt) return this.consumeFin();
+      if (finPos === this.nxt) return this.consumeFin(now);
       if (finPos > this.nxt) this.finAt = finPos;
     }
-    if (this.finAt === this.nxt) return this.consumeFin();
+    if (this.finAt === this.nxt) return this.consumeFin(now);
     return false;
   }
 
@@ -248,7 +254,11 @@ export class Receiver {
   /**
    * The application consumed `n` delivered bytes. Returns true when the window opened enough
    * that the peer should hear about it now (a window update): by at least min(MSS, buffer/2),
-   * and either from below one MSS (a closed window) or to at least twice what is left.
+   * and either from below one MSS (a closed window) or to at least twice what is left once the
+   * peer has used half of what we last offered. Without that last condition the first bytes
+   * of every connection whose buffer exceeds the SYN's unscaled 64 KiB would cost a pure ACK
+   * (64 KiB - 32 left, 256 KiB free): the next ACK or data segment says it soon enough, and a
+   * peer with half its window left is not waiting for it.
    */
   consumed(n: number): boolean {
     this.unconsumed -= n;
@@ -257,7 +267,7 @@ export class Receiver {
     if (this.finReceived) return false;
     const avail = this.size() - this.unconsumed;
     const cur = this.window;
-    if (avail - cur >= this.swsThreshold() && (cur < this.mss || avail >= 2 * cur)) {
+    if (avail - cur >= this.swsThreshold() && (cur < this.mss || (avail >= 2 * cur && 2 * cur <= this.advRight - this.lastAckSent))) {
       this.ackNow = true;
       return true;
     }
@@ -282,11 +292,13 @@ export class Receiver {
     listener?.onData?.(chunk);
   }
 
-  private consumeFin(): boolean {
+  private consumeFin(now: number): boolean {
     this.nxt++;
     this.finAt = -1;
     this.finReceived = true;
-    this.ackNow = true;
+    if (this.delayFinAck && this.delayedAckMs > 0) {
+      if (this.delAckAt === Infinity) this.delAckAt = now + this.delayedAckMs;
+    } else this.ackNow = true;
     return true;
   }
 }
