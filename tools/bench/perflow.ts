@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { Lab, startDante, startDelayRelay, startHttpServer, type LabProcess, type Namespace } from '../lab/index.js';
 import { CpuWatch } from './cpu.js';
 import { childrenOf, openFilesLimit, rss, rssKiB } from './proc.js';
-import { errText, sleep } from './util.js';
+import { errText, oneUserConfig, sleep } from './util.js';
 import { medianRun, type BenchReport, type FlowsResult, type Outcome, type Pair } from './report.js';
 import { runTtfb, type TtfbResult } from './tools.js';
 
@@ -90,8 +90,8 @@ async function proxyLab(prefix: string): Promise<ProxyLab> {
 }
 
 /** `tunroute up` in c, routing ROUTED_CIDR through the proxy at `proxyPort`. */
-async function startTunroute(l: ProxyLab, opts: PerFlowOptions, proxyPort: number, name: string): Promise<{ proc: LabProcess; args: string[] }> {
-  const args = ['up', '--route', ROUTED_CIDR, '--proxy', `socks5://${SERVER_IP}:${proxyPort}`, '--control', join(l.lab.tmpDir, `${name}.sock`), ...opts.tunrouteArgs];
+async function startTunroute(l: ProxyLab, opts: PerFlowOptions, proxyPort: number, name: string, configArgs: string[] = []): Promise<{ proc: LabProcess; args: string[] }> {
+  const args = ['up', ...configArgs, '--route', ROUTED_CIDR, '--proxy', `socks5://${SERVER_IP}:${proxyPort}`, '--control', join(l.lab.tmpDir, `${name}.sock`), ...opts.tunrouteArgs];
   opts.progress(`starting tunroute ${args.join(' ')}`);
   const proc = l.c.spawn([process.execPath, opts.cli, ...args], { name, logFile: join(l.lab.tmpDir, `${name}.log`) });
   await proc.waitForLine(/"msg":"tunroute is up"/, 20_000);
@@ -197,7 +197,8 @@ export async function benchFlows(report: BenchReport, opts: PerFlowOptions): Pro
     progress(`lab ${l.lab.id}: ${FLOWS} idle flows through tunroute`);
     const echo = l.s.spawn([process.execPath, opts.netcli, 'serve', '0.0.0.0', String(ECHO_PORT)], { name: 'echo-server' });
     await echo.waitForLine(/^listening /, 10_000);
-    const { proc: tunroute, args } = await startTunroute(l, opts, PROXY_PORT, 'tunroute-flows');
+    // One user (the flows client) holds all 10,000.
+    const { proc: tunroute, args } = await startTunroute(l, opts, PROXY_PORT, 'tunroute-flows', ['-c', oneUserConfig(l.lab.tmpDir)]);
     report.settings.flows = { flows: FLOWS, concurrency: FLOWS_CONCURRENCY, openLimitS: FLOWS_OPEN_LIMIT_S, settleS: FLOWS_SETTLE_S, tunrouteArgs: args };
     // Let start-up garbage settle before "idle".
     await sleep(3000);

@@ -65,7 +65,7 @@ import type {
 } from './report.js';
 import { CpuWatch, type CpuTotals } from './cpu.js';
 import { fdCount, openFilesLimit, rssKiB } from './proc.js';
-import { errText, sleep } from './util.js';
+import { errText, oneUserConfig, sleep } from './util.js';
 import { tunrouteStatus } from './tools.js';
 import type { HoldResult } from './netcli.js';
 import type { ProbeResult, WatchOpenResult, WatchResult, WgAttackResult } from './faultcli.js';
@@ -200,10 +200,8 @@ async function proxyLab(prefix: string, opts: ReliabilityOptions, http: boolean)
     const echo = s.spawn([process.execPath, opts.netcli, 'serve', '0.0.0.0', String(ECHO_PORT)], { name: 'echo-server' });
     await echo.waitForLine(/^listening /, 10_000);
     const control = join(lab.tmpDir, 'tunroute.sock');
-    // One user (the bench's netcli) opens every flow: without this, the per-user share of flow
-    // slots (half of them by default, tcp.perUidFlows) would refuse the churn's second half.
-    const config = join(lab.tmpDir, 'tunroute.yaml');
-    writeFileSync(config, 'tcp:\n  perUidFlows: 0\n');
+    // One user (the bench's netcli) opens every flow of the churn.
+    const config = oneUserConfig(lab.tmpDir);
     const args = ['up', '-c', config, '--route', ROUTED_CIDR, '--proxy', `socks5://${SERVER_IP}:${PROXY_PORT}`, '--control', control, ...opts.tunrouteArgs];
     opts.progress(`starting tunroute ${args.join(' ')}`);
     const tunroute = c.spawn([process.execPath, opts.cli, ...args], { name: 'tunroute', logFile: join(lab.tmpDir, 'tunroute.log') });
