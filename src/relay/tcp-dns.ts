@@ -235,9 +235,11 @@ class DnsTcpSession implements TcpListener {
         this.abort();
         return;
       }
-      // The query's bytes leave our buffer: the app's window opens by that much.
+      // The query's bytes leave our buffer: the app's window opens by that much, and the
+      // stack may reuse the chunks they were read from. The query is answered later: a copy.
+      const query = r.message.slice();
       this.conn.consumed(before - this.reader.buffered);
-      this.ask(r.message);
+      this.ask(query);
     }
     o.stack.schedule();
     this.finishIfDone();

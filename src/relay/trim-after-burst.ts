@@ -4,8 +4,9 @@
  * the process at ~360 MB where it idled at ~80 MB. When the open flows fall to half of a peak
  * of at least `minPeak`, one shared timer (never one per flow) fires `delayMs` later and runs a
  * full garbage collection (an idle process may not collect for minutes, and the flows' buffers are
- * only freed when it does) and then asks the addon to trim the allocator. Without the addon
- * (unit tests, `tunroute check`) only the collection runs. While many flows keep closing (a
+ * only freed when it does), lets the empty received-copy slabs go (recv-slabs.ts), and then asks
+ * the addon to trim the allocator. Without the addon (unit tests, `tunroute check`) only the
+ * collection runs. While many flows keep closing (a
  * quarter of `minPeak` per period or more) it fires again, so the tail of the burst is given
  * back too; a slow trickle of closes costs nothing.
  *
@@ -19,6 +20,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { tryLoadNative } from '../native/addon.js';
+import { recvSlabs } from '../stack/tcp/recv-slabs.js';
 
 let gcFn: (() => void) | undefined;
 /** V8's full collection: the exposed `gc`, or one obtained the way test runners do it. */
@@ -36,6 +38,7 @@ function fullGc(): void {
 }
 
 function gcAndTrim(): void {
+  recvSlabs.trim();
   fullGc();
   tryLoadNative()?.trimMemory?.();
 }

@@ -87,9 +87,12 @@ function rig(opts: { maxInFlight?: number; idleMs?: number } = {}) {
           appStack.schedule();
         },
         onData(chunk: Uint8Array) {
+          const held = reader.buffered + chunk.length;
           reader.push(chunk);
-          conn.consumed(chunk.length);
-          for (let m = reader.next(); m.kind === 'message'; m = reader.next()) answers.push(DnsMessage.parse(m.message)!);
+          // The answers are kept: copies, since consumed bytes may be overwritten by the stack;
+          // bytes the reader still holds (a partial answer) are not consumed yet.
+          for (let m = reader.next(); m.kind === 'message'; m = reader.next()) answers.push(DnsMessage.parse(m.message.slice())!);
+          conn.consumed(held - reader.buffered);
           appStack.schedule();
           wake();
         },

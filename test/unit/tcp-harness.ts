@@ -118,7 +118,8 @@ export class EventLog {
     onEstablished: (): void => void this.events.push('established'),
     onData: (chunk: Uint8Array): void => {
       this.events.push(`data:${chunk.length}`);
-      this.data.push(chunk);
+      // Consumed bytes may be reused by the stack (recv-slabs.ts): keep a copy of those.
+      this.data.push(this.autoConsume ? chunk.slice() : chunk);
       if (this.autoConsume) this.conn?.consumed(chunk.length);
     },
     onPeerFin: (): void => void this.events.push('peer-fin'),

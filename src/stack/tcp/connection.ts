@@ -280,7 +280,10 @@ export class TcpConnection implements SegmentSink {
     this.close('aborted');
   }
 
-  /** The application took `n` delivered bytes: the receive window opens by that much. */
+  /**
+   * The application took `n` delivered bytes (in stream order) and reads them no more: the
+   * receive window opens by that much, and their memory may be reused (TcpListener.onData).
+   */
   consumed(n: number): void {
     if (n <= 0) return;
     if (this.rcv.consumed(n) && this.st !== 'CLOSED' && !this.pendingAccept) this.touch();

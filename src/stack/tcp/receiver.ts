@@ -35,8 +35,8 @@
  */
 
 import type { BufferAccount } from './buffer-account.js';
-import { copyBytes } from './bytes.js';
 import { Reassembly } from './reassembly.js';
+import { recvSlabs, type RecvSlab } from './recv-slabs.js';
 import { EMPTY_PAYLOAD } from './segment.js';
 import type { TcpListener } from './types.js';
 
@@ -76,6 +76,16 @@ export class Receiver {
   delayFinAck = false;
 
   readonly ooo: Reassembly;
+  /**
+   * Delivered chunks not yet consumed, oldest first, with the slab each was copied into
+   * (undefined: not a slab copy). consumed() releases a slab copy once all its bytes are.
+   * Made on first use and emptied when drained, so an idle connection holds none.
+   */
+  private chunkSlabs: Array<RecvSlab | undefined> | undefined = undefined;
+  private chunkLens: number[] | undefined = undefined;
+  private chunkHead = 0;
+  /** Bytes of the oldest chunk already consumed. */
+  private headDone = 0;
   private bytesSinceAck = 0;
   private scale = 1;
 
@@ -186,12 +196,19 @@ export class Receiver {
           }
         }
       }
-      this.deliver(this.copyInput ? copyBytes(data) : data, listener);
+      if (this.copyInput) {
+        const copy = recvSlabs.copy(data);
+        this.track(recvSlabs.lastSlab, copy.length);
+        this.deliver(copy, listener);
+      } else this.deliver(data, listener);
       if (!this.ooo.isEmpty) {
         // Filled (part of) a gap: acknowledge at once, with what is still missing.
         this.ackNow = true;
         for (let r = this.ooo.take(this.nxt); r !== undefined && !this.stopped; r = this.ooo.take(this.nxt)) {
-          for (const c of r.chunks) this.deliver(c, listener);
+          for (const c of r.chunks) {
+            if (this.copyInput) this.track(undefined, c.length);
+            this.deliver(c, listener);
+          }
         }
       } else {
         this.bytesSinceAck += data.length;
@@ -261,6 +278,7 @@ export class Receiver {
    * peer with half its window left is not waiting for it.
    */
   consumed(n: number): boolean {
+    if (this.chunkLens !== undefined && this.chunkSlabs !== undefined) this.releaseChunks(n, this.chunkLens, this.chunkSlabs);
     this.unconsumed -= n;
     if (this.unconsumed < 0) this.unconsumed = 0;
     this.settle();
@@ -282,6 +300,43 @@ export class Receiver {
   private swsThreshold(): number {
     const half = this.bufSize >>> 1;
     return this.mss < half ? this.mss : half;
+  }
+
+  /** A chunk about to be delivered, in order: its bytes and the slab its copy lives in. */
+  private track(slab: RecvSlab | undefined, len: number): void {
+    (this.chunkLens ??= []).push(len);
+    (this.chunkSlabs ??= []).push(slab);
+  }
+
+  /** `n` more delivered bytes were consumed: release every chunk they complete. */
+  private releaseChunks(n: number, lens: number[], slabs: Array<RecvSlab | undefined>): void {
+    let left = n + this.headDone;
+    let i = this.chunkHead;
+    while (i < lens.length && left >= lens[i]) {
+      left -= lens[i];
+      const slab = slabs[i];
+      if (slab !== undefined) {
+        slabs[i] = undefined;
+        recvSlabs.release(slab);
+      }
+      i++;
+    }
+    if (i === lens.length) {
+      // Drained: drop the lists (an idle connection keeps none). Bytes consumed beyond what
+      // was delivered and tracked (none should be) are forgotten with them.
+      this.chunkLens = undefined;
+      this.chunkSlabs = undefined;
+      this.chunkHead = 0;
+      this.headDone = 0;
+      return;
+    }
+    this.headDone = left;
+    this.chunkHead = i;
+    if (i > 1024 && i * 2 > lens.length) {
+      lens.splice(0, i);
+      slabs.splice(0, i);
+      this.chunkHead = 0;
+    }
   }
 
   private deliver(chunk: Uint8Array, listener: TcpListener | undefined): void {

@@ -34,8 +34,10 @@ export interface TcpListener {
   /** The three-way handshake completed. */
   onEstablished?(): void;
   /**
-   * In-order payload. The chunk is the caller's to keep (it is not reused by the stack). The
-   * bytes count against the receive window until `consumed()` is called.
+   * In-order payload. The chunk is the caller's until it calls `consumed()` for all of its
+   * bytes (in stream order): until then the stack does not reuse its memory, afterwards it
+   * may (recv-slabs.ts), so consume only what nothing reads any more, or copy it first. The
+   * bytes count against the receive window until then.
    */
   onData?(chunk: Uint8Array): void;
   /** The peer sent FIN: no more data will arrive (we may keep sending). */
