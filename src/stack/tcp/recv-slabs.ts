@@ -9,7 +9,7 @@
  * dante, those collections (concurrent marking, sweeping) took ~23 % of tunroute's CPU and the
  * page faults under the copy another ~5 %.
  *
- * How: copies are carved one after another out of 1 MiB slabs. Each slab counts the copies
+ * How: copies are carved one after another out of 256 KiB slabs. Each slab counts the copies
  * still live in it. The receiver that made a copy releases it when `consumed()` says the
  * application is done with those bytes (the relay says so once the upstream socket's write
  * has completed, so the kernel holds its own copy). A slab whose count falls to zero is used
@@ -24,8 +24,13 @@ export interface RecvSlab {
   live: number;
 }
 
-const SLAB_BYTES = 1024 * 1024;
-/** Copies larger than this are not worth a slab's space (none arrive: GRO stops at 64 KiB). */
+/**
+ * A slab lives on while any copy in it is unreleased: a few bytes an upstream never takes keep
+ * the whole slab. 256 KiB (four GRO super-packets) keeps that worst case where the small-copy
+ * slabs of bytes.ts already have it.
+ */
+const SLAB_BYTES = 256 * 1024;
+/** Copies larger than this get a buffer of their own (none arrive: GRO stops at 64 KiB). */
 const MAX_COPY = 128 * 1024;
 /** Empty slabs kept for reuse beyond the current one; more go back to the collector. */
 const KEEP_FREE = 2;
