@@ -79,7 +79,8 @@ export class Receiver {
   /**
    * Delivered chunks not yet consumed, oldest first, with the slab each was copied into
    * (undefined: not a slab copy). consumed() releases a slab copy once all its bytes are.
-   * Made on first use and emptied when drained, so an idle connection holds none.
+   * Made on first use and emptied (not dropped) when drained: a request/response flow makes
+   * no new arrays per exchange, and an idle one keeps two empty arrays, no elements.
    */
   private chunkSlabs: Array<RecvSlab | undefined> | undefined = undefined;
   private chunkLens: number[] | undefined = undefined;
@@ -322,10 +323,10 @@ export class Receiver {
       i++;
     }
     if (i === lens.length) {
-      // Drained: drop the lists (an idle connection keeps none). Bytes consumed beyond what
-      // was delivered and tracked (none should be) are forgotten with them.
-      this.chunkLens = undefined;
-      this.chunkSlabs = undefined;
+      // Drained: empty the lists (length 0 lets their elements go). Bytes consumed beyond
+      // what was delivered and tracked (none should be) are forgotten with them.
+      lens.length = 0;
+      slabs.length = 0;
       this.chunkHead = 0;
       this.headDone = 0;
       return;
