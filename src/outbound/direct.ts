@@ -23,6 +23,7 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { Socket, isIPv4 } from 'node:net';
 import { monotonicClock, type Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
+import { POOLED_READS } from './pooled-reads.js';
 import {
   UpstreamError,
   newOutboundStats,
@@ -118,7 +119,7 @@ export class DirectOutbound implements Outbound {
 
     return new Promise<TcpUpstream>((resolve, reject) => {
       // allowHalfOpen: after the destination's FIN the app may still send (half-close).
-      const socket = new Socket({ allowHalfOpen: true });
+      const socket = new Socket({ allowHalfOpen: true, ...POOLED_READS });
       let settled = false;
       const cleanup = (): void => {
         clearTimeout(timer);

@@ -5,6 +5,7 @@
  * (`release`), or a failed one is destroyed (`discard`).
  */
 import { Socket } from 'node:net';
+import { POOLED_READS } from './pooled-reads.js';
 
 /** What a handshake hears from its socket. */
 export interface SocketSetup {
@@ -37,10 +38,10 @@ function ignore(): void {}
  * A socket whose events go to `setup`; not yet connected. allowHalfOpen: a destination that
  * half-closes (shutdown(SHUT_WR)) must still receive what the app sends afterwards; Node would
  * otherwise end our side on its FIN. Nagle off before the first byte: every handshake message
- * goes out at once.
+ * goes out at once. Reads go through the shared buffer of pooled-reads.ts.
  */
 export function setupSocket(setup: SocketSetup): SetupSocket {
-  const s = new SetupSocket({ allowHalfOpen: true });
+  const s = new SetupSocket({ allowHalfOpen: true, ...POOLED_READS });
   s.setup = setup;
   s.once('connect', onConnect);
   s.on('data', onData);

@@ -17,6 +17,8 @@ import type { Clock } from '../clock.js';
 import type { Logger } from '../logger.js';
 import { u32ToIp } from '../net/ipv4.js';
 import type { TcpConnection } from '../stack/tcp/connection.js';
+import type { RecvSlab } from '../stack/tcp/recv-slabs.js';
+import { setReadSink, type ReadSink } from '../outbound/pooled-reads.js';
 import type { TcpSynRequest } from '../stack/tcp/table.js';
 import type { CloseReason, TcpConnectionOptions, TcpListener } from '../stack/tcp/types.js';
 import type { TcpStack } from '../stack/tcp-stack.js';
@@ -325,7 +327,7 @@ interface FlowSocket extends Socket {
 }
 
 function onSocketData(this: FlowSocket, data: Buffer): void {
-  this[FLOW]?.upstreamData(data);
+  this[FLOW]?.upstreamChunk(data, undefined);
 }
 function onSocketEnd(this: FlowSocket): void {
   this[FLOW]?.upstreamEnd();
@@ -351,7 +353,7 @@ export interface FlowFacts {
   readonly protocol: number;
 }
 
-class TcpFlow implements TcpListener, ConnectCancel, FlowFacts {
+class TcpFlow implements TcpListener, ConnectCancel, FlowFacts, ReadSink {
   conn!: TcpConnection;
   private socket: Socket | undefined;
   /** The outbound's connect while it is in flight (ConnectCancel: no AbortController per flow). */
@@ -365,6 +367,8 @@ class TcpFlow implements TcpListener, ConnectCancel, FlowFacts {
   readonly protocol = IP_PROTO_TCP;
   /** Upstream bytes the connection's send buffer could not take yet. */
   private held: Uint8Array | undefined;
+  /** The pooled slab `held` lies in (this flow's reference to it), or undefined. */
+  private heldSlab: RecvSlab | undefined = undefined;
   /** Lengths of chunks written to the socket and not yet flushed to the kernel, in order. */
   private readonly inFlight: number[] = [];
   private inFlightHead = 0;
@@ -415,6 +419,9 @@ class TcpFlow implements TcpListener, ConnectCancel, FlowFacts {
     }
     this.socket = socket;
     (socket as FlowSocket)[FLOW] = this;
+    // A socket of ours reads into the shared buffer and hands this flow pooled copies
+    // (pooled-reads.ts); 'data' still serves any other kind of socket.
+    setReadSink(socket, this);
     socket.on('data', onSocketData);
     socket.on('end', onSocketEnd);
     socket.on('error', onSocketError);
@@ -510,6 +517,7 @@ class TcpFlow implements TcpListener, ConnectCancel, FlowFacts {
     if (this.held !== undefined) {
       this.relay.budget.unforce(this.held.length);
       this.held = undefined;
+      this.releaseHeldSlab();
     }
     this.relay.flowEnded(this);
     const socket = this.socket;
@@ -530,39 +538,58 @@ class TcpFlow implements TcpListener, ConnectCancel, FlowFacts {
   // --- the upstream side ----------------------------------------------------------------
 
   /** @internal The upstream socket's 'data' (onSocketData). */
-  upstreamData(data: Buffer): void {
-    if (this.done) return; // a read that raced the close: nowhere to deliver
+  /**
+   * Bytes from the upstream socket (ReadSink, or its 'data'). `slab`: the pooled slab they were
+   * copied into; this call owns one reference to it and lets it go once the send buffer has
+   * taken the bytes (which then holds its own until the app acknowledges them).
+   */
+  upstreamChunk(data: Uint8Array, slab: RecvSlab | undefined): void {
+    if (this.done) {
+      slab?.pool.release(slab); // a read that raced the close: nowhere to deliver
+      return;
+    }
     this.bytesDown += data.length;
     this.relay.stats.bytesDown += data.length;
     if (this.held !== undefined) {
-      // Should not happen (paused), but never lose bytes.
+      // Should not happen (paused), but never lose bytes. The concatenation is a copy.
       this.relay.budget.force(data.length);
       this.held = Buffer.concat([this.held, data]);
+      this.releaseHeldSlab();
+      slab?.pool.release(slab);
       return;
     }
-    const n = this.conn.write(data);
+    const n = this.conn.write(data, slab);
     if (n < data.length) {
       // Already in memory: charged to the budget, beyond it if it must (buffer-budget.ts).
       this.held = data.subarray(n);
+      this.heldSlab = slab;
       this.relay.budget.force(this.held.length);
       this.socket?.pause();
-    }
+    } else slab?.pool.release(slab);
     this.relay.opts.stack.schedule();
   }
 
   private pushHeld(): void {
     const h = this.held;
     if (h === undefined) return;
-    const n = this.conn.write(h);
+    const n = this.conn.write(h, this.heldSlab);
     this.relay.budget.unforce(n);
     if (n < h.length) {
       this.held = h.subarray(n);
     } else {
       this.held = undefined;
+      this.releaseHeldSlab();
       if (this.upstreamEnded) this.conn.shutdownWrite();
       else this.socket?.resume();
     }
     this.relay.opts.stack.schedule();
+  }
+
+  private releaseHeldSlab(): void {
+    const slab = this.heldSlab;
+    if (slab === undefined) return;
+    this.heldSlab = undefined;
+    slab.pool.release(slab);
   }
 
   /** @internal The upstream socket's 'end' (onSocketEnd). */

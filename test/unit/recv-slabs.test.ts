@@ -6,6 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { RecvSlabs, recvSlabs } from '../../src/stack/tcp/recv-slabs.js';
+import { SendBuffer } from '../../src/stack/tcp/send-buffer.js';
 import { established, pattern, recv, send, ISS_FAMILIES } from './tcp-harness.js';
 
 function filled(n: number, v: number): Uint8Array {
@@ -60,8 +61,8 @@ describe('RecvSlabs', () => {
     expect(p.allocated).toBe(1);
   });
 
-  it('keeps at most two empty slabs; trim() lets them go', () => {
-    const p = new RecvSlabs(1024);
+  it('keeps at most keepFree empty slabs; trim() lets them go', () => {
+    const p = new RecvSlabs(1024, 2);
     const slabs = [];
     for (let i = 0; i < 5; i++) {
       p.copy(filled(1024, i));
@@ -119,7 +120,7 @@ describe.each(ISS_FAMILIES)('the receiver and the slabs ($name)', (iss) => {
     expect(recvSlabs.allocated - allocated).toBeLessThanOrEqual(1);
     const last = ev.data[ev.data.length - 1];
     expect([...last]).toEqual([...pattern(1024, seq - 1024)]);
-    expect(recvSlabs.held).toBeLessThanOrEqual(3);
+    expect(recvSlabs.held).toBeLessThanOrEqual(7);
   });
 
   it('releases a chunk only when all of its bytes are consumed, in pieces', () => {
@@ -134,5 +135,37 @@ describe.each(ISS_FAMILIES)('the receiver and the slabs ($name)', (iss) => {
     expect([...ev.data[0]]).toEqual([...pattern(3000)]);
     c.consumed(1);
     expect(slab.live).toBe(live - 1);
+  });
+});
+
+describe('the send buffer and pooled reads', () => {
+  it('holds a reference to the slab of a chunk it keeps, until the chunk is acknowledged', () => {
+    const p = new RecvSlabs(64 * 1024);
+    const b = new SendBuffer(1 << 20, 'split');
+    const chunk = p.copy(pattern(4000));
+    const s = p.lastSlab;
+    if (s === undefined) throw new Error('no slab');
+    expect(b.write(chunk, s)).toBe(4000);
+    expect(s.live).toBe(2); // the reader's reference and the buffer's
+    p.release(s); // the reader handed it on
+    b.ack(3999);
+    expect(s.live).toBe(1); // one byte still unacknowledged
+    b.ack(4000);
+    expect(s.live).toBe(0);
+  });
+
+  it('keeps no reference for a small write (it is copied) nor for what it did not accept', () => {
+    const p = new RecvSlabs(64 * 1024);
+    const b = new SendBuffer(6000, 'split');
+    const small = p.copy(pattern(100));
+    const s = p.lastSlab;
+    if (s === undefined) throw new Error('no slab');
+    b.write(small, s);
+    expect(s.live).toBe(1);
+    const big = p.copy(pattern(8000));
+    expect(b.write(big, s)).toBe(5900); // the rest stays the writer's
+    expect(s.live).toBe(3);
+    b.ack(6000);
+    expect(s.live).toBe(2);
   });
 });

@@ -40,6 +40,7 @@
 
 import { ACK_OK, Sender, type SegmentSink } from './sender.js';
 import { Receiver } from './receiver.js';
+import type { RecvSlab } from './recv-slabs.js';
 import { BufferAccount } from './buffer-account.js';
 import {
   ACK,
@@ -237,10 +238,13 @@ export class TcpConnection implements SegmentSink {
     this.close('refused');
   }
 
-  /** Queue up to data.length bytes for sending; returns how many were accepted. */
-  write(data: Uint8Array): number {
+  /**
+   * Queue up to data.length bytes for sending; returns how many were accepted. `slab`: the
+   * pooled slab `data` was copied into (outbound/pooled-reads.ts); the bytes kept hold it.
+   */
+  write(data: Uint8Array, slab?: RecvSlab): number {
     if (!this.canWrite() || data.length === 0) return 0;
-    const n = this.snd.buf.write(data);
+    const n = this.snd.buf.write(data, slab);
     if (n < data.length) this.writeBlocked = true;
     if (n > 0) this.touch();
     return n;

@@ -22,6 +22,8 @@
 export interface RecvSlab {
   readonly bytes: Uint8Array;
   live: number;
+  /** The pool it goes back to. */
+  readonly pool: RecvSlabs;
 }
 
 /**
@@ -32,8 +34,13 @@ export interface RecvSlab {
 const SLAB_BYTES = 256 * 1024;
 /** Copies larger than this get a buffer of their own (none arrive: GRO stops at 64 KiB). */
 const MAX_COPY = 128 * 1024;
-/** Empty slabs kept for reuse beyond the current one; more go back to the collector. */
-const KEEP_FREE = 2;
+/**
+ * Empty slabs kept for reuse beyond the current one; more go back to the collector. Received
+ * segment text is consumed within a write, but bytes read for the app stay until it
+ * acknowledges them: a flow's whole send buffer (1 MiB, four slabs) is in flight at once, and
+ * a pool that kept fewer would hand slabs to the collector and allocate them again.
+ */
+const KEEP_FREE = 6;
 
 export class RecvSlabs {
   /** The slab copies are carved from, and how far. */
@@ -46,7 +53,10 @@ export class RecvSlabs {
   allocated = 0;
   reused = 0;
 
-  constructor(private readonly slabBytes = SLAB_BYTES) {}
+  constructor(
+    private readonly slabBytes = SLAB_BYTES,
+    private readonly keepFree = KEEP_FREE,
+  ) {}
 
   /** A copy of `src` that stays valid until released; its slab is `lastSlab` afterwards. */
   copy(src: Uint8Array): Uint8Array {
@@ -68,12 +78,17 @@ export class RecvSlabs {
     return out;
   }
 
-  /** One copy from `slab` is no longer read by anybody. */
+  /** One more holder of a copy in `slab` (a send buffer that keeps it by reference). */
+  retain(slab: RecvSlab): void {
+    slab.live++;
+  }
+
+  /** One holder of a copy from `slab` reads it no more. */
   release(slab: RecvSlab): void {
     if (slab.live <= 0) throw new RangeError('a received copy was released twice');
     if (--slab.live > 0) return;
     if (slab === this.cur) this.used = 0; // empty: carve from its start again
-    else if (this.free.length < KEEP_FREE) this.free.push(slab);
+    else if (this.free.length < this.keepFree) this.free.push(slab);
   }
 
   /** Slabs held now (current and free), for tests and stats. */
@@ -99,7 +114,7 @@ export class RecvSlabs {
     if (s === undefined) {
       // Uninitialized: every byte handed out is overwritten by the copy first.
       const b = Buffer.allocUnsafeSlow(this.slabBytes);
-      s = { bytes: new Uint8Array(b.buffer, b.byteOffset, this.slabBytes), live: 0 };
+      s = { bytes: new Uint8Array(b.buffer, b.byteOffset, this.slabBytes), live: 0, pool: this };
       this.allocated++;
     } else this.reused++;
     this.cur = s;
@@ -107,5 +122,5 @@ export class RecvSlabs {
   }
 }
 
-/** The process's one pool: every connection's received copies come from it. */
+/** The pool of segment text received from the device: every connection's copies come from it. */
 export const recvSlabs = new RecvSlabs();

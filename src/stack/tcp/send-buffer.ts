@@ -26,6 +26,7 @@
 
 import type { BufferAccount } from './buffer-account.js';
 import { allocBytes } from './bytes.js';
+import type { RecvSlab } from './recv-slabs.js';
 
 /** Writes shorter than this are copied into the staging block. */
 const SMALL_WRITE = 512;
@@ -47,6 +48,12 @@ function scratchBytes(n: number): Uint8Array {
 export class SendBuffer {
   private chunks: Uint8Array[] = [];
   private offs: number[] = [];
+  /**
+   * The slab of each chunk kept by reference from a pooled read (undefined: none), released
+   * when the peer acknowledges the chunk. Made when such a chunk is first written, dropped
+   * when everything is acknowledged.
+   */
+  private slabs: Array<RecvSlab | undefined> | undefined = undefined;
   private head = 0;
   private startOff = 0;
   private endOff = 0;
@@ -107,8 +114,12 @@ export class SendBuffer {
     return f > 0 ? f : 0;
   }
 
-  /** Append as much of `data` as fits; returns the number of bytes accepted. */
-  write(data: Uint8Array): number {
+  /**
+   * Append as much of `data` as fits; returns the number of bytes accepted. `slab`: `data` is a
+   * copy in that slab, which must not be reused while the bytes are kept here by reference
+   * (they are retained until acknowledged; a small write is copied and keeps nothing).
+   */
+  write(data: Uint8Array, slab?: RecvSlab): number {
     let n = Math.min(data.length, this.free);
     if (n === 0) return 0;
     const a = this.account;
@@ -118,6 +129,11 @@ export class SendBuffer {
     }
     if (n < SMALL_WRITE) this.writeSmall(n === data.length ? data : data.subarray(0, n));
     else {
+      if (slab !== undefined) {
+        slab.pool.retain(slab);
+        const slabs = (this.slabs ??= new Array<RecvSlab | undefined>(this.chunks.length).fill(undefined));
+        slabs.push(slab);
+      } else this.slabs?.push(undefined);
       this.chunks.push(n === data.length ? data : data.subarray(0, n));
       this.offs.push(this.endOff);
       this.stageChunk = -1;
@@ -143,8 +159,14 @@ export class SendBuffer {
     const chunks = this.chunks;
     const offs = this.offs;
     let head = this.head;
+    const slabs = this.slabs;
     while (head < chunks.length && offs[head] + chunks[head].length <= offset) {
       chunks[head] = EMPTY;
+      const slab = slabs?.[head];
+      if (slab !== undefined && slabs !== undefined) {
+        slabs[head] = undefined;
+        slab.pool.release(slab);
+      }
       head++;
     }
     this.head = head;
@@ -152,6 +174,7 @@ export class SendBuffer {
     if (head === chunks.length) {
       chunks.length = 0;
       offs.length = 0;
+      this.slabs = undefined;
       this.head = 0;
       this.hint = 0;
       this.stageChunk = -1;
@@ -162,6 +185,7 @@ export class SendBuffer {
     } else if (head >= 1024 && head * 2 >= chunks.length) {
       chunks.splice(0, head);
       offs.splice(0, head);
+      slabs?.splice(0, head);
       this.head = 0;
       this.hint = 0;
       if (this.stageChunk >= 0) this.stageChunk -= head;
@@ -236,6 +260,7 @@ export class SendBuffer {
     this.stageUsed += n;
     this.chunks.push(this.stage.subarray(this.stageChunkFrom, this.stageUsed));
     this.offs.push(this.endOff);
+    this.slabs?.push(undefined);
     this.stageChunk = this.chunks.length - 1;
   }
 }
