@@ -4,11 +4,10 @@
  * the process at ~360 MB where it idled at ~80 MB. When the open flows fall to half of a peak
  * of at least `minPeak`, one shared timer (never one per flow) fires `delayMs` later and runs a
  * full garbage collection (an idle process may not collect for minutes, and the flows' buffers are
- * only freed when it does), lets the empty received-copy slabs go (recv-slabs.ts), and then asks
+ * only freed when it does), lets the empty slabs of received and read copies go, and then asks
  * the addon to trim the allocator. Without the addon (unit tests, `tunroute check`) only the
- * collection runs. While many flows keep closing (a
- * quarter of `minPeak` per period or more) it fires again, so the tail of the burst is given
- * back too; a slow trickle of closes costs nothing.
+ * collection runs. While many flows keep closing (a quarter of `minPeak` per period or more) it
+ * fires again, so the tail of the burst is given back too; a slow trickle of closes costs nothing.
  *
  * Once the closes have stopped, one more trim follows `settleMs` later. V8 gives back the young
  * generation it grew during the burst (up to 2 × 16 MiB of semi-spaces, which stayed committed
@@ -20,6 +19,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { tryLoadNative } from '../native/addon.js';
+import { readSlabs } from '../outbound/pooled-reads.js';
 import { recvSlabs } from '../stack/tcp/recv-slabs.js';
 
 let gcFn: (() => void) | undefined;
@@ -39,6 +39,7 @@ function fullGc(): void {
 
 function gcAndTrim(): void {
   recvSlabs.trim();
+  readSlabs.trim();
   fullGc();
   tryLoadNative()?.trimMemory?.();
 }
