@@ -537,11 +537,11 @@ class TcpFlow implements TcpListener, ConnectCancel, FlowFacts, ReadSink {
 
   // --- the upstream side ----------------------------------------------------------------
 
-  /** @internal The upstream socket's 'data' (onSocketData). */
   /**
-   * Bytes from the upstream socket (ReadSink, or its 'data'). `slab`: the pooled slab they were
-   * copied into; this call owns one reference to it and lets it go once the send buffer has
-   * taken the bytes (which then holds its own until the app acknowledges them).
+   * @internal Bytes from the upstream socket (ReadSink, or its 'data': onSocketData). `slab`:
+   * the pooled slab they were copied into; this call owns one reference to it and lets it go
+   * once the send buffer has taken the bytes (which then holds its own until the app
+   * acknowledges them).
    */
   upstreamChunk(data: Uint8Array, slab: RecvSlab | undefined): void {
     if (this.done) {
