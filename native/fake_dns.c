@@ -26,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "csum.h"
 #include "fake_dns.h"
 
 #define IPV4_HDR 20
@@ -48,23 +49,14 @@ static inline void wr16(uint8_t *p, uint32_t v) {
   p[1] = (uint8_t)v;
 }
 
-/* RFC 1071 sum of big-endian 16-bit words, not folded. */
-static uint32_t sum16(const uint8_t *p, size_t len, uint32_t sum) {
-  for (; len >= 2; p += 2, len -= 2) sum += (uint32_t)((p[0] << 8) | p[1]);
-  if (len == 1) sum += (uint32_t)(p[0] << 8);
-  return sum;
-}
-
-static uint16_t fold(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return (uint16_t)sum;
-}
-
 /* The UDP pseudo-header (RFC 768) of src → dst with `ulen` bytes of UDP, as a partial sum. */
-static uint32_t pseudo_sum(const uint8_t *src, const uint8_t *dst, size_t ulen) {
-  uint32_t s = sum16(src, 4, 0);
-  s = sum16(dst, 4, s);
-  return s + 17 + (uint32_t)ulen;
+static uint64_t pseudo_sum(const uint8_t *src, const uint8_t *dst, size_t ulen) {
+  return (uint64_t)csum_bytes(src, 4) + csum_bytes(dst, 4) + 17 + ulen;
+}
+
+/* The folded sum of p[0..len) plus `initial`: 0xffff over data whose checksum is intact. */
+static uint32_t sum_with(const uint8_t *p, size_t len, uint64_t initial) {
+  return fold64(csum_bytes(p, len) + initial);
 }
 
 /*
@@ -135,11 +127,11 @@ size_t fake_dns_build(napi_env env, fake_dns_t *d, const uint8_t *pkt, size_t n,
   const size_t ip_len = n - v;
   if (ip[0] != 0x45 || ip[9] != 17 || rd16(ip + 2) != ip_len) return 0;
   if ((rd16(ip + 6) & 0x3fff) != 0) return 0; /* MF, or an offset: a fragment */
-  if (fold(sum16(ip, IPV4_HDR, 0)) != 0xffff) return 0;
+  if (csum_bytes(ip, IPV4_HDR) != 0xffff) return 0;
   const uint8_t *udp = ip + IPV4_HDR;
   const size_t ulen = ip_len - IPV4_HDR;
   if (rd16(udp + 2) != 53 || rd16(udp + 4) != ulen) return 0;
-  if (!partial && rd16(udp + 6) != 0 && fold(sum16(udp, ulen, pseudo_sum(ip + 12, ip + 16, ulen))) != 0xffff) return 0;
+  if (!partial && rd16(udp + 6) != 0 && sum_with(udp, ulen, pseudo_sum(ip + 12, ip + 16, ulen)) != 0xffff) return 0;
   const uint8_t *dns = udp + UDP_HDR;
   char name[MAX_NAME_TEXT];
   size_t name_len, qend;
@@ -183,8 +175,8 @@ size_t fake_dns_build(napi_env env, fake_dns_t *d, const uint8_t *pkt, size_t n,
   oip[9] = 17;
   memcpy(oip + 12, ip + 16, 4);
   memcpy(oip + 16, ip + 12, 4);
-  wr16(oip + 10, (uint16_t)~fold(sum16(oip, IPV4_HDR, 0)));
-  uint16_t uc = (uint16_t)~fold(sum16(oudp, oulen, pseudo_sum(oip + 12, oip + 16, oulen)));
+  wr16(oip + 10, (uint16_t)~csum_bytes(oip, IPV4_HDR));
+  uint16_t uc = (uint16_t)~sum_with(oudp, oulen, pseudo_sum(oip + 12, oip + 16, oulen));
   wr16(oudp + 6, uc == 0 ? 0xffff : uc);
   return v + tot;
 }
