@@ -506,8 +506,8 @@ export class TcpConnection implements SegmentSink {
 
   /** §3.10.7.4 seventh and eighth: segment text and FIN (ESTABLISHED, FIN-WAIT-1/2). */
   private receiveText(now: number, seg: TcpSegment, segPos: number): void {
-    this.rcv.delayFinAck = this.st === 'ESTABLISHED';
-    const fin = this.rcv.receive(now, segPos, seg.payload, (seg.flags & FIN) !== 0, this.listener);
+    // In ESTABLISHED we have sent no FIN: the peer's may wait for ours to carry its ACK.
+    const fin = this.rcv.receive(now, segPos, seg.payload, (seg.flags & FIN) !== 0, this.listener, this.st === 'ESTABLISHED');
     if (!fin || this.isClosed()) return;
     let timeWait = false;
     switch (this.st) {

@@ -22,9 +22,9 @@
  * acknowledged at once (RFC 5681 §4.2). An "immediate" ACK is still sent from `poll()`, so a
  * batch of segments processed together is acknowledged once. One exception, as Linux makes it
  * (its "pingpong" mode on a FIN in ESTABLISHED): while our own side is still open
- * (`delayFinAck`), the peer's FIN is acknowledged after `delayedAckMs`, so that our FIN, which
- * the relay sends as soon as the upstream closes too, carries that ACK: one segment into the
- * device instead of two, for every connection an app closes first.
+ * (receive()'s `delayFinAck`), the peer's FIN is acknowledged after `delayedAckMs`, so that
+ * our FIN, which the relay sends as soon as the upstream closes too, carries that ACK: one
+ * segment into the device instead of two, for every connection an app closes first.
  *
  * With a shared budget (`account`), `bufSize` is a ceiling: the buffer is what the account can
  * hold now (its floor plus what the pool gives). In-window bytes the pool cannot cover are
@@ -72,8 +72,6 @@ export class Receiver {
   duplicateIn = 0;
   /** Segments (or parts) dropped because the shared budget could not hold them. */
   pressured = 0;
-  /** The peer's FIN gets a delayed ACK, not an immediate one (set while we have sent no FIN). */
-  delayFinAck = false;
 
   readonly ooo: Reassembly;
   /**
@@ -159,9 +157,10 @@ export class Receiver {
   /**
    * Segment text and FIN (states ESTABLISHED, FIN-WAIT-1, FIN-WAIT-2). Trims to the window,
    * delivers what is in order, holds what is not. Returns true when the peer's FIN was
-   * consumed by this segment (or by the data it completed).
+   * consumed by this segment (or by the data it completed). `delayFinAck`: our side is still
+   * open, so that FIN's ACK may wait for our own FIN (see the ACK policy above).
    */
-  receive(now: number, seg: number, payload: Uint8Array, fin: boolean, listener: TcpListener | undefined): boolean {
+  receive(now: number, seg: number, payload: Uint8Array, fin: boolean, listener: TcpListener | undefined, delayFinAck: boolean): boolean {
     let start = seg;
     let data = payload;
     const finPos = seg + payload.length;
@@ -231,10 +230,10 @@ export class Receiver {
     }
     this.settle();
     if (fin) {
-      if (finPos === this.nxt) return this.consumeFin(now);
+      if (finPos === this.nxt) return this.consumeFin(now, delayFinAck);
       if (finPos > this.nxt) this.finAt = finPos;
     }
-    if (this.finAt === this.nxt) return this.consumeFin(now);
+    if (this.finAt === this.nxt) return this.consumeFin(now, delayFinAck);
     return false;
   }
 
@@ -348,11 +347,11 @@ export class Receiver {
     listener?.onData?.(chunk);
   }
 
-  private consumeFin(now: number): boolean {
+  private consumeFin(now: number, delayAck: boolean): boolean {
     this.nxt++;
     this.finAt = -1;
     this.finReceived = true;
-    if (this.delayFinAck && this.delayedAckMs > 0) {
+    if (delayAck && this.delayedAckMs > 0) {
       if (this.delAckAt === Infinity) this.delAckAt = now + this.delayedAckMs;
     } else this.ackNow = true;
     return true;
