@@ -34,6 +34,9 @@ export interface NativeReaderHandle {
  */
 export type NativeReadCallback = (count: number, offsets: Uint32Array, lengths: Uint32Array) => void;
 
+/** The address of a fake A answer for canonical `name` (0: the packet goes to JS); sizes of the DNS messages. */
+export type NativeDnsDecide = (name: string, queryBytes: number, answerBytes: number) => number;
+
 export interface NativeTunAddon {
   /** Opens /dev/net/tun and attaches it to device `name` ('' lets the kernel pick). Throws NativeErrnoError. */
   open(name: string, opts: { vnetHdr: boolean; multiQueue: boolean }): { fd: NativeFd; name: string };
@@ -54,9 +57,9 @@ export interface NativeTunAddon {
    * answerBytes)'s address (0: handed to the callback as a packet); null turns it off.
    * vnetLen: the device's virtio-net header size (0 or 10). Absent in older builds.
    */
-  setDnsResponder?(handle: NativeReaderHandle, decide: ((name: string, queryBytes: number, answerBytes: number) => number) | null, vnetLen: number, ttl: number): void;
+  setDnsResponder?(handle: NativeReaderHandle, decide: NativeDnsDecide | null, vnetLen: number, ttl: number): void;
   /** The answer the reader would write for `packet` (setDnsResponder's), or null: it would go to JS. For tests. Absent in older builds. */
-  fakeDnsAnswer?(packet: Uint8Array, vnetLen: number, ttl: number, decide: (name: string, queryBytes: number, answerBytes: number) => number): Buffer | null;
+  fakeDnsAnswer?(packet: Uint8Array, vnetLen: number, ttl: number, decide: NativeDnsDecide): Buffer | null;
   /** write() of buf[offset .. offset + length): bytes written, or -errno. Never throws on I/O errors. */
   write(fd: NativeFd, buf: Uint8Array, offset: number, length: number): number;
   /**

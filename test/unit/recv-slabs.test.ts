@@ -5,12 +5,19 @@
  * is ever overwritten.
  */
 import { describe, expect, it } from 'vitest';
-import { RecvSlabs, recvSlabs } from '../../src/stack/tcp/recv-slabs.js';
+import { RecvSlabs, recvSlabs, type RecvSlab } from '../../src/stack/tcp/recv-slabs.js';
 import { SendBuffer } from '../../src/stack/tcp/send-buffer.js';
 import { established, pattern, recv, send, ISS_FAMILIES } from './tcp-harness.js';
 
 function filled(n: number, v: number): Uint8Array {
   return new Uint8Array(n).fill(v);
+}
+
+/** The slab the pool's last copy went into; fails the test when that copy had a buffer of its own. */
+function slabOfLastCopy(p: RecvSlabs): RecvSlab {
+  const s = p.lastSlab;
+  if (s === undefined) throw new Error('the last copy was not made in a slab');
+  return s;
 }
 
 describe('RecvSlabs', () => {
@@ -30,8 +37,7 @@ describe('RecvSlabs', () => {
   it('starts a full slab again when all its copies are released, and takes a new one when not', () => {
     const p = new RecvSlabs(4096);
     const first = [p.copy(filled(2048, 1)), p.copy(filled(2048, 2))];
-    const s1 = p.lastSlab;
-    if (s1 === undefined) throw new Error('no slab');
+    const s1 = slabOfLastCopy(p);
     // Full and still read: the next copy needs a second slab, and the first keeps its bytes.
     const c = p.copy(filled(100, 3));
     const s2 = p.lastSlab;
@@ -52,8 +58,7 @@ describe('RecvSlabs', () => {
   it('reuses the current slab in place once it is empty', () => {
     const p = new RecvSlabs(4096);
     p.copy(filled(4000, 1));
-    const s = p.lastSlab;
-    if (s === undefined) throw new Error('no slab');
+    const s = slabOfLastCopy(p);
     p.release(s);
     const x = p.copy(filled(4000, 2));
     expect(p.lastSlab).toBe(s);
@@ -86,8 +91,7 @@ describe('RecvSlabs', () => {
   it('refuses a second release of the same copy', () => {
     const p = new RecvSlabs(1024);
     p.copy(filled(8, 1));
-    const s = p.lastSlab;
-    if (s === undefined) throw new Error('no slab');
+    const s = slabOfLastCopy(p);
     p.release(s);
     expect(() => p.release(s)).toThrow(RangeError);
   });
@@ -126,8 +130,7 @@ describe.each(ISS_FAMILIES)('the receiver and the slabs ($name)', (iss) => {
   it('releases a chunk only when all of its bytes are consumed, in pieces', () => {
     const { c, ev, L, R } = established(iss);
     send(c, 10, { seq: R(1), ack: L(1), payload: pattern(3000) });
-    const slab = recvSlabs.lastSlab;
-    if (slab === undefined) throw new Error('the chunk was not copied into a slab');
+    const slab = slabOfLastCopy(recvSlabs);
     const live = slab.live;
     c.consumed(1000);
     c.consumed(1999);
@@ -143,8 +146,7 @@ describe('the send buffer and pooled reads', () => {
     const p = new RecvSlabs(64 * 1024);
     const b = new SendBuffer(1 << 20, 'split');
     const chunk = p.copy(pattern(4000));
-    const s = p.lastSlab;
-    if (s === undefined) throw new Error('no slab');
+    const s = slabOfLastCopy(p);
     expect(b.write(chunk, s)).toBe(4000);
     expect(s.live).toBe(2); // the reader's reference and the buffer's
     p.release(s); // the reader handed it on
@@ -158,8 +160,7 @@ describe('the send buffer and pooled reads', () => {
     const p = new RecvSlabs(64 * 1024);
     const b = new SendBuffer(6000, 'split');
     const small = p.copy(pattern(100));
-    const s = p.lastSlab;
-    if (s === undefined) throw new Error('no slab');
+    const s = slabOfLastCopy(p);
     b.write(small, s);
     expect(s.live).toBe(1);
     const big = p.copy(pattern(8000));
