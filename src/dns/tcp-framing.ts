@@ -19,7 +19,11 @@ export const DNS_TCP_MAX_MESSAGE = 0xffff;
 
 /** What `DnsTcpReader.next()` found. */
 export type DnsTcpRead =
-  /** A whole message (without its prefix); its bytes are the caller's to keep. */
+  /**
+   * A whole message (without its prefix): a view into the chunk it lies in (valid while that
+   * chunk is: a TCP stack may reuse a chunk once its bytes are consumed), or, when it spans
+   * chunks, a copy of its own.
+   */
   | { readonly kind: 'message'; readonly message: Uint8Array }
   /** Not a whole message yet: feed more. */
   | { readonly kind: 'more' }
